@@ -1,0 +1,723 @@
+//! KubeVirt's defaulting (mutating webhook) and admission rules (validating webhook) for the
+//! networking part of a VMI spec, with KubeVirt's messages and field paths.
+//!
+//! Every rule runs and every violation is returned, so a user sees all problems of a file at
+//! once. The evaluation order follows KubeVirt's `pkg/network/admitter` `Validate()`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use crate::types::{MacAddr, MacError};
+use crate::vmi::{BindingKind, Interface, Marker, Network, PodNetwork, VmiSpec};
+
+/// The KubeVirt CR settings that change admission and defaulting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `spec.configuration.network.defaultNetworkInterface`: `bridge` (default) or `masquerade`.
+    pub default_network_interface: String,
+    /// `spec.configuration.network.permitBridgeInterfaceOnPodNetwork` (default true).
+    pub permit_bridge_interface_on_pod_network: bool,
+    /// Enabled feature gates, e.g. `PortRangesSpec`, `PasstBinding`.
+    pub feature_gates: BTreeSet<String>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            default_network_interface: "bridge".into(),
+            permit_bridge_interface_on_pod_network: true,
+            feature_gates: BTreeSet::new(),
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub fn gate(&self, name: &str) -> bool {
+        self.feature_gates.contains(name)
+    }
+}
+
+/// One admission failure: the field path (as KubeVirt prints it) and its message.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Violation {
+    pub field: String,
+    pub message: String,
+}
+
+const MAX_ITEMS: usize = 256;
+pub const VALID_MODELS: [&str; 7] = [
+    "e1000", "e1000e", "igb", "ne2k_pci", "pcnet", "rtl8139", "virtio",
+];
+
+/// KubeVirt's `SetDefaultNetworkInterface`: an empty spec gets the pod network with the
+/// cluster's default binding.
+pub fn apply_defaults(
+    spec: &mut VmiSpec,
+    spec_path: &str,
+    cfg: &ClusterConfig,
+) -> Result<(), Violation> {
+    let devices = &spec.domain.devices;
+    if devices.autoattach_pod_interface == Some(false)
+        || !devices.interfaces.is_empty()
+        || !spec.networks.is_empty()
+    {
+        return Ok(());
+    }
+    let mut iface = Interface {
+        name: "default".into(),
+        ..Interface::default()
+    };
+    match cfg.default_network_interface.as_str() {
+        "masquerade" => iface.masquerade = Some(Marker {}),
+        "slirp" => {
+            return Err(Violation {
+                field: format!("{spec_path}.domain.devices.interfaces"),
+                message: "slirp interface is deprecated as of v1.3".into(),
+            });
+        }
+        // Any other value, valid or not, falls back to bridge as KubeVirt does.
+        _ => {
+            if !cfg.permit_bridge_interface_on_pod_network {
+                return Err(Violation {
+                    field: format!("{spec_path}.domain.devices.interfaces"),
+                    message: "bridge interface is not enabled in kubevirt-config".into(),
+                });
+            }
+            iface.bridge = Some(Marker {});
+        }
+    }
+    spec.domain.devices.interfaces.push(iface);
+    spec.networks.push(Network {
+        name: "default".into(),
+        pod: Some(PodNetwork::default()),
+        ..Network::default()
+    });
+    Ok(())
+}
+
+struct Ctx<'a> {
+    spec: &'a VmiSpec,
+    root: &'a str,
+    out: Vec<Violation>,
+}
+
+impl Ctx<'_> {
+    fn push(&mut self, field: String, message: impl Into<String>) {
+        self.out.push(Violation {
+            field,
+            message: message.into(),
+        });
+    }
+    fn iface(&self, i: usize) -> String {
+        format!("{}.domain.devices.interfaces[{i}]", self.root)
+    }
+    fn net(&self, i: usize) -> String {
+        format!("{}.networks[{i}]", self.root)
+    }
+}
+
+/// Runs every admission rule on an already defaulted spec.
+pub fn validate(spec: &VmiSpec, spec_path: &str, cfg: &ClusterConfig) -> Vec<Violation> {
+    let mut c = Ctx {
+        spec,
+        root: spec_path,
+        out: Vec::new(),
+    };
+    max_items(&mut c);
+    discontinued_bindings(&mut c);
+    single_pod_network(&mut c);
+    network_sources(&mut c);
+    interface_state(&mut c);
+    binding_methods(&mut c, cfg);
+    unique_names(&mut c);
+    interface_fields(&mut c);
+    ports(&mut c, cfg);
+    dhcp_options(&mut c);
+    boot_order(&mut c);
+    probes(&mut c);
+    vm_network_cidrs(&mut c);
+    c.out
+}
+
+fn max_items(c: &mut Ctx) {
+    let n = c.spec.domain.devices.interfaces.len();
+    if n > MAX_ITEMS {
+        let f = format!("{}.domain.devices.interfaces", c.root);
+        c.push(
+            f,
+            format!("Too many: {n}: must have at most {MAX_ITEMS} items"),
+        );
+    }
+    let n = c.spec.networks.len();
+    if n > MAX_ITEMS {
+        let f = format!("{}.networks", c.root);
+        c.push(
+            f,
+            format!("Too many: {n}: must have at most {MAX_ITEMS} items"),
+        );
+    }
+}
+
+fn discontinued_bindings(c: &mut Ctx) {
+    for (i, iface) in c.spec.domain.devices.interfaces.iter().enumerate() {
+        let base = c.iface(i);
+        if iface.slirp.is_some() {
+            c.push(
+                format!("{base}.slirp"),
+                "Slirp interface support has been discontinued since v1.3",
+            );
+        }
+        if iface.passt.is_some() {
+            c.push(
+                format!("{base}.passt"),
+                "Passt network binding has been discontinued since v1.3",
+            );
+        }
+        if iface.macvtap.is_some() {
+            c.push(
+                format!("{base}.macvtap"),
+                "Macvtap network binding has been discontinued since v1.3",
+            );
+        }
+    }
+}
+
+fn single_pod_network(c: &mut Ctx) {
+    let pods = c.spec.networks.iter().filter(|n| n.is_pod()).count();
+    let multus_defaults = c
+        .spec
+        .networks
+        .iter()
+        .filter(|n| n.is_multus_default())
+        .count();
+    if pods > 1 {
+        // KubeVirt names `<spec>.interfaces` here (sic), not the devices path.
+        let f = format!("{}.interfaces", c.root);
+        c.push(
+            f.clone(),
+            format!("more than one interface is connected to a pod network in {f}"),
+        );
+    }
+    if multus_defaults > 1 {
+        let f = format!("{}.networks", c.root);
+        c.push(f, "Multus CNI should only have one default network");
+    }
+    if pods > 0 && multus_defaults > 0 {
+        let f = format!("{}.networks", c.root);
+        c.push(
+            f,
+            "Pod network cannot be defined when Multus default network is defined",
+        );
+    }
+}
+
+fn network_sources(c: &mut Ctx) {
+    for (i, n) in c.spec.networks.iter().enumerate() {
+        let sources = [
+            n.pod.is_some(),
+            n.multus.is_some(),
+            n.resource_claim.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if sources == 0 {
+            c.push(c.net(i), "should have a network type");
+        } else if sources > 1 {
+            c.push(c.net(i), "should have only one network type");
+        }
+    }
+    // KubeVirt reports only the first multus network without a name.
+    if let Some(i) = c.spec.networks.iter().position(|n| {
+        n.multus
+            .as_ref()
+            .is_some_and(|m| m.network_name.as_deref().unwrap_or("").is_empty())
+    }) {
+        c.push(c.net(i), "CNI delegating plugin must have a networkName");
+    }
+}
+
+fn default_network(spec: &VmiSpec) -> Option<&Network> {
+    spec.networks.iter().find(|n| n.is_primary())
+}
+
+fn interface_state(c: &mut Ctx) {
+    let default_name = default_network(c.spec).map(|n| n.name.clone());
+    for (i, iface) in c.spec.domain.devices.interfaces.iter().enumerate() {
+        let state = iface.state.as_deref().unwrap_or("");
+        let f = format!("{}.state", c.iface(i));
+        let name = &iface.name;
+        if !matches!(state, "" | "absent" | "down" | "up") {
+            c.push(
+                f.clone(),
+                format!("logical {name} interface state value is unsupported: {state}"),
+            );
+        }
+        if iface.sriov.is_some() && matches!(state, "up" | "down") {
+            c.push(
+                f.clone(),
+                format!("{name:?} interface's state {state:?} is not supported for SR-IOV NICs"),
+            );
+        }
+        if state == "absent" && iface.bridge.is_none() {
+            c.push(
+                f.clone(),
+                format!(
+                    "{name:?} interface's state {state:?} is supported only for bridge binding"
+                ),
+            );
+        }
+        if state == "absent" && default_name.as_deref() == Some(name.as_str()) {
+            c.push(
+                f,
+                format!(
+                    "{name:?} interface's state {state:?} is not supported on default networks"
+                ),
+            );
+        }
+    }
+}
+
+fn binding_methods(c: &mut Ctx, cfg: &ClusterConfig) {
+    let nets: BTreeMap<&str, &Network> = c
+        .spec
+        .networks
+        .iter()
+        .map(|n| (n.name.as_str(), n))
+        .collect();
+    for (i, iface) in c.spec.domain.devices.interfaces.iter().enumerate() {
+        let base = c.iface(i);
+        if iface.bindings().len() != 1 {
+            c.push(
+                base.clone(),
+                format!(
+                    "logical {} interface must have exactly one binding method or binding plugin",
+                    iface.name
+                ),
+            );
+        }
+        let net = nets.get(iface.name.as_str());
+        let on_pod = net.is_some_and(|n| n.is_pod());
+        if iface.masquerade.is_some() && net.is_some() && !on_pod {
+            c.push(
+                format!("{base}.name"),
+                "Masquerade interface only implemented with pod network",
+            );
+        }
+        if iface.masquerade.is_some() && iface.mac_address.as_deref() == Some("02:00:00:00:00:00") {
+            c.push(
+                format!("{base}.macAddress"),
+                "The requested MAC address is reserved for the in-pod bridge. Please choose another one.",
+            );
+        }
+        if iface.bridge.is_some() && on_pod && !cfg.permit_bridge_interface_on_pod_network {
+            c.push(
+                format!("{base}.name"),
+                "Bridge on pod network configuration is not enabled under kubevirt-config",
+            );
+        }
+        if iface.passt_binding.is_some() {
+            if !cfg.gate("PasstBinding") {
+                c.push(
+                    format!("{base}.name"),
+                    "PasstBinding feature gate is not enabled",
+                );
+            } else if net.is_some() && !on_pod {
+                c.push(
+                    format!("{base}.name"),
+                    "PasstBinding interface only implemented with pod network",
+                );
+            }
+        }
+    }
+}
+
+fn unique_names(c: &mut Ctx) {
+    let mut seen = BTreeSet::new();
+    for (i, n) in c.spec.networks.iter().enumerate() {
+        if !seen.insert(n.name.as_str()) {
+            c.push(
+                format!("{}.name", c.net(i)),
+                format!(
+                    "Network with name {:?} already exists, every network must have a unique name",
+                    n.name
+                ),
+            );
+        }
+    }
+    let ifaces: BTreeSet<&str> = c
+        .spec
+        .domain
+        .devices
+        .interfaces
+        .iter()
+        .map(|i| i.name.as_str())
+        .collect();
+    for (i, n) in c.spec.networks.iter().enumerate() {
+        if !ifaces.contains(n.name.as_str()) {
+            let f = format!("{}.name", c.net(i));
+            c.push(f.clone(), format!("{f} '{}' not found.", n.name));
+        }
+    }
+    let nets: BTreeSet<&str> = c.spec.networks.iter().map(|n| n.name.as_str()).collect();
+    let mut seen = BTreeSet::new();
+    for (i, iface) in c.spec.domain.devices.interfaces.iter().enumerate() {
+        let f = format!("{}.name", c.iface(i));
+        if !nets.contains(iface.name.as_str()) {
+            c.push(f.clone(), format!("{f} '{}' not found.", iface.name));
+        }
+        if !seen.insert(iface.name.as_str()) {
+            c.push(
+                f,
+                "Only one interface can be connected to one specific network",
+            );
+        }
+    }
+}
+
+fn valid_iface_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// `^([\da-fA-F]{4}):([\da-fA-F]{2}):([\da-fA-F]{2})\.([0-7])$`
+pub fn parse_pci_address(s: &str) -> Option<(u16, u8, u8, u8)> {
+    let b = s.as_bytes();
+    if b.len() != 12 || b[4] != b':' || b[7] != b':' || b[10] != b'.' {
+        return None;
+    }
+    let hex = |r: std::ops::Range<usize>| {
+        let part = s.get(r)?;
+        part.bytes()
+            .all(|c| c.is_ascii_hexdigit())
+            .then(|| u16::from_str_radix(part, 16).ok())?
+    };
+    let func = (b[11] as char).to_digit(8)?;
+    Some((
+        hex(0..4)?,
+        u8::try_from(hex(5..7)?).ok()?,
+        u8::try_from(hex(8..10)?).ok()?,
+        u8::try_from(func).ok()?,
+    ))
+}
+
+fn interface_fields(c: &mut Ctx) {
+    for (i, iface) in c.spec.domain.devices.interfaces.iter().enumerate() {
+        let base = c.iface(i);
+        let name_f = format!("{base}.name");
+        if !valid_iface_name(&iface.name) {
+            c.push(
+                name_f.clone(),
+                "Network interface name can only contain alphabetical characters, numbers, dashes (-) or underscores (_)",
+            );
+        }
+        if let Some(model) = iface.model.as_deref().filter(|m| !m.is_empty())
+            && !VALID_MODELS.contains(&model)
+        {
+            c.push(
+                format!("{base}.model"),
+                format!("interface {name_f} uses model {model} that is not supported."),
+            );
+        }
+        if let Some(mac) = iface.mac_address.as_deref().filter(|m| !m.is_empty()) {
+            match MacAddr::parse_go(mac) {
+                Ok(_) => {}
+                Err(MacError::Malformed(_)) => c.push(
+                    format!("{base}.macAddress"),
+                    format!("interface {name_f} has malformed MAC address ({mac})."),
+                ),
+                Err(MacError::TooLong(_)) => c.push(
+                    format!("{base}.macAddress"),
+                    format!("interface {name_f} has too long MAC address ({mac})."),
+                ),
+            }
+        }
+        if let Some(pci) = iface.pci_address.as_deref().filter(|p| !p.is_empty())
+            && parse_pci_address(pci).is_none()
+        {
+            c.push(
+                format!("{base}.pciAddress"),
+                format!("interface {name_f} has malformed PCI address ({pci})."),
+            );
+        }
+    }
+}
+
+/// Kubernetes `IsValidPortName` (IANA_SVC_NAME).
+fn valid_port_name(s: &str) -> bool {
+    s.len() <= 15
+        && !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().any(|b| b.is_ascii_lowercase())
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+        && !s.contains("--")
+}
+
+fn valid_port(p: i64) -> bool {
+    0 < p && p < 65536
+}
+
+fn ports(c: &mut Ctx, cfg: &ClusterConfig) {
+    let nets: BTreeMap<&str, &Network> = c
+        .spec
+        .networks
+        .iter()
+        .map(|n| (n.name.as_str(), n))
+        .collect();
+    for (i, iface) in c.spec.domain.devices.interfaces.iter().enumerate() {
+        let base = c.iface(i);
+        let on_pod = nets.get(iface.name.as_str()).is_some_and(|n| n.is_pod());
+        if !on_pod {
+            continue;
+        }
+        let mut names = BTreeSet::new();
+        for (j, p) in iface.ports.iter().enumerate() {
+            let pf = format!("{base}.ports[{j}]");
+            if p.port == 0 {
+                c.push(pf.clone(), "Port field is mandatory.");
+            } else if !valid_port(p.port) {
+                c.push(pf.clone(), "Port field must be in range 0 < x < 65536.");
+            }
+            if !matches!(p.protocol.as_deref().unwrap_or(""), "" | "TCP" | "UDP") {
+                c.push(
+                    format!("{pf}.protocol"),
+                    "Unknown protocol, only TCP or UDP allowed",
+                );
+            }
+            if let Some(name) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                if !names.insert(name) {
+                    c.push(
+                        format!("{pf}.name"),
+                        format!("Duplicate name of the port: {name}"),
+                    );
+                } else if !valid_port_name(name) {
+                    c.push(
+                        format!("{pf}.name"),
+                        format!("Invalid name of the port: {name}"),
+                    );
+                }
+            }
+        }
+        if iface.port_ranges.is_empty() {
+            continue;
+        }
+        let rf = format!("{base}.portRanges");
+        if !cfg.gate("PortRangesSpec") {
+            c.push(rf, "portRanges is specified on interface but the PortRangesSpec feature gate is not enabled");
+            continue;
+        }
+        if !iface.ports.is_empty() {
+            c.push(
+                rf.clone(),
+                "Cannot define both ports and portRanges on interface",
+            );
+        }
+        if iface.masquerade.is_none() {
+            c.push(
+                rf.clone(),
+                "portRanges are only supported on masquerade interfaces",
+            );
+        }
+        if iface.port_ranges.len() > 10 {
+            c.push(rf.clone(), "No more than 10 portRanges are allowed");
+        }
+        let mut by_proto: BTreeMap<&str, Vec<(i64, i64)>> = BTreeMap::new();
+        for (j, r) in iface.port_ranges.iter().enumerate() {
+            let f = format!("{rf}[{j}]");
+            let proto = r.protocol.as_deref().unwrap_or("");
+            let mut ok = true;
+            if !matches!(proto, "TCP" | "UDP") {
+                c.push(
+                    format!("{f}.protocol"),
+                    "Unknown protocol, only TCP or UDP allowed",
+                );
+                ok = false;
+            }
+            if !valid_port(r.start) {
+                c.push(
+                    format!("{f}.start"),
+                    "Port range start must be in range 0 < x < 65536.",
+                );
+                ok = false;
+            }
+            if !valid_port(r.end) {
+                c.push(
+                    format!("{f}.end"),
+                    "Port range end must be in range 0 < x < 65536.",
+                );
+                ok = false;
+            }
+            if r.start > r.end {
+                c.push(f.clone(), "Port range start must not be greater than end");
+                ok = false;
+            }
+            if ok {
+                by_proto.entry(proto).or_default().push((r.start, r.end));
+            }
+        }
+        for (proto, mut ranges) in by_proto {
+            ranges.sort_unstable();
+            for w in ranges.windows(2) {
+                let (prev, curr) = (w[0], w[1]);
+                // Touching ranges overlap too: KubeVirt compares `curr.start <= prev.end`.
+                if curr.0 <= prev.1 {
+                    c.push(
+                        rf.clone(),
+                        format!(
+                            "{proto} portRanges [{}-{}] and [{}-{}] overlap",
+                            prev.0, prev.1, curr.0, curr.1
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn dhcp_options(c: &mut Ctx) {
+    for (i, iface) in c.spec.domain.devices.interfaces.iter().enumerate() {
+        let Some(d) = &iface.dhcp_options else {
+            continue;
+        };
+        let base = format!("{}.dhcpOptions", c.iface(i));
+        let mut codes = BTreeSet::new();
+        if d.private_options.iter().any(|o| !codes.insert(o.option)) {
+            c.push(
+                format!("{base}.privateOptions"),
+                "Found Duplicates: you have provided duplicate DHCPPrivateOptions",
+            );
+        }
+        if d.private_options
+            .iter()
+            .any(|o| !(224..=254).contains(&o.option))
+        {
+            c.push(
+                format!("{base}.privateOptions"),
+                "provided DHCPPrivateOptions are out of range, must be in range 224 to 254",
+            );
+        }
+        for (k, ntp) in d.ntp_servers.iter().enumerate() {
+            if parse_ipv4_sloppy(ntp).is_none() {
+                c.push(
+                    format!("{base}.ntpServers[{k}]"),
+                    "NTP servers must be a list of valid IPv4 addresses.",
+                );
+            }
+        }
+    }
+}
+
+/// KubeVirt re-parses NTP servers "sloppily" (leading zeros allowed: `010.000.002.001`).
+pub fn parse_ipv4_sloppy(s: &str) -> Option<Ipv4Addr> {
+    let parts: Vec<&str> = s.split('.').collect();
+    if parts.len() != 4 {
+        return None;
+    }
+    let mut o = [0u8; 4];
+    for (slot, p) in o.iter_mut().zip(parts) {
+        if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        *slot = p.parse().ok()?;
+    }
+    Some(Ipv4Addr::from(o))
+}
+
+fn boot_order(c: &mut Ctx) {
+    let mut used = BTreeSet::new();
+    for (i, d) in c.spec.domain.devices.disks.iter().enumerate() {
+        if let Some(o) = d.boot_order {
+            let f = format!("{}.domain.devices.disks[{i}].bootOrder", c.root);
+            if o < 1 {
+                c.push(
+                    f.clone(),
+                    format!(
+                        "{} must have a boot order > 0, if supplied",
+                        &f[..f.len() - ".bootOrder".len()]
+                    ),
+                );
+            } else if !used.insert(o) {
+                c.push(
+                    f.clone(),
+                    format!("Boot order for {f} already set for a different device."),
+                );
+            }
+        }
+    }
+    for (i, iface) in c.spec.domain.devices.interfaces.iter().enumerate() {
+        if let Some(o) = iface.boot_order {
+            let base = c.iface(i);
+            let f = format!("{base}.bootOrder");
+            if o < 1 {
+                c.push(f, format!("{base} must have a boot order > 0, if supplied"));
+            } else if !used.insert(o) {
+                c.push(
+                    f.clone(),
+                    format!("Boot order for {f} already set for a different device."),
+                );
+            }
+        }
+    }
+}
+
+fn probes(c: &mut Ctx) {
+    let has_pod = c.spec.networks.iter().any(Network::is_pod);
+    if has_pod {
+        return;
+    }
+    for (name, probe) in [
+        ("readinessProbe", &c.spec.readiness_probe),
+        ("livenessProbe", &c.spec.liveness_probe),
+    ] {
+        let Some(p) = probe else { continue };
+        for (kind, set) in [
+            ("httpGet", p.http_get.is_some()),
+            ("tcpSocket", p.tcp_socket.is_some()),
+        ] {
+            if set {
+                let f = format!("{}.{name}.{kind}", c.root);
+                c.out.push(Violation {
+                    message: format!("{f} is only allowed if the Pod Network is attached"),
+                    field: f,
+                });
+            }
+        }
+    }
+}
+
+/// Not a KubeVirt admission rule (KubeVirt fails the VMI later, in phase 1): netbind checks the
+/// masquerade CIDRs up front so `validate` catches what `plan` would refuse.
+fn vm_network_cidrs(c: &mut Ctx) {
+    let masq_on: BTreeSet<&str> = c
+        .spec
+        .domain
+        .devices
+        .interfaces
+        .iter()
+        .filter(|i| i.binding_kind() == Some(BindingKind::Masquerade))
+        .map(|i| i.name.as_str())
+        .collect();
+    for (i, n) in c.spec.networks.iter().enumerate() {
+        let Some(pod) = &n.pod else { continue };
+        if !masq_on.contains(n.name.as_str()) {
+            continue;
+        }
+        let f = format!("{}.pod", c.net(i));
+        if let Some(v4) = pod.vm_network_cidr.as_deref()
+            && let Err(e) = crate::net::MasqueradeAddrs::v4(v4)
+        {
+            c.push(format!("{f}.vmNetworkCIDR"), e.to_string());
+        }
+        if let Some(v6) = pod.vm_ipv6_network_cidr.as_deref()
+            && let Err(e) = crate::net::MasqueradeAddrs::v6(v6)
+        {
+            c.push(format!("{f}.vmIPv6NetworkCIDR"), e.to_string());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

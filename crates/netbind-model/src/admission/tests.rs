@@ -1,0 +1,468 @@
+use super::*;
+use crate::yaml::load_vmi;
+
+fn spec(yaml_spec: &str) -> VmiSpec {
+    let text = format!(
+        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata:\n  name: t\nspec:\n{yaml_spec}"
+    );
+    load_vmi(&text).expect("test YAML decodes").spec
+}
+
+fn run(yaml_spec: &str, cfg: &ClusterConfig) -> Vec<(String, String)> {
+    let mut s = spec(yaml_spec);
+    if let Err(v) = apply_defaults(&mut s, "spec", cfg) {
+        return vec![(v.field, v.message)];
+    }
+    validate(&s, "spec", cfg)
+        .into_iter()
+        .map(|v| (v.field, v.message))
+        .collect()
+}
+
+fn one(yaml_spec: &str, cfg: &ClusterConfig) -> (String, String) {
+    let mut v = run(yaml_spec, cfg);
+    assert_eq!(v.len(), 1, "expected exactly one violation, got {v:#?}");
+    v.remove(0)
+}
+
+fn pair(f: &str, m: &str) -> (String, String) {
+    (f.to_string(), m.to_string())
+}
+
+const MASQ: &str = "  domain:\n    devices:\n      interfaces:\n      - name: default\n        masquerade: {}\n  networks:\n  - name: default\n    pod: {}\n";
+
+#[test]
+fn valid_masquerade_has_no_violation() {
+    assert_eq!(run(MASQ, &ClusterConfig::default()), vec![]);
+}
+
+#[test]
+fn defaulting_adds_bridge_pod_network() {
+    let mut s = spec("  domain:\n    devices: {}\n");
+    apply_defaults(&mut s, "spec", &ClusterConfig::default()).expect("defaults");
+    assert_eq!(s.networks[0].name, "default");
+    assert!(s.networks[0].pod.is_some());
+    assert_eq!(
+        s.domain.devices.interfaces[0].binding_kind(),
+        Some(BindingKind::Bridge)
+    );
+    let cfg = ClusterConfig {
+        default_network_interface: "masquerade".into(),
+        ..Default::default()
+    };
+    let mut s = spec("  domain:\n    devices: {}\n");
+    apply_defaults(&mut s, "spec", &cfg).expect("defaults");
+    assert_eq!(
+        s.domain.devices.interfaces[0].binding_kind(),
+        Some(BindingKind::Masquerade)
+    );
+    // autoattachPodInterface: false leaves the VM without a NIC.
+    let mut s = spec("  domain:\n    devices:\n      autoattachPodInterface: false\n");
+    apply_defaults(&mut s, "spec", &ClusterConfig::default()).expect("defaults");
+    assert!(s.networks.is_empty());
+    let cfg = ClusterConfig {
+        permit_bridge_interface_on_pod_network: false,
+        ..Default::default()
+    };
+    assert_eq!(
+        one("  domain:\n    devices: {}\n", &cfg).1,
+        "bridge interface is not enabled in kubevirt-config"
+    );
+}
+
+#[test]
+fn discontinued_bindings() {
+    let y = MASQ.replace("masquerade: {}", "slirp: {}");
+    let v = run(&y, &ClusterConfig::default());
+    assert!(
+        v.contains(&pair(
+            "spec.domain.devices.interfaces[0].slirp",
+            "Slirp interface support has been discontinued since v1.3"
+        )),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn two_pod_networks() {
+    let y = "  domain:\n    devices:\n      interfaces:\n      - name: a\n        masquerade: {}\n      - name: b\n        bridge: {}\n  networks:\n  - name: a\n    pod: {}\n  - name: b\n    pod: {}\n";
+    assert_eq!(
+        one(y, &ClusterConfig::default()),
+        pair(
+            "spec.interfaces",
+            "more than one interface is connected to a pod network in spec.interfaces"
+        )
+    );
+}
+
+#[test]
+fn multus_rules() {
+    let y = "  domain:\n    devices:\n      interfaces:\n      - name: a\n        bridge: {}\n      - name: b\n        bridge: {}\n  networks:\n  - name: a\n    multus: {default: true, networkName: x}\n  - name: b\n    multus: {default: true}\n";
+    let v = run(y, &ClusterConfig::default());
+    assert!(
+        v.contains(&pair(
+            "spec.networks",
+            "Multus CNI should only have one default network"
+        )),
+        "{v:?}"
+    );
+    assert!(
+        v.contains(&pair(
+            "spec.networks[1]",
+            "CNI delegating plugin must have a networkName"
+        )),
+        "{v:?}"
+    );
+    let y = MASQ.replace("  - name: default\n    pod: {}\n", "  - name: default\n    pod: {}\n  - name: m\n    multus: {default: true, networkName: x}\n");
+    let v = run(&y, &ClusterConfig::default());
+    assert!(
+        v.contains(&pair(
+            "spec.networks",
+            "Pod network cannot be defined when Multus default network is defined"
+        )),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn network_source_counts() {
+    let y = MASQ.replace("    pod: {}\n", "");
+    let v = run(&y, &ClusterConfig::default());
+    assert!(
+        v.contains(&pair("spec.networks[0]", "should have a network type")),
+        "{v:?}"
+    );
+    let y = MASQ.replace(
+        "    pod: {}\n",
+        "    pod: {}\n    multus: {networkName: x}\n",
+    );
+    let v = run(&y, &ClusterConfig::default());
+    assert!(
+        v.contains(&pair(
+            "spec.networks[0]",
+            "should have only one network type"
+        )),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn state_rules() {
+    let y = MASQ.replace("masquerade: {}", "masquerade: {}\n        state: sleepy");
+    assert_eq!(
+        one(&y, &ClusterConfig::default()),
+        pair(
+            "spec.domain.devices.interfaces[0].state",
+            "logical default interface state value is unsupported: sleepy"
+        )
+    );
+    let y = MASQ.replace("masquerade: {}", "masquerade: {}\n        state: absent");
+    let v = run(&y, &ClusterConfig::default());
+    assert!(
+        v.contains(&pair(
+            "spec.domain.devices.interfaces[0].state",
+            "\"default\" interface's state \"absent\" is supported only for bridge binding"
+        )),
+        "{v:?}"
+    );
+    assert!(
+        v.contains(&pair(
+            "spec.domain.devices.interfaces[0].state",
+            "\"default\" interface's state \"absent\" is not supported on default networks"
+        )),
+        "{v:?}"
+    );
+    let y = MASQ.replace("masquerade: {}", "sriov: {}\n        state: down");
+    let v = run(&y, &ClusterConfig::default());
+    assert!(
+        v.contains(&pair(
+            "spec.domain.devices.interfaces[0].state",
+            "\"default\" interface's state \"down\" is not supported for SR-IOV NICs"
+        )),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn binding_count_and_masquerade_rules() {
+    let y = MASQ.replace("masquerade: {}", "masquerade: {}\n        bridge: {}");
+    assert_eq!(
+        one(&y, &ClusterConfig::default()),
+        pair(
+            "spec.domain.devices.interfaces[0]",
+            "logical default interface must have exactly one binding method or binding plugin"
+        )
+    );
+    let y = MASQ.replace(
+        "masquerade: {}",
+        "masquerade: {}\n        macAddress: \"02:00:00:00:00:00\"",
+    );
+    assert_eq!(
+        one(&y, &ClusterConfig::default()),
+        pair(
+            "spec.domain.devices.interfaces[0].macAddress",
+            "The requested MAC address is reserved for the in-pod bridge. Please choose another one."
+        )
+    );
+    // The compare is exact: another spelling of the same MAC passes, as in KubeVirt.
+    let y = MASQ.replace(
+        "masquerade: {}",
+        "masquerade: {}\n        macAddress: \"02-00-00-00-00-00\"",
+    );
+    assert_eq!(run(&y, &ClusterConfig::default()), vec![]);
+    let y = MASQ.replace("    pod: {}\n", "    multus: {networkName: blue}\n");
+    assert_eq!(
+        one(&y, &ClusterConfig::default()),
+        pair(
+            "spec.domain.devices.interfaces[0].name",
+            "Masquerade interface only implemented with pod network"
+        )
+    );
+    let y = MASQ.replace("masquerade: {}", "bridge: {}");
+    let cfg = ClusterConfig {
+        permit_bridge_interface_on_pod_network: false,
+        ..Default::default()
+    };
+    assert_eq!(
+        one(&y, &cfg),
+        pair(
+            "spec.domain.devices.interfaces[0].name",
+            "Bridge on pod network configuration is not enabled under kubevirt-config"
+        )
+    );
+    let y = MASQ.replace("masquerade: {}", "passtBinding: {}");
+    assert_eq!(
+        one(&y, &ClusterConfig::default()),
+        pair(
+            "spec.domain.devices.interfaces[0].name",
+            "PasstBinding feature gate is not enabled"
+        )
+    );
+}
+
+#[test]
+fn names_match_one_to_one() {
+    let y = MASQ.replace(
+        "  - name: default\n    pod: {}\n",
+        "  - name: other\n    pod: {}\n",
+    );
+    let v = run(&y, &ClusterConfig::default());
+    assert!(
+        v.contains(&pair(
+            "spec.networks[0].name",
+            "spec.networks[0].name 'other' not found."
+        )),
+        "{v:?}"
+    );
+    assert!(
+        v.contains(&pair(
+            "spec.domain.devices.interfaces[0].name",
+            "spec.domain.devices.interfaces[0].name 'default' not found."
+        )),
+        "{v:?}"
+    );
+    let y = MASQ.replace(
+        "  networks:\n",
+        "      - name: default\n        masquerade: {}\n  networks:\n",
+    );
+    let v = run(&y, &ClusterConfig::default());
+    assert!(
+        v.contains(&pair(
+            "spec.domain.devices.interfaces[1].name",
+            "Only one interface can be connected to one specific network"
+        )),
+        "{v:?}"
+    );
+    let y = format!("{MASQ}  - name: default\n    pod: {{}}\n");
+    let v = run(&y, &ClusterConfig::default());
+    assert!(
+        v.contains(&pair(
+            "spec.networks[1].name",
+            "Network with name \"default\" already exists, every network must have a unique name"
+        )),
+        "{v:?}"
+    );
+    let y = MASQ.replace("name: default", "name: de.fault");
+    let v = run(&y, &ClusterConfig::default());
+    assert!(v.contains(&pair("spec.domain.devices.interfaces[0].name", "Network interface name can only contain alphabetical characters, numbers, dashes (-) or underscores (_)")), "{v:?}");
+}
+
+#[test]
+fn model_mac_pci() {
+    let y = MASQ.replace("masquerade: {}", "masquerade: {}\n        model: virtio-net\n        macAddress: de:ad:00:00:be\n        pciAddress: \"0000:81:11.9\"");
+    let v = run(&y, &ClusterConfig::default());
+    assert_eq!(
+        v,
+        vec![
+            pair(
+                "spec.domain.devices.interfaces[0].model",
+                "interface spec.domain.devices.interfaces[0].name uses model virtio-net that is not supported."
+            ),
+            pair(
+                "spec.domain.devices.interfaces[0].macAddress",
+                "interface spec.domain.devices.interfaces[0].name has malformed MAC address (de:ad:00:00:be)."
+            ),
+            pair(
+                "spec.domain.devices.interfaces[0].pciAddress",
+                "interface spec.domain.devices.interfaces[0].name has malformed PCI address (0000:81:11.9)."
+            ),
+        ]
+    );
+    let y = MASQ.replace(
+        "masquerade: {}",
+        "masquerade: {}\n        macAddress: 02:00:5e:10:00:00:00:01",
+    );
+    assert_eq!(
+        one(&y, &ClusterConfig::default()).1,
+        "interface spec.domain.devices.interfaces[0].name has too long MAC address (02:00:5e:10:00:00:00:01)."
+    );
+    assert_eq!(parse_pci_address("0000:81:11.1"), Some((0, 0x81, 0x11, 1)));
+}
+
+#[test]
+fn port_rules() {
+    let y = MASQ.replace("masquerade: {}", "masquerade: {}\n        ports:\n        - port: 0\n        - port: 70000\n        - {port: 80, protocol: tcp}\n        - {port: 81, name: http}\n        - {port: 82, name: http}\n        - {port: 83, name: Bad--Name}\n        - {port: 80, protocol: UDP}");
+    let v = run(&y, &ClusterConfig::default());
+    assert_eq!(
+        v,
+        vec![
+            pair(
+                "spec.domain.devices.interfaces[0].ports[0]",
+                "Port field is mandatory."
+            ),
+            pair(
+                "spec.domain.devices.interfaces[0].ports[1]",
+                "Port field must be in range 0 < x < 65536."
+            ),
+            pair(
+                "spec.domain.devices.interfaces[0].ports[2].protocol",
+                "Unknown protocol, only TCP or UDP allowed"
+            ),
+            pair(
+                "spec.domain.devices.interfaces[0].ports[4].name",
+                "Duplicate name of the port: http"
+            ),
+            pair(
+                "spec.domain.devices.interfaces[0].ports[5].name",
+                "Invalid name of the port: Bad--Name"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn port_range_rules() {
+    let y = MASQ.replace("masquerade: {}", "masquerade: {}\n        portRanges:\n        - {protocol: TCP, start: 100, end: 200}\n        - {protocol: TCP, start: 200, end: 300}\n        - {protocol: UDP, start: 100, end: 200}");
+    assert_eq!(
+        one(&y, &ClusterConfig::default()).1,
+        "portRanges is specified on interface but the PortRangesSpec feature gate is not enabled"
+    );
+    let cfg = ClusterConfig {
+        feature_gates: ["PortRangesSpec".to_string()].into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        one(&y, &cfg),
+        pair(
+            "spec.domain.devices.interfaces[0].portRanges",
+            "TCP portRanges [100-200] and [200-300] overlap"
+        )
+    );
+    let y = MASQ.replace("masquerade: {}", "masquerade: {}\n        ports: [{port: 1}]\n        portRanges:\n        - {protocol: TCP, start: 300, end: 200}");
+    let v = run(&y, &cfg);
+    assert!(
+        v.contains(&pair(
+            "spec.domain.devices.interfaces[0].portRanges",
+            "Cannot define both ports and portRanges on interface"
+        )),
+        "{v:?}"
+    );
+    assert!(
+        v.contains(&pair(
+            "spec.domain.devices.interfaces[0].portRanges[0]",
+            "Port range start must not be greater than end"
+        )),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn dhcp_option_rules() {
+    let y = MASQ.replace("masquerade: {}", "masquerade: {}\n        dhcpOptions:\n          ntpServers: [\"010.0.0.1\", \"::1\"]\n          privateOptions:\n          - {option: 240, value: a}\n          - {option: 240, value: b}\n          - {option: 100, value: c}");
+    let v = run(&y, &ClusterConfig::default());
+    assert_eq!(
+        v,
+        vec![
+            pair(
+                "spec.domain.devices.interfaces[0].dhcpOptions.privateOptions",
+                "Found Duplicates: you have provided duplicate DHCPPrivateOptions"
+            ),
+            pair(
+                "spec.domain.devices.interfaces[0].dhcpOptions.privateOptions",
+                "provided DHCPPrivateOptions are out of range, must be in range 224 to 254"
+            ),
+            pair(
+                "spec.domain.devices.interfaces[0].dhcpOptions.ntpServers[1]",
+                "NTP servers must be a list of valid IPv4 addresses."
+            ),
+        ]
+    );
+}
+
+#[test]
+fn boot_order_rules() {
+    let y = MASQ
+        .replace(
+            "    devices:\n",
+            "    devices:\n      disks:\n      - {name: d, bootOrder: 1}\n",
+        )
+        .replace("masquerade: {}", "masquerade: {}\n        bootOrder: 1");
+    assert_eq!(
+        one(&y, &ClusterConfig::default()),
+        pair(
+            "spec.domain.devices.interfaces[0].bootOrder",
+            "Boot order for spec.domain.devices.interfaces[0].bootOrder already set for a different device."
+        )
+    );
+    let y = MASQ.replace("masquerade: {}", "masquerade: {}\n        bootOrder: 0");
+    assert_eq!(
+        one(&y, &ClusterConfig::default()),
+        pair(
+            "spec.domain.devices.interfaces[0].bootOrder",
+            "spec.domain.devices.interfaces[0] must have a boot order > 0, if supplied"
+        )
+    );
+}
+
+#[test]
+fn probes_need_pod_network() {
+    let y = "  domain:\n    devices:\n      interfaces:\n      - name: b\n        bridge: {}\n  networks:\n  - name: b\n    multus: {networkName: blue}\n  readinessProbe:\n    tcpSocket: {port: 22}\n";
+    assert_eq!(
+        one(y, &ClusterConfig::default()),
+        pair(
+            "spec.readinessProbe.tcpSocket",
+            "spec.readinessProbe.tcpSocket is only allowed if the Pod Network is attached"
+        )
+    );
+}
+
+#[test]
+fn cidr_checked_up_front() {
+    let y = MASQ.replace("pod: {}", "pod: {vmNetworkCIDR: 10.0.2.0/31}");
+    assert_eq!(
+        one(&y, &ClusterConfig::default()),
+        pair(
+            "spec.networks[0].pod.vmNetworkCIDR",
+            "VM CIDR subnet is too small, at least 2 host addresses are required"
+        )
+    );
+}
+
+#[test]
+fn all_errors_reported_at_once() {
+    let y = MASQ.replace(
+        "masquerade: {}",
+        "masquerade: {}\n        model: bad\n        state: weird\n        pciAddress: nope",
+    );
+    assert_eq!(run(&y, &ClusterConfig::default()).len(), 3);
+}

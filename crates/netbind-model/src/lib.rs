@@ -1,0 +1,15 @@
+//! netbind's pure data model: KubeVirt's VMI networking API, its defaulting and admission
+//! rules, kernel-limit newtypes, the observed pod, and the versioned hand-off record that
+//! phase 1 writes for phase 2.
+#![forbid(unsafe_code)]
+
+pub mod types;
+pub mod vmi;
+pub mod yaml;
+
+pub use types::{IfName, MacAddr};
+pub mod admission;
+pub mod net;
+
+pub use net::Cidr;
+pub mod check;

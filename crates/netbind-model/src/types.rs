@@ -1,0 +1,239 @@
+//! Newtypes for kernel limits, validated once at the edge.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Linux `IFNAMSIZ` is 16 including the terminating NUL.
+pub const IFNAME_MAX: usize = 15;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IfNameError {
+    #[error("interface name is empty")]
+    Empty,
+    #[error("interface name {0:?} is longer than {IFNAME_MAX} bytes")]
+    TooLong(String),
+    #[error("interface name {0:?} contains '/', whitespace, ':' or NUL")]
+    BadChar(String),
+    #[error("interface name {0:?} is reserved ('.' or '..')")]
+    Reserved(String),
+}
+
+/// A Linux network interface name: 1..=15 bytes, none of `/`, `:`, NUL or whitespace
+/// (the kernel's `dev_valid_name`, plus ':' which `ip` treats as an alias separator).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IfName(String);
+
+impl IfName {
+    pub fn new(s: impl Into<String>) -> Result<Self, IfNameError> {
+        let s = s.into();
+        if s.is_empty() {
+            return Err(IfNameError::Empty);
+        }
+        if s.len() > IFNAME_MAX {
+            return Err(IfNameError::TooLong(s));
+        }
+        if s == "." || s == ".." {
+            return Err(IfNameError::Reserved(s));
+        }
+        if s.chars()
+            .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace())
+        {
+            return Err(IfNameError::BadChar(s));
+        }
+        Ok(Self(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for IfName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for IfName {
+    type Err = IfNameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
+    }
+}
+
+impl Serialize for IfName {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for IfName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::new(s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MacError {
+    #[error("malformed MAC address ({0})")]
+    Malformed(String),
+    #[error("too long MAC address ({0})")]
+    TooLong(String),
+}
+
+/// An EUI-48 MAC address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl MacAddr {
+    /// The static MAC KubeVirt gives the masquerade bridge so it never adopts the tap's MAC.
+    pub const MASQUERADE_BRIDGE: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0]);
+
+    pub fn octets(&self) -> [u8; 6] {
+        self.0
+    }
+
+    /// Parses every form Go's `net.ParseMAC` accepts and rejects anything longer than 6 bytes,
+    /// as KubeVirt's admission does ("malformed" vs "too long").
+    pub fn parse_go(s: &str) -> Result<Self, MacError> {
+        let bytes = parse_go_mac(s).ok_or_else(|| MacError::Malformed(s.to_string()))?;
+        if bytes.len() > 6 {
+            return Err(MacError::TooLong(s.to_string()));
+        }
+        let mut out = [0u8; 6];
+        out.copy_from_slice(&bytes);
+        Ok(Self(out))
+    }
+}
+
+/// Go's `net.ParseMAC`: 6, 8 or 20 bytes, as `xx:xx:..`, `xx-xx-..` or `xxxx.xxxx.xxxx`.
+fn parse_go_mac(s: &str) -> Option<Vec<u8>> {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
+    }
+    let b = s.as_bytes();
+    if b.len() < 14 {
+        return None;
+    }
+    let mut out = Vec::new();
+    if b[2] == b':' || b[2] == b'-' {
+        if !(b.len() + 1).is_multiple_of(3) {
+            return None;
+        }
+        let n = (b.len() + 1) / 3;
+        if n != 6 && n != 8 && n != 20 {
+            return None;
+        }
+        for i in 0..n {
+            let x = i * 3;
+            if i + 1 < n && b[x + 2] != b[2] {
+                return None;
+            }
+            out.push(hex(b[x])? << 4 | hex(b[x + 1])?);
+        }
+    } else if b[4] == b'.' {
+        if !(b.len() + 1).is_multiple_of(5) {
+            return None;
+        }
+        let n = 2 * (b.len() + 1) / 5;
+        if n != 6 && n != 8 && n != 20 {
+            return None;
+        }
+        for i in 0..n / 2 {
+            let x = i * 5;
+            if i + 1 < n / 2 && b[x + 4] != b'.' {
+                return None;
+            }
+            out.push(hex(b[x])? << 4 | hex(b[x + 1])?);
+            out.push(hex(b[x + 2])? << 4 | hex(b[x + 3])?);
+        }
+    } else {
+        return None;
+    }
+    Some(out)
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+impl FromStr for MacAddr {
+    type Err = MacError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse_go(s)
+    }
+}
+
+impl Serialize for MacAddr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse_go(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ifname_limits() {
+        assert!(IfName::new("k6t-914f438d88d").is_ok());
+        assert_eq!(
+            IfName::new("k6t-914f438d88dx"),
+            Err(IfNameError::TooLong("k6t-914f438d88dx".into()))
+        );
+        assert!(matches!(IfName::new(""), Err(IfNameError::Empty)));
+        assert!(matches!(IfName::new("a/b"), Err(IfNameError::BadChar(_))));
+        assert!(matches!(IfName::new(".."), Err(IfNameError::Reserved(_))));
+    }
+
+    #[test]
+    fn mac_forms_like_go() {
+        let want = MacAddr([0xde, 0xad, 0, 0, 0xbe, 0xaf]);
+        assert_eq!(MacAddr::parse_go("de:ad:00:00:be:af"), Ok(want));
+        assert_eq!(MacAddr::parse_go("DE-AD-00-00-BE-AF"), Ok(want));
+        assert_eq!(MacAddr::parse_go("dead.0000.beaf"), Ok(want));
+        assert_eq!(want.to_string(), "de:ad:00:00:be:af");
+        assert!(matches!(
+            MacAddr::parse_go("de:ad:00:00:be"),
+            Err(MacError::Malformed(_))
+        ));
+        assert!(matches!(
+            MacAddr::parse_go("de:ad-00:00:be:af"),
+            Err(MacError::Malformed(_))
+        ));
+        assert!(matches!(
+            MacAddr::parse_go("zz:ad:00:00:be:af"),
+            Err(MacError::Malformed(_))
+        ));
+        assert!(matches!(
+            MacAddr::parse_go("02:00:5e:10:00:00:00:01"),
+            Err(MacError::TooLong(_))
+        ));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn mac_parse_never_panics(s in ".{0,70}") {
+            let _ = MacAddr::parse_go(&s);
+        }
+
+        #[test]
+        fn mac_display_roundtrips(o in proptest::array::uniform6(0u8..)) {
+            let m = MacAddr(o);
+            proptest::prop_assert_eq!(MacAddr::parse_go(&m.to_string()), Ok(m));
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! The subset of KubeVirt's `kubevirt.io/v1` API that networking reads.
+//!
+//! Field names follow KubeVirt's JSON names exactly; fields netbind does not use are ignored
+//! by serde, as the API server would prune them. Numbers that KubeVirt range-checks in its
+//! webhooks (ports, boot order) are kept wide here so admission can report them with
+//! KubeVirt's message instead of failing at decode time.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// An empty binding marker such as `bridge: {}`; any keys inside are ignored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Marker {}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectMeta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmiSpec {
+    #[serde(default)]
+    pub domain: DomainSpec,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<Network>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subdomain: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<Probe>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<Probe>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Probe {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_get: Option<Marker>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_socket: Option<Marker>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DomainSpec {
+    #[serde(default)]
+    pub devices: Devices,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Cpu>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cpu {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sockets: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Devices {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<Interface>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<Disk>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_interface_multiqueue: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoattach_pod_interface: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_virtio_transitional: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Disk {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_order: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Interface {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<Marker>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masquerade: Option<Marker>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sriov: Option<Marker>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passt_binding: Option<Marker>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<PluginBinding>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slirp: Option<Marker>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub macvtap: Option<Marker>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passt: Option<Marker>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<Port>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_ranges: Vec<PortRange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_order: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acpi_index: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp_options: Option<DhcpOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginBinding {
+    #[serde(default)]
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Port {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub port: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortRange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub start: i64,
+    #[serde(default)]
+    pub end: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DhcpOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_file_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tftp_server_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ntp_servers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub private_options: Vec<PrivateOption>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrivateOption {
+    #[serde(default)]
+    pub option: i64,
+    #[serde(default)]
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Network {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodNetwork>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multus: Option<MultusNetwork>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_claim: Option<Marker>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodNetwork {
+    #[serde(
+        default,
+        rename = "vmNetworkCIDR",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub vm_network_cidr: Option<String>,
+    #[serde(
+        default,
+        rename = "vmIPv6NetworkCIDR",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub vm_ipv6_network_cidr: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MultusNetwork {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmiStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration_transport: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<StatusInterface>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusInterface {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_interface_name: Option<String>,
+}
+
+/// Which binding an interface asked for (admission guarantees exactly one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BindingKind {
+    Bridge,
+    Masquerade,
+    Sriov,
+    PasstBinding,
+    Plugin,
+}
+
+impl Interface {
+    /// Every binding method set on this interface, in KubeVirt's field order.
+    pub fn bindings(&self) -> Vec<BindingKind> {
+        let mut v = Vec::new();
+        if self.bridge.is_some() {
+            v.push(BindingKind::Bridge);
+        }
+        if self.masquerade.is_some() {
+            v.push(BindingKind::Masquerade);
+        }
+        if self.sriov.is_some() {
+            v.push(BindingKind::Sriov);
+        }
+        if self.passt_binding.is_some() {
+            v.push(BindingKind::PasstBinding);
+        }
+        if self.binding.is_some() {
+            v.push(BindingKind::Plugin);
+        }
+        v
+    }
+
+    /// The binding, if exactly one is set.
+    pub fn binding_kind(&self) -> Option<BindingKind> {
+        match self.bindings().as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        }
+    }
+}
+
+impl Network {
+    pub fn is_pod(&self) -> bool {
+        self.pod.is_some()
+    }
+
+    pub fn is_multus_default(&self) -> bool {
+        self.multus
+            .as_ref()
+            .is_some_and(|m| m.default == Some(true))
+    }
+
+    /// The pod network or the multus default network: the VM's primary network (`eth0`).
+    pub fn is_primary(&self) -> bool {
+        self.is_pod() || self.is_multus_default()
+    }
+}

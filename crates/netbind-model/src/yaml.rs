@@ -1,0 +1,452 @@
+//! Reading KubeVirt YAML: size limit, typed decode, and a field-path → line:column index so
+//! semantic (admission) errors can point at the offending node like decode errors do.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_saphyr::Spanned;
+
+use crate::vmi::{ObjectMeta, VmiSpec, VmiStatus};
+
+/// Larger inputs are refused before parsing: a VMI is a few KiB, and the parser's own
+/// budget (on by default in serde-saphyr) guards against alias bombs inside the limit.
+pub const MAX_INPUT_BYTES: usize = 1 << 20;
+
+/// A 1-based line and column in the source file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Pos {
+    pub line: u64,
+    pub column: u64,
+}
+
+impl fmt::Display for Pos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.line, self.column)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("input is {size} bytes, more than the {MAX_INPUT_BYTES}-byte limit")]
+    TooLarge { size: usize },
+    #[error("{pos}: {message}")]
+    Yaml { pos: Pos, message: String },
+    #[error("{pos}: {field}: {message}")]
+    Header {
+        pos: Pos,
+        field: &'static str,
+        message: String,
+    },
+}
+
+impl LoadError {
+    pub fn pos(&self) -> Pos {
+        match self {
+            LoadError::TooLarge { .. } => Pos::default(),
+            LoadError::Yaml { pos, .. } | LoadError::Header { pos, .. } => *pos,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    VirtualMachineInstance,
+    VirtualMachine,
+}
+
+/// A decoded VMI (or a VirtualMachine's template) with what admission needs to report
+/// positions.
+#[derive(Debug, Clone)]
+pub struct LoadedVmi {
+    pub kind: ObjectKind,
+    pub metadata: ObjectMeta,
+    pub spec: VmiSpec,
+    pub status: VmiStatus,
+    /// Where the VMI spec lives in the document: `spec` or `spec.template.spec`.
+    pub spec_path: &'static str,
+    pub positions: PositionIndex,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Header {
+    #[serde(default)]
+    api_version: Option<Spanned<String>>,
+    #[serde(default)]
+    kind: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+struct VmiDoc {
+    #[serde(default)]
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: Option<VmiSpec>,
+    #[serde(default)]
+    status: VmiStatus,
+}
+
+#[derive(Deserialize)]
+struct VmDoc {
+    #[serde(default)]
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: Option<VmSpec>,
+}
+
+#[derive(Deserialize)]
+struct VmSpec {
+    #[serde(default)]
+    template: Option<VmTemplate>,
+}
+
+#[derive(Deserialize)]
+struct VmTemplate {
+    #[serde(default)]
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: Option<VmiSpec>,
+}
+
+fn decode<T: DeserializeOwned>(text: &str) -> Result<T, LoadError> {
+    serde_saphyr::from_str(text).map_err(|e| {
+        let pos = e
+            .location()
+            .map(|l| Pos {
+                line: l.line(),
+                column: l.column(),
+            })
+            .unwrap_or_default();
+        // The crate's Display carries a source snippet over several lines; the first line is
+        // the message a user needs next to our own FILE:LINE:COL prefix.
+        let full = e.without_snippet().to_string();
+        let message = full.lines().next().unwrap_or("invalid YAML").to_string();
+        LoadError::Yaml {
+            pos,
+            message: strip_location_prefix(&message),
+        }
+    })
+}
+
+/// serde-saphyr appends " at line L, column C" (and a hint about its own options to duplicate
+/// keys); we print the position ourselves, in front.
+fn strip_location_prefix(msg: &str) -> String {
+    let msg = msg.rsplit_once(" at line ").map_or(msg, |(head, _)| head);
+    let msg = msg.split(", set DuplicateKeyPolicy").next().unwrap_or(msg);
+    msg.to_string()
+}
+
+/// Decodes a KubeVirt `VirtualMachineInstance` or `VirtualMachine` (its template).
+pub fn load_vmi(text: &str) -> Result<LoadedVmi, LoadError> {
+    if text.len() > MAX_INPUT_BYTES {
+        return Err(LoadError::TooLarge { size: text.len() });
+    }
+    let header: Header = decode(text)?;
+    let api = header.api_version.ok_or(LoadError::Header {
+        pos: Pos { line: 1, column: 1 },
+        field: "apiVersion",
+        message: "Required value: expected kubevirt.io/v1".into(),
+    })?;
+    if !matches!(
+        api.value.as_str(),
+        "kubevirt.io/v1" | "kubevirt.io/v1alpha3"
+    ) {
+        return Err(LoadError::Header {
+            pos: spanned_pos(&api),
+            field: "apiVersion",
+            message: format!(
+                "Unsupported value: {:?}: expected kubevirt.io/v1",
+                api.value
+            ),
+        });
+    }
+    let kind_s = header.kind.ok_or(LoadError::Header {
+        pos: Pos { line: 1, column: 1 },
+        field: "kind",
+        message: "Required value: expected VirtualMachineInstance or VirtualMachine".into(),
+    })?;
+    let positions = PositionIndex::build(text)?;
+    match kind_s.value.as_str() {
+        "VirtualMachineInstance" => {
+            let doc: VmiDoc = decode(text)?;
+            Ok(LoadedVmi {
+                kind: ObjectKind::VirtualMachineInstance,
+                metadata: doc.metadata,
+                spec: doc.spec.unwrap_or_default(),
+                status: doc.status,
+                spec_path: "spec",
+                positions,
+            })
+        }
+        "VirtualMachine" => {
+            let doc: VmDoc = decode(text)?;
+            let template = doc.spec.and_then(|s| s.template).ok_or(LoadError::Header {
+                pos: positions.lookup("spec"),
+                field: "spec.template",
+                message: "Required value: a VirtualMachine needs spec.template".into(),
+            })?;
+            let mut metadata = template.metadata;
+            if metadata.name.is_none() {
+                metadata.name = doc.metadata.name;
+            }
+            if metadata.namespace.is_none() {
+                metadata.namespace = doc.metadata.namespace;
+            }
+            Ok(LoadedVmi {
+                kind: ObjectKind::VirtualMachine,
+                metadata,
+                spec: template.spec.unwrap_or_default(),
+                status: VmiStatus::default(),
+                spec_path: "spec.template.spec",
+                positions,
+            })
+        }
+        other => Err(LoadError::Header {
+            pos: spanned_pos(&kind_s),
+            field: "kind",
+            message: format!(
+                "Unsupported value: {other:?}: expected VirtualMachineInstance or VirtualMachine"
+            ),
+        }),
+    }
+}
+
+fn spanned_pos<T>(s: &Spanned<T>) -> Pos {
+    Pos {
+        line: s.referenced.line(),
+        column: s.referenced.column(),
+    }
+}
+
+/// Field path (`spec.domain.devices.interfaces[0].name`) → position of that node.
+#[derive(Debug, Clone, Default)]
+pub struct PositionIndex {
+    map: BTreeMap<String, Pos>,
+}
+
+impl PositionIndex {
+    fn build(text: &str) -> Result<Self, LoadError> {
+        let root: PosNode = decode(text)?;
+        let mut map = BTreeMap::new();
+        root.walk(String::new(), &mut map);
+        Ok(Self { map })
+    }
+
+    /// The position of `path`, or of its nearest ancestor that exists in the document
+    /// (a defaulted field points at the object it would live in).
+    pub fn lookup(&self, path: &str) -> Pos {
+        let mut p = path;
+        loop {
+            if let Some(pos) = self.map.get(p) {
+                return *pos;
+            }
+            match p.rfind(['.', '[']) {
+                Some(i) => p = &p[..i],
+                None => {
+                    return self
+                        .map
+                        .get("")
+                        .copied()
+                        .unwrap_or(Pos { line: 1, column: 1 });
+                }
+            }
+        }
+    }
+}
+
+struct PosNode {
+    pos: Pos,
+    kind: NodeKind,
+}
+
+enum NodeKind {
+    Scalar,
+    Seq(Vec<PosNode>),
+    Map(Vec<(String, PosNode)>),
+}
+
+impl PosNode {
+    fn walk(self, path: String, out: &mut BTreeMap<String, Pos>) {
+        out.insert(path.clone(), self.pos);
+        match self.kind {
+            NodeKind::Scalar => {}
+            NodeKind::Seq(items) => {
+                for (i, n) in items.into_iter().enumerate() {
+                    n.walk(format!("{path}[{i}]"), out);
+                }
+            }
+            NodeKind::Map(entries) => {
+                for (k, n) in entries {
+                    let child = if path.is_empty() {
+                        k
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    n.walk(child, out);
+                }
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PosNode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = Spanned::<NodeKind>::deserialize(d)?;
+        Ok(PosNode {
+            pos: spanned_pos(&s),
+            kind: s.value,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NodeVisitor)
+    }
+}
+
+struct NodeVisitor;
+
+macro_rules! scalar {
+    ($($f:ident: $t:ty),*) => {$(
+        fn $f<E: de::Error>(self, _: $t) -> Result<NodeKind, E> { Ok(NodeKind::Scalar) }
+    )*};
+}
+
+impl<'de> Visitor<'de> for NodeVisitor {
+    type Value = NodeKind;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any YAML node")
+    }
+    scalar!(visit_bool: bool, visit_i64: i64, visit_u64: u64, visit_f64: f64, visit_str: &str,
+            visit_i128: i128, visit_u128: u128, visit_bytes: &[u8]);
+    fn visit_unit<E: de::Error>(self) -> Result<NodeKind, E> {
+        Ok(NodeKind::Scalar)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<NodeKind, E> {
+        Ok(NodeKind::Scalar)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<NodeKind, D::Error> {
+        NodeKind::deserialize(d)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<NodeKind, A::Error> {
+        let mut v = Vec::new();
+        while let Some(n) = seq.next_element::<PosNode>()? {
+            v.push(n);
+        }
+        Ok(NodeKind::Seq(v))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NodeKind, A::Error> {
+        let mut v = Vec::new();
+        while let Some(k) = map.next_key::<KeyText>()? {
+            v.push((k.0, map.next_value::<PosNode>()?));
+        }
+        Ok(NodeKind::Map(v))
+    }
+}
+
+/// A mapping key rendered as text, whatever its YAML type.
+struct KeyText(String);
+
+impl<'de> Deserialize<'de> for KeyText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = KeyText;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a scalar mapping key")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<KeyText, E> {
+                Ok(KeyText(s.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<KeyText, E> {
+                Ok(KeyText(b.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<KeyText, E> {
+                Ok(KeyText(n.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<KeyText, E> {
+                Ok(KeyText(n.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<KeyText, E> {
+                Ok(KeyText(n.to_string()))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<KeyText, E> {
+                Ok(KeyText("null".into()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VMI: &str = "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata:\n  name: a\nspec:\n  domain:\n    devices:\n      interfaces:\n      - name: default\n        masquerade: {}\n  networks:\n  - name: default\n    pod: {}\n";
+
+    #[test]
+    fn loads_vmi_and_indexes_positions() {
+        let l = load_vmi(VMI).expect("valid VMI");
+        assert_eq!(l.kind, ObjectKind::VirtualMachineInstance);
+        assert_eq!(l.spec.domain.devices.interfaces[0].name, "default");
+        assert_eq!(
+            l.positions
+                .lookup("spec.domain.devices.interfaces[0].name")
+                .line,
+            9
+        );
+        assert_eq!(l.positions.lookup("spec.networks[0].pod").line, 13);
+        // A missing field resolves to its nearest present ancestor.
+        assert_eq!(
+            l.positions
+                .lookup("spec.networks[0].pod.vmNetworkCIDR")
+                .line,
+            13
+        );
+    }
+
+    #[test]
+    fn type_errors_carry_position() {
+        let bad = VMI.replace("name: a", "name: [1]");
+        let e = load_vmi(&bad).expect_err("metadata.name is not a string");
+        assert_eq!(e.pos().line, 4, "{e}");
+    }
+
+    #[test]
+    fn duplicate_keys_rejected() {
+        let bad = VMI.replace("  name: a\n", "  name: a\n  name: b\n");
+        let e = load_vmi(&bad).expect_err("duplicate key");
+        assert!(e.to_string().to_lowercase().contains("duplicate"), "{e}");
+    }
+
+    #[test]
+    fn wrong_kind_and_size() {
+        let e = load_vmi(&VMI.replace("VirtualMachineInstance", "Pod")).expect_err("kind");
+        assert!(
+            e.to_string().contains("kind: Unsupported value: \"Pod\""),
+            "{e}"
+        );
+        assert_eq!(e.pos().line, 2);
+        let big = "a".repeat(MAX_INPUT_BYTES + 1);
+        assert!(matches!(load_vmi(&big), Err(LoadError::TooLarge { .. })));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        #[test]
+        fn never_panics_on_arbitrary_text(s in "\\PC{0,300}") {
+            let _ = load_vmi(&s);
+        }
+
+        #[test]
+        fn never_panics_on_mutated_vmi(pos in 0usize..VMI.len(), ins in "[\\[\\]{}:&*!|>'\" \n-]{1,4}") {
+            let mut s = VMI.to_string();
+            let p = (0..=pos).rev().find(|p| s.is_char_boundary(*p)).unwrap_or(0);
+            s.insert_str(p, &ins);
+            let _ = load_vmi(&s);
+        }
+    }
+}
