@@ -13,3 +13,5 @@ pub mod net;
 
 pub use net::Cidr;
 pub mod check;
+pub mod handoff;
+pub mod pod;

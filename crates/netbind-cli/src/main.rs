@@ -1,0 +1,269 @@
+//! `netbind`: the operator's command line.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use netbind_model::admission::ClusterConfig;
+use netbind_model::check::{CheckError, check_vmi};
+use netbind_model::pod::ObservedPod;
+use netbind_model::yaml::{LoadedVmi, MAX_INPUT_BYTES};
+use netbind_plan::{Owner, PlanOptions, PodNetPlan, domxml};
+
+/// Exit codes shared by every subcommand.
+const EXIT_INVALID: u8 = 1;
+const EXIT_UNREADABLE: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "netbind",
+    version,
+    about = "KubeVirt-compatible, privilege-separated VM networking"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Check VirtualMachineInstance / VirtualMachine YAML with KubeVirt's defaulting and
+    /// admission rules. Exit 0 valid, 1 invalid, 2 unreadable.
+    Validate {
+        /// YAML files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Print the phase-1 plan (links, addresses, sysctls, nftables, DHCP, hand-off) as JSON.
+    Plan {
+        #[command(flatten)]
+        input: PlanArgs,
+        /// Print KubeVirt's nft commands instead of the JSON plan.
+        #[arg(long)]
+        nft_text: bool,
+    },
+    /// Print the libvirt <interface> elements of the domain.
+    Domxml {
+        #[command(flatten)]
+        input: PlanArgs,
+        /// Wrap the interfaces in a minimal complete <domain> (for virt-xml-validate / virsh).
+        #[arg(long)]
+        full: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ClusterArgs {
+    /// KubeVirt's `defaultNetworkInterface` (bridge or masquerade).
+    #[arg(long, default_value = "bridge")]
+    default_network_interface: String,
+    /// Reject bridge binding on the pod network (`permitBridgeInterfaceOnPodNetwork: false`).
+    #[arg(long)]
+    no_bridge_on_pod_network: bool,
+    /// Enable a KubeVirt feature gate (PortRangesSpec, PasstBinding); repeatable.
+    #[arg(long = "feature-gate", value_name = "GATE")]
+    feature_gates: Vec<String>,
+}
+
+impl ClusterArgs {
+    fn config(&self) -> ClusterConfig {
+        ClusterConfig {
+            default_network_interface: self.default_network_interface.clone(),
+            permit_bridge_interface_on_pod_network: !self.no_bridge_on_pod_network,
+            feature_gates: self.feature_gates.iter().cloned().collect::<BTreeSet<_>>(),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct PlanArgs {
+    /// The VMI (or VM) YAML.
+    file: PathBuf,
+    /// The observed pod interfaces (POD.json, as `netbind-handler observe` prints it).
+    #[arg(long)]
+    pod: PathBuf,
+    /// The pod's resolv.conf for DHCP DNS servers and search domains (default: none, which
+    /// gives KubeVirt's fallback 8.8.8.8 / cluster.local).
+    #[arg(long)]
+    resolv_conf: Option<PathBuf>,
+    /// uid that owns the tap (the VM process).
+    #[arg(long, default_value_t = 107)]
+    uid: u32,
+    /// gid that owns the tap.
+    #[arg(long, default_value_t = 107)]
+    gid: u32,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// A failure with the exit code it maps to.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+fn unreadable(path: &Path, e: impl std::fmt::Display) -> Failure {
+    Failure {
+        code: EXIT_UNREADABLE,
+        message: format!("{}: {e}", path.display()),
+    }
+}
+
+fn read_text(path: &Path) -> Result<String, Failure> {
+    let meta = std::fs::metadata(path).map_err(|e| unreadable(path, e))?;
+    if meta.len() > MAX_INPUT_BYTES as u64 {
+        return Err(unreadable(
+            path,
+            format!(
+                "{} bytes, more than the {MAX_INPUT_BYTES}-byte limit",
+                meta.len()
+            ),
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| unreadable(path, e))?;
+    String::from_utf8(bytes).map_err(|_| unreadable(path, "not UTF-8 text"))
+}
+
+/// Reports one file; returns its exit code.
+fn validate_file(path: &Path, cfg: &ClusterConfig) -> u8 {
+    let text = match read_text(path) {
+        Ok(t) => t,
+        Err(f) => {
+            eprintln!("{}", f.message);
+            return f.code;
+        }
+    };
+    match check_vmi(&text, cfg) {
+        Ok(_) => {
+            println!("{}: valid", path.display());
+            0
+        }
+        Err(CheckError::Load(e)) => {
+            eprintln!("{}:{e}", path.display());
+            EXIT_UNREADABLE
+        }
+        Err(CheckError::Invalid(findings)) => {
+            for f in findings {
+                eprintln!("{}:{f}", path.display());
+            }
+            EXIT_INVALID
+        }
+    }
+}
+
+fn load_admitted(path: &Path, cfg: &ClusterConfig) -> Result<LoadedVmi, Failure> {
+    let text = read_text(path)?;
+    check_vmi(&text, cfg).map_err(|e| match e {
+        CheckError::Load(e) => Failure {
+            code: EXIT_UNREADABLE,
+            message: format!("{}:{e}", path.display()),
+        },
+        CheckError::Invalid(fs) => Failure {
+            code: EXIT_INVALID,
+            message: fs
+                .iter()
+                .map(|f| format!("{}:{f}", path.display()))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        },
+    })
+}
+
+fn make_plan(a: &PlanArgs) -> Result<PodNetPlan, Failure> {
+    let cfg = a.cluster.config();
+    let vmi = load_admitted(&a.file, &cfg)?;
+    let pod = ObservedPod::from_json(&read_text(&a.pod)?).map_err(|e| unreadable(&a.pod, e))?;
+    let resolv = match &a.resolv_conf {
+        Some(p) => read_text(p)?,
+        None => String::new(),
+    };
+    let opts = PlanOptions {
+        owner: Owner {
+            uid: a.uid,
+            gid: a.gid,
+        },
+        resolv_conf: &resolv,
+        cluster: &cfg,
+    };
+    let plan = netbind_plan::plan(&vmi, &pod, &opts).map_err(|e| Failure {
+        code: EXIT_INVALID,
+        message: format!("{}: {e}", a.file.display()),
+    })?;
+    for w in &plan.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(plan)
+}
+
+/// A minimal domain around the interfaces: enough for libvirt's schema and for `virsh define`.
+pub fn wrap_domain(name: &str, interfaces: &str) -> String {
+    format!(
+        "<domain type='qemu'>\n  <name>{}</name>\n  <memory unit='MiB'>128</memory>\n  <vcpu>1</vcpu>\n  <os>\n    <type arch='x86_64' machine='q35'>hvm</type>\n  </os>\n  <devices>\n{interfaces}  </devices>\n</domain>\n",
+        domxml::escape(name)
+    )
+}
+
+fn run(cli: Cli) -> Result<u8, Failure> {
+    match cli.cmd {
+        Cmd::Validate { files, cluster } => {
+            let cfg = cluster.config();
+            // The worst outcome wins: unreadable (2) over invalid (1) over valid (0).
+            Ok(files
+                .iter()
+                .map(|f| validate_file(f, &cfg))
+                .max()
+                .unwrap_or(0))
+        }
+        Cmd::Plan { input, nft_text } => {
+            let plan = make_plan(&input)?;
+            if nft_text {
+                for c in &plan.nftables.commands {
+                    println!("{c}");
+                }
+            } else {
+                let json = serde_json::to_string_pretty(&plan).map_err(|e| Failure {
+                    code: EXIT_INVALID,
+                    message: e.to_string(),
+                })?;
+                println!("{json}");
+            }
+            Ok(0)
+        }
+        Cmd::Domxml { input, full } => {
+            let plan = make_plan(&input)?;
+            let ds: Vec<_> = plan
+                .handoff
+                .interfaces
+                .iter()
+                .map(|i| i.domain.clone())
+                .collect();
+            if full {
+                let name = plan.vmi.rsplit('/').next().unwrap_or("vmi").to_string();
+                print!(
+                    "{}",
+                    wrap_domain(
+                        if name.is_empty() { "vmi" } else { &name },
+                        &domxml::render_interfaces(&ds, 4)
+                    )
+                );
+            } else {
+                print!("{}", domxml::render_interfaces(&ds, 0));
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("netbind: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}

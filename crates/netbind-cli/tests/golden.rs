@@ -1,0 +1,73 @@
+//! Golden files for everything netbind generates from a VMI and a pod: the plan JSON,
+//! KubeVirt's nft commands, the hand-off record and the domain XML, plus the CLI help.
+//! `NETBIND_BLESS=1 cargo test -p netbind-cli --test golden` rewrites them after review.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test code: a failed step is a failed test
+
+mod common;
+
+use std::path::Path;
+
+use common::{CASES, netbind, root, run_case};
+
+fn compare(path: &Path, actual: &str, failures: &mut Vec<String>) {
+    if std::env::var_os("NETBIND_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, actual).expect("write golden");
+        return;
+    }
+    match std::fs::read_to_string(path) {
+        Ok(expected) if expected == actual => {}
+        Ok(expected) => failures.push(format!(
+            "{} differs (rerun with NETBIND_BLESS=1 after review)\n--- expected\n{expected}\n--- actual\n{actual}",
+            path.display()
+        )),
+        Err(e) => failures.push(format!("{}: {e} (create with NETBIND_BLESS=1)", path.display())),
+    }
+}
+
+#[test]
+fn golden_outputs() {
+    let mut failures = Vec::new();
+    for c in CASES {
+        let dir = root().join("testdata/golden").join(c.name);
+        let plan_json = run_case(&["plan"], c);
+        compare(&dir.join("plan.json"), &plan_json, &mut failures);
+        let plan: serde_json::Value = serde_json::from_str(&plan_json).expect("plan is JSON");
+        let handoff = serde_json::to_string_pretty(&plan["handoff"]).expect("handoff") + "\n";
+        compare(&dir.join("handoff.json"), &handoff, &mut failures);
+        // The hand-off record in the plan must be one the launcher accepts.
+        netbind_model::handoff::Handoff::from_json(handoff.as_bytes())
+            .expect("launcher-readable hand-off");
+        compare(
+            &dir.join("nft.txt"),
+            &run_case(&["plan", "--nft-text"], c),
+            &mut failures,
+        );
+        compare(
+            &dir.join("interfaces.xml"),
+            &run_case(&["domxml"], c),
+            &mut failures,
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn golden_help() {
+    let mut failures = Vec::new();
+    for sub in ["", "validate", "plan", "domxml"] {
+        let args: Vec<&str> = if sub.is_empty() {
+            vec!["--help"]
+        } else {
+            vec![sub, "--help"]
+        };
+        let name = if sub.is_empty() {
+            "netbind".to_string()
+        } else {
+            format!("netbind-{sub}")
+        };
+        let path = root().join(format!("testdata/golden/help/{name}.txt"));
+        compare(&path, &netbind(&args), &mut failures);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

@@ -1,0 +1,152 @@
+//! `netbind validate`: messages with file:line:column, all errors at once, exit codes.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test code: a failed step is a failed test
+
+use std::process::{Command, Output};
+
+fn validate(files: &[&std::path::Path]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_netbind"))
+        .arg("validate")
+        .args(files)
+        .output()
+        .expect("runs")
+}
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.path().join(name);
+    std::fs::write(&p, text).expect("write");
+    p
+}
+
+const BAD: &str = "apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata:
+  name: bad
+spec:
+  domain:
+    devices:
+      interfaces:
+      - name: default
+        masquerade: {}
+        model: virtio-net
+        macAddress: \"02:00:00:00:00:00\"
+        ports:
+        - port: 0
+  networks:
+  - name: default
+    pod: {}
+  - name: orphan
+    pod: {}
+";
+
+#[test]
+fn reports_every_error_with_position_and_exit_1() {
+    let d = tempfile::tempdir().expect("tmp");
+    let p = write(&d, "bad.yaml", BAD);
+    let out = validate(&[&p]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let f = p.display();
+    for want in [
+        format!(
+            "{f}:11:16: spec.domain.devices.interfaces[0].model: interface spec.domain.devices.interfaces[0].name uses model virtio-net that is not supported."
+        ),
+        format!(
+            "{f}:12:21: spec.domain.devices.interfaces[0].macAddress: The requested MAC address is reserved for the in-pod bridge. Please choose another one."
+        ),
+        format!("{f}:14:11: spec.domain.devices.interfaces[0].ports[0]: Port field is mandatory."),
+        format!("{f}:18:11: spec.networks[1].name: spec.networks[1].name 'orphan' not found."),
+        "more than one interface is connected to a pod network in spec.interfaces".to_string(),
+    ] {
+        assert!(err.contains(&want), "missing {want:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn exit_codes_valid_invalid_unreadable() {
+    let d = tempfile::tempdir().expect("tmp");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let good = root.join("vmi-masquerade.yaml");
+    let out = validate(&[&good]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let vm = root.join("vm-masquerade.yaml");
+    assert_eq!(validate(&[&vm]).status.code(), Some(0));
+
+    let broken = write(
+        &d,
+        "broken.yaml",
+        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nspec: [\n",
+    );
+    let out = validate(&[&broken]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("broken.yaml:"),
+        "file named"
+    );
+
+    let dup = write(
+        &d,
+        "dup.yaml",
+        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nspec: {}\nspec: {}\n",
+    );
+    let out = validate(&[&dup]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("dup.yaml:4:1: duplicate mapping key: spec")
+    );
+
+    let wrong_type = write(
+        &d,
+        "type.yaml",
+        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nspec:\n  domain:\n    devices:\n      interfaces: {a: 1}\n",
+    );
+    let out = validate(&[&wrong_type]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("type.yaml:6:"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let missing = d.path().join("absent.yaml");
+    assert_eq!(validate(&[&missing]).status.code(), Some(2));
+
+    let huge = write(&d, "huge.yaml", &"#".repeat(2 << 20));
+    let out = validate(&[&huge]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("limit"));
+
+    let bad = write(&d, "bad.yaml", BAD);
+    // Several files: each is reported, the worst exit code wins.
+    let out = validate(&[&good, &bad]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("vmi-masquerade.yaml: valid"));
+    assert_eq!(validate(&[&good, &bad, &broken]).status.code(), Some(2));
+}
+
+#[test]
+fn alias_bomb_is_refused_not_expanded() {
+    let d = tempfile::tempdir().expect("tmp");
+    let mut y = String::from(
+        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\na0: &a0 [x, x, x, x, x, x, x, x, x, x]\n",
+    );
+    for i in 1..12 {
+        y.push_str(&format!(
+            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n",
+            p = i - 1
+        ));
+    }
+    let p = write(&d, "bomb.yaml", &y);
+    let out = validate(&[&p]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

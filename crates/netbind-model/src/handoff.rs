@@ -1,0 +1,203 @@
+//! The hand-off record: the only data phase 1 (handler, root) passes to phase 2 (launcher,
+//! unprivileged). Versioned, strict on read (unknown fields are an error: a newer handler
+//! talking to an older launcher must fail loudly, not half-work), validated after decode.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{IfName, MacAddr};
+use crate::vmi::BindingKind;
+
+pub const HANDOFF_VERSION: u32 = 1;
+/// File name inside the hand-off directory.
+pub const HANDOFF_FILE: &str = "handoff.json";
+/// KubeVirt's lease: 999 days, in seconds.
+pub const LEASE_SECONDS: u32 = 86_313_600;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Handoff {
+    pub version: u32,
+    /// `namespace/name` of the VMI, for logs.
+    pub vmi: String,
+    pub interfaces: Vec<HandoffInterface>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandoffInterface {
+    /// The VMI network name.
+    pub network: String,
+    pub binding: BindingKind,
+    /// The pod interface name as the CNI made it (`eth0`, `pod16477688c0e`).
+    pub pod_interface: IfName,
+    /// The in-pod bridge the DHCP servers listen on.
+    pub bridge: IfName,
+    pub tap: IfName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcpv4: Option<Dhcpv4Config>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcpv6: Option<Dhcpv6Config>,
+    pub domain: DomainInterface,
+}
+
+/// Everything the DHCPv4 server answers with (KubeVirt §9.3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dhcpv4Config {
+    /// Listen (IP_PKTINFO filter) and reply on this interface.
+    pub interface: IfName,
+    /// Option 54.
+    pub server_id: Ipv4Addr,
+    /// `yiaddr`.
+    pub client_ip: Ipv4Addr,
+    /// Option 1 as a prefix length.
+    pub prefix_len: u8,
+    /// Answer only this client hardware address (bridge binding); any client when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_mac: Option<MacAddr>,
+    /// Option 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<Ipv4Addr>,
+    /// Option 6 (may be empty: sent with zero length, as KubeVirt does).
+    pub dns: Vec<Ipv4Addr>,
+    /// Option 12.
+    pub hostname: String,
+    /// Option 15.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain_name: Option<String>,
+    /// Option 119, already validated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub search: Vec<String>,
+    /// Option 26.
+    pub mtu: u16,
+    /// Option 121, default route(s) last; omitted when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<Route4>,
+    /// Option 42.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ntp: Vec<Ipv4Addr>,
+    /// Option 66.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tftp_server: Option<String>,
+    /// Option 67.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_file: Option<String>,
+    /// Options 224..=254.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub private: Vec<PrivateOption>,
+    /// Option 51.
+    pub lease_seconds: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route4 {
+    pub dst: Ipv4Addr,
+    pub prefix_len: u8,
+    /// `0.0.0.0` (on-link) when the route has no next hop.
+    pub gateway: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivateOption {
+    pub code: u8,
+    pub value: String,
+}
+
+/// DHCPv6 for masquerade with IPv6 (KubeVirt §10).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dhcpv6Config {
+    pub interface: IfName,
+    /// The server DUID is DUID-LL of this MAC (the bridge's).
+    pub server_mac: MacAddr,
+    pub client_ip: Ipv6Addr,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<Ipv6Addr>,
+    pub lease_seconds: u32,
+}
+
+/// One libvirt `<interface type='ethernet'>` (KubeVirt §11), as data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainInterface {
+    /// `ua-<network name>`.
+    pub alias: String,
+    pub tap: IfName,
+    pub mac: MacAddr,
+    /// libvirt model type, e.g. `virtio-non-transitional`, `e1000e`.
+    pub model: String,
+    pub mtu: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_order: Option<u32>,
+    /// `<rom enabled='no'/>`: when no boot order is set.
+    pub rom_disabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_address: Option<PciAddress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acpi_index: Option<u32>,
+    /// `<driver name='vhost' queues='N'/>` when multiqueue applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queues: Option<u32>,
+    pub link_down: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PciAddress {
+    pub domain: u16,
+    pub bus: u8,
+    pub slot: u8,
+    pub function: u8,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandoffError {
+    #[error("hand-off record: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("hand-off record: version {found}, this launcher reads version {HANDOFF_VERSION}")]
+    Version { found: u32 },
+    #[error("hand-off record: interface {network}: {what}")]
+    Invalid { network: String, what: String },
+}
+
+impl Handoff {
+    pub fn from_json(bytes: &[u8]) -> Result<Self, HandoffError> {
+        let h: Handoff = serde_json::from_slice(bytes)?;
+        if h.version != HANDOFF_VERSION {
+            return Err(HandoffError::Version { found: h.version });
+        }
+        for i in &h.interfaces {
+            let bad = |what: &str| HandoffError::Invalid {
+                network: i.network.clone(),
+                what: what.into(),
+            };
+            if let Some(d) = &i.dhcpv4 {
+                if d.prefix_len > 32 {
+                    return Err(bad("dhcpv4.prefix_len is more than 32"));
+                }
+                if d.mtu < 68 {
+                    return Err(bad("dhcpv4.mtu is below the IPv4 minimum of 68"));
+                }
+                if d.routes.iter().any(|r| r.prefix_len > 32) {
+                    return Err(bad("dhcpv4.routes has a prefix length over 32"));
+                }
+                if d.private.iter().any(|p| !(224..=254).contains(&p.code)) {
+                    return Err(bad("dhcpv4.private has a code outside 224..=254"));
+                }
+            }
+            if i.domain.tap != i.tap {
+                return Err(bad("domain.tap differs from tap"));
+            }
+        }
+        Ok(h)
+    }
+
+    pub fn to_json(&self) -> String {
+        // Serialising plain data with string keys cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
+    }
+}

@@ -1,0 +1,125 @@
+//! The observed pod network namespace (`POD.json`): what phase 1 reads before planning.
+//!
+//! `netbind-handler observe` produces it from a netlink dump; `netbind plan --pod` reads it.
+//! Only facts the planner needs are recorded: per interface its name, ifindex, kind, MAC, MTU,
+//! addresses and the main-table routes whose output interface it is.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::net::Cidr;
+use crate::types::{IfName, MacAddr};
+
+pub const POD_FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObservedPod {
+    pub version: u32,
+    pub interfaces: Vec<PodInterface>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodInterface {
+    pub name: IfName,
+    /// Kernel ifindex; 0 when unknown (hand-written files). Phase 1 finds a renamed pod
+    /// interface again by this index.
+    #[serde(default)]
+    pub index: u32,
+    /// `veth`, `bridge`, `tun`, `dummy`, ... as netlink reports `IFLA_INFO_KIND`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    pub mac: MacAddr,
+    pub mtu: u32,
+    /// All addresses, both families, including link-local, in kernel order.
+    #[serde(default)]
+    pub addresses: Vec<Cidr>,
+    /// Main-table routes whose output interface is this one, in kernel order.
+    #[serde(default)]
+    pub routes: Vec<PodRoute>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodRoute {
+    /// Destination; `0.0.0.0/0` or `::/0` for a default route.
+    pub dst: Cidr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<IpAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PodError {
+    #[error("POD.json: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("POD.json: unsupported version {0} (this netbind reads version {POD_FORMAT_VERSION})")]
+    Version(u32),
+    #[error("POD.json: interface {0} is listed twice")]
+    Duplicate(IfName),
+}
+
+impl ObservedPod {
+    pub fn from_json(text: &str) -> Result<Self, PodError> {
+        let pod: ObservedPod = serde_json::from_str(text)?;
+        if pod.version != POD_FORMAT_VERSION {
+            return Err(PodError::Version(pod.version));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for i in &pod.interfaces {
+            if !seen.insert(&i.name) {
+                return Err(PodError::Duplicate(i.name.clone()));
+            }
+        }
+        Ok(pod)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&PodInterface> {
+        self.interfaces.iter().find(|i| i.name.as_str() == name)
+    }
+}
+
+impl PodInterface {
+    pub fn global_v4(&self) -> Option<Cidr> {
+        self.addresses
+            .iter()
+            .copied()
+            .find(|a| a.is_ipv4() && a.is_global_unicast())
+    }
+
+    pub fn global_v6(&self) -> Option<Cidr> {
+        self.addresses
+            .iter()
+            .copied()
+            .find(|a| !a.is_ipv4() && a.is_global_unicast())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_checks() {
+        let j = r#"{"version":1,"interfaces":[{"name":"eth0","index":2,"mac":"0a:58:0a:f4:00:05","mtu":1450,
+            "addresses":["fe80::1/64","10.244.0.5/24"],"routes":[{"dst":"0.0.0.0/0","gateway":"10.244.0.1"}]}]}"#;
+        let p = ObservedPod::from_json(j).expect("valid");
+        let eth0 = p.get("eth0").expect("eth0");
+        assert_eq!(
+            eth0.global_v4().map(|c| c.to_string()),
+            Some("10.244.0.5/24".into())
+        );
+        assert_eq!(eth0.global_v6(), None);
+        assert!(matches!(
+            ObservedPod::from_json(&j.replace("\"version\":1", "\"version\":9")),
+            Err(PodError::Version(9))
+        ));
+        let e =
+            ObservedPod::from_json(&j.replace("\"mtu\"", "\"mtux\"")).expect_err("unknown field");
+        assert!(e.to_string().contains("mtux"), "{e}");
+        let e = ObservedPod::from_json(&j.replace("eth0", "a-very-long-interface-name"))
+            .expect_err("long");
+        assert!(e.to_string().contains("longer than 15"), "{e}");
+    }
+}

@@ -1,0 +1,81 @@
+//! libvirt `<interface type='ethernet'>` elements (KubeVirt §11) from hand-off data.
+//!
+//! Rendered by hand, not through a serializer: the element order is part of the contract
+//! (KubeVirt's struct order: address, source, target, model, mac, mtu, boot, link, alias,
+//! driver, rom, acpi) and every attribute value goes through `escape`.
+
+use std::fmt::Write as _;
+
+use netbind_model::handoff::DomainInterface;
+
+/// Escapes text for an XML attribute value in single or double quotes.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One `<interface>` element, indented by `indent` spaces.
+pub fn render_interface(d: &DomainInterface, indent: usize) -> String {
+    let pad = " ".repeat(indent);
+    let mut x = String::new();
+    let _ = writeln!(x, "{pad}<interface type='ethernet'>");
+    let mut line = |s: String| {
+        let _ = writeln!(x, "{pad}  {s}");
+    };
+    if let Some(p) = d.pci_address {
+        line(format!(
+            "<address type='pci' domain='0x{:04x}' bus='0x{:02x}' slot='0x{:02x}' function='0x{:x}'/>",
+            p.domain, p.bus, p.slot, p.function
+        ));
+    }
+    line(format!(
+        "<target dev='{}' managed='no'/>",
+        escape(d.tap.as_str())
+    ));
+    line(format!("<model type='{}'/>", escape(&d.model)));
+    line(format!("<mac address='{}'/>", d.mac));
+    line(format!("<mtu size='{}'/>", d.mtu));
+    if let Some(b) = d.boot_order {
+        line(format!("<boot order='{b}'/>"));
+    }
+    if d.link_down {
+        line("<link state='down'/>".into());
+    }
+    line(format!("<alias name='{}'/>", escape(&d.alias)));
+    if let Some(q) = d.queues {
+        line(format!("<driver name='vhost' queues='{q}'/>"));
+    }
+    if d.rom_disabled {
+        line("<rom enabled='no'/>".into());
+    }
+    if let Some(a) = d.acpi_index {
+        line(format!("<acpi index='{a}'/>"));
+    }
+    let _ = writeln!(x, "{pad}</interface>");
+    x
+}
+
+/// All interfaces, as a fragment for `<devices>`.
+pub fn render_interfaces(ds: &[DomainInterface], indent: usize) -> String {
+    ds.iter().map(|d| render_interface(d, indent)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_attribute_values() {
+        assert_eq!(escape(r#"a'b"c<d>&"#), "a&apos;b&quot;c&lt;d&gt;&amp;");
+    }
+}

@@ -1,0 +1,387 @@
+//! nftables rulesets as data. One value renders to two forms:
+//! - KubeVirt's `nft add ...` command text (golden-tested against KubeVirt's rule text and order);
+//! - a libnftables JSON batch that the handler applies as ONE transaction.
+//!
+//! Each table we own is (re)created inside the batch with `add` + `delete` + `add`, so applying
+//! the same ruleset twice converges to the same state instead of duplicating rules.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    Ip,
+    Ip6,
+    Inet,
+    Bridge,
+}
+
+impl Family {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Ip => "ip",
+            Family::Ip6 => "ip6",
+            Family::Inet => "inet",
+            Family::Bridge => "bridge",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ruleset {
+    pub tables: Vec<Table>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Table {
+    pub family: Family,
+    pub name: String,
+    pub chains: Vec<Chain>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chain {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BaseChain>,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseChain {
+    /// `nat` or `filter`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub hook: String,
+    pub priority: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    pub exprs: Vec<Expr>,
+}
+
+/// What a match compares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Field {
+    /// `ip saddr` / `ip6 saddr` (family from the value's table).
+    Saddr(Family),
+    Daddr(Family),
+    Iifname,
+    Oifname,
+    /// `tcp dport`, `udp dport`.
+    Dport(String),
+    Sport(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Val {
+    Addr(IpAddr),
+    Port(u16),
+    Range(u16, u16),
+    Name(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expr {
+    /// `<field> <value>` or, with `braces`, `<field> { v1, v2 }` (an anonymous set).
+    Match {
+        field: Field,
+        values: Vec<Val>,
+        braces: bool,
+    },
+    Counter,
+    Masquerade,
+    Jump(String),
+    Dnat(IpAddr),
+    Snat(IpAddr),
+    Return,
+    Drop,
+}
+
+impl Expr {
+    pub fn one(field: Field, v: Val) -> Expr {
+        Expr::Match {
+            field,
+            values: vec![v],
+            braces: false,
+        }
+    }
+    pub fn set(field: Field, values: Vec<Val>) -> Expr {
+        Expr::Match {
+            field,
+            values,
+            braces: true,
+        }
+    }
+}
+
+fn val_text(v: &Val) -> String {
+    match v {
+        Val::Addr(a) => a.to_string(),
+        Val::Port(p) => p.to_string(),
+        Val::Range(a, b) => format!("{a}-{b}"),
+        Val::Name(n) => n.clone(),
+    }
+}
+
+fn field_text(f: &Field) -> String {
+    match f {
+        Field::Saddr(fam) => format!("{} saddr", fam.as_str()),
+        Field::Daddr(fam) => format!("{} daddr", fam.as_str()),
+        Field::Iifname => "iifname".into(),
+        Field::Oifname => "oifname".into(),
+        Field::Dport(p) => format!("{p} dport"),
+        Field::Sport(p) => format!("{p} sport"),
+    }
+}
+
+impl Rule {
+    /// The rule body as KubeVirt passes it to `nft add rule`.
+    pub fn text(&self) -> String {
+        let parts: Vec<String> = self
+            .exprs
+            .iter()
+            .map(|e| match e {
+                Expr::Match {
+                    field,
+                    values,
+                    braces,
+                } => {
+                    let vals: Vec<String> = values.iter().map(val_text).collect();
+                    if *braces {
+                        format!("{} {{ {} }}", field_text(field), vals.join(", "))
+                    } else {
+                        format!("{} {}", field_text(field), vals.join(", "))
+                    }
+                }
+                Expr::Counter => "counter".into(),
+                Expr::Masquerade => "masquerade".into(),
+                Expr::Jump(t) => format!("jump {t}"),
+                Expr::Dnat(a) => format!("dnat to {a}"),
+                Expr::Snat(a) => format!("snat to {a}"),
+                Expr::Return => "return".into(),
+                Expr::Drop => "drop".into(),
+            })
+            .collect();
+        parts.join(" ")
+    }
+
+    fn json_exprs(&self) -> Vec<Value> {
+        self.exprs.iter().map(expr_json).collect()
+    }
+}
+
+fn val_json(v: &Val) -> Value {
+    match v {
+        Val::Addr(a) => json!(a.to_string()),
+        Val::Port(p) => json!(p),
+        Val::Range(a, b) => json!({ "range": [a, b] }),
+        Val::Name(n) => json!(n),
+    }
+}
+
+fn field_json(f: &Field) -> Value {
+    match f {
+        Field::Saddr(fam) => json!({ "payload": { "protocol": fam.as_str(), "field": "saddr" } }),
+        Field::Daddr(fam) => json!({ "payload": { "protocol": fam.as_str(), "field": "daddr" } }),
+        Field::Iifname => json!({ "meta": { "key": "iifname" } }),
+        Field::Oifname => json!({ "meta": { "key": "oifname" } }),
+        Field::Dport(p) => json!({ "payload": { "protocol": p, "field": "dport" } }),
+        Field::Sport(p) => json!({ "payload": { "protocol": p, "field": "sport" } }),
+    }
+}
+
+fn expr_json(e: &Expr) -> Value {
+    match e {
+        Expr::Match {
+            field,
+            values,
+            braces,
+        } => {
+            let right = if *braces || values.len() > 1 {
+                json!({ "set": values.iter().map(val_json).collect::<Vec<_>>() })
+            } else {
+                values.first().map(val_json).unwrap_or(Value::Null)
+            };
+            json!({ "match": { "op": "==", "left": field_json(field), "right": right } })
+        }
+        Expr::Counter => json!({ "counter": null }),
+        Expr::Masquerade => json!({ "masquerade": null }),
+        Expr::Jump(t) => json!({ "jump": { "target": t } }),
+        Expr::Dnat(a) => json!({ "dnat": { "addr": a.to_string() } }),
+        Expr::Snat(a) => json!({ "snat": { "addr": a.to_string() } }),
+        Expr::Return => json!({ "return": null }),
+        Expr::Drop => json!({ "drop": null }),
+    }
+}
+
+impl Ruleset {
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+
+    /// KubeVirt's command sequence (`add table`, `add chain`, `add rule`), one per line. Rules
+    /// are listed in the order KubeVirt appends them, which may interleave chains.
+    pub fn kubevirt_text(&self, order: &[RuleRef]) -> String {
+        let mut out = String::new();
+        for t in &self.tables {
+            let (f, n) = (t.family.as_str(), &t.name);
+            let _ = writeln!(out, "add table {f} {n}");
+            for c in &t.chains {
+                match &c.base {
+                    Some(b) => {
+                        let _ = writeln!(
+                            out,
+                            "add chain {f} {n} {} {{ type {} hook {} priority {}; }}",
+                            c.name, b.kind, b.hook, b.priority
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(out, "add chain {f} {n} {}", c.name);
+                    }
+                }
+            }
+            for r in order
+                .iter()
+                .filter(|r| r.family == t.family && r.table == t.name)
+            {
+                if let Some(rule) = self.rule(r) {
+                    let _ = writeln!(out, "add rule {f} {n} {} {}", r.chain, rule.text());
+                }
+            }
+        }
+        out
+    }
+
+    fn rule(&self, r: &RuleRef) -> Option<&Rule> {
+        self.tables
+            .iter()
+            .find(|t| t.family == r.family && t.name == r.table)?
+            .chains
+            .iter()
+            .find(|c| c.name == r.chain)?
+            .rules
+            .get(r.index)
+    }
+
+    /// One libnftables JSON batch that (re)creates every table of this ruleset atomically.
+    pub fn json_batch(&self) -> Value {
+        let mut cmds = Vec::new();
+        for t in &self.tables {
+            let table = json!({ "family": t.family.as_str(), "name": t.name });
+            // add-then-delete makes "delete" succeed whether or not the table exists.
+            cmds.push(json!({ "add": { "table": table } }));
+            cmds.push(json!({ "delete": { "table": table } }));
+            cmds.push(json!({ "add": { "table": table } }));
+            for c in &t.chains {
+                let mut chain =
+                    json!({ "family": t.family.as_str(), "table": t.name, "name": c.name });
+                if let (Some(b), Some(obj)) = (&c.base, chain.as_object_mut()) {
+                    obj.insert("type".into(), json!(b.kind));
+                    obj.insert("hook".into(), json!(b.hook));
+                    obj.insert("prio".into(), json!(b.priority));
+                    obj.insert("policy".into(), json!("accept"));
+                }
+                cmds.push(json!({ "add": { "chain": chain } }));
+            }
+            for c in &t.chains {
+                for r in &c.rules {
+                    cmds.push(json!({ "add": { "rule": {
+                        "family": t.family.as_str(), "table": t.name, "chain": c.name,
+                        "expr": r.json_exprs(),
+                    } } }));
+                }
+            }
+        }
+        json!({ "nftables": cmds })
+    }
+
+    /// A batch that deletes every table of this ruleset (tolerating absent ones).
+    pub fn json_delete_batch(&self) -> Value {
+        let mut cmds = Vec::new();
+        for t in &self.tables {
+            let table = json!({ "family": t.family.as_str(), "name": t.name });
+            cmds.push(json!({ "add": { "table": table } }));
+            cmds.push(json!({ "delete": { "table": table } }));
+        }
+        json!({ "nftables": cmds })
+    }
+}
+
+/// Points at one rule; used to keep KubeVirt's global append order across chains.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleRef {
+    pub family: Family,
+    pub table: String,
+    pub chain: String,
+    pub index: usize,
+}
+
+/// Builds a ruleset while recording the order rules were appended in.
+#[derive(Debug, Default)]
+pub struct Builder {
+    pub ruleset: Vec<Table>,
+    pub order: Vec<RuleRef>,
+}
+
+impl Builder {
+    pub fn table(&mut self, family: Family, name: &str) {
+        self.ruleset.push(Table {
+            family,
+            name: name.into(),
+            chains: Vec::new(),
+        });
+    }
+
+    pub fn chain(
+        &mut self,
+        family: Family,
+        table: &str,
+        name: &str,
+        base: Option<(&str, &str, i32)>,
+    ) {
+        if let Some(t) = self
+            .ruleset
+            .iter_mut()
+            .find(|t| t.family == family && t.name == table)
+        {
+            t.chains.push(Chain {
+                name: name.into(),
+                base: base.map(|(kind, hook, priority)| BaseChain {
+                    kind: kind.into(),
+                    hook: hook.into(),
+                    priority,
+                }),
+                rules: Vec::new(),
+            });
+        }
+    }
+
+    pub fn rule(&mut self, family: Family, table: &str, chain: &str, exprs: Vec<Expr>) {
+        let Some(t) = self
+            .ruleset
+            .iter_mut()
+            .find(|t| t.family == family && t.name == table)
+        else {
+            return;
+        };
+        let Some(c) = t.chains.iter_mut().find(|c| c.name == chain) else {
+            return;
+        };
+        c.rules.push(Rule { exprs });
+        self.order.push(RuleRef {
+            family,
+            table: table.into(),
+            chain: chain.into(),
+            index: c.rules.len() - 1,
+        });
+    }
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The privilege boundary is a crate boundary: fail if a crate that must stay pure (or
+# unprivileged) links netlink, nftables or setns code.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+fail=0
+for crate in netbind-model netbind-plan; do
+  if ! grep -q '^#!\[forbid(unsafe_code)\]' "crates/$crate/src/lib.rs"; then
+    echo "check-boundaries: $crate lacks #![forbid(unsafe_code)]" >&2
+    fail=1
+  fi
+done
+for crate in netbind-model netbind-plan netbind-launcher; do
+  [ -d "crates/$crate" ] || continue
+  if cargo tree -p "$crate" -e normal --prefix none 2>/dev/null \
+      | grep -E '^(netlink-[a-z-]+|nftables|rtnetlink|netbind-handler) ' ; then
+    echo "check-boundaries: $crate depends on privileged code (above)" >&2
+    fail=1
+  fi
+done
+exit $fail

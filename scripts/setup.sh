@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs everything netbind's build, tests and main job need on Debian 12, as root.
+# Safe to run twice: apt and cargo skip what is already there.
+set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup.sh: run as root (it installs Debian packages)" >&2
+  exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+PKGS=(
+  iproute2 nftables            # kernel state read-back in tests (ip -j, nft -j)
+  libvirt-clients libxml2-utils # virt-xml-validate: libvirt's own schema check
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup.sh: installing ${missing[*]}"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "setup.sh: cargo not found; install the Rust toolchain (rustup) first" >&2
+  exit 1
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "setup.sh: installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
