@@ -1,0 +1,601 @@
+//! The thin adapter: makes the kernel state of the pod netns equal to a `PodNetPlan`, and takes
+//! it away again.
+//!
+//! Every step reconciles rather than creates: it reads the current state, changes only what
+//! differs and accepts what is already right. Running the same plan twice, or after a crash at
+//! any step, converges to the state of one clean run.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use netbind_model::pod::ObservedPod;
+use netbind_model::{Cidr, IfName, MacAddr};
+use netbind_plan::plan::{LinkKind, LinkPlan, MacPlan, PodNetPlan};
+use netlink_packet_route::link::InfoKind;
+
+use crate::netlink::{Link, LinkChange, Netlink, Route, TunInfo};
+use crate::nft::{self, NftError};
+use crate::selinux::{LabelDecision, SelinuxEnv, SelinuxError};
+use crate::sysctl::{self, SysctlError};
+use crate::tap::{self, TapError, TapSpec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("netlink {op} on {name}: {source}")]
+    Link {
+        op: &'static str,
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("netlink {op} {cidr} on {name}: {source}")]
+    Addr {
+        op: &'static str,
+        name: String,
+        cidr: Cidr,
+        source: std::io::Error,
+    },
+    #[error("pod interface {name} (ifindex {index}) is missing from the pod network namespace")]
+    PodLinkMissing { name: IfName, index: u32 },
+    #[error(
+        "link {name} exists as {found}, expected {want}; refusing to replace a link netbind did not create"
+    )]
+    TypeCollision {
+        name: String,
+        found: String,
+        want: &'static str,
+    },
+    #[error(transparent)]
+    Tap(#[from] TapError),
+    #[error(transparent)]
+    Selinux(#[from] SelinuxError),
+    #[error(transparent)]
+    Sysctl(#[from] SysctlError),
+    #[error(transparent)]
+    Nft(#[from] NftError),
+    #[error("failure injected after step {step} ({what})")]
+    Injected { step: usize, what: String },
+}
+
+/// Test hooks: stop after step K as if that step's successor had failed, or as if the process
+/// had been killed there (no rollback).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Injection {
+    FailAfter(usize),
+    CrashAfter(usize),
+}
+
+/// Exit status of an injected crash.
+pub const CRASH_EXIT: i32 = 99;
+
+/// Kinds netbind creates, so it may replace them; anything else it refuses to touch.
+const OWN_KINDS: [&str; 4] = ["bridge", "dummy", "ifb", "tun"];
+
+pub struct Applier<'a> {
+    pub nl: &'a mut Netlink,
+    pub nft_bin: &'a Path,
+    pub label: &'a LabelDecision,
+    pub selinux: &'a SelinuxEnv,
+    pub inject: Option<Injection>,
+    step: usize,
+}
+
+impl std::fmt::Debug for Applier<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Applier").field("step", &self.step).finish()
+    }
+}
+
+fn link_err<'a>(op: &'static str, name: &'a str) -> impl FnOnce(std::io::Error) -> ApplyError + 'a {
+    move |source| ApplyError::Link {
+        op,
+        name: name.to_string(),
+        source,
+    }
+}
+
+/// Kernel-generated IPv6 link-local addresses come back whenever a link goes up; they are not
+/// part of the managed address set unless the plan lists them.
+fn is_auto_link_local(c: &Cidr) -> bool {
+    !c.is_ipv4() && c.prefix() == 64 && !c.is_global_unicast() && !c.addr().is_loopback()
+}
+
+/// The names of the steps of a plan, in order (used for logs and failure injection).
+pub fn steps(plan: &PodNetPlan) -> Vec<String> {
+    let mut v: Vec<String> = plan
+        .links
+        .iter()
+        .map(|l| format!("link {}", l.name))
+        .collect();
+    v.extend(plan.sysctls.iter().map(|s| format!("sysctl {}", s.path)));
+    if !plan.nftables.ruleset.is_empty() {
+        v.push("nftables".into());
+    }
+    v
+}
+
+pub fn nft_what(plan: &PodNetPlan) -> String {
+    let t: Vec<String> = plan
+        .nftables
+        .ruleset
+        .tables
+        .iter()
+        .map(|t| format!("{} {}", t.family.as_str(), t.name))
+        .collect();
+    format!("tables {}", t.join(", "))
+}
+
+impl<'a> Applier<'a> {
+    pub fn new(
+        nl: &'a mut Netlink,
+        nft_bin: &'a Path,
+        label: &'a LabelDecision,
+        selinux: &'a SelinuxEnv,
+    ) -> Self {
+        Self {
+            nl,
+            nft_bin,
+            label,
+            selinux,
+            inject: None,
+            step: 0,
+        }
+    }
+
+    fn done(&mut self, what: &str) -> Result<(), ApplyError> {
+        self.step += 1;
+        tracing::debug!(step = self.step, what, "applied");
+        match self.inject {
+            Some(Injection::CrashAfter(k)) if k == self.step => {
+                tracing::warn!(step = k, what, "injected crash");
+                std::process::exit(CRASH_EXIT);
+            }
+            Some(Injection::FailAfter(k)) if k == self.step => Err(ApplyError::Injected {
+                step: k,
+                what: what.into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn apply(&mut self, plan: &PodNetPlan) -> Result<(), ApplyError> {
+        for l in &plan.links {
+            self.link(l)?;
+            self.done(&format!("link {}", l.name))?;
+        }
+        for s in &plan.sysctls {
+            sysctl::write(&s.path, &s.value)?;
+            self.done(&format!("sysctl {}", s.path))?;
+        }
+        if !plan.nftables.ruleset.is_empty() {
+            nft::apply(
+                self.nft_bin,
+                &plan.nftables.ruleset.json_batch(),
+                &nft_what(plan),
+            )?;
+            self.done("nftables")?;
+        }
+        Ok(())
+    }
+
+    fn links(&mut self) -> Result<Vec<Link>, ApplyError> {
+        self.nl.links().map_err(link_err("dump", "links"))
+    }
+
+    fn by_name(&mut self, name: &str) -> Result<Option<Link>, ApplyError> {
+        Ok(self.links()?.into_iter().find(|l| l.name == name))
+    }
+
+    /// The existing link for `l`, created if missing.
+    fn ensure_exists(&mut self, l: &LinkPlan) -> Result<Link, ApplyError> {
+        let name = l.name.as_str();
+        let want: &'static str = match l.kind {
+            LinkKind::Bridge => "bridge",
+            LinkKind::Dummy => "dummy",
+            LinkKind::Tap { .. } => "tun",
+            LinkKind::PodInterface { .. } => return self.pod_interface(l),
+        };
+        let mut cur = self.by_name(name)?;
+        if let Some(c) = &cur {
+            let found = c.kind.clone().unwrap_or_else(|| "unknown".into());
+            let matches = found == want || (want == "dummy" && found == "ifb");
+            if !matches {
+                if !OWN_KINDS.contains(&found.as_str()) {
+                    return Err(ApplyError::TypeCollision {
+                        name: name.into(),
+                        found,
+                        want,
+                    });
+                }
+                self.nl
+                    .del_link(c.index)
+                    .map_err(link_err("delete (wrong kind)", name))?;
+                cur = None;
+            }
+        }
+        match (&l.kind, cur) {
+            (
+                LinkKind::Tap {
+                    owner,
+                    group,
+                    multi_queue,
+                    ..
+                },
+                cur,
+            ) => {
+                let spec = TapSpec {
+                    owner: *owner,
+                    group: *group,
+                    multi_queue: *multi_queue,
+                };
+                let right = TunInfo {
+                    owner: Some(*owner),
+                    group: Some(*group),
+                    multi_queue: *multi_queue,
+                    persist: true,
+                };
+                match cur {
+                    // Already right: attaching again would only flap its carrier.
+                    Some(c) if c.tun == Some(right) => return Ok(c),
+                    cur => self.tap(&l.name, spec, cur.is_some())?,
+                }
+            }
+            (_, Some(c)) => return Ok(c),
+            (LinkKind::Bridge, None) => {
+                self.nl
+                    .add_link(name, InfoKind::Bridge)
+                    .map_err(link_err("create bridge", name))?;
+            }
+            (_, None) => self.dummy(name)?,
+        }
+        self.by_name(name)?.ok_or_else(|| ApplyError::Link {
+            op: "find after create",
+            name: name.into(),
+            source: std::io::Error::from_raw_os_error(libc::ENODEV),
+        })
+    }
+
+    /// KubeVirt uses a dummy; kernels built without CONFIG_DUMMY (this CI machine's among them)
+    /// get an ifb, which equally just holds addresses while down.
+    fn dummy(&mut self, name: &str) -> Result<(), ApplyError> {
+        match self.nl.add_link(name, InfoKind::Dummy) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                tracing::info!(ifname = name, "kernel has no dummy links; using ifb");
+                self.nl
+                    .add_link(name, InfoKind::Ifb)
+                    .map_err(link_err("create ifb", name))
+            }
+            Err(e) => Err(link_err("create dummy", name)(e)),
+        }
+    }
+
+    fn tap(&mut self, name: &IfName, spec: TapSpec, exists: bool) -> Result<(), ApplyError> {
+        // The tun socket takes the calling thread's socket-creation label.
+        let _label = match self.label {
+            LabelDecision::Label(l) => Some(self.selinux.sockcreate(l)?),
+            _ => None,
+        };
+        match tap::ensure(name, spec, exists) {
+            // An existing tap with the other queue mode: EINVAL on attach. Recreate it.
+            Err(e) if exists && e.errno() == Some(libc::EINVAL) => {
+                let idx = self.by_name(name.as_str())?.map(|l| l.index).unwrap_or(0);
+                self.nl
+                    .del_link(idx)
+                    .map_err(link_err("delete (queue mode changed)", name.as_str()))?;
+                tap::ensure(name, spec, false)?;
+                Ok(())
+            }
+            r => Ok(r?),
+        }
+    }
+
+    /// The pod interface: by ifindex first (it may already carry its new name), then by name.
+    fn pod_interface(&mut self, l: &LinkPlan) -> Result<Link, ApplyError> {
+        let LinkKind::PodInterface {
+            index,
+            original_name,
+            ..
+        } = &l.kind
+        else {
+            return Err(ApplyError::PodLinkMissing {
+                name: l.name.clone(),
+                index: 0,
+            });
+        };
+        let links = self.links()?;
+        let names = [l.name.as_str(), original_name.as_str()];
+        let found = links
+            .iter()
+            .find(|k| *index > 0 && k.index == *index && names.contains(&k.name.as_str()))
+            .or_else(|| links.iter().find(|k| k.name == l.name.as_str()))
+            .or_else(|| {
+                links.iter().find(|k| {
+                    k.name == original_name.as_str()
+                        && !k.kind.as_deref().is_some_and(|kd| OWN_KINDS.contains(&kd))
+                })
+            });
+        found.cloned().ok_or_else(|| ApplyError::PodLinkMissing {
+            name: original_name.clone(),
+            index: *index,
+        })
+    }
+
+    fn link(&mut self, l: &LinkPlan) -> Result<(), ApplyError> {
+        let cur = self.ensure_exists(l)?;
+        let name = l.name.as_str();
+        let idx = cur.index;
+        let want_mac = match (&l.mac, &l.kind) {
+            (Some(MacPlan::Fixed(m)), _) => Some(*m),
+            // Only move off the original MAC once: later runs keep whatever the first gave.
+            (Some(MacPlan::CopyFrom(src)), LinkKind::PodInterface { original_mac, .. })
+                if cur.mac == Some(*original_mac) =>
+            {
+                self.by_name(src.as_str())?.and_then(|s| s.mac)
+            }
+            _ => None,
+        }
+        .filter(|m| cur.mac != Some(*m))
+        // ifb (the stand-in for a missing dummy driver) cannot change its MAC (EOPNOTSUPP);
+        // nothing reads the placeholder's MAC: the guest's comes from the hand-off record.
+        .filter(|_| cur.kind.as_deref() != Some("ifb"));
+        let rename = (cur.name != name).then(|| name.to_string());
+        if (rename.is_some() || want_mac.is_some()) && cur.up {
+            self.nl
+                .change_link(
+                    idx,
+                    &LinkChange {
+                        up: Some(false),
+                        ..Default::default()
+                    },
+                )
+                .map_err(link_err("set down", &cur.name))?;
+        }
+        let change = LinkChange {
+            name: rename,
+            mac: want_mac,
+            mtu: l.mtu.filter(|m| *m != cur.mtu),
+            master: None,
+            up: None,
+        };
+        if change.name.is_some() || change.mac.is_some() || change.mtu.is_some() {
+            self.nl
+                .change_link(idx, &change)
+                .map_err(link_err("set name/mac/mtu", name))?;
+        }
+        let want_master = match &l.master {
+            Some(m) => Some(
+                self.by_name(m.as_str())?
+                    .ok_or_else(|| ApplyError::Link {
+                        op: "find master",
+                        name: m.to_string(),
+                        source: std::io::Error::from_raw_os_error(libc::ENODEV),
+                    })?
+                    .index,
+            ),
+            None => None,
+        };
+        if want_master != cur.master {
+            let master = Some(want_master.unwrap_or(0));
+            self.nl
+                .change_link(
+                    idx,
+                    &LinkChange {
+                        master,
+                        ..Default::default()
+                    },
+                )
+                .map_err(link_err("set master", name))?;
+        }
+        self.sync_addrs(idx, name, &l.addresses)?;
+        let now_up = if cur.name != name || want_mac.is_some() {
+            false
+        } else {
+            cur.up
+        };
+        if now_up != l.up {
+            self.nl
+                .change_link(
+                    idx,
+                    &LinkChange {
+                        up: Some(l.up),
+                        ..Default::default()
+                    },
+                )
+                .map_err(link_err(if l.up { "set up" } else { "set down" }, name))?;
+        }
+        if let Some(on) = l.learning {
+            let cur_learning = self.by_name(name)?.and_then(|k| k.learning);
+            if cur_learning != Some(on) {
+                self.nl
+                    .set_learning(idx, on)
+                    .map_err(link_err("set bridge-port learning", name))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the address set of link `idx` exactly `want` (auto link-local excepted).
+    fn sync_addrs(&mut self, idx: u32, name: &str, want: &[Cidr]) -> Result<(), ApplyError> {
+        let have: Vec<Cidr> = self
+            .nl
+            .addrs()
+            .map_err(link_err("dump addresses", name))?
+            .into_iter()
+            .filter(|a| a.index == idx)
+            .map(|a| a.cidr)
+            .collect();
+        let want_set: BTreeSet<&Cidr> = want.iter().collect();
+        for c in have
+            .iter()
+            .filter(|c| !want_set.contains(c) && !is_auto_link_local(c))
+        {
+            match self.nl.del_addr(idx, *c) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {}
+                Err(source) => {
+                    return Err(ApplyError::Addr {
+                        op: "delete address",
+                        name: name.into(),
+                        cidr: *c,
+                        source,
+                    });
+                }
+            }
+        }
+        for c in want.iter().filter(|c| !have.contains(c)) {
+            match self.nl.add_addr(idx, *c) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(source) => {
+                    return Err(ApplyError::Addr {
+                        op: "add address",
+                        name: name.into(),
+                        cidr: *c,
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Removes what `plan` made and puts the pod interfaces back as `observed` saw them. Tries
+/// every step and returns all errors.
+pub fn teardown(
+    nl: &mut Netlink,
+    nft_bin: &Path,
+    plan: &PodNetPlan,
+    observed: &ObservedPod,
+    sysctls_before: &[(String, Option<String>)],
+) -> Vec<String> {
+    let mut errors = Vec::new();
+    if !plan.nftables.ruleset.is_empty() {
+        let what = format!("delete {}", nft_what(plan));
+        if let Err(e) = nft::apply(nft_bin, &plan.nftables.ruleset.json_delete_batch(), &what) {
+            errors.push(e.to_string());
+        }
+    }
+    for (path, old) in sysctls_before {
+        let Some(old) = old else { continue };
+        match sysctl::write(path, old) {
+            Ok(()) => {}
+            // A per-link sysctl of a link that is already gone.
+            Err(SysctlError::Read { ref source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    for l in plan.links.iter().rev() {
+        if let Err(e) = teardown_link(nl, l, observed) {
+            errors.push(e.to_string());
+        }
+    }
+    errors
+}
+
+fn teardown_link(nl: &mut Netlink, l: &LinkPlan, observed: &ObservedPod) -> Result<(), ApplyError> {
+    let links = nl.links().map_err(link_err("dump", "links"))?;
+    match &l.kind {
+        LinkKind::PodInterface {
+            index,
+            original_name,
+            original_mac,
+        } => {
+            let Some(cur) = links
+                .iter()
+                .find(|k| {
+                    k.index == *index
+                        && (k.name == l.name.as_str() || k.name == original_name.as_str())
+                })
+                .or_else(|| links.iter().find(|k| k.name == l.name.as_str()))
+            else {
+                return Ok(());
+            };
+            let idx = cur.index;
+            let orig = observed.get(original_name.as_str());
+            let change = LinkChange {
+                name: (cur.name != original_name.as_str()).then(|| original_name.to_string()),
+                mac: Some(*original_mac).filter(|m| cur.mac != Some(*m)),
+                mtu: orig.map(|o| o.mtu).filter(|m| *m != cur.mtu),
+                master: cur.master.map(|_| 0),
+                up: None,
+            };
+            // A link must be down to be renamed (EBUSY otherwise).
+            nl.change_link(
+                idx,
+                &LinkChange {
+                    up: Some(false),
+                    ..Default::default()
+                },
+            )
+            .map_err(link_err("set down", &cur.name))?;
+            nl.change_link(idx, &change)
+                .map_err(link_err("restore", original_name.as_str()))?;
+            let Some(o) = orig else { return Ok(()) };
+            for c in &o.addresses {
+                match nl.add_addr(idx, *c) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(source) => {
+                        return Err(ApplyError::Addr {
+                            op: "restore address",
+                            name: original_name.to_string(),
+                            cidr: *c,
+                            source,
+                        });
+                    }
+                }
+            }
+            nl.change_link(
+                idx,
+                &LinkChange {
+                    up: Some(true),
+                    ..Default::default()
+                },
+            )
+            .map_err(link_err("set up", original_name.as_str()))?;
+            // Routes the kernel does not recreate with the addresses (gateways, extra routes).
+            for r in &o.routes {
+                let route = Route {
+                    oif: idx,
+                    dst: r.dst,
+                    gateway: r.gateway,
+                };
+                match nl.add_route(&route) {
+                    Ok(()) => {}
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST)) => {}
+                    Err(e) => tracing::debug!(dst = %r.dst, error = %e, "route not restored"),
+                }
+            }
+            Ok(())
+        }
+        _ => {
+            let Some(cur) = links.iter().find(|k| k.name == l.name.as_str()) else {
+                return Ok(());
+            };
+            if !cur.kind.as_deref().is_some_and(|k| OWN_KINDS.contains(&k)) {
+                // Same name, not ours (e.g. the pod's eth0 before the dummy replaced it).
+                return Ok(());
+            }
+            match nl.del_link(cur.index) {
+                Ok(()) => Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
+                Err(e) => Err(link_err("delete", l.name.as_str())(e)),
+            }
+        }
+    }
+}
+
+/// Current value of each planned sysctl, before any change.
+pub fn sysctls_before(plan: &PodNetPlan) -> Vec<(String, Option<String>)> {
+    plan.sysctls
+        .iter()
+        .map(|s| (s.path.clone(), sysctl::read(&s.path).ok()))
+        .collect()
+}
+
+/// The MAC helper used by tests and the CLI to print state.
+pub fn mac_of(links: &[Link], name: &str) -> Option<MacAddr> {
+    links.iter().find(|l| l.name == name).and_then(|l| l.mac)
+}

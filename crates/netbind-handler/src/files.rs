@@ -1,0 +1,180 @@
+//! Atomic, symlink-safe files: the hand-off record (read by the unprivileged launcher) and the
+//! handler's own state.
+//!
+//! The directory must be a real directory owned by root and not writable by group or others,
+//! so the launcher can read it but never plant a file or a symlink in it. Files are written to
+//! a temporary name opened with `O_EXCL|O_NOFOLLOW`, synced, then `renameat` over the final
+//! name (rename replaces a symlink instead of following it).
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("directory {path} is not safe: {why}")]
+    Unsafe { path: PathBuf, why: String },
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> FileError + 'a {
+    move |source| FileError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn cstr(p: &Path) -> CString {
+    // Paths from the OS cannot contain NUL except by construction; fall back to an invalid name.
+    CString::new(p.as_os_str().as_bytes()).unwrap_or_default()
+}
+
+/// Creates `dir` with `mode` if missing, then checks it is a root-owned, non-symlink directory
+/// that only root can write. Returns an open handle on it.
+pub fn secure_dir(dir: &Path, mode: u32) -> Result<OwnedFd, FileError> {
+    match std::fs::DirBuilder::new()
+        .mode(mode)
+        .recursive(true)
+        .create(dir)
+    {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io("create directory", dir)(e)),
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(io("stat", dir))?;
+    let unsafe_dir = |why: &str| FileError::Unsafe {
+        path: dir.into(),
+        why: why.into(),
+    };
+    if meta.file_type().is_symlink() {
+        return Err(unsafe_dir("it is a symlink"));
+    }
+    if !meta.is_dir() {
+        return Err(unsafe_dir("it is not a directory"));
+    }
+    if meta.uid() != 0 {
+        return Err(unsafe_dir(&format!(
+            "owned by uid {}, not root",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(unsafe_dir(&format!(
+            "mode {:o} lets group or others write",
+            meta.mode() & 0o7777
+        )));
+    }
+    let c = cstr(dir);
+    // SAFETY: c is a valid NUL-terminated path; the returned fd is owned below.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_RDONLY,
+        )
+    };
+    if fd < 0 {
+        return Err(io("open directory", dir)(std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd was just returned by open and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn name_c(name: &str) -> CString {
+    CString::new(name).unwrap_or_default()
+}
+
+/// Atomically replaces `dir/name` with `data` (file mode `mode`).
+pub fn write_atomic(
+    dir: &Path,
+    dir_mode: u32,
+    name: &str,
+    data: &[u8],
+    mode: u32,
+) -> Result<(), FileError> {
+    let dfd = secure_dir(dir, dir_mode)?;
+    let path = dir.join(name);
+    let tmp = format!(".{name}.{}.tmp", std::process::id());
+    let tmp_c = name_c(&tmp);
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // A stale temp file from a crashed run is ours to remove (nobody else can write here).
+    // SAFETY: dfd is an open directory fd and tmp_c a NUL-terminated name.
+    unsafe { libc::unlinkat(dfd.as_raw_fd(), tmp_c.as_ptr(), 0) };
+    // SAFETY: as above; the mode argument is read for O_CREAT.
+    let fd = unsafe { libc::openat(dfd.as_raw_fd(), tmp_c.as_ptr(), flags, mode as libc::c_uint) };
+    if fd < 0 {
+        return Err(io("create", &path)(std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd was just returned by openat and is owned by nobody else.
+    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let result = (|| {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        let mut f = &file;
+        f.write_all(data)?;
+        // The umask may have narrowed the mode given to openat.
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        file.sync_all()
+    })();
+    if let Err(e) = result {
+        // SAFETY: as above.
+        unsafe { libc::unlinkat(dfd.as_raw_fd(), tmp_c.as_ptr(), 0) };
+        return Err(io("write", &path)(e));
+    }
+    let final_c = name_c(name);
+    // SAFETY: both names are NUL-terminated and relative to the same open directory fd.
+    let rc = unsafe {
+        libc::renameat(
+            dfd.as_raw_fd(),
+            tmp_c.as_ptr(),
+            dfd.as_raw_fd(),
+            final_c.as_ptr(),
+        )
+    };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        // SAFETY: as above.
+        unsafe { libc::unlinkat(dfd.as_raw_fd(), tmp_c.as_ptr(), 0) };
+        return Err(io("rename into place", &path)(e));
+    }
+    // SAFETY: dfd is an open directory fd.
+    unsafe { libc::fsync(dfd.as_raw_fd()) };
+    Ok(())
+}
+
+/// Removes `dir/name` if present (never follows a symlink: unlink removes the link itself).
+pub fn remove(dir: &Path, name: &str) -> Result<(), FileError> {
+    let path = dir.join(name);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io("remove", &path)(e)),
+    }
+}
+
+/// Reads `dir/name` without following a symlink in its last component; `None` if absent.
+pub fn read_nofollow(dir: &Path, name: &str) -> Result<Option<Vec<u8>>, FileError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(name);
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+    {
+        Ok(mut f) => {
+            let mut v = Vec::new();
+            f.read_to_end(&mut v).map_err(io("read", &path))?;
+            Ok(Some(v))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io("open", &path)(e)),
+    }
+}

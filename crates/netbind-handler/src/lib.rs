@@ -1,0 +1,317 @@
+//! netbind phase 1: the privileged handler. It enters a pod's network namespace, observes it,
+//! plans (pure, `netbind-plan`), applies the plan through netlink, the tun ioctls, sysctls and
+//! one nftables transaction, and writes the hand-off record for the unprivileged launcher.
+//!
+//! Order of a setup: validate the VMI and open the namespace (nothing changed yet) → observe
+//! (or reuse the pre-change observation of an earlier run) → plan → record state → apply →
+//! hand-off → mark finished. A failed step rolls back; a crash leaves state that the next
+//! setup converges from or that teardown removes.
+
+pub mod apply;
+pub mod files;
+pub mod netlink;
+pub mod netns;
+pub mod nft;
+pub mod observe;
+pub mod selinux;
+pub mod state;
+pub mod sysctl;
+pub mod tap;
+
+use std::path::{Path, PathBuf};
+
+use netbind_model::admission::ClusterConfig;
+use netbind_model::check::{CheckError, check_vmi};
+use netbind_model::handoff::HANDOFF_FILE;
+use netbind_model::pod::ObservedPod;
+use netbind_plan::{Owner, PlanOptions, PodNetPlan};
+
+use crate::apply::{Applier, ApplyError, Injection};
+use crate::netlink::Netlink;
+use crate::netns::{Netns, NetnsError, NetnsTarget};
+use crate::selinux::{LabelDecision, SelinuxEnv};
+use crate::state::{HandlerState, Phase, StateError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("VMI {path}: {message}")]
+    Vmi { path: PathBuf, message: String },
+    #[error("read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error("open rtnetlink socket in {target}: {source}")]
+    Netlink {
+        target: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Observe(#[from] observe::ObserveError),
+    #[error("plan: {0}")]
+    Plan(#[from] netbind_plan::PlanError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Selinux(#[from] selinux::SelinuxError),
+    #[error("the plan needs nftables but {0} was not found")]
+    NftMissing(PathBuf),
+    #[error("setup step failed: {source}{}", rollback_note(.rollback))]
+    Apply {
+        source: ApplyError,
+        rollback: Vec<String>,
+    },
+    #[error("write hand-off record: {0}")]
+    Handoff(files::FileError),
+    #[error("teardown left errors: {}", .0.join("; "))]
+    Teardown(Vec<String>),
+}
+
+fn rollback_note(errors: &[String]) -> String {
+    if errors.is_empty() {
+        " (rolled back)".into()
+    } else {
+        format!(" (rollback also failed: {})", errors.join("; "))
+    }
+}
+
+/// Everything `setup` needs.
+#[derive(Debug, Clone)]
+pub struct SetupArgs {
+    pub target: NetnsTarget,
+    pub vmi: PathBuf,
+    pub owner: Owner,
+    pub handoff_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub nft_bin: PathBuf,
+    pub resolv_conf: Option<PathBuf>,
+    pub cluster: ClusterConfig,
+    /// The launcher process, for its SELinux label (implied by `NetnsTarget::Pid`).
+    pub launcher_pid: Option<u32>,
+    pub selinux: SelinuxEnv,
+    pub inject: Option<Injection>,
+}
+
+/// What a finished setup reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SetupReport {
+    pub handoff: PathBuf,
+    pub links: usize,
+    pub sysctls: usize,
+    pub nft_tables: usize,
+    pub reused_observation: bool,
+    pub selinux: String,
+    pub warnings: Vec<String>,
+}
+
+/// The default per-pod state directory: derived from the hand-off directory, which is unique
+/// per VMI and known even when the pod's namespace is already gone.
+pub fn default_state_dir(handoff_dir: &Path) -> PathBuf {
+    PathBuf::from("/run/netbind/handler").join(dir_key(handoff_dir))
+}
+
+/// A stable, file-name-safe key for a directory path (FNV-1a 64, hex).
+fn dir_key(p: &Path) -> String {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in abs.as_os_str().as_encoded_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+fn read_to_string(path: &Path) -> Result<String, HandlerError> {
+    std::fs::read_to_string(path).map_err(|source| HandlerError::Read {
+        path: path.into(),
+        source,
+    })
+}
+
+fn open_netlink(target: &NetnsTarget) -> Result<Netlink, HandlerError> {
+    Netlink::open().map_err(|source| HandlerError::Netlink {
+        target: target.to_string(),
+        source,
+    })
+}
+
+/// Prints the observed pod (the POD.json format).
+pub fn observe(target: &NetnsTarget) -> Result<ObservedPod, HandlerError> {
+    let ns = Netns::open(target)?;
+    ns.run(|| {
+        let mut nl = open_netlink(target)?;
+        Ok(observe::observe(&mut nl)?)
+    })?
+}
+
+pub fn setup(a: &SetupArgs) -> Result<SetupReport, HandlerError> {
+    // Everything that can be checked without touching the pod is checked first.
+    let text = read_to_string(&a.vmi)?;
+    let vmi = check_vmi(&text, &a.cluster).map_err(|e| HandlerError::Vmi {
+        path: a.vmi.clone(),
+        message: match e {
+            CheckError::Load(l) => l.to_string(),
+            CheckError::Invalid(fs) => fs
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        },
+    })?;
+    let resolv = match &a.resolv_conf {
+        Some(p) => read_to_string(p)?,
+        None => String::new(),
+    };
+    let ns = Netns::open(&a.target)?;
+    let launcher_pid = match a.target {
+        NetnsTarget::Pid(p) => Some(p),
+        NetnsTarget::Path(_) => a.launcher_pid,
+    };
+    let label = a.selinux.decide(launcher_pid)?;
+    match &label {
+        LabelDecision::Disabled => {
+            tracing::info!("SELinux is not enabled on this host; taps get no label")
+        }
+        LabelDecision::NoLauncher => {
+            tracing::info!("no launcher label known; taps get the default label")
+        }
+        LabelDecision::Label(l) => {
+            tracing::info!(label = %l, "creating taps under the launcher's label")
+        }
+    }
+    let previous = state::load(&a.state_dir)?;
+    ns.run(|| setup_in_netns(a, &vmi, &resolv, &label, previous))?
+}
+
+fn setup_in_netns(
+    a: &SetupArgs,
+    vmi: &netbind_model::yaml::LoadedVmi,
+    resolv: &str,
+    label: &LabelDecision,
+    previous: Option<HandlerState>,
+) -> Result<SetupReport, HandlerError> {
+    let mut nl = open_netlink(&a.target)?;
+    let reused = previous.is_some();
+    let observed = match &previous {
+        Some(s) => s.observed.clone(),
+        None => observe::observe(&mut nl)?,
+    };
+    let opts = PlanOptions {
+        owner: a.owner,
+        resolv_conf: resolv,
+        cluster: &a.cluster,
+    };
+    let plan = netbind_plan::plan(vmi, &observed, &opts)?;
+    if !plan.nftables.ruleset.is_empty() && nft::locate(&a.nft_bin).is_none() {
+        return Err(HandlerError::NftMissing(a.nft_bin.clone()));
+    }
+    let nft_bin = nft::locate(&a.nft_bin).unwrap_or_else(|| a.nft_bin.clone());
+    // A changed VMI: take the old plan away first so no stale link or rule survives.
+    let sysctls_before = match previous {
+        Some(prev) if prev.plan != plan => {
+            let errs = apply::teardown(
+                &mut nl,
+                &nft_bin,
+                &prev.plan,
+                &prev.observed,
+                &prev.sysctls_before,
+            );
+            if !errs.is_empty() {
+                return Err(HandlerError::Teardown(errs));
+            }
+            prev.sysctls_before
+        }
+        Some(prev) => prev.sysctls_before,
+        None => apply::sysctls_before(&plan),
+    };
+    let mut st = HandlerState {
+        version: state::STATE_VERSION,
+        phase: Phase::Started,
+        observed: observed.clone(),
+        sysctls_before,
+        plan: plan.clone(),
+    };
+    state::save(&a.state_dir, &st)?;
+    let mut applier = Applier::new(&mut nl, &nft_bin, label, &a.selinux);
+    applier.inject = a.inject;
+    if let Err(source) = applier.apply(&plan) {
+        let rollback = apply::teardown(&mut nl, &nft_bin, &plan, &observed, &st.sysctls_before);
+        if rollback.is_empty() {
+            state::remove(&a.state_dir)?;
+        }
+        return Err(HandlerError::Apply { source, rollback });
+    }
+    let handoff = plan.handoff.to_json();
+    files::write_atomic(
+        &a.handoff_dir,
+        0o755,
+        HANDOFF_FILE,
+        handoff.as_bytes(),
+        0o644,
+    )
+    .map_err(HandlerError::Handoff)?;
+    st.phase = Phase::Finished;
+    state::save(&a.state_dir, &st)?;
+    Ok(report(a, &plan, reused, label))
+}
+
+fn report(a: &SetupArgs, plan: &PodNetPlan, reused: bool, label: &LabelDecision) -> SetupReport {
+    SetupReport {
+        handoff: a.handoff_dir.join(HANDOFF_FILE),
+        links: plan.links.len(),
+        sysctls: plan.sysctls.len(),
+        nft_tables: plan.nftables.ruleset.tables.len(),
+        reused_observation: reused,
+        selinux: match label {
+            LabelDecision::Disabled => "disabled".into(),
+            LabelDecision::NoLauncher => "default label".into(),
+            LabelDecision::Label(l) => l.clone(),
+        },
+        warnings: plan.warnings.clone(),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TeardownArgs {
+    pub target: NetnsTarget,
+    pub handoff_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub nft_bin: PathBuf,
+}
+
+/// Removes everything setup made. Works after a partial setup, and succeeds when the
+/// namespace is already gone (the kernel removed everything with it).
+pub fn teardown(a: &TeardownArgs) -> Result<(), HandlerError> {
+    let Some(st) = state::load(&a.state_dir)? else {
+        // Nothing recorded: nothing of ours can be in the namespace.
+        files::remove(&a.handoff_dir, HANDOFF_FILE).map_err(HandlerError::Handoff)?;
+        return Ok(());
+    };
+    let errors = match Netns::open(&a.target) {
+        Err(e) if e.is_gone() => {
+            tracing::info!(netns = %a.target, "network namespace already gone");
+            Vec::new()
+        }
+        Err(e) => return Err(e.into()),
+        Ok(ns) => ns.run(|| -> Result<Vec<String>, HandlerError> {
+            let mut nl = open_netlink(&a.target)?;
+            let nft_bin = nft::locate(&a.nft_bin).unwrap_or_else(|| a.nft_bin.clone());
+            Ok(apply::teardown(
+                &mut nl,
+                &nft_bin,
+                &st.plan,
+                &st.observed,
+                &st.sysctls_before,
+            ))
+        })??,
+    };
+    if !errors.is_empty() {
+        // Keep the state so that teardown can be retried.
+        return Err(HandlerError::Teardown(errors));
+    }
+    files::remove(&a.handoff_dir, HANDOFF_FILE).map_err(HandlerError::Handoff)?;
+    state::remove(&a.state_dir)?;
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! `netbind-handler`: phase 1, run as root by the node agent (or `netbind up`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use netbind_handler::apply::Injection;
+use netbind_handler::netns::NetnsTarget;
+use netbind_handler::selinux::SelinuxEnv;
+use netbind_handler::{SetupArgs, TeardownArgs, default_state_dir};
+use netbind_model::admission::ClusterConfig;
+use netbind_plan::Owner;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "netbind-handler",
+    version,
+    about = "netbind phase 1: privileged pod network setup"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+struct Target {
+    /// The pod network namespace (e.g. /run/netns/NAME or /proc/PID/ns/net).
+    #[arg(long)]
+    netns: Option<PathBuf>,
+    /// A process in the pod (the launcher); entered through a pidfd.
+    #[arg(long)]
+    pid: Option<u32>,
+}
+
+impl Target {
+    fn get(&self) -> NetnsTarget {
+        match (&self.netns, self.pid) {
+            (Some(p), _) => NetnsTarget::Path(p.clone()),
+            (None, Some(pid)) => NetnsTarget::Pid(pid),
+            (None, None) => NetnsTarget::Path(PathBuf::new()),
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Print the pod's interfaces, addresses and routes (the POD.json format).
+    Observe {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Observe, plan and apply phase 1; write the hand-off record.
+    Setup {
+        #[command(flatten)]
+        target: Target,
+        /// The VirtualMachineInstance (or VirtualMachine) YAML.
+        #[arg(long)]
+        vmi: PathBuf,
+        /// uid of the VM process: owner of the taps.
+        #[arg(long, default_value_t = 107)]
+        uid: u32,
+        /// gid of the VM process: group of the taps.
+        #[arg(long, default_value_t = 107)]
+        gid: u32,
+        /// Directory for the hand-off record: root-owned, readable (not writable) by the launcher.
+        #[arg(long)]
+        handoff_dir: PathBuf,
+        /// The pod's resolv.conf (DNS servers and search domains for DHCP).
+        #[arg(long)]
+        resolv_conf: Option<PathBuf>,
+        /// The launcher's pid when the namespace is given by path (for its SELinux label).
+        #[arg(long)]
+        launcher_pid: Option<u32>,
+        /// Enable a KubeVirt feature gate (PortRangesSpec, PasstBinding); repeatable.
+        #[arg(long = "feature-gate", value_name = "GATE")]
+        feature_gates: Vec<String>,
+        #[command(flatten)]
+        common: Common,
+        /// Test hook: fail after step K (the setup then rolls back).
+        #[arg(long, hide = true)]
+        fail_after_step: Option<usize>,
+        /// Test hook: exit abruptly after step K, as a crash would (no rollback).
+        #[arg(long, hide = true)]
+        crash_after_step: Option<usize>,
+    },
+    /// Remove everything setup made (also after a partial setup, or when the pod is gone).
+    Teardown {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        handoff_dir: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Args, Debug)]
+struct Common {
+    /// Handler-private state for this pod (default: /run/netbind/handler/<key of handoff dir>).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// The nft binary.
+    #[arg(long, default_value = "nft")]
+    nft: PathBuf,
+}
+
+fn run(cli: Cli) -> Result<String, netbind_handler::HandlerError> {
+    match cli.cmd {
+        Cmd::Observe { target } => {
+            let pod = netbind_handler::observe(&target.get())?;
+            Ok(serde_json::to_string_pretty(&pod).unwrap_or_default())
+        }
+        Cmd::Setup {
+            target,
+            vmi,
+            uid,
+            gid,
+            handoff_dir,
+            resolv_conf,
+            launcher_pid,
+            feature_gates,
+            common,
+            fail_after_step,
+            crash_after_step,
+        } => {
+            let state_dir = common
+                .state_dir
+                .unwrap_or_else(|| default_state_dir(&handoff_dir));
+            let inject = match (fail_after_step, crash_after_step) {
+                (Some(k), _) => Some(Injection::FailAfter(k)),
+                (None, Some(k)) => Some(Injection::CrashAfter(k)),
+                _ => None,
+            };
+            let args = SetupArgs {
+                target: target.get(),
+                vmi,
+                owner: Owner { uid, gid },
+                handoff_dir,
+                state_dir,
+                nft_bin: common.nft,
+                resolv_conf,
+                cluster: ClusterConfig {
+                    feature_gates: feature_gates.into_iter().collect(),
+                    ..Default::default()
+                },
+                launcher_pid,
+                selinux: SelinuxEnv::default(),
+                inject,
+            };
+            let report = netbind_handler::setup(&args)?;
+            for w in &report.warnings {
+                tracing::warn!("{w}");
+            }
+            Ok(serde_json::to_string_pretty(&report).unwrap_or_default())
+        }
+        Cmd::Teardown {
+            target,
+            handoff_dir,
+            common,
+        } => {
+            let state_dir = common
+                .state_dir
+                .unwrap_or_else(|| default_state_dir(&handoff_dir));
+            netbind_handler::teardown(&TeardownArgs {
+                target: target.get(),
+                handoff_dir,
+                state_dir,
+                nft_bin: common.nft,
+            })?;
+            Ok(String::new())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NETBIND_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(out) => {
+            if !out.is_empty() {
+                println!("{out}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("netbind-handler: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,446 @@
+//! A blocking rtnetlink client: one socket, one request at a time, ACK or dump.
+//!
+//! A netlink socket belongs to the network namespace of the thread that created it, so open
+//! it inside the pod netns (see `netns`); it keeps talking to that netns afterwards.
+
+use std::io;
+use std::net::IpAddr;
+
+use netbind_model::{Cidr, MacAddr};
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload,
+};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{
+    InfoBridgePort, InfoKind, InfoPortData, InfoPortKind, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+/// One link as a dump reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    /// `IFLA_INFO_KIND`: `bridge`, `tun`, `dummy`, `veth`, ...
+    pub kind: Option<String>,
+    pub mac: Option<MacAddr>,
+    pub mtu: u32,
+    pub master: Option<u32>,
+    pub up: bool,
+    /// Bridge-port learning, when the link is a bridge port.
+    pub learning: Option<bool>,
+    /// tun/tap attributes, when the link is one.
+    pub tun: Option<TunInfo>,
+}
+
+/// `IFLA_TUN_*` as the kernel reports them (an unset owner or group is absent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TunInfo {
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+    pub multi_queue: bool,
+    pub persist: bool,
+}
+
+fn parse_tun(nlas: &[netlink_packet_route::link::InfoTun]) -> TunInfo {
+    use netlink_packet_core::Nla;
+    const IFLA_TUN_OWNER: u16 = 1;
+    const IFLA_TUN_GROUP: u16 = 2;
+    const IFLA_TUN_PERSIST: u16 = 6;
+    const IFLA_TUN_MULTI_QUEUE: u16 = 7;
+    let mut t = TunInfo::default();
+    for n in nlas {
+        let mut v = vec![0u8; n.value_len()];
+        n.emit_value(&mut v);
+        let u32v = v
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_ne_bytes);
+        let flag = v.first().is_some_and(|b| *b != 0);
+        match n.kind() {
+            IFLA_TUN_OWNER => t.owner = u32v,
+            IFLA_TUN_GROUP => t.group = u32v,
+            IFLA_TUN_PERSIST => t.persist = flag,
+            IFLA_TUN_MULTI_QUEUE => t.multi_queue = flag,
+            _ => {}
+        }
+    }
+    t
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addr {
+    pub index: u32,
+    pub cidr: Cidr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub oif: u32,
+    pub dst: Cidr,
+    pub gateway: Option<IpAddr>,
+}
+
+/// Attribute changes for `RTM_NEWLINK` on an existing link.
+#[derive(Debug, Clone, Default)]
+pub struct LinkChange {
+    pub name: Option<String>,
+    pub mac: Option<MacAddr>,
+    pub mtu: Option<u32>,
+    /// `Some(0)` removes the link from its master.
+    pub master: Option<u32>,
+    pub up: Option<bool>,
+}
+
+pub struct Netlink {
+    sock: Socket,
+    seq: u32,
+}
+
+impl std::fmt::Debug for Netlink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Netlink").field("seq", &self.seq).finish()
+    }
+}
+
+fn nl_err(e: i32) -> io::Error {
+    io::Error::from_raw_os_error(e.abs())
+}
+
+impl Netlink {
+    /// Opens a route socket in the calling thread's network namespace.
+    pub fn open() -> io::Result<Self> {
+        let mut sock = Socket::new(NETLINK_ROUTE)?;
+        sock.bind_auto()?;
+        sock.connect(&SocketAddr::new(0, 0))?;
+        // Strict checking makes the kernel honour dump filters (e.g. by family).
+        let _ = sock.set_netlink_get_strict_chk(true);
+        Ok(Self { sock, seq: 0 })
+    }
+
+    /// Sends one request and collects the replies until the ACK (or DONE for dumps).
+    fn request(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> io::Result<Vec<RouteNetlinkMessage>> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | flags;
+        header.sequence_number = self.seq;
+        let mut nl = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
+        nl.finalize();
+        let mut buf = vec![0u8; nl.buffer_len()];
+        nl.serialize(&mut buf);
+        self.sock.send(&buf, 0)?;
+
+        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+        let mut out = Vec::new();
+        let mut rx: Vec<u8> = Vec::with_capacity(1 << 16);
+        loop {
+            rx.clear();
+            let n = self.sock.recv(&mut rx, 0)?;
+            let mut off = 0usize;
+            while off < n {
+                let bytes = &rx[off..n];
+                let reply =
+                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes).map_err(|e| {
+                        io::Error::new(io::ErrorKind::InvalidData, format!("netlink reply: {e}"))
+                    })?;
+                let len = usize::try_from(reply.header.length).unwrap_or(0);
+                if len == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "netlink reply of length 0",
+                    ));
+                }
+                off += (len + 3) & !3;
+                if reply.header.sequence_number != self.seq {
+                    continue;
+                }
+                match reply.payload {
+                    NetlinkPayload::Error(e) => match e.code {
+                        Some(code) => return Err(nl_err(code.get())),
+                        None if !dump => return Ok(out),
+                        None => {}
+                    },
+                    NetlinkPayload::Done(_) => return Ok(out),
+                    NetlinkPayload::InnerMessage(m) => out.push(m),
+                    NetlinkPayload::Noop | NetlinkPayload::Overrun(_) => {}
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn ack(&mut self, msg: RouteNetlinkMessage, extra: u16) -> io::Result<()> {
+        self.request(msg, NLM_F_ACK | extra).map(|_| ())
+    }
+
+    pub fn links(&mut self) -> io::Result<Vec<Link>> {
+        let replies = self.request(
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(parse_link(l)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    pub fn link_by_name(&mut self, name: &str) -> io::Result<Option<Link>> {
+        Ok(self.links()?.into_iter().find(|l| l.name == name))
+    }
+
+    pub fn addrs(&mut self) -> io::Result<Vec<Addr>> {
+        let replies = self.request(
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) => parse_addr(a),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Main-table unicast routes of both families.
+    pub fn routes(&mut self) -> io::Result<Vec<Route>> {
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut msg = RouteMessage::default();
+            msg.header.address_family = family;
+            let replies = self.request(RouteNetlinkMessage::GetRoute(msg), NLM_F_DUMP)?;
+            out.extend(replies.into_iter().filter_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(r) => parse_route(r),
+                _ => None,
+            }));
+        }
+        Ok(out)
+    }
+
+    /// Creates a link of a kind the kernel makes over rtnetlink (bridge, dummy).
+    pub fn add_link(&mut self, name: &str, kind: InfoKind) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.into()));
+        msg.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(kind)]));
+        self.ack(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+    }
+
+    pub fn del_link(&mut self, index: u32) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        self.ack(RouteNetlinkMessage::DelLink(msg), 0)
+    }
+
+    pub fn change_link(&mut self, index: u32, c: &LinkChange) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        if let Some(up) = c.up {
+            msg.header.change_mask = LinkFlags::Up;
+            msg.header.flags = if up {
+                LinkFlags::Up
+            } else {
+                LinkFlags::empty()
+            };
+        }
+        if let Some(n) = &c.name {
+            msg.attributes.push(LinkAttribute::IfName(n.clone()));
+        }
+        if let Some(m) = c.mac {
+            msg.attributes
+                .push(LinkAttribute::Address(m.octets().to_vec()));
+        }
+        if let Some(mtu) = c.mtu {
+            msg.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        if let Some(master) = c.master {
+            msg.attributes.push(LinkAttribute::Controller(master));
+        }
+        self.ack(RouteNetlinkMessage::SetLink(msg), 0)
+    }
+
+    /// `ip link set X type bridge_slave learning on|off`.
+    pub fn set_learning(&mut self, index: u32, on: bool) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::PortKind(InfoPortKind::Bridge),
+            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::Learning(on)])),
+        ]));
+        self.ack(RouteNetlinkMessage::NewLink(msg), 0)
+    }
+
+    fn addr_msg(index: u32, cidr: Cidr) -> AddressMessage {
+        let mut msg = AddressMessage::default();
+        msg.header.index = index;
+        msg.header.prefix_len = cidr.prefix();
+        msg.header.family = if cidr.is_ipv4() {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        msg.attributes.push(AddressAttribute::Local(cidr.addr()));
+        msg.attributes.push(AddressAttribute::Address(cidr.addr()));
+        msg
+    }
+
+    pub fn add_addr(&mut self, index: u32, cidr: Cidr) -> io::Result<()> {
+        self.ack(
+            RouteNetlinkMessage::NewAddress(Self::addr_msg(index, cidr)),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+    }
+
+    pub fn del_addr(&mut self, index: u32, cidr: Cidr) -> io::Result<()> {
+        self.ack(
+            RouteNetlinkMessage::DelAddress(Self::addr_msg(index, cidr)),
+            0,
+        )
+    }
+
+    /// Adds a main-table route (used to restore the pod's routes on teardown).
+    pub fn add_route(&mut self, r: &Route) -> io::Result<()> {
+        let mut msg = RouteMessage::default();
+        let v4 = r.dst.is_ipv4();
+        msg.header.address_family = if v4 {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        msg.header.destination_prefix_length = r.dst.prefix();
+        msg.header.table = RouteHeader::RT_TABLE_MAIN;
+        msg.header.protocol = RouteProtocol::Boot;
+        msg.header.kind = RouteType::Unicast;
+        msg.header.scope = if r.gateway.is_some() {
+            RouteScope::Universe
+        } else {
+            RouteScope::Link
+        };
+        if r.dst.prefix() > 0 {
+            msg.attributes
+                .push(RouteAttribute::Destination(RouteAddress::from(
+                    r.dst.network().addr(),
+                )));
+        }
+        if let Some(gw) = r.gateway {
+            msg.attributes
+                .push(RouteAttribute::Gateway(RouteAddress::from(gw)));
+        }
+        msg.attributes.push(RouteAttribute::Oif(r.oif));
+        self.ack(
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+    }
+}
+
+fn parse_link(l: LinkMessage) -> Link {
+    let mut link = Link {
+        index: l.header.index,
+        name: String::new(),
+        kind: None,
+        mac: None,
+        mtu: 0,
+        master: None,
+        up: l.header.flags.contains(LinkFlags::Up),
+        learning: None,
+        tun: None,
+    };
+    for a in l.attributes {
+        match a {
+            LinkAttribute::IfName(n) => link.name = n,
+            LinkAttribute::Mtu(m) => link.mtu = m,
+            LinkAttribute::Controller(m) => link.master = Some(m),
+            LinkAttribute::Address(b) if b.len() == 6 => {
+                let mut o = [0u8; 6];
+                o.copy_from_slice(&b);
+                link.mac = Some(MacAddr(o));
+            }
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    match i {
+                        LinkInfo::Kind(k) => link.kind = Some(k.to_string()),
+                        LinkInfo::Data(netlink_packet_route::link::InfoData::Tun(t)) => {
+                            link.tun = Some(parse_tun(&t));
+                        }
+                        LinkInfo::PortData(InfoPortData::BridgePort(ps)) => {
+                            for p in ps {
+                                if let InfoBridgePort::Learning(on) = p {
+                                    link.learning = Some(on);
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    link
+}
+
+fn parse_addr(a: AddressMessage) -> Option<Addr> {
+    let ip = a.attributes.iter().find_map(|x| match x {
+        AddressAttribute::Local(ip) => Some(*ip),
+        _ => None,
+    });
+    let ip = ip.or_else(|| {
+        a.attributes.iter().find_map(|x| match x {
+            AddressAttribute::Address(ip) => Some(*ip),
+            _ => None,
+        })
+    })?;
+    Some(Addr {
+        index: a.header.index,
+        cidr: Cidr::new(ip, a.header.prefix_len).ok()?,
+    })
+}
+
+fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(v) => Some(IpAddr::V4(*v)),
+        RouteAddress::Inet6(v) => Some(IpAddr::V6(*v)),
+        _ => None,
+    }
+}
+
+fn parse_route(r: RouteMessage) -> Option<Route> {
+    if r.header.table != RouteHeader::RT_TABLE_MAIN || r.header.kind != RouteType::Unicast {
+        return None;
+    }
+    let v4 = r.header.address_family == AddressFamily::Inet;
+    let mut dst_ip: IpAddr = if v4 {
+        IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+    };
+    let mut oif = None;
+    let mut gateway = None;
+    for a in &r.attributes {
+        match a {
+            RouteAttribute::Destination(d) => dst_ip = route_ip(d)?,
+            RouteAttribute::Gateway(g) => gateway = route_ip(g),
+            RouteAttribute::Oif(o) => oif = Some(*o),
+            _ => {}
+        }
+    }
+    Some(Route {
+        oif: oif?,
+        dst: Cidr::new(dst_ip, r.header.destination_prefix_length).ok()?,
+        gateway,
+    })
+}

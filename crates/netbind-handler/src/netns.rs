@@ -1,0 +1,151 @@
+//! Entering a pod network namespace.
+//!
+//! `setns(CLONE_NEWNET)` moves only the calling thread, so namespace work runs on a dedicated
+//! thread that enters the pod netns through a guard (restoring the original netns on every
+//! exit path, panics included) and is then thrown away. Sockets and child processes created
+//! on that thread belong to the pod netns.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetnsTarget {
+    /// A bind-mounted namespace such as `/run/netns/NAME` or `/proc/PID/ns/net`.
+    Path(PathBuf),
+    /// A process; entered through a pidfd so a recycled pid cannot redirect us.
+    Pid(u32),
+}
+
+impl std::fmt::Display for NetnsTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NetnsTarget::Path(p) => write!(f, "{}", p.display()),
+            NetnsTarget::Pid(p) => write!(f, "pid {p}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    #[error("open network namespace {target}: {source}")]
+    Open {
+        target: NetnsTarget,
+        source: std::io::Error,
+    },
+    #[error("enter network namespace {target}: {source}")]
+    Enter {
+        target: NetnsTarget,
+        source: std::io::Error,
+    },
+    #[error("restore the handler's own network namespace: {0}")]
+    Restore(std::io::Error),
+    #[error("the network-namespace worker thread panicked")]
+    Panicked,
+}
+
+impl NetnsError {
+    /// The namespace no longer exists (pod gone): teardown treats this as done.
+    pub fn is_gone(&self) -> bool {
+        matches!(self, NetnsError::Open { source, .. }
+            if matches!(source.raw_os_error(), Some(libc::ENOENT) | Some(libc::ESRCH)))
+    }
+}
+
+/// An open handle on a network namespace (a namespace fd or a pidfd).
+#[derive(Debug)]
+pub struct Netns {
+    fd: OwnedFd,
+    target: NetnsTarget,
+}
+
+fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+    let pid =
+        libc::pid_t::try_from(pid).map_err(|_| std::io::Error::from_raw_os_error(libc::ESRCH))?;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is shared.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(|_| std::io::Error::from_raw_os_error(libc::EBADF))?;
+    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+impl Netns {
+    pub fn open(target: &NetnsTarget) -> Result<Self, NetnsError> {
+        let fd = match target {
+            NetnsTarget::Path(p) => File::open(p).map(OwnedFd::from),
+            NetnsTarget::Pid(pid) => pidfd_open(*pid),
+        }
+        .map_err(|source| NetnsError::Open {
+            target: target.clone(),
+            source,
+        })?;
+        Ok(Self {
+            fd,
+            target: target.clone(),
+        })
+    }
+
+    pub fn target(&self) -> &NetnsTarget {
+        &self.target
+    }
+
+    /// Runs `f` on a fresh thread inside this namespace.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let _guard = NetnsGuard::enter(self)?;
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| NetnsError::Panicked)?
+        })
+    }
+}
+
+/// Enters a namespace on the current thread; leaving (drop) restores the thread's original
+/// network namespace.
+#[derive(Debug)]
+pub struct NetnsGuard {
+    original: OwnedFd,
+}
+
+fn setns(fd: &OwnedFd) -> std::io::Result<()> {
+    // SAFETY: fd is a valid open namespace fd or pidfd for the duration of the call.
+    let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl NetnsGuard {
+    pub fn enter(ns: &Netns) -> Result<Self, NetnsError> {
+        let original = File::open("/proc/thread-self/ns/net")
+            .map(OwnedFd::from)
+            .map_err(NetnsError::Restore)?;
+        setns(&ns.fd).map_err(|source| NetnsError::Enter {
+            target: ns.target.clone(),
+            source,
+        })?;
+        Ok(Self { original })
+    }
+}
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        if let Err(e) = setns(&self.original) {
+            // The thread is about to end anyway; never let it run more work in the pod netns.
+            tracing::error!(error = %e, "could not restore the original network namespace");
+            std::process::abort();
+        }
+    }
+}
+
+/// The inode of a namespace file: a stable identity for state files.
+pub fn ns_inode(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(std::fs::metadata(path)?.ino())
+}

@@ -1,0 +1,64 @@
+//! Reads the pod netns into the `ObservedPod` format the planner takes (POD.json).
+
+use netbind_model::IfName;
+use netbind_model::pod::{ObservedPod, POD_FORMAT_VERSION, PodInterface, PodRoute};
+
+use crate::netlink::Netlink;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    #[error("netlink dump of {what}: {source}")]
+    Dump {
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+pub fn observe(nl: &mut Netlink) -> Result<ObservedPod, ObserveError> {
+    let links = nl.links().map_err(|source| ObserveError::Dump {
+        what: "links",
+        source,
+    })?;
+    let addrs = nl.addrs().map_err(|source| ObserveError::Dump {
+        what: "addresses",
+        source,
+    })?;
+    let routes = nl.routes().map_err(|source| ObserveError::Dump {
+        what: "routes",
+        source,
+    })?;
+    let mut interfaces = Vec::new();
+    for l in links {
+        if l.name == "lo" {
+            continue;
+        }
+        // A name the kernel accepted always fits IfName; skip anything odd rather than fail.
+        let (Ok(name), Some(mac)) = (IfName::new(l.name.clone()), l.mac) else {
+            continue;
+        };
+        interfaces.push(PodInterface {
+            name,
+            index: l.index,
+            kind: l.kind.clone(),
+            mac,
+            mtu: l.mtu,
+            addresses: addrs
+                .iter()
+                .filter(|a| a.index == l.index)
+                .map(|a| a.cidr)
+                .collect(),
+            routes: routes
+                .iter()
+                .filter(|r| r.oif == l.index)
+                .map(|r| PodRoute {
+                    dst: r.dst,
+                    gateway: r.gateway,
+                })
+                .collect(),
+        });
+    }
+    Ok(ObservedPod {
+        version: POD_FORMAT_VERSION,
+        interfaces,
+    })
+}

@@ -1,0 +1,72 @@
+//! The handler's own record of a pod (root-only directory): written before the first change,
+//! so a crash at any point leaves enough to re-run or tear down.
+
+use std::path::{Path, PathBuf};
+
+use netbind_model::pod::ObservedPod;
+use netbind_plan::PodNetPlan;
+use serde::{Deserialize, Serialize};
+
+use crate::files::{self, FileError};
+
+pub const STATE_VERSION: u32 = 1;
+const STATE_FILE: &str = "state.json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Changes may be half-applied.
+    Started,
+    /// The plan was applied completely.
+    Finished,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandlerState {
+    pub version: u32,
+    pub phase: Phase,
+    /// The pod as it was before netbind touched it: every re-run plans from this, and
+    /// teardown restores it.
+    pub observed: ObservedPod,
+    /// Sysctl values before the first change (`None`: the file did not exist yet).
+    pub sysctls_before: Vec<(String, Option<String>)>,
+    /// What was (being) applied.
+    pub plan: PodNetPlan,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error("state file {path} is corrupt: {source}")]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+pub fn load(dir: &Path) -> Result<Option<HandlerState>, StateError> {
+    let Some(bytes) = files::read_nofollow(dir, STATE_FILE)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|source| StateError::Corrupt {
+            path: dir.join(STATE_FILE),
+            source,
+        })
+}
+
+pub fn save(dir: &Path, s: &HandlerState) -> Result<(), StateError> {
+    let json = serde_json::to_vec_pretty(s).unwrap_or_default();
+    files::write_atomic(dir, 0o700, STATE_FILE, &json, 0o600)?;
+    Ok(())
+}
+
+pub fn remove(dir: &Path) -> Result<(), StateError> {
+    files::remove(dir, STATE_FILE)?;
+    // The directory is per pod; leave nothing behind once it is empty.
+    let _ = std::fs::remove_dir(dir);
+    Ok(())
+}

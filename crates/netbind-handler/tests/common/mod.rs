@@ -1,0 +1,440 @@
+//! Kernel-tier fixtures: a pod network namespace built the way a CNI bridge plugin would (a
+//! veth to a "node" namespace, pod IPs, default route), the handler binary, read-back of the
+//! kernel state, and a runner for operations as an unprivileged uid with no capabilities.
+//! Every namespace is uniquely named and removed on drop, even when the test fails.
+#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)] // test code
+
+use std::ffi::CString;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Kernel tests need root. In CI (CI set) a missing root is a failure; elsewhere a loud skip.
+pub fn require_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "kernel tests must run as root in CI"
+    );
+    eprintln!("SKIPPED: kernel test needs root");
+    false
+}
+
+/// A tool the test needs; missing in CI fails, elsewhere skips loudly.
+pub fn require_tool(tool: &str) -> bool {
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(std::env::var_os("CI").is_none(), "{tool} missing in CI");
+        eprintln!("SKIPPED: {tool} not installed");
+    }
+    ok
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+pub fn sh(cmd: &str) -> Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("sh runs")
+}
+
+pub fn ok(cmd: &str) -> String {
+    let o = sh(cmd);
+    assert!(
+        o.status.success(),
+        "`{cmd}` failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stack {
+    V4,
+    V6,
+    Dual,
+}
+
+/// A pod netns `nbt-<pid>-<n>` with `eth0` (veth, MTU 1450, fixed MAC) to `<name>-node`.
+pub struct Pod {
+    pub name: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Pod {
+    pub fn new(stack: Stack) -> Pod {
+        Self::with_eth0(stack, true)
+    }
+
+    /// A pod netns with only `lo` when `eth0` is false (a pod whose CNI did nothing).
+    pub fn with_eth0(stack: Stack, eth0: bool) -> Pod {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("nbt-{}-{n}", std::process::id());
+        let pod = Pod {
+            name: name.clone(),
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        ok(&format!(
+            "ip netns add {name} && ip netns add {name}-node && ip -n {name} link set lo up && ip -n {name}-node link set lo up"
+        ));
+        if !eth0 {
+            return pod;
+        }
+        ok(&format!(
+            "ip -n {name}-node link add veth-n address 02:aa:00:00:00:01 type veth peer name eth0 address 0a:58:0a:f4:00:05 netns {name} && \
+             ip -n {name}-node link set veth-n up && ip -n {name} link set eth0 mtu 1450 && ip -n {name}-node link set veth-n mtu 1450"
+        ));
+        if matches!(stack, Stack::V4 | Stack::Dual) {
+            ok(&format!(
+                "ip -n {name}-node addr add 10.244.0.1/24 dev veth-n && ip -n {name} addr add 10.244.0.5/24 dev eth0"
+            ));
+        }
+        if matches!(stack, Stack::V6 | Stack::Dual) {
+            ok(&format!(
+                "ip -n {name}-node addr add fd00:10:244::1/64 dev veth-n nodad && ip -n {name} addr add fd00:10:244::5/64 dev eth0 nodad"
+            ));
+        }
+        ok(&format!("ip -n {name} link set eth0 up"));
+        if matches!(stack, Stack::V4 | Stack::Dual) {
+            ok(&format!("ip -n {name} route add default via 10.244.0.1"));
+        }
+        if matches!(stack, Stack::V6 | Stack::Dual) {
+            ok(&format!(
+                "ip -n {name} -6 route add default via fd00:10:244::1"
+            ));
+        }
+        pod
+    }
+
+    pub fn netns(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    pub fn handoff_dir(&self) -> PathBuf {
+        self.dir.path().join("handoff")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Runs `netbind-handler <sub> --netns .. --handoff-dir .. --state-dir ..` plus `extra`.
+    pub fn handler(&self, sub: &str, extra: &[&str]) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_netbind-handler"));
+        c.current_dir(root())
+            .arg(sub)
+            .args(["--netns", &self.netns()]);
+        if sub != "observe" {
+            c.arg("--handoff-dir")
+                .arg(self.handoff_dir())
+                .arg("--state-dir")
+                .arg(self.state_dir());
+        }
+        c.args(extra).output().expect("handler runs")
+    }
+
+    pub fn setup(&self, vmi: &str, extra: &[&str]) -> Output {
+        let mut args = vec!["--vmi", vmi];
+        args.extend_from_slice(extra);
+        self.handler("setup", &args)
+    }
+
+    pub fn setup_ok(&self, vmi: &str, extra: &[&str]) {
+        let o = self.setup(vmi, extra);
+        assert!(
+            o.status.success(),
+            "setup {vmi} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    pub fn teardown(&self) -> Output {
+        self.handler("teardown", &[])
+    }
+
+    pub fn exec(&self, cmd: &str) -> String {
+        ok(&format!("ip netns exec {} {cmd}", self.name))
+    }
+
+    pub fn observed(&self) -> netbind_model::pod::ObservedPod {
+        let o = self.handler("observe", &[]);
+        assert!(
+            o.status.success(),
+            "observe: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        netbind_model::pod::ObservedPod::from_json(&String::from_utf8_lossy(&o.stdout))
+            .expect("POD.json")
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        let _ = sh(&format!(
+            "ip netns del {n} 2>/dev/null; ip netns del {n}-node 2>/dev/null",
+            n = self.name
+        ));
+    }
+}
+
+/// The plan the handler will apply for this pod (same inputs, through the library).
+pub fn plan_for(
+    vmi: &str,
+    pod: &netbind_model::pod::ObservedPod,
+    gates: &[&str],
+) -> netbind_plan::PodNetPlan {
+    let text = std::fs::read_to_string(root().join(vmi)).expect("vmi");
+    let cluster = netbind_model::admission::ClusterConfig {
+        feature_gates: gates.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    let vmi = netbind_model::check::check_vmi(&text, &cluster).expect("valid vmi");
+    let opts = netbind_plan::PlanOptions {
+        owner: netbind_plan::Owner { uid: 107, gid: 107 },
+        resolv_conf: "",
+        cluster: &cluster,
+    };
+    netbind_plan::plan(&vmi, pod, &opts).expect("plan")
+}
+
+pub fn links_json(ns: &str) -> Vec<serde_json::Value> {
+    serde_json::from_str(&ok(&format!("ip -n {ns} -j -d link show"))).expect("ip -j link")
+}
+
+pub fn addrs_json(ns: &str) -> Vec<serde_json::Value> {
+    serde_json::from_str(&ok(&format!("ip -n {ns} -j addr show"))).expect("ip -j addr")
+}
+
+fn is_auto_ll(a: &serde_json::Value) -> bool {
+    a["family"] == "inet6"
+        && a["local"].as_str().is_some_and(|s| s.starts_with("fe80:"))
+        && a["prefixlen"] == 64
+}
+
+/// A normalised view of everything phase 1 may touch, for equality between runs and
+/// namespaces: links (no ifindex; random MACs of bridges, taps and `-nic` links left out),
+/// addresses (kernel-made link-local left out except on down links), routes, the nftables
+/// ruleset (stateless) and the sysctls netbind writes.
+pub fn snapshot(ns: &str) -> String {
+    let mut out = Vec::new();
+    let links = links_json(ns);
+    let name_of = |idx: &serde_json::Value| {
+        links
+            .iter()
+            .find(|l| l["ifindex"] == *idx)
+            .and_then(|l| l["ifname"].as_str())
+            .unwrap_or("?")
+            .to_string()
+    };
+    let mut ls: Vec<String> = links
+        .iter()
+        .map(|l| {
+            let name = l["ifname"].as_str().unwrap_or("");
+            let kind = match l["linkinfo"]["info_kind"].as_str() {
+                Some("ifb") => "dummy",
+                Some(k) => k,
+                None => "-",
+            };
+            let random_mac = matches!(kind, "bridge" | "tun") || name.ends_with("-nic");
+            let mac = if random_mac && l["address"] != "02:00:00:00:00:00" { "random".to_string() } else { l["address"].as_str().unwrap_or("").to_string() };
+            let master = l.get("master").and_then(|m| m.as_str()).unwrap_or("-").to_string();
+            let up = l["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "UP"));
+            let d = &l["linkinfo"]["info_data"];
+            let tun = if kind == "tun" {
+                format!(" user={} group={} mq={} persist={}", d["user"], d["group"], d["multi_queue"], d["persist"])
+            } else {
+                String::new()
+            };
+            let learning = l["linkinfo"]["info_slave_data"]["learning"].to_string();
+            format!("link {name} kind={kind} mtu={} mac={mac} master={master} up={up} learning={learning}{tun}", l["mtu"])
+        })
+        .collect();
+    ls.sort();
+    out.extend(ls);
+    let mut addrs: Vec<String> = Vec::new();
+    for l in addrs_json(ns) {
+        let up = l["flags"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x == "UP"));
+        for a in l["addr_info"].as_array().into_iter().flatten() {
+            if up && is_auto_ll(a) {
+                continue;
+            }
+            addrs.push(format!(
+                "addr {} {}/{}",
+                l["ifname"].as_str().unwrap_or(""),
+                a["local"].as_str().unwrap_or(""),
+                a["prefixlen"]
+            ));
+        }
+    }
+    addrs.sort();
+    out.extend(addrs);
+    for fam in ["-4", "-6"] {
+        let routes: Vec<serde_json::Value> =
+            serde_json::from_str(&ok(&format!("ip -n {ns} -j {fam} route show table main")))
+                .expect("routes");
+        let mut rs: Vec<String> = routes
+            .iter()
+            .filter(|r| !r["dst"].as_str().is_some_and(|d| d.starts_with("fe80:")))
+            .map(|r| format!("route {} via {} dev {}", r["dst"], r["gateway"], r["dev"]))
+            .collect();
+        rs.sort();
+        out.extend(rs);
+    }
+    let _ = name_of;
+    out.push(ok(&format!("ip netns exec {ns} nft -s list ruleset")));
+    for s in [
+        "net/ipv4/ip_forward",
+        "net/ipv6/conf/all/forwarding",
+        "net/ipv4/conf/all/arp_ignore",
+        "net/ipv4/ip_unprivileged_port_start",
+    ] {
+        out.push(format!(
+            "sysctl {s}={}",
+            ok(&format!("ip netns exec {ns} cat /proc/sys/{s}")).trim()
+        ));
+    }
+    out.join("\n")
+}
+
+/// What an operation run as an unprivileged uid reported.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Errno(i32),
+}
+
+/// Runs helper operation `op` as `uid:gid` with no capabilities (bounding set empty,
+/// no_new_privs), inside the pod netns, in a private mount namespace where `/dev/net/tun` is a
+/// 0666 node (as a device plugin would provide; the host's node is never changed).
+pub fn run_unprivileged(pod: &Pod, uid: u32, gid: u32, op: &str) -> Outcome {
+    let tun = pod.dir.path().join("tun");
+    if !tun.exists() {
+        let c = CString::new(tun.to_str().unwrap()).unwrap();
+        // SAFETY: mknod with a valid path; device 10:200 is /dev/net/tun.
+        let rc = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(10, 200)) };
+        assert_eq!(rc, 0, "mknod tun");
+        // SAFETY: chmod with a valid path (the umask narrowed mknod's mode).
+        unsafe { libc::chmod(c.as_ptr(), 0o666) };
+    }
+    let ns_fd = std::fs::File::open(pod.netns()).expect("open netns");
+    let tun_c = CString::new(tun.to_str().unwrap()).unwrap();
+    let dev_c = CString::new("/dev/net/tun").unwrap();
+    let root_c = CString::new("/").unwrap();
+    let mut cmd = Command::new(std::env::current_exe().expect("test exe"));
+    cmd.args(["--exact", "helper_op", "--nocapture", "--test-threads", "1"])
+        .env("NETBIND_HELPER_OP", op);
+    use std::os::fd::AsRawFd;
+    let fd = ns_fd.as_raw_fd();
+    // SAFETY: the closure runs between fork and exec and only makes raw syscalls on data
+    // prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let err = || std::io::Error::last_os_error();
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 || libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return Err(err());
+            }
+            if libc::mount(
+                std::ptr::null(),
+                root_c.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(err());
+            }
+            if libc::mount(
+                tun_c.as_ptr(),
+                dev_c.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(err());
+            }
+            for cap in 0..64 {
+                libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+            }
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(gid, gid, gid) != 0
+                || libc::setresuid(uid, uid, uid) != 0
+            {
+                return Err(err());
+            }
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                return Err(err());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().expect("helper runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.split_once("HELPER-RESULT ").map(|(_, r)| r))
+        .unwrap_or_else(|| {
+            panic!(
+                "helper {op} printed no result:\n{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    match line.trim() {
+        "ok" => Outcome::Ok,
+        e => Outcome::Errno(e.parse().expect("errno")),
+    }
+}
+
+/// The body of the helper (call it from a `#[test] fn helper_op()` in each test file).
+pub fn helper_op_body() {
+    let Ok(op) = std::env::var("NETBIND_HELPER_OP") else {
+        return;
+    };
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let cap_eff = status
+        .lines()
+        .find(|l| l.starts_with("CapEff:"))
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        cap_eff.ends_with("0000000000000000"),
+        "helper must hold no capability: {cap_eff}"
+    );
+    let (kind, arg) = op.split_once(':').unwrap_or((op.as_str(), ""));
+    let result: std::io::Result<()> = {
+        match kind {
+            "tap" => {
+                let (name, mq) = arg.split_once(':').unwrap_or((arg, "0"));
+                let name = netbind_model::IfName::new(name).unwrap();
+                let flags = netbind_handler::tap::tap_flags(mq == "1", false);
+                netbind_handler::tap::attach(&name, flags)
+                    .map(|_| ())
+                    .map_err(|e| std::io::Error::from_raw_os_error(e.errno().unwrap_or(libc::EIO)))
+            }
+            "bind" => std::net::UdpSocket::bind(arg).map(|_| ()),
+            "write" => std::fs::write(arg, b"x"),
+            "read" => std::fs::read(arg).map(|_| ()),
+            _ => panic!("unknown helper op {op}"),
+        }
+    };
+    match result {
+        Ok(()) => println!("HELPER-RESULT ok"),
+        Err(e) => println!("HELPER-RESULT {}", e.raw_os_error().unwrap_or(-1)),
+    }
+}

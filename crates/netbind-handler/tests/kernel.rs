@@ -1,0 +1,349 @@
+//! Kernel tier: phase 1 applied to real network namespaces, read back with `ip -j` /
+//! `nft` / procfs and compared with the plan. Needs root (CI runs as root).
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test code
+
+mod common;
+
+use common::*;
+use netbind_plan::plan::{LinkKind, MacPlan, PodNetPlan};
+
+#[test]
+fn helper_op() {
+    helper_op_body();
+}
+
+fn find<'a>(links: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
+    links
+        .iter()
+        .find(|l| l["ifname"] == name)
+        .unwrap_or_else(|| panic!("link {name} missing"))
+}
+
+/// The kernel state of the pod equals the plan: links, addresses, taps, sysctls, nftables.
+fn assert_matches_plan(pod: &Pod, plan: &PodNetPlan) {
+    let links = links_json(&pod.name);
+    let addrs = addrs_json(&pod.name);
+    for lp in &plan.links {
+        let l = find(&links, lp.name.as_str());
+        let kind = l["linkinfo"]["info_kind"].as_str().unwrap_or("-");
+        let want_kind = match &lp.kind {
+            LinkKind::Bridge => vec!["bridge"],
+            LinkKind::Dummy => vec!["dummy", "ifb"],
+            LinkKind::Tap { .. } => vec!["tun"],
+            LinkKind::PodInterface { .. } => vec!["veth"],
+        };
+        assert!(
+            want_kind.contains(&kind),
+            "{}: kind {kind}, want {want_kind:?}",
+            lp.name
+        );
+        if let Some(mtu) = lp.mtu {
+            assert_eq!(l["mtu"], mtu, "{} mtu", lp.name);
+        }
+        assert_eq!(
+            l.get("master").and_then(|m| m.as_str()),
+            lp.master.as_ref().map(|m| m.as_str()),
+            "{} master",
+            lp.name
+        );
+        let up = l["flags"].as_array().unwrap().iter().any(|f| f == "UP");
+        assert_eq!(up, lp.up, "{} up", lp.name);
+        match &lp.mac {
+            Some(MacPlan::Fixed(m)) if kind != "ifb" => {
+                assert_eq!(l["address"], m.to_string(), "{} mac", lp.name)
+            }
+            Some(MacPlan::CopyFrom(_)) => {
+                let LinkKind::PodInterface { original_mac, .. } = &lp.kind else {
+                    panic!()
+                };
+                assert_ne!(
+                    l["address"],
+                    original_mac.to_string(),
+                    "{}: the pod MAC must be freed for the guest",
+                    lp.name
+                );
+            }
+            _ => {}
+        }
+        if let Some(on) = lp.learning {
+            assert_eq!(
+                l["linkinfo"]["info_slave_data"]["learning"], on,
+                "{} learning",
+                lp.name
+            );
+        }
+        if let LinkKind::Tap {
+            owner,
+            group,
+            multi_queue,
+            ..
+        } = &lp.kind
+        {
+            let d = &l["linkinfo"]["info_data"];
+            assert_eq!(
+                (d["user"].as_u64(), d["group"].as_u64()),
+                (Some(u64::from(*owner)), Some(u64::from(*group))),
+                "{} owner/group",
+                lp.name
+            );
+            assert_eq!(d["persist"], true, "{} persistent", lp.name);
+            assert_eq!(d["multi_queue"], *multi_queue, "{} multi_queue", lp.name);
+            assert_eq!(d["type"], "tap");
+        }
+        let a = addrs
+            .iter()
+            .find(|a| a["ifname"] == lp.name.as_str())
+            .expect("addr entry");
+        let mut have: Vec<String> = a["addr_info"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| {
+                !(up && x["family"] == "inet6"
+                    && x["local"].as_str().unwrap().starts_with("fe80:")
+                    && x["prefixlen"] == 64
+                    && !lp
+                        .addresses
+                        .iter()
+                        .any(|c| c.addr().to_string() == x["local"].as_str().unwrap()))
+            })
+            .map(|x| format!("{}/{}", x["local"].as_str().unwrap(), x["prefixlen"]))
+            .collect();
+        have.sort();
+        let mut want: Vec<String> = lp.addresses.iter().map(|c| c.to_string()).collect();
+        want.sort();
+        assert_eq!(have, want, "{} addresses", lp.name);
+    }
+    for s in &plan.sysctls {
+        assert_eq!(
+            pod.exec(&format!("cat /proc/sys/{}", s.path)).trim(),
+            s.value,
+            "sysctl {}",
+            s.path
+        );
+    }
+    // The ruleset in the pod is exactly the plan's: the same batch applied to an empty
+    // scratch namespace lists identically (and nothing else is in the pod).
+    let scratch = Pod::with_eth0(Stack::V4, false);
+    let batch = scratch.dir.path().join("batch.json");
+    std::fs::write(&batch, plan.nftables.ruleset.json_batch().to_string()).unwrap();
+    if !plan.nftables.ruleset.is_empty() {
+        scratch.exec(&format!("nft -j -f {}", batch.display()));
+    }
+    assert_eq!(
+        pod.exec("nft -s list ruleset"),
+        scratch.exec("nft -s list ruleset"),
+        "nftables ruleset"
+    );
+}
+
+fn check_binding(vmi: &str, stack: Stack, gates: &[&str]) -> Pod {
+    let pod = Pod::new(stack);
+    let plan = plan_for(vmi, &pod.observed(), gates);
+    let mut extra = Vec::new();
+    for g in gates {
+        extra.extend(["--feature-gate", g]);
+    }
+    pod.setup_ok(vmi, &extra);
+    assert_matches_plan(&pod, &plan);
+    let h = std::fs::read(pod.handoff_dir().join("handoff.json")).expect("hand-off written");
+    assert_eq!(
+        netbind_model::handoff::Handoff::from_json(&h).expect("valid hand-off"),
+        plan.handoff
+    );
+    pod
+}
+
+#[test]
+fn masquerade_ipv4_matches_plan() {
+    if require_root() {
+        check_binding("examples/vmi-masquerade.yaml", Stack::V4, &[]);
+    }
+}
+
+#[test]
+fn masquerade_ipv6_matches_plan() {
+    if require_root() {
+        check_binding("examples/vmi-masquerade.yaml", Stack::V6, &[]);
+    }
+}
+
+#[test]
+fn masquerade_dual_stack_matches_plan() {
+    if require_root() {
+        check_binding("examples/vmi-dual-stack.yaml", Stack::Dual, &[]);
+    }
+}
+
+#[test]
+fn masquerade_ports_matches_plan() {
+    if require_root() {
+        check_binding("examples/vmi-ports.yaml", Stack::V4, &[]);
+    }
+}
+
+#[test]
+fn masquerade_port_ranges_matches_plan() {
+    if require_root() {
+        check_binding(
+            "testdata/vmi/port-ranges.yaml",
+            Stack::Dual,
+            &["PortRangesSpec"],
+        );
+    }
+}
+
+#[test]
+fn masquerade_multiqueue_tap() {
+    if require_root() {
+        check_binding("testdata/vmi/multiqueue.yaml", Stack::V4, &[]);
+    }
+}
+
+#[test]
+fn bridge_on_pod_network_matches_plan() {
+    if require_root() {
+        let pod = check_binding("examples/vmi-bridge.yaml", Stack::V4, &[]);
+        // The pod IP moved to the placeholder `eth0`; the bridge has the fake address.
+        let a = pod.exec("ip -br addr show eth0");
+        assert!(a.contains("10.244.0.5/24"), "{a}");
+    }
+}
+
+#[test]
+fn multus_secondary_bridge_matches_plan() {
+    if !require_root() {
+        return;
+    }
+    let pod = Pod::new(Stack::V4);
+    // What Multus would add: a second veth named pod<sha256("blue")[:11]>.
+    ok(&format!(
+        "ip -n {n}-node link add veth-b type veth peer name pod16477688c0e netns {n} && \
+         ip -n {n} link set pod16477688c0e mtu 9000 && ip -n {n} addr add 192.168.100.10/30 dev pod16477688c0e && \
+         ip -n {n} link set pod16477688c0e up && ip -n {n} route add 172.16.0.0/16 via 192.168.100.9",
+        n = pod.name
+    ));
+    let vmi = "examples/vmi-masquerade-multus.yaml";
+    let plan = plan_for(vmi, &pod.observed(), &[]);
+    pod.setup_ok(vmi, &[]);
+    assert_matches_plan(&pod, &plan);
+    let tap = find(&links_json(&pod.name), "tap16477688c0e").clone();
+    assert_eq!(tap["master"], "k6t-16477688c0e");
+    assert_eq!(tap["mtu"], 9000);
+}
+
+#[test]
+fn tap_owner_and_group_are_enforced() {
+    if !require_root() {
+        return;
+    }
+    let pod = Pod::new(Stack::V4);
+    pod.setup_ok("examples/vmi-masquerade.yaml", &[]);
+    assert_eq!(
+        run_unprivileged(&pod, 107, 107, "tap:tap0:0"),
+        Outcome::Ok,
+        "uid 107 with no capability attaches"
+    );
+    assert_eq!(
+        run_unprivileged(&pod, 108, 108, "tap:tap0:0"),
+        Outcome::Errno(libc::EPERM),
+        "uid 108 is refused"
+    );
+    // Owner AND group: the right uid with another group is refused too.
+    assert_eq!(
+        run_unprivileged(&pod, 107, 108, "tap:tap0:0"),
+        Outcome::Errno(libc::EPERM)
+    );
+    // A multi-queue attach on the single-queue tap fails (the flags must match).
+    assert_eq!(
+        run_unprivileged(&pod, 107, 107, "tap:tap0:1"),
+        Outcome::Errno(libc::EINVAL)
+    );
+}
+
+#[test]
+fn launcher_binds_dhcp_ports_without_capability() {
+    if !require_root() {
+        return;
+    }
+    let pod = Pod::new(Stack::Dual);
+    assert_eq!(
+        run_unprivileged(&pod, 107, 107, "bind:0.0.0.0:67"),
+        Outcome::Errno(libc::EACCES),
+        "before setup"
+    );
+    pod.setup_ok("examples/vmi-dual-stack.yaml", &[]);
+    assert_eq!(
+        run_unprivileged(&pod, 107, 107, "bind:0.0.0.0:67"),
+        Outcome::Ok
+    );
+    assert_eq!(
+        run_unprivileged(&pod, 107, 107, "bind:[::]:547"),
+        Outcome::Ok
+    );
+    assert_eq!(
+        run_unprivileged(&pod, 107, 107, "bind:0.0.0.0:53"),
+        Outcome::Errno(libc::EACCES),
+        "ports below 67 stay privileged"
+    );
+}
+
+/// Starts a rogue DHCP server (dnsmasq, plain UDP) in the pod on `iface` and asks for a lease
+/// from the node side of the veth with busybox udhcpc. True if a lease arrived.
+fn node_gets_lease_from_pod(pod: &Pod, iface: &str, range: &str) -> bool {
+    let pidfile = pod.dir.path().join("dnsmasq.pid");
+    let leases = pod.dir.path().join("dnsmasq.leases");
+    pod.exec(&format!(
+        "dnsmasq --no-resolv --no-hosts --conf-file=/dev/null --port=0 --interface={iface} --bind-interfaces \
+         --no-ping --dhcp-range={range} --dhcp-leasefile={} --pid-file={}",
+        leases.display(),
+        pidfile.display()
+    ));
+    let got = sh(&format!(
+        "ip netns exec {}-node busybox udhcpc -i veth-n -f -q -n -t 3 -T 1 -s /bin/true",
+        pod.name
+    ))
+    .status
+    .success();
+    let _ = sh(&format!("kill $(cat {})", pidfile.display()));
+    got
+}
+
+#[test]
+fn dhcp_leak_guard_masquerade() {
+    if !(require_root() && require_tool("dnsmasq") && require_tool("busybox")) {
+        return;
+    }
+    let pod = Pod::new(Stack::V4);
+    let range = "10.244.0.100,10.244.0.200,255.255.255.0";
+    assert!(
+        node_gets_lease_from_pod(&pod, "eth0", range),
+        "control: without netbind the pod can answer DHCP"
+    );
+    pod.setup_ok("examples/vmi-masquerade.yaml", &[]);
+    assert!(
+        !node_gets_lease_from_pod(&pod, "eth0", range),
+        "the guard must drop DHCP replies leaving the pod"
+    );
+}
+
+#[test]
+fn dhcp_leak_guard_bridge() {
+    if !(require_root() && require_tool("dnsmasq") && require_tool("busybox")) {
+        return;
+    }
+    let pod = Pod::new(Stack::V4);
+    pod.setup_ok("examples/vmi-bridge.yaml", &[]);
+    // A rogue server on the in-pod bridge: its broadcast replies would flood to eth0-nic.
+    pod.exec("ip addr add 10.99.0.1/24 dev k6t-eth0");
+    let range = "10.99.0.100,10.99.0.200,255.255.255.0";
+    assert!(
+        !node_gets_lease_from_pod(&pod, "k6t-eth0", range),
+        "the guard must drop DHCP replies on eth0-nic"
+    );
+    pod.exec("nft delete table bridge netbind");
+    assert!(
+        node_gets_lease_from_pod(&pod, "k6t-eth0", range),
+        "control: without the guard the lease leaks"
+    );
+}
