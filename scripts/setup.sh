@@ -12,6 +12,8 @@ export DEBIAN_FRONTEND=noninteractive
 PKGS=(
   iproute2 nftables            # kernel state read-back in tests (ip -j, nft -j)
   libvirt-clients libxml2-utils # virt-xml-validate: libvirt's own schema check
+  dnsmasq-base busybox-static   # DHCP-leak guard test: a rogue server and a real client
+  containernetworking-plugins netavark  # peers in the phase-1 benchmark
 )
 missing=()
 for p in "${PKGS[@]}"; do

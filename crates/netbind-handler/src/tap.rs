@@ -45,8 +45,10 @@ fn ifreq(name: &IfName, flags: libc::c_int) -> libc::ifreq {
     for (dst, src) in req.ifr_name.iter_mut().zip(name.as_str().bytes()) {
         *dst = src as libc::c_char;
     }
-    // All IFF_* tun flags fit the 16-bit ifr_flags field.
-    req.ifr_ifru.ifru_flags = libc::c_short::try_from(flags).unwrap_or_default();
+    // ifr_flags is a 16-bit field and IFF_TUN_EXCL (0x8000) uses its sign bit: reinterpret
+    // the bits, do not convert the value.
+    let bits = u16::try_from(flags & 0xffff).unwrap_or_default();
+    req.ifr_ifru.ifru_flags = libc::c_short::from_ne_bytes(bits.to_ne_bytes());
     req
 }
 

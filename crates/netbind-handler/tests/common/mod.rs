@@ -249,7 +249,9 @@ pub fn snapshot(ns: &str) -> String {
                 Some(k) => k,
                 None => "-",
             };
-            let random_mac = matches!(kind, "bridge" | "tun") || name.ends_with("-nic");
+            // Kernel-chosen MACs: bridges, taps, the renamed pod interface (it takes the bridge's),
+            // and ifb (the dummy stand-in cannot take one).
+            let random_mac = matches!(l["linkinfo"]["info_kind"].as_str(), Some("bridge" | "tun" | "ifb")) || name.ends_with("-nic");
             let mac = if random_mac && l["address"] != "02:00:00:00:00:00" { "random".to_string() } else { l["address"].as_str().unwrap_or("").to_string() };
             let master = l.get("master").and_then(|m| m.as_str()).unwrap_or("-").to_string();
             let up = l["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "UP"));

@@ -1,0 +1,357 @@
+//! Kernel tier: phase 1 converges. Re-runs, crashes after every step, failures after every
+//! step (rollback), teardown after partial setups and of vanished namespaces, bad input, and
+//! the hand-off directory's safety. Needs root.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test code
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+use common::*;
+
+#[test]
+fn helper_op() {
+    helper_op_body();
+}
+
+const CASES: [(&str, Stack); 3] = [
+    ("examples/vmi-bridge.yaml", Stack::V4),
+    ("examples/vmi-dual-stack.yaml", Stack::Dual),
+    ("examples/vmi-ports.yaml", Stack::V4),
+];
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn setup_twice_gives_the_same_state_without_duplicates() {
+    if !require_root() {
+        return;
+    }
+    for (vmi, stack) in CASES {
+        let pod = Pod::new(stack);
+        pod.setup_ok(vmi, &[]);
+        let once = snapshot(&pod.name);
+        pod.setup_ok(vmi, &[]);
+        assert_eq!(
+            snapshot(&pod.name),
+            once,
+            "{vmi}: second setup changed the state"
+        );
+        pod.setup_ok(vmi, &[]);
+        assert_eq!(
+            snapshot(&pod.name),
+            once,
+            "{vmi}: third setup changed the state"
+        );
+    }
+}
+
+fn steps(vmi: &str, stack: Stack) -> usize {
+    let pod = Pod::new(stack);
+    let plan = plan_for(vmi, &pod.observed(), &[]);
+    netbind_handler::apply::steps(&plan).len()
+}
+
+#[test]
+fn crash_after_each_step_then_rerun_converges() {
+    if !require_root() {
+        return;
+    }
+    for (vmi, stack) in CASES {
+        let clean = Pod::new(stack);
+        clean.setup_ok(vmi, &[]);
+        let want = snapshot(&clean.name);
+        let n = steps(vmi, stack);
+        assert!(n >= 4, "{vmi}: only {n} steps");
+        for k in 1..=n {
+            let pod = Pod::new(stack);
+            let o = pod.setup(vmi, &["--crash-after-step", &k.to_string()]);
+            assert_eq!(
+                o.status.code(),
+                Some(netbind_handler::apply::CRASH_EXIT),
+                "{vmi} step {k}: {}",
+                stderr(&o)
+            );
+            assert!(
+                !pod.handoff_dir().join("handoff.json").exists(),
+                "no hand-off before the end"
+            );
+            pod.setup_ok(vmi, &[]);
+            assert_eq!(
+                snapshot(&pod.name),
+                want,
+                "{vmi}: crash after step {k} then re-run"
+            );
+        }
+    }
+}
+
+#[test]
+fn failure_after_each_step_rolls_back_to_the_pristine_pod() {
+    if !require_root() {
+        return;
+    }
+    for (vmi, stack) in CASES {
+        let n = steps(vmi, stack);
+        for k in 1..=n {
+            let pod = Pod::new(stack);
+            let pristine = snapshot(&pod.name);
+            let o = pod.setup(vmi, &["--fail-after-step", &k.to_string()]);
+            assert!(!o.status.success());
+            let err = stderr(&o);
+            assert!(
+                err.contains(&format!("failure injected after step {k}"))
+                    && err.contains("(rolled back)"),
+                "{err}"
+            );
+            assert_eq!(
+                snapshot(&pod.name),
+                pristine,
+                "{vmi}: failure after step {k} must leave nothing"
+            );
+            // And a later clean run works as if nothing had happened.
+            pod.setup_ok(vmi, &[]);
+        }
+    }
+}
+
+#[test]
+fn teardown_after_partial_setup_removes_everything() {
+    if !require_root() {
+        return;
+    }
+    for (vmi, stack) in CASES {
+        let n = steps(vmi, stack);
+        for k in 1..=n {
+            let pod = Pod::new(stack);
+            let pristine = snapshot(&pod.name);
+            let _ = pod.setup(vmi, &["--crash-after-step", &k.to_string()]);
+            let o = pod.teardown();
+            assert!(o.status.success(), "{vmi} k={k}: {}", stderr(&o));
+            assert_eq!(
+                snapshot(&pod.name),
+                pristine,
+                "{vmi}: teardown after crash at step {k}"
+            );
+            assert!(!pod.state_dir().join("state.json").exists());
+        }
+        // After a complete setup too.
+        let pod = Pod::new(stack);
+        let pristine = snapshot(&pod.name);
+        pod.setup_ok(vmi, &[]);
+        assert!(pod.teardown().status.success());
+        assert_eq!(
+            snapshot(&pod.name),
+            pristine,
+            "{vmi}: teardown after full setup"
+        );
+        assert!(
+            !pod.handoff_dir().join("handoff.json").exists(),
+            "hand-off removed"
+        );
+    }
+}
+
+#[test]
+fn teardown_when_the_netns_is_already_gone() {
+    if !require_root() {
+        return;
+    }
+    let pod = Pod::new(Stack::V4);
+    pod.setup_ok("examples/vmi-masquerade.yaml", &[]);
+    ok(&format!("ip netns del {}", pod.name));
+    let o = pod.teardown();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!pod.state_dir().join("state.json").exists());
+    assert!(!pod.handoff_dir().join("handoff.json").exists());
+}
+
+#[test]
+fn bad_input_names_the_operation_and_object_and_changes_nothing() {
+    if !require_root() {
+        return;
+    }
+    let pod = Pod::new(Stack::V4);
+    let vmi = "examples/vmi-masquerade.yaml";
+    // A missing namespace.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_netbind-handler"))
+        .current_dir(root())
+        .args([
+            "setup",
+            "--netns",
+            "/run/netns/netbind-no-such-ns",
+            "--vmi",
+            vmi,
+            "--handoff-dir",
+        ])
+        .arg(pod.dir.path().join("h2"))
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&o).contains("open network namespace /run/netns/netbind-no-such-ns: No such file"),
+        "{}",
+        stderr(&o)
+    );
+    // A pid that does not exist.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_netbind-handler"))
+        .current_dir(root())
+        .args(["setup", "--pid", "999999999", "--vmi", vmi, "--handoff-dir"])
+        .arg(pod.dir.path().join("h3"))
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&o).contains("open network namespace pid 999999999"),
+        "{}",
+        stderr(&o)
+    );
+    // An invalid VMI is refused before anything is touched.
+    let bad = pod.dir.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nspec:\n  domain:\n    devices:\n      interfaces:\n      - name: x\n        masquerade: {}\n").unwrap();
+    let pristine = snapshot(&pod.name);
+    let o = pod.setup(bad.to_str().unwrap(), &[]);
+    assert!(
+        stderr(&o).contains("spec.domain.devices.interfaces[0].name 'x' not found."),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(snapshot(&pod.name), pristine);
+
+    // A pod without its pod interface.
+    let empty = Pod::with_eth0(Stack::V4, false);
+    let pristine = snapshot(&empty.name);
+    let o = empty.setup(vmi, &[]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("pod link (eth0) is missing"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(snapshot(&empty.name), pristine);
+    assert!(
+        !empty.state_dir().join("state.json").exists(),
+        "nothing recorded"
+    );
+}
+
+#[test]
+fn kernel_without_nftables_nat_fails_cleanly() {
+    if !require_root() {
+        return;
+    }
+    let pod = Pod::new(Stack::V4);
+    let pristine = snapshot(&pod.name);
+    // A kernel without nf_tables NAT (KubeVirt issues #8719, #10798): nft refuses any batch
+    // with a nat chain, with the message it prints there; everything else reaches the real nft.
+    let fake = pod.dir.path().join("nft");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\nin=$(cat)\nif printf '%s' \"$in\" | grep -q '\"type\": *\"nat\"'; then\n  echo 'Error: Could not process rule: Operation not supported' >&2; exit 1\nfi\nprintf '%s' \"$in\" | exec nft \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = pod.setup(
+        "examples/vmi-masquerade.yaml",
+        &["--nft", fake.to_str().unwrap()],
+    );
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("nftables transaction (tables ip nat, inet netbind) failed: Error: Could not process rule: Operation not supported")
+            && err.contains("(rolled back)"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&pod.name), pristine, "nothing half-applied");
+    // No nft binary at all: refused before the first change.
+    let o = pod.setup(
+        "examples/vmi-masquerade.yaml",
+        &["--nft", "/nonexistent/nft"],
+    );
+    assert!(
+        stderr(&o).contains("the plan needs nftables but /nonexistent/nft was not found"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(snapshot(&pod.name), pristine);
+}
+
+#[test]
+fn handoff_is_readable_not_writable_by_the_launcher() {
+    if !require_root() {
+        return;
+    }
+    let pod = Pod::new(Stack::V4);
+    pod.setup_ok("examples/vmi-masquerade.yaml", &[]);
+    let dir = pod.handoff_dir();
+    let file = dir.join("handoff.json");
+    let dm = std::fs::metadata(&dir).unwrap();
+    let fm = std::fs::metadata(&file).unwrap();
+    assert_eq!((dm.uid(), dm.mode() & 0o777), (0, 0o755));
+    assert_eq!((fm.uid(), fm.mode() & 0o777), (0, 0o644));
+    // The temp dir above it is 0700; open it for traversal as a real pod mount would be.
+    std::fs::set_permissions(pod.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(
+        run_unprivileged(&pod, 107, 107, &format!("read:{}", file.display())),
+        Outcome::Ok
+    );
+    assert_eq!(
+        run_unprivileged(&pod, 107, 107, &format!("write:{}", file.display())),
+        Outcome::Errno(libc::EACCES)
+    );
+    assert_eq!(
+        run_unprivileged(
+            &pod,
+            107,
+            107,
+            &format!("write:{}", dir.join("planted").display())
+        ),
+        Outcome::Errno(libc::EACCES)
+    );
+}
+
+#[test]
+fn handoff_never_follows_a_symlink() {
+    if !require_root() {
+        return;
+    }
+    let pod = Pod::new(Stack::V4);
+    let dir = pod.handoff_dir();
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let victim = pod.dir.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    std::os::unix::fs::symlink(&victim, dir.join("handoff.json")).unwrap();
+    pod.setup_ok("examples/vmi-masquerade.yaml", &[]);
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "precious",
+        "the symlink target is untouched"
+    );
+    let m = std::fs::symlink_metadata(dir.join("handoff.json")).unwrap();
+    assert!(
+        m.file_type().is_file(),
+        "the symlink was replaced by the record"
+    );
+
+    // A hand-off directory that is itself a symlink, or writable by others, is refused.
+    let pod2 = Pod::new(Stack::V4);
+    let real = pod2.dir.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    std::os::unix::fs::symlink(&real, pod2.handoff_dir()).unwrap();
+    let o = pod2.setup("examples/vmi-masquerade.yaml", &[]);
+    assert!(
+        stderr(&o).contains("is not safe: it is a symlink"),
+        "{}",
+        stderr(&o)
+    );
+    let pod3 = Pod::new(Stack::V4);
+    std::fs::create_dir(pod3.handoff_dir()).unwrap();
+    std::fs::set_permissions(pod3.handoff_dir(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let o = pod3.setup("examples/vmi-masquerade.yaml", &[]);
+    assert!(
+        stderr(&o).contains("lets group or others write"),
+        "{}",
+        stderr(&o)
+    );
+}
