@@ -13,7 +13,7 @@ use netbind_model::{Cidr, IfName, MacAddr};
 use netbind_plan::plan::{LinkKind, LinkPlan, MacPlan, PodNetPlan};
 use netlink_packet_route::link::InfoKind;
 
-use crate::netlink::{Link, LinkChange, Netlink, Route, TunInfo};
+use crate::netlink::{Link, LinkChange, NETBIND_GROUP, Netlink, Route, TunInfo};
 use crate::nft::{self, NftError};
 use crate::selinux::{LabelDecision, SelinuxEnv, SelinuxError};
 use crate::sysctl::{self, SysctlError};
@@ -76,6 +76,10 @@ pub struct Applier<'a> {
     pub label: &'a LabelDecision,
     pub selinux: &'a SelinuxEnv,
     pub inject: Option<Injection>,
+    /// No earlier run recorded state for this pod, so none of netbind's tables can exist yet
+    /// and the ruleset is created without the delete-and-recreate prefix (whose table
+    /// deletion makes the kernel wait for an RCU grace period).
+    pub fresh: bool,
     step: usize,
 }
 
@@ -137,6 +141,7 @@ impl<'a> Applier<'a> {
             label,
             selinux,
             inject: None,
+            fresh: false,
             step: 0,
         }
     }
@@ -167,11 +172,12 @@ impl<'a> Applier<'a> {
             self.done(&format!("sysctl {}", s.path))?;
         }
         if !plan.nftables.ruleset.is_empty() {
-            nft::apply(
-                self.nft_bin,
-                &plan.nftables.ruleset.json_batch(),
-                &nft_what(plan),
-            )?;
+            let batch = if self.fresh {
+                plan.nftables.ruleset.json_create_batch()
+            } else {
+                plan.nftables.ruleset.json_batch()
+            };
+            nft::apply(self.nft_bin, &batch, &nft_what(plan))?;
             self.done("nftables")?;
         }
         Ok(())
@@ -350,14 +356,21 @@ impl<'a> Applier<'a> {
                 )
                 .map_err(link_err("set down", &cur.name))?;
         }
+        let ours = !matches!(l.kind, LinkKind::PodInterface { .. });
         let change = LinkChange {
             name: rename,
             mac: want_mac,
             mtu: l.mtu.filter(|m| *m != cur.mtu),
             master: None,
             up: None,
+            // Taps come from an ioctl that cannot set the group; mark them here.
+            group: (ours && cur.group != NETBIND_GROUP).then_some(NETBIND_GROUP),
         };
-        if change.name.is_some() || change.mac.is_some() || change.mtu.is_some() {
+        if change.name.is_some()
+            || change.mac.is_some()
+            || change.mtu.is_some()
+            || change.group.is_some()
+        {
             self.nl
                 .change_link(idx, &change)
                 .map_err(link_err("set name/mac/mtu", name))?;
@@ -470,12 +483,20 @@ pub fn teardown(
     sysctls_before: &[(String, Option<String>)],
 ) -> Vec<String> {
     let mut errors = Vec::new();
-    if !plan.nftables.ruleset.is_empty() {
+    // Deleting tables and deleting links each wait for an RCU grace period in the kernel; run
+    // the nft transaction concurrently with the link work so the waits overlap.
+    let pending = if plan.nftables.ruleset.is_empty() {
+        None
+    } else {
         let what = format!("delete {}", nft_what(plan));
-        if let Err(e) = nft::apply(nft_bin, &plan.nftables.ruleset.json_delete_batch(), &what) {
-            errors.push(e.to_string());
+        match nft::start(nft_bin, &plan.nftables.ruleset.json_delete_batch(), &what) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                errors.push(e.to_string());
+                None
+            }
         }
-    }
+    };
     for (path, old) in sysctls_before {
         let Some(old) = old else { continue };
         match sysctl::write(path, old) {
@@ -486,10 +507,18 @@ pub fn teardown(
             Err(e) => errors.push(e.to_string()),
         }
     }
+    // Everything netbind created goes in one batch; the per-link pass below then only finds
+    // what a crash left unmarked, and restores the pod interfaces.
+    if let Err(e) = nl.del_group(NETBIND_GROUP) {
+        errors.push(link_err("delete link group", "netbind")(e).to_string());
+    }
     for l in plan.links.iter().rev() {
         if let Err(e) = teardown_link(nl, l, observed) {
             errors.push(e.to_string());
         }
+    }
+    if let Some(Err(e)) = pending.map(nft::Pending::wait) {
+        errors.push(e.to_string());
     }
     errors
 }
@@ -520,6 +549,7 @@ fn teardown_link(nl: &mut Netlink, l: &LinkPlan, observed: &ObservedPod) -> Resu
                 mtu: orig.map(|o| o.mtu).filter(|m| *m != cur.mtu),
                 master: cur.master.map(|_| 0),
                 up: None,
+                group: None,
             };
             // A link must be down to be renamed (EBUSY otherwise).
             nl.change_link(

@@ -104,6 +104,15 @@ pub struct SetupReport {
     pub reused_observation: bool,
     pub selinux: String,
     pub warnings: Vec<String>,
+    /// The handler's peak resident memory (VmHWM) at the end of the setup, in KiB.
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// VmHWM of this process, from /proc/self/status.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The default per-pod state directory: derived from the hand-off directory, which is unique
@@ -236,6 +245,7 @@ fn setup_in_netns(
     state::save(&a.state_dir, &st)?;
     let mut applier = Applier::new(&mut nl, &nft_bin, label, &a.selinux);
     applier.inject = a.inject;
+    applier.fresh = !reused;
     if let Err(source) = applier.apply(&plan) {
         let rollback = apply::teardown(&mut nl, &nft_bin, &plan, &observed, &st.sysctls_before);
         if rollback.is_empty() {
@@ -270,6 +280,7 @@ fn report(a: &SetupArgs, plan: &PodNetPlan, reused: bool, label: &LabelDecision)
             LabelDecision::Label(l) => l.clone(),
         },
         warnings: plan.warnings.clone(),
+        peak_rss_kib: peak_rss_kib(),
     }
 }
 

@@ -29,8 +29,17 @@ pub fn locate(bin: &Path) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Applies a JSON batch as one transaction. `what` names it in errors (the tables touched).
-pub fn apply(bin: &Path, batch: &serde_json::Value, what: &str) -> Result<(), NftError> {
+/// A transaction handed to nft and not yet finished.
+#[derive(Debug)]
+pub struct Pending {
+    child: std::process::Child,
+    what: String,
+    bin: PathBuf,
+}
+
+/// Starts a JSON batch as one transaction; `what` names it in errors (the tables touched).
+/// The kernel work may overlap with the caller's (e.g. its own RCU waits) until `wait`.
+pub fn start(bin: &Path, batch: &serde_json::Value, what: &str) -> Result<Pending, NftError> {
     let mut child = Command::new(bin)
         .args(["-j", "-f", "-"])
         .stdin(Stdio::piped())
@@ -42,27 +51,39 @@ pub fn apply(bin: &Path, batch: &serde_json::Value, what: &str) -> Result<(), Nf
             bin: bin.into(),
             source,
         })?;
-    let text = batch.to_string();
     if let Some(mut stdin) = child.stdin.take() {
-        // A write error shows up as nft's own failure below.
-        let _ = stdin.write_all(text.as_bytes());
+        // A write error shows up as nft's own failure when waited for.
+        let _ = stdin.write_all(batch.to_string().as_bytes());
     }
-    let out = child.wait_with_output().map_err(|source| NftError::Spawn {
+    Ok(Pending {
+        child,
         what: what.into(),
         bin: bin.into(),
-        source,
-    })?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        let stderr = if stderr.is_empty() {
-            format!("exit status {}", out.status)
-        } else {
-            stderr
-        };
-        return Err(NftError::Failed {
-            what: what.into(),
-            stderr,
-        });
+    })
+}
+
+impl Pending {
+    pub fn wait(self) -> Result<(), NftError> {
+        let Pending { child, what, bin } = self;
+        let out = child.wait_with_output().map_err(|source| NftError::Spawn {
+            what: what.clone(),
+            bin,
+            source,
+        })?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            let stderr = if stderr.is_empty() {
+                format!("exit status {}", out.status)
+            } else {
+                stderr
+            };
+            return Err(NftError::Failed { what, stderr });
+        }
+        Ok(())
     }
-    Ok(())
+}
+
+/// Applies a JSON batch as one transaction and waits for it.
+pub fn apply(bin: &Path, batch: &serde_json::Value, what: &str) -> Result<(), NftError> {
+    start(bin, batch, what)?.wait()
 }

@@ -274,12 +274,23 @@ impl Ruleset {
 
     /// One libnftables JSON batch that (re)creates every table of this ruleset atomically.
     pub fn json_batch(&self) -> Value {
+        self.batch(true)
+    }
+
+    /// The same batch for a namespace known not to hold these tables yet: no delete prefix.
+    pub fn json_create_batch(&self) -> Value {
+        self.batch(false)
+    }
+
+    fn batch(&self, recreate: bool) -> Value {
         let mut cmds = Vec::new();
         for t in &self.tables {
             let table = json!({ "family": t.family.as_str(), "name": t.name });
-            // add-then-delete makes "delete" succeed whether or not the table exists.
-            cmds.push(json!({ "add": { "table": table } }));
-            cmds.push(json!({ "delete": { "table": table } }));
+            if recreate {
+                // add-then-delete makes "delete" succeed whether or not the table exists.
+                cmds.push(json!({ "add": { "table": table } }));
+                cmds.push(json!({ "delete": { "table": table } }));
+            }
             cmds.push(json!({ "add": { "table": table } }));
             for c in &t.chains {
                 let mut chain =

@@ -1,0 +1,366 @@
+//! Phase-1 benchmark, side by side in one run (root only):
+//!
+//! - setup + teardown cycles of `netbind-handler` (bridge binding and masquerade binding) on a
+//!   pod namespace made the way a CNI plugin would;
+//! - the same cycle count of the CNI bridge plugin (Debian containernetworking-plugins:
+//!   bridge + host-local + ipMasq, driven by hand with CNI_COMMAND=ADD/DEL);
+//! - the same for netavark (`netavark setup` / `teardown`, iptables driver);
+//! - 200 pods set up one after another with the masquerade binding: per-pod time of the first
+//!   and last 50, and the handler's peak memory.
+//!
+//! Every tool is started as a process per call, as a container runtime would. Everything runs
+//! in namespaces made here (`nbb-*`); nothing touches the host's root namespace.
+//! Run: `cargo bench -p netbind-handler --bench phase1` (env: NETBIND_BENCH_CYCLES,
+//! NETBIND_BENCH_PODS).
+#![allow(clippy::expect_used, clippy::unwrap_used)] // benchmark driver: failures abort the run
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn sh(cmd: &str) {
+    let o = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
+    assert!(
+        o.status.success(),
+        "`{cmd}`: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn run(cmd: &mut Command, stdin: Option<&str>) -> String {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    if let Some(s) = stdin {
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    } else {
+        drop(child.stdin.take());
+    }
+    let o = child.wait_with_output().expect("wait");
+    assert!(
+        o.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+const HANDLER: &str = env!("CARGO_BIN_EXE_netbind-handler");
+
+struct Stats {
+    samples: Vec<Duration>,
+}
+
+/// One tool's cycles: (setup, teardown) per cycle.
+struct Cycles {
+    name: String,
+    setup: Stats,
+    teardown: Stats,
+    total: Stats,
+}
+
+impl Stats {
+    fn pct(&self, p: f64) -> f64 {
+        let mut v: Vec<f64> = self.samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+        v[i.min(v.len() - 1)]
+    }
+}
+
+fn time_cycles(name: &str, n: usize, mut cycle: impl FnMut() -> (Duration, Duration)) -> Cycles {
+    cycle(); // warm-up (page cache, module loading), not counted
+    let pairs: Vec<(Duration, Duration)> = (0..n).map(|_| cycle()).collect();
+    let st = |f: &dyn Fn(&(Duration, Duration)) -> Duration| Stats {
+        samples: pairs.iter().map(f).collect(),
+    };
+    Cycles {
+        name: name.into(),
+        setup: st(&|p| p.0),
+        teardown: st(&|p| p.1),
+        total: st(&|p| p.0 + p.1),
+    }
+}
+
+/// Times two commands run one after the other.
+fn timed_pair(mut a: impl FnMut(), mut b: impl FnMut()) -> (Duration, Duration) {
+    let t = Instant::now();
+    a();
+    let m = Instant::now();
+    b();
+    (m - t, m.elapsed())
+}
+
+/// A pod netns `<name>` with eth0 (veth to `<node>`), `10.<net>.0.2/24`, default route.
+fn make_pod(name: &str, node: &str, veth: &str, net: u32) {
+    sh(&format!(
+        "ip netns add {name} && ip -n {name} link set lo up && \
+         ip -n {node} link add {veth} type veth peer name eth0 netns {name} && \
+         ip -n {node} addr add 10.{net}.0.1/24 dev {veth} && ip -n {node} link set {veth} up && \
+         ip -n {name} addr add 10.{net}.0.2/24 dev eth0 && ip -n {name} link set eth0 up && \
+         ip -n {name} route add default via 10.{net}.0.1"
+    ));
+}
+
+fn netbind_cycle(pod: &str, vmi: &str, dir: &Path) -> (Duration, Duration) {
+    let ns = format!("/run/netns/{pod}");
+    let h = dir.join("handoff");
+    let s = dir.join("state");
+    timed_pair(
+        || {
+            run(
+                Command::new(HANDLER)
+                    .current_dir(root())
+                    .args(["setup", "--netns", &ns, "--vmi", vmi, "--handoff-dir"])
+                    .arg(&h)
+                    .arg("--state-dir")
+                    .arg(&s),
+                None,
+            );
+        },
+        || {
+            run(
+                Command::new(HANDLER)
+                    .args(["teardown", "--netns", &ns, "--handoff-dir"])
+                    .arg(&h)
+                    .arg("--state-dir")
+                    .arg(&s),
+                None,
+            );
+        },
+    )
+}
+
+fn cni_cycle(node: &str, pod: &str, ipam_dir: &Path) -> (Duration, Duration) {
+    let conf = format!(
+        r#"{{"cniVersion":"1.0.0","name":"nbbnet","type":"bridge","bridge":"nbb-cnibr0","isGateway":true,"ipMasq":true,"mtu":1450,
+"ipam":{{"type":"host-local","subnet":"10.13.0.0/24","routes":[{{"dst":"0.0.0.0/0"}}],"dataDir":"{}"}}}}"#,
+        ipam_dir.display()
+    );
+    let call = |command: &str| {
+        run(
+            Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    node,
+                    "env",
+                    &format!("CNI_COMMAND={command}"),
+                    "CNI_CONTAINERID=nbb-ctr1",
+                ])
+                .arg(format!("CNI_NETNS=/run/netns/{pod}"))
+                .args([
+                    "CNI_IFNAME=eth0",
+                    "CNI_PATH=/usr/lib/cni",
+                    "/usr/lib/cni/bridge",
+                ]),
+            Some(&conf),
+        );
+    };
+    timed_pair(|| call("ADD"), || call("DEL"))
+}
+
+fn netavark_cycle(node: &str, pod: &str, cfg_dir: &Path) -> (Duration, Duration) {
+    let conf = r#"{
+ "container_id": "nbb0000000000000000000000000000000000000000000000000000000000c1",
+ "container_name": "nbb-c1",
+ "networks": {"nbbnet": {"interface_name": "eth0", "static_ips": ["10.14.0.2"]}},
+ "network_info": {"nbbnet": {
+    "name": "nbbnet", "driver": "bridge", "network_interface": "nbb-nvbr0",
+    "id": "nbb00000000000000000000000000000000000000000000000000000000beef",
+    "subnets": [{"subnet": "10.14.0.0/24", "gateway": "10.14.0.1"}],
+    "ipv6_enabled": false, "internal": false, "dns_enabled": false,
+    "options": {"mtu": "1450"}}}
+}"#;
+    let call = |sub: &str| {
+        run(
+            Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    node,
+                    "env",
+                    "NETAVARK_FW=iptables",
+                    "/usr/lib/podman/netavark",
+                    "--config",
+                ])
+                .arg(cfg_dir)
+                .args([sub, &format!("/run/netns/{pod}")]),
+            Some(conf),
+        );
+    };
+    timed_pair(|| call("setup"), || call("teardown"))
+}
+
+struct Cleanup(Vec<String>);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+fn main() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("phase1 bench: SKIPPED (needs root)");
+        return;
+    }
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        // `cargo test --benches` / harness probes: nothing to run as a test.
+        return;
+    }
+    let cycles: usize = std::env::var("NETBIND_BENCH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let pods: usize = std::env::var("NETBIND_BENCH_PODS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let tmp = tempfile::tempdir().unwrap();
+    let id = std::process::id();
+    let node = format!("nbb-{id}-node");
+    let mut cleanup = Cleanup(vec![node.clone()]);
+    sh(&format!(
+        "ip netns add {node} && ip -n {node} link set lo up"
+    ));
+
+    let mut results = Vec::new();
+    for (label, vmi, net) in [
+        ("netbind bridge binding", "examples/vmi-bridge.yaml", 21),
+        (
+            "netbind masquerade binding",
+            "examples/vmi-masquerade.yaml",
+            22,
+        ),
+    ] {
+        let pod = format!("nbb-{id}-{net}");
+        cleanup.0.push(pod.clone());
+        make_pod(&pod, &node, &format!("v{net}"), net);
+        let dir = tmp.path().join(&pod);
+        results.push(time_cycles(label, cycles, || {
+            netbind_cycle(&pod, vmi, &dir)
+        }));
+    }
+    let have_cni = Path::new("/usr/lib/cni/bridge").exists();
+    if have_cni {
+        let pod = format!("nbb-{id}-cni");
+        cleanup.0.push(pod.clone());
+        sh(&format!("ip netns add {pod}"));
+        let ipam = tmp.path().join("cni-ipam");
+        results.push(time_cycles(
+            "CNI bridge plugin (bridge+host-local+ipMasq)",
+            cycles,
+            || cni_cycle(&node, &pod, &ipam),
+        ));
+    }
+    let have_netavark = Path::new("/usr/lib/podman/netavark").exists();
+    if have_netavark {
+        let pod = format!("nbb-{id}-nv");
+        cleanup.0.push(pod.clone());
+        sh(&format!("ip netns add {pod}"));
+        let cfg = tmp.path().join("netavark");
+        std::fs::create_dir_all(&cfg).unwrap();
+        results.push(time_cycles(
+            "netavark 1.4 (bridge, iptables)",
+            cycles,
+            || netavark_cycle(&node, &pod, &cfg),
+        ));
+    }
+
+    let cni = results.iter().find(|s| s.name.starts_with("CNI"));
+    println!("## Phase 1: setup + teardown cycle ({cycles} cycles each, one process per call)\n");
+    println!(
+        "| tool | setup median ms | teardown median ms | cycle median ms | cycle p90 ms | CNI cycle / this | CNI ADD / this setup |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for s in &results {
+        let ratio =
+            |a: Option<f64>, b: f64| a.map_or("-".to_string(), |a| format!("{:.1}x", a / b));
+        println!(
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} |",
+            s.name,
+            s.setup.pct(0.5),
+            s.teardown.pct(0.5),
+            s.total.pct(0.5),
+            s.total.pct(0.9),
+            ratio(cni.map(|c| c.total.pct(0.5)), s.total.pct(0.5)),
+            ratio(cni.map(|c| c.setup.pct(0.5)), s.setup.pct(0.5)),
+        );
+    }
+    if !have_cni || !have_netavark {
+        println!("\n(missing peers: install containernetworking-plugins and netavark)");
+    }
+
+    // 200 pods, masquerade binding, set up one after another and kept.
+    let mut per_pod = Vec::new();
+    let mut peak_kib = 0u64;
+    let mut pod_names = Vec::new();
+    for i in 0..pods {
+        let pod = format!("nbb-{id}-p{i}");
+        let net = 30 + u32::try_from(i / 200).unwrap();
+        sh(&format!(
+            "ip netns add {pod} && ip -n {pod} link set lo up && \
+             ip -n {node} link add p{i} type veth peer name eth0 netns {pod} && \
+             ip -n {node} link set p{i} up && ip -n {pod} addr add 10.{net}.{}.{}/16 dev eth0 && \
+             ip -n {pod} link set eth0 up && ip -n {pod} route add default via 10.{net}.255.254",
+            (i + 1) / 250,
+            (i + 1) % 250 + 1
+        ));
+        cleanup.0.push(pod.clone());
+        pod_names.push(pod.clone());
+        let dir = tmp.path().join(&pod);
+        let t = Instant::now();
+        let out = run(
+            Command::new(HANDLER)
+                .current_dir(root())
+                .args([
+                    "setup",
+                    "--netns",
+                    &format!("/run/netns/{pod}"),
+                    "--vmi",
+                    "examples/vmi-masquerade.yaml",
+                    "--handoff-dir",
+                ])
+                .arg(dir.join("handoff"))
+                .arg("--state-dir")
+                .arg(dir.join("state")),
+            None,
+        );
+        per_pod.push(t.elapsed());
+        let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+        peak_kib = peak_kib.max(report["peak_rss_kib"].as_u64().unwrap_or(0));
+    }
+    if pods >= 2 {
+        let k = (pods / 4).clamp(1, 50);
+        let first = Stats {
+            samples: per_pod[..k].to_vec(),
+        };
+        let last = Stats {
+            samples: per_pod[pods - k..].to_vec(),
+        };
+        println!("\n## {pods} pods set up one after another (masquerade binding)\n");
+        println!("| pods | median ms per setup | p90 ms |");
+        println!("|---|---:|---:|");
+        println!(
+            "| first {k} | {:.1} | {:.1} |",
+            first.pct(0.5),
+            first.pct(0.9)
+        );
+        println!("| last {k} | {:.1} | {:.1} |", last.pct(0.5), last.pct(0.9));
+        println!(
+            "\nnetbind-handler peak resident memory (VmHWM, max over all setups): {peak_kib} KiB"
+        );
+    }
+    drop(cleanup);
+}
