@@ -18,4 +18,9 @@ for crate in netbind-model netbind-plan netbind-launcher; do
     fail=1
   fi
 done
+# setns lives behind nix's `sched` feature: the launcher must not enable it.
+if cargo tree -p netbind-launcher -e features -i nix 2>/dev/null | grep -q 'nix feature "sched"'; then
+  echo "check-boundaries: netbind-launcher enables nix's sched feature (setns)" >&2
+  fail=1
+fi
 exit $fail

@@ -12,7 +12,11 @@
 //! in namespaces made here (`nbb-*`); nothing touches the host's root namespace.
 //! Run: `cargo bench -p netbind-handler --bench phase1` (env: NETBIND_BENCH_CYCLES,
 //! NETBIND_BENCH_PODS).
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::cast_possible_truncation)] // benchmark driver: failures abort the run; percentile indices are small
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation
+)] // benchmark driver: failures abort the run; percentile indices are small
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

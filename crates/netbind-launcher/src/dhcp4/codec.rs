@@ -1,0 +1,412 @@
+//! DHCPv4 wire format (RFC 2131, RFC 2132): a pure, bounds-checked parser of guest bytes and an
+//! encoder for replies. No sockets here; the fuzz target drives `parse` with arbitrary bytes.
+
+use std::net::Ipv4Addr;
+
+/// Fixed BOOTP header up to and including the magic cookie.
+pub const HEADER_LEN: usize = 240;
+pub const MAGIC: [u8; 4] = [0x63, 0x82, 0x53, 0x63];
+/// RFC 2131 minimum message size: replies are zero-padded to this length (KubeVirt pads to
+/// 272 bytes of DHCP payload = 300 bytes of BOOTP message).
+pub const MIN_REPLY_LEN: usize = 300;
+
+pub const OP_REQUEST: u8 = 1;
+pub const OP_REPLY: u8 = 2;
+pub const FLAG_BROADCAST: u16 = 0x8000;
+
+pub mod opt {
+    pub const PAD: u8 = 0;
+    pub const SUBNET_MASK: u8 = 1;
+    pub const ROUTER: u8 = 3;
+    pub const DNS: u8 = 6;
+    pub const HOSTNAME: u8 = 12;
+    pub const DOMAIN_NAME: u8 = 15;
+    pub const MTU: u8 = 26;
+    pub const NTP: u8 = 42;
+    pub const REQUESTED_IP: u8 = 50;
+    pub const LEASE_TIME: u8 = 51;
+    pub const OVERLOAD: u8 = 52;
+    pub const MESSAGE_TYPE: u8 = 53;
+    pub const SERVER_ID: u8 = 54;
+    pub const PARAM_LIST: u8 = 55;
+    pub const MESSAGE: u8 = 56;
+    pub const CLIENT_ID: u8 = 61;
+    pub const TFTP_SERVER: u8 = 66;
+    pub const BOOT_FILE: u8 = 67;
+    pub const DOMAIN_SEARCH: u8 = 119;
+    pub const CLASSLESS_ROUTES: u8 = 121;
+    pub const END: u8 = 255;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageType {
+    Discover = 1,
+    Offer = 2,
+    Request = 3,
+    Decline = 4,
+    Ack = 5,
+    Nak = 6,
+    Release = 7,
+    Inform = 8,
+}
+
+impl MessageType {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::Discover,
+            2 => Self::Offer,
+            3 => Self::Request,
+            4 => Self::Decline,
+            5 => Self::Ack,
+            6 => Self::Nak,
+            7 => Self::Release,
+            8 => Self::Inform,
+            _ => return None,
+        })
+    }
+}
+
+/// Why a datagram was dropped (for logs and tests).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("{0} bytes is shorter than the 240-byte BOOTP header")]
+    Short(usize),
+    #[error("op {0} is not BOOTREQUEST")]
+    Op(u8),
+    #[error("htype {0} is not Ethernet")]
+    Htype(u8),
+    #[error("hlen {0} is not 6")]
+    Hlen(u8),
+    #[error("bad magic cookie")]
+    Magic,
+    #[error("option {code} at offset {at}: length {len} runs past the end of the packet")]
+    Truncated { code: u8, at: usize, len: usize },
+    #[error("no END option")]
+    NoEnd,
+    #[error("option 53 (message type) missing")]
+    NoType,
+    #[error("option 53 has length {0}, not 1")]
+    TypeLen(usize),
+    #[error("message type {0} is not 1..8")]
+    Type(u8),
+    #[error("option 52 (overload) value {0} is not 1..3")]
+    Overload(u8),
+}
+
+/// A parsed DHCPv4 request (the fields the server uses; options kept raw).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packet {
+    pub htype: u8,
+    pub hlen: u8,
+    pub hops: u8,
+    pub xid: u32,
+    pub secs: u16,
+    pub flags: u16,
+    pub ciaddr: Ipv4Addr,
+    pub yiaddr: Ipv4Addr,
+    pub giaddr: Ipv4Addr,
+    pub chaddr: [u8; 16],
+    pub msg_type: MessageType,
+    /// Options in wire order (concatenated per RFC 3396 when repeated), END and PAD removed.
+    pub options: Vec<(u8, Vec<u8>)>,
+}
+
+fn u16_at(b: &[u8], i: usize) -> u16 {
+    u16::from_be_bytes([b[i], b[i + 1]])
+}
+
+fn ip_at(b: &[u8], i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(b[i], b[i + 1], b[i + 2], b[i + 3])
+}
+
+/// Walks one option area; stops at END. `require_end` for the main area only.
+fn walk(
+    area: &[u8],
+    base: usize,
+    out: &mut Vec<(u8, Vec<u8>)>,
+    require_end: bool,
+) -> Result<(), ParseError> {
+    let mut i = 0;
+    while i < area.len() {
+        let code = area[i];
+        match code {
+            opt::PAD => {
+                i += 1;
+                continue;
+            }
+            opt::END => return Ok(()),
+            _ => {}
+        }
+        let Some(&len) = area.get(i + 1) else {
+            return Err(ParseError::Truncated {
+                code,
+                at: base + i,
+                len: 0,
+            });
+        };
+        let len = usize::from(len);
+        let Some(data) = area.get(i + 2..i + 2 + len) else {
+            return Err(ParseError::Truncated {
+                code,
+                at: base + i,
+                len,
+            });
+        };
+        // RFC 3396: a repeated option is the concatenation of its instances.
+        match out.iter_mut().find(|(c, _)| *c == code) {
+            Some((_, v)) => v.extend_from_slice(data),
+            None => out.push((code, data.to_vec())),
+        }
+        i += 2 + len;
+    }
+    if require_end {
+        Err(ParseError::NoEnd)
+    } else {
+        Ok(())
+    }
+}
+
+pub fn parse(b: &[u8]) -> Result<Packet, ParseError> {
+    if b.len() < HEADER_LEN {
+        return Err(ParseError::Short(b.len()));
+    }
+    if b[0] != OP_REQUEST {
+        return Err(ParseError::Op(b[0]));
+    }
+    if b[1] != 1 {
+        return Err(ParseError::Htype(b[1]));
+    }
+    if b[2] != 6 {
+        return Err(ParseError::Hlen(b[2]));
+    }
+    if b[236..240] != MAGIC {
+        return Err(ParseError::Magic);
+    }
+    let mut options = Vec::new();
+    walk(&b[HEADER_LEN..], HEADER_LEN, &mut options, true)?;
+    // Option overload (52): sname and/or file carry more options.
+    if let Some((_, v)) = options.iter().find(|(c, _)| *c == opt::OVERLOAD) {
+        let ov = v.first().copied().unwrap_or(0);
+        if v.len() != 1 || !(1..=3).contains(&ov) {
+            return Err(ParseError::Overload(ov));
+        }
+        if ov & 1 != 0 {
+            walk(&b[108..236], 108, &mut options, false)?;
+        }
+        if ov & 2 != 0 {
+            walk(&b[44..108], 44, &mut options, false)?;
+        }
+    }
+    let t = options
+        .iter()
+        .find(|(c, _)| *c == opt::MESSAGE_TYPE)
+        .ok_or(ParseError::NoType)?;
+    if t.1.len() != 1 {
+        return Err(ParseError::TypeLen(t.1.len()));
+    }
+    let msg_type = MessageType::from_u8(t.1[0]).ok_or(ParseError::Type(t.1[0]))?;
+    let mut chaddr = [0u8; 16];
+    chaddr.copy_from_slice(&b[28..44]);
+    Ok(Packet {
+        htype: b[1],
+        hlen: b[2],
+        hops: b[3],
+        xid: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+        secs: u16_at(b, 8),
+        flags: u16_at(b, 10),
+        ciaddr: ip_at(b, 12),
+        yiaddr: ip_at(b, 16),
+        giaddr: ip_at(b, 24),
+        chaddr,
+        msg_type,
+        options,
+    })
+}
+
+impl Packet {
+    pub fn option(&self, code: u8) -> Option<&[u8]> {
+        self.options
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    pub fn option_ip(&self, code: u8) -> Option<Ipv4Addr> {
+        match self.option(code)? {
+            [a, b, c, d] => Some(Ipv4Addr::new(*a, *b, *c, *d)),
+            _ => None,
+        }
+    }
+
+    pub fn mac(&self) -> [u8; 6] {
+        let mut m = [0u8; 6];
+        m.copy_from_slice(&self.chaddr[..6]);
+        m
+    }
+}
+
+/// A reply under construction.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub msg_type: MessageType,
+    pub xid: u32,
+    pub flags: u16,
+    pub ciaddr: Ipv4Addr,
+    pub yiaddr: Ipv4Addr,
+    pub giaddr: Ipv4Addr,
+    pub hlen: u8,
+    pub chaddr: [u8; 16],
+    pub options: Vec<(u8, Vec<u8>)>,
+}
+
+impl Reply {
+    /// `op=2, htype=1, hops=0, secs=0`, then options in insertion order, END, zero padding.
+    /// Options longer than 255 bytes are split into consecutive instances (RFC 3396).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = vec![0u8; HEADER_LEN];
+        b[0] = OP_REPLY;
+        b[1] = 1;
+        b[2] = self.hlen;
+        b[4..8].copy_from_slice(&self.xid.to_be_bytes());
+        b[10..12].copy_from_slice(&self.flags.to_be_bytes());
+        b[12..16].copy_from_slice(&self.ciaddr.octets());
+        b[16..20].copy_from_slice(&self.yiaddr.octets());
+        b[24..28].copy_from_slice(&self.giaddr.octets());
+        b[28..44].copy_from_slice(&self.chaddr);
+        b[236..240].copy_from_slice(&MAGIC);
+        b.push(opt::MESSAGE_TYPE);
+        b.push(1);
+        b.push(self.msg_type as u8);
+        for (code, data) in &self.options {
+            if data.is_empty() {
+                b.extend_from_slice(&[*code, 0]);
+            }
+            for chunk in data.chunks(255) {
+                b.push(*code);
+                b.push(u8::try_from(chunk.len()).unwrap_or(u8::MAX));
+                b.extend_from_slice(chunk);
+            }
+        }
+        b.push(opt::END);
+        if b.len() < MIN_REPLY_LEN {
+            b.resize(MIN_REPLY_LEN, 0);
+        }
+        b
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn request(msg: u8, extra: &[(u8, &[u8])]) -> Vec<u8> {
+        let mut b = vec![0u8; HEADER_LEN];
+        b[0] = 1;
+        b[1] = 1;
+        b[2] = 6;
+        b[4..8].copy_from_slice(&0xdead_beef_u32.to_be_bytes());
+        b[28..34].copy_from_slice(&[0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+        b[236..240].copy_from_slice(&MAGIC);
+        b.extend_from_slice(&[53, 1, msg]);
+        for (c, d) in extra {
+            b.push(*c);
+            b.push(d.len() as u8);
+            b.extend_from_slice(d);
+        }
+        b.push(255);
+        b
+    }
+
+    #[test]
+    fn parses_a_discover() {
+        let p = parse(&request(1, &[(55, &[1, 3, 6])])).expect("valid");
+        assert_eq!(p.msg_type, MessageType::Discover);
+        assert_eq!(p.xid, 0xdead_beef);
+        assert_eq!(p.mac(), [0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+        assert_eq!(p.option(55), Some(&[1u8, 3, 6][..]));
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        assert_eq!(parse(&[0u8; 10]), Err(ParseError::Short(10)));
+        let mut b = request(1, &[]);
+        b[0] = 2;
+        assert_eq!(parse(&b), Err(ParseError::Op(2)));
+        let mut b = request(1, &[]);
+        b[2] = 16;
+        assert_eq!(parse(&b), Err(ParseError::Hlen(16)));
+        let mut b = request(1, &[]);
+        b[236] = 0;
+        assert_eq!(parse(&b), Err(ParseError::Magic));
+        let mut b = request(1, &[]);
+        b.pop();
+        assert_eq!(parse(&b), Err(ParseError::NoEnd));
+        let mut b = request(1, &[]);
+        b.pop();
+        b.extend_from_slice(&[12, 200, b'x']);
+        assert!(matches!(
+            parse(&b),
+            Err(ParseError::Truncated {
+                code: 12,
+                len: 200,
+                ..
+            })
+        ));
+        assert_eq!(parse(&request(9, &[])), Err(ParseError::Type(9)));
+        let mut b = vec![0u8; HEADER_LEN];
+        b[0] = 1;
+        b[1] = 1;
+        b[2] = 6;
+        b[236..240].copy_from_slice(&MAGIC);
+        b.extend_from_slice(&[53, 0, 255]);
+        assert_eq!(parse(&b), Err(ParseError::TypeLen(0)));
+    }
+
+    #[test]
+    fn overload_reads_file_and_sname() {
+        let mut b = request(3, &[(52, &[3])]);
+        b[108] = 50;
+        b[109] = 4;
+        b[110..114].copy_from_slice(&[10, 0, 2, 2]);
+        b[114] = 255;
+        b[44] = 12;
+        b[45] = 2;
+        b[46..48].copy_from_slice(b"vm");
+        b[48] = 255;
+        let p = parse(&b).expect("overloaded");
+        assert_eq!(p.option_ip(50), Some(Ipv4Addr::new(10, 0, 2, 2)));
+        assert_eq!(p.option(12), Some(&b"vm"[..]));
+        assert_eq!(
+            parse(&request(3, &[(52, &[7])])),
+            Err(ParseError::Overload(7))
+        );
+    }
+
+    #[test]
+    fn repeated_options_concatenate() {
+        let p = parse(&request(1, &[(119, b"ab"), (119, b"cd")])).expect("valid");
+        assert_eq!(p.option(119), Some(&b"abcd"[..]));
+    }
+
+    #[test]
+    fn encode_pads_and_splits_long_options() {
+        let r = Reply {
+            msg_type: MessageType::Offer,
+            xid: 7,
+            flags: FLAG_BROADCAST,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            yiaddr: Ipv4Addr::new(10, 0, 2, 2),
+            giaddr: Ipv4Addr::UNSPECIFIED,
+            hlen: 6,
+            chaddr: [0; 16],
+            options: vec![(121, vec![1u8; 300])],
+        };
+        let b = r.encode();
+        assert!(b.len() >= MIN_REPLY_LEN);
+        assert_eq!(&b[240..243], &[53, 1, 2]);
+        assert_eq!(&b[243..245], &[121, 255]);
+        assert_eq!(&b[500..502], &[121, 45]);
+        assert_eq!(b[0], 2);
+        assert_eq!(&b[16..20], &[10, 0, 2, 2]);
+    }
+}

@@ -1,0 +1,92 @@
+//! netbind phase 2: the untrusted, unprivileged launcher. It refuses to run with any privilege,
+//! reads the hand-off record phase 1 wrote, writes the libvirt interface XML for the
+//! pre-created taps, and serves DHCPv4 / DHCPv6 to the guest from plain UDP sockets.
+//!
+//! It must not link netlink, nftables or setns code: CI checks `cargo tree -p
+//! netbind-launcher` (see scripts/check-boundaries.sh).
+
+pub mod dhcp4;
+pub mod dhcp6;
+pub mod privilege;
+pub mod serve;
+
+use std::path::Path;
+
+use netbind_model::handoff::{HANDOFF_FILE, Handoff};
+
+/// The record is small; anything bigger is refused before parsing.
+pub const MAX_HANDOFF_BYTES: u64 = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LauncherError {
+    #[error(transparent)]
+    Privilege(#[from] privilege::PrivilegeError),
+    #[error("read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {size} bytes, more than the {MAX_HANDOFF_BYTES}-byte limit")]
+    TooLarge { path: String, size: u64 },
+    #[error("{path}: {source}")]
+    Handoff {
+        path: String,
+        source: netbind_model::handoff::HandoffError,
+    },
+    #[error("write domain XML {path}: {source}")]
+    Domain {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Serve(#[from] serve::ServeError),
+}
+
+pub fn read_handoff(dir: &Path) -> Result<Handoff, LauncherError> {
+    let path = dir.join(HANDOFF_FILE);
+    let p = path.display().to_string();
+    let meta = std::fs::metadata(&path).map_err(|source| LauncherError::Read {
+        path: p.clone(),
+        source,
+    })?;
+    if meta.len() > MAX_HANDOFF_BYTES {
+        return Err(LauncherError::TooLarge {
+            path: p,
+            size: meta.len(),
+        });
+    }
+    let bytes = std::fs::read(&path).map_err(|source| LauncherError::Read {
+        path: p.clone(),
+        source,
+    })?;
+    Handoff::from_json(&bytes).map_err(|source| LauncherError::Handoff { path: p, source })
+}
+
+/// The `<interface>` elements for every tap of the record.
+pub fn domain_xml(h: &Handoff) -> String {
+    let ds: Vec<_> = h.interfaces.iter().map(|i| i.domain.clone()).collect();
+    netbind_plan::domxml::render_interfaces(&ds, 0)
+}
+
+/// The servers the record asks for: (listen interface, server) per family.
+#[allow(clippy::type_complexity)]
+pub fn servers(
+    h: &Handoff,
+) -> (
+    Vec<(String, dhcp4::server::Server)>,
+    Vec<(String, dhcp6::Server)>,
+) {
+    let v4 = h
+        .interfaces
+        .iter()
+        .filter_map(|i| i.dhcpv4.clone())
+        .map(|c| (c.interface.to_string(), dhcp4::server::Server::new(c)))
+        .collect();
+    let v6 = h
+        .interfaces
+        .iter()
+        .filter_map(|i| i.dhcpv6.clone())
+        .map(|c| (c.interface.to_string(), dhcp6::Server::new(c)))
+        .collect();
+    (v4, v6)
+}

@@ -1,0 +1,357 @@
+//! The thin socket loop around the pure servers: no raw socket, no SO_BINDTODEVICE, no
+//! capability.
+//!
+//! One UDP socket per family serves every interface: `0.0.0.0:67` (SO_REUSEADDR, IP_PKTINFO)
+//! and `[::]:547` (IPV6_V6ONLY, IPV6_RECVPKTINFO, member of ff02::1:2 on each bridge). Each
+//! datagram is dispatched by its incoming interface to that interface's server; datagrams
+//! from any other interface are dropped silently. Replies leave on the interface the request
+//! came in on (IP_PKTINFO / IPV6_PKTINFO in sendmsg). One socket per family (rather than
+//! KubeVirt's one per bridge) also means a unicast RENEW can never reach the wrong server.
+
+use std::collections::BTreeMap;
+use std::io::{IoSlice, IoSliceMut};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, SockaddrIn,
+    SockaddrIn6, bind, recvmsg, sendmsg, setsockopt, socket, sockopt,
+};
+
+use crate::{dhcp4, dhcp6};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("interface {name}: if_nametoindex: {source}")]
+    Ifindex { name: String, source: nix::Error },
+    #[error("{op} on the DHCP{family} socket: {source}")]
+    Socket {
+        op: &'static str,
+        family: &'static str,
+        source: nix::Error,
+    },
+    #[error("join ff02::1:2 on {name}: {source}")]
+    Join {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("poll: {0}")]
+    Poll(nix::Error),
+}
+
+fn sock_err(op: &'static str, family: &'static str) -> impl FnOnce(nix::Error) -> ServeError {
+    move |source| ServeError::Socket { op, family, source }
+}
+
+pub fn ifindex(name: &str) -> Result<u32, ServeError> {
+    nix::net::if_::if_nametoindex(name).map_err(|source| ServeError::Ifindex {
+        name: name.into(),
+        source,
+    })
+}
+
+/// Counters a test or an operator can read from the logs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub replies: u64,
+    pub drops: u64,
+    pub foreign_interface: u64,
+}
+
+pub struct Loop {
+    v4: Option<(OwnedFd, BTreeMap<u32, dhcp4::server::Server>)>,
+    v6: Option<(OwnedFd, BTreeMap<u32, dhcp6::Server>)>,
+    pub stats: Stats,
+}
+
+impl std::fmt::Debug for Loop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loop").field("stats", &self.stats).finish()
+    }
+}
+
+fn v4_socket() -> Result<OwnedFd, ServeError> {
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(sock_err("socket", "v4"))?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(sock_err("SO_REUSEADDR", "v4"))?;
+    setsockopt(&fd, sockopt::Broadcast, &true).map_err(sock_err("SO_BROADCAST", "v4"))?;
+    setsockopt(&fd, sockopt::Ipv4PacketInfo, &true).map_err(sock_err("IP_PKTINFO", "v4"))?;
+    let addr = SockaddrIn::from(SocketAddrV4::new(
+        Ipv4Addr::UNSPECIFIED,
+        dhcp4::server::SERVER_PORT,
+    ));
+    bind(fd.as_raw_fd(), &addr).map_err(sock_err("bind 0.0.0.0:67", "v4"))?;
+    Ok(fd)
+}
+
+fn v6_socket(ifindexes: &[(String, u32)]) -> Result<OwnedFd, ServeError> {
+    let fd = socket(
+        AddressFamily::Inet6,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(sock_err("socket", "v6"))?;
+    setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(sock_err("IPV6_V6ONLY", "v6"))?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(sock_err("SO_REUSEADDR", "v6"))?;
+    setsockopt(&fd, sockopt::Ipv6RecvPacketInfo, &true)
+        .map_err(sock_err("IPV6_RECVPKTINFO", "v6"))?;
+    let addr = SockaddrIn6::from(SocketAddrV6::new(
+        Ipv6Addr::UNSPECIFIED,
+        dhcp6::SERVER_PORT,
+        0,
+        0,
+    ));
+    bind(fd.as_raw_fd(), &addr).map_err(sock_err("bind [::]:547", "v6"))?;
+    for (name, idx) in ifindexes {
+        let mreq = libc::ipv6_mreq {
+            ipv6mr_multiaddr: libc::in6_addr {
+                s6_addr: dhcp6::ALL_SERVERS.octets(),
+            },
+            ipv6mr_interface: *idx,
+        };
+        // SAFETY: setsockopt reads a correctly sized ipv6_mreq that lives for the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::IPPROTO_IPV6,
+                libc::IPV6_ADD_MEMBERSHIP,
+                std::ptr::from_ref(&mreq).cast(),
+                libc::socklen_t::try_from(std::mem::size_of::<libc::ipv6_mreq>()).unwrap_or(0),
+            )
+        };
+        if rc != 0 {
+            return Err(ServeError::Join {
+                name: name.clone(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+    }
+    Ok(fd)
+}
+
+impl Loop {
+    /// Binds the sockets for the given servers (interface name → server).
+    pub fn new(
+        v4: Vec<(String, dhcp4::server::Server)>,
+        v6: Vec<(String, dhcp6::Server)>,
+    ) -> Result<Self, ServeError> {
+        let v4 = if v4.is_empty() {
+            None
+        } else {
+            let mut by_index = BTreeMap::new();
+            for (name, s) in v4 {
+                by_index.insert(ifindex(&name)?, s);
+            }
+            Some((v4_socket()?, by_index))
+        };
+        let v6 = if v6.is_empty() {
+            None
+        } else {
+            let mut by_index = BTreeMap::new();
+            let mut names = Vec::new();
+            for (name, s) in v6 {
+                let idx = ifindex(&name)?;
+                names.push((name, idx));
+                by_index.insert(idx, s);
+            }
+            Some((v6_socket(&names)?, by_index))
+        };
+        Ok(Self {
+            v4,
+            v6,
+            stats: Stats::default(),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.v4.is_none() && self.v6.is_none()
+    }
+
+    /// Serves until an unrecoverable socket error.
+    pub fn run(&mut self) -> Result<(), ServeError> {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let (r4, r6) = {
+                let mut fds = Vec::new();
+                if let Some((fd, _)) = &self.v4 {
+                    fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+                }
+                if let Some((fd, _)) = &self.v6 {
+                    fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+                }
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Ok(_) => {}
+                    Err(nix::Error::EINTR) => continue,
+                    Err(e) => return Err(ServeError::Poll(e)),
+                }
+                let ready = |i: usize| {
+                    fds.get(i)
+                        .and_then(|f| f.revents())
+                        .is_some_and(|r| r.contains(PollFlags::POLLIN))
+                };
+                match (self.v4.is_some(), self.v6.is_some()) {
+                    (true, true) => (ready(0), ready(1)),
+                    (true, false) => (ready(0), false),
+                    _ => (false, ready(0)),
+                }
+            };
+            if r4 {
+                self.once_v4(&mut buf)?;
+            }
+            if r6 {
+                self.once_v6(&mut buf)?;
+            }
+        }
+    }
+
+    fn once_v4(&mut self, buf: &mut [u8]) -> Result<(), ServeError> {
+        let Some((fd, servers)) = &self.v4 else {
+            return Ok(());
+        };
+        let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
+        let (n, src, ifidx) = {
+            let mut iov = [IoSliceMut::new(buf)];
+            let msg = match recvmsg::<SockaddrIn>(
+                fd.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::empty(),
+            ) {
+                Ok(m) => m,
+                Err(nix::Error::EINTR | nix::Error::EAGAIN) => return Ok(()),
+                Err(e) => return Err(sock_err("recvmsg", "v4")(e)),
+            };
+            let ifidx = msg
+                .cmsgs()
+                .ok()
+                .into_iter()
+                .flatten()
+                .find_map(|c| match c {
+                    ControlMessageOwned::Ipv4PacketInfo(pi) => u32::try_from(pi.ipi_ifindex).ok(),
+                    _ => None,
+                });
+            let src = msg
+                .address
+                .map_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), |a| {
+                    SocketAddrV4::new(a.ip(), a.port())
+                });
+            (msg.bytes, src, ifidx)
+        };
+        // Without IP_PKTINFO the incoming interface is unknown: never answer then.
+        let Some((idx, server)) = ifidx.and_then(|i| servers.get(&i).map(|s| (i, s))) else {
+            self.stats.foreign_interface += 1;
+            tracing::debug!(ifindex = ?ifidx, "DHCPv4 datagram from another interface dropped");
+            return Ok(());
+        };
+        match server.handle(&buf[..n], src) {
+            dhcp4::server::Outcome::Reply { bytes, to, kind } => {
+                let pi = libc::in_pktinfo {
+                    ipi_ifindex: libc::c_int::try_from(idx).unwrap_or(0),
+                    ipi_spec_dst: libc::in_addr {
+                        s_addr: u32::from(server.config().server_id).to_be(),
+                    },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                };
+                let dest = SockaddrIn::from(to);
+                match sendmsg(
+                    fd.as_raw_fd(),
+                    &[IoSlice::new(&bytes)],
+                    &[ControlMessage::Ipv4PacketInfo(&pi)],
+                    MsgFlags::empty(),
+                    Some(&dest),
+                ) {
+                    Ok(_) => {
+                        self.stats.replies += 1;
+                        tracing::info!(kind = ?kind, to = %to, ifindex = idx, "DHCPv4 reply");
+                    }
+                    Err(e) => tracing::warn!(error = %e, to = %to, "DHCPv4 reply not sent"),
+                }
+            }
+            dhcp4::server::Outcome::Drop(why) => {
+                self.stats.drops += 1;
+                tracing::info!(reason = %why, "DHCPv4 datagram dropped");
+            }
+        }
+        Ok(())
+    }
+
+    fn once_v6(&mut self, buf: &mut [u8]) -> Result<(), ServeError> {
+        let Some((fd, servers)) = &self.v6 else {
+            return Ok(());
+        };
+        let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo);
+        let (n, src, ifidx) = {
+            let mut iov = [IoSliceMut::new(buf)];
+            let msg = match recvmsg::<SockaddrIn6>(
+                fd.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::empty(),
+            ) {
+                Ok(m) => m,
+                Err(nix::Error::EINTR | nix::Error::EAGAIN) => return Ok(()),
+                Err(e) => return Err(sock_err("recvmsg", "v6")(e)),
+            };
+            let ifidx = msg
+                .cmsgs()
+                .ok()
+                .into_iter()
+                .flatten()
+                .find_map(|c| match c {
+                    ControlMessageOwned::Ipv6PacketInfo(pi) => Some(pi.ipi6_ifindex),
+                    _ => None,
+                });
+            let src = msg
+                .address
+                .map_or(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0), |a| {
+                    SocketAddrV6::new(a.ip(), a.port(), a.flowinfo(), a.scope_id())
+                });
+            (msg.bytes, src, ifidx)
+        };
+        let Some((idx, server)) = ifidx.and_then(|i| servers.get(&i).map(|s| (i, s))) else {
+            self.stats.foreign_interface += 1;
+            tracing::debug!(ifindex = ?ifidx, "DHCPv6 datagram from another interface dropped");
+            return Ok(());
+        };
+        // A link-local peer needs its scope to be routable back.
+        let src = if src.scope_id() == 0 {
+            SocketAddrV6::new(*src.ip(), src.port(), 0, idx)
+        } else {
+            src
+        };
+        match server.handle(&buf[..n], src) {
+            dhcp6::Outcome::Reply { bytes, to, kind } => {
+                let pi = libc::in6_pktinfo {
+                    ipi6_addr: libc::in6_addr { s6_addr: [0; 16] },
+                    ipi6_ifindex: idx,
+                };
+                let dest = SockaddrIn6::from(to);
+                match sendmsg(
+                    fd.as_raw_fd(),
+                    &[IoSlice::new(&bytes)],
+                    &[ControlMessage::Ipv6PacketInfo(&pi)],
+                    MsgFlags::empty(),
+                    Some(&dest),
+                ) {
+                    Ok(_) => {
+                        self.stats.replies += 1;
+                        tracing::info!(kind, to = %to, ifindex = idx, "DHCPv6 reply");
+                    }
+                    Err(e) => tracing::warn!(error = %e, to = %to, "DHCPv6 reply not sent"),
+                }
+            }
+            dhcp6::Outcome::Drop(why) => {
+                self.stats.drops += 1;
+                tracing::info!(reason = %why, "DHCPv6 datagram dropped");
+            }
+        }
+        Ok(())
+    }
+}
