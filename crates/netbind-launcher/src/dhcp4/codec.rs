@@ -310,7 +310,7 @@ mod tests {
         b.extend_from_slice(&[53, 1, msg]);
         for (c, d) in extra {
             b.push(*c);
-            b.push(d.len() as u8);
+            b.push(u8::try_from(d.len()).expect("test option fits"));
             b.extend_from_slice(d);
         }
         b.push(255);
