@@ -12,7 +12,9 @@ export DEBIAN_FRONTEND=noninteractive
 PKGS=(
   iproute2 nftables            # kernel state read-back in tests (ip -j, nft -j)
   libvirt-clients libxml2-utils # virt-xml-validate: libvirt's own schema check
-  dnsmasq-base busybox-static   # DHCP-leak guard test: a rogue server and a real client
+  dnsmasq-base busybox-static   # a rogue server and a real client; dnsmasq is also a bench peer
+  isc-dhcp-client dhcpcd-base   # real DHCP clients against the launcher
+  util-linux                    # setpriv: starts the launcher with no capability
   containernetworking-plugins netavark  # peers in the phase-1 benchmark
 )
 missing=()
@@ -32,4 +34,8 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup.sh: installing cargo-nextest"
   cargo install --locked cargo-nextest
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "setup.sh: installing cargo-fuzz"
+  cargo install --locked cargo-fuzz
 fi

@@ -15,3 +15,18 @@ step "privilege boundary: pure crates carry no unsafe and no kernel crates"
 ./scripts/check-boundaries.sh
 step "cargo nextest run"
 cargo nextest run --workspace --locked --no-fail-fast
+step "fuzz smoke: every target ${FUZZ_SECONDS:-20} s from its seeds (stable toolchain, no sanitizer)"
+(
+  cd fuzz
+  for t in dhcpv4 dhcpv6 handoff vmi_yaml; do
+    mkdir -p "corpus/$t"
+    log="corpus/$t.log"
+    if ! cargo fuzz run -s none -a "$t" "corpus/$t" "seeds/$t" -- \
+        -max_total_time="${FUZZ_SECONDS:-20}" -print_final_stats=1 >"$log" 2>&1; then
+      tail -40 "$log"
+      echo "fuzz target $t failed" >&2
+      exit 1
+    fi
+    echo "$t: $(grep -E '^stat::number_of_executed_units' "$log")"
+  done
+)

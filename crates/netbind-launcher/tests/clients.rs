@@ -330,6 +330,53 @@ fn masquerade_real_clients_get_the_guest_address() {
     }
 }
 
+/// Sends raw UDP payloads to the DHCP server port from the guest namespace.
+fn send_from_guest(f: &Fixture, payloads: &[Vec<u8>]) {
+    use std::os::fd::AsRawFd;
+    let path = format!("/run/netns/{}-vm", f.pod);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let ns = std::fs::File::open(&path).unwrap();
+            // SAFETY: setns on an open namespace fd, on this short-lived thread only.
+            assert_eq!(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+            let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+            sock.set_broadcast(true).unwrap();
+            for p in payloads {
+                sock.send_to(p, "255.255.255.255:67").unwrap();
+            }
+        })
+        .join()
+        .unwrap();
+    });
+}
+
+#[test]
+fn malformed_datagrams_over_the_wire_do_not_stop_the_server() {
+    if !require(&["busybox", "setpriv"]) {
+        return;
+    }
+    let f = Fixture::new("examples/vmi-masquerade.yaml", Stack::V4);
+    let mut header = vec![0u8; 240];
+    header[..3].copy_from_slice(&[1, 1, 6]);
+    header[236..240].copy_from_slice(&[0x63, 0x82, 0x53, 0x63]);
+    let with = |tail: &[u8]| [header.clone(), tail.to_vec()].concat();
+    let payloads = vec![
+        vec![],
+        vec![1],
+        header[..100].to_vec(),
+        with(&[53, 0, 255]),            // zero-length message type
+        with(&[53, 1, 1, 12, 250, 1]),  // option longer than the datagram
+        with(&[53, 1, 1, 52, 1, 9, 255]), // invalid overload
+        with(&[53, 1, 42, 255]),        // unknown message type
+        with(&[53, 1, 1]),              // no END
+        vec![0xff; 1400],
+    ];
+    send_from_guest(&f, &payloads);
+    assert_eq!(get(&udhcpc(&f, "eth0"), "ip"), "10.0.2.2", "the launcher still serves");
+    let launcher = f.launcher.as_ref().unwrap();
+    assert!(Path::new(&format!("/proc/{}", launcher.id())).exists(), "the launcher is still running");
+}
+
 #[test]
 fn dhcpv6_real_client_gets_the_guest_address() {
     if !require(&["dhclient", "setpriv"]) {
