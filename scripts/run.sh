@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
-# The main job. Until `netbind up` lands, it validates the example VMI and prints the phase-1
-# plan, KubeVirt's nftables commands and the libvirt interface XML for a sample pod.
+# The main job: set up this machine, build netbind, and run a VMI on privilege-separated
+# networking with a real guest. Usage: run.sh [VMI.yaml] [qemu|libvirt|none]
+#   default: examples/vmi-masquerade.yaml with QEMU. The pod is removed at the end unless
+#   KEEP=1 (then: target/release/netbind status / down NAME).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VMI=${1:-examples/vmi-masquerade.yaml}
-POD=${POD:-testdata/pods/pod-v4.json}
+BOOT=${2:-qemu}
+NAME=${NAME:-demo}
 
 ./scripts/setup.sh
-cargo build --release --locked -p netbind-cli
+cargo build --release --locked --bins
 NB=target/release/netbind
 $NB validate "$VMI"
-echo "--- plan ($VMI on $POD)"
-$NB plan "$VMI" --pod "$POD" --resolv-conf testdata/resolv.conf
-echo "--- nftables (KubeVirt's commands)"
-$NB plan "$VMI" --pod "$POD" --resolv-conf testdata/resolv.conf --nft-text
-echo "--- domain interfaces"
-$NB domxml "$VMI" --pod "$POD" --resolv-conf testdata/resolv.conf
+$NB down "$NAME" >/dev/null 2>&1 || true
+if [ "$BOOT" = none ]; then
+  $NB up "$VMI" --name "$NAME"
+else
+  $NB up "$VMI" --name "$NAME" --boot "$BOOT"
+fi
+$NB status
+if [ "${KEEP:-0}" != 1 ]; then
+  $NB down "$NAME"
+fi

@@ -9,6 +9,14 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
+
+# The VM's uid/gid (KubeVirt's non-root qemu: 107) needs a passwd entry for libvirt. Create it
+# before installing packages, which allocate system ids from 100 upwards and could take 107.
+if ! getent group 107 >/dev/null; then groupadd -g 107 netbind-vm; fi
+if ! getent passwd 107 >/dev/null; then
+  useradd -u 107 -g 107 -M -d /nonexistent -s /usr/sbin/nologin netbind-vm 2>/dev/null
+fi
+
 PKGS=(
   iproute2 nftables            # kernel state read-back in tests (ip -j, nft -j)
   libvirt-clients libxml2-utils # virt-xml-validate: libvirt's own schema check
@@ -39,3 +47,6 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "setup.sh: installing cargo-fuzz"
   cargo install --locked cargo-fuzz
 fi
+
+# The test guest: Debian's cloud kernel and a busybox initramfs (kept when already built).
+"$(dirname "$0")/build-guest.sh"

@@ -1,5 +1,9 @@
 //! `netbind`: the operator's command line.
 
+mod podsim;
+mod up;
+mod vm;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -44,6 +48,31 @@ enum Cmd {
         /// Print KubeVirt's nft commands instead of the JSON plan.
         #[arg(long)]
         nft_text: bool,
+    },
+    /// Run the VMI on this machine: a simulated pod, phase 1 (root), phase 2 (uid 107, no
+    /// capabilities) and, with --boot, a real guest whose lease and connectivity are checked.
+    Up {
+        /// The VMI (or VM) YAML.
+        file: PathBuf,
+        /// Boot a real guest on the pre-created tap.
+        #[arg(long, value_enum)]
+        boot: Option<up::Boot>,
+        /// Pod name (default: the VMI's metadata.name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Print the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Remove a pod started by `netbind up`, and every trace of it.
+    Down { name: String },
+    /// List the pods `netbind up` started.
+    Status {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the libvirt <interface> elements of the domain.
     Domxml {
@@ -208,6 +237,86 @@ pub fn wrap_domain(name: &str, interfaces: &str) -> String {
 
 fn run(cli: Cli) -> Result<u8, Failure> {
     match cli.cmd {
+        Cmd::Up {
+            file,
+            boot,
+            name,
+            json,
+            cluster,
+        } => {
+            let args = up::UpArgs {
+                file,
+                boot,
+                name,
+                json,
+                cluster: cluster.config(),
+            };
+            match up::up(&args) {
+                Ok(report) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&report).unwrap_or_default()
+                        );
+                    } else {
+                        println!(
+                            "pod {} is up: netbind down {} removes it",
+                            report.name, report.name
+                        );
+                    }
+                    Ok(0)
+                }
+                Err(up::UpError::Invalid(m)) => Err(Failure {
+                    code: EXIT_INVALID,
+                    message: m,
+                }),
+                Err(e) => {
+                    if json {
+                        println!("{}", serde_json::json!({ "error": e.to_string() }));
+                    }
+                    Err(Failure {
+                        code: EXIT_INVALID,
+                        message: e.to_string(),
+                    })
+                }
+            }
+        }
+        Cmd::Down { name } => {
+            up::down(&name).map_err(|e| Failure {
+                code: EXIT_INVALID,
+                message: e.to_string(),
+            })?;
+            println!("pod {name} removed");
+            Ok(0)
+        }
+        Cmd::Status { json } => {
+            let pods = up::status();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&pods).unwrap_or_default()
+                );
+            } else if pods.is_empty() {
+                println!("no pods");
+            } else {
+                println!(
+                    "{:<20} {:<11} {:<12} {:<26} {:<30} LEASE",
+                    "NAME", "BINDING", "POD IP", "LAUNCHER", "VM"
+                );
+                for p in pods {
+                    println!(
+                        "{:<20} {:<11} {:<12} {:<26} {:<30} {}",
+                        p.name,
+                        p.binding,
+                        p.pod_ip.map(|i| i.to_string()).unwrap_or_default(),
+                        p.launcher,
+                        p.vm,
+                        p.lease.unwrap_or_default()
+                    );
+                }
+            }
+            Ok(0)
+        }
         Cmd::Validate { files, cluster } => {
             let cfg = cluster.config();
             // The worst outcome wins: unreadable (2) over invalid (1) over valid (0).
@@ -258,6 +367,10 @@ fn run(cli: Cli) -> Result<u8, Failure> {
 }
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`netbind ... | head`) like other Unix tools, instead of
+    // panicking on the failed print.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => ExitCode::from(code),

@@ -174,6 +174,10 @@ fn run(cli: Cli) -> Result<String, netbind_handler::HandlerError> {
 }
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`netbind ... | head`) like other Unix tools, instead of
+    // panicking on the failed print.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("NETBIND_LOG")

@@ -6,7 +6,11 @@
 //! p99), resident memory while serving (VmRSS after the rounds), and time from start until
 //! the first OFFER arrives. Run: `cargo bench -p netbind-launcher --bench dhcp`
 //! (env NETBIND_BENCH_ROUNDS, default 1000).
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::cast_possible_truncation)] // benchmark driver
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation
+)] // benchmark driver
 
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -18,7 +22,11 @@ const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xab, 0xcd, 0x01];
 
 fn sh(cmd: &str) {
     let o = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
-    assert!(o.status.success(), "`{cmd}`: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "`{cmd}`: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 fn root() -> PathBuf {
@@ -45,10 +53,20 @@ fn request(kind: u8, xid: u32, extra: &[(u8, [u8; 4])]) -> Vec<u8> {
 }
 
 /// Waits for a reply of `kind` to `xid`; returns (yiaddr, server id).
-fn await_reply(sock: &UdpSocket, xid: u32, kind: u8, deadline: Instant) -> Option<([u8; 4], [u8; 4])> {
+fn await_reply(
+    sock: &UdpSocket,
+    xid: u32,
+    kind: u8,
+    deadline: Instant,
+) -> Option<([u8; 4], [u8; 4])> {
     let mut buf = [0u8; 1500];
     while Instant::now() < deadline {
-        sock.set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_micros(100)))).unwrap();
+        sock.set_read_timeout(Some(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_micros(100)),
+        ))
+        .unwrap();
         let Ok(n) = sock.recv(&mut buf) else { continue };
         let b = &buf[..n];
         if n < 244 || b[0] != 2 || b[4..8] != xid.to_be_bytes() {
@@ -61,7 +79,9 @@ fn await_reply(sock: &UdpSocket, xid: u32, kind: u8, deadline: Instant) -> Optio
                 continue;
             }
             let len = usize::from(b[i + 1]);
-            let Some(v) = b.get(i + 2..i + 2 + len) else { break };
+            let Some(v) = b.get(i + 2..i + 2 + len) else {
+                break;
+            };
             match b[i] {
                 53 if len == 1 => t = v[0],
                 54 if len == 4 => sid.copy_from_slice(v),
@@ -82,7 +102,8 @@ fn round(sock: &UdpSocket, xid: u32, timeout: Duration) -> Option<Duration> {
     let bcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
     sock.send_to(&request(1, xid, &[]), bcast).ok()?;
     let (yiaddr, sid) = await_reply(sock, xid, 2, t + timeout)?;
-    sock.send_to(&request(3, xid, &[(50, yiaddr), (54, sid)]), bcast).ok()?;
+    sock.send_to(&request(3, xid, &[(50, yiaddr), (54, sid)]), bcast)
+        .ok()?;
     await_reply(sock, xid, 5, t + timeout)?;
     Some(t.elapsed())
 }
@@ -100,7 +121,13 @@ fn client_socket(guest_ns: &str) -> UdpSocket {
             let dev = b"eth0\0";
             // SAFETY: SO_BINDTODEVICE with a NUL-terminated name of the given length.
             let rc = unsafe {
-                libc::setsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_BINDTODEVICE, dev.as_ptr().cast(), 5)
+                libc::setsockopt(
+                    sock.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_BINDTODEVICE,
+                    dev.as_ptr().cast(),
+                    5,
+                )
             };
             assert_eq!(rc, 0);
             sock
@@ -112,7 +139,11 @@ fn client_socket(guest_ns: &str) -> UdpSocket {
 
 fn vm_rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 struct Result {
@@ -129,17 +160,30 @@ fn pct(v: &[Duration], p: f64) -> f64 {
     ms[((ms.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn measure(name: &'static str, mut child: Child, sock: &UdpSocket, rounds: usize, started: Instant) -> Result {
+fn measure(
+    name: &'static str,
+    mut child: Child,
+    sock: &UdpSocket,
+    rounds: usize,
+    started: Instant,
+) -> Result {
     // Start to ready: the first OFFER, asking every 2 ms.
     let mut xid = 1u32;
     loop {
         xid += 1;
         let t = Instant::now();
-        sock.send_to(&request(1, xid, &[]), SocketAddrV4::new(Ipv4Addr::BROADCAST, 67)).unwrap();
+        sock.send_to(
+            &request(1, xid, &[]),
+            SocketAddrV4::new(Ipv4Addr::BROADCAST, 67),
+        )
+        .unwrap();
         if await_reply(sock, xid, 2, t + Duration::from_millis(2)).is_some() {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "{name} never answered");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{name} never answered"
+        );
     }
     let ready = started.elapsed();
     for _ in 0..20 {
@@ -158,7 +202,13 @@ fn measure(name: &'static str, mut child: Child, sock: &UdpSocket, rounds: usize
     let rss_kib = vm_rss_kib(child.id());
     let _ = child.kill();
     let _ = child.wait();
-    Result { name, rounds: samples, rss_kib, ready, failures }
+    Result {
+        name,
+        rounds: samples,
+        rss_kib,
+        ready,
+        failures,
+    }
 }
 
 fn main() {
@@ -170,7 +220,10 @@ fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return;
     }
-    let rounds: usize = std::env::var("NETBIND_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let rounds: usize = std::env::var("NETBIND_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
     let p = format!("nbd-{}", std::process::id());
     let tmp = tempfile::tempdir().unwrap();
     sh(&format!("chmod 755 {}", tmp.path().display()));
@@ -182,7 +235,11 @@ fn main() {
          ip -n {p} route add default via 10.244.0.1"
     ));
     let resolv = tmp.path().join("resolv.conf");
-    std::fs::write(&resolv, "nameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local cluster.local\n").unwrap();
+    std::fs::write(
+        &resolv,
+        "nameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local cluster.local\n",
+    )
+    .unwrap();
     let handoff = tmp.path().join("handoff");
     netbind_handler::setup(&netbind_handler::SetupArgs {
         target: netbind_handler::netns::NetnsTarget::Path(format!("/run/netns/{p}").into()),
@@ -198,7 +255,11 @@ fn main() {
         inject: None,
     })
     .expect("phase 1");
-    let mac = MAC.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+    let mac = MAC
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
     sh(&format!(
         "ip -n {p} link add vm0 type veth peer name eth0 address {mac} netns {p}-vm && \
          ip -n {p} link set vm0 master k6t-eth0 up && ip -n {p}-vm link set eth0 up && ip -n {p}-vm link set lo up"
@@ -208,8 +269,21 @@ fn main() {
     let mut results = Vec::new();
     let started = Instant::now();
     let launcher = Command::new("ip")
-        .args(["netns", "exec", &p, "setpriv", "--reuid=107", "--regid=107", "--clear-groups"])
-        .args(["--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--no-new-privs"])
+        .args([
+            "netns",
+            "exec",
+            &p,
+            "setpriv",
+            "--reuid=107",
+            "--regid=107",
+            "--clear-groups",
+        ])
+        .args([
+            "--inh-caps=-all",
+            "--ambient-caps=-all",
+            "--bounding-set=-all",
+            "--no-new-privs",
+        ])
         .arg(env!("CARGO_BIN_EXE_netbind-launcher"))
         .arg("--handoff")
         .arg(&handoff)
@@ -218,9 +292,19 @@ fn main() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    results.push(measure("netbind-launcher (uid 107, no capabilities)", launcher, &sock, rounds, started));
+    results.push(measure(
+        "netbind-launcher (uid 107, no capabilities)",
+        launcher,
+        &sock,
+        rounds,
+        started,
+    ));
 
-    let have_dnsmasq = Command::new("sh").arg("-c").arg("command -v dnsmasq").output().is_ok_and(|o| o.status.success());
+    let have_dnsmasq = Command::new("sh")
+        .arg("-c")
+        .arg("command -v dnsmasq")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if have_dnsmasq {
         let started = Instant::now();
         let dnsmasq = Command::new("ip")
@@ -234,11 +318,21 @@ fn main() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        results.push(measure("dnsmasq 2.90 (root)", dnsmasq, &sock, rounds, started));
+        results.push(measure(
+            "dnsmasq 2.90 (root)",
+            dnsmasq,
+            &sock,
+            rounds,
+            started,
+        ));
     }
 
-    println!("## DHCPv4: DISCOVER→OFFER→REQUEST→ACK, {rounds} rounds per server, same guest and bridge\n");
-    println!("| server | median ms | p99 ms | failed rounds | VmRSS while serving KiB | start to first OFFER ms |");
+    println!(
+        "## DHCPv4: DISCOVER→OFFER→REQUEST→ACK, {rounds} rounds per server, same guest and bridge\n"
+    );
+    println!(
+        "| server | median ms | p99 ms | failed rounds | VmRSS while serving KiB | start to first OFFER ms |"
+    );
     println!("|---|---:|---:|---:|---:|---:|");
     for r in &results {
         println!(
@@ -261,7 +355,12 @@ struct Cleanup(String);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         let p = &self.0;
-        let _ = Command::new("sh").arg("-c").arg(format!("ip netns del {p}; ip netns del {p}-node; ip netns del {p}-vm")).status();
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ip netns del {p}; ip netns del {p}-node; ip netns del {p}-vm"
+            ))
+            .status();
     }
 }
 

@@ -338,7 +338,8 @@ fn send_from_guest(f: &Fixture, payloads: &[Vec<u8>]) {
         s.spawn(|| {
             let ns = std::fs::File::open(&path).unwrap();
             // SAFETY: setns on an open namespace fd, on this short-lived thread only.
-            assert_eq!(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0);
             let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
             sock.set_broadcast(true).unwrap();
             for p in payloads {
@@ -364,17 +365,24 @@ fn malformed_datagrams_over_the_wire_do_not_stop_the_server() {
         vec![],
         vec![1],
         header[..100].to_vec(),
-        with(&[53, 0, 255]),            // zero-length message type
-        with(&[53, 1, 1, 12, 250, 1]),  // option longer than the datagram
+        with(&[53, 0, 255]),              // zero-length message type
+        with(&[53, 1, 1, 12, 250, 1]),    // option longer than the datagram
         with(&[53, 1, 1, 52, 1, 9, 255]), // invalid overload
-        with(&[53, 1, 42, 255]),        // unknown message type
-        with(&[53, 1, 1]),              // no END
+        with(&[53, 1, 42, 255]),          // unknown message type
+        with(&[53, 1, 1]),                // no END
         vec![0xff; 1400],
     ];
     send_from_guest(&f, &payloads);
-    assert_eq!(get(&udhcpc(&f, "eth0"), "ip"), "10.0.2.2", "the launcher still serves");
+    assert_eq!(
+        get(&udhcpc(&f, "eth0"), "ip"),
+        "10.0.2.2",
+        "the launcher still serves"
+    );
     let launcher = f.launcher.as_ref().unwrap();
-    assert!(Path::new(&format!("/proc/{}", launcher.id())).exists(), "the launcher is still running");
+    assert!(
+        Path::new(&format!("/proc/{}", launcher.id())).exists(),
+        "the launcher is still running"
+    );
 }
 
 #[test]

@@ -1,0 +1,271 @@
+//! The pod simulator: what a container runtime and a CNI bridge plugin would do on one
+//! machine, in namespaces of netbind's own (the host's root namespace is never touched).
+//!
+//! - a "node" namespace `netbind-node` with bridge `nb-node0` at 10.244.0.1/24 and a small
+//!   HTTP listener (10.244.0.1:8081) that guests reach through the masquerade NAT;
+//! - per pod a namespace `netbind-<name>` whose `eth0` is a veth to that bridge, with an
+//!   address from a host-local-style allocator (one file per address under
+//!   /run/netbind/ipam, created with O_EXCL under a lock) and a default route.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const NODE_NS: &str = "netbind-node";
+pub const NODE_BRIDGE: &str = "nb-node0";
+pub const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 1);
+pub const NODE_PREFIX: u8 = 24;
+pub const NODE_LISTEN_PORT: u16 = 8081;
+pub const NODE_BODY: &str = "netbind-node-ok";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("{what}: {detail}")]
+    Cmd { what: String, detail: String },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no free pod address left in 10.244.0.0/24")]
+    Exhausted,
+}
+
+pub fn run_dir() -> PathBuf {
+    std::env::var_os("NETBIND_RUN_DIR").map_or_else(|| PathBuf::from("/run/netbind"), PathBuf::from)
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> SimError + 'a {
+    move |source| SimError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Runs a command; an error carries its stderr.
+pub fn run(what: &str, cmd: &mut Command) -> Result<String, SimError> {
+    let out = cmd.output().map_err(|e| SimError::Cmd {
+        what: what.into(),
+        detail: e.to_string(),
+    })?;
+    if !out.status.success() {
+        return Err(SimError::Cmd {
+            what: what.into(),
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ip(what: &str, args: &[&str]) -> Result<String, SimError> {
+    run(what, Command::new("ip").args(args))
+}
+
+pub fn netns_exists(name: &str) -> bool {
+    Path::new("/run/netns").join(name).exists()
+}
+
+/// An exclusive lock on the run directory for node creation and address allocation, so
+/// several `netbind up` at once do not collide.
+pub struct Lock(#[allow(dead_code)] std::fs::File); // held for its flock
+
+impl Lock {
+    pub fn take() -> Result<Lock, SimError> {
+        let dir = run_dir();
+        std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        let path = dir.join("lock");
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io("open", &path))?;
+        // SAFETY: flock on an open fd; released when the file is closed.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io("lock", &path)(std::io::Error::last_os_error()));
+        }
+        Ok(Lock(f))
+    }
+}
+
+impl std::fmt::Debug for Lock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Lock")
+    }
+}
+
+/// Creates the node namespace, bridge and listener if missing (caller holds the lock).
+pub fn ensure_node() -> Result<(), SimError> {
+    if netns_exists(NODE_NS) {
+        return Ok(());
+    }
+    ip("create the node namespace", &["netns", "add", NODE_NS])?;
+    let cidr = format!("{NODE_IP}/{NODE_PREFIX}");
+    ip("node lo up", &["-n", NODE_NS, "link", "set", "lo", "up"])?;
+    ip(
+        "create the node bridge",
+        &["-n", NODE_NS, "link", "add", NODE_BRIDGE, "type", "bridge"],
+    )?;
+    ip(
+        "address the node bridge",
+        &["-n", NODE_NS, "addr", "add", &cidr, "dev", NODE_BRIDGE],
+    )?;
+    ip(
+        "node bridge up",
+        &["-n", NODE_NS, "link", "set", NODE_BRIDGE, "up"],
+    )?;
+    let www = run_dir().join("node-www");
+    std::fs::create_dir_all(&www).map_err(io("create", &www))?;
+    std::fs::write(www.join("index.html"), format!("{NODE_BODY}\n")).map_err(io("write", &www))?;
+    let listen = format!("{NODE_IP}:{NODE_LISTEN_PORT}");
+    run(
+        "start the node listener",
+        Command::new("ip")
+            .args([
+                "netns", "exec", NODE_NS, "busybox", "httpd", "-p", &listen, "-h",
+            ])
+            .arg(&www),
+    )?;
+    Ok(())
+}
+
+/// Removes the node when no pod is left (caller holds the lock).
+pub fn remove_node_if_unused() -> Result<(), SimError> {
+    let ipam = run_dir().join("ipam");
+    let used = std::fs::read_dir(&ipam).map(|d| d.count()).unwrap_or(0);
+    if used > 0 || !netns_exists(NODE_NS) {
+        return Ok(());
+    }
+    // The listener is the only process in the node namespace.
+    let _ = Command::new("ip")
+        .args(["netns", "pids", NODE_NS])
+        .output()
+        .map(|o| {
+            for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                if let Ok(p) = pid.parse::<i32>() {
+                    // SAFETY: kill with a pid listed for the node namespace.
+                    unsafe { libc::kill(p, libc::SIGTERM) };
+                }
+            }
+        });
+    ip("delete the node namespace", &["netns", "del", NODE_NS])?;
+    let _ = std::fs::remove_dir_all(run_dir().join("node-www"));
+    Ok(())
+}
+
+/// Allocates the first free address .2–.254 for `pod` (caller holds the lock).
+pub fn allocate(pod: &str) -> Result<Ipv4Addr, SimError> {
+    let dir = run_dir().join("ipam");
+    std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+    for host in 2..=254u8 {
+        let addr = Ipv4Addr::new(10, 244, 0, host);
+        let path = dir.join(addr.to_string());
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                f.write_all(pod.as_bytes()).map_err(io("write", &path))?;
+                return Ok(addr);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io("create", &path)(e)),
+        }
+    }
+    Err(SimError::Exhausted)
+}
+
+pub fn release(addr: Ipv4Addr) {
+    let _ = std::fs::remove_file(run_dir().join("ipam").join(addr.to_string()));
+}
+
+/// The node-side veth name: short enough for IFNAMSIZ whatever the pod name.
+pub fn node_veth(addr: Ipv4Addr) -> String {
+    format!("nbv{}", addr.octets()[3])
+}
+
+/// Creates the pod namespace with `eth0` as a CNI bridge plugin would.
+pub fn create_pod(netns: &str, addr: Ipv4Addr, mtu: u32) -> Result<(), SimError> {
+    let veth = node_veth(addr);
+    let mtu = mtu.to_string();
+    ip("create the pod namespace", &["netns", "add", netns])?;
+    ip("pod lo up", &["-n", netns, "link", "set", "lo", "up"])?;
+    ip(
+        "create the pod veth",
+        &[
+            "-n", NODE_NS, "link", "add", &veth, "mtu", &mtu, "type", "veth", "peer", "name",
+            "eth0", "mtu", &mtu, "netns", netns,
+        ],
+    )?;
+    ip(
+        "attach the veth to the node bridge",
+        &[
+            "-n",
+            NODE_NS,
+            "link",
+            "set",
+            &veth,
+            "master",
+            NODE_BRIDGE,
+            "up",
+        ],
+    )?;
+    ip(
+        "address the pod",
+        &[
+            "-n",
+            netns,
+            "addr",
+            "add",
+            &format!("{addr}/{NODE_PREFIX}"),
+            "dev",
+            "eth0",
+        ],
+    )?;
+    ip("pod eth0 up", &["-n", netns, "link", "set", "eth0", "up"])?;
+    ip(
+        "pod default route",
+        &[
+            "-n",
+            netns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &NODE_IP.to_string(),
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn delete_pod(netns: &str, addr: Ipv4Addr) {
+    let _ = Command::new("ip")
+        .args(["-n", NODE_NS, "link", "del", &node_veth(addr)])
+        .output();
+    let _ = Command::new("ip").args(["netns", "del", netns]).output();
+}
+
+/// A 0666 /dev/net/tun node for the VM's mount namespace (as a device plugin provides it);
+/// the host's own node is never changed.
+pub fn tun_node() -> Result<PathBuf, SimError> {
+    let path = run_dir().join("tun");
+    if !path.exists() {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap_or_default();
+        // SAFETY: mknod with a NUL-terminated path; 10:200 is /dev/net/tun.
+        if unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(10, 200)) } != 0 {
+            return Err(io("mknod", &path)(std::io::Error::last_os_error()));
+        }
+    }
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap_or_default();
+    // SAFETY: chmod with a NUL-terminated path (mknod's mode was narrowed by the umask).
+    unsafe { libc::chmod(c.as_ptr(), 0o666) };
+    Ok(path)
+}

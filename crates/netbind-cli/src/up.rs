@@ -1,0 +1,805 @@
+//! `netbind up` / `down` / `status`: one machine plays container runtime and CNI, runs phase 1
+//! (root) and phase 2 (uid 107, no capability), and optionally boots a real guest.
+//!
+//! Every resource is written to the pod's record (`/run/netbind/pods/NAME/pod.json`) as soon as
+//! it exists, so `down` — and the clean-up after a failed step or Ctrl-C — removes exactly what
+//! was made, whatever point was reached.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use netbind_model::admission::ClusterConfig;
+use netbind_model::check::{CheckError, check_vmi};
+use netbind_model::handoff::{HANDOFF_FILE, Handoff};
+use netbind_model::vmi::BindingKind;
+use serde::{Deserialize, Serialize};
+
+use crate::podsim::{self, SimError};
+use crate::vm::{self, GuestImage, Libvirt};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Boot {
+    Qemu,
+    Libvirt,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Sim(#[from] SimError),
+    #[error("interrupted")]
+    Interrupted,
+    #[error("{step}: {detail}")]
+    Step { step: &'static str, detail: String },
+}
+
+fn step_err(step: &'static str, detail: impl Into<String>) -> UpError {
+    UpError::Step {
+        step,
+        detail: detail.into(),
+    }
+}
+
+/// What `down` needs to remove a pod, filled in as `up` goes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PodRecord {
+    pub name: String,
+    pub vmi: String,
+    pub netns: String,
+    pub binding: String,
+    pub pod_ip: Option<Ipv4Addr>,
+    pub phase1: bool,
+    pub launcher_pid: Option<u32>,
+    pub boot: Option<Boot>,
+    pub vm_pid: Option<u32>,
+    pub domain: Option<String>,
+    pub lease: Option<String>,
+}
+
+fn pods_dir() -> PathBuf {
+    podsim::run_dir().join("pods")
+}
+
+impl PodRecord {
+    fn dir(&self) -> PathBuf {
+        pods_dir().join(&self.name)
+    }
+
+    fn save(&self) -> Result<(), UpError> {
+        let path = self.dir().join("pod.json");
+        let json = serde_json::to_string_pretty(self).unwrap_or_default();
+        std::fs::write(&path, json).map_err(|source| {
+            UpError::Sim(SimError::Io {
+                op: "write",
+                path,
+                source,
+            })
+        })
+    }
+
+    pub fn load(name: &str) -> Option<PodRecord> {
+        serde_json::from_slice(&std::fs::read(pods_dir().join(name).join("pod.json")).ok()?).ok()
+    }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+fn sibling(bin: &str) -> Result<PathBuf, UpError> {
+    let exe = std::env::current_exe().map_err(|e| step_err("locate binaries", e.to_string()))?;
+    let p = exe
+        .parent()
+        .map(|d| d.join(bin))
+        .unwrap_or_else(|| PathBuf::from(bin));
+    if !p.is_file() {
+        return Err(step_err(
+            "locate binaries",
+            format!(
+                "{} not found next to netbind (cargo build --bins)",
+                p.display()
+            ),
+        ));
+    }
+    Ok(p)
+}
+
+/// One line of progress.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    pub step: String,
+    pub at_ms: u64,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GuestReport {
+    pub boot: Option<Boot>,
+    pub lease_ip: Option<String>,
+    pub lease_router: Option<String>,
+    pub lease_mtu: Option<u32>,
+    pub time_to_lease_ms: Option<u64>,
+    pub ping_gateway: Option<bool>,
+    pub egress: Option<bool>,
+    pub ingress: Option<bool>,
+    pub ingress_target: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UpReport {
+    pub name: String,
+    pub netns: String,
+    pub binding: String,
+    pub pod_ip: String,
+    pub launcher_pid: Option<u32>,
+    pub steps: Vec<StepReport>,
+    pub guest: GuestReport,
+}
+
+struct Progress {
+    t0: Instant,
+    json: bool,
+    steps: Vec<StepReport>,
+}
+
+impl Progress {
+    fn done(&mut self, step: &str, detail: impl Into<String>) {
+        let s = StepReport {
+            step: step.into(),
+            at_ms: u64::try_from(self.t0.elapsed().as_millis()).unwrap_or(u64::MAX),
+            detail: detail.into(),
+        };
+        if !self.json {
+            eprintln!(
+                "[{:>7.3}s] {:<10} {}",
+                s.at_ms as f64 / 1000.0,
+                s.step,
+                s.detail
+            );
+        }
+        self.steps.push(s);
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UpArgs {
+    pub file: PathBuf,
+    pub boot: Option<Boot>,
+    pub name: Option<String>,
+    pub json: bool,
+    pub cluster: ClusterConfig,
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 40
+        && n.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !n.starts_with('-')
+}
+
+pub fn up(a: &UpArgs) -> Result<UpReport, UpError> {
+    let handler: extern "C" fn(libc::c_int) = on_signal;
+    // SAFETY: installing a handler that only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
+    }
+    let mut p = Progress {
+        t0: Instant::now(),
+        json: a.json,
+        steps: Vec::new(),
+    };
+    let text = std::fs::read_to_string(&a.file)
+        .map_err(|e| UpError::Invalid(format!("{}: {e}", a.file.display())))?;
+    let vmi = check_vmi(&text, &a.cluster).map_err(|e| {
+        UpError::Invalid(match e {
+            CheckError::Load(l) => format!("{}:{l}", a.file.display()),
+            CheckError::Invalid(fs) => fs
+                .iter()
+                .map(|f| format!("{}:{f}", a.file.display()))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        })
+    })?;
+    let name = a
+        .name
+        .clone()
+        .or_else(|| vmi.metadata.name.clone())
+        .unwrap_or_else(|| "vmi".into());
+    if !valid_name(&name) {
+        return Err(UpError::Invalid(format!(
+            "--name {name:?}: use 1-40 of a-z, 0-9 and '-'"
+        )));
+    }
+    let first = vmi
+        .spec
+        .domain
+        .devices
+        .interfaces
+        .first()
+        .ok_or_else(|| UpError::Invalid("the VMI has no interface".into()))?;
+    let binding = match first.binding_kind() {
+        Some(BindingKind::Masquerade) => "masquerade",
+        Some(BindingKind::Bridge) => "bridge",
+        other => {
+            return Err(UpError::Invalid(format!(
+                "netbind up runs bridge and masquerade bindings, not {other:?}"
+            )));
+        }
+    };
+    // The port the guest serves for the ingress check: the first forwarded TCP port, if the
+    // spec lists ports; any port otherwise.
+    let listen = first
+        .ports
+        .iter()
+        .find(|p| matches!(p.protocol.as_deref(), None | Some("TCP")))
+        .and_then(|p| u16::try_from(p.port).ok())
+        .unwrap_or(8080);
+    let dir = pods_dir().join(&name);
+    if dir.exists() {
+        return Err(UpError::Invalid(format!(
+            "pod {name} is already up (netbind down {name})"
+        )));
+    }
+    // The launcher (uid 107) must reach its hand-off directory: every level is 0755.
+    for d in [podsim::run_dir(), pods_dir(), dir.clone()] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(&d).map_err(|source| SimError::Io {
+            op: "create",
+            path: d.clone(),
+            source,
+        })?;
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).map_err(|source| {
+            SimError::Io {
+                op: "chmod",
+                path: d.clone(),
+                source,
+            }
+        })?;
+    }
+    let mut rec = PodRecord {
+        name: name.clone(),
+        vmi: a.file.display().to_string(),
+        netns: format!("netbind-{name}"),
+        binding: binding.into(),
+        ..Default::default()
+    };
+    rec.save()?;
+    p.done(
+        "validate",
+        format!("{}: {binding} binding, pod {name}", a.file.display()),
+    );
+    let result = bring_up(a, &mut rec, &mut p, listen);
+    match result {
+        Ok(guest) => Ok(UpReport {
+            name,
+            netns: rec.netns.clone(),
+            binding: binding.into(),
+            pod_ip: rec.pod_ip.map(|i| i.to_string()).unwrap_or_default(),
+            launcher_pid: rec.launcher_pid,
+            steps: p.steps,
+            guest,
+        }),
+        Err(e) => {
+            let console = dir.join("vm/console.log");
+            if let Ok(c) = std::fs::read_to_string(&console) {
+                let tail: Vec<&str> = c.lines().rev().take(15).collect();
+                eprintln!("guest console (last lines):");
+                for l in tail.iter().rev() {
+                    eprintln!("  {l}");
+                }
+            }
+            if !a.json {
+                eprintln!("netbind up: {e}; cleaning up");
+            }
+            down_record(&rec);
+            Err(e)
+        }
+    }
+}
+
+fn check_interrupt() -> Result<(), UpError> {
+    if interrupted() {
+        Err(UpError::Interrupted)
+    } else {
+        Ok(())
+    }
+}
+
+fn bring_up(
+    a: &UpArgs,
+    rec: &mut PodRecord,
+    p: &mut Progress,
+    listen: u16,
+) -> Result<GuestReport, UpError> {
+    let dir = rec.dir();
+    let (ip, mtu) = {
+        let _lock = podsim::Lock::take()?;
+        podsim::ensure_node()?;
+        let ip = podsim::allocate(&rec.name)?;
+        rec.pod_ip = Some(ip);
+        rec.save()?;
+        podsim::create_pod(&rec.netns, ip, 1500)?;
+        (ip, 1500u32)
+    };
+    p.done(
+        "pod",
+        format!(
+            "netns {} eth0 {ip}/24 mtu {mtu} via {}",
+            rec.netns,
+            podsim::NODE_IP
+        ),
+    );
+    check_interrupt()?;
+
+    // Phase 1, as root.
+    let resolv = dir.join("resolv.conf");
+    let ns = "default";
+    std::fs::write(
+        &resolv,
+        format!(
+            "nameserver 10.96.0.10\nsearch {ns}.svc.cluster.local svc.cluster.local cluster.local\n"
+        ),
+    )
+    .map_err(|source| SimError::Io {
+        op: "write",
+        path: resolv.clone(),
+        source,
+    })?;
+    let handoff = dir.join("handoff");
+    let mut h = Command::new(sibling("netbind-handler")?);
+    h.arg("setup")
+        .args([
+            "--netns",
+            &format!("/run/netns/{}", rec.netns),
+            "--uid",
+            &vm::VM_UID.to_string(),
+            "--gid",
+            &vm::VM_GID.to_string(),
+        ])
+        .arg("--vmi")
+        .arg(&a.file)
+        .arg("--handoff-dir")
+        .arg(&handoff)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--resolv-conf")
+        .arg(&resolv);
+    for g in &a.cluster.feature_gates {
+        h.args(["--feature-gate", g]);
+    }
+    rec.phase1 = true;
+    rec.save()?;
+    podsim::run("phase 1 (netbind-handler setup)", &mut h)?;
+    let record = Handoff::from_json(&std::fs::read(handoff.join(HANDOFF_FILE)).unwrap_or_default())
+        .map_err(|e| step_err("phase 1", e.to_string()))?;
+    let first = record
+        .interfaces
+        .first()
+        .ok_or_else(|| step_err("phase 1", "no interface in the hand-off"))?;
+    p.done(
+        "phase1",
+        format!(
+            "{} via {}, tap {} owned by {}:{}",
+            first.bridge,
+            first.pod_interface,
+            first.tap,
+            vm::VM_UID,
+            vm::VM_GID
+        ),
+    );
+    check_interrupt()?;
+
+    // Phase 2, as uid 107 with nothing.
+    let vm_dir = dir.join("vm");
+    std::fs::create_dir_all(&vm_dir).map_err(|source| SimError::Io {
+        op: "create",
+        path: vm_dir.clone(),
+        source,
+    })?;
+    vm::chown_vm(&vm_dir)?;
+    let tun = podsim::tun_node()?;
+    let domain_out = vm_dir.join("interfaces.xml");
+    let launcher_log = dir.join("launcher.log");
+    let cmd = vm::unprivileged(
+        &rec.netns,
+        &tun,
+        None,
+        &sibling("netbind-launcher")?.display().to_string(),
+        &[
+            "--handoff".into(),
+            handoff.display().to_string(),
+            "--domain-out".into(),
+            domain_out.display().to_string(),
+        ],
+    );
+    let child = vm::spawn_detached(cmd, &launcher_log)?;
+    rec.launcher_pid = Some(child.id());
+    rec.save()?;
+    let pid = child.id();
+    vm::wait_for_line(
+        &launcher_log,
+        "\"event\":\"ready\"",
+        Duration::from_secs(10),
+        &|| interrupted() || !vm::alive(pid),
+    )
+    .ok_or_else(|| {
+        step_err(
+            "phase 2",
+            format!(
+                "launcher not ready: {}",
+                std::fs::read_to_string(&launcher_log)
+                    .unwrap_or_default()
+                    .trim()
+            ),
+        )
+    })?;
+    p.done(
+        "phase2",
+        format!(
+            "launcher pid {} (uid {}, no capabilities) serving DHCP on {}",
+            child.id(),
+            vm::VM_UID,
+            first.bridge
+        ),
+    );
+    check_interrupt()?;
+
+    let Some(boot) = a.boot else {
+        return Ok(GuestReport::default());
+    };
+    let img = GuestImage::locate()?.copy_to(&vm_dir)?;
+    let console = vm_dir.join("console.log");
+    let egress = format!("{}:{}", podsim::NODE_IP, podsim::NODE_LISTEN_PORT);
+    let cmdline = vm::cmdline(listen, &egress);
+    let started = Instant::now();
+    match boot {
+        Boot::Qemu => {
+            let d = &first.domain;
+            let args = vm::qemu_args(
+                &img,
+                &console,
+                first.tap.as_str(),
+                &d.mac.to_string(),
+                d.mtu,
+                d.rom_disabled,
+                &cmdline,
+            );
+            let cmd = vm::unprivileged(&rec.netns, &tun, None, "qemu-system-x86_64", &args);
+            let child = vm::spawn_detached(cmd, &vm_dir.join("qemu.log"))?;
+            rec.boot = Some(Boot::Qemu);
+            rec.vm_pid = Some(child.id());
+            rec.save()?;
+            p.done(
+                "boot",
+                format!(
+                    "qemu pid {} (TCG, uid {}, no capabilities) on {}",
+                    child.id(),
+                    vm::VM_UID,
+                    first.tap
+                ),
+            );
+        }
+        Boot::Libvirt => {
+            let lv = Libvirt::new(&vm_dir);
+            for d in [&lv.home, &lv.xdg] {
+                std::fs::create_dir_all(d).map_err(|source| SimError::Io {
+                    op: "create",
+                    path: d.clone(),
+                    source,
+                })?;
+                vm::chown_vm(d)?;
+            }
+            let env = lv.env();
+            let child = vm::spawn_detached(
+                vm::unprivileged(&rec.netns, &tun, Some(&env), "libvirtd", &[]),
+                &dir.join("libvirtd.log"),
+            )?;
+            rec.boot = Some(Boot::Libvirt);
+            rec.vm_pid = Some(child.id());
+            rec.domain = Some(rec.name.clone());
+            rec.save()?;
+            let t = Instant::now();
+            while !lv.socket().exists() {
+                check_interrupt()?;
+                if t.elapsed() > Duration::from_secs(20) {
+                    return Err(step_err(
+                        "libvirt",
+                        "session libvirtd did not open its socket",
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let interfaces = std::fs::read_to_string(&domain_out)
+                .map_err(|e| step_err("libvirt", e.to_string()))?;
+            let xml = vm::libvirt_domain(&rec.name, &img, &interfaces, &cmdline, &console);
+            let xml_path = vm_dir.join("domain.xml");
+            std::fs::write(&xml_path, xml).map_err(|source| SimError::Io {
+                op: "write",
+                path: xml_path.clone(),
+                source,
+            })?;
+            vm::chown_vm(&xml_path)?;
+            let virsh = |args: &[&str]| {
+                let mut a: Vec<String> = vec!["-q".into(), "-c".into(), "qemu:///session".into()];
+                a.extend(args.iter().map(|s| s.to_string()));
+                vm::unprivileged(&rec.netns, &tun, Some(&env), "virsh", &a)
+            };
+            podsim::run(
+                "virsh define",
+                &mut virsh(&["define", &xml_path.display().to_string()]),
+            )?;
+            podsim::run("virsh start", &mut virsh(&["start", &rec.name]))?;
+            p.done("boot", format!("libvirt session daemon pid {} (uid {}, no capabilities) started domain {} from the launcher's <interface>", child.id(), vm::VM_UID, rec.name));
+        }
+    }
+    guest_checks(
+        rec,
+        p,
+        &console,
+        started,
+        listen,
+        first.dhcpv4.as_ref().map(|d| d.client_ip),
+    )
+}
+
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+}
+
+fn guest_checks(
+    rec: &mut PodRecord,
+    p: &mut Progress,
+    console: &Path,
+    started: Instant,
+    listen: u16,
+    want_ip: Option<Ipv4Addr>,
+) -> Result<GuestReport, UpError> {
+    let mut g = GuestReport {
+        boot: rec.boot,
+        ..Default::default()
+    };
+    let lease = vm::wait_for_line(
+        console,
+        "NETBIND-GUEST lease",
+        Duration::from_secs(180),
+        &interrupted,
+    );
+    check_interrupt()?;
+    let lease =
+        lease.ok_or_else(|| step_err("lease", "the guest got no DHCP lease within 180 s"))?;
+    g.time_to_lease_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+    g.lease_ip = field(&lease, "ip").map(String::from);
+    g.lease_router = field(&lease, "router").map(String::from);
+    g.lease_mtu = field(&lease, "mtu").and_then(|m| m.parse().ok());
+    rec.lease = g.lease_ip.clone();
+    rec.save()?;
+    p.done(
+        "lease",
+        format!(
+            "guest {} router {} mtu {} ({:.1} s after boot)",
+            g.lease_ip.as_deref().unwrap_or("?"),
+            g.lease_router.as_deref().unwrap_or("?"),
+            g.lease_mtu.unwrap_or(0),
+            g.time_to_lease_ms.unwrap_or(0) as f64 / 1000.0
+        ),
+    );
+    if let Some(w) = want_ip
+        && g.lease_ip.as_deref() != Some(&w.to_string())
+    {
+        return Err(step_err(
+            "lease",
+            format!("the guest leased {:?}, expected {w}", g.lease_ip),
+        ));
+    }
+    vm::wait_for_line(
+        console,
+        "NETBIND-GUEST ready",
+        Duration::from_secs(60),
+        &interrupted,
+    )
+    .ok_or_else(|| step_err("guest", "the guest did not finish its checks"))?;
+    let text = std::fs::read_to_string(console).unwrap_or_default();
+    g.ping_gateway = Some(text.contains("NETBIND-GUEST ping-gateway ok"));
+    p.done(
+        "ping",
+        format!(
+            "guest → gateway {}: {}",
+            g.lease_router.as_deref().unwrap_or("?"),
+            ok_str(g.ping_gateway)
+        ),
+    );
+    g.egress = Some(text.contains("NETBIND-GUEST egress ok"));
+    p.done(
+        "egress",
+        format!(
+            "guest → node {}:{}: {}",
+            podsim::NODE_IP,
+            podsim::NODE_LISTEN_PORT,
+            ok_str(g.egress)
+        ),
+    );
+    let pod_ip = rec.pod_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+    g.ingress_target = Some(format!("{pod_ip}:{listen}"));
+    g.ingress = Some(ingress(pod_ip, listen));
+    p.done(
+        "ingress",
+        format!(
+            "node → pod {pod_ip}:{listen} → guest: {}",
+            ok_str(g.ingress)
+        ),
+    );
+    if g.ping_gateway != Some(true) || g.egress != Some(true) || g.ingress != Some(true) {
+        return Err(step_err(
+            "connectivity",
+            "a connectivity check failed (see above)",
+        ));
+    }
+    Ok(g)
+}
+
+fn ok_str(b: Option<bool>) -> &'static str {
+    if b == Some(true) { "ok" } else { "FAILED" }
+}
+
+/// From the node namespace: an HTTP GET to the pod IP must reach the guest's listener.
+fn ingress(pod_ip: Ipv4Addr, port: u16) -> bool {
+    let path = format!("/run/netns/{}", podsim::NODE_NS);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let Ok(ns) = std::fs::File::open(&path) else {
+                return false;
+            };
+            // SAFETY: setns on an open namespace fd, on this short-lived thread only.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return false;
+            }
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(15) {
+                if let Ok(mut c) = TcpStream::connect_timeout(
+                    &SocketAddrV4::new(pod_ip, port).into(),
+                    Duration::from_secs(2),
+                ) {
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(3)));
+                    let _ = c.write_all(b"GET / HTTP/1.0\r\n\r\n");
+                    let mut body = String::new();
+                    let _ = c.read_to_string(&mut body);
+                    if body.contains("netbind-guest-ok") {
+                        return true;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            false
+        })
+        .join()
+        .unwrap_or(false)
+    })
+}
+
+/// Removes everything the record says exists; never stops at the first error.
+pub fn down_record(rec: &PodRecord) {
+    let dir = rec.dir();
+    let tun = podsim::run_dir().join("tun");
+    if rec.boot == Some(Boot::Libvirt) {
+        let lv = Libvirt::new(&dir.join("vm"));
+        if let Some(d) = &rec.domain {
+            let args: Vec<String> = ["-q", "-c", "qemu:///session", "destroy", d]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            if lv.socket().exists() {
+                let _ =
+                    vm::unprivileged(&rec.netns, &tun, Some(&lv.env()), "virsh", &args).output();
+            }
+        }
+        for d in ["libvirtd", "virtlogd"] {
+            if let Some(pid) = lv.pid(d) {
+                vm::stop(pid);
+            }
+        }
+    }
+    if let Some(pid) = rec.vm_pid {
+        vm::stop(pid);
+    }
+    if let Some(pid) = rec.launcher_pid {
+        vm::stop(pid);
+    }
+    if rec.phase1
+        && let Ok(h) = sibling("netbind-handler")
+    {
+        let o = Command::new(h)
+            .args(["teardown", "--netns", &format!("/run/netns/{}", rec.netns)])
+            .arg("--handoff-dir")
+            .arg(dir.join("handoff"))
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .output();
+        if let Ok(o) = o
+            && !o.status.success()
+        {
+            eprintln!(
+                "netbind down: phase-1 teardown: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+        }
+    }
+    if let Some(ip) = rec.pod_ip {
+        podsim::delete_pod(&rec.netns, ip);
+        podsim::release(ip);
+    } else if podsim::netns_exists(&rec.netns) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &rec.netns])
+            .output();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Ok(_lock) = podsim::Lock::take() {
+        let _ = podsim::remove_node_if_unused();
+    }
+}
+
+pub fn down(name: &str) -> Result<(), UpError> {
+    let rec = PodRecord::load(name).ok_or_else(|| {
+        UpError::Invalid(format!("no pod named {name} (netbind status lists them)"))
+    })?;
+    down_record(&rec);
+    Ok(())
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PodStatus {
+    pub name: String,
+    pub vmi: String,
+    pub binding: String,
+    pub pod_ip: Option<Ipv4Addr>,
+    pub launcher: String,
+    pub vm: String,
+    pub lease: Option<String>,
+}
+
+pub fn status() -> Vec<PodStatus> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(pods_dir()) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let Some(r) = PodRecord::load(&e.file_name().to_string_lossy()) else {
+            continue;
+        };
+        let state = |pid: Option<u32>| match pid {
+            Some(p) if vm::alive(p) => format!("running (pid {p})"),
+            Some(p) => format!("exited (pid {p})"),
+            None => "-".into(),
+        };
+        out.push(PodStatus {
+            name: r.name.clone(),
+            vmi: r.vmi.clone(),
+            binding: r.binding.clone(),
+            pod_ip: r.pod_ip,
+            launcher: state(r.launcher_pid),
+            vm: match r.boot {
+                Some(b) => format!("{b:?} {}", state(r.vm_pid)).to_lowercase(),
+                None => "-".into(),
+            },
+            lease: r.lease.clone(),
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Builds netbind's test guest from Debian packages into DIR (default: .e2e/guest):
+#   DIR/vmlinuz      Debian's cloud kernel (downloaded and unpacked, never installed: installing
+#                    linux-image-* would pull udev, initramfs-tools and systemd-sysv)
+#   DIR/initrd.gz    busybox-static + the virtio-net modules + guest/init
+# Safe to run twice: an existing build is kept.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DIR=$(realpath -m "${1:-.e2e/guest}")
+if [ -s "$DIR/vmlinuz" ] && [ -s "$DIR/initrd.gz" ] && [ "$DIR/initrd.gz" -nt guest/init ]; then
+  exit 0
+fi
+mkdir -p "$DIR"
+W=$(mktemp -d)
+chmod 755 "$W"  # apt-get download drops to _apt, which must be able to write here
+trap 'rm -rf "$W"' EXIT
+KPKG=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+(cd "$W" && apt-get download -qq "$KPKG" && dpkg-deb -x "$KPKG"_*.deb kroot)
+cp "$W"/kroot/boot/vmlinuz-* "$DIR/vmlinuz"
+R="$W/initramfs"
+mkdir -p "$R"/{bin,proc,sys,dev,tmp}
+cp /bin/busybox "$R/bin/busybox"
+file -L /bin/busybox 2>/dev/null | grep -q 'statically linked' || ldd /bin/busybox 2>&1 | grep -q 'not a dynamic' \
+  || { echo "build-guest.sh: /bin/busybox must be busybox-static" >&2; exit 1; }
+cp guest/init "$R/init"
+cp guest/udhcpc.script "$R/udhcpc.script"
+chmod 755 "$R/init" "$R/udhcpc.script"
+for kd in "$W"/kroot/lib/modules/*/; do
+  kv=$(basename "$kd")
+  mkdir -p "$R/lib/modules/$kv"
+  for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net; do
+    f=$(find "$kd/kernel" -name "$m.ko" | head -1)
+    [ -n "$f" ] && cp "$f" "$R/lib/modules/$kv/"
+  done
+done
+(cd "$R" && find . | cpio -o -H newc --quiet | gzip -9) > "$DIR/initrd.gz"
+chmod 644 "$DIR/vmlinuz" "$DIR/initrd.gz"
+echo "build-guest.sh: $DIR/vmlinuz ($KPKG), $DIR/initrd.gz"
