@@ -8,6 +8,7 @@
 pub mod dhcp4;
 pub mod dhcp6;
 pub mod privilege;
+pub mod seccomp;
 pub mod serve;
 
 use std::path::Path;
@@ -40,6 +41,8 @@ pub enum LauncherError {
     },
     #[error(transparent)]
     Serve(#[from] serve::ServeError),
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
 }
 
 pub fn read_handoff(dir: &Path) -> Result<Handoff, LauncherError> {

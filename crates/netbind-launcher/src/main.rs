@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use netbind_launcher::{LauncherError, domain_xml, privilege, read_handoff, serve, servers};
+use netbind_launcher::{
+    LauncherError, domain_xml, privilege, read_handoff, seccomp, serve, servers,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -19,6 +21,9 @@ struct Cli {
     /// Write the libvirt <interface> elements here.
     #[arg(long)]
     domain_out: Option<PathBuf>,
+    /// Test hook: leave this entry out of the seccomp allow-list (tests prove each is needed).
+    #[arg(long, hide = true)]
+    seccomp_skip: Option<String>,
 }
 
 /// Exit status when the launcher holds a privilege.
@@ -36,20 +41,44 @@ fn run(cli: &Cli) -> Result<(), LauncherError> {
     }
     let (v4, v6) = servers(&h);
     let mut lp = serve::Loop::new(v4, v6)?;
-    // The line a supervisor waits for: sockets are bound, the domain XML is written.
-    println!(
-        "{{\"event\":\"ready\",\"vmi\":{:?},\"interfaces\":{}}}",
-        h.vmi,
-        h.interfaces.len()
-    );
+    serve::install_stop_handler();
     if lp.is_empty() {
         tracing::info!("no DHCP to serve (IPAM-less networks only)");
-        loop {
-            std::thread::park();
-        }
     }
-    lp.run()?;
-    Ok(())
+    // From here on the launcher can only wait, receive and send on its DHCP sockets, and log.
+    let prog = seccomp::filter(
+        &lp.fds(),
+        seccompiler::SeccompAction::KillProcess,
+        cli.seccomp_skip.as_deref(),
+    )?;
+    seccomp::install(&prog)?;
+    // The line a supervisor waits for: sockets bound, domain XML written, sandbox complete.
+    // A supervisor that stopped reading must not stop the DHCP server: errors are ignored.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        let _ = writeln!(
+            out,
+            "{{\"event\":\"ready\",\"vmi\":{:?},\"interfaces\":{}}}",
+            h.vmi,
+            h.interfaces.len()
+        );
+        let _ = out.flush();
+    }
+    // Leave with exit_group alone: no socket close, no runtime teardown (sigaltstack, munmap)
+    // — none of it is in the allow-list, and the kernel releases everything at exit anyway.
+    let code = match lp.run() {
+        Ok(()) => {
+            tracing::info!("stopping on signal");
+            0
+        }
+        Err(e) => {
+            eprintln!("netbind-launcher: {e}");
+            1
+        }
+    };
+    // SAFETY: _exit ends the process immediately; nothing needs to run after this point.
+    unsafe { libc::_exit(code) }
 }
 
 fn main() -> ExitCode {

@@ -11,7 +11,8 @@
 use std::collections::BTreeMap;
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{
@@ -49,6 +50,25 @@ pub fn ifindex(name: &str) -> Result<u32, ServeError> {
         name: name.into(),
         source,
     })
+}
+
+/// Set by the SIGTERM / SIGINT handler: the loop returns at the next wake-up.
+pub static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// SIGTERM and SIGINT end the loop cleanly (install before the seccomp filter).
+pub fn install_stop_handler() {
+    let handler: extern "C" fn(libc::c_int) = on_stop;
+    // SAFETY: the handler only stores to an atomic; no SA_RESTART, so poll returns EINTR.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = handler as libc::sighandler_t;
+        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
+        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
+    }
 }
 
 /// Counters a test or an operator can read from the logs.
@@ -174,10 +194,26 @@ impl Loop {
         self.v4.is_none() && self.v6.is_none()
     }
 
-    /// Serves until an unrecoverable socket error.
+    /// The DHCP socket fds (the only fds the seccomp filter lets it receive or send on).
+    pub fn fds(&self) -> Vec<RawFd> {
+        let mut v = Vec::new();
+        if let Some((fd, _)) = &self.v4 {
+            v.push(fd.as_raw_fd());
+        }
+        if let Some((fd, _)) = &self.v6 {
+            v.push(fd.as_raw_fd());
+        }
+        v
+    }
+
+    /// Serves until SIGTERM / SIGINT (Ok) or an unrecoverable socket error. With nothing to
+    /// serve it just waits for the signal.
     pub fn run(&mut self) -> Result<(), ServeError> {
         let mut buf = vec![0u8; 4096];
         loop {
+            if STOP.load(Ordering::SeqCst) {
+                return Ok(());
+            }
             let (r4, r6) = {
                 let mut fds = Vec::new();
                 if let Some((fd, _)) = &self.v4 {
@@ -199,7 +235,8 @@ impl Loop {
                 match (self.v4.is_some(), self.v6.is_some()) {
                     (true, true) => (ready(0), ready(1)),
                     (true, false) => (ready(0), false),
-                    _ => (false, ready(0)),
+                    (false, true) => (false, ready(0)),
+                    (false, false) => (false, false),
                 }
             };
             if r4 {

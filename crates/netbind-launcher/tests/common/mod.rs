@@ -1,0 +1,306 @@
+//! Shared by the launcher's integration tests: a CNI-made pod with phase 1 applied, a guest
+//! namespace on the bridge, the launcher started unprivileged, and real DHCP clients.
+#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)] // test code
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn require(tools: &[&str]) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let is_root = unsafe { libc::geteuid() } == 0;
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| {
+            !Command::new("sh")
+                .arg("-c")
+                .arg(format!("command -v {t}"))
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .collect();
+    if is_root && missing.is_empty() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must run this as root with {missing:?} installed"
+    );
+    eprintln!("SKIPPED: needs root and {missing:?}");
+    false
+}
+
+pub fn sh(cmd: &str) -> Output {
+    Command::new("sh").arg("-c").arg(cmd).output().expect("sh")
+}
+
+pub fn ok(cmd: &str) -> String {
+    let o = sh(cmd);
+    assert!(
+        o.status.success(),
+        "`{cmd}`: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+static N: AtomicU32 = AtomicU32::new(0);
+
+pub const POD_MAC: &str = "0a:58:0a:f4:00:05";
+
+pub struct Fixture {
+    pub pod: String,
+    pub dir: tempfile::TempDir,
+    pub launcher: Option<Child>,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.launcher.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let p = &self.pod;
+        let _ = sh(&format!(
+            "for n in {p} {p}-node {p}-vm {p}-x; do ip netns del $n 2>/dev/null; done; rm -f /var/lib/dhcpcd/*{p}*"
+        ));
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Stack {
+    V4,
+    Dual,
+}
+
+impl Fixture {
+    /// A CNI-made pod, phase 1 applied for `vmi`, a guest namespace on the bridge, and the
+    /// launcher running unprivileged.
+    pub fn new(vmi: &str, stack: Stack) -> Fixture {
+        let mut f = Self::without_launcher(vmi, stack);
+        let handoff = f.handoff();
+        f.start_launcher(&handoff);
+        f
+    }
+
+    pub fn handoff(&self) -> PathBuf {
+        self.dir.path().join("handoff")
+    }
+
+    /// Phase 1 and the guest namespace, but no launcher yet.
+    pub fn without_launcher(vmi: &str, stack: Stack) -> Fixture {
+        let p = format!(
+            "nbl-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let f = Fixture {
+            pod: p.clone(),
+            dir: tempfile::tempdir().unwrap(),
+            launcher: None,
+        };
+        std::fs::set_permissions(f.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        ok(&format!(
+            "ip netns add {p} && ip netns add {p}-node && ip netns add {p}-vm && \
+             ip -n {p} link set lo up && ip -n {p}-vm link set lo up && \
+             ip -n {p}-node link add veth-n type veth peer name eth0 address {POD_MAC} netns {p} && \
+             ip -n {p}-node addr add 10.244.0.1/24 dev veth-n && ip -n {p}-node link set veth-n up && \
+             ip -n {p} link set eth0 mtu 1450 && ip -n {p} addr add 10.244.0.5/24 dev eth0 && ip -n {p} link set eth0 up && \
+             ip -n {p} route add default via 10.244.0.1 && ip -n {p} route add 10.96.0.0/12 via 10.244.0.1"
+        ));
+        if stack == Stack::Dual {
+            ok(&format!(
+                "ip -n {p}-node addr add fd00:10:244::1/64 dev veth-n nodad && ip -n {p} addr add fd00:10:244::5/64 dev eth0 nodad && \
+                 ip -n {p} -6 route add default via fd00:10:244::1"
+            ));
+        }
+        let resolv = f.dir.path().join("resolv.conf");
+        std::fs::write(&resolv, "nameserver 10.96.0.10\nnameserver fd00:10:96::a\nsearch default.svc.cluster.local svc.cluster.local cluster.local\n").unwrap();
+        let handoff = f.dir.path().join("handoff");
+        netbind_handler::setup(&netbind_handler::SetupArgs {
+            target: netbind_handler::netns::NetnsTarget::Path(format!("/run/netns/{p}").into()),
+            vmi: root().join(vmi),
+            owner: netbind_plan::Owner { uid: 107, gid: 107 },
+            handoff_dir: handoff.clone(),
+            state_dir: f.dir.path().join("state"),
+            nft_bin: "nft".into(),
+            resolv_conf: Some(resolv),
+            cluster: Default::default(),
+            launcher_pid: None,
+            selinux: Default::default(),
+            inject: None,
+        })
+        .expect("phase 1");
+        // The guest: a veth where the tap would be (same bridge, the pod's original MAC).
+        ok(&format!(
+            "ip -n {p} link add vm0 type veth peer name eth0 address {POD_MAC} netns {p}-vm && \
+             ip -n {p} link set vm0 master k6t-eth0 mtu 1450 up && \
+             ip netns exec {p}-vm sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 && \
+             ip -n {p}-vm link set eth0 up"
+        ));
+        f
+    }
+
+    pub fn start_launcher(&mut self, handoff: &Path) {
+        assert!(self.start_launcher_args(handoff, &[]), "launcher not ready");
+    }
+
+    /// Starts the launcher; true once it printed its ready line.
+    pub fn start_launcher_args(&mut self, handoff: &Path, extra: &[&str]) -> bool {
+        // The launcher's own writable directory (the hand-off directory is read-only to it).
+        let own = self.dir.path().join("launcher");
+        std::fs::create_dir_all(&own).unwrap();
+        let c = std::ffi::CString::new(own.to_str().unwrap()).unwrap();
+        // SAFETY: chown on a NUL-terminated path we just created.
+        let rc = unsafe { libc::chown(c.as_ptr(), 107, 107) };
+        assert_eq!(rc, 0);
+        let domain = own.join("domain.xml");
+        let mut child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.pod,
+                "setpriv",
+                "--reuid=107",
+                "--regid=107",
+                "--clear-groups",
+            ])
+            .args([
+                "--inh-caps=-all",
+                "--ambient-caps=-all",
+                "--bounding-set=-all",
+                "--no-new-privs",
+            ])
+            .arg(env!("CARGO_BIN_EXE_netbind-launcher"))
+            .arg("--handoff")
+            .arg(handoff)
+            .arg("--domain-out")
+            .arg(&domain)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("launcher");
+        let mut line = String::new();
+        let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+        self.launcher = Some(child);
+        line.contains("\"event\":\"ready\"")
+    }
+
+    pub fn guest(&self, cmd: &str) -> Output {
+        sh(&format!("ip netns exec {}-vm {cmd}", self.pod))
+    }
+
+    /// Runs a client in the guest namespace; returns its `NB key=value` report.
+    pub fn client(&self, cmd: &str) -> Vec<(String, String)> {
+        let o = self.guest(&format!("timeout 30 {cmd}"));
+        let out = String::from_utf8_lossy(&o.stdout);
+        out.lines()
+            .filter_map(|l| l.find("NB ").map(|i| &l[i + 3..]))
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+            .collect()
+    }
+}
+
+pub fn get<'a>(r: &'a [(String, String)], k: &str) -> &'a str {
+    r.iter()
+        .find(|(key, _)| key == k)
+        .map_or("", |(_, v)| v.as_str())
+}
+
+pub fn clients_dir() -> String {
+    root().join("testdata/dhcp-clients").display().to_string()
+}
+
+pub fn udhcpc(f: &Fixture, iface: &str) -> Vec<(String, String)> {
+    f.client(&format!(
+        "busybox udhcpc -i {iface} -f -q -n -t 3 -T 2 -O mtu -O domain -O search -O staticroutes -O hostname -s {}/udhcpc.sh",
+        clients_dir()
+    ))
+}
+
+pub fn dhclient(f: &Fixture, six: bool) -> Vec<(String, String)> {
+    let d = f.dir.path();
+    let r = f.client(&format!(
+        "dhclient {} -1 -cf {c}/dhclient.conf -sf {c}/dhclient.sh -lf {l} -pf {p} eth0",
+        if six { "-6" } else { "" },
+        c = clients_dir(),
+        l = d
+            .join(if six {
+                "dhclient6.leases"
+            } else {
+                "dhclient.leases"
+            })
+            .display(),
+        p = d.join("dhclient.pid").display(),
+    ));
+    let _ = sh(&format!(
+        "kill $(cat {}) 2>/dev/null",
+        d.join("dhclient.pid").display()
+    ));
+    r
+}
+
+pub fn dhcpcd(f: &Fixture) -> Vec<(String, String)> {
+    let _ = sh("rm -f /var/lib/dhcpcd/eth0.lease");
+    let r = f.client(&format!(
+        "dhcpcd -4 -1 -B -A -t 10 --noipv4ll -f /dev/null -o interface_mtu -o domain_name -o domain_search \
+         -o domain_name_servers -o classless_static_routes -o host_name -c {}/dhcpcd.sh eth0",
+        clients_dir()
+    ));
+    let _ = sh("rm -f /var/lib/dhcpcd/eth0.lease");
+    r
+}
+
+pub fn assert_search(r: &[(String, String)], key: &str) {
+    let s = get(r, key);
+    assert!(
+        s.contains("default.svc.cluster.local")
+            && s.contains("svc.cluster.local")
+            && s.contains("cluster.local"),
+        "{key}: {s:?} in {r:?}"
+    );
+}
+
+/// Sends raw UDP payloads to the DHCP server port from the guest namespace.
+pub fn send_from_guest(f: &Fixture, payloads: &[Vec<u8>]) {
+    use std::os::fd::AsRawFd;
+    let path = format!("/run/netns/{}-vm", f.pod);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let ns = std::fs::File::open(&path).unwrap();
+            // SAFETY: setns on an open namespace fd, on this short-lived thread only.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0);
+            let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+            sock.set_broadcast(true).unwrap();
+            // The guest has no address and no route: bind to its interface so the limited
+            // broadcast goes out there (as a DHCP client's would).
+            let dev = b"eth0\0";
+            // SAFETY: SO_BINDTODEVICE with a NUL-terminated interface name and its length.
+            let rc = unsafe {
+                libc::setsockopt(
+                    sock.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_BINDTODEVICE,
+                    dev.as_ptr().cast(),
+                    5,
+                )
+            };
+            assert_eq!(rc, 0);
+            for p in payloads {
+                sock.send_to(p, "255.255.255.255:67").unwrap();
+            }
+        })
+        .join()
+        .unwrap();
+    });
+}

@@ -1,0 +1,70 @@
+//! The launcher's seccomp allow-list: the launcher works under it, and every entry is needed
+//! (leaving any one out breaks serving or a clean stop). Needs root.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test code
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+use std::time::{Duration, Instant};
+
+use common::*;
+use netbind_launcher::seccomp::ALLOW;
+
+/// Serves one lease, then stops on SIGTERM. Returns (lease obtained, clean exit 0).
+fn scenario(skip: Option<&str>) -> (bool, bool) {
+    let mut f = Fixture::without_launcher("examples/vmi-masquerade.yaml", Stack::V4);
+    let handoff = f.handoff();
+    let extra: Vec<&str> = skip.map(|s| vec!["--seccomp-skip", s]).unwrap_or_default();
+    if !f.start_launcher_args(&handoff, &extra) {
+        return (false, false);
+    }
+    let pid = f.launcher.as_ref().unwrap().id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    if skip.is_none() {
+        assert!(
+            status.contains("Seccomp:\t2"),
+            "the launcher runs in seccomp filter mode:\n{status}"
+        );
+    }
+    let lease = get(&udhcpc(&f, "eth0"), "ip") == "10.0.2.2";
+    // SAFETY: kill with the pid of the launcher this test started.
+    unsafe { libc::kill(i32::try_from(pid).unwrap(), libc::SIGTERM) };
+    let mut child = f.launcher.take().unwrap();
+    let t = Instant::now();
+    let st = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "launcher did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (lease, st.code() == Some(0) && st.signal().is_none())
+}
+
+#[test]
+fn launcher_serves_and_stops_under_its_filter() {
+    if !require(&["busybox", "setpriv"]) {
+        return;
+    }
+    assert_eq!(scenario(None), (true, true));
+}
+
+#[test]
+fn every_allow_list_entry_is_needed() {
+    if !require(&["busybox", "setpriv"]) {
+        return;
+    }
+    for e in ALLOW {
+        assert!(!e.reason.is_empty(), "{} has no reason", e.name);
+        let (lease, clean) = scenario(Some(e.name));
+        assert!(
+            !(lease && clean),
+            "seccomp entry {} ({}) is no longer needed: drop it",
+            e.name,
+            e.reason
+        );
+    }
+}
