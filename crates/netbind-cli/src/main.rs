@@ -1,5 +1,6 @@
 //! `netbind`: the operator's command line.
 
+mod audit;
 mod podsim;
 mod up;
 mod vm;
@@ -68,6 +69,19 @@ enum Cmd {
     },
     /// Remove a pod started by `netbind up`, and every trace of it.
     Down { name: String },
+    /// Try every network attack of a compromised launcher (A1–A31) from inside a pod, with the
+    /// launcher's exact credentials, and report each verdict.
+    Audit {
+        /// A pod started by `netbind up` (default: a fresh masquerade pod, removed afterwards).
+        pod: Option<String>,
+        /// Demo: keep these capabilities (e.g. NET_ADMIN,NET_RAW) and no seccomp filter, as
+        /// KubeVirt's launcher had them.
+        #[arg(long, value_delimiter = ',')]
+        grant: Vec<String>,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the pods `netbind up` started.
     Status {
         /// JSON instead of a table.
@@ -287,6 +301,18 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 message: e.to_string(),
             })?;
             println!("pod {name} removed");
+            Ok(0)
+        }
+        Cmd::Audit { pod, grant, json } => {
+            let r = audit::audit(pod, grant).map_err(|e| Failure {
+                code: EXIT_INVALID,
+                message: e.to_string(),
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            } else {
+                audit::print_table(&r);
+            }
             Ok(0)
         }
         Cmd::Status { json } => {

@@ -26,6 +26,23 @@ pub fn unprivileged(
     program: &str,
     args: &[String],
 ) -> Command {
+    unprivileged_with(netns, tun, &[], env, program, args)
+}
+
+/// The same sandbox, keeping `grants` (e.g. `NET_ADMIN`) in every capability set: the
+/// audit's demonstration of what a launcher with capabilities could do.
+pub fn unprivileged_with(
+    netns: &str,
+    tun: &Path,
+    grants: &[String],
+    env: Option<&[(&str, String)]>,
+    program: &str,
+    args: &[String],
+) -> Command {
+    let extra: String = grants
+        .iter()
+        .map(|g| format!(",+{}", g.to_lowercase()))
+        .collect();
     let mut c = Command::new("ip");
     c.args([
         "netns",
@@ -39,13 +56,11 @@ pub fn unprivileged(
     ])
     .arg(format!("--reuid={VM_UID}"))
     .arg(format!("--regid={VM_GID}"))
-    .args([
-        "--clear-groups",
-        "--inh-caps=-all",
-        "--ambient-caps=-all",
-        "--bounding-set=-all",
-        "--no-new-privs",
-    ])
+    .arg("--clear-groups")
+    .arg(format!("--inh-caps=-all{extra}"))
+    .arg(format!("--ambient-caps=-all{extra}"))
+    .arg(format!("--bounding-set=-all{extra}"))
+    .arg("--no-new-privs")
     .env("NETBIND_TUN", tun);
     if let Some(vars) = env {
         c.args(["env", "-i"]);

@@ -55,7 +55,9 @@ fn golden_outputs() {
 #[test]
 fn golden_help() {
     let mut failures = Vec::new();
-    for sub in ["", "validate", "plan", "domxml", "up", "down", "status"] {
+    for sub in [
+        "", "validate", "plan", "domxml", "up", "down", "status", "audit",
+    ] {
         let args: Vec<&str> = if sub.is_empty() {
             vec!["--help"]
         } else {

@@ -120,18 +120,28 @@ fn dhcpv6_real_client_gets_the_guest_address() {
         return;
     }
     let f = Fixture::new("examples/vmi-dual-stack.yaml", Stack::Dual);
-    // Replies come from the bridge's link-local address: wait for its DAD to finish.
+    // Replies come from the bridge's link-local address and go to the guest's: wait for both
+    // to finish duplicate address detection (dhclient -6 cannot bind before).
     let t = Instant::now();
-    while !ok(&format!(
-        "ip -n {} -6 addr show dev k6t-eth0 tentative",
-        f.pod
-    ))
-    .trim()
-    .is_empty()
-    {
+    loop {
+        let bridge = ok(&format!(
+            "ip -n {} -6 addr show dev k6t-eth0 tentative",
+            f.pod
+        ));
+        let guest = ok(&format!(
+            "ip -n {}-vm -6 addr show dev eth0 tentative",
+            f.pod
+        ));
+        let guest_ll = ok(&format!(
+            "ip -n {}-vm -6 addr show dev eth0 scope link",
+            f.pod
+        ));
+        if bridge.trim().is_empty() && guest.trim().is_empty() && !guest_ll.trim().is_empty() {
+            break;
+        }
         assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "bridge link-local still tentative"
+            t.elapsed() < Duration::from_secs(15),
+            "link-local addresses still tentative"
         );
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -1,0 +1,660 @@
+//! The attacks, at the syscall level. Each probe captures errno right after the call that
+//! decides it. Probes that would change the pod when allowed (the `--grant` demo) change it to
+//! what it already is, or undo the change at once: the point is the permission check.
+
+// This module speaks the C ABI: struct sizes, address-family constants and return values are
+// small and are cast the way C code passes them.
+#![allow(clippy::cast_possible_truncation, clippy::cast_lossless)]
+
+use std::ffi::CString;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use serde::{Deserialize, Serialize};
+
+use crate::Observed;
+
+/// What the probes need to know about the pod.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ctx {
+    pub pod_iface: String,
+    pub bridge: String,
+    pub tap: String,
+    pub pod_ip: Ipv4Addr,
+    pub launcher_pid: u32,
+    /// Payload of the rogue DHCP datagram (A9), so the node side can recognise it.
+    pub marker: String,
+}
+
+/// What a probe opened before the seccomp filter (the launcher's own sockets, in effect).
+#[derive(Debug, Default)]
+pub struct Pre {
+    pub fds: Vec<OwnedFd>,
+}
+
+impl Pre {
+    pub fn raw(&self) -> Vec<RawFd> {
+        self.fds.iter().map(AsRawFd::as_raw_fd).collect()
+    }
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+fn check(rc: libc::c_int) -> Result<libc::c_int, i32> {
+    if rc < 0 { Err(errno()) } else { Ok(rc) }
+}
+
+fn sock(domain: libc::c_int, ty: libc::c_int, proto: libc::c_int) -> Result<OwnedFd, i32> {
+    // SAFETY: socket takes plain integers; the fd is owned below.
+    let fd = check(unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, proto) })?;
+    // SAFETY: fd was just returned by socket.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn setopt(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, val: &[u8]) -> Result<(), i32> {
+    // SAFETY: setsockopt reads `val` for its length.
+    check(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            val.as_ptr().cast(),
+            val.len() as libc::socklen_t,
+        )
+    })
+    .map(|_| ())
+}
+
+fn int(v: libc::c_int) -> [u8; 4] {
+    v.to_ne_bytes()
+}
+
+fn htons(v: u16) -> u16 {
+    v.to_be()
+}
+
+fn ifindex(name: &str) -> u32 {
+    let c = CString::new(name).unwrap_or_default();
+    // SAFETY: if_nametoindex reads a NUL-terminated name.
+    unsafe { libc::if_nametoindex(c.as_ptr()) }
+}
+
+fn mac_of(name: &str) -> [u8; 6] {
+    let s = std::fs::read_to_string(format!("/sys/class/net/{name}/address")).unwrap_or_default();
+    let mut m = [0u8; 6];
+    for (o, p) in m.iter_mut().zip(s.trim().split(':')) {
+        *o = u8::from_str_radix(p, 16).unwrap_or(0);
+    }
+    m
+}
+
+fn ifreq(name: &str) -> libc::ifreq {
+    // SAFETY: ifreq is plain data; all zero is valid.
+    let mut r: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in r.ifr_name.iter_mut().zip(name.bytes().take(15)) {
+        *d = s as libc::c_char;
+    }
+    r
+}
+
+fn ioctl(fd: &OwnedFd, req: libc::c_ulong, r: &mut libc::ifreq) -> Result<(), i32> {
+    // SAFETY: the request reads / writes the ifreq, which outlives the call.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), req as _, std::ptr::from_mut(r)) }).map(|_| ())
+}
+
+/// netlink: one request, the kernel's verdict from its ACK (or the end of a dump).
+fn netlink(proto: libc::c_int, msg_type: u16, flags: u16, body: &[u8]) -> Result<(), i32> {
+    let fd = sock(libc::AF_NETLINK, libc::SOCK_RAW, proto)?;
+    let len = 16 + body.len();
+    let mut m = Vec::with_capacity(len);
+    m.extend_from_slice(&u32::try_from(len).unwrap_or(0).to_ne_bytes());
+    m.extend_from_slice(&msg_type.to_ne_bytes());
+    m.extend_from_slice(&(flags | 1 | 4).to_ne_bytes()); // REQUEST | ACK
+    m.extend_from_slice(&1u32.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m.extend_from_slice(body);
+    // SAFETY: send reads `m` for its length.
+    check(unsafe { libc::send(fd.as_raw_fd(), m.as_ptr().cast(), m.len(), 0) } as libc::c_int)?;
+    let mut buf = vec![0u8; 65536];
+    loop {
+        // SAFETY: recv writes at most buf.len() bytes into buf.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(errno());
+        }
+        let n = usize::try_from(n).unwrap_or(0);
+        let mut off = 0;
+        while off + 16 <= n {
+            let l = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap_or([0; 4])) as usize;
+            let t = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap_or([0; 2]));
+            match t {
+                2 => {
+                    // NLMSG_ERROR: errno 0 is the ACK.
+                    let e =
+                        i32::from_ne_bytes(buf[off + 16..off + 20].try_into().unwrap_or([0; 4]));
+                    return if e == 0 { Ok(()) } else { Err(-e) };
+                }
+                3 => return Ok(()), // NLMSG_DONE of a dump
+                _ => {}
+            }
+            if l < 16 {
+                return Err(libc::EIO);
+            }
+            off += (l + 3) & !3;
+        }
+    }
+}
+
+fn rtattr(t: u16, data: &[u8]) -> Vec<u8> {
+    let len = 4 + data.len();
+    let mut v = Vec::new();
+    v.extend_from_slice(&u16::try_from(len).unwrap_or(0).to_ne_bytes());
+    v.extend_from_slice(&t.to_ne_bytes());
+    v.extend_from_slice(data);
+    while v.len() % 4 != 0 {
+        v.push(0);
+    }
+    v
+}
+
+fn ifinfomsg(index: u32) -> Vec<u8> {
+    let mut v = vec![0u8; 16];
+    v[4..8].copy_from_slice(&index.to_ne_bytes());
+    v
+}
+
+const RTM_NEWLINK: u16 = 16;
+const RTM_DELLINK: u16 = 17;
+const RTM_GETLINK: u16 = 18;
+const RTM_NEWADDR: u16 = 20;
+const RTM_DELADDR: u16 = 21;
+const NLM_F_CREATE_EXCL: u16 = 0x400 | 0x200;
+const NLM_F_DUMP: u16 = 0x300;
+
+fn ok(detail: &str) -> Observed {
+    Observed::Ok(detail.into())
+}
+
+fn obs(r: Result<(), i32>, detail: &str) -> Observed {
+    match r {
+        Ok(()) => ok(detail),
+        Err(e) => Observed::Errno(e),
+    }
+}
+
+/// Opens what an attack uses that the running launcher already holds, before the filter.
+pub fn prepare(id: &str) -> Pre {
+    let mut pre = Pre::default();
+    match id {
+        "A7" => {
+            if let Ok(fd) = sock(libc::AF_INET6, libc::SOCK_DGRAM, 0) {
+                pre.fds.push(fd);
+            }
+        }
+        "A9" => {
+            // The launcher's DHCP socket: UDP 0.0.0.0:67 (the floor is 67 in the pod).
+            if let Ok(fd) = sock(libc::AF_INET, libc::SOCK_DGRAM, 0) {
+                let _ = setopt(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, &int(1));
+                let _ = setopt(&fd, libc::SOL_SOCKET, libc::SO_BROADCAST, &int(1));
+                // SAFETY: sockaddr_in is plain data.
+                let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+                sa.sin_family = libc::AF_INET as libc::sa_family_t;
+                sa.sin_port = htons(67);
+                // SAFETY: bind reads a sockaddr_in of the given size.
+                let rc = unsafe {
+                    libc::bind(
+                        fd.as_raw_fd(),
+                        std::ptr::from_ref(&sa).cast(),
+                        std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                    )
+                };
+                if rc == 0 {
+                    pre.fds.push(fd);
+                }
+            }
+        }
+        "A22" => {
+            if let Ok(f) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+                pre.fds.push(OwnedFd::from(f));
+            }
+        }
+        _ => {}
+    }
+    pre
+}
+
+/// Ethernet-less IPv4/UDP datagram 67 → 68 to the limited broadcast, for an AF_PACKET dgram
+/// socket (the kernel adds the Ethernet header).
+fn dhcp_frame(src: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+    let udp_len = 8 + payload.len();
+    let total = 20 + udp_len;
+    let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0];
+    ip[2..4].copy_from_slice(&u16::try_from(total).unwrap_or(0).to_be_bytes());
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&[255, 255, 255, 255]);
+    let mut sum: u32 = ip
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let csum = !u16::try_from(sum).unwrap_or(0);
+    ip[10..12].copy_from_slice(&csum.to_be_bytes());
+    let mut v = ip;
+    v.extend_from_slice(&67u16.to_be_bytes());
+    v.extend_from_slice(&68u16.to_be_bytes());
+    v.extend_from_slice(&u16::try_from(udp_len).unwrap_or(0).to_be_bytes());
+    v.extend_from_slice(&[0, 0]);
+    v.extend_from_slice(payload);
+    v
+}
+
+fn packet_send(ifname: &str, proto: u16, payload: &[u8]) -> Result<(), i32> {
+    let fd = sock(libc::AF_PACKET, libc::SOCK_DGRAM, i32::from(htons(proto)))?;
+    // SAFETY: sockaddr_ll is plain data.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = htons(proto);
+    sll.sll_ifindex = i32::try_from(ifindex(ifname)).unwrap_or(0);
+    sll.sll_halen = 6;
+    sll.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    // SAFETY: sendto reads the payload and the sockaddr_ll for their sizes.
+    let rc = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            payload.as_ptr().cast(),
+            payload.len(),
+            0,
+            std::ptr::from_ref(&sll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 { Err(errno()) } else { Ok(()) }
+}
+
+fn udp_broadcast_via(fd: RawFd, ifname: &str, payload: &[u8]) -> Result<(), i32> {
+    // SAFETY: plain data structures for sendmsg, all alive for the call.
+    unsafe {
+        let mut sa: libc::sockaddr_in = std::mem::zeroed();
+        sa.sin_family = libc::AF_INET as libc::sa_family_t;
+        sa.sin_port = htons(68);
+        sa.sin_addr.s_addr = u32::MAX;
+        let mut iov = libc::iovec {
+            iov_base: payload.as_ptr() as *mut libc::c_void,
+            iov_len: payload.len(),
+        };
+        let mut cbuf = [0u8; 64];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = std::ptr::from_mut(&mut sa).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<libc::in_pktinfo>() as u32) as _;
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::IPPROTO_IP;
+        (*c).cmsg_type = libc::IP_PKTINFO;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::in_pktinfo>() as u32) as _;
+        let pi = libc::in_pktinfo {
+            ipi_ifindex: i32::try_from(ifindex(ifname)).unwrap_or(0),
+            ipi_spec_dst: libc::in_addr { s_addr: 0 },
+            ipi_addr: libc::in_addr { s_addr: 0 },
+        };
+        std::ptr::copy_nonoverlapping(
+            std::ptr::from_ref(&pi).cast::<u8>(),
+            libc::CMSG_DATA(c),
+            std::mem::size_of::<libc::in_pktinfo>(),
+        );
+        if libc::sendmsg(fd, &msg, 0) < 0 {
+            Err(errno())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn tun_attach(name: &str, flags: libc::c_int) -> Result<(), i32> {
+    let c = CString::new("/dev/net/tun").unwrap_or_default();
+    // SAFETY: open with a NUL-terminated path; the fd is owned below.
+    let fd = check(unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) })?;
+    // SAFETY: as above.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut r = ifreq(name);
+    r.ifr_ifru.ifru_flags =
+        libc::c_short::from_ne_bytes(u16::try_from(flags & 0xffff).unwrap_or(0).to_ne_bytes());
+    // SAFETY: TUNSETIFF reads and writes the ifreq.
+    check(unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TUNSETIFF as _,
+            std::ptr::from_mut(&mut r),
+        )
+    })
+    .map(|_| ())
+}
+
+/// Runs attack `id`; `pre` holds what `prepare` opened.
+pub fn run(id: &str, c: &Ctx, pre: &Pre) -> Observed {
+    let udp = || sock(libc::AF_INET, libc::SOCK_DGRAM, 0);
+    match id {
+        "A1" => obs(
+            sock(libc::AF_PACKET, libc::SOCK_RAW, i32::from(htons(0x0003))).map(|_| ()),
+            "packet socket",
+        ),
+        "A2" => {
+            let mac = mac_of(&c.pod_iface);
+            let ip = c.pod_ip.octets();
+            // ARP reply: the pod's own address at its own MAC (harmless if it goes out).
+            let mut arp = vec![0, 1, 8, 0, 6, 4, 0, 2];
+            arp.extend_from_slice(&mac);
+            arp.extend_from_slice(&ip);
+            arp.extend_from_slice(&[0xff; 6]);
+            arp.extend_from_slice(&ip);
+            obs(
+                packet_send(&c.pod_iface, 0x0806, &arp),
+                "gratuitous ARP sent",
+            )
+        }
+        "A3" => obs(
+            sock(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW).map(|_| ()),
+            "raw socket",
+        ),
+        "A4" => obs(
+            sock(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_ICMPV6).map(|_| ()),
+            "raw ICMPv6 socket",
+        ),
+        "A5" => obs(
+            sock(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_ICMP).map(|_| ()),
+            "ping socket",
+        ),
+        "A6" => obs(
+            udp().and_then(|s| setopt(&s, libc::SOL_IP, libc::IP_TRANSPARENT, &int(1))),
+            "IP_TRANSPARENT set",
+        ),
+        "A7" => match pre.fds.first() {
+            Some(fd) => obs(
+                setopt(fd, libc::SOL_IPV6, libc::IPV6_FREEBIND, &int(1)),
+                "IPV6_FREEBIND set: any source address",
+            ),
+            None => Observed::Errno(libc::EAFNOSUPPORT),
+        },
+        "A8" => obs(
+            udp().and_then(|s| {
+                setopt(
+                    &s,
+                    libc::SOL_SOCKET,
+                    libc::SO_BINDTODEVICE,
+                    c.pod_iface.as_bytes(),
+                )?;
+                setopt(
+                    &s,
+                    libc::SOL_SOCKET,
+                    libc::SO_BINDTODEVICE,
+                    c.bridge.as_bytes(),
+                )
+            }),
+            "re-bound",
+        ),
+        "A9" => {
+            let payload = c.marker.as_bytes();
+            match packet_send(&c.pod_iface, 0x0800, &dhcp_frame(c.pod_ip, payload)) {
+                Ok(()) => ok("sent through a packet socket"),
+                Err(_) => match pre.fds.first() {
+                    Some(fd) => obs(
+                        udp_broadcast_via(fd.as_raw_fd(), &c.pod_iface, payload),
+                        "sent from UDP :67 on eth0",
+                    ),
+                    None => Observed::Errno(libc::EACCES),
+                },
+            }
+        }
+        "A10" => {
+            let p =
+                CString::new("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap_or_default();
+            // SAFETY: open with a NUL-terminated path.
+            match check(unsafe { libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) }) {
+                Err(e) => Observed::Errno(e),
+                Ok(fd) => {
+                    // SAFETY: fd was just opened; write reads 1 byte.
+                    let rc = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
+                    let r = if rc < 0 {
+                        Observed::Errno(errno())
+                    } else {
+                        ok("floor set to 0")
+                    };
+                    // SAFETY: closing the fd we opened.
+                    unsafe { libc::close(fd) };
+                    r
+                }
+            }
+        }
+        "A11" => {
+            let mut body = ifinfomsg(0);
+            body.extend(rtattr(3, b"nbaudit0\0"));
+            body.extend(rtattr(18, &rtattr(1, b"bridge")));
+            let r = netlink(libc::NETLINK_ROUTE, RTM_NEWLINK, NLM_F_CREATE_EXCL, &body);
+            if r.is_ok() {
+                let idx = ifindex("nbaudit0");
+                let _ = netlink(libc::NETLINK_ROUTE, RTM_DELLINK, 0, &ifinfomsg(idx));
+            }
+            obs(r, "bridge nbaudit0 created (and removed)")
+        }
+        "A12" => obs(
+            udp().and_then(|s| {
+                let mut r = ifreq(&c.pod_iface);
+                ioctl(&s, libc::SIOCGIFMTU, &mut r)?;
+                ioctl(&s, libc::SIOCSIFMTU, &mut r)
+            }),
+            "MTU set (to its current value)",
+        ),
+        "A13" => obs(
+            udp().and_then(|s| {
+                let mut r = ifreq(&c.pod_iface);
+                ioctl(&s, libc::SIOCGIFHWADDR, &mut r)?;
+                ioctl(&s, libc::SIOCSIFHWADDR, &mut r)
+            }),
+            "MAC set (to its current value)",
+        ),
+        "A14" => obs(
+            udp().and_then(|s| {
+                let mut r = ifreq(&c.pod_iface);
+                ioctl(&s, libc::SIOCGIFFLAGS, &mut r)?;
+                // SAFETY: ifru_flags is the member SIOCGIFFLAGS filled in.
+                let flags = unsafe { r.ifr_ifru.ifru_flags };
+                r.ifr_ifru.ifru_flags = flags | libc::IFF_PROMISC as libc::c_short;
+                ioctl(&s, libc::SIOCSIFFLAGS, &mut r)?;
+                r.ifr_ifru.ifru_flags = flags;
+                ioctl(&s, libc::SIOCSIFFLAGS, &mut r)
+            }),
+            "promiscuous on (and off again)",
+        ),
+        "A15" => {
+            let mut body = ifinfomsg(ifindex(&c.tap));
+            body.extend(rtattr(10, &ifindex(&c.bridge).to_ne_bytes()));
+            obs(
+                netlink(libc::NETLINK_ROUTE, RTM_NEWLINK, 0, &body),
+                "master set (to the bridge it is on)",
+            )
+        }
+        "A16" => {
+            let mut body = vec![libc::AF_INET as u8, 32, 0, 0];
+            body.extend_from_slice(&ifindex("lo").to_ne_bytes());
+            body.extend(rtattr(2, &[192, 0, 2, 77]));
+            body.extend(rtattr(1, &[192, 0, 2, 77]));
+            let r = netlink(libc::NETLINK_ROUTE, RTM_NEWADDR, NLM_F_CREATE_EXCL, &body);
+            if r.is_ok() {
+                let _ = netlink(libc::NETLINK_ROUTE, RTM_DELADDR, 0, &body);
+            }
+            obs(r, "192.0.2.77 added to lo (and removed)")
+        }
+        "A17" => {
+            // NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETTABLE, nfgenmsg {AF_UNSPEC, v0, 0}.
+            obs(
+                netlink(
+                    libc::NETLINK_NETFILTER,
+                    (10 << 8) | 1,
+                    NLM_F_DUMP,
+                    &[0, 0, 0, 0],
+                ),
+                "nftables tables dumped",
+            )
+        }
+        "A18" => obs(
+            udp().and_then(|s| {
+                let mut v: [u32; 2] = [0x16, 0]; // ETHTOOL_GTXCSUM
+                let mut r = ifreq(&c.pod_iface);
+                r.ifr_ifru.ifru_data = v.as_mut_ptr().cast();
+                ioctl(&s, libc::SIOCETHTOOL, &mut r)?;
+                let mut set: [u32; 2] = [0x17, v[1]]; // ETHTOOL_STXCSUM, the same value
+                r.ifr_ifru.ifru_data = set.as_mut_ptr().cast();
+                ioctl(&s, libc::SIOCETHTOOL, &mut r)
+            }),
+            "tx checksum set (to its current value)",
+        ),
+        "A19" => obs(
+            tun_attach("nbaudit1", libc::IFF_TAP | libc::IFF_NO_PI),
+            "new tap created (gone when closed)",
+        ),
+        "A20" => obs(
+            tun_attach(
+                &c.tap,
+                libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_ONE_QUEUE,
+            ),
+            "attached to the VM's tap",
+        ),
+        "A21" => obs(
+            tun_attach(
+                &c.tap,
+                libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE,
+            ),
+            "extra queue attached",
+        ),
+        "A22" => match pre.fds.first() {
+            Some(fd) => {
+                // SAFETY: writing one byte to an fd opened by `prepare`.
+                let rc = unsafe { libc::write(fd.as_raw_fd(), b"x".as_ptr().cast(), 1) };
+                if rc < 0 {
+                    Observed::Errno(errno())
+                } else {
+                    ok("wrote to a foreign fd")
+                }
+            }
+            None => Observed::Errno(libc::EBADF),
+        },
+        "A23" => {
+            // SAFETY: unshare takes flags only (this probe runs in a forked child).
+            let r = check(unsafe { libc::unshare(libc::CLONE_NEWNET) }).map(|_| ());
+            obs(r, "new network namespace")
+        }
+        "A24" => {
+            // SAFETY: as above.
+            match check(unsafe { libc::unshare(libc::CLONE_NEWUSER) }) {
+                Err(e) => Observed::Errno(e),
+                Ok(_) => obs(
+                    udp().and_then(|s| {
+                        let mut r = ifreq(&c.pod_iface);
+                        ioctl(&s, libc::SIOCGIFMTU, &mut r)?;
+                        ioctl(&s, libc::SIOCSIFMTU, &mut r)
+                    }),
+                    "pod eth0 changed from a user namespace",
+                ),
+            }
+        }
+        "A25" => {
+            let (a, b, t) = (
+                CString::new("none").unwrap_or_default(),
+                CString::new("/tmp").unwrap_or_default(),
+                CString::new("tmpfs").unwrap_or_default(),
+            );
+            // SAFETY: mount with NUL-terminated strings.
+            obs(
+                check(unsafe {
+                    libc::mount(a.as_ptr(), b.as_ptr(), t.as_ptr(), 0, std::ptr::null())
+                })
+                .map(|_| ()),
+                "tmpfs mounted",
+            )
+        }
+        "A26" => {
+            let pid = libc::pid_t::try_from(c.launcher_pid).unwrap_or(0);
+            // SAFETY: ptrace attach / detach on a pid; no memory is passed.
+            let r = unsafe { libc::ptrace(libc::PTRACE_ATTACH, pid, 0, 0) };
+            if r < 0 {
+                Observed::Errno(errno())
+            } else {
+                // SAFETY: as above.
+                unsafe { libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0) };
+                ok("attached to the launcher")
+            }
+        }
+        "A27" => obs(
+            udp().and_then(|s| setopt(&s, libc::SOL_SOCKET, libc::SO_MARK, &int(1))),
+            "SO_MARK set",
+        ),
+        "A28" => {
+            let xdp = sock(44, libc::SOCK_RAW, 0).map(|_| ());
+            // An empty BPF_PROG_LOAD attribute block: refused for permission before anything.
+            let attr = [0u8; 128];
+            // SAFETY: bpf reads `attr` for its size.
+            let bpf = check(
+                unsafe { libc::syscall(libc::SYS_bpf, 5, attr.as_ptr(), attr.len()) }
+                    as libc::c_int,
+            )
+            .map(|_| ());
+            match (xdp, bpf) {
+                (Ok(()), _) => ok("AF_XDP socket"),
+                (_, Ok(())) => ok("BPF program loaded"),
+                (Err(e), _) => Observed::Errno(e),
+            }
+        }
+        "A29" => {
+            // CAP_SYS_ADMIN into the ambient set, then into the effective set.
+            // SAFETY: prctl with integer arguments.
+            let amb =
+                unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE, 21, 0, 0) };
+            if amb == 0 {
+                return ok("ambient CAP_SYS_ADMIN");
+            }
+            let e1 = errno();
+            #[repr(C)]
+            struct Hdr(u32, i32);
+            #[repr(C)]
+            struct Data(u32, u32, u32);
+            let h = Hdr(0x2008_0522, 0);
+            let d = [Data(1 << 21, 1 << 21, 0), Data(0, 0, 0)];
+            // SAFETY: capset reads a v3 header and two data words.
+            let rc = unsafe { libc::syscall(libc::SYS_capset, std::ptr::from_ref(&h), d.as_ptr()) };
+            if rc == 0 {
+                ok("CAP_SYS_ADMIN raised")
+            } else {
+                Observed::Errno(if e1 == 0 { errno() } else { e1 })
+            }
+        }
+        "A30" => {
+            let mut r = ifreq(&c.tap);
+            let mtu = udp()
+                .and_then(|s| ioctl(&s, libc::SIOCGIFMTU, &mut r))
+                .map(|_| {
+                    // SAFETY: ifru_mtu is the member SIOCGIFMTU filled in.
+                    unsafe { r.ifr_ifru.ifru_mtu }
+                });
+            let mtu = u32::try_from(mtu.unwrap_or(1500)).unwrap_or(1500);
+            let mut body = ifinfomsg(ifindex(&c.tap));
+            body.extend(rtattr(4, &mtu.to_ne_bytes()));
+            obs(
+                netlink(libc::NETLINK_ROUTE, RTM_NEWLINK, 0, &body),
+                "tap MTU set (to its current value)",
+            )
+        }
+        "A31" => obs(
+            netlink(libc::NETLINK_ROUTE, RTM_GETLINK, NLM_F_DUMP, &ifinfomsg(0)),
+            "links dumped",
+        ),
+        _ => Observed::Errno(libc::ENOSYS),
+    }
+}
