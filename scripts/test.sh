@@ -13,6 +13,8 @@ step "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 step "privilege boundary: pure crates carry no unsafe and no kernel crates"
 ./scripts/check-boundaries.sh
+step "cargo build --bins (the e2e and audit tests run every binary)"
+cargo build --bins --locked
 step "cargo nextest run"
 cargo nextest run --workspace --locked --no-fail-fast
 step "fuzz smoke: every target ${FUZZ_SECONDS:-20} s from its seeds (stable toolchain, no sanitizer)"
