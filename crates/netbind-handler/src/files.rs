@@ -40,11 +40,16 @@ fn cstr(p: &Path) -> CString {
 /// Creates `dir` with `mode` if missing, then checks it is a root-owned, non-symlink directory
 /// that only root can write. Returns an open handle on it.
 pub fn secure_dir(dir: &Path, mode: u32) -> Result<OwnedFd, FileError> {
-    match std::fs::DirBuilder::new()
-        .mode(mode)
-        .recursive(true)
-        .create(dir)
-    {
+    // Parents get the usual 0755 (the launcher must be able to reach a hand-off directory
+    // below them); only the directory itself gets `mode`.
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .recursive(true)
+            .create(parent)
+            .map_err(io("create directory", parent))?;
+    }
+    match std::fs::DirBuilder::new().mode(mode).create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(io("create directory", dir)(e)),
