@@ -103,6 +103,14 @@ impl std::fmt::Debug for Lock {
 /// Creates the node namespace, bridge and listener if missing (caller holds the lock).
 pub fn ensure_node() -> Result<(), SimError> {
     if netns_exists(NODE_NS) {
+        // A node left by an interrupted run may have lost its listener: start it again.
+        let pids = run(
+            "list node processes",
+            Command::new("ip").args(["netns", "pids", NODE_NS]),
+        )?;
+        if pids.trim().is_empty() {
+            start_node_listener()?;
+        }
         return Ok(());
     }
     ip("create the node namespace", &["netns", "add", NODE_NS])?;
@@ -120,6 +128,11 @@ pub fn ensure_node() -> Result<(), SimError> {
         "node bridge up",
         &["-n", NODE_NS, "link", "set", NODE_BRIDGE, "up"],
     )?;
+    start_node_listener()
+}
+
+/// The node's HTTP listener that guests reach through the masquerade NAT (egress check).
+fn start_node_listener() -> Result<(), SimError> {
     let www = run_dir().join("node-www");
     std::fs::create_dir_all(&www).map_err(io("create", &www))?;
     std::fs::write(www.join("index.html"), format!("{NODE_BODY}\n")).map_err(io("write", &www))?;
