@@ -32,19 +32,6 @@ fn ips(v: &[Ipv4Addr]) -> Vec<u8> {
     v.iter().flat_map(|a| a.octets()).collect()
 }
 
-/// RFC 1035 labels without compression, as option 119 carries them.
-pub fn encode_search(domains: &[String]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for d in domains {
-        for label in d.split('.').filter(|l| !l.is_empty()) {
-            out.push(u8::try_from(label.len()).unwrap_or(63));
-            out.extend_from_slice(label.as_bytes());
-        }
-        out.push(0);
-    }
-    out
-}
-
 /// RFC 3442: per route `width, ceil(width/8) destination octets, gateway`.
 pub fn encode_routes(cfg: &Dhcpv4Config) -> Vec<u8> {
     let mut out = Vec::new();
@@ -90,7 +77,10 @@ impl Server {
             o.push((opt::BOOT_FILE, f.as_bytes().to_vec()));
         }
         if !cfg.search.is_empty() {
-            o.push((opt::DOMAIN_SEARCH, encode_search(&cfg.search)));
+            o.push((
+                opt::DOMAIN_SEARCH,
+                netbind_plan::dns::encode_search(&cfg.search),
+            ));
         }
         let routes = encode_routes(&cfg);
         if !routes.is_empty() {
