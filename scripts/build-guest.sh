@@ -16,7 +16,7 @@ chmod 755 "$W"  # apt-get download drops to _apt, which must be able to write he
 trap 'rm -rf "$W"' EXIT
 KPKG=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
 (cd "$W" && apt-get download -qq "$KPKG" && dpkg-deb -x "$KPKG"_*.deb kroot)
-cp "$W"/kroot/boot/vmlinuz-* "$DIR/vmlinuz"
+cp "$W"/kroot/boot/vmlinuz-* "$DIR/vmlinuz.tmp" && mv "$DIR/vmlinuz.tmp" "$DIR/vmlinuz"
 R="$W/initramfs"
 mkdir -p "$R"/{bin,proc,sys,dev,tmp}
 cp /bin/busybox "$R/bin/busybox"
@@ -33,6 +33,9 @@ for kd in "$W"/kroot/lib/modules/*/; do
     [ -n "$f" ] && cp "$f" "$R/lib/modules/$kv/"
   done
 done
-(cd "$R" && find . | cpio -o -H newc --quiet | gzip -9) > "$DIR/initrd.gz"
-chmod 644 "$DIR/vmlinuz" "$DIR/initrd.gz"
+# Build aside and move into place: an interrupted or failed build never leaves a file that a
+# later run would take for a finished one.
+(cd "$R" && find . | cpio -o -H newc --quiet | gzip -9) > "$DIR/initrd.gz.tmp"
+chmod 644 "$DIR/vmlinuz" "$DIR/initrd.gz.tmp"
+mv "$DIR/initrd.gz.tmp" "$DIR/initrd.gz"
 echo "build-guest.sh: $DIR/vmlinuz ($KPKG), $DIR/initrd.gz"

@@ -24,6 +24,8 @@ PKGS=(
   isc-dhcp-client dhcpcd-base   # real DHCP clients against the launcher
   util-linux                    # setpriv: starts the launcher with no capability
   containernetworking-plugins netavark  # peers in the phase-1 benchmark
+  qemu-system-x86 cpio file     # the real guest (TCG) and its initramfs
+  libvirt-daemon libvirt-daemon-driver-qemu  # an unprivileged libvirt session daemon
 )
 missing=()
 for p in "${PKGS[@]}"; do
