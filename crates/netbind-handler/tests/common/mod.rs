@@ -109,6 +109,19 @@ impl Pod {
             ));
         }
         ok(&format!("ip -n {name} link set eth0 up"));
+        // The kernel adds eth0's IPv6 link-local address a moment after the link comes up, and
+        // the plan copies every pod address: wait for it so every run observes the same pod.
+        let t = std::time::Instant::now();
+        while ok(&format!("ip -n {name} -6 addr show dev eth0 scope link"))
+            .trim()
+            .is_empty()
+        {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(10),
+                "no link-local address on eth0"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         if matches!(stack, Stack::V4 | Stack::Dual) {
             ok(&format!("ip -n {name} route add default via 10.244.0.1"));
         }
