@@ -55,7 +55,7 @@ fn holds_tun(pid: u32) -> bool {
 }
 
 /// Listens on the node side (UDP :68 in the node namespace) for datagrams carrying `marker`.
-fn node_listener(marker: String, stop: &AtomicBool) -> bool {
+fn node_listener(marker: String, stop: &AtomicBool, bound: &AtomicBool) -> bool {
     let path = format!("/run/netns/{}", podsim::NODE_NS);
     let Ok(ns) = std::fs::File::open(&path) else {
         return false;
@@ -93,6 +93,7 @@ fn node_listener(marker: String, stop: &AtomicBool) -> bool {
         }
         sock
     };
+    bound.store(true, Ordering::SeqCst);
     let _ = sock.set_read_timeout(Some(Duration::from_millis(100)));
     let mut buf = [0u8; 2048];
     let mut seen = false;
@@ -182,10 +183,17 @@ fn run(name: &str, grants: &[String]) -> Result<AuditReport, UpError> {
     };
     let tun = podsim::tun_node()?;
     let stop = AtomicBool::new(false);
+    let bound = AtomicBool::new(false);
     let (out, reached) = std::thread::scope(|s| {
-        let listener = s.spawn(|| node_listener(marker.clone(), &stop));
-        // Let the listener bind before the rogue datagram goes out.
-        std::thread::sleep(Duration::from_millis(200));
+        let listener = s.spawn(|| node_listener(marker.clone(), &stop, &bound));
+        // The rogue datagram must not go out before the listener is bound.
+        let t = std::time::Instant::now();
+        while !bound.load(Ordering::SeqCst)
+            && !listener.is_finished()
+            && t.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let out = vm::unprivileged_with(
             &rec.netns,
             &tun,
