@@ -14,7 +14,14 @@ mkdir -p "$DIR"
 W=$(mktemp -d)
 chmod 755 "$W"  # apt-get download drops to _apt, which must be able to write here
 trap 'rm -rf "$W"' EXIT
-KPKG=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+kpkg() { apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}'; }
+KPKG=$(kpkg)
+if [ -z "$KPKG" ]; then
+  # No package lists yet (a machine where set-up had nothing to install).
+  apt-get update -qq
+  KPKG=$(kpkg)
+fi
+[ -n "$KPKG" ] || { echo "build-guest.sh: cannot find Debian's cloud kernel package" >&2; exit 1; }
 (cd "$W" && apt-get download -qq "$KPKG" && dpkg-deb -x "$KPKG"_*.deb kroot)
 cp "$W"/kroot/boot/vmlinuz-* "$DIR/vmlinuz.tmp" && mv "$DIR/vmlinuz.tmp" "$DIR/vmlinuz"
 R="$W/initramfs"
