@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use netbind_model::pod::ObservedPod;
-use netbind_model::{Cidr, IfName, MacAddr};
+use netbind_model::{Cidr, IfName};
 use netbind_plan::plan::{LinkKind, LinkPlan, MacPlan, PodNetPlan};
 use netlink_packet_route::link::InfoKind;
 
@@ -623,9 +623,4 @@ pub fn sysctls_before(plan: &PodNetPlan) -> Vec<(String, Option<String>)> {
         .iter()
         .map(|s| (s.path.clone(), sysctl::read(&s.path).ok()))
         .collect()
-}
-
-/// The MAC helper used by tests and the CLI to print state.
-pub fn mac_of(links: &[Link], name: &str) -> Option<MacAddr> {
-    links.iter().find(|l| l.name == name).and_then(|l| l.mac)
 }

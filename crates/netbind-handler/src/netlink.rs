@@ -205,10 +205,6 @@ impl Netlink {
             .collect())
     }
 
-    pub fn link_by_name(&mut self, name: &str) -> io::Result<Option<Link>> {
-        Ok(self.links()?.into_iter().find(|l| l.name == name))
-    }
-
     pub fn addrs(&mut self) -> io::Result<Vec<Addr>> {
         let replies = self.request(
             RouteNetlinkMessage::GetAddress(AddressMessage::default()),

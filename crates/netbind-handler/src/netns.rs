@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetnsTarget {
@@ -88,10 +88,6 @@ impl Netns {
         })
     }
 
-    pub fn target(&self) -> &NetnsTarget {
-        &self.target
-    }
-
     /// Runs `f` on a fresh thread inside this namespace.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
         std::thread::scope(|s| {
@@ -142,10 +138,4 @@ impl Drop for NetnsGuard {
             std::process::abort();
         }
     }
-}
-
-/// The inode of a namespace file: a stable identity for state files.
-pub fn ns_inode(path: &Path) -> std::io::Result<u64> {
-    use std::os::unix::fs::MetadataExt;
-    Ok(std::fs::metadata(path)?.ino())
 }

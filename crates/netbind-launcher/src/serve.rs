@@ -71,26 +71,33 @@ pub fn install_stop_handler() {
     }
 }
 
-/// Counters a test or an operator can read from the logs.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Stats {
-    pub replies: u64,
-    pub drops: u64,
-    pub foreign_interface: u64,
-}
-
 pub struct Loop {
     v4: Option<(OwnedFd, BTreeMap<u32, dhcp4::server::Server>)>,
     v6: Option<(OwnedFd, BTreeMap<u32, dhcp6::Server>)>,
-    pub stats: Stats,
 }
 
 impl std::fmt::Debug for Loop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Loop").field("stats", &self.stats).finish()
+        f.debug_struct("Loop")
+            .field("v4", &self.v4.is_some())
+            .field("v6", &self.v6.is_some())
+            .finish()
     }
 }
 
+/// The log line of a reply; both families share it.
+fn log_reply(
+    family: &str,
+    kind: impl std::fmt::Debug,
+    to: impl std::fmt::Display,
+    ifindex: u32,
+    sent: nix::Result<usize>,
+) {
+    match sent {
+        Ok(_) => tracing::info!(kind = ?kind, to = %to, ifindex, "DHCP{family} reply"),
+        Err(e) => tracing::warn!(error = %e, to = %to, "DHCP{family} reply not sent"),
+    }
+}
 fn v4_socket() -> Result<OwnedFd, ServeError> {
     let fd = socket(
         AddressFamily::Inet,
@@ -183,11 +190,7 @@ impl Loop {
             }
             Some((v6_socket(&names)?, by_index))
         };
-        Ok(Self {
-            v4,
-            v6,
-            stats: Stats::default(),
-        })
+        Ok(Self { v4, v6 })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -283,7 +286,6 @@ impl Loop {
         };
         // Without IP_PKTINFO the incoming interface is unknown: never answer then.
         let Some((idx, server)) = ifidx.and_then(|i| servers.get(&i).map(|s| (i, s))) else {
-            self.stats.foreign_interface += 1;
             tracing::debug!(ifindex = ?ifidx, "DHCPv4 datagram from another interface dropped");
             return Ok(());
         };
@@ -297,22 +299,16 @@ impl Loop {
                     ipi_addr: libc::in_addr { s_addr: 0 },
                 };
                 let dest = SockaddrIn::from(to);
-                match sendmsg(
+                let sent = sendmsg(
                     fd.as_raw_fd(),
                     &[IoSlice::new(&bytes)],
                     &[ControlMessage::Ipv4PacketInfo(&pi)],
                     MsgFlags::empty(),
                     Some(&dest),
-                ) {
-                    Ok(_) => {
-                        self.stats.replies += 1;
-                        tracing::info!(kind = ?kind, to = %to, ifindex = idx, "DHCPv4 reply");
-                    }
-                    Err(e) => tracing::warn!(error = %e, to = %to, "DHCPv4 reply not sent"),
-                }
+                );
+                log_reply("v4", kind, to, idx, sent);
             }
             dhcp4::server::Outcome::Drop(why) => {
-                self.stats.drops += 1;
                 tracing::info!(reason = %why, "DHCPv4 datagram dropped");
             }
         }
@@ -353,7 +349,6 @@ impl Loop {
             (msg.bytes, src, ifidx)
         };
         let Some((idx, server)) = ifidx.and_then(|i| servers.get(&i).map(|s| (i, s))) else {
-            self.stats.foreign_interface += 1;
             tracing::debug!(ifindex = ?ifidx, "DHCPv6 datagram from another interface dropped");
             return Ok(());
         };
@@ -370,22 +365,16 @@ impl Loop {
                     ipi6_ifindex: idx,
                 };
                 let dest = SockaddrIn6::from(to);
-                match sendmsg(
+                let sent = sendmsg(
                     fd.as_raw_fd(),
                     &[IoSlice::new(&bytes)],
                     &[ControlMessage::Ipv6PacketInfo(&pi)],
                     MsgFlags::empty(),
                     Some(&dest),
-                ) {
-                    Ok(_) => {
-                        self.stats.replies += 1;
-                        tracing::info!(kind, to = %to, ifindex = idx, "DHCPv6 reply");
-                    }
-                    Err(e) => tracing::warn!(error = %e, to = %to, "DHCPv6 reply not sent"),
-                }
+                );
+                log_reply("v6", kind, to, idx, sent);
             }
             dhcp6::Outcome::Drop(why) => {
-                self.stats.drops += 1;
                 tracing::info!(reason = %why, "DHCPv6 datagram dropped");
             }
         }

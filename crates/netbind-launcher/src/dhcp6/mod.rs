@@ -126,10 +126,6 @@ impl Server {
         &self.cfg
     }
 
-    pub fn duid(&self) -> &[u8] {
-        &self.duid
-    }
-
     fn ia_na(&self, req: &Message) -> Vec<u8> {
         // IAID copied from the client's IA_NA (0 if it sent none); T1 = T2 = 0.
         let iaid: [u8; 4] = req
