@@ -823,6 +823,21 @@ impl Ctx<'_> {
         if istio && fam == Family::Ip {
             dnat_dst.extend(pod_ipv4.map(Val::Addr));
         }
+        // Locally generated traffic to loopback (port-forward, probes) goes to the guest:
+        // SNAT to the gateway on the way in, DNAT in `output`; `dport` narrows both to a port.
+        let loopback = |n: &mut Builder, dport: Option<Expr>| {
+            let mut post = dport.clone().into_iter().collect::<Vec<_>>();
+            post.extend([
+                Expr::set(Field::Saddr(fam), snat_src.clone()),
+                Expr::Counter,
+                Expr::Snat(gw),
+            ]);
+            n.rule(fam, "nat", "KUBEVIRT_POSTINBOUND", post);
+            let mut out = vec![Expr::set(Field::Daddr(fam), dnat_dst.clone())];
+            out.extend(dport);
+            out.extend([Expr::Counter, Expr::Dnat(g)]);
+            n.rule(fam, "nat", "output", out);
+        };
         let ranges_on = self.opts.cluster.gate("PortRangesSpec");
         let proto = |p: &Option<String>| p.as_deref().unwrap_or("TCP").to_lowercase();
         let mut targets: Vec<(String, Val, bool)> = Vec::new(); // (proto, port/range, is-range)
@@ -862,26 +877,7 @@ impl Ctx<'_> {
                     vec![Expr::Counter, Expr::Dnat(g)],
                 );
             }
-            n.rule(
-                fam,
-                "nat",
-                "KUBEVIRT_POSTINBOUND",
-                vec![
-                    Expr::set(Field::Saddr(fam), snat_src),
-                    Expr::Counter,
-                    Expr::Snat(gw),
-                ],
-            );
-            n.rule(
-                fam,
-                "nat",
-                "output",
-                vec![
-                    Expr::set(Field::Daddr(fam), dnat_dst),
-                    Expr::Counter,
-                    Expr::Dnat(g),
-                ],
-            );
+            loopback(n, None);
             return;
         }
         for (p, val, is_range) in targets {
@@ -900,28 +896,7 @@ impl Ctx<'_> {
                     vec![m, Expr::Counter, Expr::Dnat(g)],
                 );
             }
-            n.rule(
-                fam,
-                "nat",
-                "KUBEVIRT_POSTINBOUND",
-                vec![
-                    Expr::one(dport.clone(), val.clone()),
-                    Expr::set(Field::Saddr(fam), snat_src.clone()),
-                    Expr::Counter,
-                    Expr::Snat(gw),
-                ],
-            );
-            n.rule(
-                fam,
-                "nat",
-                "output",
-                vec![
-                    Expr::set(Field::Daddr(fam), dnat_dst.clone()),
-                    Expr::one(dport, val),
-                    Expr::Counter,
-                    Expr::Dnat(g),
-                ],
-            );
+            loopback(n, Some(Expr::one(dport, val)));
         }
     }
 
