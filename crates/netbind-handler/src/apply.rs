@@ -330,13 +330,17 @@ impl<'a> Applier<'a> {
         let cur = self.ensure_exists(l)?;
         let name = l.name.as_str();
         let idx = cur.index;
+        // One dump for the other links this step refers to (the bridge to copy a MAC from, the
+        // master); they exist already and nothing here changes them.
+        let others = self.links()?;
+        let find = |n: &str| others.iter().find(|k| k.name == n);
         let want_mac = match (&l.mac, &l.kind) {
             (Some(MacPlan::Fixed(m)), _) => Some(*m),
             // Only move off the original MAC once: later runs keep whatever the first gave.
             (Some(MacPlan::CopyFrom(src)), LinkKind::PodInterface { original_mac, .. })
                 if cur.mac == Some(*original_mac) =>
             {
-                self.by_name(src.as_str())?.and_then(|s| s.mac)
+                find(src.as_str()).and_then(|s| s.mac)
             }
             _ => None,
         }
@@ -377,7 +381,7 @@ impl<'a> Applier<'a> {
         }
         let want_master = match &l.master {
             Some(m) => Some(
-                self.by_name(m.as_str())?
+                find(m.as_str())
                     .ok_or_else(|| ApplyError::Link {
                         op: "find master",
                         name: m.to_string(),
@@ -387,7 +391,8 @@ impl<'a> Applier<'a> {
             ),
             None => None,
         };
-        if want_master != cur.master {
+        let master_changed = want_master != cur.master;
+        if master_changed {
             let master = Some(want_master.unwrap_or(0));
             self.nl
                 .change_link(
@@ -417,7 +422,8 @@ impl<'a> Applier<'a> {
                 .map_err(link_err(if l.up { "set up" } else { "set down" }, name))?;
         }
         if let Some(on) = l.learning {
-            let cur_learning = self.by_name(name)?.and_then(|k| k.learning);
+            // A new bridge port starts with the kernel's default: set it whatever it was before.
+            let cur_learning = if master_changed { None } else { cur.learning };
             if cur_learning != Some(on) {
                 self.nl
                     .set_learning(idx, on)
