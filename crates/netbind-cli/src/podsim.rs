@@ -21,6 +21,12 @@ pub const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 1);
 pub const NODE_PREFIX: u8 = 24;
 pub const NODE_LISTEN_PORT: u16 = 8081;
 pub const NODE_BODY: &str = "netbind-node-ok";
+/// The node bridge's MAC, set explicitly. A Linux bridge without an assigned MAC takes the
+/// lowest MAC of its ports and changes it whenever a pod's veth with a lower one joins or
+/// leaves; a bridge-bound guest, which caches the gateway's MAC from its first ARP, then sends
+/// to a MAC the node no longer answers to until its neighbour entry expires (tens of seconds).
+/// An assigned address (addr_assign_type 3) is never recalculated.
+pub const NODE_BRIDGE_MAC: &str = "02:6e:62:00:00:01";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
@@ -103,6 +109,8 @@ impl std::fmt::Debug for Lock {
 /// Creates the node namespace, bridge and listener if missing (caller holds the lock).
 pub fn ensure_node() -> Result<(), SimError> {
     if netns_exists(NODE_NS) {
+        // A node made by an older netbind may still have a port-derived MAC.
+        pin_bridge_mac()?;
         // A node left by an interrupted run may have lost its listener: start it again.
         let pids = run(
             "list node processes",
@@ -120,6 +128,7 @@ pub fn ensure_node() -> Result<(), SimError> {
         "create the node bridge",
         &["-n", NODE_NS, "link", "add", NODE_BRIDGE, "type", "bridge"],
     )?;
+    pin_bridge_mac()?;
     ip(
         "address the node bridge",
         &["-n", NODE_NS, "addr", "add", &cidr, "dev", NODE_BRIDGE],
@@ -129,6 +138,22 @@ pub fn ensure_node() -> Result<(), SimError> {
         &["-n", NODE_NS, "link", "set", NODE_BRIDGE, "up"],
     )?;
     start_node_listener()
+}
+
+fn pin_bridge_mac() -> Result<(), SimError> {
+    ip(
+        "set the node bridge MAC",
+        &[
+            "-n",
+            NODE_NS,
+            "link",
+            "set",
+            NODE_BRIDGE,
+            "address",
+            NODE_BRIDGE_MAC,
+        ],
+    )
+    .map(drop)
 }
 
 /// The node's HTTP listener that guests reach through the masquerade NAT (egress check).

@@ -2,29 +2,13 @@
 //! with NET_ADMIN + NET_RAW granted (the talk's demonstration). Needs root.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test code
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Command;
 
 fn ready() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let is_root = unsafe { libc::geteuid() } == 0;
-    let dir = Path::new(env!("CARGO_BIN_EXE_netbind"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let bins = ["netbind-handler", "netbind-launcher", "netbind-audit"]
-        .iter()
-        .all(|b| dir.join(b).is_file());
-    if is_root && bins {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must run the audit as root with all binaries built"
-    );
-    eprintln!("SKIPPED: the audit needs root and every binary (cargo build --bins)");
-    false
+    common::root_with_bins(&["netbind-handler", "netbind-launcher", "netbind-audit"])
 }
 
 fn audit(args: &[&str]) -> (serde_json::Value, BTreeMap<String, String>) {

@@ -65,3 +65,28 @@ pub fn run_case(prefix: &[&str], c: &Case) -> String {
     all.extend(args.iter().map(String::as_str));
     netbind(&all)
 }
+
+/// True when the test can run: root and the given binaries built next to `netbind`. Outside
+/// CI a missing piece skips the test loudly; in CI it fails, since CI has root and builds them.
+pub fn root_with_bins(bins: &[&str]) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let is_root = unsafe { libc::geteuid() } == 0;
+    let dir = Path::new(env!("CARGO_BIN_EXE_netbind"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let missing: Vec<&str> = bins
+        .iter()
+        .copied()
+        .filter(|b| !dir.join(b).is_file())
+        .collect();
+    if is_root && missing.is_empty() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must run this as root with every binary built (missing: {missing:?})"
+    );
+    eprintln!("SKIPPED: needs root and {missing:?} (cargo build --bins)");
+    false
+}

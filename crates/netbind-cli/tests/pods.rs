@@ -1,0 +1,126 @@
+//! The pod simulation of `netbind up` (no guest): several pods brought up at once get
+//! distinct addresses on one node, the node bridge keeps one MAC while pods come and go, and
+//! `down` releases each address. Needs root.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test code
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const NODE_NS: &str = "netbind-node";
+const NODE_BRIDGE: &str = "nb-node0";
+
+fn netbind(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_netbind"))
+        .current_dir(common::root())
+        .args(args)
+        .output()
+        .expect("netbind runs")
+}
+
+/// The node bridge's MAC and how the kernel says it was assigned (3 = set by user space).
+fn node_bridge_mac() -> (String, String) {
+    let o = Command::new("ip")
+        .args(["-n", NODE_NS, "-j", "link", "show", NODE_BRIDGE])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mac = v[0]["address"].as_str().unwrap().to_string();
+    let o = Command::new("ip")
+        .args(["netns", "exec", NODE_NS, "cat"])
+        .arg(format!("/sys/class/net/{NODE_BRIDGE}/addr_assign_type"))
+        .output()
+        .unwrap();
+    (mac, String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+/// The pod reaches the node's gateway address through its eth0. (Not the other way round: the
+/// masquerade rules hand everything addressed to the pod IP to the guest, not booted here.)
+fn pod_reaches_node(pod: &str) -> bool {
+    Command::new("ip")
+        .args(["netns", "exec", &format!("netbind-{pod}")])
+        .args(["busybox", "ping", "-c", "1", "-W", "2", "10.244.0.1"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn several_pods_share_the_node_without_colliding() {
+    if !common::root_with_bins(&["netbind-handler", "netbind-launcher"]) {
+        return;
+    }
+    let pid = std::process::id();
+    let pods: Vec<(String, &str)> = [
+        "examples/vmi-masquerade.yaml",
+        "examples/vmi-bridge.yaml",
+        "examples/vmi-masquerade.yaml",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, f)| (format!("pods-{pid}-{i}"), *f))
+    .collect();
+    // Remove every pod even if an assertion fails.
+    struct Down(Vec<String>);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            for n in &self.0 {
+                let _ = netbind(&["down", n]);
+            }
+        }
+    }
+    let _down = Down(pods.iter().map(|(n, _)| n.clone()).collect());
+
+    // All at once: the node and the address allocator are shared under a lock.
+    let outs: Vec<Output> = std::thread::scope(|s| {
+        let handles: Vec<_> = pods
+            .iter()
+            .map(|(n, f)| s.spawn(move || netbind(&["up", f, "--name", n, "--json"])))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut ips = Vec::new();
+    for o in &outs {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let ip = r["pod_ip"].as_str().unwrap().to_string();
+        assert!(
+            Path::new(&format!("/run/netbind/ipam/{ip}")).exists(),
+            "{ip} recorded as allocated"
+        );
+        ips.push(ip);
+    }
+    let mut distinct = ips.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), ips.len(), "distinct pod addresses: {ips:?}");
+
+    // Each masquerade pod is wired to the node (a bridge pod's eth0 now belongs to its guest,
+    // which is not booted here).
+    for (n, f) in &pods {
+        if f.contains("masquerade") {
+            assert!(pod_reaches_node(n), "pod {n} reaches the node");
+        }
+    }
+
+    // A fixed, user-assigned MAC: the kernel never recalculates it from the ports.
+    let before = node_bridge_mac();
+    assert_eq!(before, ("02:6e:62:00:00:01".to_string(), "3".to_string()));
+
+    // Down, one by one: the address goes back, the node bridge keeps its MAC, the others stay.
+    for (i, ((n, _), ip)) in pods.iter().zip(&ips).enumerate() {
+        let d = netbind(&["down", n]);
+        assert!(d.status.success(), "{}", String::from_utf8_lossy(&d.stderr));
+        assert!(
+            !Path::new(&format!("/run/netbind/ipam/{ip}")).exists(),
+            "{ip} released by down"
+        );
+        assert!(!Path::new(&format!("/run/netns/netbind-{n}")).exists());
+        if i + 1 < pods.len() {
+            assert_eq!(node_bridge_mac(), before, "node bridge MAC after {n} left");
+            let (last, _) = pods.last().unwrap();
+            assert!(pod_reaches_node(last), "pod {last} still wired");
+        }
+    }
+}
