@@ -4,53 +4,22 @@
 //! libvirt and the guest image (scripts/setup.sh installs and builds them; CI has them).
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test code
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn ready(tools: &[&str]) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let is_root = unsafe { libc::geteuid() } == 0;
-    let exe_dir = Path::new(env!("CARGO_BIN_EXE_netbind"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let mut missing: Vec<String> = tools
-        .iter()
-        .filter(|t| {
-            !Command::new("sh")
-                .arg("-c")
-                .arg(format!("command -v {t}"))
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .map(|t| t.to_string())
-        .collect();
-    for b in ["netbind-handler", "netbind-launcher"] {
-        if !exe_dir.join(b).is_file() {
-            missing.push(format!("{b} (cargo build --bins)"));
-        }
-    }
-    if !root().join(".e2e/guest/initrd.gz").is_file() {
+    let mut missing = Vec::new();
+    if !common::root().join(".e2e/guest/initrd.gz").is_file() {
         missing.push("the guest image (scripts/build-guest.sh)".into());
     }
-    if is_root && missing.is_empty() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must run the e2e tier as root; missing: {missing:?}"
-    );
-    eprintln!("SKIPPED: e2e needs root and {missing:?}");
-    false
+    common::ready_with(&["netbind-handler", "netbind-launcher"], tools, missing)
 }
 
 fn netbind(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_netbind"))
-        .current_dir(root())
+        .current_dir(common::root())
         .args(args)
         .output()
         .expect("netbind runs")

@@ -66,27 +66,46 @@ pub fn run_case(prefix: &[&str], c: &Case) -> String {
     netbind(&all)
 }
 
-/// True when the test can run: root and the given binaries built next to `netbind`. Outside
-/// CI a missing piece skips the test loudly; in CI it fails, since CI has root and builds them.
-pub fn root_with_bins(bins: &[&str]) -> bool {
+/// True when the test can run: root, the given binaries built next to `netbind`, the given
+/// tools on PATH, and nothing in `also_missing`. Outside CI a missing piece skips the test
+/// loudly; in CI it fails, since CI runs as root and installs and builds everything.
+pub fn ready_with(bins: &[&str], tools: &[&str], also_missing: Vec<String>) -> bool {
     // SAFETY: geteuid has no preconditions.
     let is_root = unsafe { libc::geteuid() } == 0;
     let dir = Path::new(env!("CARGO_BIN_EXE_netbind"))
         .parent()
         .unwrap()
         .to_path_buf();
-    let missing: Vec<&str> = bins
+    let mut missing: Vec<String> = bins
         .iter()
-        .copied()
         .filter(|b| !dir.join(b).is_file())
+        .map(|b| format!("{b} (cargo build --bins)"))
         .collect();
+    missing.extend(
+        tools
+            .iter()
+            .filter(|t| {
+                !Command::new("sh")
+                    .arg("-c")
+                    .arg(format!("command -v {t}"))
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            })
+            .map(|t| t.to_string()),
+    );
+    missing.extend(also_missing);
     if is_root && missing.is_empty() {
         return true;
     }
     assert!(
         std::env::var_os("CI").is_none(),
-        "CI must run this as root with every binary built (missing: {missing:?})"
+        "CI must run this as root with everything in place; missing: {missing:?}"
     );
-    eprintln!("SKIPPED: needs root and {missing:?} (cargo build --bins)");
+    eprintln!("SKIPPED: needs root and {missing:?}");
     false
+}
+
+/// [`ready_with`] for tests that need only root and the project's binaries.
+pub fn root_with_bins(bins: &[&str]) -> bool {
+    ready_with(bins, &[], Vec::new())
 }
