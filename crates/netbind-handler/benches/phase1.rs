@@ -19,17 +19,12 @@
 )] // benchmark driver: failures abort the run; percentile indices are small
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn sh(cmd: &str) {
-    let o = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
-    assert!(
-        o.status.success(),
-        "`{cmd}`: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    netbind_testkit::ok(cmd);
 }
 
 fn run(cmd: &mut Command, stdin: Option<&str>) -> String {
@@ -51,10 +46,6 @@ fn run(cmd: &mut Command, stdin: Option<&str>) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 const HANDLER: &str = env!("CARGO_BIN_EXE_netbind-handler");
@@ -122,7 +113,7 @@ fn netbind_cycle(pod: &str, vmi: &str, dir: &Path) -> (Duration, Duration) {
         || {
             run(
                 Command::new(HANDLER)
-                    .current_dir(root())
+                    .current_dir(netbind_testkit::repo_root())
                     .args(["setup", "--netns", &ns, "--vmi", vmi, "--handoff-dir"])
                     .arg(&h)
                     .arg("--state-dir")
@@ -204,37 +195,16 @@ fn netavark_cycle(node: &str, pod: &str, cfg_dir: &Path) -> (Duration, Duration)
     timed_pair(|| call("setup"), || call("teardown"))
 }
 
-struct Cleanup(Vec<String>);
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
-}
-
 fn main() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("phase1 bench: SKIPPED (needs root)");
+    if !netbind_testkit::bench_may_run("phase1") {
         return;
     }
-    if std::env::args().any(|a| a == "--list" || a == "--test") {
-        // `cargo test --benches` / harness probes: nothing to run as a test.
-        return;
-    }
-    let cycles: usize = std::env::var("NETBIND_BENCH_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
-    let pods: usize = std::env::var("NETBIND_BENCH_PODS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+    let cycles = netbind_testkit::env_count("NETBIND_BENCH_CYCLES", 30);
+    let pods = netbind_testkit::env_count("NETBIND_BENCH_PODS", 200);
     let tmp = tempfile::tempdir().unwrap();
     let id = std::process::id();
     let node = format!("nbb-{id}-node");
-    let mut cleanup = Cleanup(vec![node.clone()]);
+    let mut cleanup = netbind_testkit::Namespaces(vec![node.clone()]);
     sh(&format!(
         "ip netns add {node} && ip -n {node} link set lo up"
     ));
@@ -327,7 +297,7 @@ fn main() {
         let t = Instant::now();
         let out = run(
             Command::new(HANDLER)
-                .current_dir(root())
+                .current_dir(netbind_testkit::repo_root())
                 .args([
                     "setup",
                     "--netns",

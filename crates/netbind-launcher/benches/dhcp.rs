@@ -13,24 +13,13 @@
 )] // benchmark driver
 
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xab, 0xcd, 0x01];
 
 fn sh(cmd: &str) {
-    let o = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
-    assert!(
-        o.status.success(),
-        "`{cmd}`: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    netbind_testkit::ok(cmd);
 }
 
 /// A BOOTREQUEST with the broadcast flag (both servers then answer by broadcast).
@@ -109,31 +98,12 @@ fn round(sock: &UdpSocket, xid: u32, timeout: Duration) -> Option<Duration> {
 }
 
 fn client_socket(guest_ns: &str) -> UdpSocket {
-    // The client lives in the guest namespace: open its socket on a thread that entered it.
-    let path = format!("/run/netns/{guest_ns}");
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let f = std::fs::File::open(&path).unwrap();
-            // SAFETY: setns on an open namespace fd, on this short-lived thread only.
-            assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
-            let sock = UdpSocket::bind("0.0.0.0:68").unwrap();
-            sock.set_broadcast(true).unwrap();
-            let dev = b"eth0\0";
-            // SAFETY: SO_BINDTODEVICE with a NUL-terminated name of the given length.
-            let rc = unsafe {
-                libc::setsockopt(
-                    sock.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_BINDTODEVICE,
-                    dev.as_ptr().cast(),
-                    5,
-                )
-            };
-            assert_eq!(rc, 0);
-            sock
-        })
-        .join()
-        .unwrap()
+    // The client lives in the guest namespace.
+    netbind_testkit::in_netns(guest_ns, || {
+        let sock = UdpSocket::bind("0.0.0.0:68").unwrap();
+        sock.set_broadcast(true).unwrap();
+        netbind_testkit::bind_to_device(&sock, "eth0");
+        sock
     })
 }
 
@@ -212,22 +182,15 @@ fn measure(
 }
 
 fn main() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("dhcp bench: SKIPPED (needs root)");
+    if !netbind_testkit::bench_may_run("dhcp") {
         return;
     }
-    if std::env::args().any(|a| a == "--list" || a == "--test") {
-        return;
-    }
-    let rounds: usize = std::env::var("NETBIND_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+    let rounds = netbind_testkit::env_count("NETBIND_BENCH_ROUNDS", 1000);
     let p = format!("nbd-{}", std::process::id());
     let tmp = tempfile::tempdir().unwrap();
     sh(&format!("chmod 755 {}", tmp.path().display()));
-    let cleanup = scopeguard(p.clone());
+    let cleanup =
+        netbind_testkit::Namespaces(vec![p.clone(), format!("{p}-node"), format!("{p}-vm")]);
     sh(&format!(
         "ip netns add {p} && ip netns add {p}-node && ip netns add {p}-vm && ip -n {p} link set lo up && \
          ip -n {p}-node link add veth-n type veth peer name eth0 netns {p} && ip -n {p}-node addr add 10.244.0.1/24 dev veth-n && \
@@ -243,7 +206,7 @@ fn main() {
     let handoff = tmp.path().join("handoff");
     netbind_handler::setup(&netbind_handler::SetupArgs {
         target: netbind_handler::netns::NetnsTarget::Path(format!("/run/netns/{p}").into()),
-        vmi: root().join("examples/vmi-masquerade.yaml"),
+        vmi: netbind_testkit::repo_root().join("examples/vmi-masquerade.yaml"),
         owner: netbind_plan::Owner { uid: 107, gid: 107 },
         handoff_dir: handoff.clone(),
         state_dir: tmp.path().join("state"),
@@ -349,21 +312,4 @@ fn main() {
         println!("\n(dnsmasq missing: install dnsmasq-base)");
     }
     drop(cleanup);
-}
-
-struct Cleanup(String);
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let p = &self.0;
-        let _ = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "ip netns del {p}; ip netns del {p}-node; ip netns del {p}-vm"
-            ))
-            .status();
-    }
-}
-
-fn scopeguard(p: String) -> Cleanup {
-    Cleanup(p)
 }

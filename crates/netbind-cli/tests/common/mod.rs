@@ -2,12 +2,10 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test code: a failed step is a failed test
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+pub use netbind_testkit::repo_root as root;
 
 pub struct Case {
     pub name: &'static str,
@@ -67,11 +65,8 @@ pub fn run_case(prefix: &[&str], c: &Case) -> String {
 }
 
 /// True when the test can run: root, the given binaries built next to `netbind`, the given
-/// tools on PATH, and nothing in `also_missing`. Outside CI a missing piece skips the test
-/// loudly; in CI it fails, since CI runs as root and installs and builds everything.
+/// tools on PATH, and nothing in `also_missing` (a failure in CI, a loud skip elsewhere).
 pub fn ready_with(bins: &[&str], tools: &[&str], also_missing: Vec<String>) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let is_root = unsafe { libc::geteuid() } == 0;
     let dir = Path::new(env!("CARGO_BIN_EXE_netbind"))
         .parent()
         .unwrap()
@@ -81,28 +76,9 @@ pub fn ready_with(bins: &[&str], tools: &[&str], also_missing: Vec<String>) -> b
         .filter(|b| !dir.join(b).is_file())
         .map(|b| format!("{b} (cargo build --bins)"))
         .collect();
-    missing.extend(
-        tools
-            .iter()
-            .filter(|t| {
-                !Command::new("sh")
-                    .arg("-c")
-                    .arg(format!("command -v {t}"))
-                    .output()
-                    .is_ok_and(|o| o.status.success())
-            })
-            .map(|t| t.to_string()),
-    );
+    missing.extend(netbind_testkit::missing_tools(tools));
     missing.extend(also_missing);
-    if is_root && missing.is_empty() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must run this as root with everything in place; missing: {missing:?}"
-    );
-    eprintln!("SKIPPED: needs root and {missing:?}");
-    false
+    netbind_testkit::ready(missing)
 }
 
 /// [`ready_with`] for tests that need only root and the project's binaries.

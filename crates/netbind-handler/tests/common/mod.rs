@@ -6,61 +6,23 @@
 
 use std::ffi::CString;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+pub use netbind_testkit::{ok, repo_root as root, sh};
 
-/// Kernel tests need root. In CI (CI set) a missing root is a failure; elsewhere a loud skip.
+/// Kernel tests need root (a failure in CI, a loud skip elsewhere).
 pub fn require_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "kernel tests must run as root in CI"
-    );
-    eprintln!("SKIPPED: kernel test needs root");
-    false
+    netbind_testkit::ready(Vec::new())
 }
 
-/// A tool the test needs; missing in CI fails, elsewhere skips loudly.
+/// A tool the test needs, on top of root.
 pub fn require_tool(tool: &str) -> bool {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(std::env::var_os("CI").is_none(), "{tool} missing in CI");
-        eprintln!("SKIPPED: {tool} not installed");
-    }
-    ok
+    netbind_testkit::ready(netbind_testkit::missing_tools(&[tool]))
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-pub fn sh(cmd: &str) -> Output {
-    Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .output()
-        .expect("sh runs")
-}
-
-pub fn ok(cmd: &str) -> String {
-    let o = sh(cmd);
-    assert!(
-        o.status.success(),
-        "`{cmd}` failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stack {

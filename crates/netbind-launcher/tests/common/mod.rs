@@ -8,47 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+pub use netbind_testkit::{ok, repo_root as root, sh};
 
+/// Root and the given tools (a failure in CI, a loud skip elsewhere).
 pub fn require(tools: &[&str]) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let is_root = unsafe { libc::geteuid() } == 0;
-    let missing: Vec<&str> = tools
-        .iter()
-        .copied()
-        .filter(|t| {
-            !Command::new("sh")
-                .arg("-c")
-                .arg(format!("command -v {t}"))
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .collect();
-    if is_root && missing.is_empty() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must run this as root with {missing:?} installed"
-    );
-    eprintln!("SKIPPED: needs root and {missing:?}");
-    false
-}
-
-pub fn sh(cmd: &str) -> Output {
-    Command::new("sh").arg("-c").arg(cmd).output().expect("sh")
-}
-
-pub fn ok(cmd: &str) -> String {
-    let o = sh(cmd);
-    assert!(
-        o.status.success(),
-        "`{cmd}`: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    netbind_testkit::ready(netbind_testkit::missing_tools(tools))
 }
 
 static N: AtomicU32 = AtomicU32::new(0);
@@ -272,35 +236,14 @@ pub fn assert_search(r: &[(String, String)], key: &str) {
 
 /// Sends raw UDP payloads to the DHCP server port from the guest namespace.
 pub fn send_from_guest(f: &Fixture, payloads: &[Vec<u8>]) {
-    use std::os::fd::AsRawFd;
-    let path = format!("/run/netns/{}-vm", f.pod);
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let ns = std::fs::File::open(&path).unwrap();
-            // SAFETY: setns on an open namespace fd, on this short-lived thread only.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0);
-            let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-            sock.set_broadcast(true).unwrap();
-            // The guest has no address and no route: bind to its interface so the limited
-            // broadcast goes out there (as a DHCP client's would).
-            let dev = b"eth0\0";
-            // SAFETY: SO_BINDTODEVICE with a NUL-terminated interface name and its length.
-            let rc = unsafe {
-                libc::setsockopt(
-                    sock.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_BINDTODEVICE,
-                    dev.as_ptr().cast(),
-                    5,
-                )
-            };
-            assert_eq!(rc, 0);
-            for p in payloads {
-                sock.send_to(p, "255.255.255.255:67").unwrap();
-            }
-        })
-        .join()
-        .unwrap();
+    netbind_testkit::in_netns(&format!("{}-vm", f.pod), || {
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        sock.set_broadcast(true).unwrap();
+        // The guest has no address and no route: bind to its interface so the limited
+        // broadcast goes out there (as a DHCP client's would).
+        netbind_testkit::bind_to_device(&sock, "eth0");
+        for p in payloads {
+            sock.send_to(p, "255.255.255.255:67").unwrap();
+        }
     });
 }

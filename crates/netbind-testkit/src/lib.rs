@@ -1,0 +1,142 @@
+//! Support shared by the integration tests and benchmarks of the netbind crates, and never by
+//! their libraries: the repository root, one policy for missing prerequisites (fail in CI,
+//! skip loudly elsewhere), shell helpers, and work done inside a network namespace.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test support: a failed step fails the test
+
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root (examples/, testdata/, .e2e/ live there).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The tools of `tools` that are not on PATH.
+pub fn missing_tools(tools: &[&str]) -> Vec<String> {
+    tools
+        .iter()
+        .filter(|t| {
+            !Command::new("sh")
+                .arg("-c")
+                .arg(format!("command -v {t}"))
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(|t| t.to_string())
+        .collect()
+}
+
+/// Whether a root-tier test can run: as root with nothing `missing`. CI runs as root and
+/// installs and builds everything, so there a missing piece fails the test; elsewhere the
+/// test says loudly that it was skipped and why.
+pub fn ready(missing: Vec<String>) -> bool {
+    let root = is_root();
+    if root && missing.is_empty() {
+        return true;
+    }
+    let why = if root {
+        format!("missing {missing:?}")
+    } else {
+        format!("needs root; missing {missing:?}")
+    };
+    assert!(std::env::var_os("CI").is_none(), "CI must run this: {why}");
+    eprintln!("SKIPPED: {why}");
+    false
+}
+
+pub fn sh(cmd: &str) -> Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("sh runs")
+}
+
+/// Runs `cmd`, fails with its stderr unless it succeeds, returns its stdout.
+pub fn ok(cmd: &str) -> String {
+    let o = sh(cmd);
+    assert!(
+        o.status.success(),
+        "`{cmd}` failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Runs `f` on a short-lived thread that entered the network namespace `/run/netns/NS`, so
+/// that sockets it opens live there while the test's own threads stay where they were.
+pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let fd = std::fs::File::open(&path).expect("open the namespace");
+            // SAFETY: setns on an open namespace fd; it changes only this thread.
+            let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("namespace thread")
+    })
+}
+
+/// SO_BINDTODEVICE: a socket of an address-less "guest" sends its limited broadcasts out of
+/// `dev`, as a DHCP client's would.
+pub fn bind_to_device(sock: &impl AsRawFd, dev: &str) {
+    let name = format!("{dev}\0");
+    // SAFETY: the option value is a NUL-terminated name, with its length.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            name.as_ptr().cast(),
+            libc::socklen_t::try_from(name.len()).unwrap_or(0),
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "SO_BINDTODEVICE {dev}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Network namespaces deleted when this drops, the test having passed or not.
+#[derive(Debug, Default)]
+pub struct Namespaces(pub Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+/// Start of a benchmark's `main`: false (after saying why) when it must not run, that is
+/// without root, or when the test harness only probes it (`--list`, `--test`).
+pub fn bench_may_run(name: &str) -> bool {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return false;
+    }
+    if !is_root() {
+        eprintln!("{name} bench: SKIPPED (needs root)");
+        return false;
+    }
+    true
+}
+
+/// A count from the environment, or `default`.
+pub fn env_count(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
