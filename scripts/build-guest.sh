@@ -7,7 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=$(realpath -m "${1:-.e2e/guest}")
-if [ -s "$DIR/vmlinuz" ] && [ -s "$DIR/initrd.gz" ] && [ "$DIR/initrd.gz" -nt guest/init ]; then
+# Up to date when the image is newer than both files of guest/ that go into it.
+if [ -s "$DIR/vmlinuz" ] && [ -s "$DIR/initrd.gz" ] && [ "$DIR/initrd.gz" -nt guest/init ] \
+    && [ "$DIR/initrd.gz" -nt guest/udhcpc.script ]; then
   exit 0
 fi
 mkdir -p "$DIR"

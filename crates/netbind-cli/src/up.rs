@@ -137,6 +137,28 @@ pub struct GuestReport {
     pub egress: Option<bool>,
     pub ingress: Option<bool>,
     pub ingress_target: Option<String>,
+    /// Masquerade with `ports`: a port the guest serves but the spec does not list, at the pod
+    /// IP. KubeVirt forwards only the listed ports, so the node must not reach the guest there.
+    pub unlisted_target: Option<String>,
+    /// The guest serves the unlisted port (reached from inside the pod) and the node does not
+    /// reach it through the pod IP.
+    pub unlisted_blocked: Option<bool>,
+}
+
+/// The guest's listeners: the port the node reaches through the pod IP, and for masquerade
+/// with `ports` one more that the spec does not forward.
+#[derive(Debug, Clone, Copy)]
+struct Listen {
+    forwarded: u16,
+    unlisted: Option<u16>,
+}
+
+impl Listen {
+    fn ports(self) -> Vec<u16> {
+        std::iter::once(self.forwarded)
+            .chain(self.unlisted)
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -244,12 +266,19 @@ pub fn up(a: &UpArgs) -> Result<UpReport, UpError> {
     };
     // The port the guest serves for the ingress check: the first forwarded TCP port, if the
     // spec lists ports; any port otherwise.
-    let listen = first
+    let tcp: Vec<u16> = first
         .ports
         .iter()
-        .find(|p| matches!(p.protocol.as_deref(), None | Some("TCP")))
-        .and_then(|p| u16::try_from(p.port).ok())
-        .unwrap_or(8080);
+        .filter(|p| matches!(p.protocol.as_deref(), None | Some("TCP")))
+        .filter_map(|p| u16::try_from(p.port).ok())
+        .collect();
+    let listen = Listen {
+        forwarded: tcp.first().copied().unwrap_or(8080),
+        // Port ranges and the bridge binding forward more than a list: nothing to check there.
+        unlisted: (binding == "masquerade" && !tcp.is_empty() && first.port_ranges.is_empty())
+            .then(|| (8080..9000).find(|p| !tcp.contains(p)))
+            .flatten(),
+    };
     let dir = pods_dir().join(&name);
     if dir.exists() {
         return Err(UpError::Invalid(format!(
@@ -325,7 +354,7 @@ fn bring_up(
     a: &UpArgs,
     rec: &mut PodRecord,
     p: &mut Progress,
-    listen: u16,
+    listen: Listen,
 ) -> Result<GuestReport, UpError> {
     let dir = rec.dir();
     let (ip, mtu) = {
@@ -466,7 +495,7 @@ fn bring_up(
     let img = GuestImage::locate()?.copy_to(&vm_dir)?;
     let console = vm_dir.join("console.log");
     let egress = format!("{}:{}", podsim::NODE_IP, podsim::NODE_LISTEN_PORT);
-    let cmdline = vm::cmdline(listen, &egress);
+    let cmdline = vm::cmdline(&listen.ports(), &egress);
     let started = Instant::now();
     match boot {
         Boot::Qemu => {
@@ -568,7 +597,7 @@ fn guest_checks(
     p: &mut Progress,
     console: &Path,
     started: Instant,
-    listen: u16,
+    listen: Listen,
     want_ip: Option<Ipv4Addr>,
 ) -> Result<GuestReport, UpError> {
     let mut g = GuestReport {
@@ -636,16 +665,44 @@ fn guest_checks(
         ),
     );
     let pod_ip = rec.pod_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
-    g.ingress_target = Some(format!("{pod_ip}:{listen}"));
-    g.ingress = Some(ingress(pod_ip, listen));
+    let port = listen.forwarded;
+    g.ingress_target = Some(format!("{pod_ip}:{port}"));
+    g.ingress = Some(reaches_guest(
+        podsim::NODE_NS,
+        pod_ip,
+        port,
+        Duration::from_secs(15),
+    ));
     p.done(
         "ingress",
-        format!(
-            "node → pod {pod_ip}:{listen} → guest: {}",
-            ok_str(g.ingress)
-        ),
+        format!("node → pod {pod_ip}:{port} → guest: {}", ok_str(g.ingress)),
     );
-    if g.ping_gateway != Some(true) || g.egress != Some(true) || g.ingress != Some(true) {
+    if let Some(port) = listen.unlisted {
+        // Proof that the port is served (from inside the pod, straight to the guest), then
+        // that the node cannot get to it through the pod IP.
+        let guest_ip = g
+            .lease_ip
+            .as_deref()
+            .and_then(|i| i.parse::<Ipv4Addr>().ok())
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let served = reaches_guest(&rec.netns, guest_ip, port, Duration::from_secs(15));
+        let leaked = reaches_guest(podsim::NODE_NS, pod_ip, port, Duration::from_secs(3));
+        g.unlisted_target = Some(format!("{pod_ip}:{port}"));
+        g.unlisted_blocked = Some(served && !leaked);
+        p.done(
+            "unlisted",
+            format!(
+                "guest serves {port} (pod → {guest_ip}:{port}: {}), node → pod {pod_ip}:{port} (not in ports): {}",
+                if served { "ok" } else { "FAILED" },
+                if leaked { "REACHED THE GUEST" } else { "blocked" }
+            ),
+        );
+    }
+    if g.ping_gateway != Some(true)
+        || g.egress != Some(true)
+        || g.ingress != Some(true)
+        || g.unlisted_blocked == Some(false)
+    {
         return Err(step_err(
             "connectivity",
             "a connectivity check failed (see above)",
@@ -658,9 +715,10 @@ fn ok_str(b: Option<bool>) -> &'static str {
     if b == Some(true) { "ok" } else { "FAILED" }
 }
 
-/// From the node namespace: an HTTP GET to the pod IP must reach the guest's listener.
-fn ingress(pod_ip: Ipv4Addr, port: u16) -> bool {
-    let path = format!("/run/netns/{}", podsim::NODE_NS);
+/// From the network namespace `ns`: whether an HTTP GET to `ip:port` gets the guest's page
+/// within `patience`.
+fn reaches_guest(ns: &str, ip: Ipv4Addr, port: u16, patience: Duration) -> bool {
+    let path = format!("/run/netns/{ns}");
     std::thread::scope(|s| {
         s.spawn(|| {
             let Ok(ns) = std::fs::File::open(&path) else {
@@ -671,9 +729,9 @@ fn ingress(pod_ip: Ipv4Addr, port: u16) -> bool {
                 return false;
             }
             let t = Instant::now();
-            while t.elapsed() < Duration::from_secs(15) {
+            while t.elapsed() < patience {
                 if let Ok(mut c) = TcpStream::connect_timeout(
-                    &SocketAddrV4::new(pod_ip, port).into(),
+                    &SocketAddrV4::new(ip, port).into(),
                     Duration::from_secs(2),
                 ) {
                     let _ = c.set_read_timeout(Some(Duration::from_secs(3)));

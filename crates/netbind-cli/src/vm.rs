@@ -196,8 +196,12 @@ impl GuestImage {
 }
 
 /// The guest's kernel command line: where to listen and which node address to reach.
-pub fn cmdline(listen: u16, egress: &str) -> String {
-    format!("console=ttyS0 quiet panic=-1 netbind.listen={listen} netbind.egress={egress}")
+pub fn cmdline(listen: &[u16], egress: &str) -> String {
+    let ports: Vec<String> = listen.iter().map(u16::to_string).collect();
+    format!(
+        "console=ttyS0 quiet panic=-1 netbind.listen={} netbind.egress={egress}",
+        ports.join(",")
+    )
 }
 
 /// QEMU under TCG (no usable KVM here) on the pre-created tap, as the VM uid.

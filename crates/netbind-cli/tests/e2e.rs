@@ -26,7 +26,14 @@ fn netbind(args: &[&str]) -> std::process::Output {
 }
 
 /// Brings a pod up with a real guest, checks the report, brings it down, checks no trace.
-fn up_and_down(vmi: &str, boot: &str, name: &str, want_lease: impl Fn(&str) -> bool) {
+/// `unlisted`: the spec lists ports, so a port it does not list must not reach the guest.
+fn up_and_down(
+    vmi: &str,
+    boot: &str,
+    name: &str,
+    want_lease: impl Fn(&str) -> bool,
+    unlisted: bool,
+) {
     let _ = netbind(&["down", name]);
     let o = netbind(&["up", vmi, "--boot", boot, "--name", name, "--json"]);
     let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
@@ -51,6 +58,11 @@ fn up_and_down(vmi: &str, boot: &str, name: &str, want_lease: impl Fn(&str) -> b
     assert_eq!(g["ping_gateway"], true, "{r:#}");
     assert_eq!(g["egress"], true, "{r:#}");
     assert_eq!(g["ingress"], true, "{r:#}");
+    if unlisted {
+        assert_eq!(g["unlisted_blocked"], true, "{r:#}");
+    } else {
+        assert!(g["unlisted_blocked"].is_null(), "{r:#}");
+    }
     let pod_ip = r["pod_ip"].as_str().unwrap().to_string();
 
     let st = netbind(&["status", "--json"]);
@@ -104,6 +116,7 @@ fn masquerade_with_qemu() {
             "qemu",
             &format!("e2e-mq-{}", std::process::id()),
             |l| l == "10.0.2.2",
+            false,
         );
     }
 }
@@ -117,6 +130,7 @@ fn bridge_with_qemu() {
             "qemu",
             &format!("e2e-bq-{}", std::process::id()),
             |l| l.starts_with("10.244.0."),
+            false,
         );
     }
 }
@@ -135,6 +149,7 @@ fn masquerade_with_libvirt() {
             "libvirt",
             &format!("e2e-ml-{}", std::process::id()),
             |l| l == "10.0.2.2",
+            false,
         );
     }
 }
@@ -142,13 +157,15 @@ fn masquerade_with_libvirt() {
 #[test]
 fn forwarded_port_from_the_spec() {
     if ready(&["qemu-system-x86_64", "setpriv", "busybox"]) {
-        // vmi-ports.yaml forwards only TCP 80 (and UDP 53): the guest serves 80 and the node
-        // reaches it through the pod IP.
+        // vmi-ports.yaml forwards only TCP 80 (and UDP 53): the guest serves 80 and 8080, the
+        // node reaches 80 through the pod IP and not 8080 (which the guest does serve: reached
+        // from inside the pod).
         up_and_down(
             "examples/vmi-ports.yaml",
             "qemu",
             &format!("e2e-pt-{}", std::process::id()),
             |l| l == "10.0.2.2",
+            true,
         );
     }
 }
