@@ -231,22 +231,7 @@ fn main() {
 
     let mut results = Vec::new();
     let started = Instant::now();
-    let launcher = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &p,
-            "setpriv",
-            "--reuid=107",
-            "--regid=107",
-            "--clear-groups",
-        ])
-        .args([
-            "--inh-caps=-all",
-            "--ambient-caps=-all",
-            "--bounding-set=-all",
-            "--no-new-privs",
-        ])
+    let launcher = netbind_testkit::as_vm_user(&p)
         .arg(env!("CARGO_BIN_EXE_netbind-launcher"))
         .arg("--handoff")
         .arg(&handoff)

@@ -140,3 +140,20 @@ pub fn env_count(var: &str, default: usize) -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// The start of a command run the way the launcher runs in a pod: inside `/run/netns/NETNS`,
+/// as uid/gid 107 (the VM user) with no supplementary groups, every capability set empty
+/// (the bounding set cleared before exec) and no_new_privs. Add the program and its arguments.
+pub fn as_vm_user(netns: &str) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", netns, "setpriv"]).args([
+        "--reuid=107",
+        "--regid=107",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--ambient-caps=-all",
+        "--bounding-set=-all",
+        "--no-new-privs",
+    ]);
+    c
+}

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub use netbind_testkit::{ok, repo_root as root, sh};
@@ -126,22 +126,7 @@ impl Fixture {
         let rc = unsafe { libc::chown(c.as_ptr(), 107, 107) };
         assert_eq!(rc, 0);
         let domain = own.join("domain.xml");
-        let mut child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.pod,
-                "setpriv",
-                "--reuid=107",
-                "--regid=107",
-                "--clear-groups",
-            ])
-            .args([
-                "--inh-caps=-all",
-                "--ambient-caps=-all",
-                "--bounding-set=-all",
-                "--no-new-privs",
-            ])
+        let mut child = netbind_testkit::as_vm_user(&self.pod)
             .arg(env!("CARGO_BIN_EXE_netbind-launcher"))
             .arg("--handoff")
             .arg(handoff)
