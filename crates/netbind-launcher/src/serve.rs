@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{
     AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, SockaddrIn,
-    SockaddrIn6, bind, recvmsg, sendmsg, setsockopt, socket, sockopt,
+    SockaddrIn6, SockaddrLike, bind, recvmsg, sendmsg, setsockopt, socket, sockopt,
 };
 
 use crate::{dhcp4, dhcp6};
@@ -256,34 +256,20 @@ impl Loop {
             return Ok(());
         };
         let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
-        let (n, src, ifidx) = {
-            let mut iov = [IoSliceMut::new(buf)];
-            let msg = match recvmsg::<SockaddrIn>(
-                fd.as_raw_fd(),
-                &mut iov,
-                Some(&mut cmsg),
-                MsgFlags::empty(),
-            ) {
-                Ok(m) => m,
-                Err(nix::Error::EINTR | nix::Error::EAGAIN) => return Ok(()),
-                Err(e) => return Err(sock_err("recvmsg", "v4")(e)),
-            };
-            let ifidx = msg
-                .cmsgs()
-                .ok()
-                .into_iter()
-                .flatten()
-                .find_map(|c| match c {
-                    ControlMessageOwned::Ipv4PacketInfo(pi) => u32::try_from(pi.ipi_ifindex).ok(),
-                    _ => None,
-                });
-            let src = msg
-                .address
-                .map_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), |a| {
-                    SocketAddrV4::new(a.ip(), a.port())
-                });
-            (msg.bytes, src, ifidx)
+        let Some(Datagram {
+            len: n,
+            src: addr,
+            ifindex: ifidx,
+        }) = recv_with_ifindex::<SockaddrIn>(fd.as_raw_fd(), buf, &mut cmsg, "v4", |c| match c {
+            ControlMessageOwned::Ipv4PacketInfo(pi) => u32::try_from(pi.ipi_ifindex).ok(),
+            _ => None,
+        })?
+        else {
+            return Ok(());
         };
+        let src = addr.map_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), |a| {
+            SocketAddrV4::new(a.ip(), a.port())
+        });
         // Without IP_PKTINFO the incoming interface is unknown: never answer then.
         let Some((idx, server)) = ifidx.and_then(|i| servers.get(&i).map(|s| (i, s))) else {
             tracing::debug!(ifindex = ?ifidx, "DHCPv4 datagram from another interface dropped");
@@ -320,34 +306,20 @@ impl Loop {
             return Ok(());
         };
         let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo);
-        let (n, src, ifidx) = {
-            let mut iov = [IoSliceMut::new(buf)];
-            let msg = match recvmsg::<SockaddrIn6>(
-                fd.as_raw_fd(),
-                &mut iov,
-                Some(&mut cmsg),
-                MsgFlags::empty(),
-            ) {
-                Ok(m) => m,
-                Err(nix::Error::EINTR | nix::Error::EAGAIN) => return Ok(()),
-                Err(e) => return Err(sock_err("recvmsg", "v6")(e)),
-            };
-            let ifidx = msg
-                .cmsgs()
-                .ok()
-                .into_iter()
-                .flatten()
-                .find_map(|c| match c {
-                    ControlMessageOwned::Ipv6PacketInfo(pi) => Some(pi.ipi6_ifindex),
-                    _ => None,
-                });
-            let src = msg
-                .address
-                .map_or(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0), |a| {
-                    SocketAddrV6::new(a.ip(), a.port(), a.flowinfo(), a.scope_id())
-                });
-            (msg.bytes, src, ifidx)
+        let Some(Datagram {
+            len: n,
+            src: addr,
+            ifindex: ifidx,
+        }) = recv_with_ifindex::<SockaddrIn6>(fd.as_raw_fd(), buf, &mut cmsg, "v6", |c| match c {
+            ControlMessageOwned::Ipv6PacketInfo(pi) => Some(pi.ipi6_ifindex),
+            _ => None,
+        })?
+        else {
+            return Ok(());
         };
+        let src = addr.map_or(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0), |a| {
+            SocketAddrV6::new(a.ip(), a.port(), a.flowinfo(), a.scope_id())
+        });
         let Some((idx, server)) = ifidx.and_then(|i| servers.get(&i).map(|s| (i, s))) else {
             tracing::debug!(ifindex = ?ifidx, "DHCPv6 datagram from another interface dropped");
             return Ok(());
@@ -380,4 +352,41 @@ impl Loop {
         }
         Ok(())
     }
+}
+
+/// What [`recv_with_ifindex`] read: the length in the buffer, the source, and the incoming
+/// interface named by the family's PKTINFO (none without it: the caller never answers then).
+struct Datagram<S> {
+    len: usize,
+    src: Option<S>,
+    ifindex: Option<u32>,
+}
+
+/// One datagram from `fd` into `buf`, the incoming interface found among its control messages
+/// by `ifindex`. `None` when the read was interrupted or there was nothing to read.
+#[allow(clippy::ptr_arg)] // nix's recvmsg takes the control buffer as a Vec
+fn recv_with_ifindex<S: SockaddrLike>(
+    fd: RawFd,
+    buf: &mut [u8],
+    cmsg: &mut Vec<u8>,
+    family: &'static str,
+    ifindex: fn(&ControlMessageOwned) -> Option<u32>,
+) -> Result<Option<Datagram<S>>, ServeError> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = match recvmsg::<S>(fd, &mut iov, Some(cmsg), MsgFlags::empty()) {
+        Ok(m) => m,
+        Err(nix::Error::EINTR | nix::Error::EAGAIN) => return Ok(None),
+        Err(e) => return Err(sock_err("recvmsg", family)(e)),
+    };
+    let idx = msg
+        .cmsgs()
+        .ok()
+        .into_iter()
+        .flatten()
+        .find_map(|c| ifindex(&c));
+    Ok(Some(Datagram {
+        len: msg.bytes,
+        src: msg.address,
+        ifindex: idx,
+    }))
 }
