@@ -24,6 +24,16 @@ fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// The command's stderr names what failed: `needle` must be in it (shown whole otherwise).
+#[track_caller]
+fn assert_stderr_has(o: &std::process::Output, needle: &str) {
+    let err = stderr(o);
+    assert!(
+        err.contains(needle),
+        "expected {needle:?} in stderr:\n{err}"
+    );
+}
+
 #[test]
 fn setup_twice_gives_the_same_state_without_duplicates() {
     if !require_root() {
@@ -189,10 +199,9 @@ fn bad_input_names_the_operation_and_object_and_changes_nothing() {
         .arg(pod.dir.path().join("h2"))
         .output()
         .unwrap();
-    assert!(
-        stderr(&o).contains("open network namespace /run/netns/netbind-no-such-ns: No such file"),
-        "{}",
-        stderr(&o)
+    assert_stderr_has(
+        &o,
+        "open network namespace /run/netns/netbind-no-such-ns: No such file",
     );
     // A pid that does not exist.
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_netbind-handler"))
@@ -201,21 +210,13 @@ fn bad_input_names_the_operation_and_object_and_changes_nothing() {
         .arg(pod.dir.path().join("h3"))
         .output()
         .unwrap();
-    assert!(
-        stderr(&o).contains("open network namespace pid 999999999"),
-        "{}",
-        stderr(&o)
-    );
+    assert_stderr_has(&o, "open network namespace pid 999999999");
     // An invalid VMI is refused before anything is touched.
     let bad = pod.dir.path().join("bad.yaml");
     std::fs::write(&bad, "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nspec:\n  domain:\n    devices:\n      interfaces:\n      - name: x\n        masquerade: {}\n").unwrap();
     let pristine = snapshot(&pod.name);
     let o = pod.setup(bad.to_str().unwrap(), &[]);
-    assert!(
-        stderr(&o).contains("spec.domain.devices.interfaces[0].name 'x' not found."),
-        "{}",
-        stderr(&o)
-    );
+    assert_stderr_has(&o, "spec.domain.devices.interfaces[0].name 'x' not found.");
     assert_eq!(snapshot(&pod.name), pristine);
 
     // A pod without its pod interface.
@@ -223,11 +224,7 @@ fn bad_input_names_the_operation_and_object_and_changes_nothing() {
     let pristine = snapshot(&empty.name);
     let o = empty.setup(vmi, &[]);
     assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("pod link (eth0) is missing"),
-        "{}",
-        stderr(&o)
-    );
+    assert_stderr_has(&o, "pod link (eth0) is missing");
     assert_eq!(snapshot(&empty.name), pristine);
     assert!(
         !empty.state_dir().join("state.json").exists(),
@@ -268,10 +265,9 @@ fn kernel_without_nftables_nat_fails_cleanly() {
         "examples/vmi-masquerade.yaml",
         &["--nft", "/nonexistent/nft"],
     );
-    assert!(
-        stderr(&o).contains("the plan needs nftables but /nonexistent/nft was not found"),
-        "{}",
-        stderr(&o)
+    assert_stderr_has(
+        &o,
+        "the plan needs nftables but /nonexistent/nft was not found",
     );
     assert_eq!(snapshot(&pod.name), pristine);
 }
@@ -340,18 +336,10 @@ fn handoff_never_follows_a_symlink() {
     std::fs::create_dir(&real).unwrap();
     std::os::unix::fs::symlink(&real, pod2.handoff_dir()).unwrap();
     let o = pod2.setup("examples/vmi-masquerade.yaml", &[]);
-    assert!(
-        stderr(&o).contains("is not safe: it is a symlink"),
-        "{}",
-        stderr(&o)
-    );
+    assert_stderr_has(&o, "is not safe: it is a symlink");
     let pod3 = Pod::new(Stack::V4);
     std::fs::create_dir(pod3.handoff_dir()).unwrap();
     std::fs::set_permissions(pod3.handoff_dir(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let o = pod3.setup("examples/vmi-masquerade.yaml", &[]);
-    assert!(
-        stderr(&o).contains("lets group or others write"),
-        "{}",
-        stderr(&o)
-    );
+    assert_stderr_has(&o, "lets group or others write");
 }
