@@ -94,6 +94,33 @@ pub struct SetupArgs {
     pub inject: Option<Injection>,
 }
 
+impl SetupArgs {
+    /// A setup of `vmi` in `target` for the VM's `owner`, with everything else as the command
+    /// line defaults it: `nft` from PATH, no resolv.conf, no feature gates, no launcher pid,
+    /// SELinux as found, no injected failure.
+    pub fn new(
+        target: NetnsTarget,
+        vmi: PathBuf,
+        owner: Owner,
+        handoff_dir: PathBuf,
+        state_dir: PathBuf,
+    ) -> SetupArgs {
+        SetupArgs {
+            target,
+            vmi,
+            owner,
+            handoff_dir,
+            state_dir,
+            nft_bin: "nft".into(),
+            resolv_conf: None,
+            cluster: ClusterConfig::default(),
+            launcher_pid: None,
+            selinux: SelinuxEnv::default(),
+            inject: None,
+        }
+    }
+}
+
 /// What a finished setup reports.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SetupReport {

@@ -205,17 +205,14 @@ fn main() {
     .unwrap();
     let handoff = tmp.path().join("handoff");
     netbind_handler::setup(&netbind_handler::SetupArgs {
-        target: netbind_handler::netns::NetnsTarget::Path(format!("/run/netns/{p}").into()),
-        vmi: netbind_testkit::repo_root().join("examples/vmi-masquerade.yaml"),
-        owner: netbind_plan::Owner { uid: 107, gid: 107 },
-        handoff_dir: handoff.clone(),
-        state_dir: tmp.path().join("state"),
-        nft_bin: "nft".into(),
         resolv_conf: Some(resolv),
-        cluster: Default::default(),
-        launcher_pid: None,
-        selinux: Default::default(),
-        inject: None,
+        ..netbind_handler::SetupArgs::new(
+            netbind_handler::netns::NetnsTarget::Path(format!("/run/netns/{p}").into()),
+            netbind_testkit::repo_root().join("examples/vmi-masquerade.yaml"),
+            netbind_plan::Owner { uid: 107, gid: 107 },
+            handoff.clone(),
+            tmp.path().join("state"),
+        )
     })
     .expect("phase 1");
     let mac = MAC

@@ -89,17 +89,14 @@ impl Fixture {
         std::fs::write(&resolv, "nameserver 10.96.0.10\nnameserver fd00:10:96::a\nsearch default.svc.cluster.local svc.cluster.local cluster.local\n").unwrap();
         let handoff = f.dir.path().join("handoff");
         netbind_handler::setup(&netbind_handler::SetupArgs {
-            target: netbind_handler::netns::NetnsTarget::Path(format!("/run/netns/{p}").into()),
-            vmi: root().join(vmi),
-            owner: netbind_plan::Owner { uid: 107, gid: 107 },
-            handoff_dir: handoff.clone(),
-            state_dir: f.dir.path().join("state"),
-            nft_bin: "nft".into(),
             resolv_conf: Some(resolv),
-            cluster: Default::default(),
-            launcher_pid: None,
-            selinux: Default::default(),
-            inject: None,
+            ..netbind_handler::SetupArgs::new(
+                netbind_handler::netns::NetnsTarget::Path(format!("/run/netns/{p}").into()),
+                root().join(vmi),
+                netbind_plan::Owner { uid: 107, gid: 107 },
+                handoff.clone(),
+                f.dir.path().join("state"),
+            )
         })
         .expect("phase 1");
         // The guest: a veth where the tap would be (same bridge, the pod's original MAC).
