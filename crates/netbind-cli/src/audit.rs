@@ -13,7 +13,6 @@
 #![allow(clippy::cast_possible_truncation)]
 
 use std::net::UdpSocket;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -56,12 +55,8 @@ fn holds_tun(pid: u32) -> bool {
 
 /// Listens on the node side (UDP :68 in the node namespace) for datagrams carrying `marker`.
 fn node_listener(marker: String, stop: &AtomicBool, bound: &AtomicBool) -> bool {
-    let path = format!("/run/netns/{}", podsim::NODE_NS);
-    let Ok(ns) = std::fs::File::open(&path) else {
-        return false;
-    };
-    // SAFETY: setns on an open namespace fd, on this dedicated thread only.
-    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+    // This runs on its own thread (see the caller).
+    if podsim::enter_netns(podsim::NODE_NS).is_err() {
         return false;
     }
     // SO_REUSEADDR: audits of several pods may listen at once; each broadcast reaches all.

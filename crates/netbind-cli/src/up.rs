@@ -7,7 +7,6 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -718,14 +717,9 @@ fn ok_str(b: Option<bool>) -> &'static str {
 /// From the network namespace `ns`: whether an HTTP GET to `ip:port` gets the guest's page
 /// within `patience`.
 fn reaches_guest(ns: &str, ip: Ipv4Addr, port: u16, patience: Duration) -> bool {
-    let path = format!("/run/netns/{ns}");
     std::thread::scope(|s| {
         s.spawn(|| {
-            let Ok(ns) = std::fs::File::open(&path) else {
-                return false;
-            };
-            // SAFETY: setns on an open namespace fd, on this short-lived thread only.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            if podsim::enter_netns(ns).is_err() {
                 return false;
             }
             let t = Instant::now();
