@@ -10,20 +10,7 @@ use common::{CASES, run_case};
 /// In CI the tool must be there (the test set-up installs libvirt-clients); elsewhere a
 /// missing tool is reported loudly and the test returns without asserting.
 fn have_validator() -> bool {
-    let ok = Command::new("virt-xml-validate")
-        .arg("--help")
-        .output()
-        .is_ok();
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "virt-xml-validate missing in CI"
-        );
-        eprintln!(
-            "SKIPPED: virt-xml-validate not installed (apt-get install libvirt-clients libxml2-utils)"
-        );
-    }
-    ok
+    netbind_testkit::tools_ready(&["virt-xml-validate"])
 }
 
 fn validate(xml: &str) -> (bool, String) {

@@ -36,15 +36,25 @@ pub fn missing_tools(tools: &[&str]) -> Vec<String> {
 /// installs and builds everything, so there a missing piece fails the test; elsewhere the
 /// test says loudly that it was skipped and why.
 pub fn ready(missing: Vec<String>) -> bool {
-    let root = is_root();
-    if root && missing.is_empty() {
-        return true;
-    }
-    let why = if root {
-        format!("missing {missing:?}")
-    } else {
-        format!("needs root; missing {missing:?}")
+    let why = match (is_root(), missing.is_empty()) {
+        (true, true) => return true,
+        (true, false) => format!("missing {missing:?}"),
+        (false, _) => format!("needs root; missing {missing:?}"),
     };
+    skip(&why)
+}
+
+/// [`ready`] for a test that needs the tools of `tools` but not root.
+pub fn tools_ready(tools: &[&str]) -> bool {
+    let missing = missing_tools(tools);
+    missing.is_empty()
+        || skip(&format!(
+            "missing {missing:?} (scripts/setup.sh installs them)"
+        ))
+}
+
+/// The policy for a test that cannot run: a failure in CI, a loud skip elsewhere.
+fn skip(why: &str) -> bool {
     assert!(std::env::var_os("CI").is_none(), "CI must run this: {why}");
     eprintln!("SKIPPED: {why}");
     false
