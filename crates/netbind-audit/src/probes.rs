@@ -30,6 +30,8 @@ pub struct Ctx {
 #[derive(Debug, Default)]
 pub struct Pre {
     pub fds: Vec<OwnedFd>,
+    /// The local port of each fd that is a bound UDP socket (read before the filter).
+    pub ports: Vec<u16>,
 }
 
 impl Pre {
@@ -196,24 +198,29 @@ pub fn prepare(id: &str) -> Pre {
             }
         }
         "A9" => {
-            // The launcher's DHCP socket: UDP 0.0.0.0:67 (the floor is 67 in the pod).
-            if let Ok(fd) = sock(libc::AF_INET, libc::SOCK_DGRAM, 0) {
-                let _ = setopt(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, &int(1));
-                let _ = setopt(&fd, libc::SOL_SOCKET, libc::SO_BROADCAST, &int(1));
-                // SAFETY: sockaddr_in is plain data.
-                let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-                sa.sin_family = libc::AF_INET as libc::sa_family_t;
-                sa.sin_port = htons(67);
-                // SAFETY: bind reads a sockaddr_in of the given size.
-                let rc = unsafe {
-                    libc::bind(
-                        fd.as_raw_fd(),
-                        std::ptr::from_ref(&sa).cast(),
-                        std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                    )
-                };
-                if rc == 0 {
-                    pre.fds.push(fd);
+            // The launcher's DHCP socket, UDP 0.0.0.0:67 (the floor is 67 in the pod), and
+            // sockets on other ports: a client takes a reply to port 68 from any source port,
+            // so the guard must stop them all.
+            for port in A9_SOURCE_PORTS {
+                if let Ok(fd) = sock(libc::AF_INET, libc::SOCK_DGRAM, 0) {
+                    let _ = setopt(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, &int(1));
+                    let _ = setopt(&fd, libc::SOL_SOCKET, libc::SO_BROADCAST, &int(1));
+                    // SAFETY: sockaddr_in is plain data.
+                    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+                    sa.sin_family = libc::AF_INET as libc::sa_family_t;
+                    sa.sin_port = htons(port);
+                    // SAFETY: bind reads a sockaddr_in of the given size.
+                    let rc = unsafe {
+                        libc::bind(
+                            fd.as_raw_fd(),
+                            std::ptr::from_ref(&sa).cast(),
+                            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                        )
+                    };
+                    if rc == 0 {
+                        pre.fds.push(fd);
+                        pre.ports.push(port);
+                    }
                 }
             }
         }
@@ -276,6 +283,10 @@ fn packet_send(ifname: &str, proto: u16, payload: &[u8]) -> Result<(), i32> {
     };
     if rc < 0 { Err(errno()) } else { Ok(()) }
 }
+
+/// Source ports of the rogue DHCP replies (A9): the server port, the client port, and two
+/// ordinary ones.
+pub const A9_SOURCE_PORTS: [u16; 4] = [67, 68, 1067, 40067];
 
 fn udp_broadcast_via(fd: RawFd, ifname: &str, payload: &[u8]) -> Result<(), i32> {
     // SAFETY: plain data structures for sendmsg, all alive for the call.
@@ -404,13 +415,22 @@ pub fn run(id: &str, c: &Ctx, pre: &Pre) -> Observed {
             let payload = c.marker.as_bytes();
             match packet_send(&c.pod_iface, 0x0800, &dhcp_frame(c.pod_ip, payload)) {
                 Ok(()) => ok("sent through a packet socket"),
-                Err(_) => match pre.fds.first() {
-                    Some(fd) => obs(
-                        udp_broadcast_via(fd.as_raw_fd(), &c.pod_iface, payload),
-                        "sent from UDP :67 on eth0",
-                    ),
-                    None => Observed::Errno(libc::EACCES),
-                },
+                Err(_) => {
+                    // Every source port that could send: one success is enough to try.
+                    let mut sent = Vec::new();
+                    let mut last = libc::EACCES;
+                    for (fd, port) in pre.fds.iter().zip(&pre.ports) {
+                        match udp_broadcast_via(fd.as_raw_fd(), &c.pod_iface, payload) {
+                            Ok(()) => sent.push(format!(":{port}")),
+                            Err(e) => last = e,
+                        }
+                    }
+                    if sent.is_empty() {
+                        Observed::Errno(last)
+                    } else {
+                        ok(&format!("sent from UDP {} on eth0", sent.join(", ")))
+                    }
+                }
             }
         }
         "A10" => {

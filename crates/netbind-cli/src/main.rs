@@ -156,18 +156,10 @@ fn unreadable(path: &Path, e: impl std::fmt::Display) -> Failure {
 }
 
 fn read_text(path: &Path) -> Result<String, Failure> {
-    let meta = std::fs::metadata(path).map_err(|e| unreadable(path, e))?;
-    if meta.len() > MAX_INPUT_BYTES as u64 {
-        return Err(unreadable(
-            path,
-            format!(
-                "{} bytes, more than the {MAX_INPUT_BYTES}-byte limit",
-                meta.len()
-            ),
-        ));
-    }
-    let bytes = std::fs::read(path).map_err(|e| unreadable(path, e))?;
-    String::from_utf8(bytes).map_err(|_| unreadable(path, "not UTF-8 text"))
+    netbind_model::input::read_text(path, MAX_INPUT_BYTES as u64).map_err(|e| Failure {
+        code: EXIT_UNREADABLE,
+        message: e.to_string(),
+    })
 }
 
 /// Reports one file; returns its exit code.

@@ -16,6 +16,7 @@ use netbind_model::admission::ClusterConfig;
 use netbind_model::check::{CheckError, check_vmi};
 use netbind_model::handoff::{HANDOFF_FILE, Handoff};
 use netbind_model::vmi::BindingKind;
+use netbind_model::yaml::MAX_INPUT_BYTES;
 use serde::{Deserialize, Serialize};
 
 use crate::podsim::{self, SimError};
@@ -225,8 +226,8 @@ pub fn up(a: &UpArgs) -> Result<UpReport, UpError> {
         json: a.json,
         steps: Vec::new(),
     };
-    let text = std::fs::read_to_string(&a.file)
-        .map_err(|e| UpError::Invalid(format!("{}: {e}", a.file.display())))?;
+    let text = netbind_model::input::read_text(&a.file, MAX_INPUT_BYTES as u64)
+        .map_err(|e| UpError::Invalid(e.to_string()))?;
     let vmi = check_vmi(&text, &a.cluster).map_err(|e| {
         UpError::Invalid(match e {
             CheckError::Load(l) => format!("{}:{l}", a.file.display()),

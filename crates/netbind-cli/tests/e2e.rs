@@ -89,9 +89,10 @@ fn up_and_down(
         !Path::new(&format!("/run/netbind/pods/{name}")).exists(),
         "pod record removed"
     );
-    assert!(
-        !Path::new(&format!("/run/netbind/ipam/{pod_ip}")).exists(),
-        "address released"
+    assert_eq!(
+        common::address_held_by(name),
+        None,
+        "down released the pod's address ({pod_ip})"
     );
     let ps = String::from_utf8_lossy(
         &Command::new("ps")

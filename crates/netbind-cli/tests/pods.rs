@@ -112,10 +112,7 @@ fn several_pods_share_the_node_without_colliding() {
     for (i, ((n, _), ip)) in pods.iter().zip(&ips).enumerate() {
         let d = netbind(&["down", n]);
         assert!(d.status.success(), "{}", String::from_utf8_lossy(&d.stderr));
-        assert!(
-            !Path::new(&format!("/run/netbind/ipam/{ip}")).exists(),
-            "{ip} released by down"
-        );
+        assert_eq!(common::address_held_by(n), None, "{ip} released by down");
         assert!(!Path::new(&format!("/run/netns/netbind-{n}")).exists());
         if i + 1 < pods.len() {
             assert_eq!(node_bridge_mac(), before, "node bridge MAC after {n} left");

@@ -150,3 +150,97 @@ fn alias_bomb_is_refused_not_expanded() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Runs a binary with a deadline: a FIFO input must not hang it.
+fn run_bounded(mut cmd: Command) -> Output {
+    use std::time::{Duration, Instant};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let t = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if t.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("{cmd:?} hung on a special file");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// A FIFO (no writer: a blocking open would wait forever) and a symlink to /dev/zero (no end,
+/// and a stat size of 0) in place of each input file: every reader refuses them at once,
+/// naming the file and what it is.
+#[test]
+fn special_files_are_refused_not_read() {
+    let d = tempfile::tempdir().expect("tmp");
+    let root = netbind_testkit::repo_root();
+    let fifo = d.path().join("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo")
+            .success()
+    );
+    let zero = d.path().join("zero");
+    std::os::unix::fs::symlink("/dev/zero", &zero).expect("symlink");
+    let vmi = root.join("examples/vmi-masquerade.yaml");
+    let pod = root.join("testdata/pods/pod-v4.json");
+    let bin = |name: &str| std::path::Path::new(env!("CARGO_BIN_EXE_netbind")).with_file_name(name);
+    for (special, kind) in [(&fifo, "is a FIFO"), (&zero, "is a character device")] {
+        let s = special.as_os_str();
+        let cases: Vec<(&str, Vec<&std::ffi::OsStr>)> = vec![
+            ("validate VMI", vec!["validate".as_ref(), s]),
+            (
+                "plan VMI",
+                vec!["plan".as_ref(), s, "--pod".as_ref(), pod.as_os_str()],
+            ),
+            (
+                "plan POD.json",
+                vec!["plan".as_ref(), vmi.as_os_str(), "--pod".as_ref(), s],
+            ),
+            (
+                "plan --resolv-conf",
+                vec![
+                    "plan".as_ref(),
+                    vmi.as_os_str(),
+                    "--pod".as_ref(),
+                    pod.as_os_str(),
+                    "--resolv-conf".as_ref(),
+                    s,
+                ],
+            ),
+            ("up VMI", vec!["up".as_ref(), s]),
+        ];
+        for (what, args) in cases {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_netbind"));
+            c.args(&args).env("NETBIND_RUN_DIR", d.path().join("run"));
+            let out = run_bounded(c);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !out.status.success(),
+                "{what}: accepted {}",
+                special.display()
+            );
+            assert!(
+                err.contains(&format!("{}: {kind}", special.display())),
+                "{what}: {err}"
+            );
+        }
+        // The handler refuses the VMI before it opens any namespace.
+        let mut h = Command::new(bin("netbind-handler"));
+        h.args(["setup", "--netns", "/run/netns/netbind-absent-ns", "--vmi"])
+            .arg(special)
+            .arg("--handoff-dir")
+            .arg(d.path().join("h"));
+        let out = run_bounded(h);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(kind),
+            "handler: {err}"
+        );
+    }
+}

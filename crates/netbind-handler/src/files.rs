@@ -109,9 +109,9 @@ pub fn write_atomic(
     let tmp = format!(".{name}.{}.tmp", std::process::id());
     let tmp_c = name_c(&tmp);
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    // A stale temp file from a crashed run is ours to remove (nobody else can write here).
-    // SAFETY: dfd is an open directory fd and tmp_c a NUL-terminated name.
-    unsafe { libc::unlinkat(dfd.as_raw_fd(), tmp_c.as_ptr(), 0) };
+    // Temp files of crashed runs (any pid) are ours to remove: nobody else can write here,
+    // and the caller holds the pod's lock, so no other writer of this file is running.
+    remove_stale_temps(&dfd, dir, name);
     // SAFETY: as above; the mode argument is read for O_CREAT.
     let fd = unsafe { libc::openat(dfd.as_raw_fd(), tmp_c.as_ptr(), flags, mode as libc::c_uint) };
     if fd < 0 {
@@ -152,6 +152,73 @@ pub fn write_atomic(
     // crashes; durability across a power loss is moot, since the pod's network namespace
     // (everything these files describe) does not survive a reboot either.
     Ok(())
+}
+
+/// Unlinks every `.NAME.*.tmp` in the directory `dfd` (unlink never follows a symlink).
+fn remove_stale_temps(dfd: &OwnedFd, dir: &Path, name: &str) {
+    let prefix = format!(".{name}.");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let n = e.file_name();
+        let n = n.to_string_lossy();
+        if n.starts_with(&prefix) && n.ends_with(".tmp") {
+            let c = name_c(&n);
+            // SAFETY: dfd is an open directory fd and c a NUL-terminated name in it.
+            unsafe { libc::unlinkat(dfd.as_raw_fd(), c.as_ptr(), 0) };
+        }
+    }
+}
+
+/// An exclusive lock on one pod's phase-1 work (setup and teardown), held until dropped.
+/// The lock file lives in the root-only state directory, out of reach of any other user.
+#[derive(Debug)]
+pub struct PodLock {
+    _file: std::fs::File,
+}
+
+pub const LOCK_FILE: &str = "lock";
+
+/// Takes the pod's lock in `dir` (created 0700 if missing), waiting for a holder to finish.
+pub fn lock(dir: &Path) -> Result<PodLock, FileError> {
+    let path = dir.join(LOCK_FILE);
+    loop {
+        let dfd = secure_dir(dir, 0o700)?;
+        let c = name_c(LOCK_FILE);
+        // SAFETY: dfd is an open directory fd and c a NUL-terminated name; mode for O_CREAT.
+        let fd = unsafe {
+            libc::openat(
+                dfd.as_raw_fd(),
+                c.as_ptr(),
+                libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                0o600 as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            return Err(io("open", &path)(std::io::Error::last_os_error()));
+        }
+        // SAFETY: fd was just returned by openat and is owned by nobody else.
+        let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        // SAFETY: flock on an open fd; EINTR is retried by the loop below.
+        while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(io("lock", &path)(e));
+            }
+        }
+        // A teardown removes the lock file with the directory once it is done: a waiter that
+        // got the lock on a removed file must take the lock again on the current one.
+        let held = file.metadata().map_err(io("stat", &path))?;
+        match std::fs::symlink_metadata(&path) {
+            Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
+                return Ok(PodLock { _file: file });
+            }
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io("stat", &path)(e)),
+        }
+    }
 }
 
 /// Removes `dir/name` if present (never follows a symlink: unlink removes the link itself).

@@ -36,11 +36,8 @@ use crate::state::{HandlerState, Phase, StateError};
 pub enum HandlerError {
     #[error("VMI {path}: {message}")]
     Vmi { path: PathBuf, message: String },
-    #[error("read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("read {0}")]
+    Input(netbind_model::input::InputError),
     #[error(transparent)]
     Netns(#[from] NetnsError),
     #[error("open rtnetlink socket in {target}: {source}")]
@@ -65,6 +62,11 @@ pub enum HandlerError {
     },
     #[error("write hand-off record: {0}")]
     Handoff(files::FileError),
+    #[error("write hand-off record: {source}{}", rollback_note(.rollback))]
+    HandoffRolledBack {
+        source: files::FileError,
+        rollback: Vec<String>,
+    },
     #[error("teardown left errors: {}", .0.join("; "))]
     Teardown(Vec<String>),
 }
@@ -160,10 +162,8 @@ fn dir_key(p: &Path) -> String {
 }
 
 fn read_to_string(path: &Path) -> Result<String, HandlerError> {
-    std::fs::read_to_string(path).map_err(|source| HandlerError::Read {
-        path: path.into(),
-        source,
-    })
+    netbind_model::input::read_text(path, netbind_model::yaml::MAX_INPUT_BYTES as u64)
+        .map_err(HandlerError::Input)
 }
 
 fn open_netlink(target: &NetnsTarget) -> Result<Netlink, HandlerError> {
@@ -217,6 +217,8 @@ pub fn setup(a: &SetupArgs) -> Result<SetupReport, HandlerError> {
             tracing::info!(label = %l, "creating taps under the launcher's label")
         }
     }
+    // One phase-1 run per pod at a time: a second setup, or a teardown, waits for this one.
+    let _lock = files::lock(&a.state_dir).map_err(|e| HandlerError::State(e.into()))?;
     let previous = state::load(&a.state_dir)?;
     ns.run(|| setup_in_netns(a, &vmi, &resolv, &label, previous))?
 }
@@ -281,14 +283,23 @@ fn setup_in_netns(
         return Err(HandlerError::Apply { source, rollback });
     }
     let handoff = plan.handoff.to_json();
-    files::write_atomic(
+    if let Err(e) = files::write_atomic(
         &a.handoff_dir,
         0o755,
         HANDOFF_FILE,
         handoff.as_bytes(),
         0o644,
-    )
-    .map_err(HandlerError::Handoff)?;
+    ) {
+        // Without its record the pod is useless to phase 2: undo it like any failed step.
+        let rollback = apply::teardown(&mut nl, &nft_bin, &plan, &observed, &st.sysctls_before);
+        if rollback.is_empty() {
+            state::remove(&a.state_dir)?;
+        }
+        return Err(HandlerError::HandoffRolledBack {
+            source: e,
+            rollback,
+        });
+    }
     st.phase = Phase::Finished;
     state::save(&a.state_dir, &st)?;
     Ok(report(a, &plan, reused, label))
@@ -322,6 +333,12 @@ pub struct TeardownArgs {
 /// Removes everything setup made. Works after a partial setup, and succeeds when the
 /// namespace is already gone (the kernel removed everything with it).
 pub fn teardown(a: &TeardownArgs) -> Result<(), HandlerError> {
+    // A missing state directory means nothing was set up: no lock is needed, and taking one
+    // would create the directory.
+    let _lock = match std::fs::symlink_metadata(&a.state_dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        _ => Some(files::lock(&a.state_dir).map_err(|e| HandlerError::State(e.into()))?),
+    };
     let Some(st) = state::load(&a.state_dir)? else {
         // Nothing recorded: nothing of ours can be in the namespace.
         files::remove(&a.handoff_dir, HANDOFF_FILE).map_err(HandlerError::Handoff)?;

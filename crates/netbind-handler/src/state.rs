@@ -39,6 +39,11 @@ pub struct HandlerState {
 pub enum StateError {
     #[error(transparent)]
     File(#[from] FileError),
+    #[error("serialise the state file {path}: {source}")]
+    Serialize {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("state file {path} is corrupt: {source}")]
     Corrupt {
         path: PathBuf,
@@ -59,13 +64,19 @@ pub fn load(dir: &Path) -> Result<Option<HandlerState>, StateError> {
 }
 
 pub fn save(dir: &Path, s: &HandlerState) -> Result<(), StateError> {
-    let json = serde_json::to_vec_pretty(s).unwrap_or_default();
+    // An empty or partial state file would lose the record of what to undo: fail instead.
+    let json = serde_json::to_vec_pretty(s).map_err(|source| StateError::Serialize {
+        path: dir.join(STATE_FILE),
+        source,
+    })?;
     files::write_atomic(dir, 0o700, STATE_FILE, &json, 0o600)?;
     Ok(())
 }
 
+/// Removes the state (the caller holds the pod's lock, whose file goes with the directory).
 pub fn remove(dir: &Path) -> Result<(), StateError> {
     files::remove(dir, STATE_FILE)?;
+    files::remove(dir, files::LOCK_FILE)?;
     // The directory is per pod; leave nothing behind once it is empty.
     let _ = std::fs::remove_dir(dir);
     Ok(())

@@ -340,6 +340,85 @@ fn handoff_never_follows_a_symlink() {
     let pod3 = Pod::new(Stack::V4);
     std::fs::create_dir(pod3.handoff_dir()).unwrap();
     std::fs::set_permissions(pod3.handoff_dir(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let pristine = snapshot(&pod3.name);
     let o = pod3.setup("examples/vmi-masquerade.yaml", &[]);
     assert_stderr_has(&o, "lets group or others write");
+    // The record could not be written after every step had been applied: rolled back like any
+    // failed step, and no state is left that claims a pod.
+    assert_stderr_has(&o, "(rolled back)");
+    assert_eq!(
+        snapshot(&pod3.name),
+        pristine,
+        "failed hand-off write rolled back"
+    );
+    assert!(!pod3.state_dir().join("state.json").exists());
+}
+
+#[test]
+fn temp_files_of_a_crashed_run_are_removed() {
+    if !require_root() {
+        return;
+    }
+    let pod = Pod::new(Stack::V4);
+    for (dir, mode, name) in [
+        (pod.handoff_dir(), 0o755, ".handoff.json.4242.tmp"),
+        (pod.state_dir(), 0o700, ".state.json.4242.tmp"),
+    ] {
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        std::fs::write(dir.join(name), "half-written").unwrap();
+    }
+    pod.setup_ok("examples/vmi-masquerade.yaml", &[]);
+    for dir in [pod.handoff_dir(), pod.state_dir()] {
+        let left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "{}: {left:?}", dir.display());
+    }
+}
+
+/// Several setups of one pod at once, and teardowns racing setups: the per-pod lock makes
+/// them take turns, so the pod ends in the state of one clean run (no rule twice) or, after
+/// a teardown that came last, in its state before netbind — never in between.
+#[test]
+fn concurrent_runs_of_one_pod_take_turns() {
+    if !require_root() {
+        return;
+    }
+    let vmi = "examples/vmi-ports.yaml";
+    let clean = Pod::new(Stack::V4);
+    let pristine = snapshot(&clean.name);
+    clean.setup_ok(vmi, &[]);
+    let want = snapshot(&clean.name);
+    let pod = Pod::new(Stack::V4);
+    let outs: Vec<std::process::Output> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4).map(|_| s.spawn(|| pod.setup(vmi, &[]))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for o in &outs {
+        assert!(o.status.success(), "concurrent setup: {}", stderr(o));
+    }
+    assert_eq!(snapshot(&pod.name), want, "four setups at once");
+    for round in 0..4 {
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(|| pod.setup(vmi, &[]));
+            let b = s.spawn(|| pod.teardown());
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        assert!(a.status.success(), "round {round}: setup: {}", stderr(&a));
+        assert!(
+            b.status.success(),
+            "round {round}: teardown: {}",
+            stderr(&b)
+        );
+        let got = snapshot(&pod.name);
+        if pod.state_dir().join("state.json").exists() {
+            assert_eq!(got, want, "round {round}: setup came last");
+        } else {
+            assert_eq!(got, pristine, "round {round}: teardown came last");
+        }
+    }
 }

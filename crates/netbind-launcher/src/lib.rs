@@ -22,13 +22,8 @@ pub const MAX_HANDOFF_BYTES: u64 = 1 << 20;
 pub enum LauncherError {
     #[error(transparent)]
     Privilege(#[from] privilege::PrivilegeError),
-    #[error("read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path}: {size} bytes, more than the {MAX_HANDOFF_BYTES}-byte limit")]
-    TooLarge { path: String, size: u64 },
+    #[error("read {0}")]
+    Read(#[from] netbind_model::input::InputError),
     #[error("{path}: {source}")]
     Handoff {
         path: String,
@@ -48,20 +43,7 @@ pub enum LauncherError {
 pub fn read_handoff(dir: &Path) -> Result<Handoff, LauncherError> {
     let path = dir.join(HANDOFF_FILE);
     let p = path.display().to_string();
-    let meta = std::fs::metadata(&path).map_err(|source| LauncherError::Read {
-        path: p.clone(),
-        source,
-    })?;
-    if meta.len() > MAX_HANDOFF_BYTES {
-        return Err(LauncherError::TooLarge {
-            path: p,
-            size: meta.len(),
-        });
-    }
-    let bytes = std::fs::read(&path).map_err(|source| LauncherError::Read {
-        path: p.clone(),
-        source,
-    })?;
+    let bytes = netbind_model::input::read_regular(&path, MAX_HANDOFF_BYTES)?;
     Handoff::from_json(&bytes).map_err(|source| LauncherError::Handoff { path: p, source })
 }
 
@@ -92,4 +74,33 @@ pub fn servers(
         .map(|c| (c.interface.to_string(), dhcp6::Server::new(c)))
         .collect();
     (v4, v6)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+    use super::*;
+
+    /// A hand-off record that is a FIFO (or a symlink to /dev/zero) is refused at once instead
+    /// of blocking the launcher or filling its memory.
+    #[test]
+    fn special_handoff_records_are_refused() {
+        let d = std::env::temp_dir().join(format!("netbind-launcher-ho-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let rec = d.join(HANDOFF_FILE);
+        std::os::unix::fs::symlink("/dev/zero", &rec).unwrap();
+        let e = read_handoff(&d).expect_err("/dev/zero").to_string();
+        assert!(e.contains("is a character device"), "{e}");
+        std::fs::remove_file(&rec).unwrap();
+        if std::process::Command::new("mkfifo")
+            .arg(&rec)
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            let e = read_handoff(&d).expect_err("fifo").to_string();
+            assert!(e.contains("is a FIFO"), "{e}");
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }

@@ -14,4 +14,5 @@ pub mod net;
 pub use net::Cidr;
 pub mod check;
 pub mod handoff;
+pub mod input;
 pub mod pod;

@@ -58,7 +58,12 @@ pub enum PodError {
     Version(u32),
     #[error("POD.json: interface {0} is listed twice")]
     Duplicate(IfName),
+    #[error("POD.json: interfaces[{index}].mtu: {mtu} is below the IPv4 minimum of {MIN_MTU}")]
+    Mtu { index: usize, mtu: u32 },
 }
+
+/// RFC 791: every IPv4 link carries 68-byte datagrams; below that nothing netbind plans works.
+pub const MIN_MTU: u32 = 68;
 
 impl ObservedPod {
     pub fn from_json(text: &str) -> Result<Self, PodError> {
@@ -67,7 +72,10 @@ impl ObservedPod {
             return Err(PodError::Version(pod.version));
         }
         let mut seen = std::collections::BTreeSet::new();
-        for i in &pod.interfaces {
+        for (index, i) in pod.interfaces.iter().enumerate() {
+            if i.mtu < MIN_MTU {
+                return Err(PodError::Mtu { index, mtu: i.mtu });
+            }
             if !seen.insert(&i.name) {
                 return Err(PodError::Duplicate(i.name.clone()));
             }
@@ -115,6 +123,8 @@ mod tests {
             ObservedPod::from_json(&j.replace("\"version\":1", "\"version\":9")),
             Err(PodError::Version(9))
         ));
+        let e = ObservedPod::from_json(&j.replace("1450", "67")).expect_err("mtu 67");
+        assert!(e.to_string().contains("interfaces[0].mtu: 67"), "{e}");
         let e =
             ObservedPod::from_json(&j.replace("\"mtu\"", "\"mtux\"")).expect_err("unknown field");
         assert!(e.to_string().contains("mtux"), "{e}");

@@ -909,8 +909,8 @@ impl Ctx<'_> {
         }
     }
 
-    /// netbind's DHCP-leak guard: nothing the pod netns sends with UDP source port 67/547 may
-    /// leave through the pod interface, so a compromised launcher cannot answer DHCP on the
+    /// netbind's DHCP-leak guard: nothing the pod netns sends from UDP port 67/547 or to UDP
+    /// port 68/546 may leave through the pod interface, so a compromised launcher cannot answer DHCP on the
     /// pod network (routed: `inet` output hook; bridged: `bridge` output hook on the port).
     fn guard(&mut self) {
         for (fam, ifaces) in [
@@ -928,20 +928,26 @@ impl Ctx<'_> {
                 Some(("filter", "output", 0)),
             );
             for i in ifaces {
-                self.nft.rule(
-                    fam,
-                    GUARD_TABLE,
-                    "dhcp_guard",
-                    vec![
-                        Expr::one(Field::Oifname, Val::Name(i.to_string())),
-                        Expr::set(
-                            Field::Sport("udp".into()),
-                            vec![Val::Port(67), Val::Port(547)],
-                        ),
-                        Expr::Counter,
-                        Expr::Drop,
-                    ],
-                );
+                // A server reply is what a client accepts: anything to the client ports, from
+                // whatever source port (clients do not check it), and anything from the server
+                // ports (relay-style replies to port 67).
+                for (m, ports) in [
+                    (Field::Sport("udp".into()), [67, 547]),
+                    (Field::Dport("udp".into()), [68, 546]),
+                ] {
+                    let ports = ports.into_iter().map(Val::Port).collect();
+                    self.nft.rule(
+                        fam,
+                        GUARD_TABLE,
+                        "dhcp_guard",
+                        vec![
+                            Expr::one(Field::Oifname, Val::Name(i.to_string())),
+                            Expr::set(m, ports),
+                            Expr::Counter,
+                            Expr::Drop,
+                        ],
+                    );
+                }
             }
         }
     }

@@ -85,3 +85,13 @@ pub fn ready_with(bins: &[&str], tools: &[&str], also_missing: Vec<String>) -> b
 pub fn root_with_bins(bins: &[&str]) -> bool {
     ready_with(bins, &[], Vec::new())
 }
+
+/// Whether some address file of the pod simulator's allocator still names `pod`. Checking the
+/// freed address itself would race: another test's pod may be given it the moment it is free.
+pub fn address_held_by(pod: &str) -> Option<String> {
+    std::fs::read_dir("/run/netbind/ipam")
+        .ok()?
+        .flatten()
+        .find(|e| std::fs::read_to_string(e.path()).is_ok_and(|owner| owner.trim() == pod))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+}

@@ -1,0 +1,135 @@
+//! Reading an input file (a VMI, POD.json, resolv.conf, the hand-off record) safely: only a
+//! regular file, and never more than a limit of bytes.
+//!
+//! A FIFO would block `open` and `read` forever, and a character device such as `/dev/zero`
+//! (or a symlink to it) has no size to check beforehand and never ends. So the file is opened
+//! with `O_NONBLOCK` (a FIFO's open then returns at once), its type is checked on the open
+//! descriptor (no race with a rename), and the read itself stops one byte past the limit.
+
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("{path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: is a {kind}, not a regular file")]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error("{path}: more than the {limit}-byte limit")]
+    TooLarge { path: PathBuf, limit: u64 },
+    #[error("{path}: read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not UTF-8 text")]
+    NotText { path: PathBuf },
+}
+
+fn kind(t: std::fs::FileType) -> &'static str {
+    if t.is_dir() {
+        "directory"
+    } else if t.is_fifo() {
+        "FIFO"
+    } else if t.is_char_device() {
+        "character device"
+    } else if t.is_block_device() {
+        "block device"
+    } else if t.is_socket() {
+        "socket"
+    } else {
+        "special file"
+    }
+}
+
+/// The bytes of the regular file at `path`, at most `limit` of them (more is an error).
+pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, InputError> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|source| InputError::Open {
+            path: path.into(),
+            source,
+        })?;
+    let t = f
+        .metadata()
+        .map_err(|source| InputError::Open {
+            path: path.into(),
+            source,
+        })?
+        .file_type();
+    if !t.is_file() {
+        return Err(InputError::NotRegular {
+            path: path.into(),
+            kind: kind(t),
+        });
+    }
+    let mut buf = Vec::new();
+    f.take(limit.saturating_add(1))
+        .read_to_end(&mut buf)
+        .map_err(|source| InputError::Read {
+            path: path.into(),
+            source,
+        })?;
+    if buf.len() as u64 > limit {
+        return Err(InputError::TooLarge {
+            path: path.into(),
+            limit,
+        });
+    }
+    Ok(buf)
+}
+
+/// [`read_regular`] for text.
+pub fn read_text(path: &Path, limit: u64) -> Result<String, InputError> {
+    String::from_utf8(read_regular(path, limit)?)
+        .map_err(|_| InputError::NotText { path: path.into() })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+    use super::*;
+
+    #[test]
+    fn refuses_what_is_not_a_regular_file() {
+        let d = std::env::temp_dir().join(format!("netbind-input-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let fifo = d.join("fifo");
+        let _ = std::fs::remove_file(&fifo);
+        let ok = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            // No writer: a blocking open would hang here.
+            let e = read_regular(&fifo, 10).expect_err("fifo");
+            assert!(e.to_string().contains("is a FIFO"), "{e}");
+        }
+        let zero = d.join("zero");
+        let _ = std::fs::remove_file(&zero);
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let e = read_regular(&zero, 10).expect_err("/dev/zero");
+        assert!(e.to_string().contains("character device"), "{e}");
+        let e = read_regular(&d, 10).expect_err("dir");
+        assert!(e.to_string().contains("directory"), "{e}");
+        let big = d.join("big");
+        std::fs::write(&big, [b'x'; 11]).unwrap();
+        let e = read_regular(&big, 10).expect_err("too large");
+        assert!(e.to_string().contains("10-byte limit"), "{e}");
+        assert_eq!(read_regular(&big, 11).unwrap().len(), 11);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn counts_bytes_read_not_the_size_stat_reports() {
+        // /proc files report size 0 and still have content: the cap is on what is read.
+        let e = read_regular(Path::new("/proc/self/maps"), 1).expect_err("capped");
+        assert!(matches!(e, InputError::TooLarge { .. }), "{e}");
+    }
+}
