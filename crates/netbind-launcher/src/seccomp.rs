@@ -7,6 +7,10 @@
 //! beyond the empty capability sets (see `netbind audit`): no new socket, no setsockopt (so no
 //! IPV6_FREEBIND source forgery, attack A7), no open / ioctl (so no tap attach even though
 //! the tap's owner is this uid, A19-A22), no write to any fd but stdout / stderr.
+//!
+//! The filter and the parsers must agree under any input: whatever the serving loop can do
+//! after the filter, for any datagram, is in the list (the heap's `brk` among them), and the
+//! tests prove it with hostile datagrams against the real launcher under its filter.
 
 use std::collections::BTreeMap;
 use std::os::fd::RawFd;
@@ -58,6 +62,15 @@ pub const ALLOW: &[Entry] = &[
         nr: libc::SYS_write,
         args: Args::StdoutStderr,
         reason: "log to stderr (and the ready line to stdout); no other fd",
+    },
+    Entry {
+        name: "brk",
+        nr: libc::SYS_brk,
+        args: Args::Any,
+        reason: "grow the heap: parsing a datagram allocates (its options), and a guest decides \
+                 how many; each datagram's memory is freed before the next, and one datagram \
+                 is at most the 4 KiB receive buffer, so the heap stays bounded. malloc asks \
+                 for more than brk gives only above 128 KiB (mmap), which no datagram reaches",
     },
     Entry {
         name: "rt_sigreturn",

@@ -74,6 +74,71 @@ pub fn install_stop_handler() {
 pub struct Loop {
     v4: Option<(OwnedFd, BTreeMap<u32, dhcp4::server::Server>)>,
     v6: Option<(OwnedFd, BTreeMap<u32, dhcp6::Server>)>,
+    log: LogBudget,
+}
+
+/// Lines logged per datagram before the budget runs out.
+pub const LOG_BURST: u32 = 32;
+/// Past the budget, one summary line per this many datagrams.
+pub const SUMMARY_EVERY: u64 = 4096;
+/// No datagram for this long ends a burst: the summary is written and the budget refilled.
+pub const QUIET_MS: u16 = 2000;
+
+/// What guest traffic can make the launcher write is bounded: each datagram may log a line
+/// (its reply or why it was dropped) until [`LOG_BURST`] lines are out; after that datagrams
+/// are only counted, summarised every [`SUMMARY_EVERY`] and when the traffic stops for
+/// [`QUIET_MS`], which also refills the budget. A flood then writes one line per 4096
+/// datagrams instead of one each. No clock is read: the quiet period is poll's timeout, so
+/// the seccomp allow-list needs nothing more.
+#[derive(Debug)]
+struct LogBudget {
+    left: u32,
+    replies: u64,
+    dropped: u64,
+}
+
+impl LogBudget {
+    fn new() -> Self {
+        Self {
+            left: LOG_BURST,
+            replies: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Whether this datagram's own line may be written; otherwise it is counted.
+    fn take(&mut self, reply: bool) -> bool {
+        if self.left > 0 {
+            self.left -= 1;
+            return true;
+        }
+        if reply {
+            self.replies += 1;
+        } else {
+            self.dropped += 1;
+        }
+        if self.replies + self.dropped >= SUMMARY_EVERY {
+            self.summary();
+        }
+        false
+    }
+
+    fn summary(&mut self) {
+        if self.replies + self.dropped > 0 {
+            tracing::info!(
+                replies = self.replies,
+                dropped = self.dropped,
+                "DHCP datagrams over the log budget (not logged one by one)"
+            );
+        }
+        self.replies = 0;
+        self.dropped = 0;
+    }
+
+    fn quiet(&mut self) {
+        self.summary();
+        self.left = LOG_BURST;
+    }
 }
 
 impl std::fmt::Debug for Loop {
@@ -85,14 +150,18 @@ impl std::fmt::Debug for Loop {
     }
 }
 
-/// The log line of a reply; both families share it.
+/// The log line of a reply, within the budget; both families share it.
 fn log_reply(
+    budget: &mut LogBudget,
     family: &str,
     kind: impl std::fmt::Debug,
     to: impl std::fmt::Display,
     ifindex: u32,
     sent: nix::Result<usize>,
 ) {
+    if !budget.take(true) {
+        return;
+    }
     match sent {
         Ok(_) => tracing::info!(kind = ?kind, to = %to, ifindex, "DHCP{family} reply"),
         Err(e) => tracing::warn!(error = %e, to = %to, "DHCP{family} reply not sent"),
@@ -190,7 +259,11 @@ impl Loop {
             }
             Some((v6_socket(&names)?, by_index))
         };
-        Ok(Self { v4, v6 })
+        Ok(Self {
+            v4,
+            v6,
+            log: LogBudget::new(),
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -225,7 +298,11 @@ impl Loop {
                 if let Some((fd, _)) = &self.v6 {
                     fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
                 }
-                match poll(&mut fds, PollTimeout::NONE) {
+                match poll(&mut fds, PollTimeout::from(QUIET_MS)) {
+                    Ok(0) => {
+                        self.log.quiet();
+                        continue;
+                    }
                     Ok(_) => {}
                     Err(nix::Error::EINTR) => continue,
                     Err(e) => return Err(ServeError::Poll(e)),
@@ -255,6 +332,7 @@ impl Loop {
         let Some((fd, servers)) = &self.v4 else {
             return Ok(());
         };
+        let log = &mut self.log;
         let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
         let Some(Datagram {
             len: n,
@@ -272,7 +350,9 @@ impl Loop {
         });
         // Without IP_PKTINFO the incoming interface is unknown: never answer then.
         let Some((idx, server)) = ifidx.and_then(|i| servers.get(&i).map(|s| (i, s))) else {
-            tracing::debug!(ifindex = ?ifidx, "DHCPv4 datagram from another interface dropped");
+            if log.take(false) {
+                tracing::debug!(ifindex = ?ifidx, "DHCPv4 datagram from another interface dropped");
+            }
             return Ok(());
         };
         match server.handle(&buf[..n], src) {
@@ -292,10 +372,12 @@ impl Loop {
                     MsgFlags::empty(),
                     Some(&dest),
                 );
-                log_reply("v4", kind, to, idx, sent);
+                log_reply(log, "v4", kind, to, idx, sent);
             }
             dhcp4::server::Outcome::Drop(why) => {
-                tracing::info!(reason = %why, "DHCPv4 datagram dropped");
+                if log.take(false) {
+                    tracing::info!(reason = %why, "DHCPv4 datagram dropped");
+                }
             }
         }
         Ok(())
@@ -305,6 +387,7 @@ impl Loop {
         let Some((fd, servers)) = &self.v6 else {
             return Ok(());
         };
+        let log = &mut self.log;
         let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo);
         let Some(Datagram {
             len: n,
@@ -321,7 +404,9 @@ impl Loop {
             SocketAddrV6::new(a.ip(), a.port(), a.flowinfo(), a.scope_id())
         });
         let Some((idx, server)) = ifidx.and_then(|i| servers.get(&i).map(|s| (i, s))) else {
-            tracing::debug!(ifindex = ?ifidx, "DHCPv6 datagram from another interface dropped");
+            if log.take(false) {
+                tracing::debug!(ifindex = ?ifidx, "DHCPv6 datagram from another interface dropped");
+            }
             return Ok(());
         };
         // A link-local peer needs its scope to be routable back.
@@ -344,10 +429,12 @@ impl Loop {
                     MsgFlags::empty(),
                     Some(&dest),
                 );
-                log_reply("v6", kind, to, idx, sent);
+                log_reply(log, "v6", kind, to, idx, sent);
             }
             dhcp6::Outcome::Drop(why) => {
-                tracing::info!(reason = %why, "DHCPv6 datagram dropped");
+                if log.take(false) {
+                    tracing::info!(reason = %why, "DHCPv6 datagram dropped");
+                }
             }
         }
         Ok(())

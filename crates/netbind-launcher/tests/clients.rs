@@ -8,7 +8,6 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -120,31 +119,7 @@ fn dhcpv6_real_client_gets_the_guest_address() {
         return;
     }
     let f = Fixture::new("examples/vmi-dual-stack.yaml", Stack::Dual);
-    // Replies come from the bridge's link-local address and go to the guest's: wait for both
-    // to finish duplicate address detection (dhclient -6 cannot bind before).
-    let t = Instant::now();
-    loop {
-        let bridge = ok(&format!(
-            "ip -n {} -6 addr show dev k6t-eth0 tentative",
-            f.pod
-        ));
-        let guest = ok(&format!(
-            "ip -n {}-vm -6 addr show dev eth0 tentative",
-            f.pod
-        ));
-        let guest_ll = ok(&format!(
-            "ip -n {}-vm -6 addr show dev eth0 scope link",
-            f.pod
-        ));
-        if bridge.trim().is_empty() && guest.trim().is_empty() && !guest_ll.trim().is_empty() {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(15),
-            "link-local addresses still tentative"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_link_local(&f);
     let r = dhclient(&f, true);
     assert_eq!(get(&r, "ip6"), "fd10:0:2::2", "{r:?}");
     assert_eq!(get(&r, "dns6"), "fd00:10:96::a", "{r:?}");

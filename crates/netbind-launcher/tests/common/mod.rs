@@ -23,6 +23,8 @@ pub struct Fixture {
     pub pod: String,
     pub dir: tempfile::TempDir,
     pub launcher: Option<Child>,
+    /// Where the launcher's stderr (its log) goes; discarded when `None`.
+    pub log: Option<PathBuf>,
 }
 
 impl Drop for Fixture {
@@ -69,6 +71,7 @@ impl Fixture {
             pod: p.clone(),
             dir: tempfile::tempdir().unwrap(),
             launcher: None,
+            log: None,
         };
         std::fs::set_permissions(f.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         ok(&format!(
@@ -131,7 +134,10 @@ impl Fixture {
             .arg(&domain)
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(match &self.log {
+                Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
+                None => Stdio::null(),
+            })
             .spawn()
             .expect("launcher");
         let mut line = String::new();
@@ -228,4 +234,101 @@ pub fn send_from_guest(f: &Fixture, payloads: &[Vec<u8>]) {
             sock.send_to(p, "255.255.255.255:67").unwrap();
         }
     });
+}
+
+/// A BOOTP DISCOVER from `mac` (broadcast flag set) carrying `extra` filler options of one
+/// data byte each: a guest can fill a datagram with thousands of options.
+pub fn discover(mac: [u8; 6], xid: u32, extra: usize) -> Vec<u8> {
+    let mut b = vec![0u8; 236];
+    b[0] = 1; // BOOTREQUEST
+    b[1] = 1; // Ethernet
+    b[2] = 6;
+    b[4..8].copy_from_slice(&xid.to_be_bytes());
+    b[10] = 0x80; // broadcast
+    b[28..34].copy_from_slice(&mac);
+    b.extend_from_slice(&[99, 130, 83, 99, 53, 1, 1]);
+    for i in 0..extra {
+        // Site-specific codes 224-254, none of which the server answers.
+        b.extend_from_slice(&[224 + u8::try_from(i % 30).unwrap(), 1, 0]);
+    }
+    b.push(255);
+    b
+}
+
+/// A DHCPv6 SOLICIT with a DUID-LL of `mac`, an IA_NA, and `extra` empty filler options.
+pub fn solicit(mac: [u8; 6], xid: u32, extra: usize) -> Vec<u8> {
+    let mut b = vec![1u8];
+    b.extend_from_slice(&xid.to_be_bytes()[1..]);
+    let opt = |b: &mut Vec<u8>, code: u16, data: &[u8]| {
+        b.extend_from_slice(&code.to_be_bytes());
+        b.extend_from_slice(&u16::try_from(data.len()).unwrap().to_be_bytes());
+        b.extend_from_slice(data);
+    };
+    let mut duid = vec![0, 3, 0, 1];
+    duid.extend_from_slice(&mac);
+    opt(&mut b, 1, &duid);
+    opt(&mut b, 3, &[0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+    opt(&mut b, 8, &[0, 0]);
+    for i in 0..extra {
+        // Unassigned codes: parsed, kept, never answered.
+        opt(&mut b, 0x7f00 + u16::try_from(i % 200).unwrap(), &[]);
+    }
+    b
+}
+
+/// Sends DHCPv6 payloads to ff02::1:2 on the guest's eth0, from its link-local address.
+pub fn send6_from_guest(f: &Fixture, payloads: &[Vec<u8>]) {
+    netbind_testkit::in_netns(&format!("{}-vm", f.pod), || {
+        let idx = nix_ifindex("eth0");
+        let sock = std::net::UdpSocket::bind("[::]:0").unwrap();
+        let to = std::net::SocketAddrV6::new("ff02::1:2".parse().unwrap(), 547, 0, idx);
+        for p in payloads {
+            // A full socket buffer under a flood is the kernel's business, not a failure.
+            let _ = sock.send_to(p, to);
+        }
+    });
+}
+
+fn nix_ifindex(name: &str) -> u32 {
+    let c = std::ffi::CString::new(name).unwrap();
+    // SAFETY: if_nametoindex reads a NUL-terminated name.
+    unsafe { libc::if_nametoindex(c.as_ptr()) }
+}
+
+/// A number from the process's status file, in kB (`VmRSS`, `VmHWM`).
+pub fn status_kib(pid: u32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Replies come from the bridge's link-local address and go to the guest's: waits for both
+/// to finish duplicate address detection (dhclient -6 cannot bind before).
+pub fn wait_for_link_local(f: &Fixture) {
+    let t = std::time::Instant::now();
+    loop {
+        let bridge = ok(&format!(
+            "ip -n {} -6 addr show dev k6t-eth0 tentative",
+            f.pod
+        ));
+        let guest = ok(&format!(
+            "ip -n {}-vm -6 addr show dev eth0 tentative",
+            f.pod
+        ));
+        let guest_ll = ok(&format!(
+            "ip -n {}-vm -6 addr show dev eth0 scope link",
+            f.pod
+        ));
+        if bridge.trim().is_empty() && guest.trim().is_empty() && !guest_ll.trim().is_empty() {
+            break;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(15),
+            "link-local addresses still tentative"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
