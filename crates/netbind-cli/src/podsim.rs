@@ -40,6 +40,8 @@ pub enum SimError {
     },
     #[error("no free pod address left in 10.244.0.0/24")]
     Exhausted,
+    #[error("interrupted while waiting for the pod simulator's lock")]
+    Interrupted,
 }
 
 pub fn run_dir() -> PathBuf {
@@ -92,22 +94,49 @@ pub fn netns_exists(name: &str) -> bool {
 /// several `netbind up` at once do not collide.
 pub struct Lock(#[allow(dead_code)] std::fs::File); // held for its flock
 
+/// The lock file: root's alone (0600 from its creation, never a symlink), since anyone who can
+/// open a file can flock it and so stop every `netbind up` on the machine.
+pub const LOCK_FILE: &str = "lock.root";
+
 impl Lock {
-    pub fn take() -> Result<Lock, SimError> {
+    /// Waits for the lock, giving up with [`SimError::Interrupted`] as soon as `interrupted`
+    /// says so (a blocking flock would sit through SIGTERM, which restarts it).
+    pub fn take_unless(interrupted: &dyn Fn() -> bool) -> Result<Lock, SimError> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let dir = run_dir();
         std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
-        let path = dir.join("lock");
+        let path = dir.join(LOCK_FILE);
         let f = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(io("open", &path))?;
-        // SAFETY: flock on an open fd; released when the file is closed.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io("lock", &path)(std::io::Error::last_os_error()));
+        let m = f.metadata().map_err(io("stat", &path))?;
+        if m.uid() != 0 || m.mode() & 0o077 != 0 {
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(io("chmod", &path))?;
         }
-        Ok(Lock(f))
+        loop {
+            // SAFETY: flock on an open fd; released when the file is closed.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(Lock(f));
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::WouldBlock {
+                return Err(io("lock", &path)(e));
+            }
+            if interrupted() {
+                return Err(SimError::Interrupted);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    pub fn take() -> Result<Lock, SimError> {
+        Self::take_unless(&|| false)
     }
 }
 

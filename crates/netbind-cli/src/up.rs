@@ -6,6 +6,7 @@
 //! was made, whatever point was reached.
 
 use std::io::{Read, Write};
+use std::os::unix::fs::DirBuilderExt;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -280,13 +281,8 @@ pub fn up(a: &UpArgs) -> Result<UpReport, UpError> {
             .flatten(),
     };
     let dir = pods_dir().join(&name);
-    if dir.exists() {
-        return Err(UpError::Invalid(format!(
-            "pod {name} is already up (netbind down {name})"
-        )));
-    }
     // The launcher (uid 107) must reach its hand-off directory: every level is 0755.
-    for d in [podsim::run_dir(), pods_dir(), dir.clone()] {
+    for d in [podsim::run_dir(), pods_dir()] {
         use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(&d).map_err(|source| SimError::Io {
             op: "create",
@@ -300,6 +296,33 @@ pub fn up(a: &UpArgs) -> Result<UpReport, UpError> {
                 source,
             }
         })?;
+    }
+    // Claim the name: mkdir is atomic, so of two `up` of one name exactly one gets here; the
+    // other fails without touching (or cleaning up) the winner's pod.
+    match std::fs::DirBuilder::new().mode(0o755).create(&dir) {
+        Ok(()) => {
+            use std::os::unix::fs::PermissionsExt;
+            // The umask may have narrowed the mode; the launcher must be able to traverse.
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).map_err(
+                |source| SimError::Io {
+                    op: "chmod",
+                    path: dir.clone(),
+                    source,
+                },
+            )?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(UpError::Invalid(format!(
+                "pod {name} is already up (netbind down {name})"
+            )));
+        }
+        Err(source) => {
+            return Err(UpError::Sim(SimError::Io {
+                op: "create",
+                path: dir,
+                source,
+            }));
+        }
     }
     let mut rec = PodRecord {
         name: name.clone(),
@@ -358,7 +381,7 @@ fn bring_up(
 ) -> Result<GuestReport, UpError> {
     let dir = rec.dir();
     let (ip, mtu) = {
-        let _lock = podsim::Lock::take()?;
+        let _lock = podsim::Lock::take_unless(&interrupted)?;
         podsim::ensure_node()?;
         let ip = podsim::allocate(&rec.name)?;
         rec.pod_ip = Some(ip);
@@ -802,7 +825,9 @@ pub fn down_record(rec: &PodRecord) {
             .output();
     }
     let _ = std::fs::remove_dir_all(&dir);
-    if let Ok(_lock) = podsim::Lock::take() {
+    // After a signal, do not wait for another `up` to release the lock: the node it shares
+    // is left for the last pod's `down` to remove.
+    if let Ok(_lock) = podsim::Lock::take_unless(&interrupted) {
         let _ = podsim::remove_node_if_unused();
     }
 }

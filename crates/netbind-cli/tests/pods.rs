@@ -121,3 +121,121 @@ fn several_pods_share_the_node_without_colliding() {
         }
     }
 }
+
+/// Two `up` of one name at once: exactly one wins, and the loser's failure leaves the
+/// winner's pod running (it used to clean up the winner's namespace and address).
+#[test]
+fn two_ups_of_one_name_one_wins_and_the_other_leaves_it_alone() {
+    if !common::root_with_bins(&["netbind-handler", "netbind-launcher"]) {
+        return;
+    }
+    let name = format!("race-{}", std::process::id());
+    struct Down(String);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = netbind(&["down", &self.0]);
+        }
+    }
+    let _down = Down(name.clone());
+    let outs: Vec<Output> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..3)
+            .map(|_| {
+                s.spawn(|| {
+                    netbind(&[
+                        "up",
+                        "examples/vmi-masquerade.yaml",
+                        "--name",
+                        &name,
+                        "--json",
+                    ])
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let won: Vec<&Output> = outs.iter().filter(|o| o.status.success()).collect();
+    assert_eq!(won.len(), 1, "exactly one up wins: {outs:?}");
+    for o in outs.iter().filter(|o| !o.status.success()) {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("is already up"), "{err}");
+    }
+    let r: serde_json::Value = serde_json::from_slice(&won[0].stdout).unwrap();
+    assert!(Path::new(&format!("/run/netns/netbind-{name}")).exists());
+    assert_eq!(
+        common::address_held_by(&name).as_deref(),
+        r["pod_ip"].as_str(),
+        "the winner keeps its address"
+    );
+    assert!(pod_reaches_node(&name), "the winner's pod is still wired");
+    let st = netbind(&["status", "--json"]);
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    let me = st
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name.as_str())
+        .expect("listed");
+    assert!(me["launcher"].as_str().unwrap().starts_with("running"), "{me}");
+}
+
+/// The simulator's lock is root's alone (an unprivileged flock on it would stop every `up`),
+/// and an `up` waiting for it still stops on SIGTERM.
+#[test]
+fn the_lock_is_out_of_reach_and_a_waiting_up_stops_on_sigterm() {
+    if !common::root_with_bins(&["netbind-handler", "netbind-launcher"]) {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let lock = Path::new("/run/netbind/lock.root");
+    // Any up creates it; take it ourselves as root to block the next up.
+    std::fs::create_dir_all("/run/netbind").unwrap();
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock)
+        .unwrap();
+    let m = f.metadata().unwrap();
+    // SAFETY: flock on an open fd, released when f is dropped.
+    assert_eq!(unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) }, 0);
+    let name = format!("sigterm-{}", std::process::id());
+    let mut up = Command::new(env!("CARGO_BIN_EXE_netbind"))
+        .current_dir(common::root())
+        .args(["up", "examples/vmi-masquerade.yaml", "--name", &name])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(up.try_wait().unwrap().is_none(), "up waits for the lock");
+    // SAFETY: kill with the pid of the child this test started.
+    unsafe { libc::kill(i32::try_from(up.id()).unwrap(), libc::SIGTERM) };
+    let t = std::time::Instant::now();
+    while up.try_wait().unwrap().is_none() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "up ignored SIGTERM while waiting for the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = up.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("interrupted"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(f);
+    assert!(!Path::new(&format!("/run/netbind/pods/{name}")).exists());
+    // After an up has opened it, the lock file is root's and 0600: uid 107 cannot open it.
+    let _ = netbind(&["up", "examples/vmi-masquerade.yaml", "--name", &name]);
+    let _ = netbind(&["down", &name]);
+    let m2 = std::fs::metadata(lock).unwrap();
+    assert_eq!((m2.uid(), m2.mode() & 0o777), (0, 0o600), "was {:o}", m.mode());
+    let o = Command::new("setpriv")
+        .args(["--reuid=107", "--regid=107", "--clear-groups", "flock", "-n"])
+        .arg(lock)
+        .arg("true")
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "uid 107 could flock the lock");
+}
