@@ -153,8 +153,9 @@ fn run(name: &str, grants: &[String]) -> Result<AuditReport, UpError> {
         .first()
         .ok_or_else(|| err("the pod has no interface"))?;
     let launcher_pid = rec
-        .launcher_pid
-        .filter(|p| vm::alive(*p))
+        .launcher
+        .filter(|p| p.alive())
+        .map(|p| p.pid)
         .ok_or_else(|| err("the pod's launcher is not running"))?;
     let marker = format!("NETBIND-AUDIT-A9-{}", std::process::id());
     let ctx = serde_json::json!({

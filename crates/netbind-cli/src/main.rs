@@ -318,18 +318,19 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 println!("no pods");
             } else {
                 println!(
-                    "{:<20} {:<11} {:<12} {:<26} {:<30} LEASE",
-                    "NAME", "BINDING", "POD IP", "LAUNCHER", "VM"
+                    "{:<20} {:<11} {:<12} {:<26} {:<30} {:<15} PHASE",
+                    "NAME", "BINDING", "POD IP", "LAUNCHER", "VM", "LEASE"
                 );
                 for p in pods {
                     println!(
-                        "{:<20} {:<11} {:<12} {:<26} {:<30} {}",
+                        "{:<20} {:<11} {:<12} {:<26} {:<30} {:<15} {}",
                         p.name,
                         p.binding,
                         p.pod_ip.map(|i| i.to_string()).unwrap_or_default(),
                         p.launcher,
                         p.vm,
-                        p.lease.unwrap_or_default()
+                        p.lease.unwrap_or_default(),
+                        p.phase
                     );
                 }
             }

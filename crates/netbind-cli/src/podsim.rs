@@ -134,10 +134,6 @@ impl Lock {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
-
-    pub fn take() -> Result<Lock, SimError> {
-        Self::take_unless(&|| false)
-    }
 }
 
 impl std::fmt::Debug for Lock {

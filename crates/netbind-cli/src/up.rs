@@ -6,8 +6,8 @@
 //! was made, whatever point was reached.
 
 use std::io::{Read, Write};
-use std::os::unix::fs::DirBuilderExt;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,9 +58,11 @@ pub struct PodRecord {
     pub binding: String,
     pub pod_ip: Option<Ipv4Addr>,
     pub phase1: bool,
-    pub launcher_pid: Option<u32>,
+    /// The launcher and the VM's first process (QEMU or libvirtd), as root recorded them at
+    /// spawn: `down` signals these and the pod netns's own processes, never a pid from a file.
+    pub launcher: Option<vm::Proc>,
     pub boot: Option<Boot>,
-    pub vm_pid: Option<u32>,
+    pub vm: Option<vm::Proc>,
     pub domain: Option<String>,
     pub lease: Option<String>,
 }
@@ -76,7 +78,8 @@ impl PodRecord {
 
     fn save(&self) -> Result<(), UpError> {
         let path = self.dir().join("pod.json");
-        let json = serde_json::to_string_pretty(self).unwrap_or_default();
+        let json = serde_json::to_string_pretty(self)
+            .map_err(|e| step_err("save the pod record", e.to_string()))?;
         std::fs::write(&path, json).map_err(|source| {
             UpError::Sim(SimError::Io {
                 op: "write",
@@ -343,13 +346,18 @@ pub fn up(a: &UpArgs) -> Result<UpReport, UpError> {
             netns: rec.netns.clone(),
             binding: binding.into(),
             pod_ip: rec.pod_ip.map(|i| i.to_string()).unwrap_or_default(),
-            launcher_pid: rec.launcher_pid,
+            launcher_pid: rec.launcher.map(|p| p.pid),
             steps: p.steps,
             guest,
         }),
         Err(e) => {
-            let console = dir.join("vm/console.log");
-            if let Ok(c) = std::fs::read_to_string(&console) {
+            let console = match a.boot {
+                Some(Boot::Libvirt) => dir.join("vm/console.log"),
+                _ => dir.join("console.log"),
+            };
+            if let Ok(c) =
+                vm::read_console(&console).map(|b| String::from_utf8_lossy(&b).into_owned())
+            {
                 let tail: Vec<&str> = c.lines().rev().take(15).collect();
                 eprintln!("guest console (last lines):");
                 for l in tail.iter().rev() {
@@ -457,16 +465,32 @@ fn bring_up(
     );
     check_interrupt()?;
 
-    // Phase 2, as uid 107 with nothing.
+    // Phase 2, as uid 107 with nothing. Root writes only in the pod's root-owned directory;
+    // the VM uid's own directory `vm/` is made empty (a fresh mkdir in a root-owned parent,
+    // so no one can have swapped it) and root never creates, writes or reads inside it.
     let vm_dir = dir.join("vm");
-    std::fs::create_dir_all(&vm_dir).map_err(|source| SimError::Io {
+    std::fs::create_dir(&vm_dir).map_err(|source| SimError::Io {
         op: "create",
         path: vm_dir.clone(),
         source,
     })?;
     vm::chown_vm(&vm_dir)?;
     let tun = podsim::tun_node()?;
-    let domain_out = vm_dir.join("interfaces.xml");
+    // Files the VM side writes into and root reads back: created here by root (so each is a
+    // regular file that cannot be swapped for a symlink), writable by the VM's group only.
+    let domain_out = dir.join("interfaces.xml");
+    vm_writable(&domain_out)?;
+    // The guest's console: QEMU writes a file root made; libvirt insists on deleting and
+    // creating it, so under libvirt it lives in the VM's directory and root reads it with
+    // O_NOFOLLOW as a single-link regular file (see `vm::read_console`).
+    let console = match a.boot {
+        Some(Boot::Libvirt) => vm_dir.join("console.log"),
+        _ => {
+            let c = dir.join("console.log");
+            vm_writable(&c)?;
+            c
+        }
+    };
     let launcher_log = dir.join("launcher.log");
     let cmd = vm::unprivileged(
         &rec.netns,
@@ -481,14 +505,14 @@ fn bring_up(
         ],
     );
     let child = vm::spawn_detached(cmd, &launcher_log)?;
-    rec.launcher_pid = Some(child.id());
+    let launcher = vm::Proc::of(child.id());
+    rec.launcher = launcher;
     rec.save()?;
-    let pid = child.id();
     vm::wait_for_line(
         &launcher_log,
         "\"event\":\"ready\"",
         Duration::from_secs(10),
-        &|| interrupted() || !vm::alive(pid),
+        &|| interrupted() || !launcher.is_some_and(vm::Proc::alive),
     )
     .ok_or_else(|| {
         step_err(
@@ -515,8 +539,7 @@ fn bring_up(
     let Some(boot) = a.boot else {
         return Ok(GuestReport::default());
     };
-    let img = GuestImage::locate()?.copy_to(&vm_dir)?;
-    let console = vm_dir.join("console.log");
+    let img = GuestImage::locate()?.copy_to(&dir)?;
     let egress = format!("{}:{}", podsim::NODE_IP, podsim::NODE_LISTEN_PORT);
     let cmdline = vm::cmdline(&listen.ports(), &egress);
     let started = Instant::now();
@@ -533,9 +556,9 @@ fn bring_up(
                 &cmdline,
             );
             let cmd = vm::unprivileged(&rec.netns, &tun, None, "qemu-system-x86_64", &args);
-            let child = vm::spawn_detached(cmd, &vm_dir.join("qemu.log"))?;
+            let child = vm::spawn_detached(cmd, &dir.join("qemu.log"))?;
             rec.boot = Some(Boot::Qemu);
-            rec.vm_pid = Some(child.id());
+            rec.vm = vm::Proc::of(child.id());
             rec.save()?;
             p.done(
                 "boot",
@@ -549,21 +572,13 @@ fn bring_up(
         }
         Boot::Libvirt => {
             let lv = Libvirt::new(&vm_dir);
-            for d in [&lv.home, &lv.xdg] {
-                std::fs::create_dir_all(d).map_err(|source| SimError::Io {
-                    op: "create",
-                    path: d.clone(),
-                    source,
-                })?;
-                vm::chown_vm(d)?;
-            }
             let env = lv.env();
             let child = vm::spawn_detached(
-                vm::unprivileged(&rec.netns, &tun, Some(&env), "libvirtd", &[]),
+                vm::unprivileged(&rec.netns, &tun, Some(&env), "sh", &Libvirt::daemon_args()),
                 &dir.join("libvirtd.log"),
             )?;
             rec.boot = Some(Boot::Libvirt);
-            rec.vm_pid = Some(child.id());
+            rec.vm = vm::Proc::of(child.id());
             rec.domain = Some(rec.name.clone());
             rec.save()?;
             let t = Instant::now();
@@ -577,16 +592,19 @@ fn bring_up(
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            let interfaces = std::fs::read_to_string(&domain_out)
+            // The launcher's output goes back to the VM side (libvirt, uid 107) unchanged;
+            // root only reads it from the file root made, capped.
+            let interfaces = netbind_model::input::read_text(&domain_out, vm::MAX_LOG_BYTES)
                 .map_err(|e| step_err("libvirt", e.to_string()))?;
             let xml = vm::libvirt_domain(&rec.name, &img, &interfaces, &cmdline, &console);
-            let xml_path = vm_dir.join("domain.xml");
-            std::fs::write(&xml_path, xml).map_err(|source| SimError::Io {
-                op: "write",
-                path: xml_path.clone(),
-                source,
-            })?;
-            vm::chown_vm(&xml_path)?;
+            let xml_path = dir.join("domain.xml");
+            vm::create_new(&xml_path, 0o644)
+                .and_then(|mut f| f.write_all(xml.as_bytes()))
+                .map_err(|source| SimError::Io {
+                    op: "write",
+                    path: xml_path.clone(),
+                    source,
+                })?;
             let virsh = |args: &[&str]| {
                 let mut a: Vec<String> = vec!["-q".into(), "-c".into(), "qemu:///session".into()];
                 a.extend(args.iter().map(|s| s.to_string()));
@@ -608,6 +626,24 @@ fn bring_up(
         listen,
         first.dhcpv4.as_ref().map(|d| d.client_ip),
     )
+}
+
+/// Creates `path` (new, in the pod's root-owned directory) as root:VM-gid 0620: the VM side
+/// can write it, cannot replace, chmod or remove it, and root reads it back as itself.
+fn vm_writable(path: &Path) -> Result<(), UpError> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |op: &'static str| {
+        move |source| SimError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    };
+    let f = vm::create_new(path, 0o620).map_err(io("create"))?;
+    std::os::unix::fs::fchown(&f, Some(0), Some(vm::VM_GID)).map_err(io("chown"))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o620))
+        .map_err(io("chmod"))?;
+    Ok(())
 }
 
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
@@ -667,7 +703,9 @@ fn guest_checks(
         &interrupted,
     )
     .ok_or_else(|| step_err("guest", "the guest did not finish its checks"))?;
-    let text = std::fs::read_to_string(console).unwrap_or_default();
+    let text = vm::read_console(console)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
     g.ping_gateway = Some(text.contains("NETBIND-GUEST ping-gateway ok"));
     p.done(
         "ping",
@@ -721,6 +759,11 @@ fn guest_checks(
             ),
         );
     }
+    // The launcher must have outlived the checks: a pod without its DHCP server is failed.
+    let ph = phase(rec);
+    if ph != "running" {
+        return Err(step_err("supervise", ph));
+    }
     if g.ping_gateway != Some(true)
         || g.egress != Some(true)
         || g.ingress != Some(true)
@@ -773,30 +816,23 @@ fn reaches_guest(ns: &str, ip: Ipv4Addr, port: u16, patience: Duration) -> bool 
 pub fn down_record(rec: &PodRecord) {
     let dir = rec.dir();
     let tun = podsim::run_dir().join("tun");
-    if rec.boot == Some(Boot::Libvirt) {
+    if rec.boot == Some(Boot::Libvirt)
+        && let Some(d) = &rec.domain
+    {
+        // As the VM uid: whatever its directory holds, virsh acts with its rights only.
         let lv = Libvirt::new(&dir.join("vm"));
-        if let Some(d) = &rec.domain {
-            let args: Vec<String> = ["-q", "-c", "qemu:///session", "destroy", d]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-            if lv.socket().exists() {
-                let _ =
-                    vm::unprivileged(&rec.netns, &tun, Some(&lv.env()), "virsh", &args).output();
-            }
-        }
-        for d in ["libvirtd", "virtlogd"] {
-            if let Some(pid) = lv.pid(d) {
-                vm::stop(pid);
-            }
-        }
+        let args: Vec<String> = ["-q", "-c", "qemu:///session", "destroy", d]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let _ = vm::unprivileged(&rec.netns, &tun, Some(&lv.env()), "virsh", &args).output();
     }
-    if let Some(pid) = rec.vm_pid {
-        vm::stop(pid);
+    for p in [rec.vm, rec.launcher].into_iter().flatten() {
+        p.stop();
     }
-    if let Some(pid) = rec.launcher_pid {
-        vm::stop(pid);
-    }
+    // What the VM side started by itself (virtlogd, QEMU under libvirt) lives in the pod's
+    // network namespace: found there by the kernel's record, not by its pid files.
+    vm::stop_netns_processes(&rec.netns);
     if rec.phase1
         && let Ok(h) = sibling("netbind-handler")
     {
@@ -824,11 +860,38 @@ pub fn down_record(rec: &PodRecord) {
             .args(["netns", "del", &rec.netns])
             .output();
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    remove_pod_dir(&dir);
     // After a signal, do not wait for another `up` to release the lock: the node it shares
     // is left for the last pod's `down` to remove.
     if let Ok(_lock) = podsim::Lock::take_unless(&interrupted) {
         let _ = podsim::remove_node_if_unused();
+    }
+}
+
+/// Removes the pod's directory even while a VM-uid process keeps writing into `vm/`: the
+/// directory is first renamed out of every path the VM side knows and closed to it (0700),
+/// then removed. remove_dir_all never follows a symlink.
+fn remove_pod_dir(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let trash = dir.with_file_name(format!(
+        ".removing-{}-{}",
+        dir.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let target = match std::fs::rename(dir, &trash) {
+        Ok(()) => {
+            let _ = std::fs::set_permissions(&trash, std::fs::Permissions::from_mode(0o700));
+            trash
+        }
+        Err(_) => dir.to_path_buf(),
+    };
+    for _ in 0..5 {
+        if std::fs::remove_dir_all(&target).is_ok() || !target.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -843,12 +906,28 @@ pub fn down(name: &str) -> Result<(), UpError> {
 #[derive(Debug, Clone, Serialize)]
 pub struct PodStatus {
     pub name: String,
+    /// `running`, or `failed: WHY` when a process the pod needs is gone. A dead launcher
+    /// means no DHCP for the guest, so the pod is failed (as KubeVirt fails a VMI whose
+    /// virt-launcher died), even though the guest may still run.
+    pub phase: String,
     pub vmi: String,
     pub binding: String,
     pub pod_ip: Option<Ipv4Addr>,
     pub launcher: String,
     pub vm: String,
     pub lease: Option<String>,
+}
+
+/// The pod's phase from its recorded processes.
+pub fn phase(r: &PodRecord) -> String {
+    match (r.launcher, r.boot, r.vm) {
+        (Some(l), _, _) if !l.alive() => format!("failed: the launcher (pid {}) exited", l.pid),
+        (_, Some(b), Some(v)) if !v.alive() => {
+            format!("failed: the VM ({b:?}, pid {}) exited", v.pid).to_lowercase()
+        }
+        (None, _, _) => "pending".into(),
+        _ => "running".into(),
+    }
 }
 
 pub fn status() -> Vec<PodStatus> {
@@ -860,19 +939,20 @@ pub fn status() -> Vec<PodStatus> {
         let Some(r) = PodRecord::load(&e.file_name().to_string_lossy()) else {
             continue;
         };
-        let state = |pid: Option<u32>| match pid {
-            Some(p) if vm::alive(p) => format!("running (pid {p})"),
-            Some(p) => format!("exited (pid {p})"),
+        let state = |p: Option<vm::Proc>| match p {
+            Some(p) if p.alive() => format!("running (pid {})", p.pid),
+            Some(p) => format!("exited (pid {})", p.pid),
             None => "-".into(),
         };
         out.push(PodStatus {
+            phase: phase(&r),
             name: r.name.clone(),
             vmi: r.vmi.clone(),
             binding: r.binding.clone(),
             pod_ip: r.pod_ip,
-            launcher: state(r.launcher_pid),
+            launcher: state(r.launcher),
             vm: match r.boot {
-                Some(b) => format!("{b:?} {}", state(r.vm_pid)).to_lowercase(),
+                Some(b) => format!("{b:?} {}", state(r.vm)).to_lowercase(),
                 None => "-".into(),
             },
             lease: r.lease.clone(),

@@ -70,14 +70,15 @@ pub fn unprivileged_with(
     c
 }
 
-/// Starts `cmd` detached from the terminal (its own session), output to `log`.
+/// Starts `cmd` detached from the terminal (its own session), output to `log`, a new file in a
+/// root-owned directory (never an existing file or a symlink).
 pub fn spawn_detached(mut cmd: Command, log: &Path) -> Result<Child, SimError> {
     let io = |e: std::io::Error| SimError::Io {
-        op: "open",
+        op: "create",
         path: log.to_path_buf(),
         source: e,
     };
-    let out = File::create(log).map_err(io)?;
+    let out = create_new(log, 0o644).map_err(io)?;
     let err = out.try_clone().map_err(io)?;
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
     // SAFETY: setsid has no preconditions and is async-signal-safe.
@@ -93,30 +94,145 @@ pub fn spawn_detached(mut cmd: Command, log: &Path) -> Result<Child, SimError> {
     })
 }
 
-pub fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+/// Creates `path` (which must not exist; a symlink there is not followed) with `mode`.
+pub fn create_new(path: &Path, mode: u32) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
 }
 
-/// SIGTERM, then SIGKILL after a grace period.
-pub fn stop(pid: u32) {
-    let Ok(p) = i32::try_from(pid) else { return };
-    if p <= 1 {
+/// A process netbind started, as root recorded it at spawn: its pid and its start time
+/// (clock ticks since boot, field 22 of /proc/PID/stat). Together they name one process for
+/// good: a pid reused by another process has another start time. Nothing the VM uid writes
+/// is ever used to find a process to signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Proc {
+    pub pid: u32,
+    pub start: u64,
+}
+
+/// The start time of `pid`, or `None` if it is gone or a zombie.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: fields follow the last ')'.
+    let rest = &s[s.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace();
+    if f.next()? == "Z" {
+        return None;
+    }
+    // State is field 3; start time is field 22, i.e. 19 further on.
+    f.nth(18)?.parse().ok()
+}
+
+impl Proc {
+    /// Records `pid` just after netbind spawned it.
+    pub fn of(pid: u32) -> Option<Proc> {
+        start_time(pid).map(|start| Proc { pid, start })
+    }
+
+    /// Whether this very process still runs.
+    pub fn alive(self) -> bool {
+        start_time(self.pid) == Some(self.start)
+    }
+
+    /// A pidfd on this process, if it is still the one recorded. The check comes after the
+    /// open: once the pidfd exists the pid cannot be reused, so a match means the pidfd is it.
+    fn pidfd(self) -> Option<std::os::fd::OwnedFd> {
+        let fd = pidfd_open(self.pid)?;
+        self.alive().then_some(fd)
+    }
+
+    /// SIGTERM, then SIGKILL after a grace period, through a pidfd: never another process.
+    pub fn stop(self) {
+        let Some(fd) = self.pidfd() else { return };
+        if !pidfd_signal(&fd, libc::SIGTERM) {
+            return;
+        }
+        let t = Instant::now();
+        while self.alive() && t.elapsed() < Duration::from_secs(3) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if self.alive() {
+            pidfd_signal(&fd, libc::SIGKILL);
+        }
+    }
+}
+
+fn pidfd_open(pid: u32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let pid = libc::pid_t::try_from(pid).ok().filter(|p| *p > 1)?;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: fd was just returned by pidfd_open and is owned by nobody else.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+fn pidfd_signal(fd: &std::os::fd::OwnedFd, sig: libc::c_int) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: pidfd_send_signal on an open pidfd, no siginfo, no flags.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        ) == 0
+    }
+}
+
+/// Stops every process whose network namespace is the pod's (`/run/netns/NETNS`): what the
+/// VM side started on its own (virtlogd, QEMU under libvirt). Membership is the kernel's
+/// (the namespace inode), not a pid file; each process is signalled through a pidfd taken
+/// before the check, so a recycled pid is never hit.
+pub fn stop_netns_processes(netns: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(ns) = std::fs::metadata(Path::new("/run/netns").join(netns)) else {
         return;
-    }
-    // SAFETY: kill with a pid netbind started.
-    unsafe { libc::kill(p, libc::SIGTERM) };
-    let t = Instant::now();
-    while alive(pid) && t.elapsed() < Duration::from_secs(3) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    if alive(pid) {
-        // SAFETY: as above.
-        unsafe { libc::kill(p, libc::SIGKILL) };
+    };
+    let members = || -> Vec<Proc> {
+        let Ok(d) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        d.flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::metadata(format!("/proc/{pid}/ns/net"))
+                    .is_ok_and(|m| m.ino() == ns.ino() && m.dev() == ns.dev())
+            })
+            .filter_map(Proc::of)
+            .collect()
+    };
+    for p in members() {
+        // Re-checked through the pidfd: still the same process, still in the pod.
+        let Some(fd) = pidfd_open(p.pid) else {
+            continue;
+        };
+        let same = p.alive()
+            && std::fs::metadata(format!("/proc/{}/ns/net", p.pid))
+                .is_ok_and(|m| m.ino() == ns.ino() && m.dev() == ns.dev());
+        if same {
+            pidfd_signal(&fd, libc::SIGKILL);
+        }
     }
 }
 
-/// Waits until `file` holds a line containing `needle`; returns that line.
+/// How much of a log or console root reads (the guest decides how much it writes).
+pub const MAX_LOG_BYTES: u64 = 16 << 20;
+
+/// Reads a log or console (capped, a regular file with one name, never through a symlink).
+pub fn read_console(file: &Path) -> Result<Vec<u8>, netbind_model::input::InputError> {
+    netbind_model::input::read_untrusted(file, MAX_LOG_BYTES)
+}
+
+/// Waits until `file` holds a line containing `needle`; returns that line. `file` is one root
+/// created in a root-owned directory; it is read as a regular file, and at most
+/// [`MAX_LOG_BYTES`] of it.
 pub fn wait_for_line(
     file: &Path,
     needle: &str,
@@ -125,7 +241,7 @@ pub fn wait_for_line(
 ) -> Option<String> {
     let t = Instant::now();
     while t.elapsed() < timeout && !abort() {
-        if let Ok(text) = std::fs::read(file) {
+        if let Ok(text) = read_console(file) {
             let text = String::from_utf8_lossy(&text);
             if let Some(l) = text.lines().find(|l| l.contains(needle)) {
                 return Some(l.to_string());
@@ -301,15 +417,12 @@ impl Libvirt {
         self.xdg.join("libvirt/libvirt-sock")
     }
 
-    pub fn pidfile(&self, daemon: &str) -> PathBuf {
-        self.xdg.join(format!("libvirt/{daemon}.pid"))
-    }
-
-    pub fn pid(&self, daemon: &str) -> Option<u32> {
-        std::fs::read_to_string(self.pidfile(daemon))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+    /// The daemon's command: the VM uid creates its own home and runtime directories (root
+    /// never creates or chowns anything inside the VM's directory), then becomes libvirtd.
+    pub fn daemon_args() -> Vec<String> {
+        vec![
+            "-c".into(),
+            r#"mkdir -p -m 0700 "$HOME" "$XDG_RUNTIME_DIR" && exec libvirtd"#.into(),
+        ]
     }
 }

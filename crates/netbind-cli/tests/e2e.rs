@@ -33,8 +33,19 @@ fn up_and_down(
     name: &str,
     want_lease: impl Fn(&str) -> bool,
     unlisted: bool,
+    kill_launcher: bool,
 ) {
     let _ = netbind(&["down", name]);
+    // A compromised VM uid races `up` and `down`, planting symlinks to root's files wherever
+    // root used to write, chown or read in its directory.
+    // Under libvirt the VM's own home, runtime directory and console are libvirt's to create
+    // (planting there only breaks the attacker's own VM), so those names are left alone.
+    let own: &[&str] = if boot == "libvirt" {
+        &["libvirt-home", "libvirt-xdg", "console.log"]
+    } else {
+        &[]
+    };
+    let attacker = Planter::start(name, own);
     let o = netbind(&["up", vmi, "--boot", boot, "--name", name, "--json"]);
     let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
@@ -65,6 +76,14 @@ fn up_and_down(
     }
     let pod_ip = r["pod_ip"].as_str().unwrap().to_string();
 
+    // libvirt's pid files are the VM uid's to write: point them at a process of root's.
+    let mut bystander = Command::new("sleep").arg("300").spawn().unwrap();
+    if boot == "libvirt" {
+        let run = format!("/run/netbind/pods/{name}/vm/libvirt-xdg/libvirt");
+        for d in ["libvirtd", "virtlogd", "qemu/run/e2e"] {
+            let _ = std::fs::write(format!("{run}/{d}.pid"), bystander.id().to_string());
+        }
+    }
     let st = netbind(&["status", "--json"]);
     let pods: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
     let me = pods
@@ -79,8 +98,65 @@ fn up_and_down(
     );
     assert!(me["vm"].as_str().unwrap().contains("running"), "{me}");
 
+    if kill_launcher {
+        // Supervision: a dead launcher makes the pod failed, in status and in its phase.
+        let st = netbind(&["status", "--json"]);
+        let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+        let me = st
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap();
+        assert_eq!(
+            me["phase"],
+            "running",
+            "{me}\n{}",
+            std::fs::read_to_string(format!("/run/netbind/pods/{name}/launcher.log"))
+                .unwrap_or_default()
+        );
+        let pid: i32 = me["launcher"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("running (pid ")
+            .trim_end_matches(')')
+            .parse()
+            .unwrap();
+        // SAFETY: SIGKILL to the launcher the pod runs (found through netbind status).
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+        let t = std::time::Instant::now();
+        loop {
+            let st = netbind(&["status", "--json"]);
+            let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+            let me = st
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap()
+                .clone();
+            if me["phase"]
+                .as_str()
+                .unwrap()
+                .starts_with("failed: the launcher")
+            {
+                assert!(me["vm"].as_str().unwrap().contains("running"), "{me}");
+                break;
+            }
+            assert!(t.elapsed().as_secs() < 10, "still not failed: {me}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     let d = netbind(&["down", name]);
     assert!(d.status.success(), "{}", String::from_utf8_lossy(&d.stderr));
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "down signalled the root process named in the VM's pid files"
+    );
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+    attacker.check();
     assert!(
         !Path::new(&format!("/run/netns/netbind-{name}")).exists(),
         "pod namespace removed"
@@ -118,6 +194,7 @@ fn masquerade_with_qemu() {
             &format!("e2e-mq-{}", std::process::id()),
             |l| l == "10.0.2.2",
             false,
+            true,
         );
     }
 }
@@ -131,6 +208,7 @@ fn bridge_with_qemu() {
             "qemu",
             &format!("e2e-bq-{}", std::process::id()),
             |l| l.starts_with("10.244.0."),
+            false,
             false,
         );
     }
@@ -151,6 +229,7 @@ fn masquerade_with_libvirt() {
             &format!("e2e-ml-{}", std::process::id()),
             |l| l == "10.0.2.2",
             false,
+            false,
         );
     }
 }
@@ -167,6 +246,92 @@ fn forwarded_port_from_the_spec() {
             &format!("e2e-pt-{}", std::process::id()),
             |l| l == "10.0.2.2",
             true,
+            false,
         );
+    }
+}
+
+/// Names root used to write, copy, chown or read inside the VM uid's directory.
+const PLANTED: &[&str] = &[
+    "vmlinuz",
+    "initrd.gz",
+    "console.log",
+    "qemu.log",
+    "domain.xml",
+    "interfaces.xml",
+    "libvirt-home",
+    "libvirt-xdg",
+];
+
+/// A uid-107 process that, in a loop while `up` and `down` run, replaces every name above in
+/// the pod's `vm/` directory with a symlink to a root-owned decoy.
+struct Planter {
+    decoys: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl Planter {
+    fn start(pod: &str, skip: &[&str]) -> Planter {
+        use std::os::unix::fs::PermissionsExt;
+        let decoys = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(decoys.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        for n in PLANTED {
+            let p = decoys.path().join(n);
+            std::fs::write(&p, "decoy").unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let vm = format!("/run/netbind/pods/{pod}/vm");
+        let script = format!(
+            "while [ ! -e {d}/stop ]; do if [ -d {vm} ]; then for n in {names}; do \
+             ln -sfn {d}/$n {vm}/$n 2>/dev/null; done; fi; usleep 5000; done",
+            d = decoys.path().display(),
+            names = PLANTED
+                .iter()
+                .filter(|n| !skip.contains(n))
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let child = Command::new("setpriv")
+            .args([
+                "--reuid=107",
+                "--regid=107",
+                "--clear-groups",
+                "busybox",
+                "sh",
+                "-c",
+            ])
+            .arg(script)
+            .spawn()
+            .unwrap();
+        Planter { decoys, child }
+    }
+
+    /// Stops the loop and checks that no decoy changed: content, owner, mode.
+    fn check(mut self) {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::write(self.decoys.path().join("stop"), "").unwrap();
+        let _ = self.child.wait();
+        for n in PLANTED {
+            let p = self.decoys.path().join(n);
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            assert_eq!(
+                (
+                    std::fs::read_to_string(&p).unwrap().as_str(),
+                    m.uid(),
+                    m.gid(),
+                    m.mode() & 0o7777
+                ),
+                ("decoy", 0, 0, 0o644),
+                "root acted on {n} through the VM uid's symlink"
+            );
+        }
+    }
+}
+
+impl Drop for Planter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -175,7 +175,10 @@ fn two_ups_of_one_name_one_wins_and_the_other_leaves_it_alone() {
         .iter()
         .find(|p| p["name"] == name.as_str())
         .expect("listed");
-    assert!(me["launcher"].as_str().unwrap().starts_with("running"), "{me}");
+    assert!(
+        me["launcher"].as_str().unwrap().starts_with("running"),
+        "{me}"
+    );
 }
 
 /// The simulator's lock is root's alone (an unprivileged flock on it would stop every `up`),
@@ -196,8 +199,10 @@ fn the_lock_is_out_of_reach_and_a_waiting_up_stops_on_sigterm() {
         .open(lock)
         .unwrap();
     let m = f.metadata().unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
     // SAFETY: flock on an open fd, released when f is dropped.
-    assert_eq!(unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) }, 0);
+    let rc = unsafe { libc::flock(fd, libc::LOCK_EX) };
+    assert_eq!(rc, 0);
     let name = format!("sigterm-{}", std::process::id());
     let mut up = Command::new(env!("CARGO_BIN_EXE_netbind"))
         .current_dir(common::root())
@@ -230,9 +235,20 @@ fn the_lock_is_out_of_reach_and_a_waiting_up_stops_on_sigterm() {
     let _ = netbind(&["up", "examples/vmi-masquerade.yaml", "--name", &name]);
     let _ = netbind(&["down", &name]);
     let m2 = std::fs::metadata(lock).unwrap();
-    assert_eq!((m2.uid(), m2.mode() & 0o777), (0, 0o600), "was {:o}", m.mode());
+    assert_eq!(
+        (m2.uid(), m2.mode() & 0o777),
+        (0, 0o600),
+        "was {:o}",
+        m.mode()
+    );
     let o = Command::new("setpriv")
-        .args(["--reuid=107", "--regid=107", "--clear-groups", "flock", "-n"])
+        .args([
+            "--reuid=107",
+            "--regid=107",
+            "--clear-groups",
+            "flock",
+            "-n",
+        ])
         .arg(lock)
         .arg("true")
         .output()
