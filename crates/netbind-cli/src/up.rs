@@ -351,10 +351,7 @@ pub fn up(a: &UpArgs) -> Result<UpReport, UpError> {
             guest,
         }),
         Err(e) => {
-            let console = match a.boot {
-                Some(Boot::Libvirt) => dir.join("vm/console.log"),
-                _ => dir.join("console.log"),
-            };
+            let console = console_path(&dir, a.boot);
             if let Ok(c) =
                 vm::read_console(&console).map(|b| String::from_utf8_lossy(&b).into_owned())
             {
@@ -480,17 +477,10 @@ fn bring_up(
     // regular file that cannot be swapped for a symlink), writable by the VM's group only.
     let domain_out = dir.join("interfaces.xml");
     vm_writable(&domain_out)?;
-    // The guest's console: QEMU writes a file root made; libvirt insists on deleting and
-    // creating it, so under libvirt it lives in the VM's directory and root reads it with
-    // O_NOFOLLOW as a single-link regular file (see `vm::read_console`).
-    let console = match a.boot {
-        Some(Boot::Libvirt) => vm_dir.join("console.log"),
-        _ => {
-            let c = dir.join("console.log");
-            vm_writable(&c)?;
-            c
-        }
-    };
+    let console = console_path(&dir, a.boot);
+    if a.boot != Some(Boot::Libvirt) {
+        vm_writable(&console)?;
+    }
     let launcher_log = dir.join("launcher.log");
     let cmd = vm::unprivileged(
         &rec.netns,
@@ -626,6 +616,16 @@ fn bring_up(
         listen,
         first.dhcpv4.as_ref().map(|d| d.client_ip),
     )
+}
+
+/// Where the guest's console goes: a file root makes in the pod's directory for QEMU; in the
+/// VM's own directory under libvirt, which deletes and re-creates it (root then reads it with
+/// O_NOFOLLOW as a single-link regular file, see `vm::read_console`).
+fn console_path(dir: &Path, boot: Option<Boot>) -> PathBuf {
+    match boot {
+        Some(Boot::Libvirt) => dir.join("vm/console.log"),
+        _ => dir.join("console.log"),
+    }
 }
 
 /// Creates `path` (new, in the pod's root-owned directory) as root:VM-gid 0620: the VM side

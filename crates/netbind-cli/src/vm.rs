@@ -195,28 +195,24 @@ pub fn stop_netns_processes(netns: &str) {
     let Ok(ns) = std::fs::metadata(Path::new("/run/netns").join(netns)) else {
         return;
     };
-    let members = || -> Vec<Proc> {
-        let Ok(d) = std::fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        d.flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| {
-                std::fs::metadata(format!("/proc/{pid}/ns/net"))
-                    .is_ok_and(|m| m.ino() == ns.ino() && m.dev() == ns.dev())
-            })
-            .filter_map(Proc::of)
-            .collect()
+    let in_pod = |pid: u32| {
+        std::fs::metadata(format!("/proc/{pid}/ns/net"))
+            .is_ok_and(|m| m.ino() == ns.ino() && m.dev() == ns.dev())
     };
-    for p in members() {
-        // Re-checked through the pidfd: still the same process, still in the pod.
-        let Some(fd) = pidfd_open(p.pid) else {
-            continue;
-        };
-        let same = p.alive()
-            && std::fs::metadata(format!("/proc/{}/ns/net", p.pid))
-                .is_ok_and(|m| m.ino() == ns.ino() && m.dev() == ns.dev());
-        if same {
+    let Ok(d) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let members: Vec<Proc> = d
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| in_pod(*pid))
+        .filter_map(Proc::of)
+        .collect();
+    for p in members {
+        // Re-checked once the pidfd pins the process: still the same one, still in the pod.
+        if let Some(fd) = p.pidfd()
+            && in_pod(p.pid)
+        {
             pidfd_signal(&fd, libc::SIGKILL);
         }
     }

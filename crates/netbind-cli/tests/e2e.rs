@@ -84,14 +84,7 @@ fn up_and_down(
             let _ = std::fs::write(format!("{run}/{d}.pid"), bystander.id().to_string());
         }
     }
-    let st = netbind(&["status", "--json"]);
-    let pods: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
-    let me = pods
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == name)
-        .expect("listed by status");
+    let me = common::pod_status(name).expect("listed by status");
     assert!(
         me["launcher"].as_str().unwrap().starts_with("running"),
         "{me}"
@@ -100,14 +93,6 @@ fn up_and_down(
 
     if kill_launcher {
         // Supervision: a dead launcher makes the pod failed, in status and in its phase.
-        let st = netbind(&["status", "--json"]);
-        let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
-        let me = st
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == name)
-            .unwrap();
         assert_eq!(
             me["phase"],
             "running",
@@ -126,15 +111,7 @@ fn up_and_down(
         assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
         let t = std::time::Instant::now();
         loop {
-            let st = netbind(&["status", "--json"]);
-            let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
-            let me = st
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|p| p["name"] == name)
-                .unwrap()
-                .clone();
+            let me = common::pod_status(name).expect("still listed");
             if me["phase"]
                 .as_str()
                 .unwrap()

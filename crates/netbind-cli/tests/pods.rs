@@ -167,14 +167,7 @@ fn two_ups_of_one_name_one_wins_and_the_other_leaves_it_alone() {
         "the winner keeps its address"
     );
     assert!(pod_reaches_node(&name), "the winner's pod is still wired");
-    let st = netbind(&["status", "--json"]);
-    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
-    let me = st
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == name.as_str())
-        .expect("listed");
+    let me = common::pod_status(&name).expect("listed");
     assert!(
         me["launcher"].as_str().unwrap().starts_with("running"),
         "{me}"

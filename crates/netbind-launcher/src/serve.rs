@@ -135,6 +135,16 @@ impl LogBudget {
         self.dropped = 0;
     }
 
+    /// How long poll may wait: for ever while the budget is full and nothing is pending, so
+    /// an idle launcher never wakes up; [`QUIET_MS`] otherwise, to notice the quiet.
+    fn poll_timeout(&self) -> PollTimeout {
+        if self.left == LOG_BURST && self.replies + self.dropped == 0 {
+            PollTimeout::NONE
+        } else {
+            PollTimeout::from(QUIET_MS)
+        }
+    }
+
     fn quiet(&mut self) {
         self.summary();
         self.left = LOG_BURST;
@@ -298,7 +308,7 @@ impl Loop {
                 if let Some((fd, _)) = &self.v6 {
                     fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
                 }
-                match poll(&mut fds, PollTimeout::from(QUIET_MS)) {
+                match poll(&mut fds, self.log.poll_timeout()) {
                     Ok(0) => {
                         self.log.quiet();
                         continue;

@@ -95,3 +95,13 @@ pub fn address_held_by(pod: &str) -> Option<String> {
         .find(|e| std::fs::read_to_string(e.path()).is_ok_and(|owner| owner.trim() == pod))
         .map(|e| e.file_name().to_string_lossy().into_owned())
 }
+
+/// The pod `name` as `netbind status --json` lists it (`None` when it is not listed).
+pub fn pod_status(name: &str) -> Option<serde_json::Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_netbind"))
+        .args(["status", "--json"])
+        .output()
+        .expect("netbind status runs");
+    let pods: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    pods.as_array()?.iter().find(|p| p["name"] == name).cloned()
+}
