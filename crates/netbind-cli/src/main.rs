@@ -109,6 +109,11 @@ struct ClusterArgs {
     /// Enable a KubeVirt feature gate (PortRangesSpec, PasstBinding); repeatable.
     #[arg(long = "feature-gate", value_name = "GATE")]
     feature_gates: Vec<String>,
+    /// Drop what a bridge-bound guest sends from another MAC or address on this secondary
+    /// network (NetworkAttachmentDefinition `namespace/name` or `name`); repeatable. The pod
+    /// network is always checked.
+    #[arg(long = "spoof-check", value_name = "NAD")]
+    spoof_check_networks: Vec<String>,
 }
 
 impl ClusterArgs {
@@ -117,6 +122,7 @@ impl ClusterArgs {
             default_network_interface: self.default_network_interface.clone(),
             permit_bridge_interface_on_pod_network: !self.no_bridge_on_pod_network,
             feature_gates: self.feature_gates.iter().cloned().collect::<BTreeSet<_>>(),
+            spoof_check_networks: self.spoof_check_networks.iter().cloned().collect(),
         }
     }
 }

@@ -440,6 +440,9 @@ fn bring_up(
     for g in &a.cluster.feature_gates {
         h.args(["--feature-gate", g]);
     }
+    for n in &a.cluster.spoof_check_networks {
+        h.args(["--spoof-check", n]);
+    }
     rec.phase1 = true;
     rec.save()?;
     podsim::run("phase 1 (netbind-handler setup)", &mut h)?;

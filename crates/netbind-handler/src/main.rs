@@ -75,6 +75,10 @@ enum Cmd {
         /// Enable a KubeVirt feature gate (PortRangesSpec, PasstBinding); repeatable.
         #[arg(long = "feature-gate", value_name = "GATE")]
         feature_gates: Vec<String>,
+        /// Check the guest's source MAC and addresses on this secondary (Multus) network too
+        /// (NetworkAttachmentDefinition `namespace/name` or `name`); repeatable.
+        #[arg(long = "spoof-check", value_name = "NAD")]
+        spoof_check_networks: Vec<String>,
         #[command(flatten)]
         common: Common,
         /// Test hook: fail after step K (the setup then rolls back).
@@ -120,6 +124,7 @@ fn run(cli: Cli) -> Result<String, netbind_handler::HandlerError> {
             resolv_conf,
             launcher_pid,
             feature_gates,
+            spoof_check_networks,
             common,
             fail_after_step,
             crash_after_step,
@@ -142,6 +147,7 @@ fn run(cli: Cli) -> Result<String, netbind_handler::HandlerError> {
                 resolv_conf,
                 cluster: ClusterConfig {
                     feature_gates: feature_gates.into_iter().collect(),
+                    spoof_check_networks: spoof_check_networks.into_iter().collect(),
                     ..Default::default()
                 },
                 launcher_pid,

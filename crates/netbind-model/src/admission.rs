@@ -19,6 +19,12 @@ pub struct ClusterConfig {
     pub permit_bridge_interface_on_pod_network: bool,
     /// Enabled feature gates, e.g. `PortRangesSpec`, `PasstBinding`.
     pub feature_gates: BTreeSet<String>,
+    /// Secondary (Multus) networks, by NetworkAttachmentDefinition (`namespace/name`, or
+    /// `name` for the VMI's namespace), whose bridge-bound guests may send only from their own
+    /// MAC and addresses. Opt-in per network, as the CNI bridge plugin's `macspoofchk`: guests
+    /// on an L2 network may legitimately use other MACs (VRRP, nested bridges). The pod network
+    /// is always checked.
+    pub spoof_check_networks: BTreeSet<String>,
 }
 
 impl Default for ClusterConfig {
@@ -27,6 +33,7 @@ impl Default for ClusterConfig {
             default_network_interface: "bridge".into(),
             permit_bridge_interface_on_pod_network: true,
             feature_gates: BTreeSet::new(),
+            spoof_check_networks: BTreeSet::new(),
         }
     }
 }
@@ -34,6 +41,17 @@ impl Default for ClusterConfig {
 impl ClusterConfig {
     pub fn gate(&self, name: &str) -> bool {
         self.feature_gates.contains(name)
+    }
+
+    /// Whether the Multus network `network_name` of a VMI in `vmi_namespace` opted in to the
+    /// spoofing check.
+    pub fn spoof_checked(&self, network_name: &str, vmi_namespace: &str) -> bool {
+        let key = |n: &str| match n.split_once('/') {
+            Some(_) => n.to_string(),
+            None => format!("{vmi_namespace}/{n}"),
+        };
+        let wanted = key(network_name);
+        self.spoof_check_networks.iter().any(|n| key(n) == wanted)
     }
 }
 

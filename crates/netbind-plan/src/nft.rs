@@ -8,6 +8,7 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
+use netbind_model::MacAddr;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -77,6 +78,12 @@ pub enum Field {
     /// `tcp dport`, `udp dport`.
     Dport(String),
     Sport(String),
+    /// `ether saddr`, `ether type` (bridge family).
+    EtherSaddr,
+    EtherType,
+    /// `arp saddr ether`, `arp saddr ip`: the sender fields of an ARP packet.
+    ArpSaddrEther,
+    ArpSaddrIp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +93,9 @@ pub enum Val {
     Port(u16),
     Range(u16, u16),
     Name(String),
+    /// An address prefix, e.g. `fe80::/10`.
+    Prefix(IpAddr, u8),
+    Mac(MacAddr),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +106,11 @@ pub enum Expr {
         field: Field,
         values: Vec<Val>,
         braces: bool,
+    },
+    /// `<field> != <value>` or `<field> != { v1, v2 }`: the field is none of the values.
+    Differs {
+        field: Field,
+        values: Vec<Val>,
     },
     Counter,
     Masquerade,
@@ -121,6 +136,9 @@ impl Expr {
             braces: true,
         }
     }
+    pub fn differs(field: Field, values: Vec<Val>) -> Expr {
+        Expr::Differs { field, values }
+    }
 }
 
 fn val_text(v: &Val) -> String {
@@ -129,6 +147,8 @@ fn val_text(v: &Val) -> String {
         Val::Port(p) => p.to_string(),
         Val::Range(a, b) => format!("{a}-{b}"),
         Val::Name(n) => n.clone(),
+        Val::Prefix(a, len) => format!("{a}/{len}"),
+        Val::Mac(m) => m.to_string(),
     }
 }
 
@@ -140,6 +160,10 @@ fn field_text(f: &Field) -> String {
         Field::Oifname => "oifname".into(),
         Field::Dport(p) => format!("{p} dport"),
         Field::Sport(p) => format!("{p} sport"),
+        Field::EtherSaddr => "ether saddr".into(),
+        Field::EtherType => "ether type".into(),
+        Field::ArpSaddrEther => "arp saddr ether".into(),
+        Field::ArpSaddrIp => "arp saddr ip".into(),
     }
 }
 
@@ -160,6 +184,14 @@ impl Rule {
                         format!("{} {{ {} }}", field_text(field), vals.join(", "))
                     } else {
                         format!("{} {}", field_text(field), vals.join(", "))
+                    }
+                }
+                Expr::Differs { field, values } => {
+                    let vals: Vec<String> = values.iter().map(val_text).collect();
+                    if values.len() > 1 {
+                        format!("{} != {{ {} }}", field_text(field), vals.join(", "))
+                    } else {
+                        format!("{} != {}", field_text(field), vals.join(", "))
                     }
                 }
                 Expr::Counter => "counter".into(),
@@ -185,6 +217,8 @@ fn val_json(v: &Val) -> Value {
         Val::Port(p) => json!(p),
         Val::Range(a, b) => json!({ "range": [a, b] }),
         Val::Name(n) => json!(n),
+        Val::Prefix(a, len) => json!({ "prefix": { "addr": a.to_string(), "len": len } }),
+        Val::Mac(m) => json!(m.to_string()),
     }
 }
 
@@ -196,6 +230,10 @@ fn field_json(f: &Field) -> Value {
         Field::Oifname => json!({ "meta": { "key": "oifname" } }),
         Field::Dport(p) => json!({ "payload": { "protocol": p, "field": "dport" } }),
         Field::Sport(p) => json!({ "payload": { "protocol": p, "field": "sport" } }),
+        Field::EtherSaddr => json!({ "payload": { "protocol": "ether", "field": "saddr" } }),
+        Field::EtherType => json!({ "payload": { "protocol": "ether", "field": "type" } }),
+        Field::ArpSaddrEther => json!({ "payload": { "protocol": "arp", "field": "saddr ether" } }),
+        Field::ArpSaddrIp => json!({ "payload": { "protocol": "arp", "field": "saddr ip" } }),
     }
 }
 
@@ -212,6 +250,14 @@ fn expr_json(e: &Expr) -> Value {
                 values.first().map(val_json).unwrap_or(Value::Null)
             };
             json!({ "match": { "op": "==", "left": field_json(field), "right": right } })
+        }
+        Expr::Differs { field, values } => {
+            let right = if values.len() > 1 {
+                json!({ "set": values.iter().map(val_json).collect::<Vec<_>>() })
+            } else {
+                values.first().map(val_json).unwrap_or(Value::Null)
+            };
+            json!({ "match": { "op": "!=", "left": field_json(field), "right": right } })
         }
         Expr::Counter => json!({ "counter": null }),
         Expr::Masquerade => json!({ "masquerade": null }),
@@ -344,6 +390,18 @@ pub struct Builder {
 }
 
 impl Builder {
+    pub fn has_table(&self, family: Family, name: &str) -> bool {
+        self.ruleset
+            .iter()
+            .any(|t| t.family == family && t.name == name)
+    }
+
+    pub fn has_chain(&self, family: Family, table: &str, chain: &str) -> bool {
+        self.ruleset.iter().any(|t| {
+            t.family == family && t.name == table && t.chains.iter().any(|c| c.name == chain)
+        })
+    }
+
     pub fn table(&mut self, family: Family, name: &str) {
         self.ruleset.push(Table {
             family,

@@ -180,8 +180,21 @@ struct Ctx<'a> {
     nft: Builder,
     guard_inet: Vec<IfName>,
     guard_bridge: Vec<IfName>,
+    spoof: Vec<SpoofGuard>,
     handoff: Vec<HandoffInterface>,
     warnings: Vec<String>,
+}
+
+/// What a guest may send from, per bridge (item of the anti-spoofing chains).
+enum SpoofGuard {
+    /// Masquerade: the guest's packets are routed by the pod, entering on `bridge`.
+    Routed { bridge: IfName, guest: Vec<IpAddr> },
+    /// Bridge binding: the guest's frames enter the pod's bridge from its `tap`.
+    Bridged {
+        tap: IfName,
+        mac: MacAddr,
+        addrs: Vec<IpAddr>,
+    },
 }
 
 pub fn plan(
@@ -201,6 +214,7 @@ pub fn plan(
         nft: Builder::default(),
         guard_inet: Vec::new(),
         guard_bridge: Vec::new(),
+        spoof: Vec::new(),
         handoff: Vec::new(),
         warnings,
     };
@@ -588,6 +602,26 @@ impl Ctx<'_> {
         }
         self.guard_bridge.push(nic);
         let mac = Self::spec_mac(iface)?.unwrap_or(link.mac);
+        let checked = match &network.multus {
+            Some(m) if !primary => {
+                let ns = self.vmi.metadata.namespace.as_deref().unwrap_or("default");
+                let nad = m.network_name.as_deref().unwrap_or_default();
+                self.opts.cluster.spoof_checked(nad, ns)
+            }
+            _ => true,
+        };
+        if checked {
+            self.spoof.push(SpoofGuard::Bridged {
+                tap: tap.clone(),
+                mac,
+                addrs: link
+                    .addresses
+                    .iter()
+                    .filter(|a| a.is_global_unicast())
+                    .map(|a| a.addr())
+                    .collect(),
+            });
+        }
         let domain = self.domain(iface, &tap, mac, link.mtu);
         self.handoff.push(HandoffInterface {
             network: net.into(),
@@ -717,6 +751,12 @@ impl Ctx<'_> {
             self.masquerade_nft(Family::Ip6, iface, pod_iface, &bridge, m, None);
         }
         self.guard_inet.push(pod_iface.clone());
+        let mut guest: Vec<IpAddr> = v4.map(|(m, _)| m.guest.addr()).into_iter().collect();
+        guest.extend(v6.map(|m| m.guest.addr()));
+        self.spoof.push(SpoofGuard::Routed {
+            bridge: bridge.clone(),
+            guest,
+        });
         let mac = Self::spec_mac(iface)?.unwrap_or(link.mac);
         let domain = self.domain(iface, &tap, mac, link.mtu);
         self.handoff.push(HandoffInterface {
@@ -952,8 +992,91 @@ impl Ctx<'_> {
         }
     }
 
+    /// Anti-spoofing: what the guest sends must come from its own addresses (and, bridged,
+    /// its own MAC), checked before conntrack and NAT see it (prerouting, priority -300).
+    /// - Masquerade: only the guest's address is masqueraded, and the pod forwards with
+    ///   `rp_filter` off, so any other source would leave the pod un-NATed. `0.0.0.0` and
+    ///   link-local (`::`, `fe80::/10`) stay allowed: DHCP and neighbour discovery use them and
+    ///   the kernel never forwards them. `route_localnet=1` on the bridge is what the loopback
+    ///   NAT needs for its replies (de-SNATed to 127.0.0.1 in prerouting, after this chain);
+    ///   a guest packet addressed to 127.0.0.0/8 itself is dropped here.
+    /// - Bridge binding: frames entering the bridge from the guest's tap may be only IPv4,
+    ///   IPv6 and ARP, from the guest's MAC, with the pod's addresses as source (ARP sender
+    ///   included). Matched by the tap's name: `ibrname` needs `nft_meta_bridge`, which not
+    ///   every node kernel has.
+    fn spoof_guard(&mut self) {
+        const CHAIN: &str = "spoof_guard";
+        let v4_any: IpAddr = Ipv4Addr::UNSPECIFIED.into();
+        let v6_any: IpAddr = Ipv6Addr::UNSPECIFIED.into();
+        let link_local = Val::Prefix(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0).into(), 10);
+        let allowed = |addrs: &[IpAddr]| {
+            let mut v4: Vec<Val> = addrs
+                .iter()
+                .filter(|a| a.is_ipv4())
+                .map(|a| Val::Addr(*a))
+                .collect();
+            v4.push(Val::Addr(v4_any));
+            let mut v6: Vec<Val> = addrs
+                .iter()
+                .filter(|a| a.is_ipv6())
+                .map(|a| Val::Addr(*a))
+                .collect();
+            v6.extend([link_local.clone(), Val::Addr(v6_any)]);
+            (v4, v6)
+        };
+        for g in std::mem::take(&mut self.spoof) {
+            let (fam, prefix, v4, v6, rules) = match &g {
+                SpoofGuard::Routed { bridge, guest } => {
+                    let (v4, v6) = allowed(guest);
+                    let from = vec![Expr::one(Field::Iifname, Val::Name(bridge.to_string()))];
+                    let rules = vec![vec![Expr::one(
+                        Field::Daddr(Family::Ip),
+                        Val::Prefix(Ipv4Addr::new(127, 0, 0, 0).into(), 8),
+                    )]];
+                    (Family::Inet, from, v4, v6, rules)
+                }
+                SpoofGuard::Bridged { tap, mac, addrs } => {
+                    let (v4, v6) = allowed(addrs);
+                    let from = vec![Expr::one(Field::Iifname, Val::Name(tap.to_string()))];
+                    let rules = vec![
+                        vec![Expr::differs(
+                            Field::EtherType,
+                            ["ip", "arp", "ip6"].map(|t| Val::Name(t.into())).to_vec(),
+                        )],
+                        vec![Expr::differs(Field::EtherSaddr, vec![Val::Mac(*mac)])],
+                        vec![Expr::differs(Field::ArpSaddrEther, vec![Val::Mac(*mac)])],
+                        vec![Expr::differs(Field::ArpSaddrIp, v4.clone())],
+                    ];
+                    (Family::Bridge, from, v4, v6, rules)
+                }
+            };
+            if !self.nft.has_chain(fam, GUARD_TABLE, CHAIN) {
+                if !self.nft.has_table(fam, GUARD_TABLE) {
+                    self.nft.table(fam, GUARD_TABLE);
+                }
+                self.nft.chain(
+                    fam,
+                    GUARD_TABLE,
+                    CHAIN,
+                    Some(("filter", "prerouting", -300)),
+                );
+            }
+            let sources = [
+                vec![Expr::differs(Field::Saddr(Family::Ip), v4)],
+                vec![Expr::differs(Field::Saddr(Family::Ip6), v6)],
+            ];
+            for m in rules.into_iter().chain(sources) {
+                let mut exprs = prefix.clone();
+                exprs.extend(m);
+                exprs.extend([Expr::Counter, Expr::Drop]);
+                self.nft.rule(fam, GUARD_TABLE, CHAIN, exprs);
+            }
+        }
+    }
+
     fn finish(mut self) -> Result<PodNetPlan, PlanError> {
         self.guard();
+        self.spoof_guard();
         if !self.handoff.is_empty() {
             self.global_sysctl(
                 "net/ipv4/ip_unprivileged_port_start",

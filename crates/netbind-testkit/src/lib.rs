@@ -3,6 +3,8 @@
 //! skip loudly elsewhere), shell helpers, and work done inside a network namespace.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test support: a failed step fails the test
 
+pub mod frame;
+
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -23,6 +23,7 @@ pub const CASES: &[Case] = &[
     Case { name: "masquerade-dual", vmi: "examples/vmi-dual-stack.yaml", pod: "pod-dual", resolv: "resolv-bad-search.conf", extra: &[] },
     Case { name: "masquerade-ports", vmi: "examples/vmi-ports.yaml", pod: "pod-v4", resolv: "resolv.conf", extra: &[] },
     Case { name: "multus-bridge", vmi: "examples/vmi-masquerade-multus.yaml", pod: "pod-multus", resolv: "resolv.conf", extra: &[] },
+    Case { name: "multus-spoof-check", vmi: "examples/vmi-masquerade-multus.yaml", pod: "pod-multus", resolv: "resolv.conf", extra: &["--spoof-check", "blue-net"] },
     Case { name: "multiqueue", vmi: "testdata/vmi/multiqueue.yaml", pod: "pod-v4", resolv: "resolv.conf", extra: &[] },
     Case { name: "port-ranges", vmi: "testdata/vmi/port-ranges.yaml", pod: "pod-v4", resolv: "resolv.conf", extra: &["--feature-gate", "PortRangesSpec"] },
     Case { name: "istio-dual", vmi: "testdata/vmi/istio.yaml", pod: "pod-dual", resolv: "resolv.conf", extra: &[] },

@@ -466,3 +466,17 @@ fn all_errors_reported_at_once() {
     );
     assert_eq!(run(&y, &ClusterConfig::default()).len(), 3);
 }
+
+#[test]
+fn spoof_check_names_a_nad_with_or_without_its_namespace() {
+    let cfg = ClusterConfig {
+        spoof_check_networks: ["blue-net".to_string(), "team/red".to_string()].into(),
+        ..ClusterConfig::default()
+    };
+    assert!(cfg.spoof_checked("blue-net", "default"));
+    assert!(cfg.spoof_checked("default/blue-net", "default"));
+    assert!(!cfg.spoof_checked("other/blue-net", "default"));
+    assert!(cfg.spoof_checked("red", "team"));
+    assert!(!cfg.spoof_checked("red", "default"));
+    assert!(!ClusterConfig::default().spoof_checked("blue-net", "default"));
+}
