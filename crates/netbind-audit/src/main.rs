@@ -1,8 +1,10 @@
-//! `netbind-audit --ctx JSON [--layers caps,launcher]`: run every attack from inside the pod,
-//! with whatever credentials this process was started with (`netbind audit` starts it exactly
-//! as the launcher is started). Each attack runs in a forked child; for the `launcher` layer the
-//! child first installs the launcher's own seccomp filter (refusals as EPERM instead of a kill,
-//! so they can be observed). Prints one JSON document on stdout.
+//! `netbind-audit --ctx JSON [--layers caps,vm,launcher]`: run every attack from inside the
+//! pod, with whatever credentials and namespaces this process was started with (`netbind
+//! audit` starts it in the pod's sandbox, as the launcher and QEMU are started, but without
+//! the VM syscall filter). Each attack runs in a forked child per layer: `caps` as is; `vm`
+//! under the VM sandbox's filter (what QEMU runs under); `launcher` under that filter and the
+//! launcher's own allow-list (refusals as EPERM instead of a kill, so they can be observed).
+//! Prints one JSON document on stdout.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -32,7 +34,7 @@ fn status_lines(path: &str, keys: &[&str]) -> serde_json::Value {
 }
 
 /// The values that change outcomes, recorded with the report.
-fn environment(c: &Ctx) -> serde_json::Value {
+fn environment() -> serde_json::Value {
     let mount = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
@@ -59,13 +61,20 @@ fn environment(c: &Ctx) -> serde_json::Value {
         },
         "proc_sys_mount": mount,
         "dev_net_tun_mode": tun,
-        "audit_process": status_lines("/proc/self/status", &["Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp"]),
-        "launcher_process": status_lines(&format!("/proc/{}/status", c.launcher_pid), &["Uid", "Gid", "CapEff", "CapBnd", "NoNewPrivs", "Seccomp"]),
+        "audit_process": status_lines("/proc/self/status", &["Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp", "NSpid"]),
     })
 }
 
-/// Runs one attack in a child; `seccomp`: under the launcher's filter.
-fn probe(id: &str, c: &Ctx, seccomp: bool) -> Observed {
+/// Which filters a probe runs under.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layer {
+    Caps,
+    Vm,
+    Launcher,
+}
+
+/// Runs one attack in a child, under the filters of `layer`.
+fn probe(id: &str, c: &Ctx, layer: Layer) -> Observed {
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills two fds.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -81,7 +90,11 @@ fn probe(id: &str, c: &Ctx, seccomp: bool) -> Observed {
         unsafe { libc::dup2(wr.as_raw_fd(), 1) };
         let mut out = String::with_capacity(16 * 1024);
         let pre = probes::prepare(id);
-        if seccomp {
+        if layer != Layer::Caps && netbind_launcher::sandbox::install().is_err() {
+            // SAFETY: leaving the child.
+            unsafe { libc::_exit(3) };
+        }
+        if layer == Layer::Launcher {
             let prog = netbind_launcher::seccomp::filter(
                 &pre.raw(),
                 seccompiler::SeccompAction::Errno(libc::EPERM as u32),
@@ -135,7 +148,7 @@ fn main() -> ExitCode {
             .cloned()
     };
     let Some(ctx) = get("--ctx") else {
-        eprintln!("usage: netbind-audit --ctx JSON [--layers caps,launcher]");
+        eprintln!("usage: netbind-audit --ctx JSON [--layers caps,vm,launcher]");
         return ExitCode::from(2);
     };
     let c: Ctx = match serde_json::from_str(&ctx) {
@@ -145,17 +158,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let layers = get("--layers").unwrap_or_else(|| "caps,launcher".into());
-    let with_launcher = layers.split(',').any(|l| l == "launcher");
+    let layers = get("--layers").unwrap_or_else(|| "caps,vm,launcher".into());
+    let with = |l: &str| layers.split(',').any(|x| x == l);
+    let (with_vm, with_launcher) = (with("vm"), with("launcher"));
     let results: Vec<serde_json::Value> = ATTACKS
         .iter()
         .map(|a| {
-            let caps = probe(a.id, &c, false);
-            let launcher = with_launcher.then(|| probe(a.id, &c, true));
-            json!({ "id": a.id, "caps": caps, "launcher": launcher })
+            let caps = probe(a.id, &c, Layer::Caps);
+            let vm = with_vm.then(|| probe(a.id, &c, Layer::Vm));
+            let launcher = with_launcher.then(|| probe(a.id, &c, Layer::Launcher));
+            json!({ "id": a.id, "caps": caps, "vm": vm, "launcher": launcher })
         })
         .collect();
-    let doc = json!({ "environment": environment(&c), "results": results });
+    let doc = json!({ "environment": environment(), "results": results });
     let mut out = std::io::stdout();
     let _ = writeln!(out, "{doc}");
     ExitCode::SUCCESS

@@ -24,6 +24,27 @@ pub struct Ctx {
     pub launcher_pid: u32,
     /// Payload of the rogue DHCP datagram (A9), so the node side can recognise it.
     pub marker: String,
+    /// Another pod, the target of the cross-pod attacks (A33-A35).
+    #[serde(default)]
+    pub victim: Option<Victim>,
+}
+
+/// A process as root recorded it: pid (in the node's PID namespace) and start time.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Target {
+    pub pid: u32,
+    pub start: u64,
+}
+
+/// What another pod exposes to an attacker in this one, if the sandboxes leak.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Victim {
+    pub pod: String,
+    pub launcher: Target,
+    /// Its VM process (QEMU), or its launcher when it runs no guest.
+    pub vm: Target,
+    pub vm_is_qemu: bool,
+    pub handoff: String,
 }
 
 /// What a probe opened before the seccomp filter (the launcher's own sockets, in effect).
@@ -347,6 +368,66 @@ fn tun_attach(name: &str, flags: libc::c_int) -> Result<(), i32> {
         )
     })
     .map(|_| ())
+}
+
+/// Whether `t` is a process this one can name: a process with that pid, seen from here, that
+/// started when the target did. (Another PID namespace numbers its own processes; a local pid
+/// that happens to equal the target's is another process.)
+fn nameable(t: &Target) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", t.pid)) else {
+        return false;
+    };
+    stat.rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().nth(19))
+        .and_then(|v| v.parse::<u64>().ok())
+        == Some(t.start)
+}
+
+/// A32: a user namespace with a network namespace, then one nf_tables transaction inside it
+/// (NEWTABLE between BATCH_BEGIN and BATCH_END on NETLINK_NETFILTER).
+fn userns_nftables() -> Result<(), i32> {
+    // SAFETY: unshare takes flags only (this probe runs in a forked child).
+    check(unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET) })?;
+    const NFNL_SUBSYS_NFTABLES: u16 = 10;
+    let msg = |ty: u16, flags: u16, seq: u32, family: u8, res_id: u16, attrs: &[u8]| {
+        let len = 16 + 4 + attrs.len();
+        let mut m = Vec::with_capacity(len);
+        m.extend_from_slice(&u32::try_from(len).unwrap_or(0).to_ne_bytes());
+        m.extend_from_slice(&ty.to_ne_bytes());
+        m.extend_from_slice(&flags.to_ne_bytes());
+        m.extend_from_slice(&seq.to_ne_bytes());
+        m.extend_from_slice(&0u32.to_ne_bytes());
+        m.extend_from_slice(&[family, 0]);
+        m.extend_from_slice(&res_id.to_be_bytes());
+        m.extend_from_slice(attrs);
+        m
+    };
+    let name = rtattr(1, b"nbaudit\0"); // NFTA_TABLE_NAME
+    let mut batch = msg(0x10, 1, 1, 0, NFNL_SUBSYS_NFTABLES, &[]); // BATCH_BEGIN
+    // NFT_MSG_NEWTABLE, REQUEST | ACK | CREATE, family inet.
+    batch.extend(msg(
+        NFNL_SUBSYS_NFTABLES << 8,
+        1 | 4 | 0x400,
+        2,
+        1,
+        0,
+        &name,
+    ));
+    batch.extend(msg(0x11, 1, 3, 0, NFNL_SUBSYS_NFTABLES, &[])); // BATCH_END
+    let fd = sock(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_NETFILTER)?;
+    // SAFETY: send reads `batch` for its length.
+    let sent = unsafe { libc::send(fd.as_raw_fd(), batch.as_ptr().cast(), batch.len(), 0) };
+    check(sent as libc::c_int)?;
+    let mut buf = vec![0u8; 8192];
+    // SAFETY: recv writes at most buf.len() bytes into buf.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    let n = usize::try_from(n).map_err(|_| errno())?;
+    // The first answer is NLMSG_ERROR for the NEWTABLE: errno 0 is its ACK.
+    if n >= 20 && u16::from_ne_bytes([buf[4], buf[5]]) == 2 {
+        let e = i32::from_ne_bytes(buf[16..20].try_into().unwrap_or([0; 4]));
+        return if e == 0 { Ok(()) } else { Err(-e) };
+    }
+    Err(libc::EIO)
 }
 
 /// Runs attack `id`; `pre` holds what `prepare` opened.
@@ -675,6 +756,49 @@ pub fn run(id: &str, c: &Ctx, pre: &Pre) -> Observed {
             netlink(libc::NETLINK_ROUTE, RTM_GETLINK, NLM_F_DUMP, &ifinfomsg(0)),
             "links dumped",
         ),
+        "A32" => obs(
+            userns_nftables(),
+            "nf_tables table created in a private user + network namespace",
+        ),
+        "A33" => match &c.victim {
+            None => Observed::Errno(libc::ENOENT),
+            Some(v) if !nameable(&v.launcher) => Observed::Errno(libc::ESRCH),
+            Some(v) => {
+                // Signal 0: the permission check of SIGKILL, without the kill.
+                let pid = libc::pid_t::try_from(v.launcher.pid).unwrap_or(0);
+                // SAFETY: kill with a pid and signal 0.
+                obs(
+                    check(unsafe { libc::kill(pid, 0) }).map(|_| ()),
+                    &format!("may signal pod {}'s launcher", v.pod),
+                )
+            }
+        },
+        "A34" => match &c.victim {
+            None => Observed::Errno(libc::ENOENT),
+            Some(v) if !nameable(&v.vm) => Observed::Errno(libc::ESRCH),
+            Some(v) => {
+                let pid = libc::pid_t::try_from(v.vm.pid).unwrap_or(0);
+                // PTRACE_SEIZE does not stop the tracee; the probe's exit detaches it.
+                // SAFETY: ptrace with a pid and no memory.
+                let r = unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, 0, 0) };
+                let what = if v.vm_is_qemu { "QEMU" } else { "launcher" };
+                obs(
+                    check(i32::try_from(r).unwrap_or(-1)).map(|_| ()),
+                    &format!("traced pod {}'s {what} (its guest's memory)", v.pod),
+                )
+            }
+        },
+        "A35" => match &c.victim {
+            None => Observed::Errno(libc::ENOENT),
+            Some(v) => match std::fs::read(&v.handoff) {
+                Ok(b) => ok(&format!(
+                    "read {} bytes of pod {}'s hand-off record",
+                    b.len(),
+                    v.pod
+                )),
+                Err(e) => Observed::Errno(e.raw_os_error().unwrap_or(libc::EIO)),
+            },
+        },
         _ => Observed::Errno(libc::ENOSYS),
     }
 }

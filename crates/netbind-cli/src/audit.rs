@@ -1,13 +1,15 @@
-//! `netbind audit [POD] [--grant CAP,...] [--json]`: every attack of a compromised launcher
-//! (A1–A31), tried for real from inside the pod with the launcher's exact credentials.
+//! `netbind audit [POD] [--grant CAP,...] [--json]`: every attack of a compromised launcher or
+//! QEMU (A1–A35), tried for real from inside the pod in the VM side's own sandbox.
 //!
-//! The probes run in `netbind-audit`, started exactly as the launcher is (uid/gid 107, no
-//! groups, every capability set empty unless `--grant`, no_new_privs, the same mount
-//! namespace); each attack runs twice, with the credentials alone ("caps only") and under the
-//! launcher's own seccomp filter ("launcher", which decides the verdict). `--grant` models a
-//! launcher as KubeVirt ran it: those capabilities and no netbind filter. Around the probes,
-//! netbind (root) watches the node side for the rogue DHCP datagram (A9) and checks that the
-//! real launcher holds no tun fd (A22).
+//! The probes run in `netbind-audit`, started in the pod's sandbox as the launcher and QEMU
+//! are (uid/gid 107, no groups, every capability set empty unless `--grant`, no_new_privs,
+//! PID and mount namespaces of its own), but without the syscall filter; each attack runs
+//! three times: with the credentials and namespaces alone ("caps only"), under the VM
+//! sandbox's filter that QEMU runs under ("vm"), and under that and the launcher's own
+//! allow-list ("launcher"). The worse of "vm" and "launcher" decides the verdict. `--grant`
+//! models a launcher as KubeVirt ran it: those capabilities and no netbind filter. The
+//! cross-pod attacks (A33–A35) aim at another pod, made for the purpose (with a QEMU guest). Around the probes, netbind (root) watches the node side for the rogue DHCP
+//! datagram (A9) and checks that the real launcher holds no tun fd (A22).
 
 // The node-side listener speaks the C ABI (socket address sizes and families).
 #![allow(clippy::cast_possible_truncation)]
@@ -17,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use netbind_audit::{ATTACKS, Observed, Row, Verdict, verdict};
+use netbind_audit::{ATTACKS, Observed, Row, Verdict, verdict, verdict_as_qemu};
 use netbind_model::handoff::{HANDOFF_FILE, Handoff};
 use serde::Serialize;
 
@@ -106,6 +108,19 @@ fn node_listener(marker: String, stop: &AtomicBool, bound: &AtomicBool) -> bool 
     seen
 }
 
+/// `up` of a pod made for the audit; `boot`: with a QEMU guest.
+fn ephemeral(name: &str, boot: Option<up::Boot>) -> Result<(), UpError> {
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/vmi-masquerade.yaml");
+    up::up(&UpArgs {
+        file,
+        boot,
+        name: Some(name.to_string()),
+        json: true,
+        cluster: Default::default(),
+    })
+    .map(|_| ())
+}
+
 pub fn audit(pod: Option<String>, grants: Vec<String>) -> Result<AuditReport, UpError> {
     let grants: Vec<String> = grants
         .iter()
@@ -113,37 +128,85 @@ pub fn audit(pod: Option<String>, grants: Vec<String>) -> Result<AuditReport, Up
         .map(|g| g.trim().trim_start_matches("CAP_").to_uppercase())
         .filter(|g| !g.is_empty())
         .collect();
-    // Without a pod, audit a fresh one made for the purpose (masquerade, no guest).
-    let (name, ephemeral) = match pod {
-        Some(p) => (p, false),
-        None => {
-            let name = format!("audit-{}", std::process::id());
-            let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../examples/vmi-masquerade.yaml");
-            up::up(&UpArgs {
-                file,
-                boot: None,
-                name: Some(name.clone()),
-                json: true,
-                cluster: Default::default(),
-            })?;
-            (name, true)
-        }
-    };
-    let result = run(&name, &grants);
-    if ephemeral {
-        let _ = up::down(&name);
+    let mut made = Vec::new();
+    let result = (|| {
+        // Without a pod, audit a fresh one made for the purpose (masquerade, no guest).
+        let name = match pod {
+            Some(p) => p,
+            None => {
+                let name = format!("audit-{}", std::process::id());
+                made.push(name.clone());
+                ephemeral(&name, None)?;
+                name
+            }
+        };
+        // The cross-pod attacks need another pod: one made for the purpose (a pod of someone
+        // else's could go away mid-audit), with a QEMU guest when the guest image is there.
+        let victim = format!("audit-victim-{}", std::process::id());
+        made.push(victim.clone());
+        let boot = vm::GuestImage::locate().ok().map(|_| up::Boot::Qemu);
+        ephemeral(&victim, boot)?;
+        run(&name, &victim, &grants)
+    })();
+    for m in made.iter().rev() {
+        let _ = up::down(m);
     }
     result
 }
 
-fn run(name: &str, grants: &[String]) -> Result<AuditReport, UpError> {
-    let rec = PodRecord::load(name).ok_or_else(|| {
-        err(format!(
-            "no pod named {name} (netbind up, or netbind audit without a pod)"
-        ))
-    })?;
-    let dir = podsim::run_dir().join("pods").join(name);
+/// Reads the given lines of /proc/PID/status of a process root recorded.
+fn process_status(p: Option<vm::Proc>) -> serde_json::Value {
+    let Some(p) = p.filter(|p| p.alive()) else {
+        return serde_json::Value::Null;
+    };
+    let s = std::fs::read_to_string(format!("/proc/{}/status", p.pid)).unwrap_or_default();
+    let keys = [
+        "Name",
+        "Uid",
+        "Gid",
+        "CapEff",
+        "CapBnd",
+        "NoNewPrivs",
+        "Seccomp",
+        "Seccomp_filters",
+        "NSpid",
+    ];
+    let mut m = serde_json::Map::new();
+    m.insert("pid".into(), serde_json::json!(p.pid));
+    for l in s.lines() {
+        if let Some((k, v)) = l.split_once(':')
+            && keys.contains(&k)
+        {
+            m.insert(k.to_string(), serde_json::json!(v.trim()));
+        }
+    }
+    serde_json::Value::Object(m)
+}
+
+/// The VM process of a pod: QEMU (the sandbox's own program, or what libvirt started in the
+/// pod's network namespace), if it runs one.
+fn qemu_of(rec: &PodRecord) -> Option<vm::Proc> {
+    match rec.boot? {
+        up::Boot::Qemu => rec.vm.and_then(vm::sandbox_program),
+        up::Boot::Libvirt => vm::netns_processes(&rec.netns, "qemu").into_iter().next(),
+    }
+}
+
+fn target(p: vm::Proc) -> serde_json::Value {
+    serde_json::json!({ "pid": p.pid, "start": p.start })
+}
+
+fn run(name: &str, victim: &str, grants: &[String]) -> Result<AuditReport, UpError> {
+    let load = |n: &str| {
+        PodRecord::load(n).ok_or_else(|| {
+            err(format!(
+                "no pod named {n} (netbind up, or netbind audit without a pod)"
+            ))
+        })
+    };
+    let rec = load(name)?;
+    let vrec = load(victim)?;
+    let dir = rec.dir();
     let handoff = Handoff::from_json(
         &std::fs::read(dir.join("handoff").join(HANDOFF_FILE)).unwrap_or_default(),
     )
@@ -152,32 +215,44 @@ fn run(name: &str, grants: &[String]) -> Result<AuditReport, UpError> {
         .interfaces
         .first()
         .ok_or_else(|| err("the pod has no interface"))?;
-    let launcher_pid = rec
-        .launcher
-        .filter(|p| p.alive())
-        .map(|p| p.pid)
-        .ok_or_else(|| err("the pod's launcher is not running"))?;
+    let running = |r: &PodRecord| {
+        r.launcher
+            .and_then(vm::sandbox_program)
+            .ok_or_else(|| err(format!("pod {}'s launcher is not running", r.name)))
+    };
+    let launcher = running(&rec)?;
+    let vlauncher = running(&vrec)?;
+    let vqemu = qemu_of(&vrec);
     let marker = format!("NETBIND-AUDIT-A9-{}", std::process::id());
     let ctx = serde_json::json!({
         "pod_iface": first.pod_interface.to_string(),
         "bridge": first.bridge.to_string(),
         "tap": first.tap.to_string(),
         "pod_ip": rec.pod_ip.map(|i| i.to_string()).unwrap_or_default(),
-        "launcher_pid": launcher_pid,
+        "launcher_pid": launcher.pid,
         "marker": marker,
+        "victim": {
+            "pod": victim,
+            "launcher": target(vlauncher),
+            "vm": target(vqemu.unwrap_or(vlauncher)),
+            "vm_is_qemu": vqemu.is_some(),
+            "handoff": vrec.dir().join("handoff").join(HANDOFF_FILE),
+        },
     });
-    let exe = std::env::current_exe().map_err(|e| err(e.to_string()))?;
-    let bin = exe
-        .parent()
-        .map(|d| d.join("netbind-audit"))
-        .filter(|p| p.is_file())
-        .ok_or_else(|| err("netbind-audit not found next to netbind (cargo build --bins)"))?;
+    let bin = up::sibling("netbind-audit")?;
+    let vm_exec = up::sibling("netbind-vm-exec")?;
     let layers = if grants.is_empty() {
-        "caps,launcher"
+        "caps,vm,launcher"
     } else {
         "caps"
     };
     let tun = podsim::tun_node()?;
+    let sandbox = vm::Sandbox {
+        netns: &rec.netns,
+        tun: &tun,
+        pod_dir: &dir,
+        vm_exec: &vm_exec,
+    };
     let stop = AtomicBool::new(false);
     let bound = AtomicBool::new(false);
     let (out, reached) = std::thread::scope(|s| {
@@ -190,20 +265,21 @@ fn run(name: &str, grants: &[String]) -> Result<AuditReport, UpError> {
         {
             std::thread::sleep(Duration::from_millis(5));
         }
-        let out = vm::unprivileged_with(
-            &rec.netns,
-            &tun,
-            grants,
-            None,
-            &bin.display().to_string(),
-            &[
-                "--ctx".into(),
-                ctx.to_string(),
-                "--layers".into(),
-                layers.into(),
-            ],
-        )
-        .output();
+        // In the pod's sandbox, without the VM filter: the probes add each layer themselves.
+        let out = sandbox
+            .command_with(
+                grants,
+                false,
+                None,
+                &bin.display().to_string(),
+                &[
+                    "--ctx".into(),
+                    ctx.to_string(),
+                    "--layers".into(),
+                    layers.into(),
+                ],
+            )
+            .output();
         std::thread::sleep(Duration::from_millis(300));
         stop.store(true, Ordering::SeqCst);
         (out, listener.join().unwrap_or(false))
@@ -217,7 +293,7 @@ fn run(name: &str, grants: &[String]) -> Result<AuditReport, UpError> {
     }
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
         .map_err(|e| err(format!("netbind-audit output: {e}")))?;
-    let held = holds_tun(launcher_pid);
+    let held = holds_tun(launcher.pid);
     let results = doc["results"].as_array().cloned().unwrap_or_default();
     let mut rows = Vec::new();
     for a in ATTACKS {
@@ -226,32 +302,68 @@ fn run(name: &str, grants: &[String]) -> Result<AuditReport, UpError> {
             .find(|r| r["id"] == a.id)
             .cloned()
             .unwrap_or_default();
-        let caps: Observed =
-            serde_json::from_value(r["caps"].clone()).unwrap_or(Observed::Errno(libc::EIO));
-        let launcher: Option<Observed> =
-            serde_json::from_value(r["launcher"].clone()).ok().flatten();
-        let decisive = launcher.clone().unwrap_or_else(|| caps.clone());
+        let layer =
+            |k: &str| -> Option<Observed> { serde_json::from_value(r[k].clone()).ok().flatten() };
+        let caps = layer("caps").unwrap_or(Observed::Errno(libc::EIO));
+        let (vm_layer, launcher_layer) = (layer("vm"), layer("launcher"));
         let reached = match a.id {
             "A9" => Some(reached),
             "A22" => Some(held),
             _ => None,
         };
+        // Both the launcher and QEMU are attackers: the worse of their layers decides (the
+        // capabilities alone when --grant models KubeVirt's launcher without filters).
+        let verdicts: Vec<Verdict> = match (&vm_layer, &launcher_layer) {
+            (None, None) => vec![verdict(a, &caps, grants, reached)],
+            _ => vm_layer
+                .iter()
+                .map(|o| verdict_as_qemu(a, o, grants, reached))
+                .chain(
+                    launcher_layer
+                        .iter()
+                        .map(|o| verdict(a, o, grants, reached)),
+                )
+                .collect(),
+        };
+        let verdict = verdicts
+            .into_iter()
+            .max_by_key(|v| match v {
+                Verdict::Blocked => 0,
+                Verdict::AllowedAsExpected => 1,
+                Verdict::Exposed => 2,
+            })
+            .unwrap_or(Verdict::Blocked);
+        let text = |o: Option<Observed>| o.map_or_else(|| "-".into(), |o| o.text());
         rows.push(Row {
             id: a.id.into(),
             attack: a.name.into(),
             needs: a.needs.unwrap_or("-").into(),
             expected: a.expect.into(),
             caps_only: caps.text(),
-            launcher: launcher.map_or_else(|| "-".into(), |o| o.text()),
-            verdict: verdict(a, &decisive, grants, reached),
+            vm: text(vm_layer),
+            launcher: text(launcher_layer),
+            verdict,
         });
+    }
+    let mut environment = doc["environment"].clone();
+    if let Some(e) = environment.as_object_mut() {
+        e.insert("launcher_process".into(), process_status(Some(launcher)));
+        e.insert("qemu_process".into(), process_status(qemu_of(&rec)));
+        e.insert(
+            "victim".into(),
+            serde_json::json!({
+                "pod": victim,
+                "launcher": process_status(Some(vlauncher)),
+                "qemu": process_status(vqemu),
+            }),
+        );
     }
     Ok(AuditReport {
         pod: name.into(),
         grants: grants.to_vec(),
         launcher_holds_tun_fd: held,
         rogue_dhcp_reached_node: reached,
-        environment: doc["environment"].clone(),
+        environment,
         rows,
     })
 }
@@ -270,18 +382,19 @@ pub fn print_table(r: &AuditReport) {
         }
     );
     println!(
-        "{:<4} {:<46} {:<10} {:<36} {:<34} {:<24} VERDICT",
-        "ID", "ATTACK", "NEEDS", "EXPECTED WITHOUT IT", "CAPS ONLY", "LAUNCHER"
+        "{:<4} {:<46} {:<10} {:<36} {:<34} {:<16} {:<16} VERDICT",
+        "ID", "ATTACK", "NEEDS", "EXPECTED WITHOUT IT", "CAPS ONLY", "VM (QEMU)", "LAUNCHER"
     );
     for row in &r.rows {
         println!(
-            "{:<4} {:<46} {:<10} {:<36} {:<34} {:<24} {}",
+            "{:<4} {:<46} {:<10} {:<36} {:<34} {:<16} {:<16} {}",
             row.id,
             row.attack,
             row.needs,
             row.expected,
             trunc(&row.caps_only, 34),
-            trunc(&row.launcher, 24),
+            trunc(&row.vm, 16),
+            trunc(&row.launcher, 16),
             row.verdict.text()
         );
     }

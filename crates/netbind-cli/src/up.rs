@@ -72,7 +72,7 @@ fn pods_dir() -> PathBuf {
 }
 
 impl PodRecord {
-    fn dir(&self) -> PathBuf {
+    pub(crate) fn dir(&self) -> PathBuf {
         pods_dir().join(&self.name)
     }
 
@@ -104,7 +104,7 @@ fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
-fn sibling(bin: &str) -> Result<PathBuf, UpError> {
+pub(crate) fn sibling(bin: &str) -> Result<PathBuf, UpError> {
     let exe = std::env::current_exe().map_err(|e| step_err("locate binaries", e.to_string()))?;
     let p = exe
         .parent()
@@ -476,6 +476,13 @@ fn bring_up(
     })?;
     vm::chown_vm(&vm_dir)?;
     let tun = podsim::tun_node()?;
+    let vm_exec = sibling("netbind-vm-exec")?;
+    let sandbox = vm::Sandbox {
+        netns: &rec.netns,
+        tun: &tun,
+        pod_dir: &dir,
+        vm_exec: &vm_exec,
+    };
     // Files the VM side writes into and root reads back: created here by root (so each is a
     // regular file that cannot be swapped for a symlink), writable by the VM's group only.
     let domain_out = dir.join("interfaces.xml");
@@ -485,9 +492,7 @@ fn bring_up(
         vm_writable(&console)?;
     }
     let launcher_log = dir.join("launcher.log");
-    let cmd = vm::unprivileged(
-        &rec.netns,
-        &tun,
+    let cmd = sandbox.command(
         None,
         &sibling("netbind-launcher")?.display().to_string(),
         &[
@@ -548,7 +553,7 @@ fn bring_up(
                 d.rom_disabled,
                 &cmdline,
             );
-            let cmd = vm::unprivileged(&rec.netns, &tun, None, "qemu-system-x86_64", &args);
+            let cmd = sandbox.command(None, "qemu-system-x86_64", &args);
             let child = vm::spawn_detached(cmd, &dir.join("qemu.log"))?;
             rec.boot = Some(Boot::Qemu);
             rec.vm = vm::Proc::of(child.id());
@@ -567,7 +572,7 @@ fn bring_up(
             let lv = Libvirt::new(&vm_dir);
             let env = lv.env();
             let child = vm::spawn_detached(
-                vm::unprivileged(&rec.netns, &tun, Some(&env), "sh", &Libvirt::daemon_args()),
+                sandbox.command(Some(&env), "sh", &Libvirt::daemon_args()),
                 &dir.join("libvirtd.log"),
             )?;
             rec.boot = Some(Boot::Libvirt);
@@ -601,7 +606,7 @@ fn bring_up(
             let virsh = |args: &[&str]| {
                 let mut a: Vec<String> = vec!["-q".into(), "-c".into(), "qemu:///session".into()];
                 a.extend(args.iter().map(|s| s.to_string()));
-                vm::unprivileged(&rec.netns, &tun, Some(&env), "virsh", &a)
+                sandbox.command(Some(&env), "virsh", &a)
             };
             podsim::run(
                 "virsh define",
@@ -828,7 +833,15 @@ pub fn down_record(rec: &PodRecord) {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let _ = vm::unprivileged(&rec.netns, &tun, Some(&lv.env()), "virsh", &args).output();
+        if let Ok(vm_exec) = sibling("netbind-vm-exec") {
+            let sandbox = vm::Sandbox {
+                netns: &rec.netns,
+                tun: &tun,
+                pod_dir: &dir,
+                vm_exec: &vm_exec,
+            };
+            let _ = sandbox.command(Some(&lv.env()), "virsh", &args).output();
+        }
     }
     for p in [rec.vm, rec.launcher].into_iter().flatten() {
         p.stop();
@@ -933,17 +946,26 @@ pub fn phase(r: &PodRecord) -> String {
     }
 }
 
+/// Every pod with a record.
+pub fn records() -> Vec<PodRecord> {
+    let Ok(entries) = std::fs::read_dir(pods_dir()) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| PodRecord::load(&e.file_name().to_string_lossy()))
+        .collect()
+}
+
 pub fn status() -> Vec<PodStatus> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(pods_dir()) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let Some(r) = PodRecord::load(&e.file_name().to_string_lossy()) else {
-            continue;
-        };
+    for r in records() {
+        // The pid shown is the program's (the launcher, QEMU, libvirtd), inside its sandbox.
         let state = |p: Option<vm::Proc>| match p {
-            Some(p) if p.alive() => format!("running (pid {})", p.pid),
+            Some(p) if p.alive() => format!(
+                "running (pid {})",
+                vm::sandbox_program(p).map_or(p.pid, |q| q.pid)
+            ),
             Some(p) => format!("exited (pid {})", p.pid),
             None => "-".into(),
         };

@@ -1,7 +1,5 @@
 //! Starting the unprivileged parts of a pod: the launcher, QEMU, or an unprivileged libvirt
-//! session daemon. Each runs as uid/gid 107 with every capability set empty (the bounding set
-//! cleared before exec) and no_new_privs, inside the pod netns, in a mount namespace of its
-//! own where /proc/sys is read-only and /dev/net/tun is a usable 0666 node.
+//! session daemon, each in the pod's sandbox ([`Sandbox`]), and stopping them.
 
 use std::fs::File;
 use std::os::unix::process::CommandExt;
@@ -14,60 +12,103 @@ use crate::podsim::SimError;
 pub const VM_UID: u32 = 107;
 pub const VM_GID: u32 = 107;
 
-/// The mount set-up done (as root, in the fresh mount namespace `ip netns exec` makes)
-/// before dropping to the VM uid.
-const SANDBOX: &str = r#"mount --bind "$NETBIND_TUN" /dev/net/tun && mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec "$@""#;
+/// The sandbox set-up, done as root in the fresh mount and PID namespaces of the sandbox
+/// before dropping to the VM uid: the 0666 tun node on /dev/net/tun, /proc/sys read-only
+/// (on the sandbox's own /proc), netbind's run directory hidden under an empty tmpfs except
+/// for this pod's directory (bound back at its own path through a descriptor opened before
+/// the tmpfs covered it; `--no-canonicalize` keeps mount(8) from resolving that descriptor's
+/// path, which now names the empty tmpfs), and a private /tmp. Each step must succeed (`set -e`).
+const SANDBOX: &str = r#"set -e
+mount --bind "$NETBIND_TUN" /dev/net/tun
+mount --bind /proc/sys /proc/sys
+mount -o remount,bind,ro /proc/sys
+exec 3<"$NETBIND_POD_DIR"
+mount -t tmpfs -o mode=0755,size=64k netbind-run "$NETBIND_RUN_DIR"
+mkdir -p "$NETBIND_POD_DIR"
+mount --no-canonicalize --bind /proc/self/fd/3 "$NETBIND_POD_DIR"
+exec 3<&-
+mount -t tmpfs -o mode=1777,size=64m netbind-tmp /tmp
+exec "$@""#;
 
-/// `program args` as the VM uid, no capabilities, no_new_privs, in `netns`.
-pub fn unprivileged(
-    netns: &str,
-    tun: &Path,
-    env: Option<&[(&str, String)]>,
-    program: &str,
-    args: &[String],
-) -> Command {
-    unprivileged_with(netns, tun, &[], env, program, args)
+/// Where the VM side of one pod runs. Every process started through it (launcher, QEMU,
+/// libvirtd, virsh, the audit's probes) gets, as a container runtime would give a container:
+/// the pod's network namespace; a PID namespace of its own with its own /proc (no other
+/// pod's process can be named, signalled or traced, nor this one from another pod); a mount
+/// namespace where the only pod directory is its own; uid/gid 107 with every capability set
+/// empty and no_new_privs; and the VM syscall filter (`netbind-vm-exec`).
+#[derive(Debug, Clone, Copy)]
+pub struct Sandbox<'a> {
+    pub netns: &'a str,
+    /// The 0666 tun node bound on /dev/net/tun.
+    pub tun: &'a Path,
+    /// The pod's directory, the only part of netbind's run directory the sandbox sees.
+    pub pod_dir: &'a Path,
+    /// The `netbind-vm-exec` binary.
+    pub vm_exec: &'a Path,
 }
 
-/// The same sandbox, keeping `grants` (e.g. `NET_ADMIN`) in every capability set: the
-/// audit's demonstration of what a launcher with capabilities could do.
-pub fn unprivileged_with(
-    netns: &str,
-    tun: &Path,
-    grants: &[String],
-    env: Option<&[(&str, String)]>,
-    program: &str,
-    args: &[String],
-) -> Command {
-    let extra: String = grants
-        .iter()
-        .map(|g| format!(",+{}", g.to_lowercase()))
-        .collect();
-    let mut c = Command::new("ip");
-    c.args([
-        "netns",
-        "exec",
-        netns,
-        "sh",
-        "-c",
-        SANDBOX,
-        "netbind-sandbox",
-        "setpriv",
-    ])
-    .arg(format!("--reuid={VM_UID}"))
-    .arg(format!("--regid={VM_GID}"))
-    .arg("--clear-groups")
-    .arg(format!("--inh-caps=-all{extra}"))
-    .arg(format!("--ambient-caps=-all{extra}"))
-    .arg(format!("--bounding-set=-all{extra}"))
-    .arg("--no-new-privs")
-    .env("NETBIND_TUN", tun);
-    if let Some(vars) = env {
-        c.args(["env", "-i"]);
-        c.args(vars.iter().map(|(k, v)| format!("{k}={v}")));
+impl Sandbox<'_> {
+    /// `program args` in the sandbox; `env`: the program's whole environment.
+    pub fn command(
+        &self,
+        env: Option<&[(&str, String)]>,
+        program: &str,
+        args: &[String],
+    ) -> Command {
+        self.command_with(&[], true, env, program, args)
     }
-    c.arg(program).args(args);
-    c
+
+    /// The same, keeping `grants` (e.g. `NET_ADMIN`) in every capability set, and without the
+    /// syscall filter unless `filtered`: the audit's measurements of each layer alone.
+    pub fn command_with(
+        &self,
+        grants: &[String],
+        filtered: bool,
+        env: Option<&[(&str, String)]>,
+        program: &str,
+        args: &[String],
+    ) -> Command {
+        let extra: String = grants
+            .iter()
+            .map(|g| format!(",+{}", g.to_lowercase()))
+            .collect();
+        let mut c = Command::new("ip");
+        // `--kill-child`: the sandbox dies with the `unshare` that root recorded at spawn.
+        c.args([
+            "netns",
+            "exec",
+            self.netns,
+            "unshare",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+            "sh",
+            "-c",
+            SANDBOX,
+            "netbind-sandbox",
+            "setpriv",
+        ])
+        .arg(format!("--reuid={VM_UID}"))
+        .arg(format!("--regid={VM_GID}"))
+        .arg("--clear-groups")
+        .arg(format!("--inh-caps=-all{extra}"))
+        .arg(format!("--ambient-caps=-all{extra}"))
+        .arg(format!("--bounding-set=-all{extra}"))
+        .arg("--no-new-privs")
+        .env("NETBIND_TUN", self.tun)
+        .env("NETBIND_POD_DIR", self.pod_dir)
+        .env("NETBIND_RUN_DIR", crate::podsim::run_dir());
+        if filtered {
+            c.arg(self.vm_exec);
+        }
+        if let Some(vars) = env {
+            c.args(["env", "-i"]);
+            c.args(vars.iter().map(|(k, v)| format!("{k}={v}")));
+        }
+        c.arg(program).args(args);
+        c
+    }
 }
 
 /// Starts `cmd` detached from the terminal (its own session), output to `log`, a new file in a
@@ -147,8 +188,19 @@ impl Proc {
     }
 
     /// SIGTERM, then SIGKILL after a grace period, through a pidfd: never another process.
+    /// A sandbox's recorded process is its `unshare`, which blocks SIGTERM and waits for its
+    /// child, the sandbox's PID 1 (`netbind-vm-exec`, which passes SIGTERM on to the program):
+    /// that child gets the SIGTERM, and the SIGKILL, if needed, goes to `unshare`, whose death
+    /// kills the child (`--kill-child`) and with it the whole PID namespace.
     pub fn stop(self) {
         let Some(fd) = self.pidfd() else { return };
+        for child in children(self.pid) {
+            if let Some(cfd) = child.pidfd()
+                && parent(child.pid) == Some(self.pid)
+            {
+                pidfd_signal(&cfd, libc::SIGTERM);
+            }
+        }
         if !pidfd_signal(&fd, libc::SIGTERM) {
             return;
         }
@@ -160,6 +212,52 @@ impl Proc {
             pidfd_signal(&fd, libc::SIGKILL);
         }
     }
+}
+
+/// The program a sandbox runs: below its recorded `unshare` is the sandbox's PID 1
+/// (`netbind-vm-exec`, or the audit's probe binary, which runs without it), and below that
+/// the program.
+pub fn sandbox_program(p: Proc) -> Option<Proc> {
+    if !p.alive() {
+        return None;
+    }
+    let init = children(p.pid).into_iter().next()?;
+    Some(children(init.pid).into_iter().next().unwrap_or(init))
+}
+
+/// The processes of network namespace `/run/netns/NETNS` whose command name starts with
+/// `comm` (QEMU under libvirt: started by the VM side itself, found by the kernel's record).
+pub fn netns_processes(netns: &str, comm: &str) -> Vec<Proc> {
+    let Some(in_pod) = netns_member(netns) else {
+        return Vec::new();
+    };
+    pids()
+        .filter(|pid| {
+            in_pod(*pid)
+                && std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.starts_with(comm))
+        })
+        .filter_map(Proc::of)
+        .collect()
+}
+
+/// The parent of `pid` (field 4 of /proc/PID/stat).
+fn parent(pid: u32) -> Option<u32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s[s.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The live children of `pid`, by a scan of /proc (this kernel may lack
+/// /proc/PID/task/TID/children).
+fn children(pid: u32) -> Vec<Proc> {
+    pids()
+        .filter(|c| parent(*c) == Some(pid))
+        .filter_map(Proc::of)
+        .collect()
 }
 
 fn pidfd_open(pid: u32) -> Option<std::os::fd::OwnedFd> {
@@ -191,24 +289,14 @@ fn pidfd_signal(fd: &std::os::fd::OwnedFd, sig: libc::c_int) -> bool {
 /// (the namespace inode), not a pid file; each process is signalled through a pidfd taken
 /// before the check, so a recycled pid is never hit.
 pub fn stop_netns_processes(netns: &str) {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(ns) = std::fs::metadata(Path::new("/run/netns").join(netns)) else {
+    let Some(in_pod) = netns_member(netns) else {
         return;
     };
-    let in_pod = |pid: u32| {
-        std::fs::metadata(format!("/proc/{pid}/ns/net"))
-            .is_ok_and(|m| m.ino() == ns.ino() && m.dev() == ns.dev())
-    };
-    let Ok(d) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    let members: Vec<Proc> = d
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+    for p in pids()
         .filter(|pid| in_pod(*pid))
         .filter_map(Proc::of)
-        .collect();
-    for p in members {
+        .collect::<Vec<_>>()
+    {
         // Re-checked once the pidfd pins the process: still the same one, still in the pod.
         if let Some(fd) = p.pidfd()
             && in_pod(p.pid)
@@ -216,6 +304,25 @@ pub fn stop_netns_processes(netns: &str) {
             pidfd_signal(&fd, libc::SIGKILL);
         }
     }
+}
+
+/// Whether a pid's network namespace is `/run/netns/NETNS` (by the namespace's inode).
+fn netns_member(netns: &str) -> Option<impl Fn(u32) -> bool> {
+    use std::os::unix::fs::MetadataExt;
+    let ns = std::fs::metadata(Path::new("/run/netns").join(netns)).ok()?;
+    Some(move |pid: u32| {
+        std::fs::metadata(format!("/proc/{pid}/ns/net"))
+            .is_ok_and(|m| m.ino() == ns.ino() && m.dev() == ns.dev())
+    })
+}
+
+/// Every pid in /proc (this PID namespace's: the node's, for root).
+fn pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
 }
 
 /// How much of a log or console root reads (the guest decides how much it writes).
@@ -346,6 +453,10 @@ pub fn qemu_args(
         "-smp",
         "1",
         "-no-reboot",
+        // QEMU's own syscall filter, on top of the sandbox's (the settings libvirt uses when
+        // `seccomp_sandbox` is on, its default).
+        "-sandbox",
+        "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
     ]
     .iter()
     .map(|s| s.to_string())

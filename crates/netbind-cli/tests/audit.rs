@@ -1,5 +1,6 @@
-//! `netbind audit`: every attack A1–A31 tried for real from inside a pod as the launcher, and
-//! with NET_ADMIN + NET_RAW granted (the talk's demonstration). Needs root.
+//! `netbind audit`: every attack A1–A35 tried for real from inside a pod in the VM side's
+//! sandbox, as the launcher and as QEMU, against another pod with a QEMU guest, and with
+//! NET_ADMIN + NET_RAW granted (the talk's demonstration). Needs root.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test code
 
 mod common;
@@ -8,7 +9,10 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 fn ready() -> bool {
-    common::root_with_bins(&["netbind-handler", "netbind-launcher", "netbind-audit"])
+    // The other pod of the cross-pod attacks runs a QEMU guest.
+    let mut bins = common::POD_BINS.to_vec();
+    bins.push("netbind-audit");
+    common::ready_with(&bins, &["qemu-system-x86_64"], common::guest_missing())
 }
 
 fn audit(args: &[&str]) -> (serde_json::Value, BTreeMap<String, String>) {
@@ -44,29 +48,32 @@ fn ids(v: &BTreeMap<String, String>, verdict: &str) -> Vec<String> {
     ids
 }
 
+fn row(r: &serde_json::Value, id: &str) -> serde_json::Value {
+    r["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == id)
+        .unwrap()
+        .clone()
+}
+
 #[test]
-fn the_launcher_as_it_runs_blocks_every_attack() {
+fn the_vm_side_as_it_runs_blocks_every_attack() {
     if !ready() {
         return;
     }
     let (r, v) = audit(&[]);
-    assert_eq!(v.len(), 31);
+    assert_eq!(v.len(), 35);
     assert!(ids(&v, "EXPOSED").is_empty(), "{r:#}");
-    // Everything is blocked, recon included (the seccomp filter leaves no netlink socket).
-    assert_eq!(ids(&v, "blocked").len(), 31, "{r:#}");
-    // The attacks dropping capabilities alone does not stop are shown stopped by the other
-    // layers: the tap owner is the launcher's uid (A20 succeeds on credentials alone), IPV6_FREEBIND
-    // needs no capability (A7), a foreign fd is writable (A22): the seccomp filter refuses them.
-    let row = |id: &str| {
-        r["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["id"] == id)
-            .unwrap()
-            .clone()
-    };
-    for id in ["A7", "A20", "A22"] {
+    // Allowed: recon (A31) and, for QEMU only, attaching the VM's own tap (A20), its job.
+    assert_eq!(ids(&v, "allowed-as-expected"), ["A20", "A31"], "{r:#}");
+    assert_eq!(ids(&v, "blocked").len(), 33, "{r:#}");
+    let row = |id: &str| row(&r, id);
+    // What credentials and namespaces alone do not stop, the filters do: the tap owner is the
+    // VM uid (A20), IPV6_FREEBIND needs no capability (A7), a foreign fd is writable (A22),
+    // and a user namespace makes nf_tables reachable (A32).
+    for id in ["A7", "A20", "A22", "A32"] {
         assert!(
             row(id)["caps_only"].as_str().unwrap().starts_with("ok"),
             "{id} on credentials alone: {}",
@@ -78,6 +85,20 @@ fn the_launcher_as_it_runs_blocks_every_attack() {
             "{id} under the launcher's filter"
         );
     }
+    // QEMU's sandbox filter refuses source forgery and namespace creation too.
+    for id in ["A7", "A32", "A23", "A24"] {
+        assert_eq!(
+            row(id)["vm"],
+            "EPERM",
+            "{id} under the VM filter: {}",
+            row(id)
+        );
+    }
+    // Pods are isolated by their namespaces alone: the other pod's launcher and QEMU cannot
+    // be named from this one, nor its hand-off record be found.
+    assert_eq!(row("A33")["caps_only"], "ESRCH", "{}", row("A33"));
+    assert_eq!(row("A34")["caps_only"], "ESRCH", "{}", row("A34"));
+    assert_eq!(row("A35")["caps_only"], "ENOENT", "{}", row("A35"));
     // A9: the rogue DHCP datagram is dropped by phase 1's nft guard, and never reaches the node.
     assert_eq!(row("A9")["caps_only"], "EPERM");
     assert_eq!(r["rogue_dhcp_reached_node"], false);
@@ -91,24 +112,36 @@ fn the_launcher_as_it_runs_blocks_every_attack() {
             .next(),
         Some("ro")
     );
-    // A26: non-dumpable; A22: no tun fd in the launcher.
-    assert_eq!(row("A26")["caps_only"], "EPERM");
+    // A26: the launcher is in another PID namespace; A22: no tun fd in the launcher.
+    assert_eq!(row("A26")["caps_only"], "ESRCH");
     assert_eq!(r["launcher_holds_tun_fd"], false);
-    let l = &r["environment"]["launcher_process"];
-    assert_eq!(
+    let e = &r["environment"];
+    let status = |p: &serde_json::Value| {
         (
-            l["CapEff"].as_str(),
-            l["CapBnd"].as_str(),
-            l["NoNewPrivs"].as_str(),
-            l["Seccomp"].as_str()
-        ),
-        (
-            Some("0000000000000000"),
-            Some("0000000000000000"),
-            Some("1"),
-            Some("2")
+            p["CapEff"].as_str().map(String::from),
+            p["CapBnd"].as_str().map(String::from),
+            p["NoNewPrivs"].as_str().map(String::from),
+            p["Seccomp"].as_str().map(String::from),
+            // Two PIDs: the node's and 1, its own namespace's.
+            p["NSpid"].as_str().map(|s| s.split_whitespace().count()),
         )
+    };
+    let locked = (
+        Some("0000000000000000".to_string()),
+        Some("0000000000000000".to_string()),
+        Some("1".to_string()),
+        Some("2".to_string()),
+        Some(2),
     );
+    for p in [
+        &e["launcher_process"],
+        &e["victim"]["launcher"],
+        &e["victim"]["qemu"],
+    ] {
+        assert_eq!(status(p), locked, "{p}");
+    }
+    // QEMU under both filters: netbind's two and its own -sandbox.
+    assert_eq!(e["victim"]["qemu"]["Seccomp_filters"], "3", "{e}");
 }
 
 #[test]
@@ -127,13 +160,17 @@ fn with_net_admin_and_net_raw_the_attacks_succeed() {
     assert_eq!(ids(&v, "allowed-as-expected"), allowed, "{r:#}");
     // With NET_RAW a rogue DHCP server answers the node side: a packet socket bypasses nftables.
     assert_eq!(r["rogue_dhcp_reached_node"], true);
-    // Without netbind's seccomp filter, IPv6 source forgery needs no capability at all.
-    assert_eq!(ids(&v, "EXPOSED"), vec!["A7".to_string()], "{r:#}");
+    // Without netbind's filters, IPv6 source forgery and a user namespace with nf_tables need
+    // no capability at all.
+    assert_eq!(ids(&v, "EXPOSED"), ["A7", "A32"], "{r:#}");
+    // The namespaces still keep the other pod out of reach.
     assert_eq!(
         ids(&v, "blocked"),
-        ["A5", "A10", "A21", "A22", "A23", "A24", "A25", "A26", "A29"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
+        [
+            "A5", "A10", "A21", "A22", "A23", "A24", "A25", "A26", "A29", "A33", "A34", "A35"
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
     );
 }

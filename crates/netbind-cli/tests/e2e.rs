@@ -10,11 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn ready(tools: &[&str]) -> bool {
-    let mut missing = Vec::new();
-    if !common::root().join(".e2e/guest/initrd.gz").is_file() {
-        missing.push("the guest image (scripts/build-guest.sh)".into());
-    }
-    common::ready_with(&["netbind-handler", "netbind-launcher"], tools, missing)
+    common::ready_with(&common::POD_BINS, tools, common::guest_missing())
 }
 
 fn netbind(args: &[&str]) -> std::process::Output {
@@ -23,6 +19,23 @@ fn netbind(args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("netbind runs")
+}
+
+/// /proc/PID/status of the QEMU running in pod `name`'s network namespace.
+fn qemu_status(name: &str) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let ns = std::fs::metadata(format!("/run/netns/netbind-{name}")).unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .find(|e| {
+            std::fs::metadata(e.path().join("ns/net")).is_ok_and(|m| m.ino() == ns.ino())
+                && std::fs::read_to_string(e.path().join("comm"))
+                    .is_ok_and(|c| c.starts_with("qemu"))
+        })
+        .and_then(|e| std::fs::read_to_string(e.path().join("status")).ok())
+        .expect("a QEMU in the pod's network namespace")
 }
 
 /// Brings a pod up with a real guest, checks the report, brings it down, checks no trace.
@@ -75,6 +88,30 @@ fn up_and_down(
         assert!(g["unlisted_blocked"].is_null(), "{r:#}");
     }
     let pod_ip = r["pod_ip"].as_str().unwrap().to_string();
+    // QEMU runs in a sandbox of its own: its own PID namespace (two PIDs: the node's and its
+    // namespace's), no capability, and three syscall filters (netbind's two and its own
+    // -sandbox, as given by netbind or by libvirt's default seccomp_sandbox).
+    let qemu = qemu_status(name);
+    for key in [
+        "Seccomp:\t2",
+        "Seccomp_filters:\t3",
+        "CapEff:\t0000000000000000",
+        "NoNewPrivs:\t1",
+    ] {
+        assert!(
+            qemu.lines().any(|l| l == key),
+            "QEMU lacks {key:?}:\n{qemu}"
+        );
+    }
+    let nspid = qemu
+        .lines()
+        .find(|l| l.starts_with("NSpid:"))
+        .unwrap_or_default();
+    assert_eq!(
+        nspid.split_whitespace().count(),
+        3,
+        "QEMU's own PID namespace: {nspid}"
+    );
 
     // libvirt's pid files are the VM uid's to write: point them at a process of root's.
     let mut bystander = Command::new("sleep").arg("300").spawn().unwrap();

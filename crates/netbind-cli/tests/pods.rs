@@ -48,7 +48,7 @@ fn pod_reaches_node(pod: &str) -> bool {
 
 #[test]
 fn several_pods_share_the_node_without_colliding() {
-    if !common::root_with_bins(&["netbind-handler", "netbind-launcher"]) {
+    if !common::root_with_bins(&common::POD_BINS) {
         return;
     }
     let pid = std::process::id();
@@ -126,7 +126,7 @@ fn several_pods_share_the_node_without_colliding() {
 /// winner's pod running (it used to clean up the winner's namespace and address).
 #[test]
 fn two_ups_of_one_name_one_wins_and_the_other_leaves_it_alone() {
-    if !common::root_with_bins(&["netbind-handler", "netbind-launcher"]) {
+    if !common::root_with_bins(&common::POD_BINS) {
         return;
     }
     let name = format!("race-{}", std::process::id());
@@ -178,7 +178,7 @@ fn two_ups_of_one_name_one_wins_and_the_other_leaves_it_alone() {
 /// and an `up` waiting for it still stops on SIGTERM.
 #[test]
 fn the_lock_is_out_of_reach_and_a_waiting_up_stops_on_sigterm() {
-    if !common::root_with_bins(&["netbind-handler", "netbind-launcher"]) {
+    if !common::root_with_bins(&common::POD_BINS) {
         return;
     }
     use std::os::unix::fs::MetadataExt;

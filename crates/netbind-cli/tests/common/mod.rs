@@ -82,6 +82,18 @@ pub fn ready_with(bins: &[&str], tools: &[&str], also_missing: Vec<String>) -> b
     netbind_testkit::ready(missing)
 }
 
+/// The binaries `netbind up` runs: phase 1, phase 2 and the VM sandbox's exec shim.
+pub const POD_BINS: [&str; 3] = ["netbind-handler", "netbind-launcher", "netbind-vm-exec"];
+
+/// The guest image, if it is missing (for [`ready_with`]).
+pub fn guest_missing() -> Vec<String> {
+    if root().join(".e2e/guest/initrd.gz").is_file() {
+        Vec::new()
+    } else {
+        vec!["the guest image (scripts/build-guest.sh)".into()]
+    }
+}
+
 /// [`ready_with`] for tests that need only root and the project's binaries.
 pub fn root_with_bins(bins: &[&str]) -> bool {
     ready_with(bins, &[], Vec::new())
