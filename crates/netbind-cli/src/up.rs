@@ -526,8 +526,10 @@ fn bring_up(
     p.done(
         "phase2",
         format!(
-            "launcher pid {} (uid {}, no capabilities) serving DHCP on {}",
-            child.id(),
+            "launcher pid {} (uid {}, no capabilities, own PID namespace) serving DHCP on {}",
+            launcher
+                .and_then(vm::sandbox_program)
+                .map_or(child.id(), |p| p.pid),
             vm::VM_UID,
             first.bridge
         ),
@@ -561,7 +563,7 @@ fn bring_up(
             p.done(
                 "boot",
                 format!(
-                    "qemu pid {} (TCG, uid {}, no capabilities) on {}",
+                    "qemu in sandbox pid {} (TCG, uid {}, no capabilities) on {}",
                     child.id(),
                     vm::VM_UID,
                     first.tap
@@ -613,7 +615,7 @@ fn bring_up(
                 &mut virsh(&["define", &xml_path.display().to_string()]),
             )?;
             podsim::run("virsh start", &mut virsh(&["start", &rec.name]))?;
-            p.done("boot", format!("libvirt session daemon pid {} (uid {}, no capabilities) started domain {} from the launcher's <interface>", child.id(), vm::VM_UID, rec.name));
+            p.done("boot", format!("libvirt session daemon in sandbox pid {} (uid {}, no capabilities) started domain {} from the launcher's <interface>", child.id(), vm::VM_UID, rec.name));
         }
     }
     guest_checks(
