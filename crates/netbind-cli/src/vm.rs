@@ -17,7 +17,8 @@ pub const VM_GID: u32 = 107;
 /// (on the sandbox's own /proc), netbind's run directory hidden under an empty tmpfs except
 /// for this pod's directory (bound back at its own path through a descriptor opened before
 /// the tmpfs covered it; `--no-canonicalize` keeps mount(8) from resolving that descriptor's
-/// path, which now names the empty tmpfs), and a private /tmp. Each step must succeed (`set -e`).
+/// path, which now names the empty tmpfs). /tmp stays shared: the binaries may live there (a
+/// checkout in /tmp), and no pod keeps anything in it. Each step must succeed (`set -e`).
 const SANDBOX: &str = r#"set -e
 mount --bind "$NETBIND_TUN" /dev/net/tun
 mount --bind /proc/sys /proc/sys
@@ -27,7 +28,6 @@ mount -t tmpfs -o mode=0755,size=64k netbind-run "$NETBIND_RUN_DIR"
 mkdir -p "$NETBIND_POD_DIR"
 mount --no-canonicalize --bind /proc/self/fd/3 "$NETBIND_POD_DIR"
 exec 3<&-
-mount -t tmpfs -o mode=1777,size=64m netbind-tmp /tmp
 exec "$@""#;
 
 /// Where the VM side of one pod runs. Every process started through it (launcher, QEMU,
