@@ -22,6 +22,7 @@ PKGS=(
   libvirt-clients libxml2-utils # virt-xml-validate: libvirt's own schema check
   dnsmasq-base busybox-static   # a rogue server and a real client; dnsmasq is also a bench peer
   isc-dhcp-client dhcpcd-base   # real DHCP clients against the launcher
+  ndisc6                        # rdisc6: a real router-solicitation client against netbind-ra
   util-linux                    # setpriv: starts the launcher with no capability
   containernetworking-plugins netavark  # peers in the phase-1 benchmark
   qemu-system-x86 cpio file     # the real guest (TCG) and its initramfs

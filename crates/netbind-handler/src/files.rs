@@ -250,3 +250,16 @@ pub fn read_nofollow(dir: &Path, name: &str) -> Result<Option<Vec<u8>>, FileErro
         Err(e) => Err(io("open", &path)(e)),
     }
 }
+
+/// Creates (or truncates) a root-only log file at `path`, never through a symlink: the
+/// stderr of a process phase 1 starts.
+pub fn create_log(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}

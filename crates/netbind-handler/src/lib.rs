@@ -13,6 +13,7 @@ pub mod netlink;
 pub mod netns;
 pub mod nft;
 pub mod observe;
+pub mod ra;
 pub mod selinux;
 pub mod state;
 pub mod sysctl;
@@ -69,6 +70,11 @@ pub enum HandlerError {
     },
     #[error("teardown left errors: {}", .0.join("; "))]
     Teardown(Vec<String>),
+    #[error("{source}{}", rollback_note(.rollback))]
+    RouterAdverts {
+        source: ra::RaError,
+        rollback: Vec<String>,
+    },
 }
 
 fn rollback_note(errors: &[String]) -> String {
@@ -94,6 +100,9 @@ pub struct SetupArgs {
     pub launcher_pid: Option<u32>,
     pub selinux: SelinuxEnv,
     pub inject: Option<Injection>,
+    /// The `netbind-ra` binary, for plans with router advertisements (masquerade with IPv6);
+    /// without it such a pod gets none, with a warning.
+    pub ra_responder: Option<PathBuf>,
 }
 
 impl SetupArgs {
@@ -119,6 +128,7 @@ impl SetupArgs {
             launcher_pid: None,
             selinux: SelinuxEnv::default(),
             inject: None,
+            ra_responder: None,
         }
     }
 }
@@ -232,6 +242,10 @@ fn setup_in_netns(
 ) -> Result<SetupReport, HandlerError> {
     let mut nl = open_netlink(&a.target)?;
     let reused = previous.is_some();
+    let previous_responders: Vec<ra::Responder> = previous
+        .as_ref()
+        .map(|p| p.responders.clone())
+        .unwrap_or_default();
     let observed = match &previous {
         Some(s) => s.observed.clone(),
         None => observe::observe(&mut nl)?,
@@ -270,6 +284,7 @@ fn setup_in_netns(
         observed: observed.clone(),
         sysctls_before,
         plan: plan.clone(),
+        responders: Vec::new(),
     };
     state::save(&a.state_dir, &st)?;
     let mut applier = Applier::new(&mut nl, &nft_bin, label, &a.selinux);
@@ -300,9 +315,60 @@ fn setup_in_netns(
             rollback,
         });
     }
+    // A re-run replaces the responders of the previous one.
+    for r in previous_responders {
+        r.stop();
+    }
+    let mut warnings = Vec::new();
+    match start_responders(a, &plan, &mut st, &mut warnings) {
+        Ok(()) => {}
+        Err(source) => {
+            for r in std::mem::take(&mut st.responders) {
+                r.stop();
+            }
+            let rollback = apply::teardown(&mut nl, &nft_bin, &plan, &observed, &st.sysctls_before);
+            if rollback.is_empty() {
+                state::remove(&a.state_dir)?;
+            }
+            return Err(HandlerError::RouterAdverts { source, rollback });
+        }
+    }
     st.phase = Phase::Finished;
     state::save(&a.state_dir, &st)?;
-    Ok(report(a, &plan, reused, label))
+    let mut r = report(a, &plan, reused, label);
+    r.warnings.extend(warnings);
+    Ok(r)
+}
+
+/// Opens each planned advertisement's socket (in the pod's namespace: the caller is there)
+/// and starts its responder, recording each in the state as soon as it runs.
+fn start_responders(
+    a: &SetupArgs,
+    plan: &PodNetPlan,
+    st: &mut HandlerState,
+    warnings: &mut Vec<String>,
+) -> Result<(), ra::RaError> {
+    for cfg in &plan.router_adverts {
+        let Some(bin) = &a.ra_responder else {
+            warnings.push(format!(
+                "no RA responder (netbind-ra) given: {} gets no router advertisements, so an \
+                 IPv6 guest has no default route",
+                cfg.interface
+            ));
+            continue;
+        };
+        let socket = ra::open_socket(&cfg.interface)?;
+        let log_path = a.state_dir.join(format!("ra-{}.log", cfg.interface));
+        let log = files::create_log(&log_path).map_err(|source| ra::RaError::Spawn {
+            bin: log_path.display().to_string(),
+            iface: cfg.interface.clone(),
+            source,
+        })?;
+        st.responders.push(ra::spawn(bin, &socket, cfg, log)?);
+        // Saved at once: a crash from here on leaves a responder that teardown finds.
+        let _ = state::save(&a.state_dir, st);
+    }
+    Ok(())
 }
 
 fn report(a: &SetupArgs, plan: &PodNetPlan, reused: bool, label: &LabelDecision) -> SetupReport {
@@ -344,6 +410,11 @@ pub fn teardown(a: &TeardownArgs) -> Result<(), HandlerError> {
         files::remove(&a.handoff_dir, HANDOFF_FILE).map_err(HandlerError::Handoff)?;
         return Ok(());
     };
+    // First the responders: each holds a socket in the pod's namespace, which would keep it
+    // alive after the runtime deletes it.
+    for r in &st.responders {
+        r.stop();
+    }
     let errors = match Netns::open(&a.target) {
         Err(e) if e.is_gone() => {
             tracing::info!(netns = %a.target, "network namespace already gone");

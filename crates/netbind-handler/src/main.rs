@@ -79,6 +79,9 @@ enum Cmd {
         /// (NetworkAttachmentDefinition `namespace/name` or `name`); repeatable.
         #[arg(long = "spoof-check", value_name = "NAD")]
         spoof_check_networks: Vec<String>,
+        /// The router-advertisement responder (default: `netbind-ra` next to this binary).
+        #[arg(long)]
+        ra_responder: Option<PathBuf>,
         #[command(flatten)]
         common: Common,
         /// Test hook: fail after step K (the setup then rolls back).
@@ -125,6 +128,7 @@ fn run(cli: Cli) -> Result<String, netbind_handler::HandlerError> {
             launcher_pid,
             feature_gates,
             spoof_check_networks,
+            ra_responder,
             common,
             fail_after_step,
             crash_after_step,
@@ -153,6 +157,12 @@ fn run(cli: Cli) -> Result<String, netbind_handler::HandlerError> {
                 launcher_pid,
                 selinux: SelinuxEnv::default(),
                 inject,
+                ra_responder: ra_responder.or_else(|| {
+                    std::env::current_exe()
+                        .ok()
+                        .and_then(|e| e.parent().map(|d| d.join("netbind-ra")))
+                        .filter(|p| p.is_file())
+                }),
             };
             let report = netbind_handler::setup(&args)?;
             for w in &report.warnings {

@@ -33,6 +33,9 @@ pub struct HandlerState {
     pub sysctls_before: Vec<(String, Option<String>)>,
     /// What was (being) applied.
     pub plan: PodNetPlan,
+    /// The router-advertisement responders started for it, stopped by teardown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub responders: Vec<crate::ra::Responder>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -8,6 +8,7 @@
 pub mod dhcp4;
 pub mod dhcp6;
 pub mod privilege;
+pub mod ra;
 pub mod sandbox;
 pub mod seccomp;
 pub mod serve;

@@ -116,8 +116,18 @@ pub fn filter(
     on_violation: SeccompAction,
     skip: Option<&str>,
 ) -> Result<BpfProgram, SeccompError> {
+    filter_with(socket_fds, &[], on_violation, skip)
+}
+
+/// [`filter`] with `extra` entries on top of [`ALLOW`] (the RA responder's clock).
+pub fn filter_with(
+    socket_fds: &[RawFd],
+    extra: &[Entry],
+    on_violation: SeccompAction,
+    skip: Option<&str>,
+) -> Result<BpfProgram, SeccompError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    for e in ALLOW.iter().filter(|e| Some(e.name) != skip) {
+    for e in ALLOW.iter().chain(extra).filter(|e| Some(e.name) != skip) {
         let r = match e.args {
             Args::Any => vec![],
             Args::SocketFds => fd_rules(socket_fds)?,

@@ -16,3 +16,4 @@ pub mod check;
 pub mod handoff;
 pub mod input;
 pub mod pod;
+pub mod ra;

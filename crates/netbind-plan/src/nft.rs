@@ -84,6 +84,10 @@ pub enum Field {
     /// `arp saddr ether`, `arp saddr ip`: the sender fields of an ARP packet.
     ArpSaddrEther,
     ArpSaddrIp,
+    /// `meta mark`: the packet's mark (set from its socket's SO_MARK).
+    Mark,
+    /// `icmpv6 type`.
+    Icmpv6Type,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +100,8 @@ pub enum Val {
     /// An address prefix, e.g. `fe80::/10`.
     Prefix(IpAddr, u8),
     Mac(MacAddr),
+    /// A 32-bit value written in hex (marks).
+    Hex(u32),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +155,7 @@ fn val_text(v: &Val) -> String {
         Val::Name(n) => n.clone(),
         Val::Prefix(a, len) => format!("{a}/{len}"),
         Val::Mac(m) => m.to_string(),
+        Val::Hex(v) => format!("0x{v:08x}"),
     }
 }
 
@@ -164,6 +171,8 @@ fn field_text(f: &Field) -> String {
         Field::EtherType => "ether type".into(),
         Field::ArpSaddrEther => "arp saddr ether".into(),
         Field::ArpSaddrIp => "arp saddr ip".into(),
+        Field::Mark => "meta mark".into(),
+        Field::Icmpv6Type => "icmpv6 type".into(),
     }
 }
 
@@ -219,6 +228,7 @@ fn val_json(v: &Val) -> Value {
         Val::Name(n) => json!(n),
         Val::Prefix(a, len) => json!({ "prefix": { "addr": a.to_string(), "len": len } }),
         Val::Mac(m) => json!(m.to_string()),
+        Val::Hex(v) => json!(v),
     }
 }
 
@@ -234,6 +244,8 @@ fn field_json(f: &Field) -> Value {
         Field::EtherType => json!({ "payload": { "protocol": "ether", "field": "type" } }),
         Field::ArpSaddrEther => json!({ "payload": { "protocol": "arp", "field": "saddr ether" } }),
         Field::ArpSaddrIp => json!({ "payload": { "protocol": "arp", "field": "saddr ip" } }),
+        Field::Mark => json!({ "meta": { "key": "mark" } }),
+        Field::Icmpv6Type => json!({ "payload": { "protocol": "icmpv6", "field": "type" } }),
     }
 }
 

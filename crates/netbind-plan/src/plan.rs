@@ -11,6 +11,7 @@ use netbind_model::handoff::{
 };
 use netbind_model::net::{AddrError, DEFAULT_VM_CIDR_V4, DEFAULT_VM_CIDR_V6, MasqueradeAddrs};
 use netbind_model::pod::{ObservedPod, PodInterface};
+use netbind_model::ra::RaConfig;
 use netbind_model::vmi::{BindingKind, Interface, Network};
 use netbind_model::yaml::LoadedVmi;
 use netbind_model::{Cidr, IfName, MacAddr};
@@ -27,6 +28,10 @@ pub const PLAN_VERSION: u32 = 1;
 pub const UNPRIVILEGED_PORT_START: &str = "67";
 /// Table of netbind's own filter rules (the DHCP-leak guard).
 pub const GUARD_TABLE: &str = "netbind";
+/// SO_MARK of the router-advertisement responder's socket ("nbra"), set by phase 1: its
+/// holder cannot change it (that needs CAP_NET_ADMIN or CAP_NET_RAW), and the guard lets
+/// what carries it out only as a router advertisement, only through the bridge it serves.
+pub const RA_SOCKET_MARK: u32 = 0x6e62_7261;
 /// Envoy's reserved ports, skipped by the Istio rule set.
 const ISTIO_RESERVED_PORTS: [u16; 10] = [
     15000, 15001, 15004, 15006, 15008, 15009, 15020, 15021, 15053, 15090,
@@ -52,6 +57,10 @@ pub struct PodNetPlan {
     pub sysctls: Vec<Sysctl>,
     pub nftables: NftPlan,
     pub handoff: Handoff,
+    /// Router advertisements the trusted side has sent for it (masquerade with IPv6), by a
+    /// responder with no capability on a socket phase 1 opens.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub router_adverts: Vec<RaConfig>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
@@ -182,6 +191,7 @@ struct Ctx<'a> {
     guard_bridge: Vec<IfName>,
     spoof: Vec<SpoofGuard>,
     handoff: Vec<HandoffInterface>,
+    router_adverts: Vec<RaConfig>,
     warnings: Vec<String>,
 }
 
@@ -216,6 +226,7 @@ pub fn plan(
         guard_bridge: Vec::new(),
         spoof: Vec::new(),
         handoff: Vec::new(),
+        router_adverts: Vec::new(),
         warnings,
     };
     let spec = &vmi.spec;
@@ -749,6 +760,12 @@ impl Ctx<'_> {
         }
         if let Some(m) = v6 {
             self.masquerade_nft(Family::Ip6, iface, pod_iface, &bridge, m, None);
+            self.router_adverts.push(RaConfig::masquerade(
+                bridge.clone(),
+                MacAddr::MASQUERADE_BRIDGE,
+                m.gateway,
+                link.mtu,
+            ));
         }
         self.guard_inet.push(pod_iface.clone());
         let mut guest: Vec<IpAddr> = v4.map(|(m, _)| m.guest.addr()).into_iter().collect();
@@ -1074,9 +1091,53 @@ impl Ctx<'_> {
         }
     }
 
+    /// The RA responder's socket is bound to the bridge, but a bound raw socket still sends
+    /// out of another interface when given its scope: what carries the socket's mark leaves
+    /// only through the bridge, and only as a router advertisement (so no forged neighbour
+    /// advertisement reaches the pod network, nor the guest).
+    fn ra_guard(&mut self) {
+        const CHAIN: &str = "ra_guard";
+        let bridges: Vec<IfName> = self
+            .router_adverts
+            .iter()
+            .map(|r| r.interface.clone())
+            .collect();
+        if bridges.is_empty() {
+            return;
+        }
+        if !self.nft.has_table(Family::Inet, GUARD_TABLE) {
+            self.nft.table(Family::Inet, GUARD_TABLE);
+        }
+        self.nft.chain(
+            Family::Inet,
+            GUARD_TABLE,
+            CHAIN,
+            Some(("filter", "output", 0)),
+        );
+        let mark = Expr::one(Field::Mark, Val::Hex(RA_SOCKET_MARK));
+        for m in [
+            Expr::differs(
+                Field::Oifname,
+                bridges.iter().map(|b| Val::Name(b.to_string())).collect(),
+            ),
+            Expr::differs(
+                Field::Icmpv6Type,
+                vec![Val::Name("nd-router-advert".into())],
+            ),
+        ] {
+            self.nft.rule(
+                Family::Inet,
+                GUARD_TABLE,
+                CHAIN,
+                vec![mark.clone(), m, Expr::Counter, Expr::Drop],
+            );
+        }
+    }
+
     fn finish(mut self) -> Result<PodNetPlan, PlanError> {
         self.guard();
         self.spoof_guard();
+        self.ra_guard();
         if !self.handoff.is_empty() {
             self.global_sysctl(
                 "net/ipv4/ip_unprivileged_port_start",
@@ -1120,6 +1181,7 @@ impl Ctx<'_> {
                 vmi,
                 interfaces: self.handoff,
             },
+            router_adverts: self.router_adverts,
             warnings: self.warnings,
         })
     }

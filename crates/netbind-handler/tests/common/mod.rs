@@ -159,6 +159,9 @@ impl Pod {
 
 impl Drop for Pod {
     fn drop(&mut self) {
+        // Teardown stops what setup started outside the namespace (the RA responder, which
+        // would otherwise keep the deleted namespace alive through its socket).
+        let _ = self.teardown();
         let _ = sh(&format!(
             "ip netns del {n} 2>/dev/null; ip netns del {n}-node 2>/dev/null",
             n = self.name

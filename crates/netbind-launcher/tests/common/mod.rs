@@ -34,6 +34,14 @@ impl Drop for Fixture {
             let _ = c.wait();
         }
         let p = &self.pod;
+        // Phase 1's teardown stops what it started (the RA responder holds a socket in the
+        // pod's namespace).
+        let _ = netbind_handler::teardown(&netbind_handler::TeardownArgs {
+            target: netbind_handler::netns::NetnsTarget::Path(format!("/run/netns/{p}").into()),
+            handoff_dir: self.handoff(),
+            state_dir: self.dir.path().join("state"),
+            nft_bin: "nft".into(),
+        });
         let _ = sh(&format!(
             "for n in {p} {p}-node {p}-vm {p}-x; do ip netns del $n 2>/dev/null; done; rm -f /var/lib/dhcpcd/*{p}*"
         ));
@@ -58,6 +66,19 @@ impl Fixture {
 
     pub fn handoff(&self) -> PathBuf {
         self.dir.path().join("handoff")
+    }
+
+    /// The RA responders phase 1 started for this pod, from its state.
+    pub fn responders(&self) -> Vec<netbind_handler::ra::Responder> {
+        let st = std::fs::read(self.dir.path().join("state/state.json")).unwrap();
+        let st: netbind_handler::state::HandlerState = serde_json::from_slice(&st).unwrap();
+        st.responders
+    }
+
+    /// The log of the RA responder of `bridge`.
+    pub fn ra_log(&self, bridge: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("state/ra-{bridge}.log")))
+            .unwrap_or_default()
     }
 
     /// Phase 1 and the guest namespace, but no launcher yet.
@@ -93,6 +114,7 @@ impl Fixture {
         let handoff = f.dir.path().join("handoff");
         netbind_handler::setup(&netbind_handler::SetupArgs {
             resolv_conf: Some(resolv),
+            ra_responder: Some(env!("CARGO_BIN_EXE_netbind-ra").into()),
             ..netbind_handler::SetupArgs::new(
                 netbind_handler::netns::NetnsTarget::Path(format!("/run/netns/{p}").into()),
                 root().join(vmi),
