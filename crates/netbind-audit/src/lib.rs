@@ -1,5 +1,6 @@
 //! The VM side's privilege audit: the attack list A1–A31 (reference: privilege-attacks §6)
-//! and A32–A35 (namespace creation and cross-pod attacks, issue 9),
+//! and A32–A39 (namespace creation, cross-pod attacks, misuse of the router-advertisement
+//! socket),
 //! what each needs, what it must get without that capability, and the verdict logic.
 //! The probes themselves (syscalls) are in `probes`; `netbind audit` runs them as the launcher.
 
@@ -266,6 +267,30 @@ pub const ATTACKS: &[Attack] = &[
         needs: None,
         expect: "ENOENT (own mount namespace)",
     },
+    Attack {
+        id: "A36",
+        name: "RA socket: advertise onto the pod network",
+        needs: None,
+        expect: "EPERM: ra_guard drops its mark",
+    },
+    Attack {
+        id: "A37",
+        name: "RA socket: forge a neighbour advertisement",
+        needs: None,
+        expect: "EPERM: ra_guard drops its mark",
+    },
+    Attack {
+        id: "A38",
+        name: "RA socket: rebind it to the pod interface",
+        needs: Some("NET_RAW"),
+        expect: "EPERM",
+    },
+    Attack {
+        id: "A39",
+        name: "RA socket: detach its filter, clear its mark",
+        needs: Some("NET_ADMIN"),
+        expect: "EPERM (SO_LOCK_FILTER; mark)",
+    },
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -364,7 +389,7 @@ mod tests {
     #[test]
     fn list_is_complete_and_ordered() {
         let ids: Vec<&str> = ATTACKS.iter().map(|a| a.id).collect();
-        let want: Vec<String> = (1..=35).map(|i| format!("A{i}")).collect();
+        let want: Vec<String> = (1..=39).map(|i| format!("A{i}")).collect();
         assert_eq!(ids, want);
     }
 

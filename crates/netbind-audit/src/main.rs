@@ -89,7 +89,7 @@ fn probe(id: &str, c: &Ctx, layer: Layer) -> Observed {
         // SAFETY: dup2 onto stdout in the child.
         unsafe { libc::dup2(wr.as_raw_fd(), 1) };
         let mut out = String::with_capacity(16 * 1024);
-        let pre = probes::prepare(id);
+        let pre = probes::prepare(id, c);
         if layer != Layer::Caps && netbind_launcher::sandbox::install().is_err() {
             // SAFETY: leaving the child.
             unsafe { libc::_exit(3) };

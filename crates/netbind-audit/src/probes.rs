@@ -27,7 +27,15 @@ pub struct Ctx {
     /// Another pod, the target of the cross-pod attacks (A33-A35).
     #[serde(default)]
     pub victim: Option<Victim>,
+    /// The fd of a router-advertisement socket as phase 1 hands it to its responder (A36-A39;
+    /// absent when the pod has no IPv6).
+    #[serde(default)]
+    pub ra_fd: Option<RawFd>,
 }
+
+/// ND option type 253 (RFC 4727, for experiments): carries the marker by which the node
+/// side recognises an audit packet (A36, A37).
+const MARKER_OPTION: u8 = 253;
 
 /// A process as root recorded it: pid (in the node's PID namespace) and start time.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -53,6 +61,8 @@ pub struct Pre {
     pub fds: Vec<OwnedFd>,
     /// The local port of each fd that is a bound UDP socket (read before the filter).
     pub ports: Vec<u16>,
+    /// The pod interface's index, looked up before the filter (which forbids the lookup).
+    pub pod_ifindex: u32,
 }
 
 impl Pre {
@@ -210,9 +220,21 @@ fn obs(r: Result<(), i32>, detail: &str) -> Observed {
 }
 
 /// Opens what an attack uses that the running launcher already holds, before the filter.
-pub fn prepare(id: &str) -> Pre {
+pub fn prepare(id: &str, c: &Ctx) -> Pre {
     let mut pre = Pre::default();
     match id {
+        // The RA socket, as the responder holds it: its filter allows sendmsg on it.
+        "A36" | "A37" => {
+            pre.pod_ifindex = ifindex(&c.pod_iface);
+            if let Some(fd) = c.ra_fd {
+                // SAFETY: dup of an fd this process was given; the copy is owned below.
+                let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
+                if copy >= 0 {
+                    // SAFETY: copy was just returned by fcntl.
+                    pre.fds.push(unsafe { OwnedFd::from_raw_fd(copy) });
+                }
+            }
+        }
         "A7" => {
             if let Ok(fd) = sock(libc::AF_INET6, libc::SOCK_DGRAM, 0) {
                 pre.fds.push(fd);
@@ -428,6 +450,44 @@ fn userns_nftables() -> Result<(), i32> {
         return if e == 0 { Ok(()) } else { Err(-e) };
     }
     Err(libc::EIO)
+}
+
+/// An ND message of `kind` (RA 134, NA 136) with `body` after the 4-byte ICMPv6 header and
+/// the marker option, sent to all nodes out of interface `index` on `fd` (sendmsg: what the
+/// responder may call).
+fn nd_out_of(fd: RawFd, index: u32, kind: u8, body: &[u8], marker: &str) -> Result<(), i32> {
+    let mut m = vec![kind, 0, 0, 0];
+    m.extend_from_slice(body);
+    let mut opt = vec![MARKER_OPTION, 0];
+    opt.extend_from_slice(marker.as_bytes());
+    while opt.len() % 8 != 0 {
+        opt.push(0);
+    }
+    opt[1] = u8::try_from(opt.len() / 8).unwrap_or(0);
+    m.extend_from_slice(&opt);
+    // SAFETY: plain data for sendmsg, all alive for the call.
+    let rc = unsafe {
+        let mut to: libc::sockaddr_in6 = std::mem::zeroed();
+        to.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+        to.sin6_addr.s6_addr = std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1).octets();
+        to.sin6_scope_id = index;
+        let mut iov = libc::iovec {
+            iov_base: m.as_mut_ptr().cast(),
+            iov_len: m.len(),
+        };
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = std::ptr::from_mut(&mut to).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        libc::sendmsg(fd, &msg, 0)
+    };
+    if rc < 0 { Err(errno()) } else { Ok(()) }
+}
+
+/// The marker of attack `id`'s packet (the node side looks for it).
+pub fn marker_of(c: &Ctx, id: &str) -> String {
+    format!("{}-{id}", c.marker)
 }
 
 /// Runs attack `id`; `pre` holds what `prepare` opened.
@@ -786,6 +846,68 @@ pub fn run(id: &str, c: &Ctx, pre: &Pre) -> Observed {
                     check(i32::try_from(r).unwrap_or(-1)).map(|_| ()),
                     &format!("traced pod {}'s {what} (its guest's memory)", v.pod),
                 )
+            }
+        },
+        "A36" => match pre.fds.first() {
+            None => Observed::Errno(libc::ENOENT),
+            // An RA (router lifetime 1800) onto the pod network, as if the pod were a router.
+            Some(fd) => obs(
+                nd_out_of(
+                    fd.as_raw_fd(),
+                    pre.pod_ifindex,
+                    134,
+                    &[64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0],
+                    &marker_of(c, id),
+                ),
+                "router advertisement sent out of the pod interface",
+            ),
+        },
+        "A37" => match pre.fds.first() {
+            None => Observed::Errno(libc::ENOENT),
+            // An unsolicited NA with override for the node's own gateway address.
+            Some(fd) => {
+                let mut body = vec![0x20, 0, 0, 0];
+                body.extend_from_slice(
+                    &std::net::Ipv6Addr::new(0xfd00, 0x10, 0x244, 0, 0, 0, 0, 1).octets(),
+                );
+                obs(
+                    nd_out_of(
+                        fd.as_raw_fd(),
+                        pre.pod_ifindex,
+                        136,
+                        &body,
+                        &marker_of(c, id),
+                    ),
+                    "neighbour advertisement sent out of the pod interface",
+                )
+            }
+        },
+        "A38" => match c.ra_fd {
+            None => Observed::Errno(libc::ENOENT),
+            Some(fd) => {
+                // SAFETY: fd is the RA socket this process was given; the OwnedFd is forgotten
+                // so that the probe does not close it.
+                let owned = std::mem::ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(fd) });
+                let mut name = c.pod_iface.clone().into_bytes();
+                name.push(0);
+                obs(
+                    setopt(&owned, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, &name),
+                    "RA socket rebound to the pod interface",
+                )
+            }
+        },
+        "A39" => match c.ra_fd {
+            None => Observed::Errno(libc::ENOENT),
+            Some(fd) => {
+                // SAFETY: as in A38.
+                let owned = std::mem::ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(fd) });
+                let detach = setopt(&owned, libc::SOL_SOCKET, libc::SO_DETACH_FILTER, &int(0));
+                let unmark = setopt(&owned, libc::SOL_SOCKET, libc::SO_MARK, &int(0));
+                match (detach, unmark) {
+                    (Ok(()), _) => ok("socket filter detached"),
+                    (_, Ok(())) => ok("socket mark cleared"),
+                    (Err(e), _) => Observed::Errno(e),
+                }
             }
         },
         "A35" => match &c.victim {

@@ -55,18 +55,31 @@ fn holds_tun(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-/// Listens on the node side (UDP :68 in the node namespace) for datagrams carrying `marker`.
-fn node_listener(marker: String, stop: &AtomicBool, bound: &AtomicBool) -> bool {
+/// What reached the node side during the audit.
+#[derive(Debug, Clone, Copy, Default)]
+struct NodeSeen {
+    /// The rogue DHCP datagram (A9).
+    dhcp: bool,
+    /// The router advertisement (A36) and the neighbour advertisement (A37) sent on the RA
+    /// socket.
+    ra: bool,
+    na: bool,
+}
+
+/// Listens on the node side (UDP :68, and ICMPv6, in the node namespace) for the audit's
+/// packets, recognised by `marker`.
+fn node_listener(marker: String, stop: &AtomicBool, bound: &AtomicBool) -> NodeSeen {
+    let mut seen = NodeSeen::default();
     // This runs on its own thread (see the caller).
     if podsim::enter_netns(podsim::NODE_NS).is_err() {
-        return false;
+        return seen;
     }
     // SO_REUSEADDR: audits of several pods may listen at once; each broadcast reaches all.
-    // SAFETY: plain socket calls on a fd owned by the UdpSocket below.
-    let sock = unsafe {
+    // SAFETY: plain socket calls on fds owned by the sockets below.
+    let (dhcp, icmp) = unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
         if fd < 0 {
-            return false;
+            return seen;
         }
         let sock = <UdpSocket as std::os::fd::FromRawFd>::from_raw_fd(fd);
         let one: libc::c_int = 1;
@@ -86,30 +99,64 @@ fn node_listener(marker: String, stop: &AtomicBool, bound: &AtomicBool) -> bool 
             std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
         ) != 0
         {
-            return false;
+            return seen;
         }
-        sock
+        let raw = libc::socket(
+            libc::AF_INET6,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_ICMPV6,
+        );
+        if raw < 0 {
+            return seen;
+        }
+        (
+            sock,
+            <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw),
+        )
     };
     bound.store(true, Ordering::SeqCst);
-    let _ = sock.set_read_timeout(Some(Duration::from_millis(100)));
+    let _ = dhcp.set_read_timeout(Some(Duration::from_millis(50)));
     let mut buf = [0u8; 2048];
-    let mut seen = false;
-    while !stop.load(Ordering::SeqCst) {
-        if let Ok(n) = sock.recv(&mut buf)
+    let mine = |b: &[u8], id: &str| String::from_utf8_lossy(b).contains(&format!("{marker}-{id}"));
+    let mut look = |seen: &mut NodeSeen| {
+        if let Ok(n) = dhcp.recv(&mut buf)
             && String::from_utf8_lossy(&buf[..n]).contains(&marker)
         {
-            seen = true;
+            seen.dhcp = true;
         }
+        loop {
+            // SAFETY: recv writes at most buf.len() bytes into buf.
+            let n = unsafe {
+                libc::recv(
+                    std::os::fd::AsRawFd::as_raw_fd(&icmp),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            let Ok(n) = usize::try_from(n) else { break };
+            let b = &buf[..n];
+            match b.first() {
+                Some(134) if mine(b, "A36") => seen.ra = true,
+                Some(136) if mine(b, "A37") => seen.na = true,
+                _ => {}
+            }
+        }
+    };
+    while !stop.load(Ordering::SeqCst) {
+        look(&mut seen);
     }
-    // A last look for a datagram still in flight.
-    if let Ok(n) = sock.recv(&mut buf) {
-        seen |= String::from_utf8_lossy(&buf[..n]).contains(&marker);
-    }
+    // A last look for a packet still in flight.
+    look(&mut seen);
     seen
 }
 
-/// `up` of a pod made for the audit; `boot`: with a QEMU guest.
-fn ephemeral(name: &str, boot: Option<up::Boot>) -> Result<(), UpError> {
+/// The fd number the audit's probes find the RA socket at (3 and 4 are the sandbox's).
+const AUDIT_RA_FD: i32 = 5;
+
+/// `up` of a pod made for the audit (masquerade, on a pod network of `family`); `boot`: with
+/// a QEMU guest.
+fn ephemeral(name: &str, boot: Option<up::Boot>, family: podsim::IpFamily) -> Result<(), UpError> {
     let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/vmi-masquerade.yaml");
     up::up(&UpArgs {
         file,
@@ -117,6 +164,7 @@ fn ephemeral(name: &str, boot: Option<up::Boot>) -> Result<(), UpError> {
         name: Some(name.to_string()),
         json: true,
         cluster: Default::default(),
+        ip_family: Some(family),
     })
     .map(|_| ())
 }
@@ -136,7 +184,8 @@ pub fn audit(pod: Option<String>, grants: Vec<String>) -> Result<AuditReport, Up
             None => {
                 let name = format!("audit-{}", std::process::id());
                 made.push(name.clone());
-                ephemeral(&name, None)?;
+                // Dual stack: the pod also has the router-advertisement socket to attack.
+                ephemeral(&name, None, podsim::IpFamily::Dual)?;
                 name
             }
         };
@@ -145,7 +194,7 @@ pub fn audit(pod: Option<String>, grants: Vec<String>) -> Result<AuditReport, Up
         let victim = format!("audit-victim-{}", std::process::id());
         made.push(victim.clone());
         let boot = vm::GuestImage::locate().ok().map(|_| up::Boot::Qemu);
-        ephemeral(&victim, boot)?;
+        ephemeral(&victim, boot, podsim::IpFamily::Ipv4)?;
         run(&name, &victim, &grants)
     })();
     for m in made.iter().rev() {
@@ -224,7 +273,7 @@ fn run(name: &str, victim: &str, grants: &[String]) -> Result<AuditReport, UpErr
     let vlauncher = running(&vrec)?;
     let vqemu = qemu_of(&vrec);
     let marker = format!("NETBIND-AUDIT-A9-{}", std::process::id());
-    let ctx = serde_json::json!({
+    let mut ctx = serde_json::json!({
         "pod_iface": first.pod_interface.to_string(),
         "bridge": first.bridge.to_string(),
         "tap": first.tap.to_string(),
@@ -246,6 +295,25 @@ fn run(name: &str, victim: &str, grants: &[String]) -> Result<AuditReport, UpErr
     } else {
         "caps"
     };
+    // An IPv6 pod's RA socket, opened as phase 1 opens it for the responder.
+    let ra_socket = if rec.family.v6() {
+        let netns = rec.netns.clone();
+        let bridge = first.bridge.clone();
+        let opened = std::thread::scope(|s| {
+            s.spawn(|| {
+                podsim::enter_netns(&netns).map_err(|e| err(format!("enter {netns}: {e}")))?;
+                netbind_handler::ra::open_socket(&bridge).map_err(|e| err(e.to_string()))
+            })
+            .join()
+            .map_err(|_| err("the RA socket thread panicked"))?
+        })?;
+        Some(opened)
+    } else {
+        None
+    };
+    if let (Some(_), Some(c)) = (&ra_socket, ctx.as_object_mut()) {
+        c.insert("ra_fd".into(), serde_json::json!(AUDIT_RA_FD));
+    }
     let tun = podsim::tun_node()?;
     let sandbox = vm::Sandbox {
         netns: &rec.netns,
@@ -266,23 +334,37 @@ fn run(name: &str, victim: &str, grants: &[String]) -> Result<AuditReport, UpErr
             std::thread::sleep(Duration::from_millis(5));
         }
         // In the pod's sandbox, without the VM filter: the probes add each layer themselves.
-        let out = sandbox
-            .command_with(
-                grants,
-                false,
-                None,
-                &bin.display().to_string(),
-                &[
-                    "--ctx".into(),
-                    ctx.to_string(),
-                    "--layers".into(),
-                    layers.into(),
-                ],
-            )
-            .output();
+        let mut cmd = sandbox.command_with(
+            grants,
+            false,
+            None,
+            &bin.display().to_string(),
+            &[
+                "--ctx".into(),
+                ctx.to_string(),
+                "--layers".into(),
+                layers.into(),
+            ],
+        );
+        if let Some(sock) = &ra_socket {
+            use std::os::fd::AsRawFd;
+            use std::os::unix::process::CommandExt;
+            let src = sock.as_raw_fd();
+            // SAFETY: dup2 between fork and exec is async-signal-safe; the copy (not
+            // close-on-exec) is what the probes find, through every exec of the sandbox.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::dup2(src, AUDIT_RA_FD) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let out = cmd.output();
         std::thread::sleep(Duration::from_millis(300));
         stop.store(true, Ordering::SeqCst);
-        (out, listener.join().unwrap_or(false))
+        (out, listener.join().unwrap_or_default())
     });
     let out = out.map_err(|e| err(e.to_string()))?;
     if !out.status.success() {
@@ -307,7 +389,9 @@ fn run(name: &str, victim: &str, grants: &[String]) -> Result<AuditReport, UpErr
         let caps = layer("caps").unwrap_or(Observed::Errno(libc::EIO));
         let (vm_layer, launcher_layer) = (layer("vm"), layer("launcher"));
         let reached = match a.id {
-            "A9" => Some(reached),
+            "A9" => Some(reached.dhcp),
+            "A36" => Some(reached.ra),
+            "A37" => Some(reached.na),
             "A22" => Some(held),
             _ => None,
         };
@@ -362,7 +446,7 @@ fn run(name: &str, victim: &str, grants: &[String]) -> Result<AuditReport, UpErr
         pod: name.into(),
         grants: grants.to_vec(),
         launcher_holds_tun_fd: held,
-        rogue_dhcp_reached_node: reached,
+        rogue_dhcp_reached_node: reached.dhcp,
         environment,
         rows,
     })

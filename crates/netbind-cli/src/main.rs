@@ -64,15 +64,20 @@ enum Cmd {
         /// Print the report as JSON on stdout.
         #[arg(long)]
         json: bool,
+        /// The simulated pod network's IP families (default: dual for a VMI that sets
+        /// vmIPv6NetworkCIDR, ipv4 otherwise).
+        #[arg(long, value_enum)]
+        ip_family: Option<podsim::IpFamily>,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
     /// Remove a pod started by `netbind up`, and every trace of it.
     Down { name: String },
-    /// Try every network attack of a compromised launcher (A1–A31) from inside a pod, with the
-    /// launcher's exact credentials, and report each verdict.
+    /// Try every attack of a compromised launcher or QEMU (A1–A39) from inside a pod, in the
+    /// VM side's own sandbox, and report each verdict.
     Audit {
-        /// A pod started by `netbind up` (default: a fresh masquerade pod, removed afterwards).
+        /// A pod started by `netbind up` (default: a fresh dual-stack masquerade pod, removed
+        /// afterwards).
         pod: Option<String>,
         /// Demo: keep these capabilities (e.g. NET_ADMIN,NET_RAW) and no seccomp filter, as
         /// KubeVirt's launcher had them.
@@ -254,6 +259,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             boot,
             name,
             json,
+            ip_family,
             cluster,
         } => {
             let args = up::UpArgs {
@@ -261,6 +267,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 boot,
                 name,
                 json,
+                ip_family,
                 cluster: cluster.config(),
             };
             match up::up(&args) {

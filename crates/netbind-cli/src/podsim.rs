@@ -1,15 +1,17 @@
 //! The pod simulator: what a container runtime and a CNI bridge plugin would do on one
 //! machine, in namespaces of netbind's own (the host's root namespace is never touched).
 //!
-//! - a "node" namespace `netbind-node` with bridge `nb-node0` at 10.244.0.1/24 and a small
-//!   HTTP listener (10.244.0.1:8081) that guests reach through the masquerade NAT;
-//! - per pod a namespace `netbind-<name>` whose `eth0` is a veth to that bridge, with an
-//!   address from a host-local-style allocator (one file per address under
-//!   /run/netbind/ipam, created with O_EXCL under a lock) and a default route.
+//! - a "node" namespace `netbind-node` with bridge `nb-node0` at 10.244.0.1/24 and
+//!   fd00:10:244::1/64 and a small HTTP listener on both (port 8081) that guests reach
+//!   through the masquerade NAT;
+//! - per pod a namespace `netbind-<name>` whose `eth0` is a veth to that bridge, with the
+//!   addresses of its IP family (IPv4, IPv6 or both, as a dual-stack CNI gives them) from a
+//!   host-local-style allocator (one file per address under /run/netbind/ipam, created with
+//!   O_EXCL under a lock; the IPv6 address has the same host number) and default routes.
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -19,6 +21,59 @@ pub const NODE_NS: &str = "netbind-node";
 pub const NODE_BRIDGE: &str = "nb-node0";
 pub const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 1);
 pub const NODE_PREFIX: u8 = 24;
+pub const NODE_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x244, 0, 0, 0, 0, 1);
+pub const NODE_PREFIX6: u8 = 64;
+
+/// The pod network's IP families, as the cluster's CNI configures them.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum IpFamily {
+    #[default]
+    Ipv4,
+    Ipv6,
+    Dual,
+}
+
+impl IpFamily {
+    pub fn v4(self) -> bool {
+        self != IpFamily::Ipv6
+    }
+    pub fn v6(self) -> bool {
+        self != IpFamily::Ipv4
+    }
+}
+
+/// A pod's addresses: IPv4 and / or IPv6 with the same host number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodAddrs {
+    pub v4: Option<Ipv4Addr>,
+    pub v6: Option<Ipv6Addr>,
+    /// The allocator's address (the host number), whatever the family.
+    pub slot: Ipv4Addr,
+}
+
+impl PodAddrs {
+    pub fn of(slot: Ipv4Addr, family: IpFamily) -> PodAddrs {
+        let host = u16::from(slot.octets()[3]);
+        PodAddrs {
+            v4: family.v4().then_some(slot),
+            v6: family
+                .v6()
+                .then(|| Ipv6Addr::new(0xfd00, 0x10, 0x244, 0, 0, 0, 0, host)),
+            slot,
+        }
+    }
+}
 pub const NODE_LISTEN_PORT: u16 = 8081;
 pub const NODE_BODY: &str = "netbind-node-ok";
 /// The node bridge's MAC, set explicitly. A Linux bridge without an assigned MAC takes the
@@ -145,8 +200,9 @@ impl std::fmt::Debug for Lock {
 /// Creates the node namespace, bridge and listener if missing (caller holds the lock).
 pub fn ensure_node() -> Result<(), SimError> {
     if netns_exists(NODE_NS) {
-        // A node made by an older netbind may still have a port-derived MAC.
+        // A node made by an older netbind may still have a port-derived MAC, and no IPv6.
         pin_bridge_mac()?;
+        address_node6()?;
         // A node left by an interrupted run may have lost its listener: start it again.
         let pids = run(
             "list node processes",
@@ -169,11 +225,38 @@ pub fn ensure_node() -> Result<(), SimError> {
         "address the node bridge",
         &["-n", NODE_NS, "addr", "add", &cidr, "dev", NODE_BRIDGE],
     )?;
+    address_node6()?;
     ip(
         "node bridge up",
         &["-n", NODE_NS, "link", "set", NODE_BRIDGE, "up"],
     )?;
     start_node_listener()
+}
+
+/// The node bridge's IPv6 address (also on a node made by an older netbind).
+fn address_node6() -> Result<(), SimError> {
+    let cidr = format!("{NODE_IP6}/{NODE_PREFIX6}");
+    let have = ip(
+        "list the node's addresses",
+        &["-n", NODE_NS, "-6", "addr", "show", "dev", NODE_BRIDGE],
+    )?;
+    if have.contains(&cidr) {
+        return Ok(());
+    }
+    ip(
+        "address the node bridge (IPv6)",
+        &[
+            "-n",
+            NODE_NS,
+            "addr",
+            "add",
+            &cidr,
+            "dev",
+            NODE_BRIDGE,
+            "nodad",
+        ],
+    )
+    .map(drop)
 }
 
 fn pin_bridge_mac() -> Result<(), SimError> {
@@ -197,15 +280,19 @@ fn start_node_listener() -> Result<(), SimError> {
     let www = run_dir().join("node-www");
     std::fs::create_dir_all(&www).map_err(io("create", &www))?;
     std::fs::write(www.join("index.html"), format!("{NODE_BODY}\n")).map_err(io("write", &www))?;
-    let listen = format!("{NODE_IP}:{NODE_LISTEN_PORT}");
-    run(
-        "start the node listener",
-        Command::new("ip")
-            .args([
-                "netns", "exec", NODE_NS, "busybox", "httpd", "-p", &listen, "-h",
-            ])
-            .arg(&www),
-    )?;
+    for listen in [
+        format!("{NODE_IP}:{NODE_LISTEN_PORT}"),
+        format!("[{NODE_IP6}]:{NODE_LISTEN_PORT}"),
+    ] {
+        run(
+            "start the node listener",
+            Command::new("ip")
+                .args([
+                    "netns", "exec", NODE_NS, "busybox", "httpd", "-p", &listen, "-h",
+                ])
+                .arg(&www),
+        )?;
+    }
     Ok(())
 }
 
@@ -266,9 +353,10 @@ pub fn node_veth(addr: Ipv4Addr) -> String {
     format!("nbv{}", addr.octets()[3])
 }
 
-/// Creates the pod namespace with `eth0` as a CNI bridge plugin would.
-pub fn create_pod(netns: &str, addr: Ipv4Addr, mtu: u32) -> Result<(), SimError> {
-    let veth = node_veth(addr);
+/// Creates the pod namespace with `eth0` as a CNI bridge plugin would, with the addresses
+/// and default routes of `addrs`.
+pub fn create_pod(netns: &str, addrs: PodAddrs, mtu: u32) -> Result<(), SimError> {
+    let veth = node_veth(addrs.slot);
     let mtu = mtu.to_string();
     ip("create the pod namespace", &["netns", "add", netns])?;
     ip("pod lo up", &["-n", netns, "link", "set", "lo", "up"])?;
@@ -292,31 +380,36 @@ pub fn create_pod(netns: &str, addr: Ipv4Addr, mtu: u32) -> Result<(), SimError>
             "up",
         ],
     )?;
-    ip(
-        "address the pod",
-        &[
-            "-n",
-            netns,
-            "addr",
-            "add",
-            &format!("{addr}/{NODE_PREFIX}"),
-            "dev",
-            "eth0",
-        ],
-    )?;
+    if let Some(v4) = addrs.v4 {
+        let cidr = format!("{v4}/{NODE_PREFIX}");
+        ip(
+            "address the pod",
+            &["-n", netns, "addr", "add", &cidr, "dev", "eth0"],
+        )?;
+    }
+    if let Some(v6) = addrs.v6 {
+        // nodad: the allocator guarantees uniqueness, and the address is usable at once.
+        let cidr = format!("{v6}/{NODE_PREFIX6}");
+        ip(
+            "address the pod (IPv6)",
+            &["-n", netns, "addr", "add", &cidr, "dev", "eth0", "nodad"],
+        )?;
+    }
     ip("pod eth0 up", &["-n", netns, "link", "set", "eth0", "up"])?;
-    ip(
-        "pod default route",
-        &[
-            "-n",
-            netns,
-            "route",
-            "add",
-            "default",
-            "via",
-            &NODE_IP.to_string(),
-        ],
-    )?;
+    if addrs.v4.is_some() {
+        let via = NODE_IP.to_string();
+        ip(
+            "pod default route",
+            &["-n", netns, "route", "add", "default", "via", &via],
+        )?;
+    }
+    if addrs.v6.is_some() {
+        let via = NODE_IP6.to_string();
+        ip(
+            "pod default route (IPv6)",
+            &["-n", netns, "-6", "route", "add", "default", "via", &via],
+        )?;
+    }
     Ok(())
 }
 

@@ -56,7 +56,12 @@ pub struct PodRecord {
     pub vmi: String,
     pub netns: String,
     pub binding: String,
+    /// The allocator's address: the pod's IPv4 address, unless its family is IPv6 only.
     pub pod_ip: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub family: podsim::IpFamily,
+    #[serde(default)]
+    pub pod_ip6: Option<std::net::Ipv6Addr>,
     pub phase1: bool,
     /// The launcher and the VM's first process (QEMU or libvirtd), as root recorded them at
     /// spawn: `down` signals these and the pod netns's own processes, never a pid from a file.
@@ -208,6 +213,9 @@ pub struct UpArgs {
     pub name: Option<String>,
     pub json: bool,
     pub cluster: ClusterConfig,
+    /// The pod network's families; `None`: dual stack for a VMI that configures IPv6
+    /// (`vmIPv6NetworkCIDR`), IPv4 otherwise.
+    pub ip_family: Option<podsim::IpFamily>,
 }
 
 fn valid_name(n: &str) -> bool {
@@ -327,11 +335,22 @@ pub fn up(a: &UpArgs) -> Result<UpReport, UpError> {
             }));
         }
     }
+    let wants_v6 = vmi.spec.networks.iter().any(|n| {
+        n.pod
+            .as_ref()
+            .is_some_and(|p| p.vm_ipv6_network_cidr.is_some())
+    });
+    let family = a.ip_family.unwrap_or(if wants_v6 {
+        podsim::IpFamily::Dual
+    } else {
+        podsim::IpFamily::Ipv4
+    });
     let mut rec = PodRecord {
         name: name.clone(),
         vmi: a.file.display().to_string(),
         netns: format!("netbind-{name}"),
         binding: binding.into(),
+        family,
         ..Default::default()
     };
     rec.save()?;
@@ -388,19 +407,32 @@ fn bring_up(
     let (ip, mtu) = {
         let _lock = podsim::Lock::take_unless(&interrupted)?;
         podsim::ensure_node()?;
-        let ip = podsim::allocate(&rec.name)?;
-        rec.pod_ip = Some(ip);
+        let slot = podsim::allocate(&rec.name)?;
+        let addrs = podsim::PodAddrs::of(slot, rec.family);
+        rec.pod_ip = Some(slot);
+        rec.pod_ip6 = addrs.v6;
         rec.save()?;
-        podsim::create_pod(&rec.netns, ip, 1500)?;
-        (ip, 1500u32)
+        podsim::create_pod(&rec.netns, addrs, 1500)?;
+        (addrs, 1500u32)
     };
+    let mut shown = Vec::new();
+    if let Some(v4) = ip.v4 {
+        shown.push(format!(
+            "{v4}/{} via {}",
+            podsim::NODE_PREFIX,
+            podsim::NODE_IP
+        ));
+    }
+    if let Some(v6) = ip.v6 {
+        shown.push(format!(
+            "{v6}/{} via {}",
+            podsim::NODE_PREFIX6,
+            podsim::NODE_IP6
+        ));
+    }
     p.done(
         "pod",
-        format!(
-            "netns {} eth0 {ip}/24 mtu {mtu} via {}",
-            rec.netns,
-            podsim::NODE_IP
-        ),
+        format!("netns {} eth0 {} mtu {mtu}", rec.netns, shown.join(", ")),
     );
     check_interrupt()?;
 

@@ -64,11 +64,11 @@ fn the_vm_side_as_it_runs_blocks_every_attack() {
         return;
     }
     let (r, v) = audit(&[]);
-    assert_eq!(v.len(), 35);
+    assert_eq!(v.len(), 39);
     assert!(ids(&v, "EXPOSED").is_empty(), "{r:#}");
     // Allowed: recon (A31) and, for QEMU only, attaching the VM's own tap (A20), its job.
     assert_eq!(ids(&v, "allowed-as-expected"), ["A20", "A31"], "{r:#}");
-    assert_eq!(ids(&v, "blocked").len(), 33, "{r:#}");
+    assert_eq!(ids(&v, "blocked").len(), 37, "{r:#}");
     let row = |id: &str| row(&r, id);
     // What credentials and namespaces alone do not stop, the filters do: the tap owner is the
     // VM uid (A20), IPV6_FREEBIND needs no capability (A7), a foreign fd is writable (A22),
@@ -99,6 +99,11 @@ fn the_vm_side_as_it_runs_blocks_every_attack() {
     assert_eq!(row("A33")["caps_only"], "ESRCH", "{}", row("A33"));
     assert_eq!(row("A34")["caps_only"], "ESRCH", "{}", row("A34"));
     assert_eq!(row("A35")["caps_only"], "ENOENT", "{}", row("A35"));
+    // The router-advertisement socket (the audited pod is dual stack): what carries its mark
+    // leaves only as an RA through the bridge; it cannot be rebound, unfiltered or unmarked.
+    for id in ["A36", "A37", "A38", "A39"] {
+        assert_eq!(row(id)["caps_only"], "EPERM", "{id}: {}", row(id));
+    }
     // A9: the rogue DHCP datagram is dropped by phase 1's nft guard, and never reaches the node.
     assert_eq!(row("A9")["caps_only"], "EPERM");
     assert_eq!(r["rogue_dhcp_reached_node"], false);
@@ -152,7 +157,7 @@ fn with_net_admin_and_net_raw_the_attacks_succeed() {
     let (r, v) = audit(&["--grant", "NET_ADMIN,NET_RAW"]);
     let allowed: Vec<String> = [
         "A1", "A2", "A3", "A4", "A6", "A8", "A9", "A11", "A12", "A13", "A14", "A15", "A16", "A17",
-        "A18", "A19", "A20", "A27", "A28", "A30", "A31",
+        "A18", "A19", "A20", "A27", "A28", "A30", "A31", "A38", "A39",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -167,10 +172,47 @@ fn with_net_admin_and_net_raw_the_attacks_succeed() {
     assert_eq!(
         ids(&v, "blocked"),
         [
-            "A5", "A10", "A21", "A22", "A23", "A24", "A25", "A26", "A29", "A33", "A34", "A35"
+            "A5", "A10", "A21", "A22", "A23", "A24", "A25", "A26", "A29", "A33", "A34", "A35",
+            "A36", "A37"
         ]
         .iter()
         .map(|s| s.to_string())
         .collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn without_ra_guard_the_ra_socket_reaches_the_node() {
+    if !ready() {
+        return;
+    }
+    // The attack is real: on a dual-stack pod whose ra_guard chain is emptied, the RA socket's
+    // advertisement and forged neighbour advertisement reach the node.
+    let name = format!("ra-guard-{}", std::process::id());
+    let up = Command::new(env!("CARGO_BIN_EXE_netbind"))
+        .args(["up", "examples/vmi-dual-stack.yaml", "--name", &name])
+        .current_dir(common::root())
+        .output()
+        .unwrap();
+    struct Down(String);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = Command::new(env!("CARGO_BIN_EXE_netbind"))
+                .args(["down", &self.0])
+                .output();
+        }
+    }
+    let _down = Down(name.clone());
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let (r, v) = audit(&[&name]);
+    assert_eq!(ids(&v, "EXPOSED"), Vec::<String>::new(), "{r:#}");
+    netbind_testkit::ok(&format!(
+        "ip netns exec netbind-{name} nft flush chain inet netbind ra_guard"
+    ));
+    let (r, v) = audit(&[&name]);
+    assert_eq!(ids(&v, "EXPOSED"), ["A36", "A37"], "{r:#}");
 }

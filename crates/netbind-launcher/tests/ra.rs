@@ -4,7 +4,11 @@
 //! must then reach the node through the NAT and be reached through the pod's IPv6 address
 //! on a forwarded port, which needs the default route only the advertisements give. Needs
 //! root, rdisc6 (ndisc6) and dhclient.
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::cast_possible_truncation)] // test code (C ABI sizes)
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation
+)] // test code (C ABI sizes)
 
 mod common;
 
