@@ -2,14 +2,18 @@
 # Builds netbind's test guest from Debian packages into DIR (default: .e2e/guest):
 #   DIR/vmlinuz      Debian's cloud kernel (downloaded and unpacked, never installed: installing
 #                    linux-image-* would pull udev, initramfs-tools and systemd-sysv)
-#   DIR/initrd.gz    busybox-static + the virtio-net modules + guest/init
+#   DIR/initrd.gz    busybox-static, ISC dhclient (DHCPv6) with its libraries, the virtio-net
+#                    modules, guest/init and its hooks
 # Safe to run twice: an existing build is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=$(realpath -m "${1:-.e2e/guest}")
 # Up to date when the image is newer than both files of guest/ that go into it.
-if [ -s "$DIR/vmlinuz" ] && [ -s "$DIR/initrd.gz" ] && [ "$DIR/initrd.gz" -nt guest/init ] \
-    && [ "$DIR/initrd.gz" -nt guest/udhcpc.script ]; then
+fresh=1
+for f in guest/init guest/udhcpc.script guest/dhclient6.script; do
+  [ "$DIR/initrd.gz" -nt "$f" ] || fresh=0
+done
+if [ -s "$DIR/vmlinuz" ] && [ -s "$DIR/initrd.gz" ] && [ "$fresh" = 1 ]; then
   exit 0
 fi
 mkdir -p "$DIR"
@@ -33,7 +37,18 @@ file -L /bin/busybox 2>/dev/null | grep -q 'statically linked' || ldd /bin/busyb
   || { echo "build-guest.sh: /bin/busybox must be busybox-static" >&2; exit 1; }
 cp guest/init "$R/init"
 cp guest/udhcpc.script "$R/udhcpc.script"
-chmod 755 "$R/init" "$R/udhcpc.script"
+cp guest/dhclient6.script "$R/dhclient6.script"
+chmod 755 "$R/init" "$R/udhcpc.script" "$R/dhclient6.script"
+# busybox has no DHCPv6 client: Debian's ISC dhclient, with the libraries ldd names.
+DHCLIENT=$(command -v dhclient || echo /sbin/dhclient)
+[ -x "$DHCLIENT" ] || { echo "build-guest.sh: dhclient (isc-dhcp-client) is missing" >&2; exit 1; }
+mkdir -p "$R/sbin" "$R/etc/dhcp" "$R/var/lib/dhcp" "$R/run"
+cp "$DHCLIENT" "$R/sbin/dhclient"
+: > "$R/etc/dhcp/dhclient.conf"
+for lib in $(ldd "$DHCLIENT" | grep -o '/[^ ]*'); do
+  mkdir -p "$R$(dirname "$lib")"
+  cp -L "$lib" "$R$lib"
+done
 for kd in "$W"/kroot/lib/modules/*/; do
   kv=$(basename "$kd")
   mkdir -p "$R/lib/modules/$kv"

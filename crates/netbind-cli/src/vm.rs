@@ -414,13 +414,23 @@ impl GuestImage {
     }
 }
 
-/// The guest's kernel command line: where to listen and which node address to reach.
-pub fn cmdline(listen: &[u16], egress: &str) -> String {
+/// The guest's kernel command line: where to listen, which families to configure, and which
+/// node address to reach over each (`egress`: IPv4 `ADDR:PORT`; `egress6`: IPv6 `ADDR,PORT`).
+pub fn cmdline(listen: &[u16], egress: Option<&str>, egress6: Option<&str>) -> String {
     let ports: Vec<String> = listen.iter().map(u16::to_string).collect();
-    format!(
-        "console=ttyS0 quiet panic=-1 netbind.listen={} netbind.egress={egress}",
-        ports.join(",")
-    )
+    let mut c = format!(
+        "console=ttyS0 quiet panic=-1 netbind.listen={} netbind.ipv4={} netbind.ipv6={}",
+        ports.join(","),
+        u8::from(egress.is_some()),
+        u8::from(egress6.is_some()),
+    );
+    if let Some(e) = egress {
+        c.push_str(&format!(" netbind.egress={e}"));
+    }
+    if let Some(e) = egress6 {
+        c.push_str(&format!(" netbind.egress6={e}"));
+    }
+    c
 }
 
 /// QEMU under TCG (no usable KVM here) on the pre-created tap, as the VM uid.

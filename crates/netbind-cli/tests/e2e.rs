@@ -40,14 +40,37 @@ fn qemu_status(name: &str) -> String {
 
 /// Brings a pod up with a real guest, checks the report, brings it down, checks no trace.
 /// `unlisted`: the spec lists ports, so a port it does not list must not reach the guest.
-fn up_and_down(
-    vmi: &str,
-    boot: &str,
-    name: &str,
-    want_lease: impl Fn(&str) -> bool,
+struct Case<'a> {
+    vmi: &'a str,
+    boot: &'a str,
+    name: String,
+    /// The IPv4 lease expected (`None`: an IPv6-only pod, no IPv4 at all).
+    want_lease: Option<fn(&str) -> bool>,
+    /// The guest's IPv6 lease and default router expected (masquerade on an IPv6 pod).
+    ipv6: bool,
     unlisted: bool,
     kill_launcher: bool,
-) {
+    extra: &'a [&'a str],
+}
+
+impl Case<'_> {
+    fn new<'a>(vmi: &'a str, boot: &'a str, tag: &str) -> Case<'a> {
+        Case {
+            vmi,
+            boot,
+            name: format!("e2e-{tag}-{}", std::process::id()),
+            want_lease: Some(|l| l == "10.0.2.2"),
+            ipv6: false,
+            unlisted: false,
+            kill_launcher: false,
+            extra: &[],
+        }
+    }
+}
+
+fn up_and_down(c: &Case) {
+    let (vmi, boot, name, unlisted, kill_launcher) =
+        (c.vmi, c.boot, c.name.as_str(), c.unlisted, c.kill_launcher);
     let _ = netbind(&["down", name]);
     // A compromised VM uid races `up` and `down`, planting symlinks to root's files wherever
     // root used to write, chown or read in its directory.
@@ -59,7 +82,9 @@ fn up_and_down(
         &[]
     };
     let attacker = Planter::start(name, own);
-    let o = netbind(&["up", vmi, "--boot", boot, "--name", name, "--json"]);
+    let mut args = vec!["up", vmi, "--boot", boot, "--name", name, "--json"];
+    args.extend_from_slice(c.extra);
+    let o = netbind(&args);
     let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
     // Leave nothing behind even if an assertion below fails.
@@ -73,15 +98,31 @@ fn up_and_down(
     assert!(o.status.success(), "netbind up failed:\n{stdout}\n{stderr}");
     let r: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
     let g = &r["guest"];
-    let lease = g["lease_ip"].as_str().unwrap_or("");
-    assert!(want_lease(lease), "lease {lease:?} in {r:#}");
     assert!(
         g["time_to_lease_ms"].as_u64().is_some_and(|t| t > 0),
         "{r:#}"
     );
-    assert_eq!(g["ping_gateway"], true, "{r:#}");
-    assert_eq!(g["egress"], true, "{r:#}");
-    assert_eq!(g["ingress"], true, "{r:#}");
+    match c.want_lease {
+        Some(want) => {
+            let lease = g["lease_ip"].as_str().unwrap_or("");
+            assert!(want(lease), "lease {lease:?} in {r:#}");
+            assert_eq!(g["ping_gateway"], true, "{r:#}");
+            assert_eq!(g["egress"], true, "{r:#}");
+            assert_eq!(g["ingress"], true, "{r:#}");
+        }
+        None => assert!(g["lease_ip"].is_null() && g["egress"].is_null(), "{r:#}"),
+    }
+    if c.ipv6 {
+        // DHCPv6 gave the address; only the router advertisements give the default route,
+        // without which neither egress nor the ingress replies get out of the guest.
+        assert_eq!(g["lease6_ip"], "fd10:0:2::2", "{r:#}");
+        assert_eq!(g["lease6_router"], "fe80::ff:fe00:0", "{r:#}");
+        assert_eq!(g["ping6_gateway"], true, "{r:#}");
+        assert_eq!(g["egress6"], true, "{r:#}");
+        assert_eq!(g["ingress6"], true, "{r:#}");
+    } else {
+        assert!(g["lease6_ip"].is_null(), "{r:#}");
+    }
     if unlisted {
         assert_eq!(g["unlisted_blocked"], true, "{r:#}");
     } else {
@@ -202,14 +243,33 @@ fn up_and_down(
 #[test]
 fn masquerade_with_qemu() {
     if ready(&["qemu-system-x86_64", "setpriv", "busybox"]) {
-        up_and_down(
-            "examples/vmi-masquerade.yaml",
-            "qemu",
-            &format!("e2e-mq-{}", std::process::id()),
-            |l| l == "10.0.2.2",
-            false,
-            true,
-        );
+        up_and_down(&Case {
+            kill_launcher: true,
+            ..Case::new("examples/vmi-masquerade.yaml", "qemu", "mq")
+        });
+    }
+}
+
+#[test]
+fn masquerade_dual_stack_with_qemu() {
+    if ready(&["qemu-system-x86_64", "setpriv", "busybox"]) {
+        // The VMI configures IPv6, so the simulated pod network is dual stack.
+        up_and_down(&Case {
+            ipv6: true,
+            ..Case::new("examples/vmi-dual-stack.yaml", "qemu", "md")
+        });
+    }
+}
+
+#[test]
+fn masquerade_ipv6_only_with_qemu() {
+    if ready(&["qemu-system-x86_64", "setpriv", "busybox"]) {
+        up_and_down(&Case {
+            want_lease: None,
+            ipv6: true,
+            extra: &["--ip-family", "ipv6"],
+            ..Case::new("examples/vmi-masquerade.yaml", "qemu", "m6")
+        });
     }
 }
 
@@ -217,14 +277,10 @@ fn masquerade_with_qemu() {
 fn bridge_with_qemu() {
     if ready(&["qemu-system-x86_64", "setpriv", "busybox"]) {
         // The guest takes over the pod IP.
-        up_and_down(
-            "examples/vmi-bridge.yaml",
-            "qemu",
-            &format!("e2e-bq-{}", std::process::id()),
-            |l| l.starts_with("10.244.0."),
-            false,
-            false,
-        );
+        up_and_down(&Case {
+            want_lease: Some(|l| l.starts_with("10.244.0.")),
+            ..Case::new("examples/vmi-bridge.yaml", "qemu", "bq")
+        });
     }
 }
 
@@ -237,14 +293,7 @@ fn masquerade_with_libvirt() {
         "libvirtd",
         "virsh",
     ]) {
-        up_and_down(
-            "examples/vmi-masquerade.yaml",
-            "libvirt",
-            &format!("e2e-ml-{}", std::process::id()),
-            |l| l == "10.0.2.2",
-            false,
-            false,
-        );
+        up_and_down(&Case::new("examples/vmi-masquerade.yaml", "libvirt", "ml"));
     }
 }
 
@@ -254,14 +303,10 @@ fn forwarded_port_from_the_spec() {
         // vmi-ports.yaml forwards only TCP 80 (and UDP 53): the guest serves 80 and 8080, the
         // node reaches 80 through the pod IP and not 8080 (which the guest does serve: reached
         // from inside the pod).
-        up_and_down(
-            "examples/vmi-ports.yaml",
-            "qemu",
-            &format!("e2e-pt-{}", std::process::id()),
-            |l| l == "10.0.2.2",
-            true,
-            false,
-        );
+        up_and_down(&Case {
+            unlisted: true,
+            ..Case::new("examples/vmi-ports.yaml", "qemu", "pt")
+        });
     }
 }
 
