@@ -490,12 +490,19 @@ fn bring_up(
         .arg(dir.join("state"))
         .arg("--resolv-conf")
         .arg(&resolv);
-    for g in &a.cluster.feature_gates {
-        h.args(["--feature-gate", g]);
-    }
-    for n in &a.cluster.spoof_check_networks {
-        h.args(["--spoof-check", n]);
-    }
+    // The whole cluster configuration, typed, so that phase 1 applies what `up` checked
+    // (a default binding given to `up` reaches the handler too).
+    let cluster = dir.join("cluster.json");
+    let json = serde_json::to_vec_pretty(&a.cluster)
+        .map_err(|e| step_err("write the cluster configuration", e.to_string()))?;
+    vm::create_new(&cluster, 0o644)
+        .and_then(|mut f| f.write_all(&json))
+        .map_err(|source| SimError::Io {
+            op: "write",
+            path: cluster.clone(),
+            source,
+        })?;
+    h.arg("--cluster-config").arg(&cluster);
     rec.phase1 = true;
     rec.save()?;
     podsim::run("phase 1 (netbind-handler setup)", &mut h)?;
@@ -1012,7 +1019,7 @@ pub fn down_record(rec: &PodRecord) {
         }
     }
     for p in [rec.vm, rec.launcher].into_iter().flatten() {
-        p.stop();
+        vm::stop_sandbox(p);
     }
     // What the VM side started by itself (virtlogd, QEMU under libvirt) lives in the pod's
     // network namespace: found there by the kernel's record, not by its pid files.

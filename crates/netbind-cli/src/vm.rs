@@ -146,71 +146,29 @@ pub fn create_new(path: &Path, mode: u32) -> std::io::Result<File> {
         .open(path)
 }
 
-/// A process netbind started, as root recorded it at spawn: its pid and its start time
-/// (clock ticks since boot, field 22 of /proc/PID/stat). Together they name one process for
-/// good: a pid reused by another process has another start time. Nothing the VM uid writes
-/// is ever used to find a process to signal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Proc {
-    pub pid: u32,
-    pub start: u64,
-}
+pub use netbind_handler::process::Proc;
+use netbind_handler::process::{parent, signal};
 
-/// The start time of `pid`, or `None` if it is gone or a zombie.
-pub fn start_time(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: fields follow the last ')'.
-    let rest = &s[s.rfind(')')? + 1..];
-    let mut f = rest.split_whitespace();
-    if f.next()? == "Z" {
-        return None;
-    }
-    // State is field 3; start time is field 22, i.e. 19 further on.
-    f.nth(18)?.parse().ok()
-}
-
-impl Proc {
-    /// Records `pid` just after netbind spawned it.
-    pub fn of(pid: u32) -> Option<Proc> {
-        start_time(pid).map(|start| Proc { pid, start })
-    }
-
-    /// Whether this very process still runs.
-    pub fn alive(self) -> bool {
-        start_time(self.pid) == Some(self.start)
-    }
-
-    /// A pidfd on this process, if it is still the one recorded. The check comes after the
-    /// open: once the pidfd exists the pid cannot be reused, so a match means the pidfd is it.
-    fn pidfd(self) -> Option<std::os::fd::OwnedFd> {
-        let fd = pidfd_open(self.pid)?;
-        self.alive().then_some(fd)
-    }
-
-    /// SIGTERM, then SIGKILL after a grace period, through a pidfd: never another process.
-    /// A sandbox's recorded process is its `unshare`, which blocks SIGTERM and waits for its
-    /// child, the sandbox's PID 1 (`netbind-vm-exec`, which passes SIGTERM on to the program):
-    /// that child gets the SIGTERM, and the SIGKILL, if needed, goes to `unshare`, whose death
-    /// kills the child (`--kill-child`) and with it the whole PID namespace.
-    pub fn stop(self) {
-        let Some(fd) = self.pidfd() else { return };
-        for child in children(self.pid) {
-            if let Some(cfd) = child.pidfd()
-                && parent(child.pid) == Some(self.pid)
-            {
-                pidfd_signal(&cfd, libc::SIGTERM);
-            }
+/// Stops a sandbox that root recorded at spawn: SIGTERM, then SIGKILL after 3 s, through
+/// pidfds only. The recorded process is the sandbox's `unshare`, which blocks SIGTERM and
+/// waits for its child, the sandbox's PID 1 (`netbind-vm-exec`, which passes SIGTERM on to
+/// the program): that child gets the SIGTERM, and the SIGKILL, if needed, goes to `unshare`,
+/// whose death kills the child (`--kill-child`) and with it the whole PID namespace.
+pub fn stop_sandbox(p: Proc) {
+    let Some(fd) = p.pidfd() else { return };
+    for child in children(p.pid) {
+        if let Some(cfd) = child.pidfd()
+            && parent(child.pid) == Some(p.pid)
+        {
+            signal(&cfd, libc::SIGTERM);
         }
-        if !pidfd_signal(&fd, libc::SIGTERM) {
-            return;
-        }
-        let t = Instant::now();
-        while self.alive() && t.elapsed() < Duration::from_secs(3) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if self.alive() {
-            pidfd_signal(&fd, libc::SIGKILL);
-        }
+    }
+    if !signal(&fd, libc::SIGTERM) {
+        return;
+    }
+    p.wait(Duration::from_secs(3));
+    if p.alive() {
+        signal(&fd, libc::SIGKILL);
     }
 }
 
@@ -241,16 +199,6 @@ pub fn netns_processes(netns: &str, comm: &str) -> Vec<Proc> {
         .collect()
 }
 
-/// The parent of `pid` (field 4 of /proc/PID/stat).
-fn parent(pid: u32) -> Option<u32> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    s[s.rfind(')')? + 1..]
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 /// The live children of `pid`, by a scan of /proc (this kernel may lack
 /// /proc/PID/task/TID/children).
 fn children(pid: u32) -> Vec<Proc> {
@@ -258,30 +206,6 @@ fn children(pid: u32) -> Vec<Proc> {
         .filter(|c| parent(*c) == Some(pid))
         .filter_map(Proc::of)
         .collect()
-}
-
-fn pidfd_open(pid: u32) -> Option<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    let pid = libc::pid_t::try_from(pid).ok().filter(|p| *p > 1)?;
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
-    // SAFETY: fd was just returned by pidfd_open and is owned by nobody else.
-    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
-}
-
-fn pidfd_signal(fd: &std::os::fd::OwnedFd, sig: libc::c_int) -> bool {
-    use std::os::fd::AsRawFd;
-    // SAFETY: pidfd_send_signal on an open pidfd, no siginfo, no flags.
-    unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            fd.as_raw_fd(),
-            sig,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        ) == 0
-    }
 }
 
 /// Stops every process whose network namespace is the pod's (`/run/netns/NETNS`): what the
@@ -301,7 +225,7 @@ pub fn stop_netns_processes(netns: &str) {
         if let Some(fd) = p.pidfd()
             && in_pod(p.pid)
         {
-            pidfd_signal(&fd, libc::SIGKILL);
+            signal(&fd, libc::SIGKILL);
         }
     }
 }

@@ -248,3 +248,51 @@ fn the_lock_is_out_of_reach_and_a_waiting_up_stops_on_sigterm() {
         .unwrap();
     assert!(!o.status.success(), "uid 107 could flock the lock");
 }
+
+#[test]
+fn the_cluster_default_binding_reaches_phase_1() {
+    if !common::root_with_bins(&common::POD_BINS) {
+        return;
+    }
+    // A VMI with no interface gets the cluster's default binding: `up` admits it with the
+    // setting, and phase 1 must apply the same one (it gets the whole configuration, typed).
+    for (binding, flag) in [("masquerade", "masquerade"), ("bridge", "bridge")] {
+        let name = format!("dni-{binding}-{}", std::process::id());
+        let o = netbind(&[
+            "up",
+            "testdata/vmi/no-interfaces.yaml",
+            "--name",
+            &name,
+            "--default-network-interface",
+            flag,
+            "--json",
+        ]);
+        let links = Command::new("ip")
+            .args(["-n", &format!("netbind-{name}"), "-j", "addr", "show"])
+            .output()
+            .unwrap();
+        let _ = netbind(&["down", &name]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(r["binding"], binding);
+        let links: serde_json::Value = serde_json::from_slice(&links.stdout).unwrap();
+        let names: Vec<&str> = links
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l["ifname"].as_str())
+            .collect();
+        let gateway = links.as_array().unwrap().iter().any(|l| {
+            l["ifname"] == "k6t-eth0"
+                && l["addr_info"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|a| a["local"] == "10.0.2.1"))
+        });
+        match binding {
+            // The masquerade gateway on the bridge, the pod interface untouched.
+            "masquerade" => assert!(gateway && !names.contains(&"eth0-nic"), "{links:#}"),
+            // The pod interface moved under the bridge as eth0-nic, no masquerade gateway.
+            _ => assert!(!gateway && names.contains(&"eth0-nic"), "{links:#}"),
+        }
+    }
+}

@@ -13,6 +13,7 @@ pub mod netlink;
 pub mod netns;
 pub mod nft;
 pub mod observe;
+pub mod process;
 pub mod ra;
 pub mod selinux;
 pub mod state;
@@ -39,6 +40,8 @@ pub enum HandlerError {
     Vmi { path: PathBuf, message: String },
     #[error("read {0}")]
     Input(netbind_model::input::InputError),
+    #[error("cluster configuration {path}: {message}")]
+    ClusterConfig { path: PathBuf, message: String },
     #[error(transparent)]
     Netns(#[from] NetnsError),
     #[error("open rtnetlink socket in {target}: {source}")]
@@ -183,6 +186,15 @@ fn open_netlink(target: &NetnsTarget) -> Result<Netlink, HandlerError> {
     })
 }
 
+/// Reads the cluster configuration `netbind` wrote (strict JSON: an unknown field is an error).
+pub fn read_cluster_config(path: &Path) -> Result<ClusterConfig, HandlerError> {
+    let text = read_to_string(path)?;
+    ClusterConfig::from_json(text.as_bytes()).map_err(|e| HandlerError::ClusterConfig {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
 /// Prints the observed pod (the POD.json format).
 pub fn observe(target: &NetnsTarget) -> Result<ObservedPod, HandlerError> {
     let ns = Netns::open(target)?;
@@ -317,14 +329,14 @@ fn setup_in_netns(
     }
     // A re-run replaces the responders of the previous one.
     for r in previous_responders {
-        r.stop();
+        r.stop(std::time::Duration::from_secs(1));
     }
     let mut warnings = Vec::new();
     match start_responders(a, &plan, &mut st, &mut warnings) {
         Ok(()) => {}
         Err(source) => {
             for r in std::mem::take(&mut st.responders) {
-                r.stop();
+                r.stop(std::time::Duration::from_secs(1));
             }
             let rollback = apply::teardown(&mut nl, &nft_bin, &plan, &observed, &st.sysctls_before);
             if rollback.is_empty() {
@@ -413,7 +425,7 @@ pub fn teardown(a: &TeardownArgs) -> Result<(), HandlerError> {
     // First the responders: each holds a socket in the pod's namespace, which would keep it
     // alive after the runtime deletes it.
     for r in &st.responders {
-        r.stop();
+        r.stop(std::time::Duration::from_secs(1));
     }
     let errors = match Netns::open(&a.target) {
         Err(e) if e.is_gone() => {

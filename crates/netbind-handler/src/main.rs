@@ -82,6 +82,11 @@ enum Cmd {
         /// The router-advertisement responder (default: `netbind-ra` next to this binary).
         #[arg(long)]
         ra_responder: Option<PathBuf>,
+        /// The whole cluster configuration as `netbind` writes it (JSON): default binding,
+        /// bridge on the pod network, feature gates, spoof-checked networks. Instead of the
+        /// flags above, so that netbind and the handler apply the same settings.
+        #[arg(long, conflicts_with_all = ["feature_gates", "spoof_check_networks"])]
+        cluster_config: Option<PathBuf>,
         #[command(flatten)]
         common: Common,
         /// Test hook: fail after step K (the setup then rolls back).
@@ -129,6 +134,7 @@ fn run(cli: Cli) -> Result<String, netbind_handler::HandlerError> {
             feature_gates,
             spoof_check_networks,
             ra_responder,
+            cluster_config,
             common,
             fail_after_step,
             crash_after_step,
@@ -149,10 +155,13 @@ fn run(cli: Cli) -> Result<String, netbind_handler::HandlerError> {
                 state_dir,
                 nft_bin: common.nft,
                 resolv_conf,
-                cluster: ClusterConfig {
-                    feature_gates: feature_gates.into_iter().collect(),
-                    spoof_check_networks: spoof_check_networks.into_iter().collect(),
-                    ..Default::default()
+                cluster: match cluster_config {
+                    Some(path) => netbind_handler::read_cluster_config(&path)?,
+                    None => ClusterConfig {
+                        feature_gates: feature_gates.into_iter().collect(),
+                        spoof_check_networks: spoof_check_networks.into_iter().collect(),
+                        ..Default::default()
+                    },
                 },
                 launcher_pid,
                 selinux: SelinuxEnv::default(),

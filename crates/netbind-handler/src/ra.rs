@@ -21,11 +21,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use netbind_model::IfName;
 use netbind_model::ra::RaConfig;
-use serde::{Deserialize, Serialize};
 
 /// The uid and gid the responder runs as (`nobody`): not the VM's, so that nothing of the
 /// VM side shares its credentials.
@@ -174,69 +172,8 @@ pub fn open_socket(bridge: &IfName) -> Result<OwnedFd, RaError> {
     Ok(fd)
 }
 
-/// A responder as phase 1 started it: pid and start time (field 22 of /proc/PID/stat), so
-/// that a recycled pid is never signalled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Responder {
-    pub pid: u32,
-    pub start: u64,
-}
-
-fn start_time(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &s[s.rfind(')')? + 1..];
-    let mut f = rest.split_whitespace();
-    if f.next()? == "Z" {
-        return None;
-    }
-    f.nth(18)?.parse().ok()
-}
-
-impl Responder {
-    pub fn alive(self) -> bool {
-        start_time(self.pid) == Some(self.start)
-    }
-
-    /// SIGTERM through a pidfd (checked after opening it: then the pid cannot be reused),
-    /// SIGKILL after a second.
-    pub fn stop(self) {
-        let Ok(pid) = libc::pid_t::try_from(self.pid) else {
-            return;
-        };
-        // SAFETY: pidfd_open takes a pid and flags.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        let Ok(fd) = RawFd::try_from(fd) else { return };
-        if fd < 0 {
-            return;
-        }
-        // SAFETY: fd was just returned by pidfd_open.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let signal = |sig: libc::c_int| {
-            // SAFETY: pidfd_send_signal on an open pidfd, no siginfo.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    fd.as_raw_fd(),
-                    sig,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                )
-            }
-        };
-        if !self.alive() {
-            return;
-        }
-        signal(libc::SIGTERM);
-        let t = Instant::now();
-        while self.alive() && t.elapsed() < Duration::from_secs(1) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if self.alive() {
-            signal(libc::SIGKILL);
-        }
-    }
-}
+/// A responder as phase 1 started it (pid and start time).
+pub type Responder = crate::process::Proc;
 
 /// Starts `bin` (netbind-ra) with `socket` as fd 3, with nothing: every capability dropped
 /// from the bounding set, no supplementary groups, uid/gid 65534, no_new_privs. Its stderr
@@ -290,7 +227,6 @@ pub fn spawn(
     // Not waited for: it outlives phase 1 and is stopped by teardown.
     let pid = child.id();
     drop(child);
-    let start = start_time(pid)
-        .ok_or_else(|| spawn_err(std::io::Error::other("exited at once (see its log)")))?;
-    Ok(Responder { pid, start })
+    Responder::of(pid)
+        .ok_or_else(|| spawn_err(std::io::Error::other("exited at once (see its log)")))
 }

@@ -10,8 +10,11 @@ use std::net::Ipv4Addr;
 use crate::types::{MacAddr, MacError};
 use crate::vmi::{BindingKind, Interface, Marker, Network, PodNetwork, VmiSpec};
 
-/// The KubeVirt CR settings that change admission and defaulting.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The KubeVirt CR settings that change admission, defaulting and the plan. It crosses from
+/// `netbind` to `netbind-handler` whole, as one typed file (`--cluster-config`), so that the
+/// two can never apply different settings.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// `spec.configuration.network.defaultNetworkInterface`: `bridge` (default) or `masquerade`.
     pub default_network_interface: String,
@@ -39,6 +42,11 @@ impl Default for ClusterConfig {
 }
 
 impl ClusterConfig {
+    /// Reads a cluster configuration strictly (an unknown field is an error).
+    pub fn from_json(bytes: &[u8]) -> Result<ClusterConfig, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
     pub fn gate(&self, name: &str) -> bool {
         self.feature_gates.contains(name)
     }
