@@ -1,0 +1,323 @@
+//! The masquerade binding (KubeVirt §6): the guest on an in-pod bridge behind NAT, its
+//! DHCP and router advertisements, and KubeVirt's nftables rules for it.
+
+use super::*;
+
+/// Envoy's reserved ports, skipped by the Istio rule set.
+const ISTIO_RESERVED_PORTS: [u16; 10] = [
+    15000, 15001, 15004, 15006, 15008, 15009, 15020, 15021, 15053, 15090,
+];
+const ISTIO_NON_PROXIED_PORT: u16 = 22;
+const LIVE_MIGRATION_PORTS: [u16; 2] = [49152, 49153];
+
+impl Ctx<'_> {
+    pub(super) fn masquerade(
+        &mut self,
+        iface: &Interface,
+        network: &Network,
+        pod_iface: &IfName,
+    ) -> Result<(), PlanError> {
+        let net = network.name.as_str();
+        let link = self.pod_link(network, pod_iface)?.clone();
+        let pod_cfg = network.pod.clone().unwrap_or_default();
+        let cidr_err = |field, source| PlanError::Cidr {
+            network: net.into(),
+            field,
+            source,
+        };
+        let v4 = match link.global_v4() {
+            Some(pod_ip) => Some((
+                MasqueradeAddrs::v4(
+                    pod_cfg
+                        .vm_network_cidr
+                        .as_deref()
+                        .unwrap_or(DEFAULT_VM_CIDR_V4),
+                )
+                .map_err(|e| cidr_err("vmNetworkCIDR", e))?,
+                pod_ip,
+            )),
+            None => None,
+        };
+        let v6 = match link.global_v6() {
+            Some(_) => Some(
+                MasqueradeAddrs::v6(
+                    pod_cfg
+                        .vm_ipv6_network_cidr
+                        .as_deref()
+                        .unwrap_or(DEFAULT_VM_CIDR_V6),
+                )
+                .map_err(|e| cidr_err("vmIPv6NetworkCIDR", e))?,
+            ),
+            None => None,
+        };
+        let bridge = naming::bridge_name(net, pod_iface)?;
+        let tap = naming::tap_name(net, pod_iface, true)?;
+        let mtu = Self::mtu16(net, pod_iface, link.mtu)?;
+        let mut addresses = Vec::new();
+        addresses.extend(v4.map(|(m, _)| m.gateway));
+        addresses.extend(v6.map(|m| m.gateway));
+        self.links.push(LinkPlan {
+            network: net.into(),
+            name: bridge.clone(),
+            kind: LinkKind::Bridge,
+            mac: Some(MacPlan::Fixed(MacAddr::MASQUERADE_BRIDGE)),
+            mtu: Some(link.mtu),
+            master: None,
+            addresses,
+            up: true,
+            learning: None,
+        });
+        self.links.push(self.tap(iface, &tap, link.mtu, &bridge));
+        if v4.is_some() {
+            // DNAT'ed 127.0.0.1-sourced packets must be routable out of the bridge.
+            self.sysctls.push(Sysctl {
+                path: format!("net/ipv4/conf/{bridge}/route_localnet"),
+                value: "1".into(),
+            });
+            self.global_sysctl("net/ipv4/ip_forward", "1");
+        }
+        if v6.is_some() {
+            self.global_sysctl("net/ipv6/conf/all/forwarding", "1");
+        }
+        let dhcpv4 = match v4 {
+            Some((m, _)) => {
+                let (IpAddr::V4(gw), IpAddr::V4(_)) = (m.gateway.addr(), m.guest.addr()) else {
+                    return Err(cidr_err(
+                        "vmNetworkCIDR",
+                        AddrError::NotV4(m.gateway.to_string()),
+                    ));
+                };
+                Some(self.dhcpv4(
+                    iface,
+                    Lease {
+                        listen: bridge.clone(),
+                        server_id: gw,
+                        client: m.guest,
+                        client_mac: None,
+                        router: Some(gw),
+                        routes: vec![],
+                        mtu,
+                    },
+                ))
+            }
+            None => None,
+        };
+        let dhcpv6 = v6.and_then(|m| match m.guest.addr() {
+            IpAddr::V6(client_ip) => Some(Dhcpv6Config {
+                interface: bridge.clone(),
+                server_mac: MacAddr::MASQUERADE_BRIDGE,
+                client_ip,
+                dns: self.dns.v6.clone(),
+                lease_seconds: LEASE_SECONDS,
+            }),
+            IpAddr::V4(_) => None,
+        });
+        if let Some((m, pod_ip)) = v4 {
+            self.masquerade_nft(
+                Family::Ip,
+                iface,
+                pod_iface,
+                &bridge,
+                m,
+                Some(pod_ip.addr()),
+            );
+        }
+        if let Some(m) = v6 {
+            self.masquerade_nft(Family::Ip6, iface, pod_iface, &bridge, m, None);
+            self.router_adverts.push(RaConfig::masquerade(
+                bridge.clone(),
+                MacAddr::MASQUERADE_BRIDGE,
+                m.gateway,
+                link.mtu,
+            ));
+        }
+        self.guard_inet.push(pod_iface.clone());
+        let mut guest: Vec<IpAddr> = v4.map(|(m, _)| m.guest.addr()).into_iter().collect();
+        guest.extend(v6.map(|m| m.guest.addr()));
+        self.spoof.push(SpoofGuard::Routed {
+            bridge: bridge.clone(),
+            guest,
+        });
+        let mac = Self::spec_mac(iface)?.unwrap_or(link.mac);
+        let domain = self.domain(iface, &tap, mac, link.mtu);
+        self.handoff.push(HandoffInterface {
+            network: net.into(),
+            binding: BindingKind::Masquerade,
+            pod_interface: pod_iface.clone(),
+            bridge,
+            tap,
+            dhcpv4,
+            dhcpv6,
+            domain,
+        });
+        Ok(())
+    }
+
+    /// KubeVirt §6.3, rule for rule and in KubeVirt's order.
+    pub(super) fn masquerade_nft(
+        &mut self,
+        fam: Family,
+        iface: &Interface,
+        pod_iface: &IfName,
+        bridge: &IfName,
+        m: MasqueradeAddrs,
+        pod_ipv4: Option<IpAddr>,
+    ) {
+        let (g, gw) = (m.guest.addr(), m.gateway.addr());
+        let lo: IpAddr = if fam == Family::Ip {
+            Ipv4Addr::LOCALHOST.into()
+        } else {
+            Ipv6Addr::LOCALHOST.into()
+        };
+        let istio = self
+            .vmi
+            .metadata
+            .annotations
+            .get("sidecar.istio.io/inject")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let n = &mut self.nft;
+        n.table(fam, "nat");
+        n.chain(fam, "nat", "prerouting", Some(("nat", "prerouting", -100)));
+        n.chain(fam, "nat", "input", Some(("nat", "input", 100)));
+        n.chain(fam, "nat", "output", Some(("nat", "output", -100)));
+        n.chain(fam, "nat", "postrouting", Some(("nat", "postrouting", 100)));
+        n.chain(fam, "nat", "KUBEVIRT_PREINBOUND", None);
+        n.chain(fam, "nat", "KUBEVIRT_POSTINBOUND", None);
+        n.rule(
+            fam,
+            "nat",
+            "postrouting",
+            vec![
+                Expr::one(Field::Saddr(fam), Val::Addr(g)),
+                Expr::Counter,
+                Expr::Masquerade,
+            ],
+        );
+        n.rule(
+            fam,
+            "nat",
+            "prerouting",
+            vec![
+                Expr::one(Field::Iifname, Val::Name(pod_iface.to_string())),
+                Expr::Counter,
+                Expr::Jump("KUBEVIRT_PREINBOUND".into()),
+            ],
+        );
+        n.rule(
+            fam,
+            "nat",
+            "postrouting",
+            vec![
+                Expr::one(Field::Oifname, Val::Name(bridge.to_string())),
+                Expr::Counter,
+                Expr::Jump("KUBEVIRT_POSTINBOUND".into()),
+            ],
+        );
+        let skip = |n: &mut Builder, ports: &[u16]| {
+            for chain in ["output", "KUBEVIRT_POSTINBOUND"] {
+                n.rule(
+                    fam,
+                    "nat",
+                    chain,
+                    vec![
+                        Expr::set(
+                            Field::Dport("tcp".into()),
+                            ports.iter().map(|p| Val::Port(*p)).collect(),
+                        ),
+                        Expr::one(Field::Saddr(fam), Val::Addr(lo)),
+                        Expr::Counter,
+                        Expr::Return,
+                    ],
+                );
+            }
+        };
+        // Live migration over TCP uses 49152/49153 on loopback; keep them out of the DNAT.
+        if self.vmi.status.migration_transport.as_deref() != Some("Unix") {
+            skip(n, &LIVE_MIGRATION_PORTS);
+        }
+        let snat_src: Vec<Val> = if istio && fam == Family::Ip {
+            vec![Val::Addr(lo), Val::Addr(Ipv4Addr::new(127, 0, 0, 6).into())]
+        } else {
+            vec![Val::Addr(lo)]
+        };
+        let mut dnat_dst = vec![Val::Addr(lo)];
+        if istio && fam == Family::Ip {
+            dnat_dst.extend(pod_ipv4.map(Val::Addr));
+        }
+        // Locally generated traffic to loopback (port-forward, probes) goes to the guest:
+        // SNAT to the gateway on the way in, DNAT in `output`; `dport` narrows both to a port.
+        let loopback = |n: &mut Builder, dport: Option<Expr>| {
+            let mut post = dport.clone().into_iter().collect::<Vec<_>>();
+            post.extend([
+                Expr::set(Field::Saddr(fam), snat_src.clone()),
+                Expr::Counter,
+                Expr::Snat(gw),
+            ]);
+            n.rule(fam, "nat", "KUBEVIRT_POSTINBOUND", post);
+            let mut out = vec![Expr::set(Field::Daddr(fam), dnat_dst.clone())];
+            out.extend(dport);
+            out.extend([Expr::Counter, Expr::Dnat(g)]);
+            n.rule(fam, "nat", "output", out);
+        };
+        let ranges_on = self.opts.cluster.gate("PortRangesSpec");
+        let proto = |p: &Option<String>| p.as_deref().unwrap_or("TCP").to_lowercase();
+        let mut targets: Vec<(String, Val, bool)> = Vec::new(); // (proto, port/range, is-range)
+        for p in &iface.ports {
+            if let Ok(port) = u16::try_from(p.port) {
+                targets.push((proto(&p.protocol), Val::Port(port), false));
+            }
+        }
+        if ranges_on {
+            for r in &iface.port_ranges {
+                if let (Ok(s), Ok(e)) = (u16::try_from(r.start), u16::try_from(r.end)) {
+                    targets.push((proto(&r.protocol), Val::Range(s, e), true));
+                }
+            }
+        }
+        if targets.is_empty() {
+            if istio {
+                skip(n, &ISTIO_RESERVED_PORTS);
+                n.rule(
+                    fam,
+                    "nat",
+                    "KUBEVIRT_PREINBOUND",
+                    vec![
+                        Expr::set(
+                            Field::Dport("tcp".into()),
+                            vec![Val::Port(ISTIO_NON_PROXIED_PORT)],
+                        ),
+                        Expr::Counter,
+                        Expr::Dnat(g),
+                    ],
+                );
+            } else {
+                n.rule(
+                    fam,
+                    "nat",
+                    "KUBEVIRT_PREINBOUND",
+                    vec![Expr::Counter, Expr::Dnat(g)],
+                );
+            }
+            loopback(n, None);
+            return;
+        }
+        for (p, val, is_range) in targets {
+            let dport = Field::Dport(p);
+            let proxied_skip = istio && val != Val::Port(ISTIO_NON_PROXIED_PORT);
+            if !proxied_skip {
+                let m = if is_range {
+                    Expr::one(dport.clone(), val.clone())
+                } else {
+                    Expr::set(dport.clone(), vec![val.clone()])
+                };
+                n.rule(
+                    fam,
+                    "nat",
+                    "KUBEVIRT_PREINBOUND",
+                    vec![m, Expr::Counter, Expr::Dnat(g)],
+                );
+            }
+            loopback(n, Some(Expr::one(dport, val)));
+        }
+    }
+}
