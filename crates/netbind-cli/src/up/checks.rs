@@ -1,0 +1,308 @@
+//! The guest checks `up` reports: leases (DHCPv4, DHCPv6 and the advertised router), pings,
+//! egress through the NAT and ingress through the pod's addresses.
+
+use super::*;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GuestReport {
+    pub boot: Option<Boot>,
+    pub lease_ip: Option<String>,
+    pub lease_router: Option<String>,
+    pub lease_mtu: Option<u32>,
+    pub time_to_lease_ms: Option<u64>,
+    pub ping_gateway: Option<bool>,
+    pub egress: Option<bool>,
+    pub ingress: Option<bool>,
+    pub ingress_target: Option<String>,
+    /// IPv6 (a pod network with IPv6): the DHCPv6 address, the default router the guest
+    /// learnt from the router advertisements, and the same checks as over IPv4.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease6_ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease6_router: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ping6_gateway: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress6: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingress6: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingress6_target: Option<String>,
+    /// Masquerade with `ports`: a port the guest serves but the spec does not list, at the pod
+    /// IP. KubeVirt forwards only the listed ports, so the node must not reach the guest there.
+    pub unlisted_target: Option<String>,
+    /// The guest serves the unlisted port (reached from inside the pod) and the node does not
+    /// reach it through the pod IP.
+    pub unlisted_blocked: Option<bool>,
+}
+
+pub(super) fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+}
+
+pub(super) fn guest_checks(
+    rec: &mut PodRecord,
+    p: &mut Progress,
+    console: &Path,
+    started: Instant,
+    listen: Listen,
+    (want_ip, want_ip6): (Option<Ipv4Addr>, Option<Ipv6Addr>),
+) -> Result<GuestReport, UpError> {
+    let mut g = GuestReport {
+        boot: rec.boot,
+        ..Default::default()
+    };
+    let (v4, v6) = (rec.family.v4(), guest_v6(rec));
+    // The first lease the guest reports: IPv4's if the pod has it, else IPv6's.
+    let first = if v4 {
+        "NETBIND-GUEST lease "
+    } else {
+        "NETBIND-GUEST lease6 "
+    };
+    let lease = vm::wait_for_line(console, first, Duration::from_secs(180), &interrupted);
+    check_interrupt()?;
+    let lease =
+        lease.ok_or_else(|| step_err("lease", "the guest got no DHCP lease within 180 s"))?;
+    g.time_to_lease_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+    let secs = g.time_to_lease_ms.unwrap_or(0) as f64 / 1000.0;
+    if v4 {
+        g.lease_ip = field(&lease, "ip").map(String::from);
+        g.lease_router = field(&lease, "router").map(String::from);
+        g.lease_mtu = field(&lease, "mtu").and_then(|m| m.parse().ok());
+        p.done(
+            "lease",
+            format!(
+                "guest {} router {} mtu {} ({secs:.1} s after boot)",
+                g.lease_ip.as_deref().unwrap_or("?"),
+                g.lease_router.as_deref().unwrap_or("?"),
+                g.lease_mtu.unwrap_or(0),
+            ),
+        );
+        if let Some(w) = want_ip
+            && g.lease_ip.as_deref() != Some(&w.to_string())
+        {
+            return Err(step_err(
+                "lease",
+                format!("the guest leased {:?}, expected {w}", g.lease_ip),
+            ));
+        }
+    }
+    if v6 {
+        let lease6 = vm::wait_for_line(
+            console,
+            "NETBIND-GUEST lease6 ",
+            Duration::from_secs(60),
+            &interrupted,
+        )
+        .ok_or_else(|| step_err("lease6", "the guest got no DHCPv6 lease"))?;
+        g.lease6_ip = field(&lease6, "ip").map(String::from);
+        g.lease6_router = field(&lease6, "router")
+            .filter(|r| *r != "none")
+            .map(String::from);
+        p.done(
+            "lease6",
+            format!(
+                "guest {} (DHCPv6), default router {} (router advertisement)",
+                g.lease6_ip.as_deref().unwrap_or("?"),
+                g.lease6_router.as_deref().unwrap_or("NONE"),
+            ),
+        );
+        if let Some(w) = want_ip6
+            && g.lease6_ip.as_deref() != Some(&w.to_string())
+        {
+            return Err(step_err(
+                "lease6",
+                format!("the guest leased {:?}, expected {w}", g.lease6_ip),
+            ));
+        }
+    }
+    rec.lease = g.lease_ip.clone().or_else(|| g.lease6_ip.clone());
+    rec.save()?;
+    vm::wait_for_line(
+        console,
+        "NETBIND-GUEST ready",
+        Duration::from_secs(60),
+        &interrupted,
+    )
+    .ok_or_else(|| step_err("guest", "the guest did not finish its checks"))?;
+    let text = vm::read_console(console)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let port = listen.forwarded;
+    if v4 {
+        g.ping_gateway = Some(text.contains("NETBIND-GUEST ping-gateway ok"));
+        p.done(
+            "ping",
+            format!(
+                "guest → gateway {}: {}",
+                g.lease_router.as_deref().unwrap_or("?"),
+                ok_str(g.ping_gateway)
+            ),
+        );
+        g.egress = Some(text.contains("NETBIND-GUEST egress ok"));
+        p.done(
+            "egress",
+            format!(
+                "guest → node {}:{}: {}",
+                podsim::NODE_IP,
+                podsim::NODE_LISTEN_PORT,
+                ok_str(g.egress)
+            ),
+        );
+        let pod_ip = rec.pod_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        g.ingress_target = Some(format!("{pod_ip}:{port}"));
+        g.ingress = Some(reaches_guest(
+            podsim::NODE_NS,
+            pod_ip.into(),
+            port,
+            Duration::from_secs(15),
+        ));
+        p.done(
+            "ingress",
+            format!("node → pod {pod_ip}:{port} → guest: {}", ok_str(g.ingress)),
+        );
+    }
+    if v6 {
+        g.ping6_gateway = Some(text.contains("NETBIND-GUEST ping6-gateway ok"));
+        p.done(
+            "ping6",
+            format!(
+                "guest → gateway {}: {}",
+                g.lease6_router.as_deref().unwrap_or("?"),
+                ok_str(g.ping6_gateway)
+            ),
+        );
+        g.egress6 = Some(text.contains("NETBIND-GUEST egress6 ok"));
+        p.done(
+            "egress6",
+            format!(
+                "guest → node [{}]:{}: {}",
+                podsim::NODE_IP6,
+                podsim::NODE_LISTEN_PORT,
+                ok_str(g.egress6)
+            ),
+        );
+        let pod_ip6 = rec.pod_ip6.unwrap_or(Ipv6Addr::UNSPECIFIED);
+        g.ingress6_target = Some(format!("[{pod_ip6}]:{port}"));
+        g.ingress6 = Some(reaches_guest(
+            podsim::NODE_NS,
+            pod_ip6.into(),
+            port,
+            Duration::from_secs(15),
+        ));
+        p.done(
+            "ingress6",
+            format!(
+                "node → pod [{pod_ip6}]:{port} → guest: {}",
+                ok_str(g.ingress6)
+            ),
+        );
+    }
+    if let Some(port) = listen.unlisted {
+        // Proof that the port is served (from inside the pod, straight to the guest), then
+        // that the node cannot get to it through the pod IP (IPv4, or IPv6 on an IPv6 pod).
+        let (guest_ip, pod_ip): (IpAddr, IpAddr) = if v4 {
+            (
+                g.lease_ip
+                    .as_deref()
+                    .and_then(|i| i.parse().ok())
+                    .unwrap_or(Ipv4Addr::UNSPECIFIED.into()),
+                rec.pod_ip.unwrap_or(Ipv4Addr::UNSPECIFIED).into(),
+            )
+        } else {
+            (
+                g.lease6_ip
+                    .as_deref()
+                    .and_then(|i| i.parse().ok())
+                    .unwrap_or(Ipv6Addr::UNSPECIFIED.into()),
+                rec.pod_ip6.unwrap_or(Ipv6Addr::UNSPECIFIED).into(),
+            )
+        };
+        let served = reaches_guest(&rec.netns, guest_ip, port, Duration::from_secs(15));
+        let leaked = reaches_guest(podsim::NODE_NS, pod_ip, port, Duration::from_secs(3));
+        let at = std::net::SocketAddr::new(pod_ip, port);
+        g.unlisted_target = Some(at.to_string());
+        g.unlisted_blocked = Some(served && !leaked);
+        p.done(
+            "unlisted",
+            format!(
+                "guest serves {port} (pod → {}: {}), node → pod {at} (not in ports): {}",
+                std::net::SocketAddr::new(guest_ip, port),
+                if served { "ok" } else { "FAILED" },
+                if leaked {
+                    "REACHED THE GUEST"
+                } else {
+                    "blocked"
+                }
+            ),
+        );
+    }
+    // The launcher must have outlived the checks: a pod without its DHCP server is failed.
+    let ph = phase(rec);
+    if ph != "running" {
+        return Err(step_err("supervise", ph));
+    }
+    let failed = |b: Option<bool>| b == Some(false);
+    if [
+        g.ping_gateway,
+        g.egress,
+        g.ingress,
+        g.ping6_gateway,
+        g.egress6,
+        g.ingress6,
+        g.unlisted_blocked,
+    ]
+    .into_iter()
+    .any(failed)
+        || (v6 && g.lease6_router.is_none())
+    {
+        return Err(step_err(
+            "connectivity",
+            "a connectivity check failed (see above)",
+        ));
+    }
+    Ok(g)
+}
+
+/// Whether the guest configures and checks IPv6: on an IPv6 pod network with the masquerade
+/// binding (DHCPv6 and router advertisements; the bridge binding serves IPv4 only, as
+/// KubeVirt's).
+pub(super) fn guest_v6(rec: &PodRecord) -> bool {
+    rec.family.v6() && rec.binding == "masquerade"
+}
+
+pub(super) fn ok_str(b: Option<bool>) -> &'static str {
+    if b == Some(true) { "ok" } else { "FAILED" }
+}
+
+/// From the network namespace `ns`: whether an HTTP GET to `ip:port` gets the guest's page
+/// within `patience`.
+pub(super) fn reaches_guest(ns: &str, ip: IpAddr, port: u16, patience: Duration) -> bool {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            if podsim::enter_netns(ns).is_err() {
+                return false;
+            }
+            let t = Instant::now();
+            while t.elapsed() < patience {
+                if let Ok(mut c) = TcpStream::connect_timeout(
+                    &std::net::SocketAddr::new(ip, port),
+                    Duration::from_secs(2),
+                ) {
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(3)));
+                    let _ = c.write_all(b"GET / HTTP/1.0\r\n\r\n");
+                    let mut body = String::new();
+                    let _ = c.read_to_string(&mut body);
+                    if body.contains("netbind-guest-ok") {
+                        return true;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            false
+        })
+        .join()
+        .unwrap_or(false)
+    })
+}

@@ -1,0 +1,122 @@
+//! The pod record (`/run/netbind/pods/NAME/pod.json`): everything `up` made, written as
+//! soon as it exists, and what `status` reads from it.
+
+use super::*;
+
+/// What `down` needs to remove a pod, filled in as `up` goes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PodRecord {
+    pub name: String,
+    pub vmi: String,
+    pub netns: String,
+    pub binding: String,
+    /// The allocator's address: the pod's IPv4 address, unless its family is IPv6 only.
+    pub pod_ip: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub family: podsim::IpFamily,
+    #[serde(default)]
+    pub pod_ip6: Option<Ipv6Addr>,
+    pub phase1: bool,
+    /// The launcher and the VM's first process (QEMU or libvirtd), as root recorded them at
+    /// spawn: `down` signals these and the pod netns's own processes, never a pid from a file.
+    pub launcher: Option<vm::Proc>,
+    pub boot: Option<Boot>,
+    pub vm: Option<vm::Proc>,
+    pub domain: Option<String>,
+    pub lease: Option<String>,
+}
+
+pub(super) fn pods_dir() -> PathBuf {
+    podsim::run_dir().join("pods")
+}
+
+impl PodRecord {
+    pub(crate) fn dir(&self) -> PathBuf {
+        pods_dir().join(&self.name)
+    }
+
+    pub(super) fn save(&self) -> Result<(), UpError> {
+        let path = self.dir().join("pod.json");
+        let json = serde_json::to_string_pretty(self)
+            .map_err(|e| step_err("save the pod record", e.to_string()))?;
+        std::fs::write(&path, json).map_err(|source| {
+            UpError::Sim(SimError::Io {
+                op: "write",
+                path,
+                source,
+            })
+        })
+    }
+
+    pub fn load(name: &str) -> Option<PodRecord> {
+        serde_json::from_slice(&std::fs::read(pods_dir().join(name).join("pod.json")).ok()?).ok()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PodStatus {
+    pub name: String,
+    /// `running`, or `failed: WHY` when a process the pod needs is gone. A dead launcher
+    /// means no DHCP for the guest, so the pod is failed (as KubeVirt fails a VMI whose
+    /// virt-launcher died), even though the guest may still run.
+    pub phase: String,
+    pub vmi: String,
+    pub binding: String,
+    pub pod_ip: Option<Ipv4Addr>,
+    pub launcher: String,
+    pub vm: String,
+    pub lease: Option<String>,
+}
+
+/// The pod's phase from its recorded processes.
+pub fn phase(r: &PodRecord) -> String {
+    match (r.launcher, r.boot, r.vm) {
+        (Some(l), _, _) if !l.alive() => format!("failed: the launcher (pid {}) exited", l.pid),
+        (_, Some(b), Some(v)) if !v.alive() => {
+            format!("failed: the VM ({b:?}, pid {}) exited", v.pid).to_lowercase()
+        }
+        (None, _, _) => "pending".into(),
+        _ => "running".into(),
+    }
+}
+
+/// Every pod with a record.
+pub fn records() -> Vec<PodRecord> {
+    let Ok(entries) = std::fs::read_dir(pods_dir()) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| PodRecord::load(&e.file_name().to_string_lossy()))
+        .collect()
+}
+
+pub fn status() -> Vec<PodStatus> {
+    let mut out = Vec::new();
+    for r in records() {
+        // The pid shown is the program's (the launcher, QEMU, libvirtd), inside its sandbox.
+        let state = |p: Option<vm::Proc>| match p {
+            Some(p) if p.alive() => format!(
+                "running (pid {})",
+                vm::sandbox_program(p).map_or(p.pid, |q| q.pid)
+            ),
+            Some(p) => format!("exited (pid {})", p.pid),
+            None => "-".into(),
+        };
+        out.push(PodStatus {
+            phase: phase(&r),
+            name: r.name.clone(),
+            vmi: r.vmi.clone(),
+            binding: r.binding.clone(),
+            pod_ip: r.pod_ip,
+            launcher: state(r.launcher),
+            vm: match r.boot {
+                Some(b) => format!("{b:?} {}", state(r.vm)).to_lowercase(),
+                None => "-".into(),
+            },
+            lease: r.lease.clone(),
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
