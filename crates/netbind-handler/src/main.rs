@@ -90,9 +90,11 @@ enum Cmd {
         #[command(flatten)]
         common: Common,
         /// Test hook: fail after step K (the setup then rolls back).
+        #[cfg(feature = "test-hooks")]
         #[arg(long, hide = true)]
         fail_after_step: Option<usize>,
         /// Test hook: exit abruptly after step K, as a crash would (no rollback).
+        #[cfg(feature = "test-hooks")]
         #[arg(long, hide = true)]
         crash_after_step: Option<usize>,
     },
@@ -136,17 +138,22 @@ fn run(cli: Cli) -> Result<String, netbind_handler::HandlerError> {
             ra_responder,
             cluster_config,
             common,
+            #[cfg(feature = "test-hooks")]
             fail_after_step,
+            #[cfg(feature = "test-hooks")]
             crash_after_step,
         } => {
             let state_dir = common
                 .state_dir
                 .unwrap_or_else(|| default_state_dir(&handoff_dir));
+            #[cfg(feature = "test-hooks")]
             let inject = match (fail_after_step, crash_after_step) {
                 (Some(k), _) => Some(Injection::FailAfter(k)),
                 (None, Some(k)) => Some(Injection::CrashAfter(k)),
                 _ => None,
             };
+            #[cfg(not(feature = "test-hooks"))]
+            let inject: Option<Injection> = None;
             let args = SetupArgs {
                 target: target.get(),
                 vmi,

@@ -22,8 +22,20 @@ struct Cli {
     #[arg(long)]
     domain_out: Option<PathBuf>,
     /// Test hook: leave this entry out of the seccomp allow-list (tests prove each is needed).
+    #[cfg(feature = "test-hooks")]
     #[arg(long, hide = true)]
     seccomp_skip: Option<String>,
+}
+
+/// The allow-list entry the tests leave out (`--seccomp-skip`, test builds only).
+#[cfg(feature = "test-hooks")]
+fn skip(cli: &Cli) -> Option<&str> {
+    cli.seccomp_skip.as_deref()
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn skip(_: &Cli) -> Option<&str> {
+    None
 }
 
 /// Exit status when the launcher holds a privilege.
@@ -49,7 +61,7 @@ fn run(cli: &Cli) -> Result<(), LauncherError> {
     let prog = seccomp::filter(
         &lp.fds(),
         seccompiler::SeccompAction::KillProcess,
-        cli.seccomp_skip.as_deref(),
+        skip(cli),
     )?;
     // Give the initialisation's heap back before serving: a smaller resident set, and the
     // heap top that datagrams grow from is the same on every start, so the tests that prove
