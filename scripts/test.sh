@@ -11,6 +11,8 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
+step "cargo doc (no warnings)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --locked --quiet
 step "privilege boundary: pure crates carry no unsafe and no kernel crates"
 ./scripts/check-boundaries.sh
 step "cargo build --bins (the e2e and audit tests run every binary)"

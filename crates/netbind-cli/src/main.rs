@@ -93,11 +93,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Print the libvirt <interface> elements of the domain.
+    /// Print the libvirt `<interface>` elements of the domain.
     Domxml {
         #[command(flatten)]
         input: PlanArgs,
-        /// Wrap the interfaces in a minimal complete <domain> (for virt-xml-validate / virsh).
+        /// Wrap the interfaces in a minimal complete `<domain>` (for virt-xml-validate / virsh).
         #[arg(long)]
         full: bool,
     },
