@@ -394,11 +394,21 @@ pub struct RuleRef {
     pub index: usize,
 }
 
+/// Base-chain priorities, by name, with the kernel's values (`enum nf_ip_hook_priorities` in
+/// uapi `linux/netfilter_ipv4.h`; nft(8) names them raw, dstnat, filter, srcnat).
+pub const PRIORITY_RAW: i32 = -300;
+pub const PRIORITY_DSTNAT: i32 = -100;
+pub const PRIORITY_FILTER: i32 = 0;
+pub const PRIORITY_SRCNAT: i32 = 100;
+
 /// Builds a ruleset while recording the order rules were appended in.
 #[derive(Debug, Default)]
 pub struct Builder {
     pub ruleset: Vec<Table>,
     pub order: Vec<RuleRef>,
+    /// Chains or rules added to a table or chain that does not exist: a planner bug, reported
+    /// by `plan()` instead of a rule silently left out.
+    pub unknown: Vec<String>,
 }
 
 impl Builder {
@@ -429,32 +439,39 @@ impl Builder {
         name: &str,
         base: Option<(&str, &str, i32)>,
     ) {
-        if let Some(t) = self
-            .ruleset
-            .iter_mut()
-            .find(|t| t.family == family && t.name == table)
-        {
-            t.chains.push(Chain {
-                name: name.into(),
-                base: base.map(|(kind, hook, priority)| BaseChain {
-                    kind: kind.into(),
-                    hook: hook.into(),
-                    priority,
-                }),
-                rules: Vec::new(),
-            });
-        }
-    }
-
-    pub fn rule(&mut self, family: Family, table: &str, chain: &str, exprs: Vec<Expr>) {
         let Some(t) = self
             .ruleset
             .iter_mut()
             .find(|t| t.family == family && t.name == table)
         else {
+            self.unknown.push(format!(
+                "chain {name} in unknown table {} {table}",
+                family.as_str()
+            ));
             return;
         };
-        let Some(c) = t.chains.iter_mut().find(|c| c.name == chain) else {
+        t.chains.push(Chain {
+            name: name.into(),
+            base: base.map(|(kind, hook, priority)| BaseChain {
+                kind: kind.into(),
+                hook: hook.into(),
+                priority,
+            }),
+            rules: Vec::new(),
+        });
+    }
+
+    pub fn rule(&mut self, family: Family, table: &str, chain: &str, exprs: Vec<Expr>) {
+        let Some(c) = self
+            .ruleset
+            .iter_mut()
+            .find(|t| t.family == family && t.name == table)
+            .and_then(|t| t.chains.iter_mut().find(|c| c.name == chain))
+        else {
+            self.unknown.push(format!(
+                "rule in unknown chain {} {table} {chain}",
+                family.as_str()
+            ));
             return;
         };
         c.rules.push(Rule { exprs });
@@ -464,5 +481,34 @@ impl Builder {
             chain: chain.into(),
             index: c.rules.len() - 1,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rule_or_chain_without_its_table_is_reported_not_dropped() {
+        let mut b = Builder::default();
+        b.table(Family::Inet, "t");
+        b.chain(
+            Family::Inet,
+            "t",
+            "c",
+            Some(("filter", "output", PRIORITY_FILTER)),
+        );
+        b.rule(Family::Inet, "t", "c", vec![Expr::Counter]);
+        assert!(b.unknown.is_empty());
+        b.rule(Family::Inet, "t", "missing", vec![Expr::Counter]);
+        b.chain(Family::Ip6, "t", "c", None);
+        assert_eq!(
+            b.unknown,
+            [
+                "rule in unknown chain inet t missing",
+                "chain c in unknown table ip6 t"
+            ]
+        );
+        assert_eq!(b.ruleset[0].chains[0].rules.len(), 1);
     }
 }

@@ -19,7 +19,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::dns::{self, DnsConfig};
 use crate::naming::{self, NamingError};
-use crate::nft::{Builder, Expr, Family, Field, RuleRef, Ruleset, Val};
+use crate::nft::{
+    Builder, Expr, Family, Field, PRIORITY_DSTNAT, PRIORITY_FILTER, PRIORITY_RAW, PRIORITY_SRCNAT,
+    RuleRef, Ruleset, Val,
+};
 
 mod bridge;
 mod dhcp;
@@ -159,6 +162,8 @@ pub enum PlanError {
     DuplicateLink { network: String, name: IfName },
     #[error("interface {network:?} has no network of that name (run `netbind validate`)")]
     NoNetwork { network: String },
+    #[error("nftables ruleset: {0} (a netbind bug)")]
+    Ruleset(String),
 }
 
 /// Everything `plan` reads besides the VMI and the pod.
@@ -317,6 +322,9 @@ impl Ctx<'_> {
                 "net/ipv4/ip_unprivileged_port_start",
                 UNPRIVILEGED_PORT_START,
             );
+        }
+        if !self.nft.unknown.is_empty() {
+            return Err(PlanError::Ruleset(self.nft.unknown.join("; ")));
         }
         let ruleset = Ruleset {
             tables: std::mem::take(&mut self.nft.ruleset),

@@ -32,7 +32,7 @@ impl Ctx<'_> {
                 fam,
                 GUARD_TABLE,
                 "dhcp_guard",
-                Some(("filter", "output", 0)),
+                Some(("filter", "output", PRIORITY_FILTER)),
             );
             for i in ifaces {
                 // A server reply is what a client accepts: anything to the client ports, from
@@ -125,7 +125,7 @@ impl Ctx<'_> {
                     fam,
                     GUARD_TABLE,
                     CHAIN,
-                    Some(("filter", "prerouting", -300)),
+                    Some(("filter", "prerouting", PRIORITY_RAW)),
                 );
             }
             let sources = [
@@ -162,7 +162,7 @@ impl Ctx<'_> {
             Family::Inet,
             GUARD_TABLE,
             CHAIN,
-            Some(("filter", "output", 0)),
+            Some(("filter", "output", PRIORITY_FILTER)),
         );
         let mark = Expr::one(Field::Mark, Val::Hex(RA_SOCKET_MARK));
         for m in [

@@ -177,10 +177,25 @@ impl Ctx<'_> {
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let n = &mut self.nft;
         n.table(fam, "nat");
-        n.chain(fam, "nat", "prerouting", Some(("nat", "prerouting", -100)));
-        n.chain(fam, "nat", "input", Some(("nat", "input", 100)));
-        n.chain(fam, "nat", "output", Some(("nat", "output", -100)));
-        n.chain(fam, "nat", "postrouting", Some(("nat", "postrouting", 100)));
+        n.chain(
+            fam,
+            "nat",
+            "prerouting",
+            Some(("nat", "prerouting", PRIORITY_DSTNAT)),
+        );
+        n.chain(fam, "nat", "input", Some(("nat", "input", PRIORITY_SRCNAT)));
+        n.chain(
+            fam,
+            "nat",
+            "output",
+            Some(("nat", "output", PRIORITY_DSTNAT)),
+        );
+        n.chain(
+            fam,
+            "nat",
+            "postrouting",
+            Some(("nat", "postrouting", PRIORITY_SRCNAT)),
+        );
         n.chain(fam, "nat", "KUBEVIRT_PREINBOUND", None);
         n.chain(fam, "nat", "KUBEVIRT_POSTINBOUND", None);
         n.rule(
