@@ -1,5 +1,5 @@
-//! The thin adapter: makes the kernel state of the pod netns equal to a `PodNetPlan`, and takes
-//! it away again.
+//! The thin adapter: makes the kernel state of the pod netns equal to a `PodNetPlan` (taking
+//! it away again is `teardown`).
 //!
 //! Every step reconciles rather than creates: it reads the current state, changes only what
 //! differs and accepts what is already right. Running the same plan twice, or after a crash at
@@ -8,12 +8,11 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use netbind_model::pod::ObservedPod;
 use netbind_model::{Cidr, IfName};
 use netbind_plan::plan::{LinkKind, LinkPlan, MacPlan, PodNetPlan};
 use netlink_packet_route::link::InfoKind;
 
-use crate::netlink::{Link, LinkChange, NETBIND_GROUP, Netlink, Route, TunInfo};
+use crate::netlink::{Link, LinkChange, NETBIND_GROUP, Netlink, TunInfo};
 use crate::nft::{self, NftError};
 use crate::selinux::{LabelDecision, SelinuxEnv, SelinuxError};
 use crate::sysctl::{self, SysctlError};
@@ -68,7 +67,7 @@ pub enum Injection {
 pub const CRASH_EXIT: i32 = 99;
 
 /// Kinds netbind creates, so it may replace them; anything else it refuses to touch.
-const OWN_KINDS: [&str; 4] = ["bridge", "dummy", "ifb", "tun"];
+pub(crate) const OWN_KINDS: [&str; 4] = ["bridge", "dummy", "ifb", "tun"];
 
 pub struct Applier<'a> {
     pub nl: &'a mut Netlink,
@@ -89,7 +88,10 @@ impl std::fmt::Debug for Applier<'_> {
     }
 }
 
-fn link_err<'a>(op: &'static str, name: &'a str) -> impl FnOnce(std::io::Error) -> ApplyError + 'a {
+pub(crate) fn link_err<'a>(
+    op: &'static str,
+    name: &'a str,
+) -> impl FnOnce(std::io::Error) -> ApplyError + 'a {
     move |source| ApplyError::Link {
         op,
         name: name.to_string(),
@@ -476,150 +478,6 @@ impl<'a> Applier<'a> {
             }
         }
         Ok(())
-    }
-}
-
-/// Removes what `plan` made and puts the pod interfaces back as `observed` saw them. Tries
-/// every step and returns all errors.
-pub fn teardown(
-    nl: &mut Netlink,
-    nft_bin: &Path,
-    plan: &PodNetPlan,
-    observed: &ObservedPod,
-    sysctls_before: &[(String, Option<String>)],
-) -> Vec<String> {
-    let mut errors = Vec::new();
-    // Deleting tables and deleting links each wait for an RCU grace period in the kernel; run
-    // the nft transaction concurrently with the link work so the waits overlap.
-    let pending = if plan.nftables.ruleset.is_empty() {
-        None
-    } else {
-        let what = format!("delete {}", nft_what(plan));
-        match nft::start(nft_bin, &plan.nftables.ruleset.json_delete_batch(), &what) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                errors.push(e.to_string());
-                None
-            }
-        }
-    };
-    for (path, old) in sysctls_before {
-        let Some(old) = old else { continue };
-        match sysctl::write(path, old) {
-            Ok(()) => {}
-            // A per-link sysctl of a link that is already gone.
-            Err(SysctlError::Read { ref source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => errors.push(e.to_string()),
-        }
-    }
-    // Everything netbind created goes in one batch; the per-link pass below then only finds
-    // what a crash left unmarked, and restores the pod interfaces.
-    if let Err(e) = nl.del_group(NETBIND_GROUP) {
-        errors.push(link_err("delete link group", "netbind")(e).to_string());
-    }
-    for l in plan.links.iter().rev() {
-        if let Err(e) = teardown_link(nl, l, observed) {
-            errors.push(e.to_string());
-        }
-    }
-    if let Some(Err(e)) = pending.map(nft::Pending::wait) {
-        errors.push(e.to_string());
-    }
-    errors
-}
-
-fn teardown_link(nl: &mut Netlink, l: &LinkPlan, observed: &ObservedPod) -> Result<(), ApplyError> {
-    let links = nl.links().map_err(link_err("dump", "links"))?;
-    match &l.kind {
-        LinkKind::PodInterface {
-            index,
-            original_name,
-            original_mac,
-        } => {
-            let Some(cur) = links
-                .iter()
-                .find(|k| {
-                    k.index == *index
-                        && (k.name == l.name.as_str() || k.name == original_name.as_str())
-                })
-                .or_else(|| links.iter().find(|k| k.name == l.name.as_str()))
-            else {
-                return Ok(());
-            };
-            let idx = cur.index;
-            let orig = observed.get(original_name.as_str());
-            let change = LinkChange {
-                name: (cur.name != original_name.as_str()).then(|| original_name.to_string()),
-                mac: Some(*original_mac).filter(|m| cur.mac != Some(*m)),
-                mtu: orig.map(|o| o.mtu).filter(|m| *m != cur.mtu),
-                master: cur.master.map(|_| 0),
-                up: None,
-                group: None,
-            };
-            // A link must be down to be renamed (EBUSY otherwise).
-            nl.change_link(
-                idx,
-                &LinkChange {
-                    up: Some(false),
-                    ..Default::default()
-                },
-            )
-            .map_err(link_err("set down", &cur.name))?;
-            nl.change_link(idx, &change)
-                .map_err(link_err("restore", original_name.as_str()))?;
-            let Some(o) = orig else { return Ok(()) };
-            for c in &o.addresses {
-                match nl.add_addr(idx, *c) {
-                    Ok(()) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-                    Err(source) => {
-                        return Err(ApplyError::Addr {
-                            op: "restore address",
-                            name: original_name.to_string(),
-                            cidr: *c,
-                            source,
-                        });
-                    }
-                }
-            }
-            nl.change_link(
-                idx,
-                &LinkChange {
-                    up: Some(true),
-                    ..Default::default()
-                },
-            )
-            .map_err(link_err("set up", original_name.as_str()))?;
-            // Routes the kernel does not recreate with the addresses (gateways, extra routes).
-            for r in &o.routes {
-                let route = Route {
-                    oif: idx,
-                    dst: r.dst,
-                    gateway: r.gateway,
-                };
-                match nl.add_route(&route) {
-                    Ok(()) => {}
-                    Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST)) => {}
-                    Err(e) => tracing::debug!(dst = %r.dst, error = %e, "route not restored"),
-                }
-            }
-            Ok(())
-        }
-        _ => {
-            let Some(cur) = links.iter().find(|k| k.name == l.name.as_str()) else {
-                return Ok(());
-            };
-            if !cur.kind.as_deref().is_some_and(|k| OWN_KINDS.contains(&k)) {
-                // Same name, not ours (e.g. the pod's eth0 before the dummy replaced it).
-                return Ok(());
-            }
-            match nl.del_link(cur.index) {
-                Ok(()) => Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
-                Err(e) => Err(link_err("delete", l.name.as_str())(e)),
-            }
-        }
     }
 }
 

@@ -19,6 +19,7 @@ pub mod selinux;
 pub mod state;
 pub mod sysctl;
 pub mod tap;
+pub mod teardown;
 
 use std::path::{Path, PathBuf};
 
@@ -275,7 +276,7 @@ fn setup_in_netns(
     // A changed VMI: take the old plan away first so no stale link or rule survives.
     let sysctls_before = match previous {
         Some(prev) if prev.plan != plan => {
-            let errs = apply::teardown(
+            let errs = teardown::teardown(
                 &mut nl,
                 &nft_bin,
                 &prev.plan,
@@ -303,7 +304,7 @@ fn setup_in_netns(
     applier.inject = a.inject;
     applier.fresh = !reused;
     if let Err(source) = applier.apply(&plan) {
-        let rollback = apply::teardown(&mut nl, &nft_bin, &plan, &observed, &st.sysctls_before);
+        let rollback = teardown::teardown(&mut nl, &nft_bin, &plan, &observed, &st.sysctls_before);
         if rollback.is_empty() {
             state::remove(&a.state_dir)?;
         }
@@ -318,7 +319,7 @@ fn setup_in_netns(
         0o644,
     ) {
         // Without its record the pod is useless to phase 2: undo it like any failed step.
-        let rollback = apply::teardown(&mut nl, &nft_bin, &plan, &observed, &st.sysctls_before);
+        let rollback = teardown::teardown(&mut nl, &nft_bin, &plan, &observed, &st.sysctls_before);
         if rollback.is_empty() {
             state::remove(&a.state_dir)?;
         }
@@ -338,7 +339,8 @@ fn setup_in_netns(
             for r in std::mem::take(&mut st.responders) {
                 r.stop(std::time::Duration::from_secs(1));
             }
-            let rollback = apply::teardown(&mut nl, &nft_bin, &plan, &observed, &st.sysctls_before);
+            let rollback =
+                teardown::teardown(&mut nl, &nft_bin, &plan, &observed, &st.sysctls_before);
             if rollback.is_empty() {
                 state::remove(&a.state_dir)?;
             }
@@ -436,7 +438,7 @@ pub fn teardown(a: &TeardownArgs) -> Result<(), HandlerError> {
         Ok(ns) => ns.run(|| -> Result<Vec<String>, HandlerError> {
             let mut nl = open_netlink(&a.target)?;
             let nft_bin = nft::locate(&a.nft_bin).unwrap_or_else(|| a.nft_bin.clone());
-            Ok(apply::teardown(
+            Ok(teardown::teardown(
                 &mut nl,
                 &nft_bin,
                 &st.plan,
