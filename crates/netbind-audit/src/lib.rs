@@ -394,6 +394,13 @@ mod tests {
     }
 
     #[test]
+    fn every_attack_has_its_probe() {
+        let probes: Vec<&str> = probes::PROBES.iter().map(|(id, _)| *id).collect();
+        let attacks: Vec<&str> = ATTACKS.iter().map(|a| a.id).collect();
+        assert_eq!(probes, attacks);
+    }
+
+    #[test]
     fn verdicts() {
         let a1 = &ATTACKS[0];
         let none: Vec<String> = vec![];

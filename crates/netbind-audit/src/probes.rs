@@ -490,437 +490,572 @@ pub fn marker_of(c: &Ctx, id: &str) -> String {
     format!("{}-{id}", c.marker)
 }
 
-/// Runs attack `id`; `pre` holds what `prepare` opened.
+/// A probe: what attack `id` tries, with the fds `prepare` opened.
+pub type Probe = fn(&Ctx, &Pre, &str) -> Observed;
+
+/// A UDP socket, the tool of many attacks.
+fn udp() -> Result<OwnedFd, i32> {
+    sock(libc::AF_INET, libc::SOCK_DGRAM, 0)
+}
+
+/// Runs attack `id`; `pre` holds what `prepare` opened. An id with no probe is ENOSYS (the
+/// table test keeps that from happening).
 pub fn run(id: &str, c: &Ctx, pre: &Pre) -> Observed {
-    let udp = || sock(libc::AF_INET, libc::SOCK_DGRAM, 0);
-    match id {
-        "A1" => obs(
-            sock(libc::AF_PACKET, libc::SOCK_RAW, i32::from(htons(0x0003))).map(|_| ()),
-            "packet socket",
+    match PROBES.iter().find(|(a, _)| *a == id) {
+        Some((_, probe)) => probe(c, pre, id),
+        None => Observed::Errno(libc::ENOSYS),
+    }
+}
+
+/// Each attack's probe, by id (the same ids as `ATTACKS`, in order; a test holds them equal).
+pub const PROBES: &[(&str, Probe)] = &[
+    ("A1", a1),
+    ("A2", a2),
+    ("A3", a3),
+    ("A4", a4),
+    ("A5", a5),
+    ("A6", a6),
+    ("A7", a7),
+    ("A8", a8),
+    ("A9", a9),
+    ("A10", a10),
+    ("A11", a11),
+    ("A12", a12),
+    ("A13", a13),
+    ("A14", a14),
+    ("A15", a15),
+    ("A16", a16),
+    ("A17", a17),
+    ("A18", a18),
+    ("A19", a19),
+    ("A20", a20),
+    ("A21", a21),
+    ("A22", a22),
+    ("A23", a23),
+    ("A24", a24),
+    ("A25", a25),
+    ("A26", a26),
+    ("A27", a27),
+    ("A28", a28),
+    ("A29", a29),
+    ("A30", a30),
+    ("A31", a31),
+    ("A32", a32),
+    ("A33", a33),
+    ("A34", a34),
+    ("A35", a35),
+    ("A36", a36),
+    ("A37", a37),
+    ("A38", a38),
+    ("A39", a39),
+];
+
+fn a1(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    obs(
+        sock(libc::AF_PACKET, libc::SOCK_RAW, i32::from(htons(0x0003))).map(|_| ()),
+        "packet socket",
+    )
+}
+
+fn a2(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    let mac = mac_of(&c.pod_iface);
+    let ip = c.pod_ip.octets();
+    // ARP reply: the pod's own address at its own MAC (harmless if it goes out).
+    let mut arp = vec![0, 1, 8, 0, 6, 4, 0, 2];
+    arp.extend_from_slice(&mac);
+    arp.extend_from_slice(&ip);
+    arp.extend_from_slice(&[0xff; 6]);
+    arp.extend_from_slice(&ip);
+    obs(
+        packet_send(&c.pod_iface, 0x0806, &arp),
+        "gratuitous ARP sent",
+    )
+}
+
+fn a3(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    obs(
+        sock(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW).map(|_| ()),
+        "raw socket",
+    )
+}
+
+fn a4(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    obs(
+        sock(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_ICMPV6).map(|_| ()),
+        "raw ICMPv6 socket",
+    )
+}
+
+fn a5(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    obs(
+        sock(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_ICMP).map(|_| ()),
+        "ping socket",
+    )
+}
+
+fn a6(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    obs(
+        udp().and_then(|s| setopt(&s, libc::SOL_IP, libc::IP_TRANSPARENT, &int(1))),
+        "IP_TRANSPARENT set",
+    )
+}
+
+fn a7(_c: &Ctx, pre: &Pre, _id: &str) -> Observed {
+    match pre.fds.first() {
+        Some(fd) => obs(
+            setopt(fd, libc::SOL_IPV6, libc::IPV6_FREEBIND, &int(1)),
+            "IPV6_FREEBIND set: any source address",
         ),
-        "A2" => {
-            let mac = mac_of(&c.pod_iface);
-            let ip = c.pod_ip.octets();
-            // ARP reply: the pod's own address at its own MAC (harmless if it goes out).
-            let mut arp = vec![0, 1, 8, 0, 6, 4, 0, 2];
-            arp.extend_from_slice(&mac);
-            arp.extend_from_slice(&ip);
-            arp.extend_from_slice(&[0xff; 6]);
-            arp.extend_from_slice(&ip);
-            obs(
-                packet_send(&c.pod_iface, 0x0806, &arp),
-                "gratuitous ARP sent",
+        None => Observed::Errno(libc::EAFNOSUPPORT),
+    }
+}
+
+fn a8(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    obs(
+        udp().and_then(|s| {
+            setopt(
+                &s,
+                libc::SOL_SOCKET,
+                libc::SO_BINDTODEVICE,
+                c.pod_iface.as_bytes(),
+            )?;
+            setopt(
+                &s,
+                libc::SOL_SOCKET,
+                libc::SO_BINDTODEVICE,
+                c.bridge.as_bytes(),
             )
-        }
-        "A3" => obs(
-            sock(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW).map(|_| ()),
-            "raw socket",
-        ),
-        "A4" => obs(
-            sock(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_ICMPV6).map(|_| ()),
-            "raw ICMPv6 socket",
-        ),
-        "A5" => obs(
-            sock(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_ICMP).map(|_| ()),
-            "ping socket",
-        ),
-        "A6" => obs(
-            udp().and_then(|s| setopt(&s, libc::SOL_IP, libc::IP_TRANSPARENT, &int(1))),
-            "IP_TRANSPARENT set",
-        ),
-        "A7" => match pre.fds.first() {
-            Some(fd) => obs(
-                setopt(fd, libc::SOL_IPV6, libc::IPV6_FREEBIND, &int(1)),
-                "IPV6_FREEBIND set: any source address",
-            ),
-            None => Observed::Errno(libc::EAFNOSUPPORT),
-        },
-        "A8" => obs(
-            udp().and_then(|s| {
-                setopt(
-                    &s,
-                    libc::SOL_SOCKET,
-                    libc::SO_BINDTODEVICE,
-                    c.pod_iface.as_bytes(),
-                )?;
-                setopt(
-                    &s,
-                    libc::SOL_SOCKET,
-                    libc::SO_BINDTODEVICE,
-                    c.bridge.as_bytes(),
-                )
-            }),
-            "re-bound",
-        ),
-        "A9" => {
-            let payload = c.marker.as_bytes();
-            match packet_send(&c.pod_iface, 0x0800, &dhcp_frame(c.pod_ip, payload)) {
-                Ok(()) => ok("sent through a packet socket"),
-                Err(_) => {
-                    // Every source port that could send: one success is enough to try.
-                    let mut sent = Vec::new();
-                    let mut last = libc::EACCES;
-                    for (fd, port) in pre.fds.iter().zip(&pre.ports) {
-                        match udp_broadcast_via(fd.as_raw_fd(), &c.pod_iface, payload) {
-                            Ok(()) => sent.push(format!(":{port}")),
-                            Err(e) => last = e,
-                        }
-                    }
-                    if sent.is_empty() {
-                        Observed::Errno(last)
-                    } else {
-                        ok(&format!("sent from UDP {} on eth0", sent.join(", ")))
-                    }
+        }),
+        "re-bound",
+    )
+}
+
+fn a9(c: &Ctx, pre: &Pre, _id: &str) -> Observed {
+    let payload = c.marker.as_bytes();
+    match packet_send(&c.pod_iface, 0x0800, &dhcp_frame(c.pod_ip, payload)) {
+        Ok(()) => ok("sent through a packet socket"),
+        Err(_) => {
+            // Every source port that could send: one success is enough to try.
+            let mut sent = Vec::new();
+            let mut last = libc::EACCES;
+            for (fd, port) in pre.fds.iter().zip(&pre.ports) {
+                match udp_broadcast_via(fd.as_raw_fd(), &c.pod_iface, payload) {
+                    Ok(()) => sent.push(format!(":{port}")),
+                    Err(e) => last = e,
                 }
             }
-        }
-        "A10" => {
-            let p =
-                CString::new("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap_or_default();
-            // SAFETY: open with a NUL-terminated path.
-            match check(unsafe { libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) }) {
-                Err(e) => Observed::Errno(e),
-                Ok(fd) => {
-                    // SAFETY: fd was just opened; write reads 1 byte.
-                    let rc = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
-                    let r = if rc < 0 {
-                        Observed::Errno(errno())
-                    } else {
-                        ok("floor set to 0")
-                    };
-                    // SAFETY: closing the fd we opened.
-                    unsafe { libc::close(fd) };
-                    r
-                }
+            if sent.is_empty() {
+                Observed::Errno(last)
+            } else {
+                ok(&format!("sent from UDP {} on eth0", sent.join(", ")))
             }
         }
-        "A11" => {
-            let mut body = ifinfomsg(0);
-            body.extend(rtattr(3, b"nbaudit0\0"));
-            body.extend(rtattr(18, &rtattr(1, b"bridge")));
-            let r = netlink(libc::NETLINK_ROUTE, RTM_NEWLINK, NLM_F_CREATE_EXCL, &body);
-            if r.is_ok() {
-                let idx = ifindex("nbaudit0");
-                let _ = netlink(libc::NETLINK_ROUTE, RTM_DELLINK, 0, &ifinfomsg(idx));
-            }
-            obs(r, "bridge nbaudit0 created (and removed)")
+    }
+}
+
+fn a10(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    let p = CString::new("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap_or_default();
+    // SAFETY: open with a NUL-terminated path.
+    match check(unsafe { libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) }) {
+        Err(e) => Observed::Errno(e),
+        Ok(fd) => {
+            // SAFETY: fd was just opened; write reads 1 byte.
+            let rc = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
+            let r = if rc < 0 {
+                Observed::Errno(errno())
+            } else {
+                ok("floor set to 0")
+            };
+            // SAFETY: closing the fd we opened.
+            unsafe { libc::close(fd) };
+            r
         }
-        "A12" => obs(
+    }
+}
+
+fn a11(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    let mut body = ifinfomsg(0);
+    body.extend(rtattr(3, b"nbaudit0\0"));
+    body.extend(rtattr(18, &rtattr(1, b"bridge")));
+    let r = netlink(libc::NETLINK_ROUTE, RTM_NEWLINK, NLM_F_CREATE_EXCL, &body);
+    if r.is_ok() {
+        let idx = ifindex("nbaudit0");
+        let _ = netlink(libc::NETLINK_ROUTE, RTM_DELLINK, 0, &ifinfomsg(idx));
+    }
+    obs(r, "bridge nbaudit0 created (and removed)")
+}
+
+fn a12(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    obs(
+        udp().and_then(|s| {
+            let mut r = ifreq(&c.pod_iface);
+            ioctl(&s, libc::SIOCGIFMTU, &mut r)?;
+            ioctl(&s, libc::SIOCSIFMTU, &mut r)
+        }),
+        "MTU set (to its current value)",
+    )
+}
+
+fn a13(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    obs(
+        udp().and_then(|s| {
+            let mut r = ifreq(&c.pod_iface);
+            ioctl(&s, libc::SIOCGIFHWADDR, &mut r)?;
+            ioctl(&s, libc::SIOCSIFHWADDR, &mut r)
+        }),
+        "MAC set (to its current value)",
+    )
+}
+
+fn a14(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    obs(
+        udp().and_then(|s| {
+            let mut r = ifreq(&c.pod_iface);
+            ioctl(&s, libc::SIOCGIFFLAGS, &mut r)?;
+            // SAFETY: ifru_flags is the member SIOCGIFFLAGS filled in.
+            let flags = unsafe { r.ifr_ifru.ifru_flags };
+            r.ifr_ifru.ifru_flags = flags | libc::IFF_PROMISC as libc::c_short;
+            ioctl(&s, libc::SIOCSIFFLAGS, &mut r)?;
+            r.ifr_ifru.ifru_flags = flags;
+            ioctl(&s, libc::SIOCSIFFLAGS, &mut r)
+        }),
+        "promiscuous on (and off again)",
+    )
+}
+
+fn a15(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    let mut body = ifinfomsg(ifindex(&c.tap));
+    body.extend(rtattr(10, &ifindex(&c.bridge).to_ne_bytes()));
+    obs(
+        netlink(libc::NETLINK_ROUTE, RTM_NEWLINK, 0, &body),
+        "master set (to the bridge it is on)",
+    )
+}
+
+fn a16(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    let mut body = vec![libc::AF_INET as u8, 32, 0, 0];
+    body.extend_from_slice(&ifindex("lo").to_ne_bytes());
+    body.extend(rtattr(2, &[192, 0, 2, 77]));
+    body.extend(rtattr(1, &[192, 0, 2, 77]));
+    let r = netlink(libc::NETLINK_ROUTE, RTM_NEWADDR, NLM_F_CREATE_EXCL, &body);
+    if r.is_ok() {
+        let _ = netlink(libc::NETLINK_ROUTE, RTM_DELADDR, 0, &body);
+    }
+    obs(r, "192.0.2.77 added to lo (and removed)")
+}
+
+fn a17(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    // NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETTABLE, nfgenmsg {AF_UNSPEC, v0, 0}.
+    obs(
+        netlink(
+            libc::NETLINK_NETFILTER,
+            (10 << 8) | 1,
+            NLM_F_DUMP,
+            &[0, 0, 0, 0],
+        ),
+        "nftables tables dumped",
+    )
+}
+
+fn a18(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    obs(
+        udp().and_then(|s| {
+            let mut v: [u32; 2] = [0x16, 0]; // ETHTOOL_GTXCSUM
+            let mut r = ifreq(&c.pod_iface);
+            r.ifr_ifru.ifru_data = v.as_mut_ptr().cast();
+            ioctl(&s, libc::SIOCETHTOOL, &mut r)?;
+            let mut set: [u32; 2] = [0x17, v[1]]; // ETHTOOL_STXCSUM, the same value
+            r.ifr_ifru.ifru_data = set.as_mut_ptr().cast();
+            ioctl(&s, libc::SIOCETHTOOL, &mut r)
+        }),
+        "tx checksum set (to its current value)",
+    )
+}
+
+fn a19(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    obs(
+        tun_attach("nbaudit1", libc::IFF_TAP | libc::IFF_NO_PI),
+        "new tap created (gone when closed)",
+    )
+}
+
+fn a20(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    obs(
+        tun_attach(
+            &c.tap,
+            libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_ONE_QUEUE,
+        ),
+        "attached to the VM's tap",
+    )
+}
+
+fn a21(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    obs(
+        tun_attach(
+            &c.tap,
+            libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE,
+        ),
+        "extra queue attached",
+    )
+}
+
+fn a22(_c: &Ctx, pre: &Pre, _id: &str) -> Observed {
+    match pre.fds.first() {
+        Some(fd) => {
+            // SAFETY: writing one byte to an fd opened by `prepare`.
+            let rc = unsafe { libc::write(fd.as_raw_fd(), b"x".as_ptr().cast(), 1) };
+            if rc < 0 {
+                Observed::Errno(errno())
+            } else {
+                ok("wrote to a foreign fd")
+            }
+        }
+        None => Observed::Errno(libc::EBADF),
+    }
+}
+
+fn a23(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    // SAFETY: unshare takes flags only (this probe runs in a forked child).
+    let r = check(unsafe { libc::unshare(libc::CLONE_NEWNET) }).map(|_| ());
+    obs(r, "new network namespace")
+}
+
+fn a24(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    // SAFETY: as above.
+    match check(unsafe { libc::unshare(libc::CLONE_NEWUSER) }) {
+        Err(e) => Observed::Errno(e),
+        Ok(_) => obs(
             udp().and_then(|s| {
                 let mut r = ifreq(&c.pod_iface);
                 ioctl(&s, libc::SIOCGIFMTU, &mut r)?;
                 ioctl(&s, libc::SIOCSIFMTU, &mut r)
             }),
-            "MTU set (to its current value)",
+            "pod eth0 changed from a user namespace",
         ),
-        "A13" => obs(
-            udp().and_then(|s| {
-                let mut r = ifreq(&c.pod_iface);
-                ioctl(&s, libc::SIOCGIFHWADDR, &mut r)?;
-                ioctl(&s, libc::SIOCSIFHWADDR, &mut r)
-            }),
-            "MAC set (to its current value)",
-        ),
-        "A14" => obs(
-            udp().and_then(|s| {
-                let mut r = ifreq(&c.pod_iface);
-                ioctl(&s, libc::SIOCGIFFLAGS, &mut r)?;
-                // SAFETY: ifru_flags is the member SIOCGIFFLAGS filled in.
-                let flags = unsafe { r.ifr_ifru.ifru_flags };
-                r.ifr_ifru.ifru_flags = flags | libc::IFF_PROMISC as libc::c_short;
-                ioctl(&s, libc::SIOCSIFFLAGS, &mut r)?;
-                r.ifr_ifru.ifru_flags = flags;
-                ioctl(&s, libc::SIOCSIFFLAGS, &mut r)
-            }),
-            "promiscuous on (and off again)",
-        ),
-        "A15" => {
-            let mut body = ifinfomsg(ifindex(&c.tap));
-            body.extend(rtattr(10, &ifindex(&c.bridge).to_ne_bytes()));
-            obs(
-                netlink(libc::NETLINK_ROUTE, RTM_NEWLINK, 0, &body),
-                "master set (to the bridge it is on)",
-            )
-        }
-        "A16" => {
-            let mut body = vec![libc::AF_INET as u8, 32, 0, 0];
-            body.extend_from_slice(&ifindex("lo").to_ne_bytes());
-            body.extend(rtattr(2, &[192, 0, 2, 77]));
-            body.extend(rtattr(1, &[192, 0, 2, 77]));
-            let r = netlink(libc::NETLINK_ROUTE, RTM_NEWADDR, NLM_F_CREATE_EXCL, &body);
-            if r.is_ok() {
-                let _ = netlink(libc::NETLINK_ROUTE, RTM_DELADDR, 0, &body);
-            }
-            obs(r, "192.0.2.77 added to lo (and removed)")
-        }
-        "A17" => {
-            // NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETTABLE, nfgenmsg {AF_UNSPEC, v0, 0}.
-            obs(
-                netlink(
-                    libc::NETLINK_NETFILTER,
-                    (10 << 8) | 1,
-                    NLM_F_DUMP,
-                    &[0, 0, 0, 0],
-                ),
-                "nftables tables dumped",
-            )
-        }
-        "A18" => obs(
-            udp().and_then(|s| {
-                let mut v: [u32; 2] = [0x16, 0]; // ETHTOOL_GTXCSUM
-                let mut r = ifreq(&c.pod_iface);
-                r.ifr_ifru.ifru_data = v.as_mut_ptr().cast();
-                ioctl(&s, libc::SIOCETHTOOL, &mut r)?;
-                let mut set: [u32; 2] = [0x17, v[1]]; // ETHTOOL_STXCSUM, the same value
-                r.ifr_ifru.ifru_data = set.as_mut_ptr().cast();
-                ioctl(&s, libc::SIOCETHTOOL, &mut r)
-            }),
-            "tx checksum set (to its current value)",
-        ),
-        "A19" => obs(
-            tun_attach("nbaudit1", libc::IFF_TAP | libc::IFF_NO_PI),
-            "new tap created (gone when closed)",
-        ),
-        "A20" => obs(
-            tun_attach(
-                &c.tap,
-                libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_ONE_QUEUE,
-            ),
-            "attached to the VM's tap",
-        ),
-        "A21" => obs(
-            tun_attach(
-                &c.tap,
-                libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE,
-            ),
-            "extra queue attached",
-        ),
-        "A22" => match pre.fds.first() {
-            Some(fd) => {
-                // SAFETY: writing one byte to an fd opened by `prepare`.
-                let rc = unsafe { libc::write(fd.as_raw_fd(), b"x".as_ptr().cast(), 1) };
-                if rc < 0 {
-                    Observed::Errno(errno())
-                } else {
-                    ok("wrote to a foreign fd")
-                }
-            }
-            None => Observed::Errno(libc::EBADF),
-        },
-        "A23" => {
-            // SAFETY: unshare takes flags only (this probe runs in a forked child).
-            let r = check(unsafe { libc::unshare(libc::CLONE_NEWNET) }).map(|_| ());
-            obs(r, "new network namespace")
-        }
-        "A24" => {
-            // SAFETY: as above.
-            match check(unsafe { libc::unshare(libc::CLONE_NEWUSER) }) {
-                Err(e) => Observed::Errno(e),
-                Ok(_) => obs(
-                    udp().and_then(|s| {
-                        let mut r = ifreq(&c.pod_iface);
-                        ioctl(&s, libc::SIOCGIFMTU, &mut r)?;
-                        ioctl(&s, libc::SIOCSIFMTU, &mut r)
-                    }),
-                    "pod eth0 changed from a user namespace",
-                ),
-            }
-        }
-        "A25" => {
-            let (a, b, t) = (
-                CString::new("none").unwrap_or_default(),
-                CString::new("/tmp").unwrap_or_default(),
-                CString::new("tmpfs").unwrap_or_default(),
-            );
-            // SAFETY: mount with NUL-terminated strings.
-            obs(
-                check(unsafe {
-                    libc::mount(a.as_ptr(), b.as_ptr(), t.as_ptr(), 0, std::ptr::null())
-                })
-                .map(|_| ()),
-                "tmpfs mounted",
-            )
-        }
-        "A26" => {
-            let pid = libc::pid_t::try_from(c.launcher_pid).unwrap_or(0);
-            // SAFETY: ptrace attach / detach on a pid; no memory is passed.
-            let r = unsafe { libc::ptrace(libc::PTRACE_ATTACH, pid, 0, 0) };
-            if r < 0 {
-                Observed::Errno(errno())
-            } else {
-                // SAFETY: as above.
-                unsafe { libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0) };
-                ok("attached to the launcher")
-            }
-        }
-        "A27" => obs(
-            udp().and_then(|s| setopt(&s, libc::SOL_SOCKET, libc::SO_MARK, &int(1))),
-            "SO_MARK set",
-        ),
-        "A28" => {
-            let xdp = sock(44, libc::SOCK_RAW, 0).map(|_| ());
-            // An empty BPF_PROG_LOAD attribute block: refused for permission before anything.
-            let attr = [0u8; 128];
-            // SAFETY: bpf reads `attr` for its size.
-            let bpf = check(
-                unsafe { libc::syscall(libc::SYS_bpf, 5, attr.as_ptr(), attr.len()) }
-                    as libc::c_int,
-            )
+    }
+}
+
+fn a25(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    let (a, b, t) = (
+        CString::new("none").unwrap_or_default(),
+        CString::new("/tmp").unwrap_or_default(),
+        CString::new("tmpfs").unwrap_or_default(),
+    );
+    // SAFETY: mount with NUL-terminated strings.
+    obs(
+        check(unsafe { libc::mount(a.as_ptr(), b.as_ptr(), t.as_ptr(), 0, std::ptr::null()) })
+            .map(|_| ()),
+        "tmpfs mounted",
+    )
+}
+
+fn a26(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    let pid = libc::pid_t::try_from(c.launcher_pid).unwrap_or(0);
+    // SAFETY: ptrace attach / detach on a pid; no memory is passed.
+    let r = unsafe { libc::ptrace(libc::PTRACE_ATTACH, pid, 0, 0) };
+    if r < 0 {
+        Observed::Errno(errno())
+    } else {
+        // SAFETY: as above.
+        unsafe { libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0) };
+        ok("attached to the launcher")
+    }
+}
+
+fn a27(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    obs(
+        udp().and_then(|s| setopt(&s, libc::SOL_SOCKET, libc::SO_MARK, &int(1))),
+        "SO_MARK set",
+    )
+}
+
+fn a28(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    let xdp = sock(44, libc::SOCK_RAW, 0).map(|_| ());
+    // An empty BPF_PROG_LOAD attribute block: refused for permission before anything.
+    let attr = [0u8; 128];
+    // SAFETY: bpf reads `attr` for its size.
+    let bpf =
+        check(unsafe { libc::syscall(libc::SYS_bpf, 5, attr.as_ptr(), attr.len()) } as libc::c_int)
             .map(|_| ());
-            match (xdp, bpf) {
-                (Ok(()), _) => ok("AF_XDP socket"),
-                (_, Ok(())) => ok("BPF program loaded"),
-                (Err(e), _) => Observed::Errno(e),
-            }
-        }
-        "A29" => {
-            // CAP_SYS_ADMIN into the ambient set, then into the effective set.
-            // SAFETY: prctl with integer arguments.
-            let amb =
-                unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE, 21, 0, 0) };
-            if amb == 0 {
-                return ok("ambient CAP_SYS_ADMIN");
-            }
-            let e1 = errno();
-            #[repr(C)]
-            struct Hdr(u32, i32);
-            #[repr(C)]
-            struct Data(u32, u32, u32);
-            let h = Hdr(0x2008_0522, 0);
-            let d = [Data(1 << 21, 1 << 21, 0), Data(0, 0, 0)];
-            // SAFETY: capset reads a v3 header and two data words.
-            let rc = unsafe { libc::syscall(libc::SYS_capset, std::ptr::from_ref(&h), d.as_ptr()) };
-            if rc == 0 {
-                ok("CAP_SYS_ADMIN raised")
-            } else {
-                Observed::Errno(if e1 == 0 { errno() } else { e1 })
-            }
-        }
-        "A30" => {
-            let mut r = ifreq(&c.tap);
-            let mtu = udp()
-                .and_then(|s| ioctl(&s, libc::SIOCGIFMTU, &mut r))
-                .map(|_| {
-                    // SAFETY: ifru_mtu is the member SIOCGIFMTU filled in.
-                    unsafe { r.ifr_ifru.ifru_mtu }
-                });
-            let mtu = u32::try_from(mtu.unwrap_or(1500)).unwrap_or(1500);
-            let mut body = ifinfomsg(ifindex(&c.tap));
-            body.extend(rtattr(4, &mtu.to_ne_bytes()));
+    match (xdp, bpf) {
+        (Ok(()), _) => ok("AF_XDP socket"),
+        (_, Ok(())) => ok("BPF program loaded"),
+        (Err(e), _) => Observed::Errno(e),
+    }
+}
+
+fn a29(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    // CAP_SYS_ADMIN into the ambient set, then into the effective set.
+    // SAFETY: prctl with integer arguments.
+    let amb = unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE, 21, 0, 0) };
+    if amb == 0 {
+        return ok("ambient CAP_SYS_ADMIN");
+    }
+    let e1 = errno();
+    #[repr(C)]
+    struct Hdr(u32, i32);
+    #[repr(C)]
+    struct Data(u32, u32, u32);
+    let h = Hdr(0x2008_0522, 0);
+    let d = [Data(1 << 21, 1 << 21, 0), Data(0, 0, 0)];
+    // SAFETY: capset reads a v3 header and two data words.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, std::ptr::from_ref(&h), d.as_ptr()) };
+    if rc == 0 {
+        ok("CAP_SYS_ADMIN raised")
+    } else {
+        Observed::Errno(if e1 == 0 { errno() } else { e1 })
+    }
+}
+
+fn a30(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    let mut r = ifreq(&c.tap);
+    let mtu = udp()
+        .and_then(|s| ioctl(&s, libc::SIOCGIFMTU, &mut r))
+        .map(|_| {
+            // SAFETY: ifru_mtu is the member SIOCGIFMTU filled in.
+            unsafe { r.ifr_ifru.ifru_mtu }
+        });
+    let mtu = u32::try_from(mtu.unwrap_or(1500)).unwrap_or(1500);
+    let mut body = ifinfomsg(ifindex(&c.tap));
+    body.extend(rtattr(4, &mtu.to_ne_bytes()));
+    obs(
+        netlink(libc::NETLINK_ROUTE, RTM_NEWLINK, 0, &body),
+        "tap MTU set (to its current value)",
+    )
+}
+
+fn a31(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    obs(
+        netlink(libc::NETLINK_ROUTE, RTM_GETLINK, NLM_F_DUMP, &ifinfomsg(0)),
+        "links dumped",
+    )
+}
+
+fn a32(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    obs(
+        userns_nftables(),
+        "nf_tables table created in a private user + network namespace",
+    )
+}
+
+fn a33(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    match &c.victim {
+        None => Observed::Errno(libc::ENOENT),
+        Some(v) if !nameable(&v.launcher) => Observed::Errno(libc::ESRCH),
+        Some(v) => {
+            // Signal 0: the permission check of SIGKILL, without the kill.
+            let pid = libc::pid_t::try_from(v.launcher.pid).unwrap_or(0);
+            // SAFETY: kill with a pid and signal 0.
             obs(
-                netlink(libc::NETLINK_ROUTE, RTM_NEWLINK, 0, &body),
-                "tap MTU set (to its current value)",
+                check(unsafe { libc::kill(pid, 0) }).map(|_| ()),
+                &format!("may signal pod {}'s launcher", v.pod),
             )
         }
-        "A31" => obs(
-            netlink(libc::NETLINK_ROUTE, RTM_GETLINK, NLM_F_DUMP, &ifinfomsg(0)),
-            "links dumped",
-        ),
-        "A32" => obs(
-            userns_nftables(),
-            "nf_tables table created in a private user + network namespace",
-        ),
-        "A33" => match &c.victim {
-            None => Observed::Errno(libc::ENOENT),
-            Some(v) if !nameable(&v.launcher) => Observed::Errno(libc::ESRCH),
-            Some(v) => {
-                // Signal 0: the permission check of SIGKILL, without the kill.
-                let pid = libc::pid_t::try_from(v.launcher.pid).unwrap_or(0);
-                // SAFETY: kill with a pid and signal 0.
-                obs(
-                    check(unsafe { libc::kill(pid, 0) }).map(|_| ()),
-                    &format!("may signal pod {}'s launcher", v.pod),
-                )
-            }
+    }
+}
+
+fn a34(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    match &c.victim {
+        None => Observed::Errno(libc::ENOENT),
+        Some(v) if !nameable(&v.vm) => Observed::Errno(libc::ESRCH),
+        Some(v) => {
+            let pid = libc::pid_t::try_from(v.vm.pid).unwrap_or(0);
+            // PTRACE_SEIZE does not stop the tracee; the probe's exit detaches it.
+            // SAFETY: ptrace with a pid and no memory.
+            let r = unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, 0, 0) };
+            let what = if v.vm_is_qemu { "QEMU" } else { "launcher" };
+            obs(
+                check(i32::try_from(r).unwrap_or(-1)).map(|_| ()),
+                &format!("traced pod {}'s {what} (its guest's memory)", v.pod),
+            )
+        }
+    }
+}
+
+fn a35(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    match &c.victim {
+        None => Observed::Errno(libc::ENOENT),
+        Some(v) => match std::fs::read(&v.handoff) {
+            Ok(b) => ok(&format!(
+                "read {} bytes of pod {}'s hand-off record",
+                b.len(),
+                v.pod
+            )),
+            Err(e) => Observed::Errno(e.raw_os_error().unwrap_or(libc::EIO)),
         },
-        "A34" => match &c.victim {
-            None => Observed::Errno(libc::ENOENT),
-            Some(v) if !nameable(&v.vm) => Observed::Errno(libc::ESRCH),
-            Some(v) => {
-                let pid = libc::pid_t::try_from(v.vm.pid).unwrap_or(0);
-                // PTRACE_SEIZE does not stop the tracee; the probe's exit detaches it.
-                // SAFETY: ptrace with a pid and no memory.
-                let r = unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, 0, 0) };
-                let what = if v.vm_is_qemu { "QEMU" } else { "launcher" };
-                obs(
-                    check(i32::try_from(r).unwrap_or(-1)).map(|_| ()),
-                    &format!("traced pod {}'s {what} (its guest's memory)", v.pod),
-                )
-            }
-        },
-        "A36" => match pre.fds.first() {
-            None => Observed::Errno(libc::ENOENT),
-            // An RA (router lifetime 1800) onto the pod network, as if the pod were a router.
-            Some(fd) => obs(
+    }
+}
+
+fn a36(c: &Ctx, pre: &Pre, id: &str) -> Observed {
+    match pre.fds.first() {
+        None => Observed::Errno(libc::ENOENT),
+        // An RA (router lifetime 1800) onto the pod network, as if the pod were a router.
+        Some(fd) => obs(
+            nd_out_of(
+                fd.as_raw_fd(),
+                pre.pod_ifindex,
+                134,
+                &[64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0],
+                &marker_of(c, id),
+            ),
+            "router advertisement sent out of the pod interface",
+        ),
+    }
+}
+
+fn a37(c: &Ctx, pre: &Pre, id: &str) -> Observed {
+    match pre.fds.first() {
+        None => Observed::Errno(libc::ENOENT),
+        // An unsolicited NA with override for the node's own gateway address.
+        Some(fd) => {
+            let mut body = vec![0x20, 0, 0, 0];
+            body.extend_from_slice(
+                &std::net::Ipv6Addr::new(0xfd00, 0x10, 0x244, 0, 0, 0, 0, 1).octets(),
+            );
+            obs(
                 nd_out_of(
                     fd.as_raw_fd(),
                     pre.pod_ifindex,
-                    134,
-                    &[64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0],
+                    136,
+                    &body,
                     &marker_of(c, id),
                 ),
-                "router advertisement sent out of the pod interface",
-            ),
-        },
-        "A37" => match pre.fds.first() {
-            None => Observed::Errno(libc::ENOENT),
-            // An unsolicited NA with override for the node's own gateway address.
-            Some(fd) => {
-                let mut body = vec![0x20, 0, 0, 0];
-                body.extend_from_slice(
-                    &std::net::Ipv6Addr::new(0xfd00, 0x10, 0x244, 0, 0, 0, 0, 1).octets(),
-                );
-                obs(
-                    nd_out_of(
-                        fd.as_raw_fd(),
-                        pre.pod_ifindex,
-                        136,
-                        &body,
-                        &marker_of(c, id),
-                    ),
-                    "neighbour advertisement sent out of the pod interface",
-                )
+                "neighbour advertisement sent out of the pod interface",
+            )
+        }
+    }
+}
+
+fn a38(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    match c.ra_fd {
+        None => Observed::Errno(libc::ENOENT),
+        Some(fd) => {
+            // SAFETY: fd is the RA socket this process was given; the OwnedFd is forgotten
+            // so that the probe does not close it.
+            let owned = std::mem::ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(fd) });
+            let mut name = c.pod_iface.clone().into_bytes();
+            name.push(0);
+            obs(
+                setopt(&owned, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, &name),
+                "RA socket rebound to the pod interface",
+            )
+        }
+    }
+}
+
+fn a39(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+    match c.ra_fd {
+        None => Observed::Errno(libc::ENOENT),
+        Some(fd) => {
+            // SAFETY: as in A38.
+            let owned = std::mem::ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(fd) });
+            let detach = setopt(&owned, libc::SOL_SOCKET, libc::SO_DETACH_FILTER, &int(0));
+            let unmark = setopt(&owned, libc::SOL_SOCKET, libc::SO_MARK, &int(0));
+            match (detach, unmark) {
+                (Ok(()), _) => ok("socket filter detached"),
+                (_, Ok(())) => ok("socket mark cleared"),
+                (Err(e), _) => Observed::Errno(e),
             }
-        },
-        "A38" => match c.ra_fd {
-            None => Observed::Errno(libc::ENOENT),
-            Some(fd) => {
-                // SAFETY: fd is the RA socket this process was given; the OwnedFd is forgotten
-                // so that the probe does not close it.
-                let owned = std::mem::ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(fd) });
-                let mut name = c.pod_iface.clone().into_bytes();
-                name.push(0);
-                obs(
-                    setopt(&owned, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, &name),
-                    "RA socket rebound to the pod interface",
-                )
-            }
-        },
-        "A39" => match c.ra_fd {
-            None => Observed::Errno(libc::ENOENT),
-            Some(fd) => {
-                // SAFETY: as in A38.
-                let owned = std::mem::ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(fd) });
-                let detach = setopt(&owned, libc::SOL_SOCKET, libc::SO_DETACH_FILTER, &int(0));
-                let unmark = setopt(&owned, libc::SOL_SOCKET, libc::SO_MARK, &int(0));
-                match (detach, unmark) {
-                    (Ok(()), _) => ok("socket filter detached"),
-                    (_, Ok(())) => ok("socket mark cleared"),
-                    (Err(e), _) => Observed::Errno(e),
-                }
-            }
-        },
-        "A35" => match &c.victim {
-            None => Observed::Errno(libc::ENOENT),
-            Some(v) => match std::fs::read(&v.handoff) {
-                Ok(b) => ok(&format!(
-                    "read {} bytes of pod {}'s hand-off record",
-                    b.len(),
-                    v.pod
-                )),
-                Err(e) => Observed::Errno(e.raw_os_error().unwrap_or(libc::EIO)),
-            },
-        },
-        _ => Observed::Errno(libc::ENOSYS),
+        }
     }
 }
