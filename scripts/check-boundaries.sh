@@ -4,13 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fail=0
-for crate in netbind-model netbind-plan; do
+for crate in netbind-contract netbind-model netbind-plan; do
   if ! grep -q '^#!\[forbid(unsafe_code)\]' "crates/$crate/src/lib.rs"; then
     echo "check-boundaries: $crate lacks #![forbid(unsafe_code)]" >&2
     fail=1
   fi
 done
-for crate in netbind-model netbind-plan netbind-launcher; do
+for crate in netbind-contract netbind-model netbind-plan netbind-launcher; do
   [ -d "crates/$crate" ] || continue
   if cargo tree -p "$crate" -e normal --prefix none 2>/dev/null \
       | grep -E '^(netlink-[a-z-]+|nftables|rtnetlink|netbind-handler) ' ; then
@@ -18,6 +18,13 @@ for crate in netbind-model netbind-plan netbind-launcher; do
     fail=1
   fi
 done
+# Of netbind, the launcher links the contract crate alone: not the planner, the YAML parser or
+# admission.
+if cargo tree -p netbind-launcher -e normal --prefix none 2>/dev/null \
+    | grep -E '^netbind-(model|plan|handler|audit|cli) '; then
+  echo "check-boundaries: netbind-launcher depends on more of netbind than netbind-contract (above)" >&2
+  fail=1
+fi
 # setns lives behind nix's `sched` feature: the launcher must not enable it.
 if cargo tree -p netbind-launcher -e features -i nix 2>/dev/null | grep -q 'nix feature "sched"'; then
   echo "check-boundaries: netbind-launcher enables nix's sched feature (setns)" >&2

@@ -15,7 +15,7 @@ pub mod serve;
 
 use std::path::Path;
 
-use netbind_model::handoff::{HANDOFF_FILE, Handoff};
+use netbind_contract::handoff::{HANDOFF_FILE, Handoff};
 
 /// The record is small; anything bigger is refused before parsing.
 pub const MAX_HANDOFF_BYTES: u64 = 1 << 20;
@@ -25,11 +25,11 @@ pub enum LauncherError {
     #[error(transparent)]
     Privilege(#[from] privilege::PrivilegeError),
     #[error("read {0}")]
-    Read(#[from] netbind_model::input::InputError),
+    Read(#[from] netbind_contract::input::InputError),
     #[error("{path}: {source}")]
     Handoff {
         path: String,
-        source: netbind_model::handoff::HandoffError,
+        source: netbind_contract::handoff::HandoffError,
     },
     #[error("write domain XML {path}: {source}")]
     Domain {
@@ -45,14 +45,14 @@ pub enum LauncherError {
 pub fn read_handoff(dir: &Path) -> Result<Handoff, LauncherError> {
     let path = dir.join(HANDOFF_FILE);
     let p = path.display().to_string();
-    let bytes = netbind_model::input::read_regular(&path, MAX_HANDOFF_BYTES)?;
+    let bytes = netbind_contract::input::read_regular(&path, MAX_HANDOFF_BYTES)?;
     Handoff::from_json(&bytes).map_err(|source| LauncherError::Handoff { path: p, source })
 }
 
 /// The `<interface>` elements for every tap of the record.
 pub fn domain_xml(h: &Handoff) -> String {
     let ds: Vec<_> = h.interfaces.iter().map(|i| i.domain.clone()).collect();
-    netbind_plan::domxml::render_interfaces(&ds, 0)
+    netbind_contract::domxml::render_interfaces(&ds, 0)
 }
 
 /// The servers the record asks for: (listen interface, server) per family.

@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use netbind_model::ra::{
+use netbind_contract::ra::{
     MAX_INITIAL_RTR_ADVERT_INTERVAL_S, MAX_INITIAL_RTR_ADVERTISEMENTS, MAX_RA_DELAY_TIME_MS,
     MIN_DELAY_BETWEEN_RAS_MS, RaConfig,
 };
@@ -210,7 +210,7 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netbind_model::{Cidr, IfName, MacAddr};
+    use netbind_contract::{Cidr, IfName, MacAddr};
 
     fn cfg() -> RaConfig {
         RaConfig::masquerade(

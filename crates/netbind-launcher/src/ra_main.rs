@@ -13,10 +13,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use netbind_contract::ra::RaConfig;
 use netbind_launcher::ra::{Rng, Schedule, advertisement, check_solicitation};
 use netbind_launcher::seccomp::{self, Args, Entry};
 use netbind_launcher::{privilege, serve};
-use netbind_model::ra::RaConfig;
 
 #[derive(Parser, Debug)]
 #[command(

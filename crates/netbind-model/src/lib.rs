@@ -3,7 +3,7 @@
 //! phase 1 writes for phase 2.
 #![forbid(unsafe_code)]
 
-pub mod types;
+pub use netbind_contract::types;
 pub mod vmi;
 pub mod yaml;
 
@@ -13,7 +13,6 @@ pub mod net;
 
 pub use net::Cidr;
 pub mod check;
-pub mod handoff;
-pub mod input;
+pub use netbind_contract::{handoff, input};
 pub mod pod;
-pub mod ra;
+pub use netbind_contract::ra;

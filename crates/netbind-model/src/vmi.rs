@@ -242,16 +242,7 @@ pub struct StatusInterface {
     pub pod_interface_name: Option<String>,
 }
 
-/// Which binding an interface asked for (admission guarantees exactly one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum BindingKind {
-    Bridge,
-    Masquerade,
-    Sriov,
-    PasstBinding,
-    Plugin,
-}
+pub use netbind_contract::handoff::BindingKind;
 
 impl Interface {
     /// Every binding method set on this interface, in KubeVirt's field order.

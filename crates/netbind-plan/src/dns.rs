@@ -113,18 +113,7 @@ pub fn valid_search_domain(d: &str) -> bool {
     init_ok && last_ok && !(init.is_empty() && last.is_empty())
 }
 
-/// RFC 1035 label encoding without compression, as option 119 carries it.
-pub fn encode_search(domains: &[String]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for d in domains {
-        for label in d.split('.').filter(|l| !l.is_empty()) {
-            out.push(u8::try_from(label.len()).unwrap_or(u8::MAX));
-            out.extend_from_slice(label.as_bytes());
-        }
-        out.push(0);
-    }
-    out
-}
+pub use netbind_contract::dns::encode_search;
 
 /// Keeps the valid domains in order, skipping (with a warning) invalid ones and any that would
 /// push option 119 past 255 bytes.

@@ -3,7 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod dns;
-pub mod domxml;
+pub use netbind_contract::domxml;
 pub mod naming;
 pub mod nft;
 pub mod plan;

@@ -3,7 +3,7 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use netbind_model::handoff::Dhcpv4Config;
+use netbind_contract::handoff::Dhcpv4Config;
 
 use super::codec::{self, FLAG_BROADCAST, MessageType, Packet, Reply, opt};
 
@@ -79,7 +79,7 @@ impl Server {
         if !cfg.search.is_empty() {
             o.push((
                 opt::DOMAIN_SEARCH,
-                netbind_plan::dns::encode_search(&cfg.search),
+                netbind_contract::dns::encode_search(&cfg.search),
             ));
         }
         let routes = encode_routes(&cfg);

@@ -3,7 +3,7 @@
 
 use std::net::{Ipv6Addr, SocketAddrV6};
 
-use netbind_model::handoff::Dhcpv6Config;
+use netbind_contract::handoff::Dhcpv6Config;
 
 pub const SERVER_PORT: u16 = 547;
 pub const CLIENT_PORT: u16 = 546;
@@ -207,7 +207,7 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netbind_model::{IfName, MacAddr};
+    use netbind_contract::{IfName, MacAddr};
 
     fn server() -> Server {
         Server::new(Dhcpv6Config {

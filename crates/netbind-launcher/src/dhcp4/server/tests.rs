@@ -1,7 +1,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use netbind_model::MacAddr;
-use netbind_model::handoff::{Dhcpv4Config, PrivateOption, Route4};
+use netbind_contract::MacAddr;
+use netbind_contract::handoff::{Dhcpv4Config, PrivateOption, Route4};
 
 use super::*;
 use crate::dhcp4::codec::{HEADER_LEN, MAGIC, parse};
@@ -10,7 +10,7 @@ const MAC: [u8; 6] = [0x0a, 0x58, 0x0a, 0xf4, 0, 5];
 
 fn cfg() -> Dhcpv4Config {
     Dhcpv4Config {
-        interface: netbind_model::IfName::new("k6t-eth0").expect("ifname"),
+        interface: netbind_contract::IfName::new("k6t-eth0").expect("ifname"),
         server_id: Ipv4Addr::new(169, 254, 75, 10),
         client_ip: Ipv4Addr::new(10, 244, 0, 5),
         prefix_len: 24,

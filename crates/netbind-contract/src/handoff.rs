@@ -7,7 +7,17 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use serde::{Deserialize, Serialize};
 
 use crate::types::{IfName, MacAddr};
-use crate::vmi::BindingKind;
+
+/// Which binding an interface asked for (admission guarantees exactly one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BindingKind {
+    Bridge,
+    Masquerade,
+    Sriov,
+    PasstBinding,
+    Plugin,
+}
 
 pub const HANDOFF_VERSION: u32 = 1;
 /// File name inside the hand-off directory.

@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use netbind_model::handoff::DomainInterface;
+use crate::handoff::DomainInterface;
 
 /// Escapes text for an XML attribute value in single or double quotes.
 pub fn escape(s: &str) -> String {
