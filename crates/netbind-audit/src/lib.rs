@@ -364,6 +364,29 @@ pub fn verdict_as_qemu(
     }
 }
 
+/// What `netbind-audit` prints (one JSON document): each attack's outcome under each layer it
+/// ran, and the values of the environment that change outcomes. `netbind audit` reads it back
+/// with this same type.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeRun {
+    pub environment: serde_json::Value,
+    pub results: Vec<ProbeResult>,
+}
+
+/// One attack's outcomes: credentials and namespaces alone, under the VM filter, under the
+/// launcher's allow-list too (the last two only when those layers ran).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeResult {
+    pub id: String,
+    pub caps: Observed,
+    #[serde(default)]
+    pub vm: Option<Observed>,
+    #[serde(default)]
+    pub launcher: Option<Observed>,
+}
+
 /// One line of the report.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {

@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
 
 use netbind_audit::probes::{self, Ctx};
-use netbind_audit::{ATTACKS, Observed};
+use netbind_audit::{ATTACKS, Observed, ProbeResult, ProbeRun};
 use serde_json::json;
 
 fn read(path: &str) -> String {
@@ -161,17 +161,28 @@ fn main() -> ExitCode {
     let layers = get("--layers").unwrap_or_else(|| "caps,vm,launcher".into());
     let with = |l: &str| layers.split(',').any(|x| x == l);
     let (with_vm, with_launcher) = (with("vm"), with("launcher"));
-    let results: Vec<serde_json::Value> = ATTACKS
+    let results = ATTACKS
         .iter()
-        .map(|a| {
-            let caps = probe(a.id, &c, Layer::Caps);
-            let vm = with_vm.then(|| probe(a.id, &c, Layer::Vm));
-            let launcher = with_launcher.then(|| probe(a.id, &c, Layer::Launcher));
-            json!({ "id": a.id, "caps": caps, "vm": vm, "launcher": launcher })
+        .map(|a| ProbeResult {
+            id: a.id.into(),
+            caps: probe(a.id, &c, Layer::Caps),
+            vm: with_vm.then(|| probe(a.id, &c, Layer::Vm)),
+            launcher: with_launcher.then(|| probe(a.id, &c, Layer::Launcher)),
         })
         .collect();
-    let doc = json!({ "environment": environment(), "results": results });
-    let mut out = std::io::stdout();
-    let _ = writeln!(out, "{doc}");
-    ExitCode::SUCCESS
+    let run = ProbeRun {
+        environment: environment(),
+        results,
+    };
+    match serde_json::to_string(&run) {
+        Ok(doc) => {
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "{doc}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("netbind-audit: serialise the results: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -19,8 +19,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use netbind_audit::{ATTACKS, Observed, Row, Verdict, verdict, verdict_as_qemu};
-use netbind_model::handoff::{HANDOFF_FILE, Handoff};
+use netbind_audit::{ATTACKS, Observed, ProbeRun, Row, Verdict, verdict, verdict_as_qemu};
+use netbind_model::handoff::HANDOFF_FILE;
 use serde::Serialize;
 
 use crate::podsim;
@@ -256,10 +256,7 @@ fn run(name: &str, victim: &str, grants: &[String]) -> Result<AuditReport, UpErr
     let rec = load(name)?;
     let vrec = load(victim)?;
     let dir = rec.dir();
-    let handoff = Handoff::from_json(
-        &std::fs::read(dir.join("handoff").join(HANDOFF_FILE)).unwrap_or_default(),
-    )
-    .map_err(|e| err(e.to_string()))?;
+    let handoff = vm::read_handoff(&dir.join("handoff")).map_err(err)?;
     let first = handoff
         .interfaces
         .first()
@@ -373,21 +370,18 @@ fn run(name: &str, victim: &str, grants: &[String]) -> Result<AuditReport, UpErr
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+    let run: ProbeRun = serde_json::from_slice(&out.stdout)
         .map_err(|e| err(format!("netbind-audit output: {e}")))?;
     let held = holds_tun(launcher.pid);
-    let results = doc["results"].as_array().cloned().unwrap_or_default();
     let mut rows = Vec::new();
     for a in ATTACKS {
-        let r = results
+        let r = run
+            .results
             .iter()
-            .find(|r| r["id"] == a.id)
-            .cloned()
-            .unwrap_or_default();
-        let layer =
-            |k: &str| -> Option<Observed> { serde_json::from_value(r[k].clone()).ok().flatten() };
-        let caps = layer("caps").unwrap_or(Observed::Errno(libc::EIO));
-        let (vm_layer, launcher_layer) = (layer("vm"), layer("launcher"));
+            .find(|r| r.id == a.id)
+            .ok_or_else(|| err(format!("netbind-audit reported nothing for {}", a.id)))?;
+        let caps = r.caps.clone();
+        let (vm_layer, launcher_layer) = (r.vm.clone(), r.launcher.clone());
         let reached = match a.id {
             "A9" => Some(reached.dhcp),
             "A36" => Some(reached.ra),
@@ -429,7 +423,7 @@ fn run(name: &str, victim: &str, grants: &[String]) -> Result<AuditReport, UpErr
             verdict,
         });
     }
-    let mut environment = doc["environment"].clone();
+    let mut environment = run.environment;
     if let Some(e) = environment.as_object_mut() {
         e.insert("launcher_process".into(), process_status(Some(launcher)));
         e.insert("qemu_process".into(), process_status(qemu_of(&rec)));

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use netbind_model::admission::ClusterConfig;
 use netbind_model::check::{CheckError, check_vmi};
-use netbind_model::handoff::{HANDOFF_FILE, Handoff};
 use netbind_model::vmi::BindingKind;
 use netbind_model::yaml::MAX_INPUT_BYTES;
 use serde::{Deserialize, Serialize};
@@ -433,8 +432,7 @@ fn bring_up(
     rec.phase1 = true;
     rec.save()?;
     podsim::run("phase 1 (netbind-handler setup)", &mut h)?;
-    let record = Handoff::from_json(&std::fs::read(handoff.join(HANDOFF_FILE)).unwrap_or_default())
-        .map_err(|e| step_err("phase 1", e.to_string()))?;
+    let record = vm::read_handoff(&handoff).map_err(|e| step_err("phase 1", e))?;
     let first = record
         .interfaces
         .first()

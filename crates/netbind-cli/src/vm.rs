@@ -249,6 +249,16 @@ fn pids() -> impl Iterator<Item = u32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
 }
 
+/// Reads the hand-off record phase 1 wrote under `dir` (root-owned): a read error and a parse
+/// error are told apart, each naming the file.
+pub fn read_handoff(dir: &Path) -> Result<netbind_model::handoff::Handoff, String> {
+    let path = dir.join(netbind_model::handoff::HANDOFF_FILE);
+    let bytes =
+        netbind_model::input::read_regular(&path, 1 << 20).map_err(|e| format!("read {e}"))?;
+    netbind_model::handoff::Handoff::from_json(&bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// How much of a log or console root reads (the guest decides how much it writes).
 pub const MAX_LOG_BYTES: u64 = 16 << 20;
 

@@ -206,8 +206,8 @@ impl Handoff {
         Ok(h)
     }
 
-    pub fn to_json(&self) -> String {
-        // Serialising plain data with string keys cannot fail.
-        serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
+    /// The record as written to disk. A failure is an error, never an empty record.
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string_pretty(self).map(|s| s + "\n")
     }
 }

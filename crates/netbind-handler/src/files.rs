@@ -112,7 +112,8 @@ pub fn write_atomic(
     // Temp files of crashed runs (any pid) are ours to remove: nobody else can write here,
     // and the caller holds the pod's lock, so no other writer of this file is running.
     remove_stale_temps(&dfd, dir, name);
-    // SAFETY: as above; the mode argument is read for O_CREAT.
+    // SAFETY: openat with an open directory fd and a NUL-terminated name; the mode argument
+    // is read for O_CREAT.
     let fd = unsafe { libc::openat(dfd.as_raw_fd(), tmp_c.as_ptr(), flags, mode as libc::c_uint) };
     if fd < 0 {
         return Err(io("create", &path)(std::io::Error::last_os_error()));
@@ -128,7 +129,7 @@ pub fn write_atomic(
         file.set_permissions(std::fs::Permissions::from_mode(mode))
     })();
     if let Err(e) = result {
-        // SAFETY: as above.
+        // SAFETY: unlinkat with an open directory fd and a NUL-terminated name.
         unsafe { libc::unlinkat(dfd.as_raw_fd(), tmp_c.as_ptr(), 0) };
         return Err(io("write", &path)(e));
     }
@@ -144,7 +145,7 @@ pub fn write_atomic(
     };
     if rc != 0 {
         let e = std::io::Error::last_os_error();
-        // SAFETY: as above.
+        // SAFETY: unlinkat with an open directory fd and a NUL-terminated name.
         unsafe { libc::unlinkat(dfd.as_raw_fd(), tmp_c.as_ptr(), 0) };
         return Err(io("rename into place", &path)(e));
     }

@@ -63,29 +63,29 @@ pub enum HandlerError {
     #[error("setup step failed: {source}{}", rollback_note(.rollback))]
     Apply {
         source: ApplyError,
-        rollback: Vec<String>,
+        rollback: Vec<teardown::TeardownError>,
     },
     #[error("write hand-off record: {0}")]
     Handoff(files::FileError),
     #[error("write hand-off record: {source}{}", rollback_note(.rollback))]
     HandoffRolledBack {
         source: files::FileError,
-        rollback: Vec<String>,
+        rollback: Vec<teardown::TeardownError>,
     },
-    #[error("teardown left errors: {}", .0.join("; "))]
-    Teardown(Vec<String>),
+    #[error("teardown left errors: {}", teardown::describe(.0))]
+    Teardown(Vec<teardown::TeardownError>),
     #[error("{source}{}", rollback_note(.rollback))]
     RouterAdverts {
         source: ra::RaError,
-        rollback: Vec<String>,
+        rollback: Vec<teardown::TeardownError>,
     },
 }
 
-fn rollback_note(errors: &[String]) -> String {
+fn rollback_note(errors: &[teardown::TeardownError]) -> String {
     if errors.is_empty() {
         " (rolled back)".into()
     } else {
-        format!(" (rollback also failed: {})", errors.join("; "))
+        format!(" (rollback also failed: {})", teardown::describe(errors))
     }
 }
 
@@ -310,14 +310,18 @@ fn setup_in_netns(
         }
         return Err(HandlerError::Apply { source, rollback });
     }
-    let handoff = plan.handoff.to_json();
-    if let Err(e) = files::write_atomic(
-        &a.handoff_dir,
-        0o755,
-        HANDOFF_FILE,
-        handoff.as_bytes(),
-        0o644,
-    ) {
+    let written = plan
+        .handoff
+        .to_json()
+        .map_err(|e| files::FileError::Io {
+            op: "serialise",
+            path: a.handoff_dir.join(HANDOFF_FILE),
+            source: std::io::Error::other(e),
+        })
+        .and_then(|json| {
+            files::write_atomic(&a.handoff_dir, 0o755, HANDOFF_FILE, json.as_bytes(), 0o644)
+        });
+    if let Err(e) = written {
         // Without its record the pod is useless to phase 2: undo it like any failed step.
         let rollback = teardown::teardown(&mut nl, &nft_bin, &plan, &observed, &st.sysctls_before);
         if rollback.is_empty() {
@@ -435,7 +439,7 @@ pub fn teardown(a: &TeardownArgs) -> Result<(), HandlerError> {
             Vec::new()
         }
         Err(e) => return Err(e.into()),
-        Ok(ns) => ns.run(|| -> Result<Vec<String>, HandlerError> {
+        Ok(ns) => ns.run(|| -> Result<Vec<teardown::TeardownError>, HandlerError> {
             let mut nl = open_netlink(&a.target)?;
             let nft_bin = nft::locate(&a.nft_bin).unwrap_or_else(|| a.nft_bin.clone());
             Ok(teardown::teardown(

@@ -11,6 +11,26 @@ use crate::netlink::{LinkChange, NETBIND_GROUP, Netlink, Route};
 use crate::nft;
 use crate::sysctl::{self, SysctlError};
 
+/// One thing a teardown could not undo; a teardown tries every step and returns them all.
+#[derive(Debug, thiserror::Error)]
+pub enum TeardownError {
+    #[error(transparent)]
+    Nft(#[from] nft::NftError),
+    #[error(transparent)]
+    Sysctl(#[from] SysctlError),
+    #[error(transparent)]
+    Link(#[from] ApplyError),
+}
+
+/// The errors of one teardown, as one message.
+pub fn describe(errors: &[TeardownError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Removes what `plan` made and puts the pod interfaces back as `observed` saw them. Tries
 /// every step and returns all errors.
 pub fn teardown(
@@ -19,7 +39,7 @@ pub fn teardown(
     plan: &PodNetPlan,
     observed: &ObservedPod,
     sysctls_before: &[(String, Option<String>)],
-) -> Vec<String> {
+) -> Vec<TeardownError> {
     let mut errors = Vec::new();
     // Deleting tables and deleting links each wait for an RCU grace period in the kernel; run
     // the nft transaction concurrently with the link work so the waits overlap.
@@ -30,7 +50,7 @@ pub fn teardown(
         match nft::start(nft_bin, &plan.nftables.ruleset.json_delete_batch(), &what) {
             Ok(p) => Some(p),
             Err(e) => {
-                errors.push(e.to_string());
+                errors.push(e.into());
                 None
             }
         }
@@ -42,21 +62,21 @@ pub fn teardown(
             // A per-link sysctl of a link that is already gone.
             Err(SysctlError::Read { ref source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => errors.push(e.to_string()),
+            Err(e) => errors.push(e.into()),
         }
     }
     // Everything netbind created goes in one batch; the per-link pass below then only finds
     // what a crash left unmarked, and restores the pod interfaces.
     if let Err(e) = nl.del_group(NETBIND_GROUP) {
-        errors.push(link_err("delete link group", "netbind")(e).to_string());
+        errors.push(link_err("delete link group", "netbind")(e).into());
     }
     for l in plan.links.iter().rev() {
         if let Err(e) = teardown_link(nl, l, observed) {
-            errors.push(e.to_string());
+            errors.push(e.into());
         }
     }
     if let Some(Err(e)) = pending.map(nft::Pending::wait) {
-        errors.push(e.to_string());
+        errors.push(e.into());
     }
     errors
 }

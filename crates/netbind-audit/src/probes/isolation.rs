@@ -71,7 +71,7 @@ pub(super) fn a23(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
 }
 
 pub(super) fn a24(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
-    // SAFETY: as above.
+    // SAFETY: unshare takes flags only, and this probe runs in a forked child.
     match check(unsafe { libc::unshare(libc::CLONE_NEWUSER) }) {
         Err(e) => Observed::Errno(e),
         Ok(_) => obs(
@@ -106,7 +106,7 @@ pub(super) fn a26(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
     if r < 0 {
         Observed::Errno(errno())
     } else {
-        // SAFETY: as above.
+        // SAFETY: ptrace detach of the process just attached; no memory is passed.
         unsafe { libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0) };
         ok("attached to the launcher")
     }

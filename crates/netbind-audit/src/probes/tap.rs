@@ -6,7 +6,7 @@ pub(super) fn tun_attach(name: &str, flags: libc::c_int) -> Result<(), i32> {
     let c = CString::new("/dev/net/tun").unwrap_or_default();
     // SAFETY: open with a NUL-terminated path; the fd is owned below.
     let fd = check(unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) })?;
-    // SAFETY: as above.
+    // SAFETY: fd was just returned by open and is owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let mut r = ifreq(name);
     r.ifr_ifru.ifru_flags =
