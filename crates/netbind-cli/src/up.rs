@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::podsim::{self, SimError};
 use crate::vm::{self, GuestImage, Libvirt};
 
+mod boot;
 mod checks;
 mod down;
 mod record;
@@ -462,8 +463,10 @@ fn bring_up(
     vm::chown_vm(&vm_dir)?;
     let tun = podsim::tun_node()?;
     let vm_exec = sibling("netbind-vm-exec")?;
+    // The sandbox's own copy of the namespace name: the record is updated while it is used.
+    let netns = rec.netns.clone();
     let sandbox = vm::Sandbox {
-        netns: &rec.netns,
+        netns: &netns,
         tun: &tun,
         pod_dir: &dir,
         vm_exec: &vm_exec,
@@ -524,90 +527,20 @@ fn bring_up(
     let Some(boot) = a.boot else {
         return Ok(GuestReport::default());
     };
-    let img = GuestImage::locate()?.copy_to(&dir)?;
-    let egress = format!("{}:{}", podsim::NODE_IP, podsim::NODE_LISTEN_PORT);
-    let egress6 = format!("{},{}", podsim::NODE_IP6, podsim::NODE_LISTEN_PORT);
-    let cmdline = vm::cmdline(
-        &listen.ports(),
-        rec.family.v4().then_some(egress.as_str()),
-        guest_v6(rec).then_some(egress6.as_str()),
-    );
-    let started = Instant::now();
-    match boot {
-        Boot::Qemu => {
-            let d = &first.domain;
-            let args = vm::qemu_args(
-                &img,
-                &console,
-                first.tap.as_str(),
-                &d.mac.to_string(),
-                d.mtu,
-                d.rom_disabled,
-                &cmdline,
-            );
-            let cmd = sandbox.command(None, "qemu-system-x86_64", &args);
-            let child = vm::spawn_detached(cmd, &dir.join("qemu.log"))?;
-            rec.boot = Some(Boot::Qemu);
-            rec.vm = vm::Proc::of(child.id());
-            rec.save()?;
-            p.done(
-                "boot",
-                format!(
-                    "qemu in sandbox pid {} (TCG, uid {}, no capabilities) on {}",
-                    child.id(),
-                    vm::VM_UID,
-                    first.tap
-                ),
-            );
-        }
-        Boot::Libvirt => {
-            let lv = Libvirt::new(&vm_dir);
-            let env = lv.env();
-            let child = vm::spawn_detached(
-                sandbox.command(Some(&env), "sh", &Libvirt::daemon_args()),
-                &dir.join("libvirtd.log"),
-            )?;
-            rec.boot = Some(Boot::Libvirt);
-            rec.vm = vm::Proc::of(child.id());
-            rec.domain = Some(rec.name.clone());
-            rec.save()?;
-            let t = Instant::now();
-            while !lv.socket().exists() {
-                check_interrupt()?;
-                if t.elapsed() > Duration::from_secs(20) {
-                    return Err(step_err(
-                        "libvirt",
-                        "session libvirtd did not open its socket",
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            // The launcher's output goes back to the VM side (libvirt, uid 107) unchanged;
-            // root only reads it from the file root made, capped.
-            let interfaces = netbind_model::input::read_text(&domain_out, vm::MAX_LOG_BYTES)
-                .map_err(|e| step_err("libvirt", e.to_string()))?;
-            let xml = vm::libvirt_domain(&rec.name, &img, &interfaces, &cmdline, &console);
-            let xml_path = dir.join("domain.xml");
-            vm::create_new(&xml_path, 0o644)
-                .and_then(|mut f| f.write_all(xml.as_bytes()))
-                .map_err(|source| SimError::Io {
-                    op: "write",
-                    path: xml_path.clone(),
-                    source,
-                })?;
-            let virsh = |args: &[&str]| {
-                let mut a: Vec<String> = vec!["-q".into(), "-c".into(), "qemu:///session".into()];
-                a.extend(args.iter().map(|s| s.to_string()));
-                sandbox.command(Some(&env), "virsh", &a)
-            };
-            podsim::run(
-                "virsh define",
-                &mut virsh(&["define", &xml_path.display().to_string()]),
-            )?;
-            podsim::run("virsh start", &mut virsh(&["start", &rec.name]))?;
-            p.done("boot", format!("libvirt session daemon in sandbox pid {} (uid {}, no capabilities) started domain {} from the launcher's <interface>", child.id(), vm::VM_UID, rec.name));
-        }
-    }
+    let started = boot::boot(
+        boot,
+        rec,
+        p,
+        &boot::BootEnv {
+            dir: &dir,
+            vm_dir: &vm_dir,
+            console: &console,
+            domain_out: &domain_out,
+            sandbox: &sandbox,
+            first,
+        },
+        listen,
+    )?;
     guest_checks(
         rec,
         p,
