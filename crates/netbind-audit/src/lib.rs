@@ -387,6 +387,17 @@ pub struct ProbeResult {
     pub launcher: Option<Observed>,
 }
 
+/// The lines of a `/proc/PID/status`-style file whose keys are in `keys`, as a JSON object
+/// (values trimmed); an unreadable file gives an empty object.
+pub fn status_lines(path: &str, keys: &[&str]) -> serde_json::Map<String, serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| keys.contains(k))
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(v.trim())))
+        .collect()
+}
+
 /// One line of the report.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {

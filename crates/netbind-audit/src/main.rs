@@ -20,19 +20,6 @@ fn read(path: &str) -> String {
         .unwrap_or_else(|e| format!("unreadable: {e}"))
 }
 
-fn status_lines(path: &str, keys: &[&str]) -> serde_json::Value {
-    let s = std::fs::read_to_string(path).unwrap_or_default();
-    let mut m = serde_json::Map::new();
-    for l in s.lines() {
-        if let Some((k, v)) = l.split_once(':')
-            && keys.contains(&k)
-        {
-            m.insert(k.to_string(), json!(v.trim()));
-        }
-    }
-    serde_json::Value::Object(m)
-}
-
 /// The values that change outcomes, recorded with the report.
 fn environment() -> serde_json::Value {
     let mount = std::fs::read_to_string("/proc/self/mountinfo")
@@ -61,7 +48,7 @@ fn environment() -> serde_json::Value {
         },
         "proc_sys_mount": mount,
         "dev_net_tun_mode": tun,
-        "audit_process": status_lines("/proc/self/status", &["Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp", "NSpid"]),
+        "audit_process": netbind_audit::status_lines("/proc/self/status", &["Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp", "NSpid"]),
     })
 }
 

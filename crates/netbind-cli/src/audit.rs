@@ -208,7 +208,6 @@ fn process_status(p: Option<vm::Proc>) -> serde_json::Value {
     let Some(p) = p.filter(|p| p.alive()) else {
         return serde_json::Value::Null;
     };
-    let s = std::fs::read_to_string(format!("/proc/{}/status", p.pid)).unwrap_or_default();
     let keys = [
         "Name",
         "Uid",
@@ -220,15 +219,8 @@ fn process_status(p: Option<vm::Proc>) -> serde_json::Value {
         "Seccomp_filters",
         "NSpid",
     ];
-    let mut m = serde_json::Map::new();
+    let mut m = netbind_audit::status_lines(&format!("/proc/{}/status", p.pid), &keys);
     m.insert("pid".into(), serde_json::json!(p.pid));
-    for l in s.lines() {
-        if let Some((k, v)) = l.split_once(':')
-            && keys.contains(&k)
-        {
-            m.insert(k.to_string(), serde_json::json!(v.trim()));
-        }
-    }
     serde_json::Value::Object(m)
 }
 

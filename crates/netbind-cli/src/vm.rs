@@ -155,7 +155,9 @@ use netbind_handler::process::{parent, signal};
 /// the program): that child gets the SIGTERM, and the SIGKILL, if needed, goes to `unshare`,
 /// whose death kills the child (`--kill-child`) and with it the whole PID namespace.
 pub fn stop_sandbox(p: Proc) {
-    let Some(fd) = p.pidfd() else { return };
+    if !p.alive() {
+        return;
+    }
     for child in children(p.pid) {
         if let Some(cfd) = child.pidfd()
             && parent(child.pid) == Some(p.pid)
@@ -163,13 +165,7 @@ pub fn stop_sandbox(p: Proc) {
             signal(&cfd, libc::SIGTERM);
         }
     }
-    if !signal(&fd, libc::SIGTERM) {
-        return;
-    }
-    p.wait(Duration::from_secs(3));
-    if p.alive() {
-        signal(&fd, libc::SIGKILL);
-    }
+    p.stop(Duration::from_secs(3));
 }
 
 /// The program a sandbox runs: below its recorded `unshare` is the sandbox's PID 1

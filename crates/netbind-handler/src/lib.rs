@@ -384,7 +384,10 @@ fn start_responders(
         })?;
         st.responders.push(ra::spawn(bin, &socket, cfg, log)?);
         // Saved at once: a crash from here on leaves a responder that teardown finds.
-        let _ = state::save(&a.state_dir, st);
+        state::save(&a.state_dir, st).map_err(|e| ra::RaError::Record {
+            iface: cfg.interface.clone(),
+            message: e.to_string(),
+        })?;
     }
     Ok(())
 }

@@ -45,6 +45,10 @@ pub enum RaError {
         iface: IfName,
         source: std::io::Error,
     },
+    /// The responder runs but could not be recorded: it is stopped and the setup rolled back,
+    /// since teardown could not find it.
+    #[error("record the RA responder for {iface}: {message}")]
+    Record { iface: IfName, message: String },
 }
 
 fn check(rc: libc::c_int) -> std::io::Result<()> {

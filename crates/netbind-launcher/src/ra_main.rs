@@ -194,7 +194,7 @@ fn main() -> ExitCode {
         cfg.prefix, cfg.interface
     );
     let mut buf = [0u8; 1500];
-    let (mut sent, mut rejected, mut answered) = (0u64, 0u64, 0u64);
+    let (mut sent, mut rejected, mut answered, mut send_errors) = (0u64, 0u64, 0u64, 0u64);
     loop {
         let wait = schedule.wait(Instant::now()).min(Duration::from_secs(3600));
         let mut pfd = libc::pollfd {
@@ -241,8 +241,9 @@ fn main() -> ExitCode {
                     schedule.sent(now);
                 }
                 Err(e) => {
-                    if sent == 0 || rejected < LOG_FIRST {
-                        eprintln!("netbind-ra: send: {e} (retrying)");
+                    send_errors += 1;
+                    if send_errors <= LOG_FIRST || send_errors % LOG_EVERY == 0 {
+                        eprintln!("netbind-ra: send #{send_errors} failed: {e} (retrying)");
                     }
                     schedule.retry(now);
                 }

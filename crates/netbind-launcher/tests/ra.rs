@@ -173,12 +173,9 @@ fn icmp6_socket(ns: &str, dev: &str, hops: i32) -> OwnedFd {
 }
 
 fn ifindex(ns: &str, dev: &str) -> u32 {
-    ok(&format!("ip -n {ns} -j link show {dev}"))
-        .split("\"ifindex\":")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap()
+    let links: serde_json::Value =
+        serde_json::from_str(&ok(&format!("ip -n {ns} -j link show {dev}"))).unwrap();
+    u32::try_from(links[0]["ifindex"].as_u64().unwrap()).unwrap()
 }
 
 fn send_to_routers(fd: &OwnedFd, ifindex: u32, msg: &[u8]) {

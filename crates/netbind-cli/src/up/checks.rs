@@ -131,73 +131,32 @@ pub(super) fn guest_checks(
         .unwrap_or_default();
     let port = listen.forwarded;
     if v4 {
-        g.ping_gateway = Some(text.contains("NETBIND-GUEST ping-gateway ok"));
-        p.done(
-            "ping",
-            format!(
-                "guest → gateway {}: {}",
-                g.lease_router.as_deref().unwrap_or("?"),
-                ok_str(g.ping_gateway)
-            ),
-        );
-        g.egress = Some(text.contains("NETBIND-GUEST egress ok"));
-        p.done(
-            "egress",
-            format!(
-                "guest → node {}:{}: {}",
-                podsim::NODE_IP,
-                podsim::NODE_LISTEN_PORT,
-                ok_str(g.egress)
-            ),
-        );
         let pod_ip = rec.pod_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
-        g.ingress_target = Some(format!("{pod_ip}:{port}"));
-        g.ingress = Some(reaches_guest(
-            podsim::NODE_NS,
+        let c = family_checks(
+            p,
+            &text,
+            "",
+            g.lease_router.as_deref(),
+            podsim::NODE_IP.into(),
             pod_ip.into(),
             port,
-            Duration::from_secs(15),
-        ));
-        p.done(
-            "ingress",
-            format!("node → pod {pod_ip}:{port} → guest: {}", ok_str(g.ingress)),
         );
+        (g.ping_gateway, g.egress, g.ingress) = (Some(c.ping), Some(c.egress), Some(c.ingress));
+        g.ingress_target = Some(c.target);
     }
     if v6 {
-        g.ping6_gateway = Some(text.contains("NETBIND-GUEST ping6-gateway ok"));
-        p.done(
-            "ping6",
-            format!(
-                "guest → gateway {}: {}",
-                g.lease6_router.as_deref().unwrap_or("?"),
-                ok_str(g.ping6_gateway)
-            ),
-        );
-        g.egress6 = Some(text.contains("NETBIND-GUEST egress6 ok"));
-        p.done(
-            "egress6",
-            format!(
-                "guest → node [{}]:{}: {}",
-                podsim::NODE_IP6,
-                podsim::NODE_LISTEN_PORT,
-                ok_str(g.egress6)
-            ),
-        );
         let pod_ip6 = rec.pod_ip6.unwrap_or(Ipv6Addr::UNSPECIFIED);
-        g.ingress6_target = Some(format!("[{pod_ip6}]:{port}"));
-        g.ingress6 = Some(reaches_guest(
-            podsim::NODE_NS,
+        let c = family_checks(
+            p,
+            &text,
+            "6",
+            g.lease6_router.as_deref(),
+            podsim::NODE_IP6.into(),
             pod_ip6.into(),
             port,
-            Duration::from_secs(15),
-        ));
-        p.done(
-            "ingress6",
-            format!(
-                "node → pod [{pod_ip6}]:{port} → guest: {}",
-                ok_str(g.ingress6)
-            ),
         );
+        (g.ping6_gateway, g.egress6, g.ingress6) = (Some(c.ping), Some(c.egress), Some(c.ingress));
+        g.ingress6_target = Some(c.target);
     }
     if let Some(port) = listen.unlisted {
         // Proof that the port is served (from inside the pod, straight to the guest), then
@@ -263,6 +222,56 @@ pub(super) fn guest_checks(
         ));
     }
     Ok(g)
+}
+
+/// The checks of one IP family: the guest's ping of its gateway and its egress to the node
+/// (as its console reports them), and ingress from the node through the pod's address.
+struct FamilyChecks {
+    ping: bool,
+    egress: bool,
+    ingress: bool,
+    /// Where ingress went (`ADDR:PORT`, `[ADDR]:PORT`).
+    target: String,
+}
+
+/// Runs and reports the checks of the family whose console lines and steps end in `suffix`
+/// ("" for IPv4, "6" for IPv6).
+fn family_checks(
+    p: &mut Progress,
+    console: &str,
+    suffix: &str,
+    router: Option<&str>,
+    node: IpAddr,
+    pod: IpAddr,
+    port: u16,
+) -> FamilyChecks {
+    let ping = console.contains(&format!("NETBIND-GUEST ping{suffix}-gateway ok"));
+    p.done(
+        &format!("ping{suffix}"),
+        format!(
+            "guest → gateway {}: {}",
+            router.unwrap_or("?"),
+            ok_str(Some(ping))
+        ),
+    );
+    let egress = console.contains(&format!("NETBIND-GUEST egress{suffix} ok"));
+    let listener = std::net::SocketAddr::new(node, podsim::NODE_LISTEN_PORT);
+    p.done(
+        &format!("egress{suffix}"),
+        format!("guest → node {listener}: {}", ok_str(Some(egress))),
+    );
+    let target = std::net::SocketAddr::new(pod, port);
+    let ingress = reaches_guest(podsim::NODE_NS, pod, port, Duration::from_secs(15));
+    p.done(
+        &format!("ingress{suffix}"),
+        format!("node → pod {target} → guest: {}", ok_str(Some(ingress))),
+    );
+    FamilyChecks {
+        ping,
+        egress,
+        ingress,
+        target: target.to_string(),
+    }
 }
 
 /// Whether the guest configures and checks IPv6: on an IPv6 pod network with the masquerade
