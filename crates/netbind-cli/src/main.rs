@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use netbind_model::admission::ClusterConfig;
+use netbind_model::admission::{ClusterConfig, FeatureGate};
+use netbind_model::admitted::AdmittedVmi;
 use netbind_model::check::{CheckError, check_vmi};
 use netbind_model::pod::ObservedPod;
-use netbind_model::yaml::{LoadedVmi, MAX_INPUT_BYTES};
+use netbind_model::yaml::MAX_INPUT_BYTES;
 use netbind_plan::{Owner, PlanOptions, PodNetPlan, domxml};
 
 /// Exit codes shared by every subcommand.
@@ -126,7 +127,11 @@ impl ClusterArgs {
         ClusterConfig {
             default_network_interface: self.default_network_interface.clone(),
             permit_bridge_interface_on_pod_network: !self.no_bridge_on_pod_network,
-            feature_gates: self.feature_gates.iter().cloned().collect::<BTreeSet<_>>(),
+            feature_gates: self
+                .feature_gates
+                .iter()
+                .map(|g| FeatureGate::from(g.as_str()))
+                .collect::<BTreeSet<_>>(),
             spoof_check_networks: self.spoof_check_networks.iter().cloned().collect(),
         }
     }
@@ -200,7 +205,7 @@ fn validate_file(path: &Path, cfg: &ClusterConfig) -> u8 {
     }
 }
 
-fn load_admitted(path: &Path, cfg: &ClusterConfig) -> Result<LoadedVmi, Failure> {
+fn load_admitted(path: &Path, cfg: &ClusterConfig) -> Result<AdmittedVmi, Failure> {
     let text = read_text(path)?;
     check_vmi(&text, cfg).map_err(|e| match e {
         CheckError::Load(e) => Failure {

@@ -14,8 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use netbind_model::admission::ClusterConfig;
+use netbind_model::admitted::{Binding, Forward, Protocol};
 use netbind_model::check::{CheckError, check_vmi};
-use netbind_model::vmi::BindingKind;
+use netbind_model::handoff::BindingKind;
 use netbind_model::yaml::MAX_INPUT_BYTES;
 use serde::{Deserialize, Serialize};
 
@@ -115,7 +116,7 @@ impl Listen {
 pub struct UpReport {
     pub name: String,
     pub netns: String,
-    pub binding: String,
+    pub binding: BindingKind,
     pub pod_ip: String,
     pub launcher_pid: Option<u32>,
     pub steps: Vec<StepReport>,
@@ -202,33 +203,33 @@ pub fn up(a: &UpArgs) -> Result<UpReport, UpError> {
         )));
     }
     let first = vmi
-        .spec
-        .domain
-        .devices
         .interfaces
         .first()
         .ok_or_else(|| UpError::Invalid("the VMI has no interface".into()))?;
-    let binding = match first.binding_kind() {
-        Some(BindingKind::Masquerade) => "masquerade",
-        Some(BindingKind::Bridge) => "bridge",
+    let (binding, forward) = match &first.binding {
+        Binding::Masquerade(m) => (BindingKind::Masquerade, Some(&m.forward)),
+        Binding::Bridge => (BindingKind::Bridge, None),
         other => {
             return Err(UpError::Invalid(format!(
-                "netbind up runs bridge and masquerade bindings, not {other:?}"
+                "netbind up runs bridge and masquerade bindings, not {:?}",
+                other.kind()
             )));
         }
     };
     // The port the guest serves for the ingress check: the first forwarded TCP port, if the
     // spec lists ports; any port otherwise.
-    let tcp: Vec<u16> = first
-        .ports
-        .iter()
-        .filter(|p| matches!(p.protocol.as_deref(), None | Some("TCP")))
-        .filter_map(|p| u16::try_from(p.port).ok())
-        .collect();
+    let tcp: Vec<u16> = match forward {
+        Some(Forward::Ports(ports)) => ports
+            .iter()
+            .filter(|p| p.protocol == Protocol::Tcp)
+            .map(|p| p.port)
+            .collect(),
+        _ => vec![],
+    };
     let listen = Listen {
         forwarded: tcp.first().copied().unwrap_or(8080),
         // Port ranges and the bridge binding forward more than a list: nothing to check there.
-        unlisted: (binding == "masquerade" && !tcp.is_empty() && first.port_ranges.is_empty())
+        unlisted: (!tcp.is_empty())
             .then(|| (8080..9000).find(|p| !tcp.contains(p)))
             .flatten(),
     };
@@ -276,17 +277,13 @@ pub fn up(a: &UpArgs) -> Result<UpReport, UpError> {
             }));
         }
     }
-    let wants_v6 = vmi.spec.networks.iter().any(|n| {
-        n.pod
-            .as_ref()
-            .is_some_and(|p| p.vm_ipv6_network_cidr.is_some())
-    });
+    let wants_v6 = matches!(&first.binding, Binding::Masquerade(m) if m.v6_requested);
     let family = a.ip_family.unwrap_or(if wants_v6 {
         podsim::IpFamily::Dual
     } else {
         podsim::IpFamily::Ipv4
     });
-    if binding == "bridge" && family == podsim::IpFamily::Ipv6 {
+    if binding == BindingKind::Bridge && family == podsim::IpFamily::Ipv6 {
         return Err(UpError::Invalid(
             "--ip-family ipv6: the bridge binding gives the guest no IPv6 (as KubeVirt's does \
              not); use ipv4 or dual"
@@ -297,7 +294,7 @@ pub fn up(a: &UpArgs) -> Result<UpReport, UpError> {
         name: name.clone(),
         vmi: a.file.display().to_string(),
         netns: format!("netbind-{name}"),
-        binding: binding.into(),
+        binding,
         family,
         ..Default::default()
     };
@@ -311,7 +308,7 @@ pub fn up(a: &UpArgs) -> Result<UpReport, UpError> {
         Ok(guest) => Ok(UpReport {
             name,
             netns: rec.netns.clone(),
-            binding: binding.into(),
+            binding,
             pod_ip: rec.pod_ip.map(|i| i.to_string()).unwrap_or_default(),
             launcher_pid: rec.launcher.map(|p| p.pid),
             steps: p.steps,

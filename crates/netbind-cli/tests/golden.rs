@@ -5,25 +5,8 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::{CASES, netbind, root, run_case};
-
-fn compare(path: &Path, actual: &str, failures: &mut Vec<String>) {
-    if std::env::var_os("NETBIND_BLESS").is_some() {
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        std::fs::write(path, actual).expect("write golden");
-        return;
-    }
-    match std::fs::read_to_string(path) {
-        Ok(expected) if expected == actual => {}
-        Ok(expected) => failures.push(format!(
-            "{} differs (rerun with NETBIND_BLESS=1 after review)\n--- expected\n{expected}\n--- actual\n{actual}",
-            path.display()
-        )),
-        Err(e) => failures.push(format!("{}: {e} (create with NETBIND_BLESS=1)", path.display())),
-    }
-}
+use netbind_testkit::golden::compare;
 
 #[test]
 fn golden_outputs() {

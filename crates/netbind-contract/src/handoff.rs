@@ -9,14 +9,37 @@ use serde::{Deserialize, Serialize};
 use crate::types::{IfName, MacAddr};
 
 /// Which binding an interface asked for (admission guarantees exactly one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum BindingKind {
+    /// KubeVirt's default (`defaultNetworkInterface` unset).
+    #[default]
     Bridge,
     Masquerade,
     Sriov,
     PasstBinding,
     Plugin,
+}
+
+impl BindingKind {
+    /// The name as KubeVirt's API and the hand-off record spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BindingKind::Bridge => "bridge",
+            BindingKind::Masquerade => "masquerade",
+            BindingKind::Sriov => "sriov",
+            BindingKind::PasstBinding => "passtBinding",
+            BindingKind::Plugin => "plugin",
+        }
+    }
+}
+
+impl std::fmt::Display for BindingKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 pub const HANDOFF_VERSION: u32 = 1;
@@ -162,6 +185,29 @@ pub struct PciAddress {
     pub bus: u8,
     pub slot: u8,
     pub function: u8,
+}
+
+impl PciAddress {
+    /// KubeVirt's `^([\da-fA-F]{4}):([\da-fA-F]{2}):([\da-fA-F]{2})\.([0-7])$`.
+    pub fn parse(text: &str) -> Option<PciAddress> {
+        let b = text.as_bytes();
+        if b.len() != 12 || b[4] != b':' || b[7] != b':' || b[10] != b'.' {
+            return None;
+        }
+        let hex = |r: std::ops::Range<usize>| {
+            let part = text.get(r)?;
+            part.bytes()
+                .all(|c| c.is_ascii_hexdigit())
+                .then(|| u16::from_str_radix(part, 16).ok())?
+        };
+        let function = char::from(b[11]).to_digit(8)?;
+        Some(PciAddress {
+            domain: hex(0..4)?,
+            bus: u8::try_from(hex(5..7)?).ok()?,
+            slot: u8::try_from(hex(8..10)?).ok()?,
+            function: u8::try_from(function).ok()?,
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

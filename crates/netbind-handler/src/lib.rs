@@ -248,7 +248,7 @@ pub fn setup(a: &SetupArgs) -> Result<SetupReport, HandlerError> {
 
 fn setup_in_netns(
     a: &SetupArgs,
-    vmi: &netbind_model::yaml::LoadedVmi,
+    vmi: &netbind_model::admitted::AdmittedVmi,
     resolv: &str,
     label: &LabelDecision,
     previous: Option<HandlerState>,

@@ -165,7 +165,7 @@ fn run(cli: Cli) -> Result<String, netbind_handler::HandlerError> {
                 cluster: match cluster_config {
                     Some(path) => netbind_handler::read_cluster_config(&path)?,
                     None => ClusterConfig {
-                        feature_gates: feature_gates.into_iter().collect(),
+                        feature_gates: feature_gates.into_iter().map(Into::into).collect(),
                         spoof_check_networks: spoof_check_networks.into_iter().collect(),
                         ..Default::default()
                     },

@@ -4,11 +4,12 @@
 //! Every rule runs and every violation is returned, so a user sees all problems of a file at
 //! once. The evaluation order follows KubeVirt's `pkg/network/admitter` `Validate()`.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
-
+use crate::admitted::{InterfaceState, NicModel};
+use crate::handoff::PciAddress;
+use crate::net::parse_ipv4_sloppy;
 use crate::types::{MacAddr, MacError};
 use crate::vmi::{BindingKind, Interface, Marker, Network, PodNetwork, VmiSpec};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The KubeVirt CR settings that change admission, defaulting and the plan. It crosses from
 /// `netbind` to `netbind-handler` whole, as one typed file (`--cluster-config`), so that the
@@ -20,8 +21,8 @@ pub struct ClusterConfig {
     pub default_network_interface: String,
     /// `spec.configuration.network.permitBridgeInterfaceOnPodNetwork` (default true).
     pub permit_bridge_interface_on_pod_network: bool,
-    /// Enabled feature gates, e.g. `PortRangesSpec`, `PasstBinding`.
-    pub feature_gates: BTreeSet<String>,
+    /// Enabled feature gates.
+    pub feature_gates: BTreeSet<FeatureGate>,
     /// Secondary (Multus) networks, by NetworkAttachmentDefinition (`namespace/name`, or
     /// `name` for the VMI's namespace), whose bridge-bound guests may send only from their own
     /// MAC and addresses. Opt-in per network, as the CNI bridge plugin's `macspoofchk`: guests
@@ -47,8 +48,8 @@ impl ClusterConfig {
         serde_json::from_slice(bytes)
     }
 
-    pub fn gate(&self, name: &str) -> bool {
-        self.feature_gates.contains(name)
+    pub fn gate(&self, gate: FeatureGate) -> bool {
+        self.feature_gates.contains(&gate)
     }
 
     /// Whether the Multus network `network_name` of a VMI in `vmi_namespace` opted in to the
@@ -63,6 +64,44 @@ impl ClusterConfig {
     }
 }
 
+/// A KubeVirt feature gate (`spec.configuration.developerConfiguration.featureGates`). The
+/// gates netbind acts on are variants; any other name is kept as written, as KubeVirt keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum FeatureGate {
+    /// `portRanges` on masquerade interfaces.
+    PortRangesSpec,
+    /// KubeVirt's core passt binding (`passtBinding: {}`).
+    PasstBinding,
+    Other(String),
+}
+
+impl From<String> for FeatureGate {
+    fn from(name: String) -> Self {
+        match name.as_str() {
+            "PortRangesSpec" => FeatureGate::PortRangesSpec,
+            "PasstBinding" => FeatureGate::PasstBinding,
+            _ => FeatureGate::Other(name),
+        }
+    }
+}
+
+impl From<&str> for FeatureGate {
+    fn from(name: &str) -> Self {
+        FeatureGate::from(name.to_string())
+    }
+}
+
+impl From<FeatureGate> for String {
+    fn from(gate: FeatureGate) -> Self {
+        match gate {
+            FeatureGate::PortRangesSpec => "PortRangesSpec".into(),
+            FeatureGate::PasstBinding => "PasstBinding".into(),
+            FeatureGate::Other(name) => name,
+        }
+    }
+}
+
 /// One admission failure: the field path (as KubeVirt prints it) and its message.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Violation {
@@ -71,9 +110,6 @@ pub struct Violation {
 }
 
 const MAX_ITEMS: usize = 256;
-pub const VALID_MODELS: [&str; 7] = [
-    "e1000", "e1000e", "igb", "ne2k_pci", "pcnet", "rtl8139", "virtio",
-];
 
 /// KubeVirt's `SetDefaultNetworkInterface`: an empty spec gets the pod network with the
 /// cluster's default binding.
@@ -273,7 +309,7 @@ fn interface_state(c: &mut Ctx) {
         let state = iface.state.as_deref().unwrap_or("");
         let f = format!("{}.state", c.iface(i));
         let name = &iface.name;
-        if !matches!(state, "" | "absent" | "down" | "up") {
+        if InterfaceState::parse(Some(state)).is_none() {
             c.push(
                 f.clone(),
                 format!("logical {name} interface state value is unsupported: {state}"),
@@ -343,7 +379,7 @@ fn binding_methods(c: &mut Ctx, cfg: &ClusterConfig) {
             );
         }
         if iface.passt_binding.is_some() {
-            if !cfg.gate("PasstBinding") {
+            if !cfg.gate(FeatureGate::PasstBinding) {
                 c.push(
                     format!("{base}.name"),
                     "PasstBinding feature gate is not enabled",
@@ -407,27 +443,6 @@ fn valid_iface_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-/// `^([\da-fA-F]{4}):([\da-fA-F]{2}):([\da-fA-F]{2})\.([0-7])$`
-pub fn parse_pci_address(s: &str) -> Option<(u16, u8, u8, u8)> {
-    let b = s.as_bytes();
-    if b.len() != 12 || b[4] != b':' || b[7] != b':' || b[10] != b'.' {
-        return None;
-    }
-    let hex = |r: std::ops::Range<usize>| {
-        let part = s.get(r)?;
-        part.bytes()
-            .all(|c| c.is_ascii_hexdigit())
-            .then(|| u16::from_str_radix(part, 16).ok())?
-    };
-    let func = (b[11] as char).to_digit(8)?;
-    Some((
-        hex(0..4)?,
-        u8::try_from(hex(5..7)?).ok()?,
-        u8::try_from(hex(8..10)?).ok()?,
-        u8::try_from(func).ok()?,
-    ))
-}
-
 fn interface_fields(c: &mut Ctx) {
     for (i, iface) in c.spec.domain.devices.interfaces.iter().enumerate() {
         let base = c.iface(i);
@@ -439,7 +454,7 @@ fn interface_fields(c: &mut Ctx) {
             );
         }
         if let Some(model) = iface.model.as_deref().filter(|m| !m.is_empty())
-            && !VALID_MODELS.contains(&model)
+            && NicModel::parse(Some(model)).is_none()
         {
             c.push(
                 format!("{base}.model"),
@@ -460,7 +475,7 @@ fn interface_fields(c: &mut Ctx) {
             }
         }
         if let Some(pci) = iface.pci_address.as_deref().filter(|p| !p.is_empty())
-            && parse_pci_address(pci).is_none()
+            && PciAddress::parse(pci).is_none()
         {
             c.push(
                 format!("{base}.pciAddress"),
@@ -531,7 +546,7 @@ fn ports(c: &mut Ctx, cfg: &ClusterConfig) {
             continue;
         }
         let rf = format!("{base}.portRanges");
-        if !cfg.gate("PortRangesSpec") {
+        if !cfg.gate(FeatureGate::PortRangesSpec) {
             c.push(rf, "portRanges is specified on interface but the PortRangesSpec feature gate is not enabled");
             continue;
         }
@@ -634,22 +649,6 @@ fn dhcp_options(c: &mut Ctx) {
             }
         }
     }
-}
-
-/// KubeVirt re-parses NTP servers "sloppily" (leading zeros allowed: `010.000.002.001`).
-pub fn parse_ipv4_sloppy(s: &str) -> Option<Ipv4Addr> {
-    let parts: Vec<&str> = s.split('.').collect();
-    if parts.len() != 4 {
-        return None;
-    }
-    let mut o = [0u8; 4];
-    for (slot, p) in o.iter_mut().zip(parts) {
-        if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        *slot = p.parse().ok()?;
-    }
-    Some(Ipv4Addr::from(o))
 }
 
 fn boot_order(c: &mut Ctx) {

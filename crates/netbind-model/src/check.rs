@@ -1,6 +1,7 @@
 //! Load + default + admit in one call, with every violation located in the source file.
 
-use crate::admission::{ClusterConfig, apply_defaults, validate};
+use crate::admission::ClusterConfig;
+use crate::admitted::{AdmittedVmi, admit};
 use crate::yaml::{LoadError, LoadedVmi, Pos, load_vmi};
 
 /// One admission violation, located.
@@ -33,27 +34,31 @@ pub enum CheckError {
 }
 
 /// Decodes, applies KubeVirt's defaulting and runs every admission rule.
-/// On success the returned VMI has its defaults filled in.
-pub fn check_vmi(text: &str, cfg: &ClusterConfig) -> Result<LoadedVmi, CheckError> {
-    let mut vmi = load_vmi(text)?;
-    let violations = match apply_defaults(&mut vmi.spec, vmi.spec_path, cfg) {
-        Err(v) => vec![v],
-        Ok(()) => validate(&vmi.spec, vmi.spec_path, cfg),
-    };
-    if violations.is_empty() {
-        return Ok(vmi);
-    }
-    let findings = violations
-        .into_iter()
-        .map(|v| {
-            let Pos { line, column } = vmi.positions.lookup(&v.field);
-            Finding {
-                line,
-                column,
-                field: v.field,
-                message: v.message,
-            }
-        })
-        .collect();
-    Err(CheckError::Invalid(findings))
+/// On success returns the typed spec, defaults filled in.
+pub fn check_vmi(text: &str, cfg: &ClusterConfig) -> Result<AdmittedVmi, CheckError> {
+    let vmi = load_vmi(text)?;
+    let LoadedVmi {
+        metadata,
+        spec,
+        status,
+        spec_path,
+        positions,
+        ..
+    } = vmi;
+    admit(metadata, spec, &status, spec_path, cfg).map_err(|violations| {
+        CheckError::Invalid(
+            violations
+                .into_iter()
+                .map(|v| {
+                    let Pos { line, column } = positions.lookup(&v.field);
+                    Finding {
+                        line,
+                        column,
+                        field: v.field,
+                        message: v.message,
+                    }
+                })
+                .collect(),
+        )
+    })
 }

@@ -1,5 +1,5 @@
 //! netbind's pure data model: KubeVirt's VMI networking API, its defaulting and admission
-//! rules, kernel-limit newtypes, the observed pod, and the versioned hand-off record that
+//! rules, the admitted (typed) spec the planner takes, kernel-limit newtypes, the observed pod, and the versioned hand-off record that
 //! phase 1 writes for phase 2.
 #![forbid(unsafe_code)]
 
@@ -9,6 +9,7 @@ pub mod yaml;
 
 pub use types::{IfName, MacAddr};
 pub mod admission;
+pub mod admitted;
 pub mod net;
 
 pub use net::Cidr;

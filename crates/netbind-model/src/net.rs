@@ -1,10 +1,8 @@
 //! CIDR newtypes and the masquerade addressing scheme (KubeVirt §6.1).
 
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 pub use netbind_contract::net::{AddrError, Cidr};
-
-use crate::admission::parse_ipv4_sloppy;
 
 /// The masquerade binding's in-pod subnet: the gateway (on the bridge) and the guest address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +52,22 @@ impl MasqueradeAddrs {
             guest: c.nth(2),
         })
     }
+}
+
+/// KubeVirt parses NTP servers and `vmNetworkCIDR` "sloppily" (leading zeros allowed: `010.000.002.001`).
+pub fn parse_ipv4_sloppy(s: &str) -> Option<Ipv4Addr> {
+    let parts: Vec<&str> = s.split('.').collect();
+    if parts.len() != 4 {
+        return None;
+    }
+    let mut o = [0u8; 4];
+    for (slot, p) in o.iter_mut().zip(parts) {
+        if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        *slot = p.parse().ok()?;
+    }
+    Some(Ipv4Addr::from(o))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use netbind_model::vmi::{Network, VmiSpec};
+use netbind_model::admitted::AdmittedNetwork;
 use netbind_model::{Cidr, IfName};
 use sha2::{Digest, Sha256};
 
@@ -38,18 +38,18 @@ pub fn uses_ordinal_scheme<'a>(pod_ifaces: impl IntoIterator<Item = &'a str>) ->
     })
 }
 
-/// The pod interface name of every network in `spec.networks` order.
+/// The pod interface name of every network, in `spec.networks` order.
 /// Primary (pod or multus default) → `eth0` unless the VMI status recorded another name;
 /// secondary → hashed, or ordinal `netN` when the pod already uses that scheme.
 pub fn pod_iface_names(
-    spec: &VmiSpec,
+    networks: &[AdmittedNetwork],
     status_names: &dyn Fn(&str) -> Option<String>,
     ordinal: bool,
 ) -> Result<Vec<(String, IfName)>, NamingError> {
     let mut out = Vec::new();
     let mut secondary = 0usize;
-    for n in &spec.networks {
-        let name = if Network::is_primary(n) {
+    for n in networks {
+        let name = if n.is_primary() {
             status_names(&n.name).unwrap_or_else(|| PRIMARY_POD_IFACE.to_string())
         } else {
             secondary += 1;

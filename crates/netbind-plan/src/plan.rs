@@ -4,16 +4,16 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use netbind_model::admission::{ClusterConfig, parse_pci_address};
+use netbind_model::admission::ClusterConfig;
+use netbind_model::admitted::{AdmittedInterface, AdmittedVmi, Binding, InterfaceState};
+use netbind_model::handoff::BindingKind;
 use netbind_model::handoff::{
     Dhcpv4Config, Dhcpv6Config, DomainInterface, HANDOFF_VERSION, Handoff, HandoffInterface,
-    LEASE_SECONDS, PciAddress, PrivateOption, Route4,
+    LEASE_SECONDS, Route4,
 };
-use netbind_model::net::{AddrError, DEFAULT_VM_CIDR_V4, DEFAULT_VM_CIDR_V6, MasqueradeAddrs};
+use netbind_model::net::{AddrError, MasqueradeAddrs};
 use netbind_model::pod::{ObservedPod, PodInterface};
 use netbind_model::ra::RaConfig;
-use netbind_model::vmi::{BindingKind, Interface, Network};
-use netbind_model::yaml::LoadedVmi;
 use netbind_model::{Cidr, IfName, MacAddr};
 use serde::{Deserialize, Serialize};
 
@@ -153,15 +153,8 @@ pub enum PlanError {
         iface: IfName,
         mtu: u32,
     },
-    #[error("interface {network:?}: macAddress: {source}")]
-    Mac {
-        network: String,
-        source: netbind_model::types::MacError,
-    },
     #[error("network {network:?}: link {name} is also planned for another network")]
     DuplicateLink { network: String, name: IfName },
-    #[error("interface {network:?} has no network of that name (run `netbind validate`)")]
-    NoNetwork { network: String },
     #[error("nftables ruleset: {0} (a netbind bug)")]
     Ruleset(String),
 }
@@ -186,8 +179,9 @@ struct Lease {
     mtu: u16,
 }
 
-struct Ctx<'a> {
-    vmi: &'a LoadedVmi,
+/// The planner's working state: its inputs and what it has planned so far.
+struct Planner<'a> {
+    vmi: &'a AdmittedVmi,
     pod: &'a ObservedPod,
     opts: &'a PlanOptions<'a>,
     dns: DnsConfig,
@@ -203,13 +197,13 @@ struct Ctx<'a> {
 }
 
 pub fn plan(
-    vmi: &LoadedVmi,
+    vmi: &AdmittedVmi,
     pod: &ObservedPod,
     opts: &PlanOptions,
 ) -> Result<PodNetPlan, PlanError> {
     let mut warnings = Vec::new();
     let dns = dns::parse_resolv_conf(opts.resolv_conf, &mut warnings);
-    let mut c = Ctx {
+    let mut planner = Planner {
         vmi,
         pod,
         opts,
@@ -224,73 +218,47 @@ pub fn plan(
         router_adverts: Vec::new(),
         warnings,
     };
-    let spec = &vmi.spec;
     let status_name = |net: &str| {
         vmi.status
             .interfaces
             .iter()
-            .find(|s| s.name.as_deref() == Some(net))
+            .find(|s| s.network == net)
             .and_then(|s| s.pod_interface_name.clone())
     };
     let ordinal = naming::uses_ordinal_scheme(pod.interfaces.iter().map(|i| i.name.as_str()));
-    let pod_names = naming::pod_iface_names(spec, &status_name, ordinal)?;
-    for (index, iface) in spec.domain.devices.interfaces.iter().enumerate() {
-        let network = spec
-            .networks
-            .iter()
-            .find(|n| n.name == iface.name)
-            .ok_or_else(|| PlanError::NoNetwork {
-                network: iface.name.clone(),
-            })?;
+    let pod_names = naming::pod_iface_names(&vmi.networks, &status_name, ordinal)?;
+    for (index, iface) in vmi.interfaces.iter().enumerate() {
+        // Admission pairs every interface with one network; naming covers every network.
         let Some((_, pod_iface)) = pod_names.iter().find(|(n, _)| *n == iface.name) else {
-            return Err(PlanError::NoNetwork {
-                network: iface.name.clone(),
-            });
+            continue;
         };
-        if iface.state.as_deref() == Some("absent") {
-            c.warnings.push(format!(
+        if iface.state == InterfaceState::Absent {
+            planner.warnings.push(format!(
                 "interface {:?}: state absent (hot-unplug) is not planned",
                 iface.name
             ));
             continue;
         }
-        match iface.binding_kind() {
-            Some(BindingKind::Bridge) => c.bridge(index, iface, network, pod_iface)?,
-            Some(BindingKind::Masquerade) => c.masquerade(iface, network, pod_iface)?,
-            Some(other) => c.warnings.push(format!(
-                "interface {:?}: binding {other:?} has no phase-1 work in netbind; skipped",
-                iface.name
+        match &iface.binding {
+            Binding::Bridge => planner.bridge(index, iface, pod_iface)?,
+            Binding::Masquerade(m) => planner.masquerade(iface, m, pod_iface)?,
+            other => planner.warnings.push(format!(
+                "interface {:?}: binding {:?} has no phase-1 work in netbind; skipped",
+                iface.name,
+                other.kind()
             )),
-            None => {
-                return Err(PlanError::NoNetwork {
-                    network: iface.name.clone(),
-                });
-            }
         }
     }
-    c.finish()
+    planner.finish()
 }
 
-impl Ctx<'_> {
-    fn pod_link(&self, network: &Network, iface: &IfName) -> Result<&PodInterface, PlanError> {
+impl Planner<'_> {
+    fn pod_link(&self, network: &str, iface: &IfName) -> Result<&PodInterface, PlanError> {
         self.pod
             .get(iface.as_str())
             .ok_or_else(|| PlanError::PodLinkMissing {
-                network: network.name.clone(),
+                network: network.into(),
                 iface: iface.clone(),
-            })
-    }
-
-    fn spec_mac(iface: &Interface) -> Result<Option<MacAddr>, PlanError> {
-        iface
-            .mac_address
-            .as_deref()
-            .filter(|m| !m.is_empty())
-            .map(MacAddr::parse_go)
-            .transpose()
-            .map_err(|source| PlanError::Mac {
-                network: iface.name.clone(),
-                source,
             })
     }
 
@@ -299,9 +267,8 @@ impl Ctx<'_> {
             .status
             .interfaces
             .iter()
-            .find(|s| s.name.as_deref() == Some(network))
-            .and_then(|s| s.mac.as_deref())
-            .and_then(|m| MacAddr::parse_go(m).ok())
+            .find(|s| s.network == network)
+            .and_then(|s| s.mac)
     }
 
     fn global_sysctl(&mut self, path: &str, value: &str) {
@@ -335,12 +302,7 @@ impl Ctx<'_> {
             .lines()
             .map(String::from)
             .collect();
-        let meta = &self.vmi.metadata;
-        let vmi = match (&meta.namespace, &meta.name) {
-            (Some(ns), Some(n)) => format!("{ns}/{n}"),
-            (None, Some(n)) => n.clone(),
-            _ => String::new(),
-        };
+        let vmi = self.vmi.qualified_name();
         // Two links with one name would make apply fight itself; refuse such a plan.
         let mut names = BTreeSet::new();
         for l in &self.links {

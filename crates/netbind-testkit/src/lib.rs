@@ -4,6 +4,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test support: a failed step fails the test
 
 pub mod frame;
+pub mod golden;
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};

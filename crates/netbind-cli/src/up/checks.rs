@@ -278,7 +278,7 @@ fn family_checks(
 /// binding (DHCPv6 and router advertisements; the bridge binding serves IPv4 only, as
 /// KubeVirt's).
 pub(super) fn guest_v6(rec: &PodRecord) -> bool {
-    rec.family.v6() && rec.binding == "masquerade"
+    rec.family.v6() && rec.binding == BindingKind::Masquerade
 }
 
 pub(super) fn ok_str(b: Option<bool>) -> &'static str {

@@ -9,7 +9,7 @@ pub struct PodRecord {
     pub name: String,
     pub vmi: String,
     pub netns: String,
-    pub binding: String,
+    pub binding: BindingKind,
     /// The allocator's address: the pod's IPv4 address, unless its family is IPv6 only.
     pub pod_ip: Option<Ipv4Addr>,
     #[serde(default)]
@@ -61,7 +61,7 @@ pub struct PodStatus {
     /// virt-launcher died), even though the guest may still run.
     pub phase: String,
     pub vmi: String,
-    pub binding: String,
+    pub binding: BindingKind,
     pub pod_ip: Option<Ipv4Addr>,
     pub launcher: String,
     pub vm: String,
@@ -107,7 +107,7 @@ pub fn status() -> Vec<PodStatus> {
             phase: phase(&r),
             name: r.name.clone(),
             vmi: r.vmi.clone(),
-            binding: r.binding.clone(),
+            binding: r.binding,
             pod_ip: r.pod_ip,
             launcher: state(r.launcher),
             vm: match r.boot {

@@ -1,35 +1,13 @@
 //! Shared by the CLI integration tests: the golden cases and a runner for the binary.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test code: a failed step is a failed test
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)] // each test binary uses a part
 
 use std::path::Path;
 use std::process::Command;
 
 pub use netbind_testkit::repo_root as root;
 
-pub struct Case {
-    pub name: &'static str,
-    pub vmi: &'static str,
-    pub pod: &'static str,
-    pub resolv: &'static str,
-    pub extra: &'static [&'static str],
-}
-
-#[rustfmt::skip]
-pub const CASES: &[Case] = &[
-    Case { name: "bridge-pod", vmi: "examples/vmi-bridge.yaml", pod: "pod-v4", resolv: "resolv.conf", extra: &[] },
-    Case { name: "masquerade-v4", vmi: "examples/vmi-masquerade.yaml", pod: "pod-v4", resolv: "resolv.conf", extra: &[] },
-    Case { name: "masquerade-v6", vmi: "examples/vmi-masquerade.yaml", pod: "pod-v6", resolv: "resolv.conf", extra: &[] },
-    Case { name: "masquerade-dual", vmi: "examples/vmi-dual-stack.yaml", pod: "pod-dual", resolv: "resolv-bad-search.conf", extra: &[] },
-    Case { name: "masquerade-ports", vmi: "examples/vmi-ports.yaml", pod: "pod-v4", resolv: "resolv.conf", extra: &[] },
-    Case { name: "multus-bridge", vmi: "examples/vmi-masquerade-multus.yaml", pod: "pod-multus", resolv: "resolv.conf", extra: &[] },
-    Case { name: "multus-spoof-check", vmi: "examples/vmi-masquerade-multus.yaml", pod: "pod-multus", resolv: "resolv.conf", extra: &["--spoof-check", "blue-net"] },
-    Case { name: "multiqueue", vmi: "testdata/vmi/multiqueue.yaml", pod: "pod-v4", resolv: "resolv.conf", extra: &[] },
-    Case { name: "port-ranges", vmi: "testdata/vmi/port-ranges.yaml", pod: "pod-v4", resolv: "resolv.conf", extra: &["--feature-gate", "PortRangesSpec"] },
-    Case { name: "istio-dual", vmi: "testdata/vmi/istio.yaml", pod: "pod-dual", resolv: "resolv.conf", extra: &[] },
-    Case { name: "bridge-options", vmi: "testdata/vmi/bridge-options.yaml", pod: "pod-multus", resolv: "resolv.conf", extra: &["--uid", "0", "--gid", "0"] },
-    Case { name: "vm-template", vmi: "examples/vm-masquerade.yaml", pod: "pod-v4", resolv: "resolv.conf", extra: &[] },
-];
+pub use netbind_testkit::golden::{CASES, Case as GoldenCase};
 
 pub fn netbind(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_netbind"))
@@ -45,21 +23,8 @@ pub fn netbind(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
-/// The arguments shared by `plan` and `domxml` for one case.
-pub fn case_args(c: &Case) -> Vec<String> {
-    let mut v: Vec<String> = vec![
-        c.vmi.into(),
-        "--pod".into(),
-        format!("testdata/pods/{}.json", c.pod),
-        "--resolv-conf".into(),
-        format!("testdata/{}", c.resolv),
-    ];
-    v.extend(c.extra.iter().map(|s| s.to_string()));
-    v
-}
-
-pub fn run_case(prefix: &[&str], c: &Case) -> String {
-    let args = case_args(c);
+pub fn run_case(prefix: &[&str], c: &GoldenCase) -> String {
+    let args = c.cli_args();
     let mut all: Vec<&str> = prefix.to_vec();
     all.extend(args.iter().map(String::as_str));
     netbind(&all)

@@ -177,7 +177,7 @@ pub fn plan_for(
 ) -> netbind_plan::PodNetPlan {
     let text = std::fs::read_to_string(root().join(vmi)).expect("vmi");
     let cluster = netbind_model::admission::ClusterConfig {
-        feature_gates: gates.iter().map(|s| s.to_string()).collect(),
+        feature_gates: gates.iter().map(|g| (*g).into()).collect(),
         ..Default::default()
     };
     let vmi = netbind_model::check::check_vmi(&text, &cluster).expect("valid vmi");

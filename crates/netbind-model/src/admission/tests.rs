@@ -316,7 +316,15 @@ fn model_mac_pci() {
         one(&y, &ClusterConfig::default()).1,
         "interface spec.domain.devices.interfaces[0].name has too long MAC address (02:00:5e:10:00:00:00:01)."
     );
-    assert_eq!(parse_pci_address("0000:81:11.1"), Some((0, 0x81, 0x11, 1)));
+    assert_eq!(
+        PciAddress::parse("0000:81:11.1"),
+        Some(PciAddress {
+            domain: 0,
+            bus: 0x81,
+            slot: 0x11,
+            function: 1
+        })
+    );
 }
 
 #[test]
@@ -358,7 +366,7 @@ fn port_range_rules() {
         "portRanges is specified on interface but the PortRangesSpec feature gate is not enabled"
     );
     let cfg = ClusterConfig {
-        feature_gates: ["PortRangesSpec".to_string()].into(),
+        feature_gates: [FeatureGate::PortRangesSpec].into(),
         ..Default::default()
     };
     assert_eq!(

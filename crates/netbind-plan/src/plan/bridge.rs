@@ -2,18 +2,18 @@
 //! `<suffix>-nic`, the guest takes over the pod's addresses through DHCP.
 
 use super::*;
+use netbind_model::admitted::NetworkSource;
 
-impl Ctx<'_> {
+impl Planner<'_> {
     pub(super) fn bridge(
         &mut self,
         index: usize,
-        iface: &Interface,
-        network: &Network,
+        iface: &AdmittedInterface,
         pod_iface: &IfName,
     ) -> Result<(), PlanError> {
-        let net = network.name.as_str();
-        let primary = network.is_primary();
-        let link = self.pod_link(network, pod_iface)?.clone();
+        let net = iface.name.as_str();
+        let primary = iface.network.is_primary();
+        let link = self.pod_link(net, pod_iface)?.clone();
         let bridge = naming::bridge_name(net, pod_iface)?;
         let nic = naming::nic_name(net, pod_iface)?;
         let tap = naming::tap_name(net, pod_iface, primary)?;
@@ -56,7 +56,8 @@ impl Ctx<'_> {
                     .collect();
                 // RFC 3442 clients apply routes in order; KubeVirt moves the default route last.
                 kept.sort_by_key(|r| r.prefix_len == 0);
-                let mac = Self::spec_mac(iface)?
+                let mac = iface
+                    .mac
                     .or_else(|| self.status_mac(net))
                     .unwrap_or(link.mac);
                 let mtu = Self::mtu16(net, pod_iface, link.mtu)?;
@@ -121,12 +122,11 @@ impl Ctx<'_> {
             self.global_sysctl("net/ipv4/conf/all/arp_ignore", "1");
         }
         self.guard_bridge.push(nic);
-        let mac = Self::spec_mac(iface)?.unwrap_or(link.mac);
-        let checked = match &network.multus {
-            Some(m) if !primary => {
+        let mac = iface.mac.unwrap_or(link.mac);
+        let checked = match &iface.network.source {
+            NetworkSource::Multus { network_name, .. } if !primary => {
                 let ns = self.vmi.metadata.namespace.as_deref().unwrap_or("default");
-                let nad = m.network_name.as_deref().unwrap_or_default();
-                self.opts.cluster.spoof_checked(nad, ns)
+                self.opts.cluster.spoof_checked(network_name, ns)
             }
             _ => true,
         };

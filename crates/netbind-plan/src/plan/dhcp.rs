@@ -3,25 +3,19 @@
 
 use super::*;
 
-impl Ctx<'_> {
+impl Planner<'_> {
     pub(super) fn hostname(&self) -> String {
-        let h = self
-            .vmi
-            .spec
-            .hostname
-            .clone()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| {
-                let n = self.vmi.metadata.name.clone().unwrap_or_default();
-                n.split('.').next().unwrap_or_default().to_string()
-            });
+        let h = self.vmi.hostname.clone().unwrap_or_else(|| {
+            let n = self.vmi.metadata.name.clone().unwrap_or_default();
+            n.split('.').next().unwrap_or_default().to_string()
+        });
         h.chars().take(63).collect()
     }
 
     /// The search list after the subdomain entry is prepended, then sanitised.
     pub(super) fn search(&mut self) -> Vec<String> {
         let mut search = self.dns.search.clone();
-        if let Some(sub) = self.vmi.spec.subdomain.as_deref().filter(|s| !s.is_empty())
+        if let Some(sub) = self.vmi.subdomain.as_deref()
             && let Some(entry) = dns::subdomain_search_entry(&search, sub)
         {
             search.insert(0, entry);
@@ -37,43 +31,7 @@ impl Ctx<'_> {
         })
     }
 
-    pub(super) fn dhcp_extras(
-        iface: &Interface,
-    ) -> (
-        Vec<Ipv4Addr>,
-        Option<String>,
-        Option<String>,
-        Vec<PrivateOption>,
-    ) {
-        let Some(d) = &iface.dhcp_options else {
-            return (vec![], None, None, vec![]);
-        };
-        let ntp = d
-            .ntp_servers
-            .iter()
-            .filter_map(|s| netbind_model::admission::parse_ipv4_sloppy(s))
-            .collect();
-        let private = d
-            .private_options
-            .iter()
-            .filter_map(|o| {
-                Some(PrivateOption {
-                    code: u8::try_from(o.option).ok()?,
-                    value: o.value.clone(),
-                })
-            })
-            .filter(|o| (224..=254).contains(&o.code))
-            .collect();
-        let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
-        (
-            ntp,
-            nonempty(&d.tftp_server_name),
-            nonempty(&d.boot_file_name),
-            private,
-        )
-    }
-
-    pub(super) fn dhcpv4(&mut self, iface: &Interface, l: Lease) -> Dhcpv4Config {
+    pub(super) fn dhcpv4(&mut self, iface: &AdmittedInterface, l: Lease) -> Dhcpv4Config {
         let Lease {
             listen,
             server_id,
@@ -85,7 +43,7 @@ impl Ctx<'_> {
         } = l;
         let search = self.search();
         let domain_name = dns::longest(search.iter()).cloned();
-        let (ntp, tftp_server, boot_file, private) = Self::dhcp_extras(iface);
+        let extras = &iface.dhcp;
         let client_ip = match client.addr() {
             IpAddr::V4(a) => a,
             IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
@@ -103,10 +61,10 @@ impl Ctx<'_> {
             search,
             mtu,
             routes,
-            ntp,
-            tftp_server,
-            boot_file,
-            private,
+            ntp: extras.ntp_servers.clone(),
+            tftp_server: extras.tftp_server_name.clone(),
+            boot_file: extras.boot_file_name.clone(),
+            private: extras.private_options.clone(),
             lease_seconds: LEASE_SECONDS,
         }
     }

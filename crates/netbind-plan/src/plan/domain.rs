@@ -2,25 +2,22 @@
 //! the launcher renders for libvirt.
 
 use super::*;
+use netbind_model::admitted::NicModel;
 
-impl Ctx<'_> {
+impl Planner<'_> {
     /// Queue count for this interface: vCPUs (capped at 256) with multiqueue on a virtio NIC.
-    pub(super) fn queues(&self, iface: &Interface) -> u32 {
-        let devices = &self.vmi.spec.domain.devices;
-        let virtio = matches!(iface.model.as_deref(), None | Some("") | Some("virtio"));
-        if devices.network_interface_multiqueue != Some(true) || !virtio {
+    pub(super) fn queues(&self, iface: &AdmittedInterface) -> u32 {
+        if !self.vmi.multiqueue || iface.model != NicModel::Virtio {
             return 0;
         }
-        let cpu = self.vmi.spec.domain.cpu.clone().unwrap_or_default();
-        let vcpus = u64::from(cpu.sockets.unwrap_or(1).max(1))
-            * u64::from(cpu.cores.unwrap_or(1).max(1))
-            * u64::from(cpu.threads.unwrap_or(1).max(1));
+        let cpu = self.vmi.cpu;
+        let vcpus = u64::from(cpu.sockets) * u64::from(cpu.cores) * u64::from(cpu.threads);
         u32::try_from(vcpus.min(256)).unwrap_or(256)
     }
 
     pub(super) fn tap(
         &self,
-        iface: &Interface,
+        iface: &AdmittedInterface,
         name: &IfName,
         mtu: u32,
         master: &IfName,
@@ -48,25 +45,18 @@ impl Ctx<'_> {
 
     pub(super) fn domain(
         &self,
-        iface: &Interface,
+        iface: &AdmittedInterface,
         tap: &IfName,
         mac: MacAddr,
         mtu: u32,
     ) -> DomainInterface {
-        let model = match iface.model.as_deref() {
-            None | Some("") | Some("virtio") => {
-                if self.vmi.spec.domain.devices.use_virtio_transitional == Some(true) {
-                    "virtio-transitional".to_string()
-                } else {
-                    "virtio-non-transitional".to_string()
-                }
-            }
-            Some(m) => m.to_string(),
-        };
-        let boot_order = iface
-            .boot_order
-            .and_then(|b| u32::try_from(b).ok())
-            .filter(|b| *b > 0);
+        let model = match iface.model {
+            NicModel::Virtio if self.vmi.virtio_transitional => "virtio-transitional",
+            NicModel::Virtio => "virtio-non-transitional",
+            other => other.as_str(),
+        }
+        .to_string();
+        let boot_order = iface.boot_order;
         let queues = self.queues(iface);
         DomainInterface {
             alias: format!("ua-{}", iface.name),
@@ -76,22 +66,10 @@ impl Ctx<'_> {
             mtu,
             boot_order,
             rom_disabled: boot_order.is_none(),
-            pci_address: iface
-                .pci_address
-                .as_deref()
-                .and_then(parse_pci_address)
-                .map(|(domain, bus, slot, function)| PciAddress {
-                    domain,
-                    bus,
-                    slot,
-                    function,
-                }),
-            acpi_index: iface
-                .acpi_index
-                .and_then(|a| u32::try_from(a).ok())
-                .filter(|a| *a > 0),
+            pci_address: iface.pci_address,
+            acpi_index: iface.acpi_index,
             queues: (queues > 0).then_some(queues),
-            link_down: iface.state.as_deref() == Some("down"),
+            link_down: iface.state == InterfaceState::Down,
         }
     }
 }

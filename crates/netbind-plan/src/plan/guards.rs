@@ -15,7 +15,7 @@ pub(super) enum SpoofGuard {
     },
 }
 
-impl Ctx<'_> {
+impl Planner<'_> {
     /// netbind's DHCP-leak guard: nothing the pod netns sends from UDP port 67/547 or to UDP
     /// port 68/546 may leave through the pod interface, so a compromised launcher cannot answer DHCP on the
     /// pod network (routed: `inet` output hook; bridged: `bridge` output hook on the port).

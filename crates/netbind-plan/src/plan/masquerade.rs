@@ -2,6 +2,7 @@
 //! DHCP and router advertisements, and KubeVirt's nftables rules for it.
 
 use super::*;
+use netbind_model::admitted::{Forward, MasqueradeBinding};
 
 /// Envoy's reserved ports, skipped by the Istio rule set.
 const ISTIO_RESERVED_PORTS: [u16; 10] = [
@@ -10,46 +11,23 @@ const ISTIO_RESERVED_PORTS: [u16; 10] = [
 const ISTIO_NON_PROXIED_PORT: u16 = 22;
 const LIVE_MIGRATION_PORTS: [u16; 2] = [49152, 49153];
 
-impl Ctx<'_> {
+impl Planner<'_> {
     pub(super) fn masquerade(
         &mut self,
-        iface: &Interface,
-        network: &Network,
+        iface: &AdmittedInterface,
+        spec: &MasqueradeBinding,
         pod_iface: &IfName,
     ) -> Result<(), PlanError> {
-        let net = network.name.as_str();
-        let link = self.pod_link(network, pod_iface)?.clone();
-        let pod_cfg = network.pod.clone().unwrap_or_default();
+        let net = iface.name.as_str();
+        let link = self.pod_link(net, pod_iface)?.clone();
         let cidr_err = |field, source| PlanError::Cidr {
             network: net.into(),
             field,
             source,
         };
-        let v4 = match link.global_v4() {
-            Some(pod_ip) => Some((
-                MasqueradeAddrs::v4(
-                    pod_cfg
-                        .vm_network_cidr
-                        .as_deref()
-                        .unwrap_or(DEFAULT_VM_CIDR_V4),
-                )
-                .map_err(|e| cidr_err("vmNetworkCIDR", e))?,
-                pod_ip,
-            )),
-            None => None,
-        };
-        let v6 = match link.global_v6() {
-            Some(_) => Some(
-                MasqueradeAddrs::v6(
-                    pod_cfg
-                        .vm_ipv6_network_cidr
-                        .as_deref()
-                        .unwrap_or(DEFAULT_VM_CIDR_V6),
-                )
-                .map_err(|e| cidr_err("vmIPv6NetworkCIDR", e))?,
-            ),
-            None => None,
-        };
+        // The guest gets a family only where the pod has one.
+        let v4 = link.global_v4().map(|pod_ip| (spec.v4, pod_ip));
+        let v6 = link.global_v6().map(|_| spec.v6);
         let bridge = naming::bridge_name(net, pod_iface)?;
         let tap = naming::tap_name(net, pod_iface, true)?;
         let mtu = Self::mtu16(net, pod_iface, link.mtu)?;
@@ -115,7 +93,7 @@ impl Ctx<'_> {
         if let Some((m, pod_ip)) = v4 {
             self.masquerade_nft(
                 Family::Ip,
-                iface,
+                &spec.forward,
                 pod_iface,
                 &bridge,
                 m,
@@ -123,7 +101,7 @@ impl Ctx<'_> {
             );
         }
         if let Some(m) = v6 {
-            self.masquerade_nft(Family::Ip6, iface, pod_iface, &bridge, m, None);
+            self.masquerade_nft(Family::Ip6, &spec.forward, pod_iface, &bridge, m, None);
             self.router_adverts.push(RaConfig::masquerade(
                 bridge.clone(),
                 MacAddr::MASQUERADE_BRIDGE,
@@ -138,7 +116,7 @@ impl Ctx<'_> {
             bridge: bridge.clone(),
             guest,
         });
-        let mac = Self::spec_mac(iface)?.unwrap_or(link.mac);
+        let mac = iface.mac.unwrap_or(link.mac);
         let domain = self.domain(iface, &tap, mac, link.mtu);
         self.handoff.push(HandoffInterface {
             network: net.into(),
@@ -157,7 +135,7 @@ impl Ctx<'_> {
     pub(super) fn masquerade_nft(
         &mut self,
         fam: Family,
-        iface: &Interface,
+        forward: &Forward,
         pod_iface: &IfName,
         bridge: &IfName,
         m: MasqueradeAddrs,
@@ -171,9 +149,7 @@ impl Ctx<'_> {
         };
         let istio = self
             .vmi
-            .metadata
-            .annotations
-            .get("sidecar.istio.io/inject")
+            .annotation("sidecar.istio.io/inject")
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let n = &mut self.nft;
         n.table(fam, "nat");
@@ -274,21 +250,18 @@ impl Ctx<'_> {
             out.extend([Expr::Counter, Expr::Dnat(g)]);
             n.rule(fam, "nat", "output", out);
         };
-        let ranges_on = self.opts.cluster.gate("PortRangesSpec");
-        let proto = |p: &Option<String>| p.as_deref().unwrap_or("TCP").to_lowercase();
-        let mut targets: Vec<(String, Val, bool)> = Vec::new(); // (proto, port/range, is-range)
-        for p in &iface.ports {
-            if let Ok(port) = u16::try_from(p.port) {
-                targets.push((proto(&p.protocol), Val::Port(port), false));
-            }
-        }
-        if ranges_on {
-            for r in &iface.port_ranges {
-                if let (Ok(s), Ok(e)) = (u16::try_from(r.start), u16::try_from(r.end)) {
-                    targets.push((proto(&r.protocol), Val::Range(s, e), true));
-                }
-            }
-        }
+        // (protocol, port or range, is-range)
+        let targets: Vec<(&str, Val, bool)> = match forward {
+            Forward::All => vec![],
+            Forward::Ports(ports) => ports
+                .iter()
+                .map(|p| (p.protocol.nft(), Val::Port(p.port), false))
+                .collect(),
+            Forward::Ranges(ranges) => ranges
+                .iter()
+                .map(|r| (r.protocol.nft(), Val::Range(r.start, r.end), true))
+                .collect(),
+        };
         if targets.is_empty() {
             if istio {
                 skip(n, &ISTIO_RESERVED_PORTS);
@@ -317,7 +290,7 @@ impl Ctx<'_> {
             return;
         }
         for (p, val, is_range) in targets {
-            let dport = Field::Dport(p);
+            let dport = Field::Dport(p.into());
             let proxied_skip = istio && val != Val::Port(ISTIO_NON_PROXIED_PORT);
             if !proxied_skip {
                 let m = if is_range {
