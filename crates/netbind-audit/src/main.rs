@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
 
-use netbind_audit::probes::{self, Ctx};
+use netbind_audit::probes::{self, PodUnderTest};
 use netbind_audit::{ATTACKS, Observed, ProbeResult, ProbeRun};
 use serde_json::json;
 
@@ -61,7 +61,7 @@ enum Layer {
 }
 
 /// Runs one attack in a child, under the filters of `layer`.
-fn probe(id: &str, c: &Ctx, layer: Layer) -> Observed {
+fn probe(id: &str, pod: &PodUnderTest, layer: Layer) -> Observed {
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills two fds.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -76,7 +76,7 @@ fn probe(id: &str, c: &Ctx, layer: Layer) -> Observed {
         // SAFETY: dup2 onto stdout in the child.
         unsafe { libc::dup2(wr.as_raw_fd(), 1) };
         let mut out = String::with_capacity(16 * 1024);
-        let pre = probes::prepare(id, c);
+        let pre = probes::prepare(id, pod);
         if layer != Layer::Caps && netbind_launcher::sandbox::install().is_err() {
             // SAFETY: leaving the child.
             unsafe { libc::_exit(3) };
@@ -95,7 +95,7 @@ fn probe(id: &str, c: &Ctx, layer: Layer) -> Observed {
                 unsafe { libc::_exit(3) };
             }
         }
-        let o = probes::run(id, c, &pre);
+        let o = probes::run(id, pod, &pre);
         match o {
             Observed::Ok(d) => {
                 out.push_str("ok:");
@@ -138,8 +138,8 @@ fn main() -> ExitCode {
         eprintln!("usage: netbind-audit --ctx JSON [--layers caps,vm,launcher]");
         return ExitCode::from(2);
     };
-    let c: Ctx = match serde_json::from_str(&ctx) {
-        Ok(c) => c,
+    let pod: PodUnderTest = match serde_json::from_str(&ctx) {
+        Ok(pod) => pod,
         Err(e) => {
             eprintln!("netbind-audit: --ctx: {e}");
             return ExitCode::from(2);
@@ -152,9 +152,9 @@ fn main() -> ExitCode {
         .iter()
         .map(|a| ProbeResult {
             id: a.id.into(),
-            caps: probe(a.id, &c, Layer::Caps),
-            vm: with_vm.then(|| probe(a.id, &c, Layer::Vm)),
-            launcher: with_launcher.then(|| probe(a.id, &c, Layer::Launcher)),
+            caps: probe(a.id, &pod, Layer::Caps),
+            vm: with_vm.then(|| probe(a.id, &pod, Layer::Vm)),
+            launcher: with_launcher.then(|| probe(a.id, &pod, Layer::Launcher)),
         })
         .collect();
     let run = ProbeRun {

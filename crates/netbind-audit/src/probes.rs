@@ -22,7 +22,7 @@ mod tap;
 
 /// What the probes need to know about the pod.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Ctx {
+pub struct PodUnderTest {
     pub pod_iface: String,
     pub bridge: String,
     pub tap: String,
@@ -222,13 +222,13 @@ fn obs(r: Result<(), i32>, detail: &str) -> Observed {
 }
 
 /// Opens what an attack uses that the running launcher already holds, before the filter.
-pub fn prepare(id: &str, c: &Ctx) -> Pre {
+pub fn prepare(id: &str, pod: &PodUnderTest) -> Pre {
     let mut pre = Pre::default();
     match id {
         // The RA socket, as the responder holds it: its filter allows sendmsg on it.
         "A36" | "A37" => {
-            pre.pod_ifindex = ifindex(&c.pod_iface);
-            if let Some(fd) = c.ra_fd {
+            pre.pod_ifindex = ifindex(&pod.pod_iface);
+            if let Some(fd) = pod.ra_fd {
                 // SAFETY: dup of an fd this process was given; the copy is owned below.
                 let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
                 if copy >= 0 {
@@ -284,12 +284,12 @@ pub fn prepare(id: &str, c: &Ctx) -> Pre {
 pub const A9_SOURCE_PORTS: [u16; 4] = [67, 68, 1067, 40067];
 
 /// The marker of attack `id`'s packet (the node side looks for it).
-pub fn marker_of(c: &Ctx, id: &str) -> String {
-    format!("{}-{id}", c.marker)
+pub fn marker_of(pod: &PodUnderTest, id: &str) -> String {
+    format!("{}-{id}", pod.marker)
 }
 
 /// A probe: what attack `id` tries, with the fds `prepare` opened.
-pub type Probe = fn(&Ctx, &Pre, &str) -> Observed;
+pub type Probe = fn(&PodUnderTest, &Pre, &str) -> Observed;
 
 /// A UDP socket, the tool of many attacks.
 fn udp() -> Result<OwnedFd, i32> {
@@ -298,9 +298,9 @@ fn udp() -> Result<OwnedFd, i32> {
 
 /// Runs attack `id`; `pre` holds what `prepare` opened. An id with no probe is ENOSYS (the
 /// table test keeps that from happening).
-pub fn run(id: &str, c: &Ctx, pre: &Pre) -> Observed {
+pub fn run(id: &str, pod: &PodUnderTest, pre: &Pre) -> Observed {
     match PROBES.iter().find(|(a, _)| *a == id) {
-        Some((_, probe)) => probe(c, pre, id),
+        Some((_, probe)) => probe(pod, pre, id),
         None => Observed::Errno(libc::ENOSYS),
     }
 }

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use netbind_audit::{ATTACKS, Observed, ProbeRun, Row, Verdict, verdict, verdict_as_qemu};
+use netbind_handler::netns::{Netns, NetnsGuard};
 use netbind_model::handoff::HANDOFF_FILE;
 use serde::Serialize;
 
@@ -70,10 +71,14 @@ struct NodeSeen {
 /// packets, recognised by `marker`.
 fn node_listener(marker: String, stop: &AtomicBool, bound: &AtomicBool) -> NodeSeen {
     let mut seen = NodeSeen::default();
-    // This runs on its own thread (see the caller).
-    if podsim::enter_netns(podsim::NODE_NS).is_err() {
+    // This runs on its own thread (see the caller), which the guard keeps in the node
+    // namespace until it returns.
+    let Ok(node) = Netns::named(podsim::NODE_NS) else {
         return seen;
-    }
+    };
+    let Ok(_in_node) = NetnsGuard::enter(&node) else {
+        return seen;
+    };
     // SO_REUSEADDR: audits of several pods may listen at once; each broadcast reaches all.
     // SAFETY: plain socket calls on fds owned by the sockets below.
     let (dhcp, icmp) = unsafe {
@@ -288,14 +293,10 @@ fn run(name: &str, victim: &str, grants: &[String]) -> Result<AuditReport, UpErr
     let ra_socket = if rec.family.v6() {
         let netns = rec.netns.clone();
         let bridge = first.bridge.clone();
-        let opened = std::thread::scope(|s| {
-            s.spawn(|| {
-                podsim::enter_netns(&netns).map_err(|e| err(format!("enter {netns}: {e}")))?;
-                netbind_handler::ra::open_socket(&bridge).map_err(|e| err(e.to_string()))
-            })
-            .join()
-            .map_err(|_| err("the RA socket thread panicked"))?
-        })?;
+        let opened = Netns::named(&netns)
+            .and_then(|n| n.run(|| netbind_handler::ra::open_socket(&bridge)))
+            .map_err(|e| err(e.to_string()))?
+            .map_err(|e| err(e.to_string()))?;
         Some(opened)
     } else {
         None

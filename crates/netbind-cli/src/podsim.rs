@@ -130,17 +130,6 @@ fn ip(what: &str, args: &[&str]) -> Result<String, SimError> {
     run(what, Command::new("ip").args(args))
 }
 
-/// Moves the calling thread into the network namespace `/run/netns/NAME`. setns changes only
-/// this thread: call it on a thread dedicated to work in that namespace, never on main.
-pub fn enter_netns(name: &str) -> std::io::Result<()> {
-    let ns = std::fs::File::open(Path::new("/run/netns").join(name))?;
-    // SAFETY: setns on an open namespace fd; it affects the calling thread only.
-    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 pub fn netns_exists(name: &str) -> bool {
     Path::new("/run/netns").join(name).exists()
 }

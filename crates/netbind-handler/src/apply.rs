@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use netbind_model::pod::LinkType;
 use netbind_model::{Cidr, IfName};
 use netbind_plan::plan::{LinkKind, LinkPlan, MacPlan, PodNetPlan};
 use netlink_packet_route::link::InfoKind;
@@ -40,8 +41,8 @@ pub enum ApplyError {
     )]
     TypeCollision {
         name: String,
-        found: String,
-        want: &'static str,
+        found: LinkType,
+        want: LinkType,
     },
     #[error(transparent)]
     Tap(#[from] TapError),
@@ -65,9 +66,6 @@ pub enum Injection {
 
 /// Exit status of an injected crash.
 pub const CRASH_EXIT: i32 = 99;
-
-/// Kinds netbind creates, so it may replace them; anything else it refuses to touch.
-pub(crate) const OWN_KINDS: [&str; 4] = ["bridge", "dummy", "ifb", "tun"];
 
 pub struct Applier<'a> {
     pub nl: &'a mut Netlink,
@@ -196,18 +194,21 @@ impl<'a> Applier<'a> {
     /// The existing link for `l`, created if missing.
     fn ensure_exists(&mut self, l: &LinkPlan) -> Result<Link, ApplyError> {
         let name = l.name.as_str();
-        let want: &'static str = match l.kind {
-            LinkKind::Bridge => "bridge",
-            LinkKind::Dummy => "dummy",
-            LinkKind::Tap { .. } => "tun",
+        let want = match l.kind {
+            LinkKind::Bridge => LinkType::Bridge,
+            LinkKind::Dummy => LinkType::Dummy,
+            LinkKind::Tap { .. } => LinkType::Tun,
             LinkKind::PodInterface { .. } => return self.pod_interface(l),
         };
         let mut cur = self.by_name(name)?;
         if let Some(c) = &cur {
-            let found = c.kind.clone().unwrap_or_else(|| "unknown".into());
-            let matches = found == want || (want == "dummy" && found == "ifb");
+            let found = c
+                .kind
+                .clone()
+                .unwrap_or_else(|| LinkType::Other("unknown".into()));
+            let matches = found == want || (want == LinkType::Dummy && found == LinkType::Ifb);
             if !matches {
-                if !OWN_KINDS.contains(&found.as_str()) {
+                if !found.netbind_creates() {
                     return Err(ApplyError::TypeCollision {
                         name: name.into(),
                         found,
@@ -319,7 +320,7 @@ impl<'a> Applier<'a> {
             .or_else(|| {
                 links.iter().find(|k| {
                     k.name == original_name.as_str()
-                        && !k.kind.as_deref().is_some_and(|kd| OWN_KINDS.contains(&kd))
+                        && !k.kind.as_ref().is_some_and(LinkType::netbind_creates)
                 })
             });
         found.cloned().ok_or_else(|| ApplyError::PodLinkMissing {
@@ -349,7 +350,7 @@ impl<'a> Applier<'a> {
         .filter(|m| cur.mac != Some(*m))
         // ifb (the stand-in for a missing dummy driver) cannot change its MAC (EOPNOTSUPP);
         // nothing reads the placeholder's MAC: the guest's comes from the hand-off record.
-        .filter(|_| cur.kind.as_deref() != Some("ifb"));
+        .filter(|_| cur.kind != Some(LinkType::Ifb));
         let rename = (cur.name != name).then(|| name.to_string());
         if (rename.is_some() || want_mac.is_some()) && cur.up {
             self.nl

@@ -10,7 +10,8 @@
 pub mod apply;
 pub mod files;
 pub mod netlink;
-pub mod netns;
+/// Entering the pod's network namespace (its own crate, shared with the simulator and tests).
+pub use netbind_netns as netns;
 pub mod nft;
 pub mod observe;
 pub mod process;

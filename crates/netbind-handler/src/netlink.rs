@@ -6,6 +6,7 @@
 use std::io;
 use std::net::IpAddr;
 
+use netbind_model::pod::LinkType;
 use netbind_model::{Cidr, MacAddr};
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
@@ -27,8 +28,8 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 pub struct Link {
     pub index: u32,
     pub name: String,
-    /// `IFLA_INFO_KIND`: `bridge`, `tun`, `dummy`, `veth`, ...
-    pub kind: Option<String>,
+    /// `IFLA_INFO_KIND`.
+    pub kind: Option<LinkType>,
     pub mac: Option<MacAddr>,
     pub mtu: u32,
     pub master: Option<u32>,
@@ -394,7 +395,7 @@ fn parse_link(l: LinkMessage) -> Link {
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
                     match i {
-                        LinkInfo::Kind(k) => link.kind = Some(k.to_string()),
+                        LinkInfo::Kind(k) => link.kind = Some(LinkType::from(k.to_string())),
                         LinkInfo::Data(netlink_packet_route::link::InfoData::Tun(t)) => {
                             link.tun = Some(parse_tun(&t));
                         }

@@ -6,10 +6,11 @@ use std::path::Path;
 use netbind_model::pod::ObservedPod;
 use netbind_plan::plan::{LinkKind, LinkPlan, PodNetPlan};
 
-use crate::apply::{ApplyError, OWN_KINDS, link_err, nft_what};
+use crate::apply::{ApplyError, link_err, nft_what};
 use crate::netlink::{LinkChange, NETBIND_GROUP, Netlink, Route};
 use crate::nft;
 use crate::sysctl::{self, SysctlError};
+use netbind_model::pod::LinkType;
 
 /// One thing a teardown could not undo; a teardown tries every step and returns them all.
 #[derive(Debug, thiserror::Error)]
@@ -162,7 +163,7 @@ fn teardown_link(nl: &mut Netlink, l: &LinkPlan, observed: &ObservedPod) -> Resu
             let Some(cur) = links.iter().find(|k| k.name == l.name.as_str()) else {
                 return Ok(());
             };
-            if !cur.kind.as_deref().is_some_and(|k| OWN_KINDS.contains(&k)) {
+            if !cur.kind.as_ref().is_some_and(LinkType::netbind_creates) {
                 // Same name, not ours (e.g. the pod's eth0 before the dummy replaced it).
                 return Ok(());
             }

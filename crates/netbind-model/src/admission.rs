@@ -157,13 +157,14 @@ pub fn apply_defaults(
     Ok(())
 }
 
-struct Ctx<'a> {
+/// The spec under check, where it lives in the document, and the violations found so far.
+struct Rules<'a> {
     spec: &'a VmiSpec,
     root: &'a str,
     out: Vec<Violation>,
 }
 
-impl Ctx<'_> {
+impl Rules<'_> {
     fn push(&mut self, field: String, message: impl Into<String>) {
         self.out.push(Violation {
             field,
@@ -180,63 +181,63 @@ impl Ctx<'_> {
 
 /// Runs every admission rule on an already defaulted spec.
 pub fn validate(spec: &VmiSpec, spec_path: &str, cfg: &ClusterConfig) -> Vec<Violation> {
-    let mut c = Ctx {
+    let mut rules = Rules {
         spec,
         root: spec_path,
         out: Vec::new(),
     };
-    max_items(&mut c);
-    discontinued_bindings(&mut c);
-    single_pod_network(&mut c);
-    network_sources(&mut c);
-    interface_state(&mut c);
-    binding_methods(&mut c, cfg);
-    unique_names(&mut c);
-    interface_fields(&mut c);
-    ports(&mut c, cfg);
-    dhcp_options(&mut c);
-    boot_order(&mut c);
-    probes(&mut c);
-    vm_network_cidrs(&mut c);
-    c.out
+    max_items(&mut rules);
+    discontinued_bindings(&mut rules);
+    single_pod_network(&mut rules);
+    network_sources(&mut rules);
+    interface_state(&mut rules);
+    binding_methods(&mut rules, cfg);
+    unique_names(&mut rules);
+    interface_fields(&mut rules);
+    ports(&mut rules, cfg);
+    dhcp_options(&mut rules);
+    boot_order(&mut rules);
+    probes(&mut rules);
+    vm_network_cidrs(&mut rules);
+    rules.out
 }
 
-fn max_items(c: &mut Ctx) {
-    let n = c.spec.domain.devices.interfaces.len();
+fn max_items(rules: &mut Rules) {
+    let n = rules.spec.domain.devices.interfaces.len();
     if n > MAX_ITEMS {
-        let f = format!("{}.domain.devices.interfaces", c.root);
-        c.push(
+        let f = format!("{}.domain.devices.interfaces", rules.root);
+        rules.push(
             f,
             format!("Too many: {n}: must have at most {MAX_ITEMS} items"),
         );
     }
-    let n = c.spec.networks.len();
+    let n = rules.spec.networks.len();
     if n > MAX_ITEMS {
-        let f = format!("{}.networks", c.root);
-        c.push(
+        let f = format!("{}.networks", rules.root);
+        rules.push(
             f,
             format!("Too many: {n}: must have at most {MAX_ITEMS} items"),
         );
     }
 }
 
-fn discontinued_bindings(c: &mut Ctx) {
-    for (i, iface) in c.spec.domain.devices.interfaces.iter().enumerate() {
-        let base = c.iface(i);
+fn discontinued_bindings(rules: &mut Rules) {
+    for (i, iface) in rules.spec.domain.devices.interfaces.iter().enumerate() {
+        let base = rules.iface(i);
         if iface.slirp.is_some() {
-            c.push(
+            rules.push(
                 format!("{base}.slirp"),
                 "Slirp interface support has been discontinued since v1.3",
             );
         }
         if iface.passt.is_some() {
-            c.push(
+            rules.push(
                 format!("{base}.passt"),
                 "Passt network binding has been discontinued since v1.3",
             );
         }
         if iface.macvtap.is_some() {
-            c.push(
+            rules.push(
                 format!("{base}.macvtap"),
                 "Macvtap network binding has been discontinued since v1.3",
             );
@@ -244,9 +245,9 @@ fn discontinued_bindings(c: &mut Ctx) {
     }
 }
 
-fn single_pod_network(c: &mut Ctx) {
-    let pods = c.spec.networks.iter().filter(|n| n.is_pod()).count();
-    let multus_defaults = c
+fn single_pod_network(rules: &mut Rules) {
+    let pods = rules.spec.networks.iter().filter(|n| n.is_pod()).count();
+    let multus_defaults = rules
         .spec
         .networks
         .iter()
@@ -254,27 +255,27 @@ fn single_pod_network(c: &mut Ctx) {
         .count();
     if pods > 1 {
         // KubeVirt names `<spec>.interfaces` here (sic), not the devices path.
-        let f = format!("{}.interfaces", c.root);
-        c.push(
+        let f = format!("{}.interfaces", rules.root);
+        rules.push(
             f.clone(),
             format!("more than one interface is connected to a pod network in {f}"),
         );
     }
     if multus_defaults > 1 {
-        let f = format!("{}.networks", c.root);
-        c.push(f, "Multus CNI should only have one default network");
+        let f = format!("{}.networks", rules.root);
+        rules.push(f, "Multus CNI should only have one default network");
     }
     if pods > 0 && multus_defaults > 0 {
-        let f = format!("{}.networks", c.root);
-        c.push(
+        let f = format!("{}.networks", rules.root);
+        rules.push(
             f,
             "Pod network cannot be defined when Multus default network is defined",
         );
     }
 }
 
-fn network_sources(c: &mut Ctx) {
-    for (i, n) in c.spec.networks.iter().enumerate() {
+fn network_sources(rules: &mut Rules) {
+    for (i, n) in rules.spec.networks.iter().enumerate() {
         let sources = [
             n.pod.is_some(),
             n.multus.is_some(),
@@ -284,18 +285,21 @@ fn network_sources(c: &mut Ctx) {
         .filter(|b| **b)
         .count();
         if sources == 0 {
-            c.push(c.net(i), "should have a network type");
+            rules.push(rules.net(i), "should have a network type");
         } else if sources > 1 {
-            c.push(c.net(i), "should have only one network type");
+            rules.push(rules.net(i), "should have only one network type");
         }
     }
     // KubeVirt reports only the first multus network without a name.
-    if let Some(i) = c.spec.networks.iter().position(|n| {
+    if let Some(i) = rules.spec.networks.iter().position(|n| {
         n.multus
             .as_ref()
             .is_some_and(|m| m.network_name.as_deref().unwrap_or("").is_empty())
     }) {
-        c.push(c.net(i), "CNI delegating plugin must have a networkName");
+        rules.push(
+            rules.net(i),
+            "CNI delegating plugin must have a networkName",
+        );
     }
 }
 
@@ -303,26 +307,26 @@ fn default_network(spec: &VmiSpec) -> Option<&Network> {
     spec.networks.iter().find(|n| n.is_primary())
 }
 
-fn interface_state(c: &mut Ctx) {
-    let default_name = default_network(c.spec).map(|n| n.name.clone());
-    for (i, iface) in c.spec.domain.devices.interfaces.iter().enumerate() {
+fn interface_state(rules: &mut Rules) {
+    let default_name = default_network(rules.spec).map(|n| n.name.clone());
+    for (i, iface) in rules.spec.domain.devices.interfaces.iter().enumerate() {
         let state = iface.state.as_deref().unwrap_or("");
-        let f = format!("{}.state", c.iface(i));
+        let f = format!("{}.state", rules.iface(i));
         let name = &iface.name;
         if InterfaceState::parse(Some(state)).is_none() {
-            c.push(
+            rules.push(
                 f.clone(),
                 format!("logical {name} interface state value is unsupported: {state}"),
             );
         }
         if iface.sriov.is_some() && matches!(state, "up" | "down") {
-            c.push(
+            rules.push(
                 f.clone(),
                 format!("{name:?} interface's state {state:?} is not supported for SR-IOV NICs"),
             );
         }
         if state == "absent" && iface.bridge.is_none() {
-            c.push(
+            rules.push(
                 f.clone(),
                 format!(
                     "{name:?} interface's state {state:?} is supported only for bridge binding"
@@ -330,7 +334,7 @@ fn interface_state(c: &mut Ctx) {
             );
         }
         if state == "absent" && default_name.as_deref() == Some(name.as_str()) {
-            c.push(
+            rules.push(
                 f,
                 format!(
                     "{name:?} interface's state {state:?} is not supported on default networks"
@@ -340,17 +344,17 @@ fn interface_state(c: &mut Ctx) {
     }
 }
 
-fn binding_methods(c: &mut Ctx, cfg: &ClusterConfig) {
-    let nets: BTreeMap<&str, &Network> = c
+fn binding_methods(rules: &mut Rules, cfg: &ClusterConfig) {
+    let nets: BTreeMap<&str, &Network> = rules
         .spec
         .networks
         .iter()
         .map(|n| (n.name.as_str(), n))
         .collect();
-    for (i, iface) in c.spec.domain.devices.interfaces.iter().enumerate() {
-        let base = c.iface(i);
+    for (i, iface) in rules.spec.domain.devices.interfaces.iter().enumerate() {
+        let base = rules.iface(i);
         if iface.bindings().len() != 1 {
-            c.push(
+            rules.push(
                 base.clone(),
                 format!(
                     "logical {} interface must have exactly one binding method or binding plugin",
@@ -361,31 +365,31 @@ fn binding_methods(c: &mut Ctx, cfg: &ClusterConfig) {
         let net = nets.get(iface.name.as_str());
         let on_pod = net.is_some_and(|n| n.is_pod());
         if iface.masquerade.is_some() && net.is_some() && !on_pod {
-            c.push(
+            rules.push(
                 format!("{base}.name"),
                 "Masquerade interface only implemented with pod network",
             );
         }
         if iface.masquerade.is_some() && iface.mac_address.as_deref() == Some("02:00:00:00:00:00") {
-            c.push(
+            rules.push(
                 format!("{base}.macAddress"),
                 "The requested MAC address is reserved for the in-pod bridge. Please choose another one.",
             );
         }
         if iface.bridge.is_some() && on_pod && !cfg.permit_bridge_interface_on_pod_network {
-            c.push(
+            rules.push(
                 format!("{base}.name"),
                 "Bridge on pod network configuration is not enabled under kubevirt-config",
             );
         }
         if iface.passt_binding.is_some() {
             if !cfg.gate(FeatureGate::PasstBinding) {
-                c.push(
+                rules.push(
                     format!("{base}.name"),
                     "PasstBinding feature gate is not enabled",
                 );
             } else if net.is_some() && !on_pod {
-                c.push(
+                rules.push(
                     format!("{base}.name"),
                     "PasstBinding interface only implemented with pod network",
                 );
@@ -394,12 +398,12 @@ fn binding_methods(c: &mut Ctx, cfg: &ClusterConfig) {
     }
 }
 
-fn unique_names(c: &mut Ctx) {
+fn unique_names(rules: &mut Rules) {
     let mut seen = BTreeSet::new();
-    for (i, n) in c.spec.networks.iter().enumerate() {
+    for (i, n) in rules.spec.networks.iter().enumerate() {
         if !seen.insert(n.name.as_str()) {
-            c.push(
-                format!("{}.name", c.net(i)),
+            rules.push(
+                format!("{}.name", rules.net(i)),
                 format!(
                     "Network with name {:?} already exists, every network must have a unique name",
                     n.name
@@ -407,7 +411,7 @@ fn unique_names(c: &mut Ctx) {
             );
         }
     }
-    let ifaces: BTreeSet<&str> = c
+    let ifaces: BTreeSet<&str> = rules
         .spec
         .domain
         .devices
@@ -415,21 +419,26 @@ fn unique_names(c: &mut Ctx) {
         .iter()
         .map(|i| i.name.as_str())
         .collect();
-    for (i, n) in c.spec.networks.iter().enumerate() {
+    for (i, n) in rules.spec.networks.iter().enumerate() {
         if !ifaces.contains(n.name.as_str()) {
-            let f = format!("{}.name", c.net(i));
-            c.push(f.clone(), format!("{f} '{}' not found.", n.name));
+            let f = format!("{}.name", rules.net(i));
+            rules.push(f.clone(), format!("{f} '{}' not found.", n.name));
         }
     }
-    let nets: BTreeSet<&str> = c.spec.networks.iter().map(|n| n.name.as_str()).collect();
+    let nets: BTreeSet<&str> = rules
+        .spec
+        .networks
+        .iter()
+        .map(|n| n.name.as_str())
+        .collect();
     let mut seen = BTreeSet::new();
-    for (i, iface) in c.spec.domain.devices.interfaces.iter().enumerate() {
-        let f = format!("{}.name", c.iface(i));
+    for (i, iface) in rules.spec.domain.devices.interfaces.iter().enumerate() {
+        let f = format!("{}.name", rules.iface(i));
         if !nets.contains(iface.name.as_str()) {
-            c.push(f.clone(), format!("{f} '{}' not found.", iface.name));
+            rules.push(f.clone(), format!("{f} '{}' not found.", iface.name));
         }
         if !seen.insert(iface.name.as_str()) {
-            c.push(
+            rules.push(
                 f,
                 "Only one interface can be connected to one specific network",
             );
@@ -443,12 +452,12 @@ fn valid_iface_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-fn interface_fields(c: &mut Ctx) {
-    for (i, iface) in c.spec.domain.devices.interfaces.iter().enumerate() {
-        let base = c.iface(i);
+fn interface_fields(rules: &mut Rules) {
+    for (i, iface) in rules.spec.domain.devices.interfaces.iter().enumerate() {
+        let base = rules.iface(i);
         let name_f = format!("{base}.name");
         if !valid_iface_name(&iface.name) {
-            c.push(
+            rules.push(
                 name_f.clone(),
                 "Network interface name can only contain alphabetical characters, numbers, dashes (-) or underscores (_)",
             );
@@ -456,7 +465,7 @@ fn interface_fields(c: &mut Ctx) {
         if let Some(model) = iface.model.as_deref().filter(|m| !m.is_empty())
             && NicModel::parse(Some(model)).is_none()
         {
-            c.push(
+            rules.push(
                 format!("{base}.model"),
                 format!("interface {name_f} uses model {model} that is not supported."),
             );
@@ -464,11 +473,11 @@ fn interface_fields(c: &mut Ctx) {
         if let Some(mac) = iface.mac_address.as_deref().filter(|m| !m.is_empty()) {
             match MacAddr::parse_go(mac) {
                 Ok(_) => {}
-                Err(MacError::Malformed(_)) => c.push(
+                Err(MacError::Malformed(_)) => rules.push(
                     format!("{base}.macAddress"),
                     format!("interface {name_f} has malformed MAC address ({mac})."),
                 ),
-                Err(MacError::TooLong(_)) => c.push(
+                Err(MacError::TooLong(_)) => rules.push(
                     format!("{base}.macAddress"),
                     format!("interface {name_f} has too long MAC address ({mac})."),
                 ),
@@ -477,7 +486,7 @@ fn interface_fields(c: &mut Ctx) {
         if let Some(pci) = iface.pci_address.as_deref().filter(|p| !p.is_empty())
             && PciAddress::parse(pci).is_none()
         {
-            c.push(
+            rules.push(
                 format!("{base}.pciAddress"),
                 format!("interface {name_f} has malformed PCI address ({pci})."),
             );
@@ -501,15 +510,15 @@ fn valid_port(p: i64) -> bool {
     0 < p && p < 65536
 }
 
-fn ports(c: &mut Ctx, cfg: &ClusterConfig) {
-    let nets: BTreeMap<&str, &Network> = c
+fn ports(rules: &mut Rules, cfg: &ClusterConfig) {
+    let nets: BTreeMap<&str, &Network> = rules
         .spec
         .networks
         .iter()
         .map(|n| (n.name.as_str(), n))
         .collect();
-    for (i, iface) in c.spec.domain.devices.interfaces.iter().enumerate() {
-        let base = c.iface(i);
+    for (i, iface) in rules.spec.domain.devices.interfaces.iter().enumerate() {
+        let base = rules.iface(i);
         let on_pod = nets.get(iface.name.as_str()).is_some_and(|n| n.is_pod());
         if !on_pod {
             continue;
@@ -518,24 +527,24 @@ fn ports(c: &mut Ctx, cfg: &ClusterConfig) {
         for (j, p) in iface.ports.iter().enumerate() {
             let pf = format!("{base}.ports[{j}]");
             if p.port == 0 {
-                c.push(pf.clone(), "Port field is mandatory.");
+                rules.push(pf.clone(), "Port field is mandatory.");
             } else if !valid_port(p.port) {
-                c.push(pf.clone(), "Port field must be in range 0 < x < 65536.");
+                rules.push(pf.clone(), "Port field must be in range 0 < x < 65536.");
             }
             if !matches!(p.protocol.as_deref().unwrap_or(""), "" | "TCP" | "UDP") {
-                c.push(
+                rules.push(
                     format!("{pf}.protocol"),
                     "Unknown protocol, only TCP or UDP allowed",
                 );
             }
             if let Some(name) = p.name.as_deref().filter(|n| !n.is_empty()) {
                 if !names.insert(name) {
-                    c.push(
+                    rules.push(
                         format!("{pf}.name"),
                         format!("Duplicate name of the port: {name}"),
                     );
                 } else if !valid_port_name(name) {
-                    c.push(
+                    rules.push(
                         format!("{pf}.name"),
                         format!("Invalid name of the port: {name}"),
                     );
@@ -547,23 +556,23 @@ fn ports(c: &mut Ctx, cfg: &ClusterConfig) {
         }
         let rf = format!("{base}.portRanges");
         if !cfg.gate(FeatureGate::PortRangesSpec) {
-            c.push(rf, "portRanges is specified on interface but the PortRangesSpec feature gate is not enabled");
+            rules.push(rf, "portRanges is specified on interface but the PortRangesSpec feature gate is not enabled");
             continue;
         }
         if !iface.ports.is_empty() {
-            c.push(
+            rules.push(
                 rf.clone(),
                 "Cannot define both ports and portRanges on interface",
             );
         }
         if iface.masquerade.is_none() {
-            c.push(
+            rules.push(
                 rf.clone(),
                 "portRanges are only supported on masquerade interfaces",
             );
         }
         if iface.port_ranges.len() > 10 {
-            c.push(rf.clone(), "No more than 10 portRanges are allowed");
+            rules.push(rf.clone(), "No more than 10 portRanges are allowed");
         }
         let mut by_proto: BTreeMap<&str, Vec<(i64, i64)>> = BTreeMap::new();
         for (j, r) in iface.port_ranges.iter().enumerate() {
@@ -571,28 +580,28 @@ fn ports(c: &mut Ctx, cfg: &ClusterConfig) {
             let proto = r.protocol.as_deref().unwrap_or("");
             let mut ok = true;
             if !matches!(proto, "TCP" | "UDP") {
-                c.push(
+                rules.push(
                     format!("{f}.protocol"),
                     "Unknown protocol, only TCP or UDP allowed",
                 );
                 ok = false;
             }
             if !valid_port(r.start) {
-                c.push(
+                rules.push(
                     format!("{f}.start"),
                     "Port range start must be in range 0 < x < 65536.",
                 );
                 ok = false;
             }
             if !valid_port(r.end) {
-                c.push(
+                rules.push(
                     format!("{f}.end"),
                     "Port range end must be in range 0 < x < 65536.",
                 );
                 ok = false;
             }
             if r.start > r.end {
-                c.push(f.clone(), "Port range start must not be greater than end");
+                rules.push(f.clone(), "Port range start must not be greater than end");
                 ok = false;
             }
             if ok {
@@ -605,7 +614,7 @@ fn ports(c: &mut Ctx, cfg: &ClusterConfig) {
                 let (prev, curr) = (w[0], w[1]);
                 // Touching ranges overlap too: KubeVirt compares `curr.start <= prev.end`.
                 if curr.0 <= prev.1 {
-                    c.push(
+                    rules.push(
                         rf.clone(),
                         format!(
                             "{proto} portRanges [{}-{}] and [{}-{}] overlap",
@@ -618,15 +627,15 @@ fn ports(c: &mut Ctx, cfg: &ClusterConfig) {
     }
 }
 
-fn dhcp_options(c: &mut Ctx) {
-    for (i, iface) in c.spec.domain.devices.interfaces.iter().enumerate() {
+fn dhcp_options(rules: &mut Rules) {
+    for (i, iface) in rules.spec.domain.devices.interfaces.iter().enumerate() {
         let Some(d) = &iface.dhcp_options else {
             continue;
         };
-        let base = format!("{}.dhcpOptions", c.iface(i));
+        let base = format!("{}.dhcpOptions", rules.iface(i));
         let mut codes = BTreeSet::new();
         if d.private_options.iter().any(|o| !codes.insert(o.option)) {
-            c.push(
+            rules.push(
                 format!("{base}.privateOptions"),
                 "Found Duplicates: you have provided duplicate DHCPPrivateOptions",
             );
@@ -635,14 +644,14 @@ fn dhcp_options(c: &mut Ctx) {
             .iter()
             .any(|o| !(224..=254).contains(&o.option))
         {
-            c.push(
+            rules.push(
                 format!("{base}.privateOptions"),
                 "provided DHCPPrivateOptions are out of range, must be in range 224 to 254",
             );
         }
         for (k, ntp) in d.ntp_servers.iter().enumerate() {
             if parse_ipv4_sloppy(ntp).is_none() {
-                c.push(
+                rules.push(
                     format!("{base}.ntpServers[{k}]"),
                     "NTP servers must be a list of valid IPv4 addresses.",
                 );
@@ -651,13 +660,13 @@ fn dhcp_options(c: &mut Ctx) {
     }
 }
 
-fn boot_order(c: &mut Ctx) {
+fn boot_order(rules: &mut Rules) {
     let mut used = BTreeSet::new();
-    for (i, d) in c.spec.domain.devices.disks.iter().enumerate() {
+    for (i, d) in rules.spec.domain.devices.disks.iter().enumerate() {
         if let Some(o) = d.boot_order {
-            let f = format!("{}.domain.devices.disks[{i}].bootOrder", c.root);
+            let f = format!("{}.domain.devices.disks[{i}].bootOrder", rules.root);
             if o < 1 {
-                c.push(
+                rules.push(
                     f.clone(),
                     format!(
                         "{} must have a boot order > 0, if supplied",
@@ -665,21 +674,21 @@ fn boot_order(c: &mut Ctx) {
                     ),
                 );
             } else if !used.insert(o) {
-                c.push(
+                rules.push(
                     f.clone(),
                     format!("Boot order for {f} already set for a different device."),
                 );
             }
         }
     }
-    for (i, iface) in c.spec.domain.devices.interfaces.iter().enumerate() {
+    for (i, iface) in rules.spec.domain.devices.interfaces.iter().enumerate() {
         if let Some(o) = iface.boot_order {
-            let base = c.iface(i);
+            let base = rules.iface(i);
             let f = format!("{base}.bootOrder");
             if o < 1 {
-                c.push(f, format!("{base} must have a boot order > 0, if supplied"));
+                rules.push(f, format!("{base} must have a boot order > 0, if supplied"));
             } else if !used.insert(o) {
-                c.push(
+                rules.push(
                     f.clone(),
                     format!("Boot order for {f} already set for a different device."),
                 );
@@ -688,14 +697,14 @@ fn boot_order(c: &mut Ctx) {
     }
 }
 
-fn probes(c: &mut Ctx) {
-    let has_pod = c.spec.networks.iter().any(Network::is_pod);
+fn probes(rules: &mut Rules) {
+    let has_pod = rules.spec.networks.iter().any(Network::is_pod);
     if has_pod {
         return;
     }
     for (name, probe) in [
-        ("readinessProbe", &c.spec.readiness_probe),
-        ("livenessProbe", &c.spec.liveness_probe),
+        ("readinessProbe", &rules.spec.readiness_probe),
+        ("livenessProbe", &rules.spec.liveness_probe),
     ] {
         let Some(p) = probe else { continue };
         for (kind, set) in [
@@ -703,8 +712,8 @@ fn probes(c: &mut Ctx) {
             ("tcpSocket", p.tcp_socket.is_some()),
         ] {
             if set {
-                let f = format!("{}.{name}.{kind}", c.root);
-                c.out.push(Violation {
+                let f = format!("{}.{name}.{kind}", rules.root);
+                rules.out.push(Violation {
                     message: format!("{f} is only allowed if the Pod Network is attached"),
                     field: f,
                 });
@@ -715,8 +724,8 @@ fn probes(c: &mut Ctx) {
 
 /// Not a KubeVirt admission rule (KubeVirt fails the VMI later, in phase 1): netbind checks the
 /// masquerade CIDRs up front so `validate` catches what `plan` would refuse.
-fn vm_network_cidrs(c: &mut Ctx) {
-    let masq_on: BTreeSet<&str> = c
+fn vm_network_cidrs(rules: &mut Rules) {
+    let masq_on: BTreeSet<&str> = rules
         .spec
         .domain
         .devices
@@ -725,21 +734,21 @@ fn vm_network_cidrs(c: &mut Ctx) {
         .filter(|i| i.binding_kind() == Some(BindingKind::Masquerade))
         .map(|i| i.name.as_str())
         .collect();
-    for (i, n) in c.spec.networks.iter().enumerate() {
+    for (i, n) in rules.spec.networks.iter().enumerate() {
         let Some(pod) = &n.pod else { continue };
         if !masq_on.contains(n.name.as_str()) {
             continue;
         }
-        let f = format!("{}.pod", c.net(i));
+        let f = format!("{}.pod", rules.net(i));
         if let Some(v4) = pod.vm_network_cidr.as_deref()
             && let Err(e) = crate::net::MasqueradeAddrs::v4(v4)
         {
-            c.push(format!("{f}.vmNetworkCIDR"), e.to_string());
+            rules.push(format!("{f}.vmNetworkCIDR"), e.to_string());
         }
         if let Some(v6) = pod.vm_ipv6_network_cidr.as_deref()
             && let Err(e) = crate::net::MasqueradeAddrs::v6(v6)
         {
-            c.push(format!("{f}.vmIPv6NetworkCIDR"), e.to_string());
+            rules.push(format!("{f}.vmIPv6NetworkCIDR"), e.to_string());
         }
     }
 }

@@ -28,9 +28,9 @@ pub struct PodInterface {
     /// interface again by this index.
     #[serde(default)]
     pub index: u32,
-    /// `veth`, `bridge`, `tun`, `dummy`, ... as netlink reports `IFLA_INFO_KIND`.
+    /// As netlink reports `IFLA_INFO_KIND`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
+    pub kind: Option<LinkType>,
     pub mac: MacAddr,
     pub mtu: u32,
     /// All addresses, both families, including link-local, in kernel order.
@@ -131,5 +131,67 @@ mod tests {
         let e = ObservedPod::from_json(&j.replace("eth0", "a-very-long-interface-name"))
             .expect_err("long");
         assert!(e.to_string().contains("longer than 15"), "{e}");
+    }
+}
+
+/// A kernel link's type (`IFLA_INFO_KIND`). The types netbind acts on are variants; any other
+/// is kept as the kernel names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum LinkType {
+    Bridge,
+    Dummy,
+    /// The stand-in netbind creates where the `dummy` driver is missing.
+    Ifb,
+    /// A tap (the kernel reports taps and tuns as `tun`).
+    Tun,
+    Veth,
+    Other(String),
+}
+
+impl LinkType {
+    pub fn as_str(&self) -> &str {
+        match self {
+            LinkType::Bridge => "bridge",
+            LinkType::Dummy => "dummy",
+            LinkType::Ifb => "ifb",
+            LinkType::Tun => "tun",
+            LinkType::Veth => "veth",
+            LinkType::Other(kind) => kind,
+        }
+    }
+
+    /// A type netbind creates, so that it may replace a link of that type; it refuses to
+    /// touch any other.
+    pub fn netbind_creates(&self) -> bool {
+        matches!(
+            self,
+            LinkType::Bridge | LinkType::Dummy | LinkType::Ifb | LinkType::Tun
+        )
+    }
+}
+
+impl From<String> for LinkType {
+    fn from(kind: String) -> Self {
+        match kind.as_str() {
+            "bridge" => LinkType::Bridge,
+            "dummy" => LinkType::Dummy,
+            "ifb" => LinkType::Ifb,
+            "tun" => LinkType::Tun,
+            "veth" => LinkType::Veth,
+            _ => LinkType::Other(kind),
+        }
+    }
+}
+
+impl From<LinkType> for String {
+    fn from(kind: LinkType) -> Self {
+        kind.as_str().to_string()
+    }
+}
+
+impl std::fmt::Display for LinkType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }

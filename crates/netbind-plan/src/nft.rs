@@ -54,11 +54,50 @@ pub struct Chain {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BaseChain {
-    /// `nat` or `filter`.
     #[serde(rename = "type")]
-    pub kind: String,
-    pub hook: String,
+    pub kind: ChainType,
+    pub hook: Hook,
     pub priority: i32,
+}
+
+/// A base chain's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChainType {
+    Filter,
+    Nat,
+}
+
+/// The netfilter hook a base chain is attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hook {
+    Prerouting,
+    Input,
+    Forward,
+    Output,
+    Postrouting,
+}
+
+impl std::fmt::Display for ChainType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ChainType::Filter => "filter",
+            ChainType::Nat => "nat",
+        })
+    }
+}
+
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Hook::Prerouting => "prerouting",
+            Hook::Input => "input",
+            Hook::Forward => "forward",
+            Hook::Output => "output",
+            Hook::Postrouting => "postrouting",
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -437,7 +476,7 @@ impl Builder {
         family: Family,
         table: &str,
         name: &str,
-        base: Option<(&str, &str, i32)>,
+        base: Option<(ChainType, Hook, i32)>,
     ) {
         let Some(t) = self
             .ruleset
@@ -453,8 +492,8 @@ impl Builder {
         t.chains.push(Chain {
             name: name.into(),
             base: base.map(|(kind, hook, priority)| BaseChain {
-                kind: kind.into(),
-                hook: hook.into(),
+                kind,
+                hook,
                 priority,
             }),
             rules: Vec::new(),
@@ -496,7 +535,7 @@ mod tests {
             Family::Inet,
             "t",
             "c",
-            Some(("filter", "output", PRIORITY_FILTER)),
+            Some((ChainType::Filter, Hook::Output, PRIORITY_FILTER)),
         );
         b.rule(Family::Inet, "t", "c", vec![Expr::Counter]);
         assert!(b.unknown.is_empty());

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use crate::dns::{self, DnsConfig};
 use crate::naming::{self, NamingError};
 use crate::nft::{
-    Builder, Expr, Family, Field, PRIORITY_DSTNAT, PRIORITY_FILTER, PRIORITY_RAW, PRIORITY_SRCNAT,
-    RuleRef, Ruleset, Val,
+    Builder, ChainType, Expr, Family, Field, Hook, PRIORITY_DSTNAT, PRIORITY_FILTER, PRIORITY_RAW,
+    PRIORITY_SRCNAT, RuleRef, Ruleset, Val,
 };
 
 mod bridge;

@@ -85,18 +85,9 @@ pub fn ok(cmd: &str) -> String {
 /// Runs `f` on a short-lived thread that entered the network namespace `/run/netns/NS`, so
 /// that sockets it opens live there while the test's own threads stay where they were.
 pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let fd = std::fs::File::open(&path).expect("open the namespace");
-            // SAFETY: setns on an open namespace fd; it changes only this thread.
-            let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("namespace thread")
-    })
+    netbind_netns::Netns::named(ns)
+        .and_then(|n| n.run(f))
+        .unwrap_or_else(|e| panic!("{ns}: {e}"))
 }
 
 /// SO_BINDTODEVICE: a socket of an address-less "guest" sends its limited broadcasts out of

@@ -64,19 +64,19 @@ pub(super) fn userns_nftables() -> Result<(), i32> {
     Err(libc::EIO)
 }
 
-pub(super) fn a23(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+pub(super) fn a23(_pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     // SAFETY: unshare takes flags only (this probe runs in a forked child).
     let r = check(unsafe { libc::unshare(libc::CLONE_NEWNET) }).map(|_| ());
     obs(r, "new network namespace")
 }
 
-pub(super) fn a24(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+pub(super) fn a24(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     // SAFETY: unshare takes flags only, and this probe runs in a forked child.
     match check(unsafe { libc::unshare(libc::CLONE_NEWUSER) }) {
         Err(e) => Observed::Errno(e),
         Ok(_) => obs(
             udp().and_then(|s| {
-                let mut r = ifreq(&c.pod_iface);
+                let mut r = ifreq(&pod.pod_iface);
                 ioctl(&s, libc::SIOCGIFMTU, &mut r)?;
                 ioctl(&s, libc::SIOCSIFMTU, &mut r)
             }),
@@ -85,7 +85,7 @@ pub(super) fn a24(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
     }
 }
 
-pub(super) fn a25(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+pub(super) fn a25(_pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     let (a, b, t) = (
         CString::new("none").unwrap_or_default(),
         CString::new("/tmp").unwrap_or_default(),
@@ -99,8 +99,8 @@ pub(super) fn a25(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
     )
 }
 
-pub(super) fn a26(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
-    let pid = libc::pid_t::try_from(c.launcher_pid).unwrap_or(0);
+pub(super) fn a26(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
+    let pid = libc::pid_t::try_from(pod.launcher_pid).unwrap_or(0);
     // SAFETY: ptrace attach / detach on a pid; no memory is passed.
     let r = unsafe { libc::ptrace(libc::PTRACE_ATTACH, pid, 0, 0) };
     if r < 0 {
@@ -112,7 +112,7 @@ pub(super) fn a26(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
     }
 }
 
-pub(super) fn a28(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+pub(super) fn a28(_pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     let xdp = sock(44, libc::SOCK_RAW, 0).map(|_| ());
     // An empty BPF_PROG_LOAD attribute block: refused for permission before anything.
     let attr = [0u8; 128];
@@ -127,7 +127,7 @@ pub(super) fn a28(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
     }
 }
 
-pub(super) fn a29(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+pub(super) fn a29(_pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     // CAP_SYS_ADMIN into the ambient set, then into the effective set.
     // SAFETY: prctl with integer arguments.
     let amb = unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE, 21, 0, 0) };
@@ -150,15 +150,15 @@ pub(super) fn a29(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
     }
 }
 
-pub(super) fn a32(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+pub(super) fn a32(_pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     obs(
         userns_nftables(),
         "nf_tables table created in a private user + network namespace",
     )
 }
 
-pub(super) fn a33(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
-    match &c.victim {
+pub(super) fn a33(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
+    match &pod.victim {
         None => Observed::Errno(libc::ENOENT),
         Some(v) if !nameable(&v.launcher) => Observed::Errno(libc::ESRCH),
         Some(v) => {
@@ -173,8 +173,8 @@ pub(super) fn a33(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
     }
 }
 
-pub(super) fn a34(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
-    match &c.victim {
+pub(super) fn a34(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
+    match &pod.victim {
         None => Observed::Errno(libc::ENOENT),
         Some(v) if !nameable(&v.vm) => Observed::Errno(libc::ESRCH),
         Some(v) => {
@@ -191,8 +191,8 @@ pub(super) fn a34(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
     }
 }
 
-pub(super) fn a35(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
-    match &c.victim {
+pub(super) fn a35(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
+    match &pod.victim {
         None => Observed::Errno(libc::ENOENT),
         Some(v) => match std::fs::read(&v.handoff) {
             Ok(b) => ok(&format!(

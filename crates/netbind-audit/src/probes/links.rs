@@ -4,7 +4,7 @@
 use super::tap::tun_attach;
 use super::*;
 
-pub(super) fn a10(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+pub(super) fn a10(_pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     let p = CString::new("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap_or_default();
     // SAFETY: open with a NUL-terminated path.
     match check(unsafe { libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) }) {
@@ -24,7 +24,7 @@ pub(super) fn a10(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
     }
 }
 
-pub(super) fn a11(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+pub(super) fn a11(_pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     let mut body = ifinfomsg(0);
     body.extend(rtattr(3, b"nbaudit0\0"));
     body.extend(rtattr(18, &rtattr(1, b"bridge")));
@@ -36,10 +36,10 @@ pub(super) fn a11(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
     obs(r, "bridge nbaudit0 created (and removed)")
 }
 
-pub(super) fn a12(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+pub(super) fn a12(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     obs(
         udp().and_then(|s| {
-            let mut r = ifreq(&c.pod_iface);
+            let mut r = ifreq(&pod.pod_iface);
             ioctl(&s, libc::SIOCGIFMTU, &mut r)?;
             ioctl(&s, libc::SIOCSIFMTU, &mut r)
         }),
@@ -47,10 +47,10 @@ pub(super) fn a12(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
     )
 }
 
-pub(super) fn a13(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+pub(super) fn a13(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     obs(
         udp().and_then(|s| {
-            let mut r = ifreq(&c.pod_iface);
+            let mut r = ifreq(&pod.pod_iface);
             ioctl(&s, libc::SIOCGIFHWADDR, &mut r)?;
             ioctl(&s, libc::SIOCSIFHWADDR, &mut r)
         }),
@@ -58,10 +58,10 @@ pub(super) fn a13(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
     )
 }
 
-pub(super) fn a14(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+pub(super) fn a14(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     obs(
         udp().and_then(|s| {
-            let mut r = ifreq(&c.pod_iface);
+            let mut r = ifreq(&pod.pod_iface);
             ioctl(&s, libc::SIOCGIFFLAGS, &mut r)?;
             // SAFETY: ifru_flags is the member SIOCGIFFLAGS filled in.
             let flags = unsafe { r.ifr_ifru.ifru_flags };
@@ -74,16 +74,16 @@ pub(super) fn a14(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
     )
 }
 
-pub(super) fn a15(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
-    let mut body = ifinfomsg(ifindex(&c.tap));
-    body.extend(rtattr(10, &ifindex(&c.bridge).to_ne_bytes()));
+pub(super) fn a15(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
+    let mut body = ifinfomsg(ifindex(&pod.tap));
+    body.extend(rtattr(10, &ifindex(&pod.bridge).to_ne_bytes()));
     obs(
         netlink(libc::NETLINK_ROUTE, RTM_NEWLINK, 0, &body),
         "master set (to the bridge it is on)",
     )
 }
 
-pub(super) fn a16(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+pub(super) fn a16(_pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     let mut body = vec![libc::AF_INET as u8, 32, 0, 0];
     body.extend_from_slice(&ifindex("lo").to_ne_bytes());
     body.extend(rtattr(2, &[192, 0, 2, 77]));
@@ -95,7 +95,7 @@ pub(super) fn a16(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
     obs(r, "192.0.2.77 added to lo (and removed)")
 }
 
-pub(super) fn a17(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+pub(super) fn a17(_pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     // NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETTABLE, nfgenmsg {AF_UNSPEC, v0, 0}.
     obs(
         netlink(
@@ -108,11 +108,11 @@ pub(super) fn a17(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
     )
 }
 
-pub(super) fn a18(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+pub(super) fn a18(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     obs(
         udp().and_then(|s| {
             let mut v: [u32; 2] = [0x16, 0]; // ETHTOOL_GTXCSUM
-            let mut r = ifreq(&c.pod_iface);
+            let mut r = ifreq(&pod.pod_iface);
             r.ifr_ifru.ifru_data = v.as_mut_ptr().cast();
             ioctl(&s, libc::SIOCETHTOOL, &mut r)?;
             let mut set: [u32; 2] = [0x17, v[1]]; // ETHTOOL_STXCSUM, the same value
@@ -123,22 +123,22 @@ pub(super) fn a18(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
     )
 }
 
-pub(super) fn a19(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+pub(super) fn a19(_pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     obs(
         tun_attach("nbaudit1", libc::IFF_TAP | libc::IFF_NO_PI),
         "new tap created (gone when closed)",
     )
 }
 
-pub(super) fn a27(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+pub(super) fn a27(_pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     obs(
         udp().and_then(|s| setopt(&s, libc::SOL_SOCKET, libc::SO_MARK, &int(1))),
         "SO_MARK set",
     )
 }
 
-pub(super) fn a30(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
-    let mut r = ifreq(&c.tap);
+pub(super) fn a30(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
+    let mut r = ifreq(&pod.tap);
     let mtu = udp()
         .and_then(|s| ioctl(&s, libc::SIOCGIFMTU, &mut r))
         .map(|_| {
@@ -146,7 +146,7 @@ pub(super) fn a30(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
             unsafe { r.ifr_ifru.ifru_mtu }
         });
     let mtu = u32::try_from(mtu.unwrap_or(1500)).unwrap_or(1500);
-    let mut body = ifinfomsg(ifindex(&c.tap));
+    let mut body = ifinfomsg(ifindex(&pod.tap));
     body.extend(rtattr(4, &mtu.to_ne_bytes()));
     obs(
         netlink(libc::NETLINK_ROUTE, RTM_NEWLINK, 0, &body),
@@ -154,7 +154,7 @@ pub(super) fn a30(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
     )
 }
 
-pub(super) fn a31(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+pub(super) fn a31(_pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     obs(
         netlink(libc::NETLINK_ROUTE, RTM_GETLINK, NLM_F_DUMP, &ifinfomsg(0)),
         "links dumped",

@@ -94,16 +94,16 @@ pub(super) fn udp_broadcast_via(fd: RawFd, ifname: &str, payload: &[u8]) -> Resu
     }
 }
 
-pub(super) fn a1(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+pub(super) fn a1(_pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     obs(
         sock(libc::AF_PACKET, libc::SOCK_RAW, i32::from(htons(0x0003))).map(|_| ()),
         "packet socket",
     )
 }
 
-pub(super) fn a2(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
-    let mac = mac_of(&c.pod_iface);
-    let ip = c.pod_ip.octets();
+pub(super) fn a2(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
+    let mac = mac_of(&pod.pod_iface);
+    let ip = pod.pod_ip.octets();
     // ARP reply: the pod's own address at its own MAC (harmless if it goes out).
     let mut arp = vec![0, 1, 8, 0, 6, 4, 0, 2];
     arp.extend_from_slice(&mac);
@@ -111,40 +111,40 @@ pub(super) fn a2(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
     arp.extend_from_slice(&[0xff; 6]);
     arp.extend_from_slice(&ip);
     obs(
-        packet_send(&c.pod_iface, 0x0806, &arp),
+        packet_send(&pod.pod_iface, 0x0806, &arp),
         "gratuitous ARP sent",
     )
 }
 
-pub(super) fn a3(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+pub(super) fn a3(_pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     obs(
         sock(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW).map(|_| ()),
         "raw socket",
     )
 }
 
-pub(super) fn a4(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+pub(super) fn a4(_pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     obs(
         sock(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_ICMPV6).map(|_| ()),
         "raw ICMPv6 socket",
     )
 }
 
-pub(super) fn a5(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+pub(super) fn a5(_pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     obs(
         sock(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_ICMP).map(|_| ()),
         "ping socket",
     )
 }
 
-pub(super) fn a6(_c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+pub(super) fn a6(_pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     obs(
         udp().and_then(|s| setopt(&s, libc::SOL_IP, libc::IP_TRANSPARENT, &int(1))),
         "IP_TRANSPARENT set",
     )
 }
 
-pub(super) fn a7(_c: &Ctx, pre: &Pre, _id: &str) -> Observed {
+pub(super) fn a7(_pod: &PodUnderTest, pre: &Pre, _id: &str) -> Observed {
     match pre.fds.first() {
         Some(fd) => obs(
             setopt(fd, libc::SOL_IPV6, libc::IPV6_FREEBIND, &int(1)),
@@ -154,36 +154,36 @@ pub(super) fn a7(_c: &Ctx, pre: &Pre, _id: &str) -> Observed {
     }
 }
 
-pub(super) fn a8(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+pub(super) fn a8(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     obs(
         udp().and_then(|s| {
             setopt(
                 &s,
                 libc::SOL_SOCKET,
                 libc::SO_BINDTODEVICE,
-                c.pod_iface.as_bytes(),
+                pod.pod_iface.as_bytes(),
             )?;
             setopt(
                 &s,
                 libc::SOL_SOCKET,
                 libc::SO_BINDTODEVICE,
-                c.bridge.as_bytes(),
+                pod.bridge.as_bytes(),
             )
         }),
         "re-bound",
     )
 }
 
-pub(super) fn a9(c: &Ctx, pre: &Pre, _id: &str) -> Observed {
-    let payload = c.marker.as_bytes();
-    match packet_send(&c.pod_iface, 0x0800, &dhcp_frame(c.pod_ip, payload)) {
+pub(super) fn a9(pod: &PodUnderTest, pre: &Pre, _id: &str) -> Observed {
+    let payload = pod.marker.as_bytes();
+    match packet_send(&pod.pod_iface, 0x0800, &dhcp_frame(pod.pod_ip, payload)) {
         Ok(()) => ok("sent through a packet socket"),
         Err(_) => {
             // Every source port that could send: one success is enough to try.
             let mut sent = Vec::new();
             let mut last = libc::EACCES;
             for (fd, port) in pre.fds.iter().zip(&pre.ports) {
-                match udp_broadcast_via(fd.as_raw_fd(), &c.pod_iface, payload) {
+                match udp_broadcast_via(fd.as_raw_fd(), &pod.pod_iface, payload) {
                     Ok(()) => sent.push(format!(":{port}")),
                     Err(e) => last = e,
                 }

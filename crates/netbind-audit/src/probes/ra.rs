@@ -45,7 +45,7 @@ pub(super) fn nd_out_of(
     if rc < 0 { Err(errno()) } else { Ok(()) }
 }
 
-pub(super) fn a36(c: &Ctx, pre: &Pre, id: &str) -> Observed {
+pub(super) fn a36(pod: &PodUnderTest, pre: &Pre, id: &str) -> Observed {
     match pre.fds.first() {
         None => Observed::Errno(libc::ENOENT),
         // An RA (router lifetime 1800) onto the pod network, as if the pod were a router.
@@ -55,14 +55,14 @@ pub(super) fn a36(c: &Ctx, pre: &Pre, id: &str) -> Observed {
                 pre.pod_ifindex,
                 134,
                 &[64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0],
-                &marker_of(c, id),
+                &marker_of(pod, id),
             ),
             "router advertisement sent out of the pod interface",
         ),
     }
 }
 
-pub(super) fn a37(c: &Ctx, pre: &Pre, id: &str) -> Observed {
+pub(super) fn a37(pod: &PodUnderTest, pre: &Pre, id: &str) -> Observed {
     match pre.fds.first() {
         None => Observed::Errno(libc::ENOENT),
         // An unsolicited NA with override for the node's own gateway address.
@@ -77,7 +77,7 @@ pub(super) fn a37(c: &Ctx, pre: &Pre, id: &str) -> Observed {
                     pre.pod_ifindex,
                     136,
                     &body,
-                    &marker_of(c, id),
+                    &marker_of(pod, id),
                 ),
                 "neighbour advertisement sent out of the pod interface",
             )
@@ -85,14 +85,14 @@ pub(super) fn a37(c: &Ctx, pre: &Pre, id: &str) -> Observed {
     }
 }
 
-pub(super) fn a38(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
-    match c.ra_fd {
+pub(super) fn a38(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
+    match pod.ra_fd {
         None => Observed::Errno(libc::ENOENT),
         Some(fd) => {
             // SAFETY: fd is the RA socket this process was given; the OwnedFd is forgotten
             // so that the probe does not close it.
             let owned = std::mem::ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(fd) });
-            let mut name = c.pod_iface.clone().into_bytes();
+            let mut name = pod.pod_iface.clone().into_bytes();
             name.push(0);
             obs(
                 setopt(&owned, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, &name),
@@ -102,8 +102,8 @@ pub(super) fn a38(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
     }
 }
 
-pub(super) fn a39(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
-    match c.ra_fd {
+pub(super) fn a39(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
+    match pod.ra_fd {
         None => Observed::Errno(libc::ENOENT),
         Some(fd) => {
             // SAFETY: as in A38.

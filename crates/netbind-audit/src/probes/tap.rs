@@ -22,27 +22,27 @@ pub(super) fn tun_attach(name: &str, flags: libc::c_int) -> Result<(), i32> {
     .map(|_| ())
 }
 
-pub(super) fn a20(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+pub(super) fn a20(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     obs(
         tun_attach(
-            &c.tap,
+            &pod.tap,
             libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_ONE_QUEUE,
         ),
         "attached to the VM's tap",
     )
 }
 
-pub(super) fn a21(c: &Ctx, _pre: &Pre, _id: &str) -> Observed {
+pub(super) fn a21(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     obs(
         tun_attach(
-            &c.tap,
+            &pod.tap,
             libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE,
         ),
         "extra queue attached",
     )
 }
 
-pub(super) fn a22(_c: &Ctx, pre: &Pre, _id: &str) -> Observed {
+pub(super) fn a22(_pod: &PodUnderTest, pre: &Pre, _id: &str) -> Observed {
     match pre.fds.first() {
         Some(fd) => {
             // SAFETY: writing one byte to an fd opened by `prepare`.

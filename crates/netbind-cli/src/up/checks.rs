@@ -2,6 +2,7 @@
 //! egress through the NAT and ingress through the pod's addresses.
 
 use super::*;
+use netbind_handler::netns::Netns;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct GuestReport {
@@ -288,30 +289,26 @@ pub(super) fn ok_str(b: Option<bool>) -> &'static str {
 /// From the network namespace `ns`: whether an HTTP GET to `ip:port` gets the guest's page
 /// within `patience`.
 pub(super) fn reaches_guest(ns: &str, ip: IpAddr, port: u16, patience: Duration) -> bool {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            if podsim::enter_netns(ns).is_err() {
-                return false;
-            }
-            let t = Instant::now();
-            while t.elapsed() < patience {
-                if let Ok(mut c) = TcpStream::connect_timeout(
-                    &std::net::SocketAddr::new(ip, port),
-                    Duration::from_secs(2),
-                ) {
-                    let _ = c.set_read_timeout(Some(Duration::from_secs(3)));
-                    let _ = c.write_all(b"GET / HTTP/1.0\r\n\r\n");
-                    let mut body = String::new();
-                    let _ = c.read_to_string(&mut body);
-                    if body.contains("netbind-guest-ok") {
-                        return true;
-                    }
+    let try_http = || {
+        let t = Instant::now();
+        while t.elapsed() < patience {
+            if let Ok(mut c) = TcpStream::connect_timeout(
+                &std::net::SocketAddr::new(ip, port),
+                Duration::from_secs(2),
+            ) {
+                let _ = c.set_read_timeout(Some(Duration::from_secs(3)));
+                let _ = c.write_all(b"GET / HTTP/1.0\r\n\r\n");
+                let mut body = String::new();
+                let _ = c.read_to_string(&mut body);
+                if body.contains("netbind-guest-ok") {
+                    return true;
                 }
-                std::thread::sleep(Duration::from_millis(200));
             }
-            false
-        })
-        .join()
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    };
+    Netns::named(ns)
+        .and_then(|n| n.run(try_http))
         .unwrap_or(false)
-    })
 }

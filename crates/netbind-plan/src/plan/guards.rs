@@ -32,7 +32,7 @@ impl Planner<'_> {
                 fam,
                 GUARD_TABLE,
                 "dhcp_guard",
-                Some(("filter", "output", PRIORITY_FILTER)),
+                Some((ChainType::Filter, Hook::Output, PRIORITY_FILTER)),
             );
             for i in ifaces {
                 // A server reply is what a client accepts: anything to the client ports, from
@@ -125,7 +125,7 @@ impl Planner<'_> {
                     fam,
                     GUARD_TABLE,
                     CHAIN,
-                    Some(("filter", "prerouting", PRIORITY_RAW)),
+                    Some((ChainType::Filter, Hook::Prerouting, PRIORITY_RAW)),
                 );
             }
             let sources = [
@@ -162,7 +162,7 @@ impl Planner<'_> {
             Family::Inet,
             GUARD_TABLE,
             CHAIN,
-            Some(("filter", "output", PRIORITY_FILTER)),
+            Some((ChainType::Filter, Hook::Output, PRIORITY_FILTER)),
         );
         let mark = Expr::one(Field::Mark, Val::Hex(RA_SOCKET_MARK));
         for m in [

@@ -157,20 +157,25 @@ impl Planner<'_> {
             fam,
             "nat",
             "prerouting",
-            Some(("nat", "prerouting", PRIORITY_DSTNAT)),
+            Some((ChainType::Nat, Hook::Prerouting, PRIORITY_DSTNAT)),
         );
-        n.chain(fam, "nat", "input", Some(("nat", "input", PRIORITY_SRCNAT)));
+        n.chain(
+            fam,
+            "nat",
+            "input",
+            Some((ChainType::Nat, Hook::Input, PRIORITY_SRCNAT)),
+        );
         n.chain(
             fam,
             "nat",
             "output",
-            Some(("nat", "output", PRIORITY_DSTNAT)),
+            Some((ChainType::Nat, Hook::Output, PRIORITY_DSTNAT)),
         );
         n.chain(
             fam,
             "nat",
             "postrouting",
-            Some(("nat", "postrouting", PRIORITY_SRCNAT)),
+            Some((ChainType::Nat, Hook::Postrouting, PRIORITY_SRCNAT)),
         );
         n.chain(fam, "nat", "KUBEVIRT_PREINBOUND", None);
         n.chain(fam, "nat", "KUBEVIRT_POSTINBOUND", None);

@@ -1,4 +1,5 @@
-//! Entering a pod network namespace.
+//! Entering a network namespace: the one guard the handler, the pod simulator and the tests
+//! share.
 //!
 //! `setns(CLONE_NEWNET)` moves only the calling thread, so namespace work runs on a dedicated
 //! thread that enters the pod netns through a guard (restoring the original netns on every
@@ -88,6 +89,11 @@ impl Netns {
         })
     }
 
+    /// Opens the named namespace `/run/netns/NAME` (what `ip netns add` makes).
+    pub fn named(name: &str) -> Result<Self, NetnsError> {
+        Self::open(&NetnsTarget::Path(PathBuf::from("/run/netns").join(name)))
+    }
+
     /// Runs `f` on a fresh thread inside this namespace.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
         std::thread::scope(|s| {
@@ -134,7 +140,7 @@ impl Drop for NetnsGuard {
     fn drop(&mut self) {
         if let Err(e) = setns(&self.original) {
             // The thread is about to end anyway; never let it run more work in the pod netns.
-            tracing::error!(error = %e, "could not restore the original network namespace");
+            eprintln!("could not restore the original network namespace: {e}; aborting");
             std::process::abort();
         }
     }
