@@ -25,6 +25,13 @@ if cargo tree -p netbind-launcher -e normal --prefix none 2>/dev/null \
   echo "check-boundaries: netbind-launcher depends on more of netbind than netbind-contract (above)" >&2
   fail=1
 fi
+# ...and not even for its tests: phase 1 + phase 2 tests live in netbind-e2e, so building the
+# launcher's own tests never builds privileged code either.
+if cargo tree -p netbind-launcher -e normal,dev --prefix none 2>/dev/null \
+    | grep -E '^(netbind-(model|plan|handler|audit|cli|netns)|netlink-[a-z-]+|rtnetlink|nftables) '; then
+  echo "check-boundaries: netbind-launcher's dev-dependencies reach privileged code (above)" >&2
+  fail=1
+fi
 # setns lives behind nix's `sched` feature: the launcher must not enable it.
 if cargo tree -p netbind-launcher -e features -i nix 2>/dev/null | grep -q 'nix feature "sched"'; then
   echo "check-boundaries: netbind-launcher enables nix's sched feature (setns)" >&2

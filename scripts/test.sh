@@ -15,8 +15,8 @@ step "cargo doc (no warnings)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --locked --quiet
 step "privilege boundary: pure crates carry no unsafe and no kernel crates"
 ./scripts/check-boundaries.sh
-step "cargo build --bins (the e2e and audit tests run every binary)"
-cargo build --bins --locked
+step "cargo build --bins (the e2e and audit tests run every binary; the launcher's test hook is on for the seccomp test)"
+cargo build --bins --locked --features netbind-launcher/test-hooks
 step "cargo nextest run"
 cargo nextest run --workspace --locked --no-fail-fast
 step "fuzz smoke: every target ${FUZZ_SECONDS:-20} s from its seeds (stable toolchain, no sanitizer)"

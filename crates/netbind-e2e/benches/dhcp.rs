@@ -229,7 +229,7 @@ fn main() {
     let mut results = Vec::new();
     let started = Instant::now();
     let launcher = netbind_testkit::as_vm_user(&p)
-        .arg(env!("CARGO_BIN_EXE_netbind-launcher"))
+        .arg(netbind_e2e::bin("netbind-launcher"))
         .arg("--handoff")
         .arg(&handoff)
         .env("NETBIND_LOG", "warn")

@@ -158,7 +158,7 @@ fn launcher_refuses_to_run_with_a_capability() {
     }
     let dir = tempfile::tempdir().unwrap();
     // As root with its full capability sets.
-    let o = Command::new(env!("CARGO_BIN_EXE_netbind-launcher"))
+    let o = Command::new(netbind_e2e::bin("netbind-launcher"))
         .arg("--handoff")
         .arg(dir.path())
         .output()
@@ -184,7 +184,7 @@ fn launcher_refuses_to_run_with_a_capability() {
             "--bounding-set=-all,+net_bind_service",
             "--no-new-privs",
         ])
-        .arg(env!("CARGO_BIN_EXE_netbind-launcher"))
+        .arg(netbind_e2e::bin("netbind-launcher"))
         .arg("--handoff")
         .arg(dir.path())
         .output()
@@ -205,7 +205,7 @@ fn launcher_refuses_to_run_with_a_capability() {
             "--ambient-caps=-all",
             "--bounding-set=-all",
         ])
-        .arg(env!("CARGO_BIN_EXE_netbind-launcher"))
+        .arg(netbind_e2e::bin("netbind-launcher"))
         .arg("--handoff")
         .arg(dir.path())
         .output()

@@ -114,7 +114,7 @@ impl Fixture {
         let handoff = f.dir.path().join("handoff");
         netbind_handler::setup(&netbind_handler::SetupArgs {
             resolv_conf: Some(resolv),
-            ra_responder: Some(env!("CARGO_BIN_EXE_netbind-ra").into()),
+            ra_responder: Some(netbind_e2e::bin("netbind-ra")),
             ..netbind_handler::SetupArgs::new(
                 netbind_handler::netns::NetnsTarget::Path(format!("/run/netns/{p}").into()),
                 root().join(vmi),
@@ -149,7 +149,7 @@ impl Fixture {
         assert_eq!(rc, 0);
         let domain = own.join("domain.xml");
         let mut child = netbind_testkit::as_vm_user(&self.pod)
-            .arg(env!("CARGO_BIN_EXE_netbind-launcher"))
+            .arg(netbind_e2e::bin("netbind-launcher"))
             .arg("--handoff")
             .arg(handoff)
             .arg("--domain-out")
