@@ -340,11 +340,18 @@ fn run(name: &str, victim: &str, grants: &[String]) -> Result<AuditReport, UpErr
             use std::os::fd::AsRawFd;
             use std::os::unix::process::CommandExt;
             let src = sock.as_raw_fd();
-            // SAFETY: dup2 between fork and exec is async-signal-safe; the copy (not
-            // close-on-exec) is what the probes find, through every exec of the sandbox.
+            // SAFETY: dup2 and fcntl between fork and exec are async-signal-safe; the copy
+            // (not close-on-exec) is what the probes find, through every exec of the sandbox.
             unsafe {
                 cmd.pre_exec(move || {
-                    if libc::dup2(src, AUDIT_RA_FD) < 0 {
+                    // dup2 onto itself keeps close-on-exec: when the socket already has the
+                    // number, clear the flag instead.
+                    let rc = if src == AUDIT_RA_FD {
+                        libc::fcntl(src, libc::F_SETFD, 0)
+                    } else {
+                        libc::dup2(src, AUDIT_RA_FD)
+                    };
+                    if rc < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
                     Ok(())

@@ -1,7 +1,7 @@
 //! `netbind`: the operator's command line.
 
 mod audit;
-mod podsim;
+use netbind_podsim as podsim;
 mod up;
 mod vm;
 

@@ -29,9 +29,8 @@ mod down;
 mod record;
 
 pub use checks::GuestReport;
-use checks::{guest_checks, guest_v6};
+use checks::{Listen, guest_checks, guest_v6};
 pub use down::{down, down_record};
-use record::pods_dir;
 pub use record::{PodRecord, phase, status};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -94,22 +93,6 @@ pub struct StepReport {
     pub step: String,
     pub at_ms: u64,
     pub detail: String,
-}
-
-/// The guest's listeners: the port the node reaches through the pod IP, and for masquerade
-/// with `ports` one more that the spec does not forward.
-#[derive(Debug, Clone, Copy)]
-struct Listen {
-    forwarded: u16,
-    unlisted: Option<u16>,
-}
-
-impl Listen {
-    fn ports(self) -> Vec<u16> {
-        std::iter::once(self.forwarded)
-            .chain(self.unlisted)
-            .collect()
-    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -216,67 +199,8 @@ pub fn up(a: &UpArgs) -> Result<UpReport, UpError> {
             )));
         }
     };
-    // The port the guest serves for the ingress check: the first forwarded TCP port, if the
-    // spec lists ports; any port otherwise.
-    let tcp: Vec<u16> = match forward {
-        Some(Forward::Ports(ports)) => ports
-            .iter()
-            .filter(|p| p.protocol == Protocol::Tcp)
-            .map(|p| p.port)
-            .collect(),
-        _ => vec![],
-    };
-    let listen = Listen {
-        forwarded: tcp.first().copied().unwrap_or(8080),
-        // Port ranges and the bridge binding forward more than a list: nothing to check there.
-        unlisted: (!tcp.is_empty())
-            .then(|| (8080..9000).find(|p| !tcp.contains(p)))
-            .flatten(),
-    };
-    let dir = pods_dir().join(&name);
-    // The launcher (uid 107) must reach its hand-off directory: every level is 0755.
-    for d in [podsim::run_dir(), pods_dir()] {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::create_dir_all(&d).map_err(|source| SimError::Io {
-            op: "create",
-            path: d.clone(),
-            source,
-        })?;
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).map_err(|source| {
-            SimError::Io {
-                op: "chmod",
-                path: d.clone(),
-                source,
-            }
-        })?;
-    }
-    // Claim the name: mkdir is atomic, so of two `up` of one name exactly one gets here; the
-    // other fails without touching (or cleaning up) the winner's pod.
-    match std::fs::DirBuilder::new().mode(0o755).create(&dir) {
-        Ok(()) => {
-            use std::os::unix::fs::PermissionsExt;
-            // The umask may have narrowed the mode; the launcher must be able to traverse.
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).map_err(
-                |source| SimError::Io {
-                    op: "chmod",
-                    path: dir.clone(),
-                    source,
-                },
-            )?;
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(UpError::Invalid(format!(
-                "pod {name} is already up (netbind down {name})"
-            )));
-        }
-        Err(source) => {
-            return Err(UpError::Sim(SimError::Io {
-                op: "create",
-                path: dir,
-                source,
-            }));
-        }
-    }
+    let listen = Listen::for_forward(forward);
+    let dir = record::claim_pod_dir(&name)?;
     let wants_v6 = matches!(&first.binding, Binding::Masquerade(m) if m.v6_requested);
     let family = a.ip_family.unwrap_or(if wants_v6 {
         podsim::IpFamily::Dual

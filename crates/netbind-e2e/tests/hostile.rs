@@ -31,7 +31,7 @@ fn hostile_datagrams_and_floods_do_not_stop_the_server() {
     f.log = Some(log.clone());
     let handoff = f.handoff();
     f.start_launcher(&handoff);
-    let pid = f.launcher.as_ref().unwrap().id();
+    let pid = f.launcher_pid();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     assert!(status.contains("Seccomp:\t2"), "under its filter");
     let rss_before = status_kib(pid, "VmRSS:");

@@ -11,96 +11,7 @@ use crate::types::{MacAddr, MacError};
 use crate::vmi::{BindingKind, Interface, Marker, Network, PodNetwork, VmiSpec};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The KubeVirt CR settings that change admission, defaulting and the plan. It crosses from
-/// `netbind` to `netbind-handler` whole, as one typed file (`--cluster-config`), so that the
-/// two can never apply different settings.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterConfig {
-    /// `spec.configuration.network.defaultNetworkInterface`: `bridge` (default) or `masquerade`.
-    pub default_network_interface: String,
-    /// `spec.configuration.network.permitBridgeInterfaceOnPodNetwork` (default true).
-    pub permit_bridge_interface_on_pod_network: bool,
-    /// Enabled feature gates.
-    pub feature_gates: BTreeSet<FeatureGate>,
-    /// Secondary (Multus) networks, by NetworkAttachmentDefinition (`namespace/name`, or
-    /// `name` for the VMI's namespace), whose bridge-bound guests may send only from their own
-    /// MAC and addresses. Opt-in per network, as the CNI bridge plugin's `macspoofchk`: guests
-    /// on an L2 network may legitimately use other MACs (VRRP, nested bridges). The pod network
-    /// is always checked.
-    pub spoof_check_networks: BTreeSet<String>,
-}
-
-impl Default for ClusterConfig {
-    fn default() -> Self {
-        Self {
-            default_network_interface: "bridge".into(),
-            permit_bridge_interface_on_pod_network: true,
-            feature_gates: BTreeSet::new(),
-            spoof_check_networks: BTreeSet::new(),
-        }
-    }
-}
-
-impl ClusterConfig {
-    /// Reads a cluster configuration strictly (an unknown field is an error).
-    pub fn from_json(bytes: &[u8]) -> Result<ClusterConfig, serde_json::Error> {
-        serde_json::from_slice(bytes)
-    }
-
-    pub fn gate(&self, gate: FeatureGate) -> bool {
-        self.feature_gates.contains(&gate)
-    }
-
-    /// Whether the Multus network `network_name` of a VMI in `vmi_namespace` opted in to the
-    /// spoofing check.
-    pub fn spoof_checked(&self, network_name: &str, vmi_namespace: &str) -> bool {
-        let key = |n: &str| match n.split_once('/') {
-            Some(_) => n.to_string(),
-            None => format!("{vmi_namespace}/{n}"),
-        };
-        let wanted = key(network_name);
-        self.spoof_check_networks.iter().any(|n| key(n) == wanted)
-    }
-}
-
-/// A KubeVirt feature gate (`spec.configuration.developerConfiguration.featureGates`). The
-/// gates netbind acts on are variants; any other name is kept as written, as KubeVirt keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-#[serde(from = "String", into = "String")]
-pub enum FeatureGate {
-    /// `portRanges` on masquerade interfaces.
-    PortRangesSpec,
-    /// KubeVirt's core passt binding (`passtBinding: {}`).
-    PasstBinding,
-    Other(String),
-}
-
-impl From<String> for FeatureGate {
-    fn from(name: String) -> Self {
-        match name.as_str() {
-            "PortRangesSpec" => FeatureGate::PortRangesSpec,
-            "PasstBinding" => FeatureGate::PasstBinding,
-            _ => FeatureGate::Other(name),
-        }
-    }
-}
-
-impl From<&str> for FeatureGate {
-    fn from(name: &str) -> Self {
-        FeatureGate::from(name.to_string())
-    }
-}
-
-impl From<FeatureGate> for String {
-    fn from(gate: FeatureGate) -> Self {
-        match gate {
-            FeatureGate::PortRangesSpec => "PortRangesSpec".into(),
-            FeatureGate::PasstBinding => "PasstBinding".into(),
-            FeatureGate::Other(name) => name,
-        }
-    }
-}
+pub use crate::cluster::{ClusterConfig, FeatureGate};
 
 /// One admission failure: the field path (as KubeVirt prints it) and its message.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -494,139 +405,6 @@ fn interface_fields(rules: &mut Rules) {
     }
 }
 
-/// Kubernetes `IsValidPortName` (IANA_SVC_NAME).
-fn valid_port_name(s: &str) -> bool {
-    s.len() <= 15
-        && !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && s.bytes().any(|b| b.is_ascii_lowercase())
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-        && !s.contains("--")
-}
-
-fn valid_port(p: i64) -> bool {
-    0 < p && p < 65536
-}
-
-fn ports(rules: &mut Rules, cfg: &ClusterConfig) {
-    let nets: BTreeMap<&str, &Network> = rules
-        .spec
-        .networks
-        .iter()
-        .map(|n| (n.name.as_str(), n))
-        .collect();
-    for (i, iface) in rules.spec.domain.devices.interfaces.iter().enumerate() {
-        let base = rules.iface(i);
-        let on_pod = nets.get(iface.name.as_str()).is_some_and(|n| n.is_pod());
-        if !on_pod {
-            continue;
-        }
-        let mut names = BTreeSet::new();
-        for (j, p) in iface.ports.iter().enumerate() {
-            let pf = format!("{base}.ports[{j}]");
-            if p.port == 0 {
-                rules.push(pf.clone(), "Port field is mandatory.");
-            } else if !valid_port(p.port) {
-                rules.push(pf.clone(), "Port field must be in range 0 < x < 65536.");
-            }
-            if !matches!(p.protocol.as_deref().unwrap_or(""), "" | "TCP" | "UDP") {
-                rules.push(
-                    format!("{pf}.protocol"),
-                    "Unknown protocol, only TCP or UDP allowed",
-                );
-            }
-            if let Some(name) = p.name.as_deref().filter(|n| !n.is_empty()) {
-                if !names.insert(name) {
-                    rules.push(
-                        format!("{pf}.name"),
-                        format!("Duplicate name of the port: {name}"),
-                    );
-                } else if !valid_port_name(name) {
-                    rules.push(
-                        format!("{pf}.name"),
-                        format!("Invalid name of the port: {name}"),
-                    );
-                }
-            }
-        }
-        if iface.port_ranges.is_empty() {
-            continue;
-        }
-        let rf = format!("{base}.portRanges");
-        if !cfg.gate(FeatureGate::PortRangesSpec) {
-            rules.push(rf, "portRanges is specified on interface but the PortRangesSpec feature gate is not enabled");
-            continue;
-        }
-        if !iface.ports.is_empty() {
-            rules.push(
-                rf.clone(),
-                "Cannot define both ports and portRanges on interface",
-            );
-        }
-        if iface.masquerade.is_none() {
-            rules.push(
-                rf.clone(),
-                "portRanges are only supported on masquerade interfaces",
-            );
-        }
-        if iface.port_ranges.len() > 10 {
-            rules.push(rf.clone(), "No more than 10 portRanges are allowed");
-        }
-        let mut by_proto: BTreeMap<&str, Vec<(i64, i64)>> = BTreeMap::new();
-        for (j, r) in iface.port_ranges.iter().enumerate() {
-            let f = format!("{rf}[{j}]");
-            let proto = r.protocol.as_deref().unwrap_or("");
-            let mut ok = true;
-            if !matches!(proto, "TCP" | "UDP") {
-                rules.push(
-                    format!("{f}.protocol"),
-                    "Unknown protocol, only TCP or UDP allowed",
-                );
-                ok = false;
-            }
-            if !valid_port(r.start) {
-                rules.push(
-                    format!("{f}.start"),
-                    "Port range start must be in range 0 < x < 65536.",
-                );
-                ok = false;
-            }
-            if !valid_port(r.end) {
-                rules.push(
-                    format!("{f}.end"),
-                    "Port range end must be in range 0 < x < 65536.",
-                );
-                ok = false;
-            }
-            if r.start > r.end {
-                rules.push(f.clone(), "Port range start must not be greater than end");
-                ok = false;
-            }
-            if ok {
-                by_proto.entry(proto).or_default().push((r.start, r.end));
-            }
-        }
-        for (proto, mut ranges) in by_proto {
-            ranges.sort_unstable();
-            for w in ranges.windows(2) {
-                let (prev, curr) = (w[0], w[1]);
-                // Touching ranges overlap too: KubeVirt compares `curr.start <= prev.end`.
-                if curr.0 <= prev.1 {
-                    rules.push(
-                        rf.clone(),
-                        format!(
-                            "{proto} portRanges [{}-{}] and [{}-{}] overlap",
-                            prev.0, prev.1, curr.0, curr.1
-                        ),
-                    );
-                }
-            }
-        }
-    }
-}
-
 fn dhcp_options(rules: &mut Rules) {
     for (i, iface) in rules.spec.domain.devices.interfaces.iter().enumerate() {
         let Some(d) = &iface.dhcp_options else {
@@ -752,6 +530,9 @@ fn vm_network_cidrs(rules: &mut Rules) {
         }
     }
 }
+
+mod ports;
+use ports::ports;
 
 #[cfg(test)]
 mod tests;

@@ -10,6 +10,7 @@ pub mod yaml;
 pub use types::{IfName, MacAddr};
 pub mod admission;
 pub mod admitted;
+pub mod cluster;
 pub mod net;
 
 pub use net::Cidr;

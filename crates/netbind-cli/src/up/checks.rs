@@ -312,3 +312,39 @@ pub(super) fn reaches_guest(ns: &str, ip: IpAddr, port: u16, patience: Duration)
         .and_then(|n| n.run(try_http))
         .unwrap_or(false)
 }
+
+/// The guest's listeners: the port the node reaches through the pod IP, and for masquerade
+/// with `ports` one more that the spec does not forward.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Listen {
+    pub(super) forwarded: u16,
+    pub(super) unlisted: Option<u16>,
+}
+
+impl Listen {
+    /// The ports for a masquerade interface's forwarding (`None`: the bridge binding). The
+    /// forwarded port is the first TCP port the spec lists, 8080 when it lists none; port
+    /// ranges and the bridge binding forward more than a list, so nothing is unlisted there.
+    pub(super) fn for_forward(forward: Option<&Forward>) -> Listen {
+        let tcp: Vec<u16> = match forward {
+            Some(Forward::Ports(ports)) => ports
+                .iter()
+                .filter(|p| p.protocol == Protocol::Tcp)
+                .map(|p| p.port)
+                .collect(),
+            _ => vec![],
+        };
+        Listen {
+            forwarded: tcp.first().copied().unwrap_or(8080),
+            unlisted: (!tcp.is_empty())
+                .then(|| (8080..9000).find(|p| !tcp.contains(p)))
+                .flatten(),
+        }
+    }
+
+    pub(super) fn ports(self) -> Vec<u16> {
+        std::iter::once(self.forwarded)
+            .chain(self.unlisted)
+            .collect()
+    }
+}

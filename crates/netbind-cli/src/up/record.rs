@@ -120,3 +120,52 @@ pub fn status() -> Vec<PodStatus> {
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }
+
+/// Creates the pod's directory under the run directory, claiming the name: mkdir is atomic, so
+/// of two `up` of one name exactly one gets it; the other fails without touching (or cleaning
+/// up) the winner's pod.
+pub(super) fn claim_pod_dir(name: &str) -> Result<PathBuf, UpError> {
+    let dir = pods_dir().join(name);
+    // The launcher (uid 107) must reach its hand-off directory: every level is 0755.
+    for d in [podsim::run_dir(), pods_dir()] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(&d).map_err(|source| SimError::Io {
+            op: "create",
+            path: d.clone(),
+            source,
+        })?;
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).map_err(|source| {
+            SimError::Io {
+                op: "chmod",
+                path: d.clone(),
+                source,
+            }
+        })?;
+    }
+    match std::fs::DirBuilder::new().mode(0o755).create(&dir) {
+        Ok(()) => {
+            use std::os::unix::fs::PermissionsExt;
+            // The umask may have narrowed the mode; the launcher must be able to traverse.
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).map_err(
+                |source| SimError::Io {
+                    op: "chmod",
+                    path: dir.clone(),
+                    source,
+                },
+            )?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(UpError::Invalid(format!(
+                "pod {name} is already up (netbind down {name})"
+            )));
+        }
+        Err(source) => {
+            return Err(UpError::Sim(SimError::Io {
+                op: "create",
+                path: dir.clone(),
+                source,
+            }));
+        }
+    }
+    Ok(dir)
+}

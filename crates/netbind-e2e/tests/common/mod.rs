@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use netbind_podsim::sandbox::{Proc, Sandbox, sandbox_program};
+
 pub use netbind_testkit::{ok, repo_root as root, sh};
 
 /// Root and the given tools (a failure in CI, a loud skip elsewhere).
@@ -148,13 +150,27 @@ impl Fixture {
         let rc = unsafe { libc::chown(c.as_ptr(), 107, 107) };
         assert_eq!(rc, 0);
         let domain = own.join("domain.xml");
-        let mut child = netbind_testkit::as_vm_user(&self.pod)
-            .arg(netbind_e2e::bin("netbind-launcher"))
-            .arg("--handoff")
-            .arg(handoff)
-            .arg("--domain-out")
-            .arg(&domain)
-            .args(extra)
+        // Exactly the sandbox `netbind up` starts the launcher in: the pod's netns, its own PID
+        // and mount namespaces, uid 107 with no capability, the VM syscall filter.
+        std::fs::create_dir_all(netbind_podsim::run_dir()).unwrap();
+        let tun = netbind_podsim::tun_node().expect("the sandbox's tun node");
+        let vm_exec = netbind_e2e::bin("netbind-vm-exec");
+        let sandbox = Sandbox {
+            netns: &self.pod,
+            tun: &tun,
+            pod_dir: self.dir.path(),
+            vm_exec: &vm_exec,
+        };
+        let mut args: Vec<String> = vec![
+            "--handoff".into(),
+            handoff.display().to_string(),
+            "--domain-out".into(),
+            domain.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let launcher = netbind_e2e::bin("netbind-launcher");
+        let mut child = sandbox
+            .command(None, launcher.to_str().unwrap(), &args)
             .stdout(Stdio::piped())
             .stderr(match &self.log {
                 Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
@@ -166,6 +182,18 @@ impl Fixture {
         let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
         self.launcher = Some(child);
         line.contains("\"event\":\"ready\"")
+    }
+
+    /// The launcher's own pid (below the sandbox's `unshare` and its PID 1).
+    pub fn launcher_pid(&self) -> u32 {
+        self.running_launcher_pid()
+            .expect("the launcher runs in its sandbox")
+    }
+
+    /// The same, `None` once the launcher has exited (and its sandbox with it).
+    pub fn running_launcher_pid(&self) -> Option<u32> {
+        let sandbox = Proc::of(self.launcher.as_ref()?.id())?;
+        sandbox_program(sandbox).map(|p| p.pid)
     }
 
     pub fn guest(&self, cmd: &str) -> Output {

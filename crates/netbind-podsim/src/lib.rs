@@ -9,6 +9,8 @@
 //!   host-local-style allocator (one file per address under /run/netbind/ipam, created with
 //!   O_EXCL under a lock; the IPv6 address has the same host number) and default routes.
 
+pub mod sandbox;
+
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -417,7 +419,11 @@ pub fn tun_node() -> Result<PathBuf, SimError> {
         let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap_or_default();
         // SAFETY: mknod with a NUL-terminated path; 10:200 is /dev/net/tun.
         if unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(10, 200)) } != 0 {
-            return Err(io("mknod", &path)(std::io::Error::last_os_error()));
+            let e = std::io::Error::last_os_error();
+            // Another `up` (or test) made it between the check and here.
+            if e.kind() != std::io::ErrorKind::AlreadyExists {
+                return Err(io("mknod", &path)(e));
+            }
         }
     }
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap_or_default();

@@ -1,0 +1,139 @@
+//! Admission of `ports` and `portRanges` on pod-network interfaces.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{ClusterConfig, FeatureGate, Rules};
+use crate::vmi::Network;
+
+/// Kubernetes `IsValidPortName` (IANA_SVC_NAME).
+fn valid_port_name(s: &str) -> bool {
+    s.len() <= 15
+        && !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().any(|b| b.is_ascii_lowercase())
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+        && !s.contains("--")
+}
+
+fn valid_port(p: i64) -> bool {
+    0 < p && p < 65536
+}
+
+pub(super) fn ports(rules: &mut Rules, cfg: &ClusterConfig) {
+    let nets: BTreeMap<&str, &Network> = rules
+        .spec
+        .networks
+        .iter()
+        .map(|n| (n.name.as_str(), n))
+        .collect();
+    for (i, iface) in rules.spec.domain.devices.interfaces.iter().enumerate() {
+        let base = rules.iface(i);
+        let on_pod = nets.get(iface.name.as_str()).is_some_and(|n| n.is_pod());
+        if !on_pod {
+            continue;
+        }
+        let mut names = BTreeSet::new();
+        for (j, p) in iface.ports.iter().enumerate() {
+            let pf = format!("{base}.ports[{j}]");
+            if p.port == 0 {
+                rules.push(pf.clone(), "Port field is mandatory.");
+            } else if !valid_port(p.port) {
+                rules.push(pf.clone(), "Port field must be in range 0 < x < 65536.");
+            }
+            if !matches!(p.protocol.as_deref().unwrap_or(""), "" | "TCP" | "UDP") {
+                rules.push(
+                    format!("{pf}.protocol"),
+                    "Unknown protocol, only TCP or UDP allowed",
+                );
+            }
+            if let Some(name) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                if !names.insert(name) {
+                    rules.push(
+                        format!("{pf}.name"),
+                        format!("Duplicate name of the port: {name}"),
+                    );
+                } else if !valid_port_name(name) {
+                    rules.push(
+                        format!("{pf}.name"),
+                        format!("Invalid name of the port: {name}"),
+                    );
+                }
+            }
+        }
+        if iface.port_ranges.is_empty() {
+            continue;
+        }
+        let rf = format!("{base}.portRanges");
+        if !cfg.gate(FeatureGate::PortRangesSpec) {
+            rules.push(rf, "portRanges is specified on interface but the PortRangesSpec feature gate is not enabled");
+            continue;
+        }
+        if !iface.ports.is_empty() {
+            rules.push(
+                rf.clone(),
+                "Cannot define both ports and portRanges on interface",
+            );
+        }
+        if iface.masquerade.is_none() {
+            rules.push(
+                rf.clone(),
+                "portRanges are only supported on masquerade interfaces",
+            );
+        }
+        if iface.port_ranges.len() > 10 {
+            rules.push(rf.clone(), "No more than 10 portRanges are allowed");
+        }
+        let mut by_proto: BTreeMap<&str, Vec<(i64, i64)>> = BTreeMap::new();
+        for (j, r) in iface.port_ranges.iter().enumerate() {
+            let f = format!("{rf}[{j}]");
+            let proto = r.protocol.as_deref().unwrap_or("");
+            let mut ok = true;
+            if !matches!(proto, "TCP" | "UDP") {
+                rules.push(
+                    format!("{f}.protocol"),
+                    "Unknown protocol, only TCP or UDP allowed",
+                );
+                ok = false;
+            }
+            if !valid_port(r.start) {
+                rules.push(
+                    format!("{f}.start"),
+                    "Port range start must be in range 0 < x < 65536.",
+                );
+                ok = false;
+            }
+            if !valid_port(r.end) {
+                rules.push(
+                    format!("{f}.end"),
+                    "Port range end must be in range 0 < x < 65536.",
+                );
+                ok = false;
+            }
+            if r.start > r.end {
+                rules.push(f.clone(), "Port range start must not be greater than end");
+                ok = false;
+            }
+            if ok {
+                by_proto.entry(proto).or_default().push((r.start, r.end));
+            }
+        }
+        for (proto, mut ranges) in by_proto {
+            ranges.sort_unstable();
+            for w in ranges.windows(2) {
+                let (prev, curr) = (w[0], w[1]);
+                // Touching ranges overlap too: KubeVirt compares `curr.start <= prev.end`.
+                if curr.0 <= prev.1 {
+                    rules.push(
+                        rf.clone(),
+                        format!(
+                            "{proto} portRanges [{}-{}] and [{}-{}] overlap",
+                            prev.0, prev.1, curr.0, curr.1
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
