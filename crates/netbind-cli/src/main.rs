@@ -238,6 +238,7 @@ fn make_plan(a: &PlanArgs) -> Result<PodNetPlan, Failure> {
         },
         resolv_conf: &resolv,
         cluster: &cfg,
+        network: None,
     };
     let plan = netbind_plan::plan(&vmi, &pod, &opts).map_err(|e| Failure {
         code: EXIT_INVALID,

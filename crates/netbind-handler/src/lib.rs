@@ -21,6 +21,7 @@ pub mod state;
 pub mod sysctl;
 pub mod tap;
 pub mod teardown;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 
@@ -38,8 +39,8 @@ use crate::state::{HandlerState, Phase, StateError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
-    #[error("VMI {path}: {message}")]
-    Vmi { path: PathBuf, message: String },
+    #[error("VMI {origin}: {message}")]
+    Vmi { origin: String, message: String },
     #[error("read {0}")]
     Input(netbind_model::input::InputError),
     #[error("cluster configuration {path}: {message}")]
@@ -73,6 +74,8 @@ pub enum HandlerError {
         source: files::FileError,
         rollback: Vec<teardown::TeardownError>,
     },
+    #[error("no phase-1 state in {0}: the pod was not set up")]
+    NotSetUp(PathBuf),
     #[error("teardown left errors: {}", teardown::describe(.0))]
     Teardown(Vec<teardown::TeardownError>),
     #[error("{source}{}", rollback_note(.rollback))]
@@ -90,11 +93,37 @@ fn rollback_note(errors: &[teardown::TeardownError]) -> String {
     }
 }
 
+/// Where the VMI comes from: a file (`netbind-handler --vmi`), or text a runtime passed (the
+/// CNI plugin's pod annotation), named by where it came from for error messages.
+#[derive(Debug, Clone)]
+pub enum VmiSource {
+    File(PathBuf),
+    Inline { origin: String, text: String },
+}
+
+impl From<PathBuf> for VmiSource {
+    fn from(path: PathBuf) -> Self {
+        VmiSource::File(path)
+    }
+}
+
+impl std::fmt::Display for VmiSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VmiSource::File(path) => write!(f, "{}", path.display()),
+            VmiSource::Inline { origin, .. } => f.write_str(origin),
+        }
+    }
+}
+
 /// Everything `setup` needs.
 #[derive(Debug, Clone)]
 pub struct SetupArgs {
     pub target: NetnsTarget,
-    pub vmi: PathBuf,
+    pub vmi: VmiSource,
+    /// Plan only this VMI network (a runtime that calls phase 1 once per network, e.g.
+    /// KubeVirt's `logicNetworkName`); `None`: every network of the VMI.
+    pub network: Option<String>,
     pub owner: Owner,
     pub handoff_dir: PathBuf,
     pub state_dir: PathBuf,
@@ -116,14 +145,15 @@ impl SetupArgs {
     /// SELinux as found, no injected failure.
     pub fn new(
         target: NetnsTarget,
-        vmi: PathBuf,
+        vmi: impl Into<VmiSource>,
         owner: Owner,
         handoff_dir: PathBuf,
         state_dir: PathBuf,
     ) -> SetupArgs {
         SetupArgs {
             target,
-            vmi,
+            vmi: vmi.into(),
+            network: None,
             owner,
             handoff_dir,
             state_dir,
@@ -206,11 +236,27 @@ pub fn observe(target: &NetnsTarget) -> Result<ObservedPod, HandlerError> {
     })?
 }
 
+/// The links of the namespace as the kernel reports them (names, types, MACs).
+pub fn links(target: &NetnsTarget) -> Result<Vec<netlink::Link>, HandlerError> {
+    let ns = Netns::open(target)?;
+    ns.run(|| {
+        open_netlink(target)?
+            .links()
+            .map_err(|source| HandlerError::Netlink {
+                target: target.to_string(),
+                source,
+            })
+    })?
+}
+
 pub fn setup(a: &SetupArgs) -> Result<SetupReport, HandlerError> {
     // Everything that can be checked without touching the pod is checked first.
-    let text = read_to_string(&a.vmi)?;
+    let text = match &a.vmi {
+        VmiSource::File(path) => read_to_string(path)?,
+        VmiSource::Inline { text, .. } => text.clone(),
+    };
     let vmi = check_vmi(&text, &a.cluster).map_err(|e| HandlerError::Vmi {
-        path: a.vmi.clone(),
+        origin: a.vmi.to_string(),
         message: match e {
             CheckError::Load(l) => l.to_string(),
             CheckError::Invalid(fs) => fs
@@ -268,6 +314,7 @@ fn setup_in_netns(
         owner: a.owner,
         resolv_conf: resolv,
         cluster: &a.cluster,
+        network: a.network.as_deref(),
     };
     let plan = netbind_plan::plan(vmi, &observed, &opts)?;
     if !plan.nftables.ruleset.is_empty() && nft::locate(&a.nft_bin).is_none() {

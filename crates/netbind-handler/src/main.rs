@@ -156,7 +156,8 @@ fn run(cli: Cli) -> Result<String, netbind_handler::HandlerError> {
             let inject: Option<Injection> = None;
             let args = SetupArgs {
                 target: target.get(),
-                vmi,
+                vmi: vmi.into(),
+                network: None,
                 owner: Owner { uid, gid },
                 handoff_dir,
                 state_dir,

@@ -135,6 +135,8 @@ pub struct Sysctl {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
+    #[error("network {0:?}: the VMI has no interface on a network of that name")]
+    UnknownNetwork(String),
     #[error(transparent)]
     Naming(#[from] NamingError),
     #[error("network {network:?}: pod link ({iface}) is missing")]
@@ -166,6 +168,9 @@ pub struct PlanOptions<'a> {
     /// Contents of the launcher's `/etc/resolv.conf`.
     pub resolv_conf: &'a str,
     pub cluster: &'a ClusterConfig,
+    /// Plan only the interface of this VMI network (phase 1 called once per network);
+    /// `None`: all of them.
+    pub network: Option<&'a str>,
 }
 
 /// What differs between the bridge and masquerade DHCPv4 servers.
@@ -225,9 +230,17 @@ pub fn plan(
             .find(|s| s.network == net)
             .and_then(|s| s.pod_interface_name.clone())
     };
+    if let Some(only) = opts.network
+        && vmi.interface(only).is_none()
+    {
+        return Err(PlanError::UnknownNetwork(only.into()));
+    }
     let ordinal = naming::uses_ordinal_scheme(pod.interfaces.iter().map(|i| i.name.as_str()));
     let pod_names = naming::pod_iface_names(&vmi.networks, &status_name, ordinal)?;
     for (index, iface) in vmi.interfaces.iter().enumerate() {
+        if opts.network.is_some_and(|only| only != iface.name) {
+            continue;
+        }
         // Admission pairs every interface with one network; naming covers every network.
         let Some((_, pod_iface)) = pod_names.iter().find(|(n, _)| *n == iface.name) else {
             continue;

@@ -1,0 +1,52 @@
+//! The `netbind-cni` binary: reads the `CNI_*` environment and the configuration on stdin,
+//! prints the result or a CNI error on stdout, and exits non-zero on error.
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
+
+use netbind_cni::plugin;
+use netbind_cni::protocol::{CniError, Env, ErrorCode};
+
+/// A network configuration is a few KiB; a runtime never sends more than this.
+const MAX_STDIN: u64 = 1 << 20;
+
+fn read_stdin() -> Result<Vec<u8>, CniError> {
+    let mut buf = Vec::new();
+    std::io::stdin()
+        .take(MAX_STDIN + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| CniError::new(ErrorCode::Io, format!("read stdin: {e}")))?;
+    if buf.len() as u64 > MAX_STDIN {
+        return Err(CniError::new(
+            ErrorCode::Decode,
+            format!("network configuration on stdin is over {MAX_STDIN} bytes"),
+        ));
+    }
+    Ok(buf)
+}
+
+fn main() -> ExitCode {
+    // Logs go to stderr, which runtimes keep; stdout is the protocol's.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NETBIND_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let outcome = Env::read(|name| std::env::var(name).ok())
+        .and_then(|env| read_stdin().and_then(|stdin| plugin::run(&env, &stdin)));
+    let mut out = std::io::stdout().lock();
+    match outcome {
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some(result)) => {
+            let _ = writeln!(out, "{result}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            let text = serde_json::to_string(&error).unwrap_or_else(|_| error.msg.clone());
+            let _ = writeln!(out, "{text}");
+            ExitCode::FAILURE
+        }
+    }
+}

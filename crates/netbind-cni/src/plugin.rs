@@ -1,0 +1,276 @@
+//! ADD, DEL, CHECK and STATUS on the handler's library: the same observe, plan, apply,
+//! reconcile and hand-off as `netbind-handler setup`, with the VMI from the pod's annotation
+//! and the pod interface checked against the previous plugin's result.
+
+use std::path::{Path, PathBuf};
+
+use netbind_handler::netns::NetnsTarget;
+use netbind_handler::verify::{VerifyArgs, verify};
+use netbind_handler::{HandlerError, SetupArgs, TeardownArgs, VmiSource};
+use netbind_plan::Owner;
+use netbind_plan::plan::LinkKind;
+use serde_json::Value;
+
+use crate::protocol::{
+    CniError, Command, Env, ErrorCode, NetConf, ResultInterface, VMI_ANNOTATION, compose_result,
+    version_result,
+};
+
+/// Where one sandbox's files live: `RUN_DIR/CONTAINER_ID/` holds `handoff/` (the record the
+/// launcher reads, mounted into it read-only) and `state/` (root's alone).
+#[derive(Debug, Clone)]
+pub struct SandboxDirs {
+    pub root: PathBuf,
+}
+
+impl SandboxDirs {
+    pub fn new(run_dir: &Path, container_id: &str) -> SandboxDirs {
+        SandboxDirs {
+            root: run_dir.join(container_id),
+        }
+    }
+    pub fn handoff(&self) -> PathBuf {
+        self.root.join("handoff")
+    }
+    pub fn state(&self) -> PathBuf {
+        self.root.join("state")
+    }
+}
+
+/// Runs one call. `Ok(Some(json))` is printed as the result; `Ok(None)` prints nothing.
+pub fn run(env: &Env, stdin: &[u8]) -> Result<Option<Value>, CniError> {
+    if env.command == Command::Version {
+        // VERSION reads only `cniVersion` (and answers even for one it does not speak).
+        let asked = serde_json::from_slice::<Value>(stdin)
+            .ok()
+            .and_then(|v| v.get("cniVersion")?.as_str().map(String::from))
+            .unwrap_or_else(|| crate::protocol::SUPPORTED_VERSIONS[0].into());
+        return Ok(Some(version_result(&asked)));
+    }
+    let conf = NetConf::parse(stdin)?;
+    match env.command {
+        Command::Add => add(env, &conf).map(Some),
+        Command::Del => del(env, &conf).map(|()| None),
+        Command::Check => check(env, &conf).map(|()| None),
+        Command::Status => status(&conf).map(|()| None),
+        Command::Version => Ok(None),
+    }
+}
+
+/// The values ADD and CHECK cannot run without (checked present by [`Env::read`]).
+fn required(env: &Env) -> (&str, &Path, &str) {
+    (
+        env.container_id.as_deref().unwrap_or_default(),
+        env.netns.as_deref().unwrap_or(Path::new("")),
+        env.ifname.as_deref().unwrap_or_default(),
+    )
+}
+
+fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
+    let (id, netns, ifname) = required(env);
+    let prev = conf.require_prev_result()?;
+    let Some(vmi) = conf.vmi() else {
+        // Not a VM's pod: nothing for phase 1; the chain's result passes through.
+        return Ok(compose_result(conf, &[]));
+    };
+    let fail = |code, msg: String| CniError::new(code, msg).in_version(&conf.cni_version);
+    let pod_addresses = prev
+        .addresses_of(ifname, &netns.to_string_lossy())
+        .map_err(|e| fail(ErrorCode::InvalidConfig, e))?;
+    let target = NetnsTarget::Path(netns.to_path_buf());
+    // The previous plugin's addresses must be on the pod interface: the plan is made from the
+    // kernel's view, and a disagreement means this call would set up something else.
+    let links_before = netbind_handler::observe(&target).map_err(|e| {
+        fail(
+            ErrorCode::UnknownContainer,
+            format!("ADD: observe {}: {e}", netns.display()),
+        )
+    })?;
+    let on_pod = links_before.get(ifname);
+    for address in &pod_addresses {
+        let present = on_pod.is_some_and(|i| i.addresses.iter().any(|a| a.to_string() == *address));
+        if !present {
+            return Err(fail(
+                ErrorCode::InvalidConfig,
+                format!(
+                    "prevResult.ips: {address} is not on {ifname} in {}",
+                    netns.display()
+                ),
+            ));
+        }
+    }
+    let dirs = SandboxDirs::new(&conf.settings.run_dir, id);
+    let args = SetupArgs {
+        network: conf.logic_network_name.clone(),
+        nft_bin: conf.settings.nft_bin.clone(),
+        cluster: conf.settings.cluster.clone(),
+        ra_responder: Some(ra_responder(conf)),
+        ..SetupArgs::new(
+            target.clone(),
+            VmiSource::Inline {
+                origin: format!("pod annotation {VMI_ANNOTATION}"),
+                text: vmi.to_string(),
+            },
+            Owner {
+                uid: conf.settings.vm_user.0,
+                gid: conf.settings.vm_user.1,
+            },
+            dirs.handoff(),
+            dirs.state(),
+        )
+    };
+    let report = match netbind_handler::setup(&args) {
+        Ok(report) => report,
+        Err(e) => {
+            // Phase 1 rolled its changes back; remove what is left of the sandbox's files too,
+            // so a failed ADD leaves nothing (containerd still sends DEL, which finds nothing).
+            let cleanup = remove_sandbox(&target, &dirs, conf).err();
+            let code = match e {
+                HandlerError::Vmi { .. } => ErrorCode::InvalidConfig,
+                HandlerError::Netns(_) => ErrorCode::UnknownContainer,
+                _ => ErrorCode::Setup,
+            };
+            let mut err = fail(code, format!("ADD in {}: {e}", netns.display()));
+            if let Some(c) = cleanup {
+                err = err.with_details(format!("and cleaning up: {}", c.msg));
+            }
+            return Err(err);
+        }
+    };
+    let made = made_interfaces(&target, &dirs, netns).map_err(|e| {
+        fail(
+            ErrorCode::Setup,
+            format!("ADD: read back the links made in {}: {e}", netns.display()),
+        )
+    })?;
+    let mut result = compose_result(conf, &made);
+    if !report.warnings.is_empty()
+        && let Value::Object(map) = &mut result
+    {
+        // Not part of the CNI result format: runtimes ignore it, logs keep it.
+        map.insert("netbindWarnings".into(), report.warnings.into());
+    }
+    Ok(result)
+}
+
+/// The bridges and taps of the applied plan, as the kernel reports them now.
+fn made_interfaces(
+    target: &NetnsTarget,
+    dirs: &SandboxDirs,
+    netns: &Path,
+) -> Result<Vec<ResultInterface>, HandlerError> {
+    let Some(state) = netbind_handler::state::load(&dirs.state())? else {
+        return Err(HandlerError::NotSetUp(dirs.state()));
+    };
+    let links = netbind_handler::links(target)?;
+    Ok(state
+        .plan
+        .links
+        .iter()
+        .filter(|l| matches!(l.kind, LinkKind::Bridge | LinkKind::Tap { .. }))
+        .map(|l| ResultInterface {
+            name: l.name.to_string(),
+            mac: links
+                .iter()
+                .find(|k| k.name == l.name.as_str())
+                .and_then(|k| k.mac)
+                .map(|m| m.to_string())
+                .unwrap_or_default(),
+            sandbox: netns.to_string_lossy().into_owned(),
+        })
+        .collect())
+}
+
+fn ra_responder(conf: &NetConf) -> PathBuf {
+    conf.settings.ra_responder.clone().unwrap_or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.join("netbind-ra")))
+            .unwrap_or_else(|| PathBuf::from("netbind-ra"))
+    })
+}
+
+/// DEL: idempotent. containerd sends it on StopPodSandbox (with the namespace) and again on
+/// RemovePodSandbox (namespace empty, no previous result); a sandbox never set up, or already
+/// removed, is a success.
+fn del(env: &Env, conf: &NetConf) -> Result<(), CniError> {
+    let id = env.container_id.as_deref().unwrap_or_default();
+    let dirs = SandboxDirs::new(&conf.settings.run_dir, id);
+    // With no namespace the kernel already removed everything that lived in it; teardown
+    // treats a namespace it cannot open as gone.
+    let target = NetnsTarget::Path(env.netns.clone().unwrap_or_default());
+    remove_sandbox(&target, &dirs, conf)
+}
+
+fn remove_sandbox(
+    target: &NetnsTarget,
+    dirs: &SandboxDirs,
+    conf: &NetConf,
+) -> Result<(), CniError> {
+    let fail = |msg: String| CniError::new(ErrorCode::Teardown, msg).in_version(&conf.cni_version);
+    if std::fs::symlink_metadata(&dirs.root).is_err() {
+        return Ok(());
+    }
+    netbind_handler::teardown(&TeardownArgs {
+        target: target.clone(),
+        handoff_dir: dirs.handoff(),
+        state_dir: dirs.state(),
+        nft_bin: conf.settings.nft_bin.clone(),
+    })
+    .map_err(|e| fail(format!("DEL of {}: {e}", dirs.root.display())))?;
+    // The directory is root's (the launcher reads the record through a read-only mount of
+    // `handoff/` and cannot write here), so removing it follows nothing another user made.
+    match std::fs::remove_dir_all(&dirs.root) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(fail(format!("DEL: remove {}: {e}", dirs.root.display()))),
+    }
+}
+
+/// CHECK: the namespace must still be what phase 1 made.
+fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
+    let (id, netns, _) = required(env);
+    conf.require_prev_result()?;
+    if conf.vmi().is_none() {
+        return Ok(());
+    }
+    let fail = |code, msg: String| CniError::new(code, msg).in_version(&conf.cni_version);
+    let dirs = SandboxDirs::new(&conf.settings.run_dir, id);
+    let drift = verify(&VerifyArgs {
+        target: NetnsTarget::Path(netns.to_path_buf()),
+        state_dir: dirs.state(),
+        nft_bin: conf.settings.nft_bin.clone(),
+    })
+    .map_err(|e| {
+        fail(
+            ErrorCode::UnknownContainer,
+            format!("CHECK in {}: {e}", netns.display()),
+        )
+    })?;
+    if drift.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = drift.iter().map(ToString::to_string).collect();
+    Err(fail(
+        ErrorCode::Drift,
+        format!(
+            "CHECK in {}: {} difference(s) from the plan: {}",
+            netns.display(),
+            list.len(),
+            list.join("; ")
+        ),
+    )
+    .with_details(serde_json::to_string(&drift).unwrap_or_default()))
+}
+
+/// STATUS (1.1.0): ready when it can apply a plan, i.e. `nft` is there.
+fn status(conf: &NetConf) -> Result<(), CniError> {
+    match netbind_handler::nft::locate(&conf.settings.nft_bin) {
+        Some(_) => Ok(()),
+        None => Err(CniError::new(
+            ErrorCode::NotAvailable,
+            format!("STATUS: {} not found", conf.settings.nft_bin.display()),
+        )
+        .in_version(&conf.cni_version)),
+    }
+}

@@ -1,0 +1,164 @@
+use super::*;
+
+fn env(vars: &[(&str, &str)]) -> Result<Env, CniError> {
+    let map: BTreeMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Env::read(|name| map.get(name).cloned())
+}
+
+const PREV: &str = r#"{"cniVersion":"1.0.0","interfaces":[{"name":"cni0","mac":"aa:bb:cc:dd:ee:01"},{"name":"veth1","mac":"aa:bb:cc:dd:ee:02"},{"name":"eth0","mac":"0a:58:0a:58:00:05","sandbox":"/run/netns/p1"}],"ips":[{"address":"10.88.0.5/16","gateway":"10.88.0.1","interface":2}],"routes":[{"dst":"0.0.0.0/0"}],"dns":{},"futureField":7}"#;
+
+fn conf(extra: &str) -> String {
+    format!(
+        r#"{{"cniVersion":"1.0.0","name":"pods","type":"netbind-cni"{extra},"prevResult":{PREV}}}"#
+    )
+}
+
+#[test]
+fn environment_needs_what_each_command_uses() {
+    let add = [
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "abc123"),
+        ("CNI_NETNS", "/run/netns/p1"),
+        ("CNI_IFNAME", "eth0"),
+    ];
+    assert_eq!(env(&add).expect("ADD env").command, Command::Add);
+    let err = env(&add[..3]).expect_err("no CNI_IFNAME");
+    assert_eq!(err.code, ErrorCode::InvalidEnvironment as u32);
+    assert!(err.msg.starts_with("CNI_IFNAME"), "{}", err.msg);
+    // containerd's second DEL: no namespace, and that is fine.
+    let del = env(&[
+        ("CNI_COMMAND", "DEL"),
+        ("CNI_CONTAINERID", "abc123"),
+        ("CNI_NETNS", ""),
+    ])
+    .expect("DEL without netns");
+    assert_eq!(del.netns, None);
+    let err = env(&[
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "../../etc"),
+        ("CNI_NETNS", "/x"),
+        ("CNI_IFNAME", "eth0"),
+    ])
+    .expect_err("path in the container id");
+    assert!(err.msg.starts_with("CNI_CONTAINERID"), "{}", err.msg);
+    let err = env(&[("CNI_COMMAND", "FROB")]).expect_err("unknown command");
+    assert!(err.msg.contains("FROB"), "{}", err.msg);
+}
+
+#[test]
+fn bad_stdin_names_the_field() {
+    let err = NetConf::parse(b"not json").expect_err("not JSON");
+    assert_eq!(err.code, ErrorCode::Decode as u32);
+    assert!(err.msg.contains("not JSON"), "{}", err.msg);
+    let err = NetConf::parse(br#"{"cniVersion":"0.3.1","name":"x"}"#).expect_err("old version");
+    assert_eq!(err.code, ErrorCode::IncompatibleVersion as u32);
+    assert!(err.msg.starts_with("cniVersion \"0.3.1\""), "{}", err.msg);
+    let err = NetConf::parse(br#"{"name":"x"}"#).expect_err("no version");
+    assert_eq!(err.msg, "cniVersion: missing");
+    let err = NetConf::parse(conf(r#","runDirr":"/tmp""#).as_bytes()).expect_err("typo");
+    assert_eq!(err.code, ErrorCode::UnsupportedField as u32);
+    assert!(err.msg.contains("runDirr"), "{}", err.msg);
+    let err = NetConf::parse(br#"{"cniVersion":"1.0.0","name":"x"}"#)
+        .expect("parses")
+        .require_prev_result()
+        .expect_err("no prevResult");
+    assert_eq!(err.code, ErrorCode::InvalidConfig as u32);
+    assert!(err.msg.starts_with("prevResult: missing"), "{}", err.msg);
+    let err = NetConf::parse(
+        br#"{"cniVersion":"1.0.0","name":"x","args":{"cni":{"logicNetworkName":3}}}"#,
+    )
+    .expect_err("number as network name");
+    assert!(
+        err.msg.starts_with("args.cni.logicNetworkName"),
+        "{}",
+        err.msg
+    );
+    let err = NetConf::parse(
+        br#"{"cniVersion":"1.0.0","name":"x","runtimeConfig":{"io.kubernetes.cri.pod-annotations":{"a":1}}}"#,
+    )
+    .expect_err("annotation values are strings");
+    assert!(
+        err.msg
+            .starts_with("runtimeConfig[\"io.kubernetes.cri.pod-annotations\"]"),
+        "{}",
+        err.msg
+    );
+}
+
+#[test]
+fn settings_annotations_and_network_are_read() {
+    let extra = r#","runDir":"/run/x","vmUser":[1000,1001],"args":{"cni":{"logicNetworkName":"default"}},"runtimeConfig":{"io.kubernetes.cri.pod-annotations":{"netbind.io/vmi":"kind: VirtualMachineInstance","other":"x"}},"capabilities":{"io.kubernetes.cri.pod-annotations":true}"#;
+    let c = NetConf::parse(conf(extra).as_bytes()).expect("parses");
+    assert_eq!(c.settings.run_dir, PathBuf::from("/run/x"));
+    assert_eq!(c.settings.vm_user, (1000, 1001));
+    assert_eq!(c.logic_network_name.as_deref(), Some("default"));
+    assert_eq!(c.vmi(), Some("kind: VirtualMachineInstance"));
+    let prev = c.require_prev_result().expect("prevResult");
+    assert_eq!(
+        prev.addresses_of("eth0", "/run/netns/p1")
+            .expect("eth0's address"),
+        vec!["10.88.0.5/16".to_string()]
+    );
+    let err = prev
+        .addresses_of("eth0", "/run/netns/other")
+        .expect_err("other sandbox");
+    assert!(err.starts_with("prevResult.interfaces"), "{err}");
+    let defaults = NetConf::parse(conf("").as_bytes()).expect("defaults");
+    assert_eq!(defaults.settings.run_dir, PathBuf::from("/run/netbind/cni"));
+    assert_eq!(defaults.settings.vm_user, (107, 107));
+    assert_eq!(defaults.vmi(), None);
+}
+
+#[test]
+fn result_is_the_previous_one_plus_what_phase_1_made() {
+    let c = NetConf::parse(conf("").as_bytes()).expect("parses");
+    let made = [
+        ResultInterface {
+            name: "k6t-eth0".into(),
+            mac: "02:00:00:00:00:00".into(),
+            sandbox: "/run/netns/p1".into(),
+        },
+        ResultInterface {
+            name: "tap0".into(),
+            mac: "aa:00:00:00:00:01".into(),
+            sandbox: "/run/netns/p1".into(),
+        },
+    ];
+    let r = compose_result(&c, &made);
+    let names: Vec<&str> = r["interfaces"]
+        .as_array()
+        .expect("interfaces")
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .collect();
+    assert_eq!(names, ["cni0", "veth1", "eth0", "k6t-eth0", "tap0"]);
+    assert_eq!(r["interfaces"][4]["sandbox"], "/run/netns/p1");
+    assert_eq!(r["interfaces"][4]["mac"], "aa:00:00:00:00:01");
+    // The IPs still point at eth0, and what netbind does not model passes through.
+    assert_eq!(r["ips"][0]["interface"], 2);
+    assert_eq!(r["futureField"], 7);
+    assert_eq!(r["cniVersion"], "1.0.0");
+}
+
+#[test]
+fn version_and_errors_serialise_as_the_spec_says() {
+    let v = version_result("1.0.0");
+    assert_eq!(
+        v["supportedVersions"],
+        serde_json::json!(["1.0.0", "1.1.0"])
+    );
+    let e = CniError::new(ErrorCode::InvalidConfig, "prevResult: missing").in_version("1.1.0");
+    let json = serde_json::to_value(&e).expect("serialises");
+    assert_eq!(
+        json,
+        serde_json::json!({"cniVersion": "1.1.0", "code": 7, "msg": "prevResult: missing"})
+    );
+    let e = e.with_details("more");
+    assert_eq!(
+        serde_json::to_value(&e).expect("serialises")["details"],
+        "more"
+    );
+}

@@ -1,0 +1,417 @@
+//! netbind-cni fed as a runtime feeds it (root): a "node" namespace runs the real CNI
+//! `bridge` + `host-local` plugins for a pod namespace, then netbind-cni with their result as
+//! `prevResult` and the VMI as a pod annotation; ADD, CHECK, DEL and the second DEL
+//! containerd sends are checked against the kernel. Each test makes its own namespaces and
+//! removes them, even when it fails.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test code: a failed step is a failed test
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use netbind_testkit::{ok, repo_root, sh};
+use serde_json::{Value, json};
+
+const CNI_BIN_DIR: &str = "/usr/lib/cni";
+
+fn ready() -> bool {
+    let mut missing = netbind_testkit::missing_tools(&["nsenter", "nft", "ip"]);
+    for plugin in ["bridge", "host-local"] {
+        if !Path::new(CNI_BIN_DIR).join(plugin).is_file() {
+            missing.push(format!(
+                "{CNI_BIN_DIR}/{plugin} (containernetworking-plugins)"
+            ));
+        }
+    }
+    netbind_testkit::ready(missing)
+}
+
+/// A node namespace, a pod namespace and a private directory; all removed on drop.
+struct Node {
+    tag: String,
+    dir: tempfile::TempDir,
+    subnet: String,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+impl Node {
+    fn new() -> Node {
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
+        let tag = format!("nbc{}x{n}", std::process::id() % 100_000);
+        ok(&format!(
+            "ip netns add {tag}-node && ip netns add {tag}-pod"
+        ));
+        ok(&format!("ip -n {tag}-node link set lo up"));
+        Node {
+            subnet: format!("10.{}.{}.0/24", 100 + n % 100, std::process::id() % 250),
+            tag,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn pod_netns(&self) -> String {
+        format!("/run/netns/{}-pod", self.tag)
+    }
+    fn pod(&self) -> String {
+        format!("{}-pod", self.tag)
+    }
+    fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+    fn container_id(&self) -> String {
+        format!("{}-sandbox", self.tag)
+    }
+
+    /// Runs a plugin in the node namespace as a runtime does; (exit success, stdout JSON).
+    fn plugin(&self, bin: &Path, command: &str, netns: &str, stdin: &Value) -> (bool, Value) {
+        let mut child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}-node", self.tag))
+            .arg("--")
+            .arg(bin)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", self.container_id())
+            .env("CNI_NETNS", netns)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", CNI_BIN_DIR)
+            .env(
+                "CNI_ARGS",
+                format!(
+                    "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={}",
+                    self.tag
+                ),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("plugin runs");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.to_string().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let value = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| {
+                panic!(
+                    "{} {command}: stdout is not JSON ({e}): {text}\nstderr: {}",
+                    bin.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })
+        };
+        (out.status.success(), value)
+    }
+
+    /// The pod network's plugins: bridge + host-local, as the conflist's first entry.
+    fn bridge_conf(&self) -> Value {
+        json!({
+            "cniVersion": "1.0.0",
+            "name": "nbtest",
+            "type": "bridge",
+            "bridge": format!("{}br", &self.tag[..self.tag.len().min(11)]),
+            "isGateway": true,
+            "ipMasq": false,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": self.subnet}]],
+                "routes": [{"dst": "0.0.0.0/0"}],
+                "dataDir": self.dir.path().join("ipam"),
+            },
+        })
+    }
+
+    fn pod_network_add(&self) -> Value {
+        let (ok, result) = self.plugin(
+            &Path::new(CNI_BIN_DIR).join("bridge"),
+            "ADD",
+            &self.pod_netns(),
+            &self.bridge_conf(),
+        );
+        assert!(ok, "bridge ADD: {result}");
+        result
+    }
+
+    fn netbind_conf(&self, vmi: Option<&str>, prev: Option<&Value>) -> Value {
+        let mut conf = json!({
+            "cniVersion": "1.0.0",
+            "name": "nbtest",
+            "type": "netbind-cni",
+            "runDir": self.run_dir(),
+            "capabilities": {"io.kubernetes.cri.pod-annotations": true},
+        });
+        if let Some(text) = vmi {
+            conf["runtimeConfig"] = json!({
+                "io.kubernetes.cri.pod-annotations": {
+                    "netbind.io/vmi": text,
+                    "io.kubernetes.cri.sandbox-name": self.tag,
+                }
+            });
+        }
+        if let Some(p) = prev {
+            conf["prevResult"] = p.clone();
+        }
+        conf
+    }
+
+    fn netbind(&self, command: &str, netns: &str, conf: &Value) -> (bool, Value) {
+        self.plugin(
+            Path::new(env!("CARGO_BIN_EXE_netbind-cni")),
+            command,
+            netns,
+            conf,
+        )
+    }
+
+    fn pod_links(&self) -> Vec<String> {
+        let out = ok(&format!("ip -n {} -j link show", self.pod()));
+        let links: Vec<Value> = serde_json::from_str(&out).unwrap();
+        links
+            .iter()
+            .filter_map(|l| l["ifname"].as_str().map(String::from))
+            .collect()
+    }
+
+    fn nft_tables(&self) -> String {
+        ok(&format!("ip netns exec {} nft list tables", self.pod()))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let t = &self.tag;
+        let _ = sh(&format!(
+            "ip netns del {t}-pod 2>/dev/null; ip netns del {t}-node 2>/dev/null"
+        ));
+    }
+}
+
+fn vmi(path: &str) -> String {
+    std::fs::read_to_string(repo_root().join(path)).unwrap()
+}
+
+fn interface<'a>(result: &'a Value, name: &str) -> Option<&'a Value> {
+    result["interfaces"]
+        .as_array()?
+        .iter()
+        .find(|i| i["name"] == name)
+}
+
+fn add_check_del(vmi_path: &str, made: &[&str]) {
+    let node = Node::new();
+    let prev = node.pod_network_add();
+    let vmi_text = vmi(vmi_path);
+    let conf = node.netbind_conf(Some(&vmi_text), Some(&prev));
+    let (ok_add, result) = node.netbind("ADD", &node.pod_netns(), &conf);
+    assert!(ok_add, "netbind-cni ADD: {result}");
+    // The result: the previous one, plus the links phase 1 made, each in the pod's sandbox.
+    assert_eq!(result["ips"], prev["ips"], "the pod IPs pass through");
+    for name in made {
+        let i = interface(&result, name).unwrap_or_else(|| panic!("{name} in {result}"));
+        assert_eq!(i["sandbox"], node.pod_netns().as_str());
+        assert_eq!(
+            i["mac"].as_str().map(str::len),
+            Some(17),
+            "{name}'s MAC: {i}"
+        );
+        assert!(
+            node.pod_links().contains(&name.to_string()),
+            "{name} exists"
+        );
+    }
+    let handoff = node
+        .run_dir()
+        .join(node.container_id())
+        .join("handoff/handoff.json");
+    assert!(handoff.is_file(), "the hand-off record for the launcher");
+
+    // CHECK with the chain's result: the kernel is as planned.
+    let check_conf = node.netbind_conf(Some(&vmi_text), Some(&result));
+    let (ok_check, out) = node.netbind("CHECK", &node.pod_netns(), &check_conf);
+    assert!(ok_check && out.is_null(), "CHECK on a good pod: {out}");
+    // Drift: the tap goes away behind phase 1's back.
+    ok(&format!("ip -n {} link del tap0", node.pod()));
+    let (ok_check, err) = node.netbind("CHECK", &node.pod_netns(), &check_conf);
+    assert!(!ok_check, "CHECK must see the missing tap");
+    assert_eq!(err["code"], 101, "{err}");
+    assert!(
+        err["msg"].as_str().unwrap().contains("link tap0: missing"),
+        "{err}"
+    );
+
+    // DEL as StopPodSandbox sends it, then the pod network's own DEL, then the second DEL
+    // RemovePodSandbox sends (no namespace, no prevResult).
+    let (ok_del, out) = node.netbind("DEL", &node.pod_netns(), &check_conf);
+    assert!(ok_del, "DEL: {out}");
+    for name in made {
+        assert!(
+            !node.pod_links().contains(&name.to_string()),
+            "{name} removed"
+        );
+    }
+    assert!(
+        !node.nft_tables().contains("netbind"),
+        "netbind's nft tables removed:\n{}",
+        node.nft_tables()
+    );
+    assert!(
+        !node.run_dir().join(node.container_id()).exists(),
+        "the sandbox's hand-off and state are removed"
+    );
+    let (ok_bridge_del, out) = node.plugin(
+        &Path::new(CNI_BIN_DIR).join("bridge"),
+        "DEL",
+        &node.pod_netns(),
+        &{
+            let mut c = node.bridge_conf();
+            c["prevResult"] = prev.clone();
+            c
+        },
+    );
+    assert!(ok_bridge_del, "the pod network's DEL after ours: {out}");
+    let (ok_again, out) = node.netbind("DEL", "", &node.netbind_conf(Some(&vmi_text), None));
+    assert!(ok_again && out.is_null(), "the second DEL: {out}");
+}
+
+#[test]
+fn masquerade_add_check_del() {
+    if !ready() {
+        return;
+    }
+    add_check_del("examples/vmi-masquerade.yaml", &["k6t-eth0", "tap0"]);
+}
+
+#[test]
+fn bridge_binding_add_check_del() {
+    if !ready() {
+        return;
+    }
+    add_check_del("examples/vmi-bridge.yaml", &["k6t-eth0", "tap0"]);
+}
+
+#[test]
+fn a_failed_add_names_the_problem_and_leaves_nothing() {
+    if !ready() {
+        return;
+    }
+    let node = Node::new();
+    let prev = node.pod_network_add();
+    let links_before = node.pod_links();
+    // Admission rejects the annotation's VMI: a port out of range.
+    let bad = vmi("examples/vmi-ports.yaml").replace("port: 80", "port: 70000");
+    assert_ne!(bad, vmi("examples/vmi-ports.yaml"), "the test edits a port");
+    let (ok_add, err) = node.netbind(
+        "ADD",
+        &node.pod_netns(),
+        &node.netbind_conf(Some(&bad), Some(&prev)),
+    );
+    assert!(!ok_add, "ADD of an invalid VMI must fail");
+    assert_eq!(err["code"], 7, "{err}");
+    let msg = err["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("pod annotation netbind.io/vmi") && msg.contains("ports[0]"),
+        "the message names the annotation and the field: {msg}"
+    );
+    assert_eq!(node.pod_links(), links_before, "no link was added");
+    assert!(
+        !node.run_dir().join(node.container_id()).exists(),
+        "no files"
+    );
+
+    // Not YAML at all.
+    let (ok_add, err) = node.netbind(
+        "ADD",
+        &node.pod_netns(),
+        &node.netbind_conf(Some("{not: [valid"), Some(&prev)),
+    );
+    assert!(!ok_add);
+    assert!(
+        err["msg"].as_str().unwrap().contains("netbind.io/vmi"),
+        "{err}"
+    );
+
+    // A previous result whose address is not on eth0: refused before any change.
+    let mut forged = prev.clone();
+    forged["ips"][0]["address"] = json!("192.0.2.77/24");
+    let (ok_add, err) = node.netbind(
+        "ADD",
+        &node.pod_netns(),
+        &node.netbind_conf(Some(&vmi("examples/vmi-masquerade.yaml")), Some(&forged)),
+    );
+    assert!(!ok_add);
+    assert!(
+        err["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("prevResult.ips: 192.0.2.77/24"),
+        "{err}"
+    );
+    assert_eq!(node.pod_links(), links_before, "no link was added");
+
+    // A chained plugin without a previous result.
+    let (ok_add, err) = node.netbind(
+        "ADD",
+        &node.pod_netns(),
+        &node.netbind_conf(Some(&vmi("examples/vmi-masquerade.yaml")), None),
+    );
+    assert!(!ok_add);
+    assert!(
+        err["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("prevResult: missing"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_pod_without_the_annotation_passes_through() {
+    if !ready() {
+        return;
+    }
+    let node = Node::new();
+    let prev = node.pod_network_add();
+    let links_before = node.pod_links();
+    let (ok_add, result) = node.netbind(
+        "ADD",
+        &node.pod_netns(),
+        &node.netbind_conf(None, Some(&prev)),
+    );
+    assert!(ok_add, "{result}");
+    assert_eq!(result, prev, "the previous result, unchanged");
+    assert_eq!(node.pod_links(), links_before);
+    let (ok_del, _) = node.netbind(
+        "DEL",
+        &node.pod_netns(),
+        &node.netbind_conf(None, Some(&prev)),
+    );
+    assert!(ok_del);
+}
+
+#[test]
+fn version_answers_without_a_namespace() {
+    let out = Command::new(env!("CARGO_BIN_EXE_netbind-cni"))
+        .env_clear()
+        .env("CNI_COMMAND", "VERSION")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(br#"{"cniVersion":"1.0.0"}"#)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["supportedVersions"], json!(["1.0.0", "1.1.0"]));
+}
