@@ -27,6 +27,8 @@ PKGS=(
   containernetworking-plugins netavark  # peers in the phase-1 benchmark
   qemu-system-x86 cpio file     # the real guest (TCG) and its initramfs
   libvirt-daemon libvirt-daemon-driver-qemu  # an unprivileged libvirt session daemon
+  containerd runc buildah catatonit  # the CRI tier: a private containerd, images built locally
+  protobuf-compiler             # protoc, for the CRI client's generated code (crate k8s-cri)
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -3,7 +3,7 @@
 mod audit;
 use netbind_podsim as podsim;
 mod up;
-mod vm;
+use netbind_podsim::vm;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -10,6 +10,7 @@
 //!   O_EXCL under a lock; the IPv6 address has the same host number) and default routes.
 
 pub mod sandbox;
+pub mod vm;
 
 use std::fs::OpenOptions;
 use std::io::Write;

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use netbind_podsim::SimError;
+use crate::SimError;
 
-pub use netbind_podsim::sandbox::{
+pub use crate::sandbox::{
     Proc, Sandbox, VM_GID, VM_UID, create_new, netns_processes, sandbox_program, spawn_detached,
     stop_netns_processes, stop_sandbox,
 };
