@@ -14,8 +14,9 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use netbind_cri::client::{ContainerSpec, Cri, PodSpec};
-use netbind_cri::node::{APP_IMAGE, NODE_LISTEN_PORT, Node, NodeConfig};
+use netbind_cri::client::{Cri, PodSpec};
+use netbind_cri::node::{NODE_LISTEN_PORT, Node, NodeConfig};
+use netbind_cri::vmpod::{VmPod, VmPodConfig};
 use netbind_podsim::vm::{self, GuestImage};
 
 fn ready() -> bool {
@@ -77,36 +78,6 @@ fn pod_spec(node: &Node, name: &str, vmi: Option<&str>) -> PodSpec {
     }
 }
 
-/// A directory for one container's writes, owned by the VM user.
-fn vm_dir(node: &Node, path: &str) -> PathBuf {
-    let dir = node.config.dir.join(path);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::os::unix::fs::chown(&dir, Some(107), Some(107)).unwrap();
-    dir
-}
-
-fn locked_down(
-    name: &str,
-    command: Vec<String>,
-    mounts: Vec<(String, String, bool)>,
-) -> ContainerSpec {
-    let mut all = vec![("/usr".to_string(), "/usr".to_string(), true)];
-    all.extend(mounts);
-    ContainerSpec {
-        name: name.into(),
-        image: APP_IMAGE.into(),
-        command,
-        mounts: all,
-        uid: 107,
-        gid: 107,
-        ..ContainerSpec::default()
-    }
-}
-
-fn path(p: &Path) -> String {
-    p.display().to_string()
-}
-
 /// From the node namespace: an HTTP GET to `ip:port` answered by the guest.
 fn node_reaches_guest(node: &Node, ip: &str, port: u16, patience: Duration) -> bool {
     let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().unwrap();
@@ -128,22 +99,29 @@ fn node_reaches_guest(node: &Node, ip: &str, port: u16, patience: Duration) -> b
     })
 }
 
-fn wait_line(console: &Path, needle: &str, secs: u64) -> Option<String> {
-    vm::wait_for_line(console, needle, Duration::from_secs(secs), &|| false)
-}
-
-/// One VM pod from RunPodSandbox to RemovePodSandbox; `guest_ip` is the address the guest
-/// must lease (masquerade: KubeVirt's 10.0.2.2; bridge: the pod's own).
+/// One VM pod from RunPodSandbox to RemovePodSandbox. The guest must lease KubeVirt's
+/// 10.0.2.2 (masquerade) or the pod's own address (bridge).
 fn vm_pod(tag: &str, vmi_file: &str, masquerade: bool) {
     let node = node(tag, true);
     let mut cri: Cri = node.client().unwrap();
-    let vmi = std::fs::read_to_string(netbind_testkit::repo_root().join(vmi_file)).unwrap();
-    let pod = pod_spec(&node, &format!("virt-launcher-{tag}"), Some(&vmi));
-    let (sandbox, took) = cri
-        .run_pod(&pod)
-        .expect("RunPodSandbox through the CNI chain");
-    eprintln!("RunPodSandbox took {took:?}");
-    let net = cri.pod_network(&sandbox).unwrap();
+    let config = VmPodConfig {
+        name: format!("virt-launcher-{tag}"),
+        namespace: "default".into(),
+        vmi: std::fs::read_to_string(netbind_testkit::repo_root().join(vmi_file)).unwrap(),
+        bins: bins(),
+        guest: GuestImage::locate().unwrap(),
+        cmdline: vm::cmdline(
+            &[8080],
+            Some(&format!("{}:{NODE_LISTEN_PORT}", node.config.gateway())),
+            None,
+        ),
+        netbind_run_dir: node.config.netbind_run_dir(),
+        work_dir: node.config.dir.join("pods").join(tag),
+        tun: node.config.tun_node(),
+    };
+    let pod = VmPod::start(&mut cri, &config).expect("the VM pod starts");
+    eprintln!("RunPodSandbox took {:?}", pod.run_pod_sandbox);
+    let net = cri.pod_network(&pod.sandbox).unwrap();
     // containerd caches the chain's result in its own shape: interfaces by name.
     let made = |name: &str| {
         net.cni_result["Interfaces"][name]["Sandbox"]
@@ -155,128 +133,55 @@ fn vm_pod(tag: &str, vmi_file: &str, masquerade: bool) {
         "the chain's result lists netbind's bridge and tap in the pod: {}",
         net.cni_result
     );
-    let handoff_dir = node.config.netbind_run_dir().join(&sandbox).join("handoff");
-    let handoff = vm::read_handoff(&handoff_dir).expect("netbind-cni wrote the hand-off");
-    let iface = &handoff.interfaces[0];
-
-    // The launcher: its hand-off record read-only, a directory of its own for the XML.
-    let launcher_dir = vm_dir(&node, &format!("pods/{sandbox}/launcher"));
-    let launcher = cri
-        .start_container(
-            &sandbox,
-            &pod,
-            &locked_down(
-                "netbind-launcher",
-                vec![
-                    "/netbind/netbind-launcher".into(),
-                    "--handoff".into(),
-                    "/handoff".into(),
-                    "--domain-out".into(),
-                    "/work/domain.xml".into(),
-                ],
-                vec![
-                    (path(&bins()), "/netbind".into(), true),
-                    (path(&handoff_dir), "/handoff".into(), true),
-                    (path(&launcher_dir), "/work".into(), false),
-                ],
-            ),
-        )
-        .expect("the launcher container starts");
-    let t = Instant::now();
-    while !launcher_dir.join("domain.xml").is_file() && t.elapsed() < Duration::from_secs(20) {
-        assert_eq!(
-            cri.exited(&launcher).unwrap(),
-            None,
-            "the launcher exited early"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let xml = std::fs::read_to_string(launcher_dir.join("domain.xml")).expect("domain.xml");
-    assert!(xml.contains("<target dev='tap0' managed='no'/>"), "{xml}");
-
-    // QEMU on the pre-created tap: /dev/net/tun from a 0666 node, no capability.
-    let guest = GuestImage::locate().unwrap();
-    let guest_dir = guest.kernel.parent().unwrap().to_path_buf();
-    let vm_work = vm_dir(&node, &format!("pods/{sandbox}/vm"));
-    let in_ctr = GuestImage {
-        kernel: "/guest/vmlinuz".into(),
-        initrd: "/guest/initrd.gz".into(),
-    };
-    let gateway = node.config.gateway();
-    let cmdline = vm::cmdline(
-        &[8080],
-        Some(&format!("{gateway}:{NODE_LISTEN_PORT}")),
-        None,
+    assert!(
+        pod.domain_xml.contains("<target dev='tap0' managed='no'/>"),
+        "{}",
+        pod.domain_xml
     );
-    let d = &iface.domain;
-    let mut command = vec!["/usr/bin/qemu-system-x86_64".to_string()];
-    command.extend(vm::qemu_args(
-        &in_ctr,
-        Path::new("/work/console"),
-        iface.tap.as_str(),
-        &d.mac.to_string(),
-        d.mtu,
-        d.rom_disabled,
-        &cmdline,
-    ));
-    let mut compute = locked_down(
-        "compute",
-        command,
-        vec![
-            (path(&guest_dir), "/guest".into(), true),
-            (path(&vm_work), "/work".into(), false),
-        ],
-    );
-    compute.devices = vec![(path(&node.config.tun_node()), "/dev/net/tun".into())];
-    let qemu = cri
-        .start_container(&sandbox, &pod, &compute)
-        .expect("the QEMU container starts");
-
-    let console = vm_work.join("console");
-    let lease = wait_line(&console, "NETBIND-GUEST lease ", 180);
-    let tail =
-        || String::from_utf8_lossy(&vm::read_console(&console).unwrap_or_default()).into_owned();
-    let lease = lease.unwrap_or_else(|| {
-        panic!(
-            "no lease in 180 s; qemu: {:?}; console:\n{}",
-            cri.exited(&qemu).ok(),
-            tail()
-        )
-    });
+    let lease = pod
+        .console_line("NETBIND-GUEST lease ", Duration::from_secs(180))
+        .unwrap_or_else(|| {
+            panic!(
+                "no lease in 180 s; qemu: {:?}; console:\n{}",
+                cri.exited(&pod.qemu).ok(),
+                pod.console_text()
+            )
+        });
+    eprintln!("RunPodSandbox to lease: {:?}", pod.started.elapsed());
     let want = if masquerade {
-        "10.0.2.2".to_string()
+        "10.0.2.2"
     } else {
-        net.ip.clone()
+        pod.ip.as_str()
     };
-    assert!(lease.contains(&format!("ip={want}")), "{lease}");
+    assert!(lease.contains(&format!("ip={want} ")), "{lease}");
+    for (line, what) in [
+        ("NETBIND-GUEST ping-gateway ok", "ping of the gateway"),
+        ("NETBIND-GUEST egress ok", "egress to the node"),
+    ] {
+        assert!(
+            pod.console_line(line, Duration::from_secs(60)).is_some(),
+            "{what}:\n{}",
+            pod.console_text()
+        );
+    }
     assert!(
-        wait_line(&console, "NETBIND-GUEST ping-gateway ok", 30).is_some(),
-        "ping of the gateway:\n{}",
-        tail()
-    );
-    assert!(
-        wait_line(&console, "NETBIND-GUEST egress ok", 60).is_some(),
-        "egress to the node:\n{}",
-        tail()
-    );
-    assert!(
-        node_reaches_guest(&node, &net.ip, 8080, Duration::from_secs(30)),
+        node_reaches_guest(&node, &pod.ip, 8080, Duration::from_secs(30)),
         "ingress: node → pod {}:8080 → guest",
-        net.ip
+        pod.ip
     );
     assert_eq!(
-        cri.exited(&launcher).unwrap(),
+        cri.exited(&pod.launcher).unwrap(),
         None,
         "the launcher still serves"
     );
 
     // Stop + remove: nothing of the pod may remain.
-    cri.remove_pod(&sandbox)
+    cri.remove_pod(&pod.sandbox)
         .expect("StopPodSandbox + RemovePodSandbox");
     assert!(cri.sandboxes().unwrap().is_empty(), "no sandbox left");
     assert!(cri.containers().unwrap().is_empty(), "no container left");
     assert!(
-        !node.config.netbind_run_dir().join(&sandbox).exists(),
+        !node.config.netbind_run_dir().join(&pod.sandbox).exists(),
         "the hand-off and state files are removed"
     );
     assert_eq!(

@@ -1,0 +1,151 @@
+//! The CRI benchmark, side by side in one run (root only):
+//!
+//! - RunPodSandbox and StopPodSandbox + RemovePodSandbox on two private containerd nodes
+//!   started the same way, one whose CNI chain is `bridge` + `host-local` and one whose chain
+//!   adds `netbind-cni` (masquerade VMI in the annotation); rounds interleaved, the same pod
+//!   (with the annotation) on both;
+//! - the time from RunPodSandbox to the guest's DHCP lease for a whole VM pod (launcher and
+//!   QEMU containers, TCG guest).
+//!
+//! Needs release binaries: `cargo build --release --bins && cargo bench -p netbind-cri --bench
+//! cri` (env: NETBIND_BENCH_ROUNDS, default 20; NETBIND_BENCH_VMS, default 3).
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    clippy::cast_sign_loss
+)] // benchmark driver: failures abort the run; percentile indices are small
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use netbind_cri::client::PodSpec;
+use netbind_cri::node::{NODE_LISTEN_PORT, Node, NodeConfig};
+use netbind_cri::vmpod::{VmPod, VmPodConfig};
+use netbind_podsim::vm::{self, GuestImage};
+
+fn pct(samples: &[Duration], p: f64) -> f64 {
+    let mut v: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+fn row(name: &str, samples: &[Duration]) {
+    println!(
+        "{name:<50} {:>9.1} {:>9.1} {:>9.1}",
+        pct(samples, 0.5),
+        pct(samples, 0.1),
+        pct(samples, 0.9)
+    );
+}
+
+fn bins() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+}
+
+fn node(tag: &str, with_netbind: bool) -> Node {
+    let dir = std::env::temp_dir().join(format!("netbind-cri-bench-{}-{tag}", std::process::id()));
+    Node::start(NodeConfig {
+        dir,
+        netns: format!("nbcrib-{}-{tag}", std::process::id()),
+        subnet_prefix: "10.252.7".into(),
+        netbind_bins: with_netbind.then(bins),
+    })
+    .expect("node")
+}
+
+fn main() {
+    if !netbind_testkit::bench_may_run("cri") {
+        return;
+    }
+    for bin in ["netbind-cni", "netbind-ra", "netbind-launcher"] {
+        if !bins().join(bin).is_file() {
+            eprintln!(
+                "cri bench: {} is missing: run `cargo build --release --bins` first",
+                bins().join(bin).display()
+            );
+            std::process::exit(1);
+        }
+    }
+    let rounds = netbind_testkit::env_count("NETBIND_BENCH_ROUNDS", 20);
+    let vms = netbind_testkit::env_count("NETBIND_BENCH_VMS", 3);
+    let vmi =
+        std::fs::read_to_string(netbind_testkit::repo_root().join("examples/vmi-masquerade.yaml"))
+            .unwrap();
+    let plain = node("plain", false);
+    let chained = node("netbind", true);
+    let mut clients = [
+        (plain.client().unwrap(), Vec::new(), Vec::new()),
+        (chained.client().unwrap(), Vec::new(), Vec::new()),
+    ];
+    let pod = |node: &Node, i: usize| PodSpec {
+        name: format!("bench-{i}"),
+        namespace: "default".into(),
+        uid: format!("bench-{i}-{}", std::process::id()),
+        annotations: HashMap::from([("netbind.io/vmi".to_string(), vmi.clone())]),
+        labels: HashMap::new(),
+        log_directory: node.config.logs_dir().display().to_string(),
+    };
+    // One warm-up round each (images, page cache), not counted; then interleaved rounds.
+    for i in 0..=rounds {
+        for (k, node) in [&plain, &chained].into_iter().enumerate() {
+            let (cri, run, remove) = &mut clients[k];
+            let (id, took) = cri.run_pod(&pod(node, i)).expect("RunPodSandbox");
+            let t = Instant::now();
+            cri.remove_pod(&id).expect("Stop + RemovePodSandbox");
+            if i > 0 {
+                run.push(took);
+                remove.push(t.elapsed());
+            }
+        }
+    }
+    println!("\nCRI benchmark: {rounds} interleaved rounds per chain (ms)");
+    println!("{:<50} {:>9} {:>9} {:>9}", "", "median", "p10", "p90");
+    row("RunPodSandbox, bridge + host-local", &clients[0].1);
+    row(
+        "RunPodSandbox, bridge + host-local + netbind-cni",
+        &clients[1].1,
+    );
+    row("Stop+Remove, bridge + host-local", &clients[0].2);
+    row(
+        "Stop+Remove, bridge + host-local + netbind-cni",
+        &clients[1].2,
+    );
+    println!(
+        "netbind-cni adds {:.1} ms to RunPodSandbox (median), {:.1} ms to Stop+Remove",
+        pct(&clients[1].1, 0.5) - pct(&clients[0].1, 0.5),
+        pct(&clients[1].2, 0.5) - pct(&clients[0].2, 0.5)
+    );
+
+    let guest = GuestImage::locate().expect("the guest image (scripts/build-guest.sh)");
+    let mut to_lease = Vec::new();
+    let cri = &mut clients[1].0;
+    for i in 0..vms {
+        let config = VmPodConfig {
+            name: format!("bench-vm-{i}"),
+            namespace: "default".into(),
+            vmi: vmi.clone(),
+            bins: bins(),
+            guest: guest.clone(),
+            cmdline: vm::cmdline(
+                &[8080],
+                Some(&format!("{}:{NODE_LISTEN_PORT}", chained.config.gateway())),
+                None,
+            ),
+            netbind_run_dir: chained.config.netbind_run_dir(),
+            work_dir: chained.config.dir.join(format!("pods/vm-{i}")),
+            tun: chained.config.tun_node(),
+        };
+        let pod = VmPod::start(cri, &config).expect("VM pod");
+        pod.console_line("NETBIND-GUEST lease ", Duration::from_secs(180))
+            .expect("lease");
+        to_lease.push(pod.started.elapsed());
+        cri.remove_pod(&pod.sandbox).expect("remove");
+    }
+    println!("\nWhole VM pod (masquerade, TCG guest), {vms} runs (ms)");
+    row("RunPodSandbox → guest's DHCP lease", &to_lease);
+}

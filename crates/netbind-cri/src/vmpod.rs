@@ -1,0 +1,235 @@
+//! A VM pod on a CRI runtime, shaped as KubeVirt's launcher pod: RunPodSandbox with the VMI
+//! in the `netbind.io/vmi` annotation (the CNI chain runs netbind-cni), then the launcher and
+//! QEMU as two locked-down containers of that pod (uid/gid 107, every capability dropped,
+//! `no_new_privs`, a read-only root filesystem, their own PID namespace), the launcher
+//! reading its hand-off record from a read-only mount and QEMU given `/dev/net/tun` as a
+//! CRI device.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use netbind_model::handoff::Handoff;
+use netbind_podsim::vm::{self, GuestImage};
+
+use crate::CriError;
+use crate::client::{ContainerSpec, Cri, PodSpec};
+use crate::node::APP_IMAGE;
+
+/// The VM user (KubeVirt's qemu).
+pub const VM_UID: i64 = 107;
+
+/// What a VM pod needs.
+#[derive(Debug, Clone)]
+pub struct VmPodConfig {
+    pub name: String,
+    pub namespace: String,
+    /// The VMI (YAML or JSON) for the annotation.
+    pub vmi: String,
+    /// netbind's binaries on the host (the launcher is mounted from here).
+    pub bins: PathBuf,
+    /// The guest image on the host.
+    pub guest: GuestImage,
+    /// The guest's kernel command line (`vm::cmdline`).
+    pub cmdline: String,
+    /// netbind-cni's `runDir` in the runtime's chain (where each sandbox's hand-off is).
+    pub netbind_run_dir: PathBuf,
+    /// Where this pod's writable directories and logs go (created; owned by the VM user
+    /// where the containers write).
+    pub work_dir: PathBuf,
+    /// The 0666 tun node passed as the CRI device `/dev/net/tun`.
+    pub tun: PathBuf,
+}
+
+/// A running VM pod.
+#[derive(Debug, Clone)]
+pub struct VmPod {
+    pub sandbox: String,
+    pub pod: PodSpec,
+    /// The pod IP (from the pod network's plugin).
+    pub ip: String,
+    pub handoff: Handoff,
+    pub launcher: String,
+    pub qemu: String,
+    /// The guest's serial console (a file in the VM's writable directory).
+    pub console: PathBuf,
+    /// The `<interface>` elements the launcher wrote for libvirt.
+    pub domain_xml: String,
+    /// When RunPodSandbox was called, and how long it took.
+    pub started: Instant,
+    pub run_pod_sandbox: Duration,
+}
+
+fn node_err(what: &str, detail: impl std::fmt::Display) -> CriError {
+    CriError::Node {
+        what: what.into(),
+        detail: detail.to_string(),
+    }
+}
+
+/// A directory the VM user writes in.
+fn vm_dir(path: PathBuf) -> Result<PathBuf, CriError> {
+    std::fs::create_dir_all(&path).map_err(|e| node_err("create a pod directory", e))?;
+    std::os::unix::fs::chown(&path, Some(107), Some(107))
+        .map_err(|e| node_err("chown a pod directory", e))?;
+    Ok(path)
+}
+
+fn show(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// A container of the pod as KubeVirt's non-root launcher pod runs them, with the host's
+/// `/usr` read-only (the image is an empty root).
+fn locked_down(
+    name: &str,
+    command: Vec<String>,
+    mounts: Vec<(String, String, bool)>,
+) -> ContainerSpec {
+    let mut all = vec![("/usr".to_string(), "/usr".to_string(), true)];
+    all.extend(mounts);
+    ContainerSpec {
+        name: name.into(),
+        image: APP_IMAGE.into(),
+        command,
+        mounts: all,
+        uid: VM_UID,
+        gid: VM_UID,
+        ..ContainerSpec::default()
+    }
+}
+
+impl VmPod {
+    /// RunPodSandbox, then the launcher (waited for until it wrote the domain XML), then
+    /// QEMU. On an error after RunPodSandbox the sandbox is removed again.
+    pub fn start(cri: &mut Cri, config: &VmPodConfig) -> Result<VmPod, CriError> {
+        let logs = config.work_dir.join("logs");
+        std::fs::create_dir_all(&logs).map_err(|e| node_err("create the log directory", e))?;
+        let pod = PodSpec {
+            name: config.name.clone(),
+            namespace: config.namespace.clone(),
+            uid: format!("{}-{}", config.name, std::process::id()),
+            annotations: HashMap::from([("netbind.io/vmi".to_string(), config.vmi.clone())]),
+            labels: HashMap::from([("kubevirt.io".to_string(), "virt-launcher".to_string())]),
+            log_directory: show(&logs),
+        };
+        let started = Instant::now();
+        let (sandbox, run_pod_sandbox) = cri.run_pod(&pod)?;
+        let made = Self::containers(cri, config, pod, sandbox.clone(), started, run_pod_sandbox);
+        if made.is_err() {
+            let _ = cri.remove_pod(&sandbox);
+        }
+        made
+    }
+
+    /// The containers of a pod whose sandbox runs.
+    fn containers(
+        cri: &mut Cri,
+        config: &VmPodConfig,
+        pod: PodSpec,
+        sandbox: String,
+        started: Instant,
+        run_pod_sandbox: Duration,
+    ) -> Result<VmPod, CriError> {
+        let ip = cri.pod_network(&sandbox)?.ip;
+        let handoff_dir = config.netbind_run_dir.join(&sandbox).join("handoff");
+        let handoff = vm::read_handoff(&handoff_dir)
+            .map_err(|e| node_err("read the hand-off netbind-cni wrote", e))?;
+        let iface = handoff
+            .interfaces
+            .first()
+            .ok_or_else(|| node_err("read the hand-off", "it lists no interface"))?
+            .clone();
+        let launcher_dir = vm_dir(config.work_dir.join("launcher"))?;
+        let launcher = cri.start_container(
+            &sandbox,
+            &pod,
+            &locked_down(
+                "netbind-launcher",
+                vec![
+                    "/netbind/netbind-launcher".into(),
+                    "--handoff".into(),
+                    "/handoff".into(),
+                    "--domain-out".into(),
+                    "/work/domain.xml".into(),
+                ],
+                vec![
+                    (show(&config.bins), "/netbind".into(), true),
+                    (show(&handoff_dir), "/handoff".into(), true),
+                    (show(&launcher_dir), "/work".into(), false),
+                ],
+            ),
+        )?;
+        let xml_path = launcher_dir.join("domain.xml");
+        let t = Instant::now();
+        while !xml_path.is_file() {
+            if let Some(exit) = cri.exited(&launcher)? {
+                return Err(node_err(
+                    "the launcher exited before it was ready",
+                    format!("exit {} {}", exit.code, exit.reason),
+                ));
+            }
+            if t.elapsed() > Duration::from_secs(30) {
+                return Err(node_err("the launcher", "not ready in 30 s"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let domain_xml = String::from_utf8_lossy(
+            &vm::read_console(&xml_path).map_err(|e| node_err("read the domain XML", e))?,
+        )
+        .into_owned();
+        let guest_dir = config
+            .guest
+            .kernel
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let vm_work = vm_dir(config.work_dir.join("vm"))?;
+        let in_container = GuestImage {
+            kernel: "/guest/vmlinuz".into(),
+            initrd: "/guest/initrd.gz".into(),
+        };
+        let d = &iface.domain;
+        let mut command = vec!["/usr/bin/qemu-system-x86_64".to_string()];
+        command.extend(vm::qemu_args(
+            &in_container,
+            Path::new("/work/console"),
+            iface.tap.as_str(),
+            &d.mac.to_string(),
+            d.mtu,
+            d.rom_disabled,
+            &config.cmdline,
+        ));
+        let mut compute = locked_down(
+            "compute",
+            command,
+            vec![
+                (show(&guest_dir), "/guest".into(), true),
+                (show(&vm_work), "/work".into(), false),
+            ],
+        );
+        compute.devices = vec![(show(&config.tun), "/dev/net/tun".into())];
+        let qemu = cri.start_container(&sandbox, &pod, &compute)?;
+        Ok(VmPod {
+            sandbox,
+            pod,
+            ip,
+            handoff,
+            launcher,
+            qemu,
+            console: vm_work.join("console"),
+            domain_xml,
+            started,
+            run_pod_sandbox,
+        })
+    }
+
+    /// The console line containing `needle`, waiting up to `patience`.
+    pub fn console_line(&self, needle: &str, patience: Duration) -> Option<String> {
+        vm::wait_for_line(&self.console, needle, patience, &|| false)
+    }
+
+    pub fn console_text(&self) -> String {
+        String::from_utf8_lossy(&vm::read_console(&self.console).unwrap_or_default()).into_owned()
+    }
+}
