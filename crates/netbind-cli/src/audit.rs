@@ -170,6 +170,8 @@ fn ephemeral(name: &str, boot: Option<up::Boot>, family: podsim::IpFamily) -> Re
         json: true,
         cluster: Default::default(),
         ip_family: Some(family),
+        runtime: up::Runtime::Sim,
+        cri_socket: None,
     })
     .map(|_| ())
 }

@@ -69,6 +69,13 @@ enum Cmd {
         /// vmIPv6NetworkCIDR, ipv4 otherwise).
         #[arg(long, value_enum)]
         ip_family: Option<podsim::IpFamily>,
+        /// Who runs the pod: netbind's simulator, or containerd through the CRI (netbind's own
+        /// private containerd, unless --cri-socket names one whose CNI chain has netbind-cni).
+        #[arg(long, value_enum, default_value = "sim")]
+        runtime: up::Runtime,
+        /// The CRI socket of a running containerd (with --runtime containerd).
+        #[arg(long)]
+        cri_socket: Option<PathBuf>,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -266,6 +273,8 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             name,
             json,
             ip_family,
+            runtime,
+            cri_socket,
             cluster,
         } => {
             let args = up::UpArgs {
@@ -274,6 +283,8 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 name,
                 json,
                 ip_family,
+                runtime,
+                cri_socket,
                 cluster: cluster.config(),
             };
             match up::up(&args) {
@@ -337,13 +348,14 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 println!("no pods");
             } else {
                 println!(
-                    "{:<20} {:<11} {:<12} {:<26} {:<30} {:<15} PHASE",
-                    "NAME", "BINDING", "POD IP", "LAUNCHER", "VM", "LEASE"
+                    "{:<20} {:<11} {:<11} {:<12} {:<26} {:<30} {:<15} PHASE",
+                    "NAME", "RUNTIME", "BINDING", "POD IP", "LAUNCHER", "VM", "LEASE"
                 );
                 for p in pods {
                     println!(
-                        "{:<20} {:<11} {:<12} {:<26} {:<30} {:<15} {}",
+                        "{:<20} {:<11} {:<11} {:<12} {:<26} {:<30} {:<15} {}",
                         p.name,
+                        format!("{:?}", p.runtime).to_lowercase(),
                         p.binding,
                         p.pod_ip.map(|i| i.to_string()).unwrap_or_default(),
                         p.launcher,

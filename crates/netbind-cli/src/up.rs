@@ -25,6 +25,7 @@ use crate::vm::{self, GuestImage, Libvirt};
 
 mod boot;
 mod checks;
+mod containerd;
 mod down;
 mod record;
 
@@ -38,6 +39,16 @@ pub use record::{PodRecord, phase, status};
 pub enum Boot {
     Qemu,
     Libvirt,
+}
+
+/// Who runs the pod: netbind's simulator (a runtime and a CNI plugin done by hand), or a
+/// real containerd through the CRI (netbind's own private one, or `--cri-socket`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    #[default]
+    Sim,
+    Containerd,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +152,9 @@ pub struct UpArgs {
     /// The pod network's families; `None`: dual stack for a VMI that configures IPv6
     /// (`vmIPv6NetworkCIDR`), IPv4 otherwise.
     pub ip_family: Option<podsim::IpFamily>,
+    pub runtime: Runtime,
+    /// A CRI runtime's socket (with `Runtime::Containerd`); `None`: netbind's own node.
+    pub cri_socket: Option<PathBuf>,
 }
 
 fn valid_name(n: &str) -> bool {
@@ -200,13 +214,32 @@ pub fn up(a: &UpArgs) -> Result<UpReport, UpError> {
         }
     };
     let listen = Listen::for_forward(forward);
-    let dir = record::claim_pod_dir(&name)?;
     let wants_v6 = matches!(&first.binding, Binding::Masquerade(m) if m.v6_requested);
     let family = a.ip_family.unwrap_or(if wants_v6 {
         podsim::IpFamily::Dual
     } else {
         podsim::IpFamily::Ipv4
     });
+    if a.cri_socket.is_some() && a.runtime != Runtime::Containerd {
+        return Err(UpError::Invalid(
+            "--cri-socket needs --runtime containerd".into(),
+        ));
+    }
+    if a.runtime == Runtime::Containerd {
+        if family != podsim::IpFamily::Ipv4 {
+            return Err(UpError::Invalid(
+                "--runtime containerd: the node's pod network (bridge + host-local) is IPv4 \
+                 only; use --ip-family ipv4 and a VMI without vmIPv6NetworkCIDR"
+                    .into(),
+            ));
+        }
+        if a.boot == Some(Boot::Libvirt) {
+            return Err(UpError::Invalid(
+                "--runtime containerd boots the guest with QEMU in a container: use --boot qemu"
+                    .into(),
+            ));
+        }
+    }
     if binding == BindingKind::Bridge && family == podsim::IpFamily::Ipv6 {
         return Err(UpError::Invalid(
             "--ip-family ipv6: the bridge binding gives the guest no IPv6 (as KubeVirt's does \
@@ -214,12 +247,15 @@ pub fn up(a: &UpArgs) -> Result<UpReport, UpError> {
                 .into(),
         ));
     }
+    // Everything checked: only now claim the name (a refused `up` leaves nothing behind).
+    let dir = record::claim_pod_dir(&name)?;
     let mut rec = PodRecord {
         name: name.clone(),
         vmi: a.file.display().to_string(),
         netns: format!("netbind-{name}"),
         binding,
         family,
+        runtime: a.runtime,
         ..Default::default()
     };
     rec.save()?;
@@ -227,7 +263,10 @@ pub fn up(a: &UpArgs) -> Result<UpReport, UpError> {
         "validate",
         format!("{}: {binding} binding, pod {name}", a.file.display()),
     );
-    let result = bring_up(a, &mut rec, &mut p, listen);
+    let result = match a.runtime {
+        Runtime::Sim => bring_up(a, &mut rec, &mut p, listen),
+        Runtime::Containerd => containerd::bring_up(a, &mut rec, &mut p, listen, &text),
+    };
     match result {
         Ok(guest) => Ok(UpReport {
             name,

@@ -139,6 +139,7 @@ fn main() {
             netbind_run_dir: chained.config.netbind_run_dir(),
             work_dir: chained.config.dir.join(format!("pods/vm-{i}")),
             tun: chained.config.tun_node(),
+            boot: true,
         };
         let pod = VmPod::start(cri, &config).expect("VM pod");
         pod.console_line("NETBIND-GUEST lease ", Duration::from_secs(180))

@@ -32,7 +32,8 @@ pub const NODE_BODY: &str = "netbind-node-ok";
 /// How to build the node.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
-    /// Everything of this node lives here (created; removed on drop).
+    /// Everything of this node lives here (created; removed on drop). Not under `/run`, which
+    /// containerd's mount namespace covers with a tmpfs of its own.
     pub dir: PathBuf,
     /// The node's network namespace (`/run/netns/NAME`, created; removed on drop).
     pub netns: String,
@@ -43,11 +44,14 @@ pub struct NodeConfig {
     pub netbind_bins: Option<PathBuf>,
 }
 
-/// A running private containerd; stopped, with every pod removed, on drop.
+/// A running private containerd; stopped, with every pod removed, on drop, unless
+/// [`Node::detach`]ed (`netbind up` leaves it running for the pods it starts; the last
+/// `netbind down` stops it with [`Node::stop_detached`]).
 #[derive(Debug)]
 pub struct Node {
     pub config: NodeConfig,
     containerd: Option<Child>,
+    detached: bool,
 }
 
 fn node_err(what: impl Into<String>, detail: impl std::fmt::Display) -> CriError {
@@ -237,6 +241,7 @@ impl Node {
         let mut node = Node {
             config,
             containerd: None,
+            detached: false,
         };
         node.spawn_containerd()?;
         node.import_images()?;
@@ -261,8 +266,20 @@ impl Node {
             var = c.dir.join("var-lib-cni").display(),
             config = c.dir.join("config.toml").display(),
         );
-        // nsenter and unshare both exec: the child is containerd itself.
-        let child = Command::new("nsenter")
+        // nsenter and unshare both exec: the child is containerd itself, in a session of its
+        // own so that it outlives a detaching caller's terminal.
+        let mut command = Command::new("nsenter");
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setsid between fork and exec is async-signal-safe.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::setsid();
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .arg(format!("--net=/run/netns/{}", c.netns))
             .args(["--", "unshare", "--mount", "--propagation", "slave", "--"])
             .args(["sh", "-c", &script])
@@ -445,12 +462,44 @@ impl Node {
             .unwrap_or_default()
     }
 
-    fn stop(&mut self) {
+    /// Leaves containerd running after this value is dropped; returns its pid (for the
+    /// caller's record, with its start time).
+    pub fn detach(mut self) -> Option<u32> {
+        self.detached = true;
+        self.containerd.take().map(|c| c.id())
+    }
+
+    /// Whether a node with this configuration answers on its socket (a detached one).
+    pub fn running(config: &NodeConfig) -> bool {
+        Cri::connect(&config.socket().display().to_string())
+            .and_then(|mut cri| cri.version())
+            .is_ok()
+    }
+
+    /// Stops a detached node: removes every pod, stops containerd (`stop`: SIGTERM through a
+    /// pidfd taken from the caller's record, so a recycled pid is never hit), kills what is
+    /// left in its namespace, removes the namespace and the directory.
+    pub fn stop_detached(config: NodeConfig, stop: impl FnOnce()) {
+        let node = Node {
+            config,
+            containerd: None,
+            detached: false,
+        };
+        node.remove_pods();
+        stop();
+        // Drop does the rest (namespace, directory).
+    }
+
+    fn remove_pods(&self) {
         if let Ok(mut cri) = self.client() {
             for id in cri.sandboxes().unwrap_or_default() {
                 let _ = cri.remove_pod(&id);
             }
         }
+    }
+
+    fn stop(&mut self) {
+        self.remove_pods();
         if let Some(mut child) = self.containerd.take() {
             if let Ok(pid) = i32::try_from(child.id()) {
                 // SAFETY: kill with the pid of our own child, not yet reaped.
@@ -490,6 +539,9 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
         self.stop();
         // The overlay mounts were in containerd's mount namespace, gone with it.
         let _ = std::fs::remove_dir_all(&self.config.dir);

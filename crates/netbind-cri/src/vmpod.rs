@@ -39,6 +39,9 @@ pub struct VmPodConfig {
     pub work_dir: PathBuf,
     /// The 0666 tun node passed as the CRI device `/dev/net/tun`.
     pub tun: PathBuf,
+    /// Whether to boot the guest (the QEMU container); without it, the pod runs phase 1 and
+    /// the launcher only.
+    pub boot: bool,
 }
 
 /// A running VM pod.
@@ -50,7 +53,7 @@ pub struct VmPod {
     pub ip: String,
     pub handoff: Handoff,
     pub launcher: String,
-    pub qemu: String,
+    pub qemu: Option<String>,
     /// The guest's serial console (a file in the VM's writable directory).
     pub console: PathBuf,
     /// The `<interface>` elements the launcher wrote for libvirt.
@@ -164,9 +167,25 @@ impl VmPod {
         let t = Instant::now();
         while !xml_path.is_file() {
             if let Some(exit) = cri.exited(&launcher)? {
+                // The container's log (CRI format: time, stream, tag, text) says why.
+                let log =
+                    vm::read_console(&Path::new(&pod.log_directory).join("netbind-launcher.log"))
+                        .unwrap_or_default();
+                let text = String::from_utf8_lossy(&log);
+                let tail: Vec<&str> = text
+                    .lines()
+                    .rev()
+                    .take(5)
+                    .map(|l| l.splitn(4, ' ').nth(3).unwrap_or(l))
+                    .collect();
                 return Err(node_err(
                     "the launcher exited before it was ready",
-                    format!("exit {} {}", exit.code, exit.reason),
+                    format!(
+                        "exit {} {}: {}",
+                        exit.code,
+                        exit.reason,
+                        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                    ),
                 ));
             }
             if t.elapsed() > Duration::from_secs(30) {
@@ -178,38 +197,42 @@ impl VmPod {
             &vm::read_console(&xml_path).map_err(|e| node_err("read the domain XML", e))?,
         )
         .into_owned();
-        let guest_dir = config
-            .guest
-            .kernel
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
         let vm_work = vm_dir(config.work_dir.join("vm"))?;
-        let in_container = GuestImage {
-            kernel: "/guest/vmlinuz".into(),
-            initrd: "/guest/initrd.gz".into(),
+        let qemu = if config.boot {
+            let guest_dir = config
+                .guest
+                .kernel
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            let in_container = GuestImage {
+                kernel: "/guest/vmlinuz".into(),
+                initrd: "/guest/initrd.gz".into(),
+            };
+            let d = &iface.domain;
+            let mut command = vec!["/usr/bin/qemu-system-x86_64".to_string()];
+            command.extend(vm::qemu_args(
+                &in_container,
+                Path::new("/work/console"),
+                iface.tap.as_str(),
+                &d.mac.to_string(),
+                d.mtu,
+                d.rom_disabled,
+                &config.cmdline,
+            ));
+            let mut compute = locked_down(
+                "compute",
+                command,
+                vec![
+                    (show(&guest_dir), "/guest".into(), true),
+                    (show(&vm_work), "/work".into(), false),
+                ],
+            );
+            compute.devices = vec![(show(&config.tun), "/dev/net/tun".into())];
+            Some(cri.start_container(&sandbox, &pod, &compute)?)
+        } else {
+            None
         };
-        let d = &iface.domain;
-        let mut command = vec!["/usr/bin/qemu-system-x86_64".to_string()];
-        command.extend(vm::qemu_args(
-            &in_container,
-            Path::new("/work/console"),
-            iface.tap.as_str(),
-            &d.mac.to_string(),
-            d.mtu,
-            d.rom_disabled,
-            &config.cmdline,
-        ));
-        let mut compute = locked_down(
-            "compute",
-            command,
-            vec![
-                (show(&guest_dir), "/guest".into(), true),
-                (show(&vm_work), "/work".into(), false),
-            ],
-        );
-        compute.devices = vec![(show(&config.tun), "/dev/net/tun".into())];
-        let qemu = cri.start_container(&sandbox, &pod, &compute)?;
         Ok(VmPod {
             sandbox,
             pod,

@@ -118,6 +118,7 @@ fn vm_pod(tag: &str, vmi_file: &str, masquerade: bool) {
         netbind_run_dir: node.config.netbind_run_dir(),
         work_dir: node.config.dir.join("pods").join(tag),
         tun: node.config.tun_node(),
+        boot: true,
     };
     let pod = VmPod::start(&mut cri, &config).expect("the VM pod starts");
     eprintln!("RunPodSandbox took {:?}", pod.run_pod_sandbox);
@@ -143,7 +144,7 @@ fn vm_pod(tag: &str, vmi_file: &str, masquerade: bool) {
         .unwrap_or_else(|| {
             panic!(
                 "no lease in 180 s; qemu: {:?}; console:\n{}",
-                cri.exited(&pod.qemu).ok(),
+                pod.qemu.as_ref().map(|q| cri.exited(q)),
                 pod.console_text()
             )
         });

@@ -5,6 +5,11 @@ use super::*;
 /// Removes everything the record says exists; never stops at the first error.
 pub fn down_record(rec: &PodRecord) {
     let dir = rec.dir();
+    if let Some(c) = &rec.cri {
+        containerd::down(rec, c);
+        remove_pod_dir(&dir);
+        return;
+    }
     let tun = podsim::run_dir().join("tun");
     if rec.boot == Some(Boot::Libvirt)
         && let Some(d) = &rec.domain

@@ -24,6 +24,11 @@ pub struct PodRecord {
     pub vm: Option<vm::Proc>,
     pub domain: Option<String>,
     pub lease: Option<String>,
+    #[serde(default)]
+    pub runtime: Runtime,
+    /// On a CRI runtime: the sandbox and its containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cri: Option<containerd::CriPod>,
 }
 
 pub(super) fn pods_dir() -> PathBuf {
@@ -61,6 +66,7 @@ pub struct PodStatus {
     /// virt-launcher died), even though the guest may still run.
     pub phase: String,
     pub vmi: String,
+    pub runtime: Runtime,
     pub binding: BindingKind,
     pub pod_ip: Option<Ipv4Addr>,
     pub launcher: String,
@@ -68,8 +74,11 @@ pub struct PodStatus {
     pub lease: Option<String>,
 }
 
-/// The pod's phase from its recorded processes.
+/// The pod's phase from its recorded processes (or, on a CRI runtime, its containers).
 pub fn phase(r: &PodRecord) -> String {
+    if let Some(c) = &r.cri {
+        return containerd::phase(c);
+    }
     match (r.launcher, r.boot, r.vm) {
         (Some(l), _, _) if !l.alive() => format!("failed: the launcher (pid {}) exited", l.pid),
         (_, Some(b), Some(v)) if !v.alive() => {
@@ -103,17 +112,31 @@ pub fn status() -> Vec<PodStatus> {
             Some(p) => format!("exited (pid {})", p.pid),
             None => "-".into(),
         };
+        let short = |id: &str| format!("container {}", id.chars().take(12).collect::<String>());
+        let (launcher, vm) = match &r.cri {
+            Some(c) => (
+                short(&c.launcher),
+                c.qemu
+                    .as_deref()
+                    .map_or_else(|| "-".into(), |q| format!("qemu {}", short(q))),
+            ),
+            None => (
+                state(r.launcher),
+                match r.boot {
+                    Some(b) => format!("{b:?} {}", state(r.vm)).to_lowercase(),
+                    None => "-".into(),
+                },
+            ),
+        };
         out.push(PodStatus {
             phase: phase(&r),
             name: r.name.clone(),
             vmi: r.vmi.clone(),
+            runtime: r.runtime,
             binding: r.binding,
             pod_ip: r.pod_ip,
-            launcher: state(r.launcher),
-            vm: match r.boot {
-                Some(b) => format!("{b:?} {}", state(r.vm)).to_lowercase(),
-                None => "-".into(),
-            },
+            launcher,
+            vm,
             lease: r.lease.clone(),
         });
     }

@@ -1,0 +1,105 @@
+//! `netbind up --runtime containerd` (root): the main job on a real containerd that netbind
+//! starts for itself. The report must carry the same checks as on the simulator; `status`
+//! lists the pod with its containers; `down` removes the sandbox through the runtime and,
+//! with the last pod, the private node. Needs containerd, runc, buildah, catatonit, QEMU and
+//! the guest image (scripts/setup.sh installs and builds them; CI has them).
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test code
+
+mod common;
+
+use std::process::Command;
+
+fn netbind(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_netbind"))
+        .current_dir(common::root())
+        .args(args)
+        .output()
+        .expect("netbind runs")
+}
+
+#[test]
+fn up_status_down_on_containerd() {
+    let mut bins = common::POD_BINS.to_vec();
+    bins.extend(["netbind-cni", "netbind-ra"]);
+    if !common::ready_with(
+        &bins,
+        &[
+            "containerd",
+            "runc",
+            "ctr",
+            "buildah",
+            "catatonit",
+            "qemu-system-x86_64",
+        ],
+        common::guest_missing(),
+    ) {
+        return;
+    }
+    let name = format!("cri-{}", std::process::id());
+    struct Down(String);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = netbind(&["down", &self.0]);
+        }
+    }
+    let _down = Down(name.clone());
+    let o = netbind(&[
+        "up",
+        "examples/vmi-masquerade.yaml",
+        "--runtime",
+        "containerd",
+        "--boot",
+        "qemu",
+        "--name",
+        &name,
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "netbind up --runtime containerd failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    let g = &r["guest"];
+    assert_eq!(g["lease_ip"], "10.0.2.2", "{r:#}");
+    assert_eq!(g["ping_gateway"], true, "{r:#}");
+    assert_eq!(g["egress"], true, "{r:#}");
+    assert_eq!(g["ingress"], true, "{r:#}");
+    let steps: Vec<&str> = r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["step"].as_str())
+        .collect();
+    for step in ["sandbox", "phase1", "launcher", "boot", "lease"] {
+        assert!(steps.contains(&step), "step {step} in {steps:?}");
+    }
+    let status = common::pod_status(&name).expect("status lists the pod");
+    assert_eq!(status["runtime"], "containerd", "{status:#}");
+    assert_eq!(status["phase"], "running", "{status:#}");
+    assert!(
+        status["launcher"]
+            .as_str()
+            .unwrap()
+            .starts_with("container "),
+        "{status:#}"
+    );
+
+    let o = netbind(&["down", &name]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(common::pod_status(&name).is_none(), "the pod is gone");
+    let netns =
+        String::from_utf8_lossy(&Command::new("ip").args(["netns"]).output().unwrap().stdout)
+            .into_owned();
+    assert!(
+        !netns
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some("netbind-cri")),
+        "the private node's namespace is removed with its last pod: {netns}"
+    );
+    assert!(
+        !std::path::Path::new("/var/lib/netbind/cri-node").exists(),
+        "the private node's directory is removed"
+    );
+}
