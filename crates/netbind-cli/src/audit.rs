@@ -28,6 +28,8 @@ use crate::podsim;
 use crate::up::{self, PodRecord, UpArgs, UpError};
 use crate::vm;
 
+mod cri;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditReport {
     pub pod: String,
@@ -69,11 +71,11 @@ struct NodeSeen {
 
 /// Listens on the node side (UDP :68, and ICMPv6, in the node namespace) for the audit's
 /// packets, recognised by `marker`.
-fn node_listener(marker: String, stop: &AtomicBool, bound: &AtomicBool) -> NodeSeen {
+fn node_listener(node_ns: &str, marker: String, stop: &AtomicBool, bound: &AtomicBool) -> NodeSeen {
     let mut seen = NodeSeen::default();
     // This runs on its own thread (see the caller), which the guard keeps in the node
     // namespace until it returns.
-    let Ok(node) = Netns::named(podsim::NODE_NS) else {
+    let Ok(node) = Netns::named(node_ns) else {
         return seen;
     };
     let Ok(_in_node) = NetnsGuard::enter(&node) else {
@@ -161,7 +163,12 @@ const AUDIT_RA_FD: i32 = 5;
 
 /// `up` of a pod made for the audit (masquerade, on a pod network of `family`); `boot`: with
 /// a QEMU guest.
-fn ephemeral(name: &str, boot: Option<up::Boot>, family: podsim::IpFamily) -> Result<(), UpError> {
+fn ephemeral(
+    name: &str,
+    boot: Option<up::Boot>,
+    family: podsim::IpFamily,
+    runtime: up::Runtime,
+) -> Result<(), UpError> {
     let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/vmi-masquerade.yaml");
     up::up(&UpArgs {
         file,
@@ -170,7 +177,7 @@ fn ephemeral(name: &str, boot: Option<up::Boot>, family: podsim::IpFamily) -> Re
         json: true,
         cluster: Default::default(),
         ip_family: Some(family),
-        runtime: up::Runtime::Sim,
+        runtime,
         cri_socket: None,
     })
     .map(|_| ())
@@ -192,16 +199,18 @@ pub fn audit(pod: Option<String>, grants: Vec<String>) -> Result<AuditReport, Up
                 let name = format!("audit-{}", std::process::id());
                 made.push(name.clone());
                 // Dual stack: the pod also has the router-advertisement socket to attack.
-                ephemeral(&name, None, podsim::IpFamily::Dual)?;
+                ephemeral(&name, None, podsim::IpFamily::Dual, up::Runtime::Sim)?;
                 name
             }
         };
+        // The victim runs where the audited pod runs.
+        let runtime = PodRecord::load(&name).map_or(up::Runtime::Sim, |r| r.runtime);
         // The cross-pod attacks need another pod: one made for the purpose (a pod of someone
         // else's could go away mid-audit), with a QEMU guest when the guest image is there.
         let victim = format!("audit-victim-{}", std::process::id());
         made.push(victim.clone());
         let boot = vm::GuestImage::locate().ok().map(|_| up::Boot::Qemu);
-        ephemeral(&victim, boot, podsim::IpFamily::Ipv4)?;
+        ephemeral(&victim, boot, podsim::IpFamily::Ipv4, runtime)?;
         run(&name, &victim, &grants)
     })();
     for m in made.iter().rev() {
@@ -254,6 +263,9 @@ fn run(name: &str, victim: &str, grants: &[String]) -> Result<AuditReport, UpErr
     };
     let rec = load(name)?;
     let vrec = load(victim)?;
+    if let (Some(pod), Some(other)) = (&rec.cri, &vrec.cri) {
+        return cri::run(&rec, pod, other, grants);
+    }
     let dir = rec.dir();
     let handoff = vm::read_handoff(&dir.join("handoff")).map_err(err)?;
     let first = handoff
@@ -316,7 +328,7 @@ fn run(name: &str, victim: &str, grants: &[String]) -> Result<AuditReport, UpErr
     let stop = AtomicBool::new(false);
     let bound = AtomicBool::new(false);
     let (out, reached) = std::thread::scope(|s| {
-        let listener = s.spawn(|| node_listener(marker.clone(), &stop, &bound));
+        let listener = s.spawn(|| node_listener(podsim::NODE_NS, marker.clone(), &stop, &bound));
         // The rogue datagram must not go out before the listener is bound.
         let t = std::time::Instant::now();
         while !bound.load(Ordering::SeqCst)
@@ -375,6 +387,37 @@ fn run(name: &str, victim: &str, grants: &[String]) -> Result<AuditReport, UpErr
     let run: ProbeRun = serde_json::from_slice(&out.stdout)
         .map_err(|e| err(format!("netbind-audit output: {e}")))?;
     let held = holds_tun(launcher.pid);
+    let rows = verdict_rows(&run, grants, reached, held)?;
+    let mut environment = run.environment;
+    if let Some(e) = environment.as_object_mut() {
+        e.insert("launcher_process".into(), process_status(Some(launcher)));
+        e.insert("qemu_process".into(), process_status(qemu_of(&rec)));
+        e.insert(
+            "victim".into(),
+            serde_json::json!({
+                "pod": victim,
+                "launcher": process_status(Some(vlauncher)),
+                "qemu": process_status(vqemu),
+            }),
+        );
+    }
+    Ok(AuditReport {
+        pod: name.into(),
+        grants: grants.to_vec(),
+        launcher_holds_tun_fd: held,
+        rogue_dhcp_reached_node: reached.dhcp,
+        environment,
+        rows,
+    })
+}
+
+/// The verdict of every attack from the probes' observations and what root saw around them.
+fn verdict_rows(
+    run: &ProbeRun,
+    grants: &[String],
+    reached: NodeSeen,
+    held: bool,
+) -> Result<Vec<Row>, UpError> {
     let mut rows = Vec::new();
     for a in ATTACKS {
         let r = run
@@ -425,27 +468,7 @@ fn run(name: &str, victim: &str, grants: &[String]) -> Result<AuditReport, UpErr
             verdict,
         });
     }
-    let mut environment = run.environment;
-    if let Some(e) = environment.as_object_mut() {
-        e.insert("launcher_process".into(), process_status(Some(launcher)));
-        e.insert("qemu_process".into(), process_status(qemu_of(&rec)));
-        e.insert(
-            "victim".into(),
-            serde_json::json!({
-                "pod": victim,
-                "launcher": process_status(Some(vlauncher)),
-                "qemu": process_status(vqemu),
-            }),
-        );
-    }
-    Ok(AuditReport {
-        pod: name.into(),
-        grants: grants.to_vec(),
-        launcher_holds_tun_fd: held,
-        rogue_dhcp_reached_node: reached.dhcp,
-        environment,
-        rows,
-    })
+    Ok(rows)
 }
 
 pub fn print_table(r: &AuditReport) {

@@ -25,7 +25,7 @@ use crate::vm::{self, GuestImage, Libvirt};
 
 mod boot;
 mod checks;
-mod containerd;
+pub(crate) mod containerd;
 mod down;
 mod record;
 

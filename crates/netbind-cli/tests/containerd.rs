@@ -20,7 +20,7 @@ fn netbind(args: &[&str]) -> std::process::Output {
 #[test]
 fn up_status_down_on_containerd() {
     let mut bins = common::POD_BINS.to_vec();
-    bins.extend(["netbind-cni", "netbind-ra"]);
+    bins.extend(["netbind-cni", "netbind-ra", "netbind-audit"]);
     if !common::ready_with(
         &bins,
         &[
@@ -85,6 +85,34 @@ fn up_status_down_on_containerd() {
             .starts_with("container "),
         "{status:#}"
     );
+
+    // The audit runs inside that pod too, as one more locked-down container: nothing is
+    // exposed, the cross-pod attacks hit a victim pod of the same runtime, and the launcher and
+    // QEMU run with no capability under netbind's VM filter.
+    let o = netbind(&["audit", &name, "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let audit: serde_json::Value = serde_json::from_slice(&o.stdout).expect("audit JSON");
+    let rows = audit["rows"].as_array().expect("rows");
+    assert!(rows.len() >= 39, "{audit:#}");
+    let exposed: Vec<&str> = rows
+        .iter()
+        .filter(|r| r["verdict"] == "EXPOSED")
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert!(
+        exposed.is_empty(),
+        "exposed in the CRI pod: {exposed:?}\n{audit:#}"
+    );
+    for id in ["A33", "A34"] {
+        let row = rows.iter().find(|r| r["id"] == id).unwrap();
+        assert_eq!(row["caps_only"], "ESRCH", "{row:#}");
+    }
+    let env = &audit["environment"];
+    assert_eq!(env["runtime"], "containerd", "{env:#}");
+    for process in ["launcher_process", "qemu_process"] {
+        assert_eq!(env[process]["CapEff"], "0000000000000000", "{env:#}");
+        assert_eq!(env[process]["Seccomp"], "2", "{env:#}");
+    }
 
     let o = netbind(&["down", &name]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

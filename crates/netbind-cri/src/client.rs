@@ -311,6 +311,40 @@ impl Cri {
         )
     }
 
+    /// The host pid of the container's first process (from containerd's verbose status).
+    pub fn container_pid(&mut self, container: &str) -> Result<Option<u32>, CriError> {
+        let status = self
+            .rt
+            .block_on(self.runtime.container_status(ContainerStatusRequest {
+                container_id: container.into(),
+                verbose: true,
+            }))
+            .map_err(rpc("ContainerStatus"))?
+            .into_inner();
+        Ok(status
+            .info
+            .get("info")
+            .and_then(|i| serde_json::from_str::<serde_json::Value>(i).ok())
+            .and_then(|v| v["pid"].as_u64())
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|p| *p > 0))
+    }
+
+    /// The container's log file on the host (CRI format).
+    pub fn log_path(&mut self, container: &str) -> Result<String, CriError> {
+        Ok(self
+            .rt
+            .block_on(self.runtime.container_status(ContainerStatusRequest {
+                container_id: container.into(),
+                verbose: false,
+            }))
+            .map_err(rpc("ContainerStatus"))?
+            .into_inner()
+            .status
+            .unwrap_or_default()
+            .log_path)
+    }
+
     /// StopPodSandbox (CNI DEL with the namespace) then RemovePodSandbox (DEL again, without).
     pub fn remove_pod(&mut self, id: &str) -> Result<(), CriError> {
         self.rt

@@ -150,6 +150,10 @@ impl VmPod {
             &locked_down(
                 "netbind-launcher",
                 vec![
+                    // As on the simulator: PID 1 of the container installs the VM side's
+                    // syscall deny-list, then runs the program (and reaps, and passes
+                    // SIGTERM on).
+                    "/netbind/netbind-vm-exec".into(),
                     "/netbind/netbind-launcher".into(),
                     "--handoff".into(),
                     "/handoff".into(),
@@ -210,7 +214,10 @@ impl VmPod {
                 initrd: "/guest/initrd.gz".into(),
             };
             let d = &iface.domain;
-            let mut command = vec!["/usr/bin/qemu-system-x86_64".to_string()];
+            let mut command = vec![
+                "/netbind/netbind-vm-exec".to_string(),
+                "/usr/bin/qemu-system-x86_64".to_string(),
+            ];
             command.extend(vm::qemu_args(
                 &in_container,
                 Path::new("/work/console"),
@@ -224,6 +231,7 @@ impl VmPod {
                 "compute",
                 command,
                 vec![
+                    (show(&config.bins), "/netbind".into(), true),
                     (show(&guest_dir), "/guest".into(), true),
                     (show(&vm_work), "/work".into(), false),
                 ],

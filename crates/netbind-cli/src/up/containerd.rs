@@ -14,8 +14,11 @@ use super::*;
 /// What the record keeps of a pod on a CRI runtime.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CriPod {
+    /// The runtime's CRI socket.
     pub socket: PathBuf,
     pub sandbox: String,
+    /// The hand-off directory netbind-cni wrote (root's).
+    pub handoff_dir: PathBuf,
     pub launcher: String,
     pub qemu: Option<String>,
     /// The pod runs on netbind's own node, which the last `down` stops.
@@ -24,7 +27,7 @@ pub struct CriPod {
 
 /// netbind's own node: one per machine, shared by every `up --runtime containerd`. Its
 /// directory is not under /run, which containerd's mount namespace covers with a tmpfs.
-fn own_node_config() -> NodeConfig {
+pub(crate) fn own_node_config() -> NodeConfig {
     NodeConfig {
         dir: PathBuf::from("/var/lib/netbind/cri-node"),
         netns: "netbind-cri".into(),
@@ -89,7 +92,7 @@ pub(super) fn stop_own_node() {
 
 /// The pod's directories the containers mount (the launcher's and the VM's writable ones,
 /// the logs): not under /run, which netbind's own node covers with a tmpfs of its own.
-fn cri_work_dir(name: &str) -> PathBuf {
+pub(crate) fn cri_work_dir(name: &str) -> PathBuf {
     PathBuf::from("/var/lib/netbind/cri-pods").join(name)
 }
 
@@ -153,6 +156,7 @@ pub(super) fn bring_up(
     rec.cri = Some(CriPod {
         socket: socket.clone(),
         sandbox: pod.sandbox.clone(),
+        handoff_dir: config.netbind_run_dir.join(&pod.sandbox).join("handoff"),
         launcher: pod.launcher.clone(),
         qemu: pod.qemu.clone(),
         own_node: own.is_some(),
