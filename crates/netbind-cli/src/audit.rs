@@ -179,6 +179,7 @@ fn ephemeral(
         ip_family: Some(family),
         runtime,
         cri_socket: None,
+        cni_run_dir: PathBuf::from("/run/netbind/cni"),
     })
     .map(|_| ())
 }

@@ -76,6 +76,9 @@ enum Cmd {
         /// The CRI socket of a running containerd (with --runtime containerd).
         #[arg(long)]
         cri_socket: Option<PathBuf>,
+        /// netbind-cni's runDir in that runtime's CNI chain (with --cri-socket).
+        #[arg(long, default_value = "/run/netbind/cni")]
+        cni_run_dir: PathBuf,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -275,6 +278,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             ip_family,
             runtime,
             cri_socket,
+            cni_run_dir,
             cluster,
         } => {
             let args = up::UpArgs {
@@ -285,6 +289,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 ip_family,
                 runtime,
                 cri_socket,
+                cni_run_dir,
                 cluster: cluster.config(),
             };
             match up::up(&args) {

@@ -155,6 +155,8 @@ pub struct UpArgs {
     pub runtime: Runtime,
     /// A CRI runtime's socket (with `Runtime::Containerd`); `None`: netbind's own node.
     pub cri_socket: Option<PathBuf>,
+    /// netbind-cni's `runDir` in that runtime's chain (where each sandbox's hand-off is).
+    pub cni_run_dir: PathBuf,
 }
 
 fn valid_name(n: &str) -> bool {

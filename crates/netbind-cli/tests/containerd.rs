@@ -131,3 +131,83 @@ fn up_status_down_on_containerd() {
         "the private node's directory is removed"
     );
 }
+
+#[test]
+fn up_on_a_given_cri_socket() {
+    let mut bins = common::POD_BINS.to_vec();
+    bins.extend(["netbind-cni", "netbind-ra"]);
+    if !common::ready_with(
+        &bins,
+        &[
+            "containerd",
+            "runc",
+            "ctr",
+            "buildah",
+            "catatonit",
+            "qemu-system-x86_64",
+        ],
+        common::guest_missing(),
+    ) {
+        return;
+    }
+    // Someone else's containerd: a node of the CRI tier, with netbind-cni in its chain.
+    let exe_dir = std::path::Path::new(env!("CARGO_BIN_EXE_netbind"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let dir = std::env::temp_dir().join(format!("netbind-given-cri-{}", std::process::id()));
+    let node = netbind_cri::node::Node::start(netbind_cri::node::NodeConfig {
+        dir,
+        netns: format!("nbgiven-{}", std::process::id()),
+        subnet_prefix: "10.254.3".into(),
+        netbind_bins: Some(exe_dir),
+    })
+    .expect("a containerd to point netbind at");
+    let name = format!("given-{}", std::process::id());
+    struct Down(String);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = netbind(&["down", &self.0]);
+        }
+    }
+    let _down = Down(name.clone());
+    let socket = node.config.socket().display().to_string();
+    let run_dir = node.config.netbind_run_dir().display().to_string();
+    let o = netbind(&[
+        "up",
+        "examples/vmi-bridge.yaml",
+        "--runtime",
+        "containerd",
+        "--cri-socket",
+        &socket,
+        "--cni-run-dir",
+        &run_dir,
+        "--boot",
+        "qemu",
+        "--name",
+        &name,
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "netbind up --cri-socket failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    // The bridge binding: the guest leases the pod's own address.
+    assert_eq!(r["guest"]["lease_ip"], r["pod_ip"], "{r:#}");
+    assert_eq!(r["guest"]["ping_gateway"], true, "{r:#}");
+    let o = netbind(&["down", &name]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(common::pod_status(&name).is_none(), "the pod is gone");
+    let mut cri = node.client().unwrap();
+    assert!(
+        cri.sandboxes().unwrap().is_empty(),
+        "down removed the sandbox"
+    );
+    assert!(
+        netbind_cri::node::Node::running(&node.config),
+        "a containerd netbind did not start is left running"
+    );
+}

@@ -62,7 +62,12 @@ fn main() {
     if !netbind_testkit::bench_may_run("cri") {
         return;
     }
-    for bin in ["netbind-cni", "netbind-ra", "netbind-launcher", "netbind-vm-exec"] {
+    for bin in [
+        "netbind-cni",
+        "netbind-ra",
+        "netbind-launcher",
+        "netbind-vm-exec",
+    ] {
         if !bins().join(bin).is_file() {
             eprintln!(
                 "cri bench: {} is missing: run `cargo build --release --bins` first",

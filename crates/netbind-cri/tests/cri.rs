@@ -34,7 +34,12 @@ fn ready() -> bool {
     if GuestImage::locate().is_err() {
         missing.push("the guest image (scripts/build-guest.sh)".into());
     }
-    for bin in ["netbind-cni", "netbind-ra", "netbind-launcher", "netbind-vm-exec"] {
+    for bin in [
+        "netbind-cni",
+        "netbind-ra",
+        "netbind-launcher",
+        "netbind-vm-exec",
+    ] {
         if !bins().join(bin).is_file() {
             missing.push(format!("{bin} (cargo build --bins)"));
         }

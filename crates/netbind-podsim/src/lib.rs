@@ -415,7 +415,13 @@ pub fn delete_pod(netns: &str, addr: Ipv4Addr) {
 /// A 0666 /dev/net/tun node for the VM's mount namespace (as a device plugin provides it);
 /// the host's own node is never changed.
 pub fn tun_node() -> Result<PathBuf, SimError> {
-    let path = run_dir().join("tun");
+    tun_node_in(&run_dir())
+}
+
+/// The same node in `dir`.
+pub fn tun_node_in(dir: &Path) -> Result<PathBuf, SimError> {
+    std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+    let path = dir.join("tun");
     if !path.exists() {
         let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap_or_default();
         // SAFETY: mknod with a NUL-terminated path; 10:200 is /dev/net/tun.

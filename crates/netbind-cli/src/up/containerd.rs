@@ -132,23 +132,25 @@ pub(super) fn bring_up(
             .map(Path::to_path_buf)
             .unwrap_or_default(),
         guest: vm::GuestImage::locate()?,
+        // The guest configures IPv4 when given an egress target. On a runtime that is not
+        // ours there is no listener of ours to reach: the guest's attempt at its own loopback
+        // fails at once, and egress is not checked.
         cmdline: vm::cmdline(
             &listen.ports(),
-            gateway
-                .as_ref()
-                .map(|g| format!("{g}:{NODE_LISTEN_PORT}"))
-                .as_deref(),
+            Some(&gateway.as_ref().map_or_else(
+                || "127.0.0.1:9".into(),
+                |g| format!("{g}:{NODE_LISTEN_PORT}"),
+            )),
             None,
         ),
-        // netbind-cni's default `runDir` on a node that is not ours.
-        netbind_run_dir: own.as_ref().map_or_else(
-            || PathBuf::from("/run/netbind/cni"),
-            NodeConfig::netbind_run_dir,
-        ),
+        netbind_run_dir: own
+            .as_ref()
+            .map_or_else(|| a.cni_run_dir.clone(), NodeConfig::netbind_run_dir),
         work_dir: cri_work_dir(&rec.name),
+        // Not under /run: a runtime may give containerd a /run of its own.
         tun: match &own {
             Some(c) => c.tun_node(),
-            None => podsim::tun_node()?,
+            None => podsim::tun_node_in(Path::new("/var/lib/netbind"))?,
         },
         boot: a.boot.is_some(),
     };
