@@ -314,9 +314,10 @@ impl Verdict {
 }
 
 /// Recon that any process may do (A31) is expected to succeed.
-pub fn allowed_by_model(a: &Attack, grants: &[String]) -> bool {
-    a.id == "A31"
-        || a.needs
+pub fn allowed_by_model(attack: &Attack, grants: &[String]) -> bool {
+    attack.id == "A31"
+        || attack
+            .needs
             .is_some_and(|n| grants.iter().any(|g| g.eq_ignore_ascii_case(n)))
 }
 
@@ -324,7 +325,7 @@ pub fn allowed_by_model(a: &Attack, grants: &[String]) -> bool {
 /// success is a packet elsewhere (A9), whether it arrived; `held_tun` (A22) whether the real
 /// launcher holds a tun fd.
 pub fn verdict(
-    a: &Attack,
+    attack: &Attack,
     observed: &Observed,
     grants: &[String],
     reached: Option<bool>,
@@ -334,7 +335,7 @@ pub fn verdict(
         (Observed::Ok(_), Some(r)) => r,
         (Observed::Ok(_), None) => true,
     };
-    match (succeeded, allowed_by_model(a, grants)) {
+    match (succeeded, allowed_by_model(attack, grants)) {
         (false, _) => Verdict::Blocked,
         (true, true) => Verdict::AllowedAsExpected,
         (true, false) => Verdict::Exposed,
@@ -351,13 +352,13 @@ pub const QEMU_BY_DESIGN: &[(&str, &str)] = &[
 /// The verdict for what a compromised QEMU could do: as [`verdict`], except that what QEMU
 /// does by design is expected.
 pub fn verdict_as_qemu(
-    a: &Attack,
+    attack: &Attack,
     observed: &Observed,
     grants: &[String],
     reached: Option<bool>,
 ) -> Verdict {
-    match verdict(a, observed, grants, reached) {
-        Verdict::Exposed if QEMU_BY_DESIGN.iter().any(|(id, _)| *id == a.id) => {
+    match verdict(attack, observed, grants, reached) {
+        Verdict::Exposed if QEMU_BY_DESIGN.iter().any(|(id, _)| *id == attack.id) => {
             Verdict::AllowedAsExpected
         }
         v => v,

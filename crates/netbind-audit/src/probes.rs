@@ -108,14 +108,14 @@ fn int(v: libc::c_int) -> [u8; 4] {
     v.to_ne_bytes()
 }
 
-fn htons(v: u16) -> u16 {
-    v.to_be()
+fn htons(port: u16) -> u16 {
+    port.to_be()
 }
 
 fn ifindex(name: &str) -> u32 {
-    let c = CString::new(name).unwrap_or_default();
+    let cpath = CString::new(name).unwrap_or_default();
     // SAFETY: if_nametoindex reads a NUL-terminated name.
-    unsafe { libc::if_nametoindex(c.as_ptr()) }
+    unsafe { libc::if_nametoindex(cpath.as_ptr()) }
 }
 
 fn mac_of(name: &str) -> [u8; 6] {
@@ -157,13 +157,13 @@ fn netlink(proto: libc::c_int, msg_type: u16, flags: u16, body: &[u8]) -> Result
     let mut buf = vec![0u8; 65536];
     loop {
         // SAFETY: recv writes at most buf.len() bytes into buf.
-        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
+        let received = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if received < 0 {
             return Err(errno());
         }
-        let n = usize::try_from(n).unwrap_or(0);
+        let received = usize::try_from(received).unwrap_or(0);
         let mut off = 0;
-        while off + 16 <= n {
+        while off + 16 <= received {
             let l = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap_or([0; 4])) as usize;
             let t = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap_or([0; 2]));
             match t {
@@ -184,11 +184,11 @@ fn netlink(proto: libc::c_int, msg_type: u16, flags: u16, body: &[u8]) -> Result
     }
 }
 
-fn rtattr(t: u16, data: &[u8]) -> Vec<u8> {
+fn rtattr(port: u16, data: &[u8]) -> Vec<u8> {
     let len = 4 + data.len();
     let mut v = Vec::new();
     v.extend_from_slice(&u16::try_from(len).unwrap_or(0).to_ne_bytes());
-    v.extend_from_slice(&t.to_ne_bytes());
+    v.extend_from_slice(&port.to_ne_bytes());
     v.extend_from_slice(data);
     while v.len() % 4 != 0 {
         v.push(0);
@@ -197,9 +197,9 @@ fn rtattr(t: u16, data: &[u8]) -> Vec<u8> {
 }
 
 fn ifinfomsg(index: u32) -> Vec<u8> {
-    let mut v = vec![0u8; 16];
-    v[4..8].copy_from_slice(&index.to_ne_bytes());
-    v
+    let mut buf = vec![0u8; 16];
+    buf[4..8].copy_from_slice(&index.to_ne_bytes());
+    buf
 }
 
 const RTM_NEWLINK: u16 = 16;

@@ -124,7 +124,8 @@ fn node_listener(node_ns: &str, marker: String, stop: &AtomicBool, bound: &Atomi
     bound.store(true, Ordering::SeqCst);
     let _ = dhcp.set_read_timeout(Some(Duration::from_millis(50)));
     let mut buf = [0u8; 2048];
-    let mine = |b: &[u8], id: &str| String::from_utf8_lossy(b).contains(&format!("{marker}-{id}"));
+    let mine =
+        |data: &[u8], id: &str| String::from_utf8_lossy(data).contains(&format!("{marker}-{id}"));
     let mut look = |seen: &mut NodeSeen| {
         if let Ok(n) = dhcp.recv(&mut buf)
             && String::from_utf8_lossy(&buf[..n]).contains(&marker)
@@ -142,10 +143,10 @@ fn node_listener(node_ns: &str, marker: String, stop: &AtomicBool, bound: &Atomi
                 )
             };
             let Ok(n) = usize::try_from(n) else { break };
-            let b = &buf[..n];
-            match b.first() {
-                Some(134) if mine(b, "A36") => seen.ra = true,
-                Some(136) if mine(b, "A37") => seen.na = true,
+            let data = &buf[..n];
+            match data.first() {
+                Some(134) if mine(data, "A36") => seen.ra = true,
+                Some(136) if mine(data, "A37") => seen.na = true,
                 _ => {}
             }
         }
@@ -250,8 +251,8 @@ fn qemu_of(rec: &PodRecord) -> Option<vm::Proc> {
     }
 }
 
-fn target(p: vm::Proc) -> serde_json::Value {
-    serde_json::json!({ "pid": p.pid, "start": p.start })
+fn target(proc: vm::Proc) -> serde_json::Value {
+    serde_json::json!({ "pid": proc.pid, "start": proc.start })
 }
 
 fn run(name: &str, victim: &str, grants: &[String]) -> Result<AuditReport, UpError> {
@@ -331,10 +332,10 @@ fn run(name: &str, victim: &str, grants: &[String]) -> Result<AuditReport, UpErr
     let (out, reached) = std::thread::scope(|s| {
         let listener = s.spawn(|| node_listener(podsim::NODE_NS, marker.clone(), &stop, &bound));
         // The rogue datagram must not go out before the listener is bound.
-        let t = std::time::Instant::now();
+        let started = std::time::Instant::now();
         while !bound.load(Ordering::SeqCst)
             && !listener.is_finished()
-            && t.elapsed() < Duration::from_secs(10)
+            && started.elapsed() < Duration::from_secs(10)
         {
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -472,16 +473,16 @@ fn verdict_rows(
     Ok(rows)
 }
 
-pub fn print_table(r: &AuditReport) {
+pub fn print_table(report: &AuditReport) {
     println!(
         "netbind audit of pod {} ({}):",
-        r.pod,
-        if r.grants.is_empty() {
+        report.pod,
+        if report.grants.is_empty() {
             "the launcher as it runs".to_string()
         } else {
             format!(
                 "granted {} — a launcher as KubeVirt ran it, no seccomp",
-                r.grants.join(",")
+                report.grants.join(",")
             )
         }
     );
@@ -489,7 +490,7 @@ pub fn print_table(r: &AuditReport) {
         "{:<4} {:<46} {:<10} {:<36} {:<34} {:<16} {:<16} VERDICT",
         "ID", "ATTACK", "NEEDS", "EXPECTED WITHOUT IT", "CAPS ONLY", "VM (QEMU)", "LAUNCHER"
     );
-    for row in &r.rows {
+    for row in &report.rows {
         println!(
             "{:<4} {:<46} {:<10} {:<36} {:<34} {:<16} {:<16} {}",
             row.id,
@@ -502,22 +503,22 @@ pub fn print_table(r: &AuditReport) {
             row.verdict.text()
         );
     }
-    let exposed = r
+    let exposed = report
         .rows
         .iter()
         .filter(|x| x.verdict == Verdict::Exposed)
         .count();
     println!(
         "launcher holds a tun fd: {}; rogue DHCP reached the node: {}; EXPOSED: {exposed}",
-        r.launcher_holds_tun_fd, r.rogue_dhcp_reached_node
+        report.launcher_holds_tun_fd, report.rogue_dhcp_reached_node
     );
-    println!("environment: {}", r.environment);
+    println!("environment: {}", report.environment);
 }
 
-fn trunc(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.into()
+fn trunc(text: &str, n: usize) -> String {
+    if text.chars().count() <= n {
+        text.into()
     } else {
-        s.chars().take(n - 1).collect::<String>() + "…"
+        text.chars().take(n - 1).collect::<String>() + "…"
     }
 }

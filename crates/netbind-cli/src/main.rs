@@ -233,18 +233,19 @@ fn load_admitted(path: &Path, cfg: &ClusterConfig) -> Result<AdmittedVmi, Failur
     })
 }
 
-fn make_plan(a: &PlanArgs) -> Result<PodNetPlan, Failure> {
-    let cfg = a.cluster.config();
-    let vmi = load_admitted(&a.file, &cfg)?;
-    let pod = ObservedPod::from_json(&read_text(&a.pod)?).map_err(|e| unreadable(&a.pod, e))?;
-    let resolv = match &a.resolv_conf {
+fn make_plan(args: &PlanArgs) -> Result<PodNetPlan, Failure> {
+    let cfg = args.cluster.config();
+    let vmi = load_admitted(&args.file, &cfg)?;
+    let pod =
+        ObservedPod::from_json(&read_text(&args.pod)?).map_err(|e| unreadable(&args.pod, e))?;
+    let resolv = match &args.resolv_conf {
         Some(p) => read_text(p)?,
         None => String::new(),
     };
     let opts = PlanOptions {
         owner: Owner {
-            uid: a.uid,
-            gid: a.gid,
+            uid: args.uid,
+            gid: args.gid,
         },
         resolv_conf: &resolv,
         cluster: &cfg,
@@ -252,7 +253,7 @@ fn make_plan(a: &PlanArgs) -> Result<PodNetPlan, Failure> {
     };
     let plan = netbind_plan::plan(&vmi, &pod, &opts).map_err(|e| Failure {
         code: EXIT_INVALID,
-        message: format!("{}: {e}", a.file.display()),
+        message: format!("{}: {e}", args.file.display()),
     })?;
     for w in &plan.warnings {
         eprintln!("warning: {w}");

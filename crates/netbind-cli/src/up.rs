@@ -159,15 +159,16 @@ pub struct UpArgs {
     pub cni_run_dir: PathBuf,
 }
 
-fn valid_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 40
-        && n.bytes()
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 40
+        && name
+            .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !n.starts_with('-')
+        && !name.starts_with('-')
 }
 
-pub fn up(a: &UpArgs) -> Result<UpReport, UpError> {
+pub fn up(args: &UpArgs) -> Result<UpReport, UpError> {
     let handler: extern "C" fn(libc::c_int) = on_signal;
     // SAFETY: installing a handler that only stores to an atomic.
     unsafe {
@@ -176,22 +177,22 @@ pub fn up(a: &UpArgs) -> Result<UpReport, UpError> {
     }
     let mut p = Progress {
         t0: Instant::now(),
-        json: a.json,
+        json: args.json,
         steps: Vec::new(),
     };
-    let text = netbind_model::input::read_text(&a.file, MAX_INPUT_BYTES as u64)
+    let text = netbind_model::input::read_text(&args.file, MAX_INPUT_BYTES as u64)
         .map_err(|e| UpError::Invalid(e.to_string()))?;
-    let vmi = check_vmi(&text, &a.cluster).map_err(|e| {
+    let vmi = check_vmi(&text, &args.cluster).map_err(|e| {
         UpError::Invalid(match e {
-            CheckError::Load(l) => format!("{}:{l}", a.file.display()),
+            CheckError::Load(l) => format!("{}:{l}", args.file.display()),
             CheckError::Invalid(fs) => fs
                 .iter()
-                .map(|f| format!("{}:{f}", a.file.display()))
+                .map(|f| format!("{}:{f}", args.file.display()))
                 .collect::<Vec<_>>()
                 .join("\n"),
         })
     })?;
-    let name = a
+    let name = args
         .name
         .clone()
         .or_else(|| vmi.metadata.name.clone())
@@ -217,17 +218,17 @@ pub fn up(a: &UpArgs) -> Result<UpReport, UpError> {
     };
     let listen = Listen::for_forward(forward);
     let wants_v6 = matches!(&first.binding, Binding::Masquerade(m) if m.v6_requested);
-    let family = a.ip_family.unwrap_or(if wants_v6 {
+    let family = args.ip_family.unwrap_or(if wants_v6 {
         podsim::IpFamily::Dual
     } else {
         podsim::IpFamily::Ipv4
     });
-    if a.cri_socket.is_some() && a.runtime != Runtime::Containerd {
+    if args.cri_socket.is_some() && args.runtime != Runtime::Containerd {
         return Err(UpError::Invalid(
             "--cri-socket needs --runtime containerd".into(),
         ));
     }
-    if a.runtime == Runtime::Containerd {
+    if args.runtime == Runtime::Containerd {
         if family != podsim::IpFamily::Ipv4 {
             return Err(UpError::Invalid(
                 "--runtime containerd: the node's pod network (bridge + host-local) is IPv4 \
@@ -235,7 +236,7 @@ pub fn up(a: &UpArgs) -> Result<UpReport, UpError> {
                     .into(),
             ));
         }
-        if a.boot == Some(Boot::Libvirt) {
+        if args.boot == Some(Boot::Libvirt) {
             return Err(UpError::Invalid(
                 "--runtime containerd boots the guest with QEMU in a container: use --boot qemu"
                     .into(),
@@ -253,21 +254,21 @@ pub fn up(a: &UpArgs) -> Result<UpReport, UpError> {
     let dir = record::claim_pod_dir(&name)?;
     let mut rec = PodRecord {
         name: name.clone(),
-        vmi: a.file.display().to_string(),
+        vmi: args.file.display().to_string(),
         netns: format!("netbind-{name}"),
         binding,
         family,
-        runtime: a.runtime,
+        runtime: args.runtime,
         ..Default::default()
     };
     rec.save()?;
     p.done(
         "validate",
-        format!("{}: {binding} binding, pod {name}", a.file.display()),
+        format!("{}: {binding} binding, pod {name}", args.file.display()),
     );
-    let result = match a.runtime {
-        Runtime::Sim => bring_up(a, &mut rec, &mut p, listen),
-        Runtime::Containerd => containerd::bring_up(a, &mut rec, &mut p, listen, &text),
+    let result = match args.runtime {
+        Runtime::Sim => bring_up(args, &mut rec, &mut p, listen),
+        Runtime::Containerd => containerd::bring_up(args, &mut rec, &mut p, listen, &text),
     };
     match result {
         Ok(guest) => Ok(UpReport {
@@ -280,7 +281,7 @@ pub fn up(a: &UpArgs) -> Result<UpReport, UpError> {
             guest,
         }),
         Err(e) => {
-            let console = console_path(&dir, a.boot);
+            let console = console_path(&dir, args.boot);
             if let Ok(c) =
                 vm::read_console(&console).map(|b| String::from_utf8_lossy(&b).into_owned())
             {
@@ -290,7 +291,7 @@ pub fn up(a: &UpArgs) -> Result<UpReport, UpError> {
                     eprintln!("  {l}");
                 }
             }
-            if !a.json {
+            if !args.json {
                 eprintln!("netbind up: {e}; cleaning up");
             }
             down_record(&rec);
@@ -310,7 +311,7 @@ fn check_interrupt() -> Result<(), UpError> {
 fn bring_up(
     a: &UpArgs,
     rec: &mut PodRecord,
-    p: &mut Progress,
+    progress: &mut Progress,
     listen: Listen,
 ) -> Result<GuestReport, UpError> {
     let dir = rec.dir();
@@ -340,7 +341,7 @@ fn bring_up(
             podsim::NODE_IP6
         ));
     }
-    p.done(
+    progress.done(
         "pod",
         format!("netns {} eth0 {} mtu {mtu}", rec.netns, shown.join(", ")),
     );
@@ -400,7 +401,7 @@ fn bring_up(
         .interfaces
         .first()
         .ok_or_else(|| step_err("phase 1", "no interface in the hand-off"))?;
-    p.done(
+    progress.done(
         "phase1",
         format!(
             "{} via {}, tap {} owned by {}:{}",
@@ -473,13 +474,13 @@ fn bring_up(
             ),
         )
     })?;
-    p.done(
+    progress.done(
         "phase2",
         format!(
             "launcher pid {} (uid {}, no capabilities, own PID namespace) serving DHCP on {}",
             launcher
                 .and_then(vm::sandbox_program)
-                .map_or(child.id(), |p| p.pid),
+                .map_or(child.id(), |progress| progress.pid),
             vm::VM_UID,
             first.bridge
         ),
@@ -492,7 +493,7 @@ fn bring_up(
     let started = boot::boot(
         boot,
         rec,
-        p,
+        progress,
         &boot::BootEnv {
             dir: &dir,
             vm_dir: &vm_dir,
@@ -505,7 +506,7 @@ fn bring_up(
     )?;
     guest_checks(
         rec,
-        p,
+        progress,
         &console,
         started,
         listen,

@@ -16,14 +16,18 @@ fn ready() -> bool {
 }
 
 fn audit(args: &[&str]) -> (serde_json::Value, BTreeMap<String, String>) {
-    let o = Command::new(env!("CARGO_BIN_EXE_netbind"))
+    let cmd = Command::new(env!("CARGO_BIN_EXE_netbind"))
         .arg("audit")
         .args(args)
         .arg("--json")
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        cmd.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cmd.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&cmd.stdout).unwrap();
     let v = r["rows"]
         .as_array()
         .unwrap()

@@ -68,9 +68,14 @@ impl Case<'_> {
     }
 }
 
-fn up_and_down(c: &Case) {
-    let (vmi, boot, name, unlisted, kill_launcher) =
-        (c.vmi, c.boot, c.name.as_str(), c.unlisted, c.kill_launcher);
+fn up_and_down(case: &Case) {
+    let (vmi, boot, name, unlisted, kill_launcher) = (
+        case.vmi,
+        case.boot,
+        case.name.as_str(),
+        case.unlisted,
+        case.kill_launcher,
+    );
     let _ = netbind(&["down", name]);
     // A compromised VM uid races `up` and `down`, planting symlinks to root's files wherever
     // root used to write, chown or read in its directory.
@@ -83,7 +88,7 @@ fn up_and_down(c: &Case) {
     };
     let attacker = Planter::start(name, own);
     let mut args = vec!["up", vmi, "--boot", boot, "--name", name, "--json"];
-    args.extend_from_slice(c.extra);
+    args.extend_from_slice(case.extra);
     let o = netbind(&args);
     let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
@@ -102,7 +107,7 @@ fn up_and_down(c: &Case) {
         g["time_to_lease_ms"].as_u64().is_some_and(|t| t > 0),
         "{r:#}"
     );
-    match c.want_lease {
+    match case.want_lease {
         Some(want) => {
             let lease = g["lease_ip"].as_str().unwrap_or("");
             assert!(want(lease), "lease {lease:?} in {r:#}");
@@ -112,7 +117,7 @@ fn up_and_down(c: &Case) {
         }
         None => assert!(g["lease_ip"].is_null() && g["egress"].is_null(), "{r:#}"),
     }
-    if c.ipv6 {
+    if case.ipv6 {
         // DHCPv6 gave the address; only the router advertisements give the default route,
         // without which neither egress nor the ingress replies get out of the guest.
         assert_eq!(g["lease6_ip"], "fd10:0:2::2", "{r:#}");

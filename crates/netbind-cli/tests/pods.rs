@@ -21,19 +21,23 @@ fn netbind(args: &[&str]) -> Output {
 
 /// The node bridge's MAC and how the kernel says it was assigned (3 = set by user space).
 fn node_bridge_mac() -> (String, String) {
-    let o = Command::new("ip")
+    let cmd = Command::new("ip")
         .args(["-n", NODE_NS, "-j", "link", "show", NODE_BRIDGE])
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        cmd.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cmd.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&cmd.stdout).unwrap();
     let mac = v[0]["address"].as_str().unwrap().to_string();
-    let o = Command::new("ip")
+    let cmd = Command::new("ip")
         .args(["netns", "exec", NODE_NS, "cat"])
         .arg(format!("/sys/class/net/{NODE_BRIDGE}/addr_assign_type"))
         .output()
         .unwrap();
-    (mac, String::from_utf8_lossy(&o.stdout).trim().to_string())
+    (mac, String::from_utf8_lossy(&cmd.stdout).trim().to_string())
 }
 
 /// The pod reaches the node's gateway address through its eth0. (Not the other way round: the
@@ -234,7 +238,7 @@ fn the_lock_is_out_of_reach_and_a_waiting_up_stops_on_sigterm() {
         "was {:o}",
         m.mode()
     );
-    let o = Command::new("setpriv")
+    let cmd = Command::new("setpriv")
         .args([
             "--reuid=107",
             "--regid=107",
@@ -246,7 +250,7 @@ fn the_lock_is_out_of_reach_and_a_waiting_up_stops_on_sigterm() {
         .arg("true")
         .output()
         .unwrap();
-    assert!(!o.status.success(), "uid 107 could flock the lock");
+    assert!(!cmd.status.success(), "uid 107 could flock the lock");
 }
 
 #[test]
@@ -258,7 +262,7 @@ fn the_cluster_default_binding_reaches_phase_1() {
     // setting, and phase 1 must apply the same one (it gets the whole configuration, typed).
     for (binding, flag) in [("masquerade", "masquerade"), ("bridge", "bridge")] {
         let name = format!("dni-{binding}-{}", std::process::id());
-        let o = netbind(&[
+        let out = netbind(&[
             "up",
             "testdata/vmi/no-interfaces.yaml",
             "--name",
@@ -272,8 +276,12 @@ fn the_cluster_default_binding_reaches_phase_1() {
             .output()
             .unwrap();
         let _ = netbind(&["down", &name]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(r["binding"], binding);
         let links: serde_json::Value = serde_json::from_slice(&links.stdout).unwrap();
         let names: Vec<&str> = links

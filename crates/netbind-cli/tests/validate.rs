@@ -159,9 +159,9 @@ fn run_bounded(mut cmd: Command) -> Output {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("runs");
-    let t = Instant::now();
+    let started = Instant::now();
     while child.try_wait().expect("wait").is_none() {
-        if t.elapsed() > Duration::from_secs(10) {
+        if started.elapsed() > Duration::from_secs(10) {
             let _ = child.kill();
             panic!("{cmd:?} hung on a special file");
         }
@@ -216,9 +216,9 @@ fn special_files_are_refused_not_read() {
             ("up VMI", vec!["up".as_ref(), s]),
         ];
         for (what, args) in cases {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_netbind"));
-            c.args(&args).env("NETBIND_RUN_DIR", d.path().join("run"));
-            let out = run_bounded(c);
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_netbind"));
+            cmd.args(&args).env("NETBIND_RUN_DIR", d.path().join("run"));
+            let out = run_bounded(cmd);
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(
                 !out.status.success(),

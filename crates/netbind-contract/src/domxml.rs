@@ -9,9 +9,9 @@ use std::fmt::Write as _;
 use crate::handoff::DomainInterface;
 
 /// Escapes text for an XML attribute value in single or double quotes.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
@@ -25,14 +25,14 @@ pub fn escape(s: &str) -> String {
 }
 
 /// One `<interface>` element, indented by `indent` spaces.
-pub fn render_interface(d: &DomainInterface, indent: usize) -> String {
+pub fn render_interface(iface: &DomainInterface, indent: usize) -> String {
     let pad = " ".repeat(indent);
     let mut x = String::new();
     let _ = writeln!(x, "{pad}<interface type='ethernet'>");
     let mut line = |s: String| {
         let _ = writeln!(x, "{pad}  {s}");
     };
-    if let Some(p) = d.pci_address {
+    if let Some(p) = iface.pci_address {
         line(format!(
             "<address type='pci' domain='0x{:04x}' bus='0x{:02x}' slot='0x{:02x}' function='0x{:x}'/>",
             p.domain, p.bus, p.slot, p.function
@@ -40,25 +40,25 @@ pub fn render_interface(d: &DomainInterface, indent: usize) -> String {
     }
     line(format!(
         "<target dev='{}' managed='no'/>",
-        escape(d.tap.as_str())
+        escape(iface.tap.as_str())
     ));
-    line(format!("<model type='{}'/>", escape(&d.model)));
-    line(format!("<mac address='{}'/>", d.mac));
-    line(format!("<mtu size='{}'/>", d.mtu));
-    if let Some(b) = d.boot_order {
+    line(format!("<model type='{}'/>", escape(&iface.model)));
+    line(format!("<mac address='{}'/>", iface.mac));
+    line(format!("<mtu size='{}'/>", iface.mtu));
+    if let Some(b) = iface.boot_order {
         line(format!("<boot order='{b}'/>"));
     }
-    if d.link_down {
+    if iface.link_down {
         line("<link state='down'/>".into());
     }
-    line(format!("<alias name='{}'/>", escape(&d.alias)));
-    if let Some(q) = d.queues {
+    line(format!("<alias name='{}'/>", escape(&iface.alias)));
+    if let Some(q) = iface.queues {
         line(format!("<driver name='vhost' queues='{q}'/>"));
     }
-    if d.rom_disabled {
+    if iface.rom_disabled {
         line("<rom enabled='no'/>".into());
     }
-    if let Some(a) = d.acpi_index {
+    if let Some(a) = iface.acpi_index {
         line(format!("<acpi index='{a}'/>"));
     }
     let _ = writeln!(x, "{pad}</interface>");

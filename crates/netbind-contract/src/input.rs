@@ -30,16 +30,16 @@ pub enum InputError {
     NotText { path: PathBuf },
 }
 
-fn kind(t: std::fs::FileType) -> &'static str {
-    if t.is_dir() {
+fn kind(file_type: std::fs::FileType) -> &'static str {
+    if file_type.is_dir() {
         "directory"
-    } else if t.is_fifo() {
+    } else if file_type.is_fifo() {
         "FIFO"
-    } else if t.is_char_device() {
+    } else if file_type.is_char_device() {
         "character device"
-    } else if t.is_block_device() {
+    } else if file_type.is_block_device() {
         "block device"
-    } else if t.is_socket() {
+    } else if file_type.is_socket() {
         "socket"
     } else {
         "special file"

@@ -131,9 +131,9 @@ impl fmt::Display for Cidr {
 
 impl FromStr for Cidr {
     type Err = AddrError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || AddrError::InvalidCidr(s.to_string());
-        let (a, p) = s.split_once('/').ok_or_else(bad)?;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || AddrError::InvalidCidr(text.to_string());
+        let (a, p) = text.split_once('/').ok_or_else(bad)?;
         if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad());
         }

@@ -26,23 +26,24 @@ pub enum IfNameError {
 pub struct IfName(String);
 
 impl IfName {
-    pub fn new(s: impl Into<String>) -> Result<Self, IfNameError> {
-        let s = s.into();
-        if s.is_empty() {
+    pub fn new(text: impl Into<String>) -> Result<Self, IfNameError> {
+        let text = text.into();
+        if text.is_empty() {
             return Err(IfNameError::Empty);
         }
-        if s.len() > IFNAME_MAX {
-            return Err(IfNameError::TooLong(s));
+        if text.len() > IFNAME_MAX {
+            return Err(IfNameError::TooLong(text));
         }
-        if s == "." || s == ".." {
-            return Err(IfNameError::Reserved(s));
+        if text == "." || text == ".." {
+            return Err(IfNameError::Reserved(text));
         }
-        if s.chars()
+        if text
+            .chars()
             .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace())
         {
-            return Err(IfNameError::BadChar(s));
+            return Err(IfNameError::BadChar(text));
         }
-        Ok(Self(s))
+        Ok(Self(text))
     }
 
     pub fn as_str(&self) -> &str {
@@ -58,8 +59,8 @@ impl fmt::Display for IfName {
 
 impl FromStr for IfName {
     type Err = IfNameError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::new(s)
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::new(text)
     }
 }
 
@@ -98,10 +99,10 @@ impl MacAddr {
 
     /// Parses every form Go's `net.ParseMAC` accepts and rejects anything longer than 6 bytes,
     /// as KubeVirt's admission does ("malformed" vs "too long").
-    pub fn parse_go(s: &str) -> Result<Self, MacError> {
-        let bytes = parse_go_mac(s).ok_or_else(|| MacError::Malformed(s.to_string()))?;
+    pub fn parse_go(text: &str) -> Result<Self, MacError> {
+        let bytes = parse_go_mac(text).ok_or_else(|| MacError::Malformed(text.to_string()))?;
         if bytes.len() > 6 {
-            return Err(MacError::TooLong(s.to_string()));
+            return Err(MacError::TooLong(text.to_string()));
         }
         let mut out = [0u8; 6];
         out.copy_from_slice(&bytes);
@@ -110,11 +111,13 @@ impl MacAddr {
 }
 
 /// Go's `net.ParseMAC`: 6, 8 or 20 bytes, as `xx:xx:..`, `xx-xx-..` or `xxxx.xxxx.xxxx`.
-fn parse_go_mac(s: &str) -> Option<Vec<u8>> {
-    fn hex(b: u8) -> Option<u8> {
-        (b as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
+fn parse_go_mac(text: &str) -> Option<Vec<u8>> {
+    fn hex(byte: u8) -> Option<u8> {
+        (byte as char)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
     }
-    let b = s.as_bytes();
+    let b = text.as_bytes();
     if b.len() < 14 {
         return None;
     }
@@ -165,8 +168,8 @@ impl fmt::Display for MacAddr {
 
 impl FromStr for MacAddr {
     type Err = MacError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse_go(s)
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::parse_go(text)
     }
 }
 

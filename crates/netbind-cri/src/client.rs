@@ -156,7 +156,7 @@ impl Cri {
     /// RunPodSandbox: containerd makes the pod's namespace and runs the CNI chain. Returns the
     /// sandbox id and how long the call took.
     pub fn run_pod(&mut self, pod: &PodSpec) -> Result<(String, Duration), CriError> {
-        let t = Instant::now();
+        let started = Instant::now();
         let id = self
             .rt
             .block_on(self.runtime.run_pod_sandbox(RunPodSandboxRequest {
@@ -166,7 +166,7 @@ impl Cri {
             .map_err(rpc("RunPodSandbox"))?
             .into_inner()
             .pod_sandbox_id;
-        Ok((id, t.elapsed()))
+        Ok((id, started.elapsed()))
     }
 
     /// The pod's IP and, from containerd's verbose status, its network namespace path and the

@@ -290,7 +290,7 @@ impl Node {
             .map_err(|e| node_err("start containerd", e))?;
         self.containerd = Some(child);
         let socket = c.socket().display().to_string();
-        let t = Instant::now();
+        let started = Instant::now();
         loop {
             if let Ok(mut cri) = Cri::connect(&socket)
                 && cri.version().is_ok()
@@ -305,7 +305,7 @@ impl Node {
                     format!("{status}; log: {}", self.log_tail()),
                 ));
             }
-            if t.elapsed() > Duration::from_secs(30) {
+            if started.elapsed() > Duration::from_secs(30) {
                 return Err(node_err(
                     "containerd did not answer on its socket in 30 s",
                     self.log_tail(),
@@ -505,8 +505,8 @@ impl Node {
                 // SAFETY: kill with the pid of our own child, not yet reaped.
                 unsafe { libc::kill(pid, libc::SIGTERM) };
             }
-            let t = Instant::now();
-            while t.elapsed() < Duration::from_secs(5) {
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(5) {
                 if let Ok(Some(_)) = child.try_wait() {
                     break;
                 }

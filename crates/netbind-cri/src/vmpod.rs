@@ -78,8 +78,8 @@ fn vm_dir(path: PathBuf) -> Result<PathBuf, CriError> {
     Ok(path)
 }
 
-fn show(p: &Path) -> String {
-    p.display().to_string()
+fn show(path: &Path) -> String {
+    path.display().to_string()
 }
 
 /// A container of the pod as KubeVirt's non-root launcher pod runs them, with the host's

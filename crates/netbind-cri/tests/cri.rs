@@ -87,8 +87,8 @@ fn pod_spec(node: &Node, name: &str, vmi: Option<&str>) -> PodSpec {
 fn node_reaches_guest(node: &Node, ip: &str, port: u16, patience: Duration) -> bool {
     let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().unwrap();
     netbind_testkit::in_netns(&node.config.netns, || {
-        let t = Instant::now();
-        while t.elapsed() < patience {
+        let started = Instant::now();
+        while started.elapsed() < patience {
             if let Ok(mut c) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
                 let _ = c.set_read_timeout(Some(Duration::from_secs(3)));
                 let _ = c.write_all(b"GET / HTTP/1.0\r\n\r\n");

@@ -24,21 +24,21 @@ fn sh(cmd: &str) {
 
 /// A BOOTREQUEST with the broadcast flag (both servers then answer by broadcast).
 fn request(kind: u8, xid: u32, extra: &[(u8, [u8; 4])]) -> Vec<u8> {
-    let mut b = vec![0u8; 240];
-    b[0] = 1;
-    b[1] = 1;
-    b[2] = 6;
-    b[4..8].copy_from_slice(&xid.to_be_bytes());
-    b[10] = 0x80;
-    b[28..34].copy_from_slice(&MAC);
-    b[236..240].copy_from_slice(&[0x63, 0x82, 0x53, 0x63]);
-    b.extend_from_slice(&[53, 1, kind]);
+    let mut buf = vec![0u8; 240];
+    buf[0] = 1;
+    buf[1] = 1;
+    buf[2] = 6;
+    buf[4..8].copy_from_slice(&xid.to_be_bytes());
+    buf[10] = 0x80;
+    buf[28..34].copy_from_slice(&MAC);
+    buf[236..240].copy_from_slice(&[0x63, 0x82, 0x53, 0x63]);
+    buf.extend_from_slice(&[53, 1, kind]);
     for (code, v) in extra {
-        b.extend_from_slice(&[*code, 4]);
-        b.extend_from_slice(v);
+        buf.extend_from_slice(&[*code, 4]);
+        buf.extend_from_slice(v);
     }
-    b.extend_from_slice(&[55, 4, 1, 3, 6, 26, 255]);
-    b
+    buf.extend_from_slice(&[55, 4, 1, 3, 6, 26, 255]);
+    buf
 }
 
 /// Waits for a reply of `kind` to `xid`; returns (yiaddr, server id).
@@ -87,14 +87,14 @@ fn await_reply(
 
 /// One DISCOVER→ACK exchange.
 fn round(sock: &UdpSocket, xid: u32, timeout: Duration) -> Option<Duration> {
-    let t = Instant::now();
+    let started = Instant::now();
     let bcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
     sock.send_to(&request(1, xid, &[]), bcast).ok()?;
-    let (yiaddr, sid) = await_reply(sock, xid, 2, t + timeout)?;
+    let (yiaddr, sid) = await_reply(sock, xid, 2, started + timeout)?;
     sock.send_to(&request(3, xid, &[(50, yiaddr), (54, sid)]), bcast)
         .ok()?;
-    await_reply(sock, xid, 5, t + timeout)?;
-    Some(t.elapsed())
+    await_reply(sock, xid, 5, started + timeout)?;
+    Some(started.elapsed())
 }
 
 fn client_socket(guest_ns: &str) -> UdpSocket {
@@ -108,8 +108,8 @@ fn client_socket(guest_ns: &str) -> UdpSocket {
 }
 
 fn vm_rss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
         .find(|l| l.starts_with("VmRSS:"))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())

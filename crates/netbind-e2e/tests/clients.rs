@@ -15,9 +15,9 @@ fn bridge_binding_real_clients_get_the_pod_ip() {
     if !require(&["busybox", "dhclient", "dhcpcd", "setpriv"]) {
         return;
     }
-    let f = Fixture::new("examples/vmi-bridge.yaml", Stack::V4);
+    let fixture = Fixture::new("examples/vmi-bridge.yaml", Stack::V4);
 
-    let r = udhcpc(&f, "eth0");
+    let r = udhcpc(&fixture, "eth0");
     assert_eq!(get(&r, "ip"), "10.244.0.5", "{r:?}");
     assert_eq!(get(&r, "mask"), "24");
     assert_eq!(get(&r, "router"), "10.244.0.1");
@@ -33,7 +33,7 @@ fn bridge_binding_real_clients_get_the_pod_ip() {
         "10.96.0.0/12 10.244.0.1 0.0.0.0/0 10.244.0.1"
     );
 
-    let r = dhclient(&f, false);
+    let r = dhclient(&fixture, false);
     assert_eq!(get(&r, "ip"), "10.244.0.5", "{r:?}");
     assert_eq!(get(&r, "mask"), "255.255.255.0");
     assert_eq!(get(&r, "router"), "10.244.0.1");
@@ -43,7 +43,7 @@ fn bridge_binding_real_clients_get_the_pod_ip() {
     assert_search(&r, "search");
     assert_eq!(get(&r, "rfc3442"), "12 10 96 10 244 0 1 0 10 244 0 1");
 
-    let r = dhcpcd(&f);
+    let r = dhcpcd(&fixture);
     assert_eq!(get(&r, "ip"), "10.244.0.5", "{r:?}");
     assert_eq!(get(&r, "cidr"), "24");
     assert_eq!(get(&r, "dns"), "10.96.0.10");
@@ -55,7 +55,7 @@ fn bridge_binding_real_clients_get_the_pod_ip() {
     );
 
     // The domain XML the launcher wrote is the renderer's, for the tap phase 1 made.
-    let xml = std::fs::read_to_string(f.dir.path().join("launcher/domain.xml")).unwrap();
+    let xml = std::fs::read_to_string(fixture.dir.path().join("launcher/domain.xml")).unwrap();
     assert!(
         xml.contains("<target dev='tap0' managed='no'/>")
             && xml.contains(&format!("<mac address='{POD_MAC}'/>")),
@@ -68,8 +68,12 @@ fn masquerade_real_clients_get_the_guest_address() {
     if !require(&["busybox", "dhclient", "dhcpcd", "setpriv"]) {
         return;
     }
-    let f = Fixture::new("examples/vmi-masquerade.yaml", Stack::V4);
-    for r in [udhcpc(&f, "eth0"), dhclient(&f, false), dhcpcd(&f)] {
+    let fixture = Fixture::new("examples/vmi-masquerade.yaml", Stack::V4);
+    for r in [
+        udhcpc(&fixture, "eth0"),
+        dhclient(&fixture, false),
+        dhcpcd(&fixture),
+    ] {
         assert_eq!(get(&r, "ip"), "10.0.2.2", "{r:?}");
         assert_eq!(get(&r, "router"), "10.0.2.1", "{r:?}");
         assert_eq!(get(&r, "dns"), "10.96.0.10", "{r:?}");
@@ -83,7 +87,7 @@ fn malformed_datagrams_over_the_wire_do_not_stop_the_server() {
     if !require(&["busybox", "setpriv"]) {
         return;
     }
-    let mut f = Fixture::new("examples/vmi-masquerade.yaml", Stack::V4);
+    let mut fixture = Fixture::new("examples/vmi-masquerade.yaml", Stack::V4);
     let mut header = vec![0u8; 240];
     header[..3].copy_from_slice(&[1, 1, 6]);
     header[236..240].copy_from_slice(&[0x63, 0x82, 0x53, 0x63]);
@@ -99,14 +103,20 @@ fn malformed_datagrams_over_the_wire_do_not_stop_the_server() {
         with(&[53, 1, 1]),                // no END
         vec![0xff; 1400],
     ];
-    send_from_guest(&f, &payloads);
+    send_from_guest(&fixture, &payloads);
     assert_eq!(
-        get(&udhcpc(&f, "eth0"), "ip"),
+        get(&udhcpc(&fixture, "eth0"), "ip"),
         "10.0.2.2",
         "the launcher still serves"
     );
     assert!(
-        f.launcher.as_mut().unwrap().try_wait().unwrap().is_none(),
+        fixture
+            .launcher
+            .as_mut()
+            .unwrap()
+            .try_wait()
+            .unwrap()
+            .is_none(),
         "the launcher is still running"
     );
 }
@@ -116,13 +126,13 @@ fn dhcpv6_real_client_gets_the_guest_address() {
     if !require(&["dhclient", "setpriv"]) {
         return;
     }
-    let f = Fixture::new("examples/vmi-dual-stack.yaml", Stack::Dual);
-    wait_for_link_local(&f);
-    let r = dhclient(&f, true);
+    let fixture = Fixture::new("examples/vmi-dual-stack.yaml", Stack::Dual);
+    wait_for_link_local(&fixture);
+    let r = dhclient(&fixture, true);
     assert_eq!(get(&r, "ip6"), "fd10:0:2::2", "{r:?}");
     assert_eq!(get(&r, "dns6"), "fd00:10:96::a", "{r:?}");
     // And IPv4 on the same bridge, same launcher.
-    assert_eq!(get(&udhcpc(&f, "eth0"), "ip"), "10.0.2.2");
+    assert_eq!(get(&udhcpc(&fixture, "eth0"), "ip"), "10.0.2.2");
 }
 
 #[test]
@@ -130,8 +140,8 @@ fn no_answer_on_another_interface_of_the_pod() {
     if !require(&["busybox", "setpriv"]) {
         return;
     }
-    let f = Fixture::new("examples/vmi-masquerade.yaml", Stack::V4);
-    let p = &f.pod;
+    let fixture = Fixture::new("examples/vmi-masquerade.yaml", Stack::V4);
+    let p = &fixture.pod;
     // Another interface of the same pod netns, not the bridge: its DISCOVERs reach the
     // launcher's socket (bound to 0.0.0.0:67) but carry another ifindex.
     ok(&format!(
@@ -146,7 +156,7 @@ fn no_answer_on_another_interface_of_the_pod() {
         "a client on another interface must get no lease"
     );
     // The guest on the bridge still gets its lease from the same launcher.
-    assert_eq!(get(&udhcpc(&f, "eth0"), "ip"), "10.0.2.2");
+    assert_eq!(get(&udhcpc(&fixture, "eth0"), "ip"), "10.0.2.2");
 }
 
 #[test]
@@ -156,21 +166,21 @@ fn launcher_refuses_to_run_with_a_capability() {
     }
     let dir = tempfile::tempdir().unwrap();
     // As root with its full capability sets.
-    let o = Command::new(netbind_e2e::bin("netbind-launcher"))
+    let cmd = Command::new(netbind_e2e::bin("netbind-launcher"))
         .arg("--handoff")
         .arg(dir.path())
         .output()
         .unwrap();
     assert_eq!(
-        o.status.code(),
+        cmd.status.code(),
         Some(3),
         "{}",
-        String::from_utf8_lossy(&o.stderr)
+        String::from_utf8_lossy(&cmd.stderr)
     );
-    assert!(String::from_utf8_lossy(&o.stderr).contains("refusing to run with privileges"));
+    assert!(String::from_utf8_lossy(&cmd.stderr).contains("refusing to run with privileges"));
     // As uid 107 with exactly one capability left (ambient CAP_NET_BIND_SERVICE, as KubeVirt
     // grants it).
-    let o = Command::new("setpriv")
+    let cmd = Command::new("setpriv")
         .args([
             "--reuid=107",
             "--regid=107",
@@ -187,14 +197,14 @@ fn launcher_refuses_to_run_with_a_capability() {
         .arg(dir.path())
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(3), "{err}");
+    let err = String::from_utf8_lossy(&cmd.stderr);
+    assert_eq!(cmd.status.code(), Some(3), "{err}");
     assert!(
         err.contains("CapAmb=cap_net_bind_service") && err.contains("CapBnd=cap_net_bind_service"),
         "{err}"
     );
     // Without no_new_privs.
-    let o = Command::new("setpriv")
+    let cmd = Command::new("setpriv")
         .args([
             "--reuid=107",
             "--regid=107",
@@ -209,8 +219,8 @@ fn launcher_refuses_to_run_with_a_capability() {
         .output()
         .unwrap();
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("no_new_privs is not set"),
+        String::from_utf8_lossy(&cmd.stderr).contains("no_new_privs is not set"),
         "{}",
-        String::from_utf8_lossy(&o.stderr)
+        String::from_utf8_lossy(&cmd.stderr)
     );
 }

@@ -17,8 +17,14 @@ fn mac(i: u32) -> [u8; 6] {
     [0x02, 0x6e, b[0], b[1], b[2], b[3]]
 }
 
-fn alive(f: &mut Fixture) -> bool {
-    f.launcher.as_mut().unwrap().try_wait().unwrap().is_none()
+fn alive(fixture: &mut Fixture) -> bool {
+    fixture
+        .launcher
+        .as_mut()
+        .unwrap()
+        .try_wait()
+        .unwrap()
+        .is_none()
 }
 
 #[test]
@@ -26,35 +32,35 @@ fn hostile_datagrams_and_floods_do_not_stop_the_server() {
     if !require(&["busybox", "setpriv", "dhclient"]) {
         return;
     }
-    let mut f = Fixture::without_launcher("examples/vmi-dual-stack.yaml", Stack::Dual);
-    let log = f.dir.path().join("launcher.log");
-    f.log = Some(log.clone());
-    let handoff = f.handoff();
-    f.start_launcher(&handoff);
-    let pid = f.launcher_pid();
+    let mut fixture = Fixture::without_launcher("examples/vmi-dual-stack.yaml", Stack::Dual);
+    let log = fixture.dir.path().join("launcher.log");
+    fixture.log = Some(log.clone());
+    let handoff = fixture.handoff();
+    fixture.start_launcher(&handoff);
+    let pid = fixture.launcher_pid();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     assert!(status.contains("Seccomp:\t2"), "under its filter");
     let rss_before = status_kib(pid, "VmRSS:");
-    wait_for_link_local(&f);
+    wait_for_link_local(&fixture);
 
     // Datagrams stuffed with options: the parsers allocate for each (a few SOLICITs like
     // these used to kill the launcher with SIGSYS on brk).
     send6_from_guest(
-        &f,
+        &fixture,
         &(0..8).map(|i| solicit(mac(i), i, 1000)).collect::<Vec<_>>(),
     );
     send_from_guest(
-        &f,
+        &fixture,
         &(0..8)
             .map(|i| discover(mac(i), i, 1300))
             .collect::<Vec<_>>(),
     );
     // Larger than the 4 KiB receive buffer, fragmented on the 1450-byte link.
-    send6_from_guest(&f, &[solicit(mac(99), 99, 5000)]);
-    send_from_guest(&f, &[discover(mac(98), 98, 6000)]);
+    send6_from_guest(&fixture, &[solicit(mac(99), 99, 5000)]);
+    send_from_guest(&fixture, &[discover(mac(98), 98, 6000)]);
     std::thread::sleep(Duration::from_millis(300));
     assert!(
-        alive(&mut f),
+        alive(&mut fixture),
         "the launcher survived the option-stuffed datagrams"
     );
 
@@ -67,25 +73,25 @@ fn hostile_datagrams_and_floods_do_not_stop_the_server() {
             while !stop.load(Ordering::SeqCst) {
                 let v4: Vec<Vec<u8>> = (i..i + 25).map(|j| discover(mac(j), j, 20)).collect();
                 let v6: Vec<Vec<u8>> = (i..i + 25).map(|j| solicit(mac(j), j, 20)).collect();
-                send_from_guest(&f, &v4);
-                send6_from_guest(&f, &v6);
+                send_from_guest(&fixture, &v4);
+                send6_from_guest(&fixture, &v6);
                 sent.fetch_add(50, Ordering::SeqCst);
                 i += 25;
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
         // Let the flood get going first.
-        let t = Instant::now();
-        while sent.load(Ordering::SeqCst) < 2000 && t.elapsed() < Duration::from_secs(20) {
+        let started = Instant::now();
+        while sent.load(Ordering::SeqCst) < 2000 && started.elapsed() < Duration::from_secs(20) {
             std::thread::sleep(Duration::from_millis(20));
         }
         // More patient than the other tests' clients: other tests (TCG guests) may share the
         // two cores with the flood.
-        let v4 = f.client(&format!(
+        let v4 = fixture.client(&format!(
             "busybox udhcpc -i eth0 -f -q -n -t 8 -T 2 -s {}/udhcpc.sh",
             clients_dir()
         ));
-        let v6 = dhclient(&f, true);
+        let v6 = dhclient(&fixture, true);
         stop.store(true, Ordering::SeqCst);
         (v4, v6)
     });
@@ -101,7 +107,7 @@ fn hostile_datagrams_and_floods_do_not_stop_the_server() {
         "fd10:0:2::2",
         "dhclient -6 during the flood: {v6:?}"
     );
-    assert!(alive(&mut f), "the launcher survived the flood");
+    assert!(alive(&mut fixture), "the launcher survived the flood");
 
     // Memory: nothing is kept per client, so the flood leaves the resident set where it was.
     let rss_after = status_kib(pid, "VmRSS:");
@@ -113,11 +119,11 @@ fn hostile_datagrams_and_floods_do_not_stop_the_server() {
 
     // Log: the budget's burst plus a summary per 4096 datagrams and once the traffic stops
     // (2 s of quiet), not a line per datagram.
-    let t = Instant::now();
+    let started = Instant::now();
     while !std::fs::read_to_string(&log)
         .unwrap()
         .contains("over the log budget")
-        && t.elapsed() < Duration::from_secs(10)
+        && started.elapsed() < Duration::from_secs(10)
     {
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -23,20 +23,23 @@ use netbind_testkit::in_netns;
 const GUEST: &str = "fd10:0:2::2";
 const ROUTER_LL: &str = "fe80::ff:fe00:0";
 
-fn guest_ns(f: &Fixture) -> String {
-    format!("{}-vm", f.pod)
+fn guest_ns(fixture: &Fixture) -> String {
+    format!("{}-vm", fixture.pod)
 }
 
 /// Waits until the guest's kernel has a default route learned from an advertisement.
-fn default_route(f: &Fixture) -> String {
-    let t = Instant::now();
+fn default_route(fixture: &Fixture) -> String {
+    let started = Instant::now();
     loop {
-        let r = ok(&format!("ip -n {} -6 route show default", guest_ns(f)));
+        let r = ok(&format!(
+            "ip -n {} -6 route show default",
+            guest_ns(fixture)
+        ));
         if r.contains(ROUTER_LL) {
             return r;
         }
         assert!(
-            t.elapsed() < Duration::from_secs(20),
+            started.elapsed() < Duration::from_secs(20),
             "no default route: {r:?}"
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -48,9 +51,9 @@ fn ipv6_guest_gets_a_default_route_and_reaches_both_ways() {
     if !require(&["rdisc6", "dhclient"]) {
         return;
     }
-    let f = Fixture::new("examples/vmi-dual-stack.yaml", Stack::Dual);
-    wait_for_link_local(&f);
-    let responders = f.responders();
+    let fixture = Fixture::new("examples/vmi-dual-stack.yaml", Stack::Dual);
+    wait_for_link_local(&fixture);
+    let responders = fixture.responders();
     assert_eq!(responders.len(), 1, "one responder for k6t-eth0");
     let status = std::fs::read_to_string(format!("/proc/{}/status", responders[0].pid)).unwrap();
     for want in [
@@ -67,7 +70,7 @@ fn ipv6_guest_gets_a_default_route_and_reaches_both_ways() {
     }
 
     // A real router-discovery client sees what the plan says.
-    let o = f.guest("rdisc6 -1 -n -w 3000 eth0");
+    let o = fixture.guest("rdisc6 -1 -n -w 3000 eth0");
     let adv = String::from_utf8_lossy(&o.stdout);
     let field = |name: &str| {
         adv.lines()
@@ -96,15 +99,15 @@ fn ipv6_guest_gets_a_default_route_and_reaches_both_ways() {
     assert!(adv.contains(&format!("from {ROUTER_LL}")), "{adv}");
 
     // The address from DHCPv6 (M flag), the route from the advertisement.
-    let lease = dhclient(&f, true);
+    let lease = dhclient(&fixture, true);
     assert_eq!(get(&lease, "ip6"), GUEST, "{lease:?}");
     ok(&format!(
         "ip -n {} -6 addr add {GUEST}/120 dev eth0 nodad",
-        guest_ns(&f)
+        guest_ns(&fixture)
     ));
-    let route = default_route(&f);
+    let route = default_route(&fixture);
     assert!(route.contains("proto ra"), "{route}");
-    let ping = f.guest("busybox ping -6 -c 2 -W 2 fd10:0:2::1");
+    let ping = fixture.guest("busybox ping -6 -c 2 -W 2 fd10:0:2::1");
     assert!(
         ping.status.success(),
         "ping the gateway: {}",
@@ -112,12 +115,12 @@ fn ipv6_guest_gets_a_default_route_and_reaches_both_ways() {
     );
 
     // Egress: to the node, masqueraded to the pod's address.
-    let node = format!("{}-node", f.pod);
+    let node = format!("{}-node", fixture.pod);
     let listener = in_netns(&node, || UdpSocket::bind("[fd00:10:244::1]:5000").unwrap());
     listener
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    in_netns(&guest_ns(&f), || {
+    in_netns(&guest_ns(&fixture), || {
         let s = UdpSocket::bind(format!("[{GUEST}]:0")).unwrap();
         s.send_to(b"guest-v6", "[fd00:10:244::1]:5000").unwrap();
     });
@@ -130,7 +133,7 @@ fn ipv6_guest_gets_a_default_route_and_reaches_both_ways() {
 
     // Ingress: the node connects to the pod's IPv6 address, the guest answers (its SYN-ACK
     // goes back through the default route).
-    let server = in_netns(&guest_ns(&f), || {
+    let server = in_netns(&guest_ns(&fixture), || {
         TcpListener::bind(format!("[{GUEST}]:8080")).unwrap()
     });
     let serve = std::thread::spawn(move || {
@@ -231,10 +234,10 @@ fn hostile_and_foreign_solicitations_are_ignored_and_answers_rate_limited() {
     if !require(&["rdisc6"]) {
         return;
     }
-    let f = Fixture::new("examples/vmi-dual-stack.yaml", Stack::Dual);
-    wait_for_link_local(&f);
-    let responder = f.responders()[0];
-    let g = guest_ns(&f);
+    let fixture = Fixture::new("examples/vmi-dual-stack.yaml", Stack::Dual);
+    wait_for_link_local(&fixture);
+    let responder = fixture.responders()[0];
+    let g = guest_ns(&fixture);
     let gidx = ifindex(&g, "eth0");
     let good = icmp6_socket(&g, "eth0", 255);
     let forwarded = icmp6_socket(&g, "eth0", 64);
@@ -264,8 +267,8 @@ fn hostile_and_foreign_solicitations_are_ignored_and_answers_rate_limited() {
     let listen = icmp6_socket(&g, "eth0", 255);
     let flood = std::thread::scope(|s| {
         let counter = s.spawn(|| count_adverts(&listen, Duration::from_secs(4)));
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(4) {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(4) {
             for _ in 0..100 {
                 send_to_routers(&good, gidx, &rs);
             }
@@ -278,14 +281,14 @@ fn hostile_and_foreign_solicitations_are_ignored_and_answers_rate_limited() {
 
     // Solicitations from the pod network side (the node) reach the pod, but not the socket,
     // which is bound to the bridge.
-    let node = format!("{}-node", f.pod);
+    let node = format!("{}-node", fixture.pod);
     let from_node = icmp6_socket(&node, "veth-n", 255);
     let nidx = ifindex(&node, "veth-n");
     for _ in 0..50 {
         send_to_routers(&from_node, nidx, &rs);
     }
     std::thread::sleep(Duration::from_millis(500));
-    let log = f.ra_log("k6t-eth0");
+    let log = fixture.ra_log("k6t-eth0");
     let node_ll = ok(&format!("ip -n {node} -6 addr show dev veth-n scope link"));
     let node_ll = node_ll
         .split_whitespace()
@@ -313,7 +316,7 @@ fn hostile_and_foreign_solicitations_are_ignored_and_answers_rate_limited() {
     );
 
     // And it still answers.
-    let o = f.guest("rdisc6 -1 -n -w 4000 -r 3 eth0");
+    let o = fixture.guest("rdisc6 -1 -n -w 4000 -r 3 eth0");
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("fd10:0:2::/120"),
         "{}",

@@ -12,14 +12,14 @@ use netbind_launcher::seccomp::ALLOW;
 
 /// Serves one lease, then stops on SIGTERM. Returns (lease obtained, clean exit 0).
 fn scenario(skip: Option<&str>) -> (bool, bool) {
-    let mut f = Fixture::without_launcher("examples/vmi-masquerade.yaml", Stack::V4);
-    let handoff = f.handoff();
+    let mut fixture = Fixture::without_launcher("examples/vmi-masquerade.yaml", Stack::V4);
+    let handoff = fixture.handoff();
     let extra: Vec<&str> = skip.map(|s| vec!["--seccomp-skip", s]).unwrap_or_default();
-    if !f.start_launcher_args(&handoff, &extra) {
+    if !fixture.start_launcher_args(&handoff, &extra) {
         return (false, false);
     }
     // A launcher missing an entry it needs may die right after its ready line.
-    let Some(pid) = f.running_launcher_pid() else {
+    let Some(pid) = fixture.running_launcher_pid() else {
         return (false, false);
     };
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -32,16 +32,16 @@ fn scenario(skip: Option<&str>) -> (bool, bool) {
     // Datagrams full of options make the parser allocate: the heap must be able to grow
     // under the filter (they used to kill the launcher with SIGSYS on brk).
     send_from_guest(
-        &f,
+        &fixture,
         &(0..8)
             .map(|i| discover([2, 0, 0, 0, 0, 9], i, 1300))
             .collect::<Vec<_>>(),
     );
     std::thread::sleep(Duration::from_millis(200));
-    let lease = get(&udhcpc(&f, "eth0"), "ip") == "10.0.2.2";
+    let lease = get(&udhcpc(&fixture, "eth0"), "ip") == "10.0.2.2";
     // SAFETY: kill with the pid of the launcher this test started.
     unsafe { libc::kill(i32::try_from(pid).unwrap(), libc::SIGTERM) };
-    let mut child = f.launcher.take().unwrap();
+    let mut child = fixture.launcher.take().unwrap();
     let t = Instant::now();
     let st = loop {
         if let Some(st) = child.try_wait().unwrap() {

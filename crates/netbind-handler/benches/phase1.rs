@@ -71,9 +71,13 @@ impl Stats {
     }
 }
 
-fn time_cycles(name: &str, n: usize, mut cycle: impl FnMut() -> (Duration, Duration)) -> Cycles {
+fn time_cycles(
+    name: &str,
+    count: usize,
+    mut cycle: impl FnMut() -> (Duration, Duration),
+) -> Cycles {
     cycle(); // warm-up (page cache, module loading), not counted
-    let pairs: Vec<(Duration, Duration)> = (0..n).map(|_| cycle()).collect();
+    let pairs: Vec<(Duration, Duration)> = (0..count).map(|_| cycle()).collect();
     let st = |f: &dyn Fn(&(Duration, Duration)) -> Duration| Stats {
         samples: pairs.iter().map(f).collect(),
     };
@@ -87,11 +91,11 @@ fn time_cycles(name: &str, n: usize, mut cycle: impl FnMut() -> (Duration, Durat
 
 /// Times two commands run one after the other.
 fn timed_pair(mut a: impl FnMut(), mut b: impl FnMut()) -> (Duration, Duration) {
-    let t = Instant::now();
+    let started = Instant::now();
     a();
     let m = Instant::now();
     b();
-    (m - t, m.elapsed())
+    (m - started, m.elapsed())
 }
 
 /// A pod netns `<name>` with eth0 (veth to `<node>`), `10.<net>.0.2/24`, default route.
@@ -294,7 +298,7 @@ fn main() {
         cleanup.0.push(pod.clone());
         pod_names.push(pod.clone());
         let dir = tmp.path().join(&pod);
-        let t = Instant::now();
+        let started = Instant::now();
         let out = run(
             Command::new(HANDLER)
                 .current_dir(netbind_testkit::repo_root())
@@ -311,7 +315,7 @@ fn main() {
                 .arg(dir.join("state")),
             None,
         );
-        per_pod.push(t.elapsed());
+        per_pod.push(started.elapsed());
         let report: serde_json::Value = serde_json::from_str(&out).unwrap();
         peak_kib = peak_kib.max(report["peak_rss_kib"].as_u64().unwrap_or(0));
     }

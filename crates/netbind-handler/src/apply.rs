@@ -99,8 +99,11 @@ pub(crate) fn link_err<'a>(
 
 /// Kernel-generated IPv6 link-local addresses come back whenever a link goes up; they are not
 /// part of the managed address set unless the plan lists them.
-fn is_auto_link_local(c: &Cidr) -> bool {
-    !c.is_ipv4() && c.prefix() == 64 && !c.is_global_unicast() && !c.addr().is_loopback()
+fn is_auto_link_local(cidr: &Cidr) -> bool {
+    !cidr.is_ipv4()
+        && cidr.prefix() == 64
+        && !cidr.is_global_unicast()
+        && !cidr.addr().is_loopback()
 }
 
 /// The names of the steps of a plan, in order (used for logs and failure injection).
@@ -192,13 +195,13 @@ impl<'a> Applier<'a> {
     }
 
     /// The existing link for `l`, created if missing.
-    fn ensure_exists(&mut self, l: &LinkPlan) -> Result<Link, ApplyError> {
-        let name = l.name.as_str();
-        let want = match l.kind {
+    fn ensure_exists(&mut self, link: &LinkPlan) -> Result<Link, ApplyError> {
+        let name = link.name.as_str();
+        let want = match link.kind {
             LinkKind::Bridge => LinkType::Bridge,
             LinkKind::Dummy => LinkType::Dummy,
             LinkKind::Tap { .. } => LinkType::Tun,
-            LinkKind::PodInterface { .. } => return self.pod_interface(l),
+            LinkKind::PodInterface { .. } => return self.pod_interface(link),
         };
         let mut cur = self.by_name(name)?;
         if let Some(c) = &cur {
@@ -221,7 +224,7 @@ impl<'a> Applier<'a> {
                 cur = None;
             }
         }
-        match (&l.kind, cur) {
+        match (&link.kind, cur) {
             (
                 LinkKind::Tap {
                     owner,
@@ -245,7 +248,7 @@ impl<'a> Applier<'a> {
                 match cur {
                     // Already right: attaching again would only flap its carrier.
                     Some(c) if c.tun == Some(right) => return Ok(c),
-                    cur => self.tap(&l.name, spec, cur.is_some())?,
+                    cur => self.tap(&link.name, spec, cur.is_some())?,
                 }
             }
             (_, Some(c)) => return Ok(c),
@@ -299,24 +302,24 @@ impl<'a> Applier<'a> {
     }
 
     /// The pod interface: by ifindex first (it may already carry its new name), then by name.
-    fn pod_interface(&mut self, l: &LinkPlan) -> Result<Link, ApplyError> {
+    fn pod_interface(&mut self, link: &LinkPlan) -> Result<Link, ApplyError> {
         let LinkKind::PodInterface {
             index,
             original_name,
             ..
-        } = &l.kind
+        } = &link.kind
         else {
             return Err(ApplyError::PodLinkMissing {
-                name: l.name.clone(),
+                name: link.name.clone(),
                 index: 0,
             });
         };
         let links = self.links()?;
-        let names = [l.name.as_str(), original_name.as_str()];
+        let names = [link.name.as_str(), original_name.as_str()];
         let found = links
             .iter()
             .find(|k| *index > 0 && k.index == *index && names.contains(&k.name.as_str()))
-            .or_else(|| links.iter().find(|k| k.name == l.name.as_str()))
+            .or_else(|| links.iter().find(|k| k.name == link.name.as_str()))
             .or_else(|| {
                 links.iter().find(|k| {
                     k.name == original_name.as_str()
@@ -329,15 +332,15 @@ impl<'a> Applier<'a> {
         })
     }
 
-    fn link(&mut self, l: &LinkPlan) -> Result<(), ApplyError> {
-        let cur = self.ensure_exists(l)?;
-        let name = l.name.as_str();
+    fn link(&mut self, link: &LinkPlan) -> Result<(), ApplyError> {
+        let cur = self.ensure_exists(link)?;
+        let name = link.name.as_str();
         let idx = cur.index;
         // One dump for the other links this step refers to (the bridge to copy a MAC from, the
         // master); they exist already and nothing here changes them.
         let others = self.links()?;
         let find = |n: &str| others.iter().find(|k| k.name == n);
-        let want_mac = match (&l.mac, &l.kind) {
+        let want_mac = match (&link.mac, &link.kind) {
             (Some(MacPlan::Fixed(m)), _) => Some(*m),
             // Only move off the original MAC once: later runs keep whatever the first gave.
             (Some(MacPlan::CopyFrom(src)), LinkKind::PodInterface { original_mac, .. })
@@ -363,11 +366,11 @@ impl<'a> Applier<'a> {
                 )
                 .map_err(link_err("set down", &cur.name))?;
         }
-        let ours = !matches!(l.kind, LinkKind::PodInterface { .. });
+        let ours = !matches!(link.kind, LinkKind::PodInterface { .. });
         let change = LinkChange {
             name: rename,
             mac: want_mac,
-            mtu: l.mtu.filter(|m| *m != cur.mtu),
+            mtu: link.mtu.filter(|m| *m != cur.mtu),
             master: None,
             up: None,
             // Taps come from an ioctl that cannot set the group; mark them here.
@@ -382,7 +385,7 @@ impl<'a> Applier<'a> {
                 .change_link(idx, &change)
                 .map_err(link_err("set name/mac/mtu", name))?;
         }
-        let want_master = match &l.master {
+        let want_master = match &link.master {
             Some(m) => Some(
                 find(m.as_str())
                     .ok_or_else(|| ApplyError::Link {
@@ -407,24 +410,24 @@ impl<'a> Applier<'a> {
                 )
                 .map_err(link_err("set master", name))?;
         }
-        self.sync_addrs(idx, name, &l.addresses)?;
+        self.sync_addrs(idx, name, &link.addresses)?;
         let now_up = if cur.name != name || want_mac.is_some() {
             false
         } else {
             cur.up
         };
-        if now_up != l.up {
+        if now_up != link.up {
             self.nl
                 .change_link(
                     idx,
                     &LinkChange {
-                        up: Some(l.up),
+                        up: Some(link.up),
                         ..Default::default()
                     },
                 )
-                .map_err(link_err(if l.up { "set up" } else { "set down" }, name))?;
+                .map_err(link_err(if link.up { "set up" } else { "set down" }, name))?;
         }
-        if let Some(on) = l.learning {
+        if let Some(on) = link.learning {
             // A new bridge port starts with the kernel's default: set it whatever it was before.
             let cur_learning = if master_changed { None } else { cur.learning };
             if cur_learning != Some(on) {

@@ -32,9 +32,9 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Fi
     }
 }
 
-fn cstr(p: &Path) -> CString {
+fn cstr(path: &Path) -> CString {
     // Paths from the OS cannot contain NUL except by construction; fall back to an invalid name.
-    CString::new(p.as_os_str().as_bytes()).unwrap_or_default()
+    CString::new(path.as_os_str().as_bytes()).unwrap_or_default()
 }
 
 /// Creates `dir` with `mode` if missing, then checks it is a root-owned, non-symlink directory
@@ -128,10 +128,10 @@ pub fn write_atomic(
         // The umask may have narrowed the mode given to openat.
         file.set_permissions(std::fs::Permissions::from_mode(mode))
     })();
-    if let Err(e) = result {
+    if let Err(err) = result {
         // SAFETY: unlinkat with an open directory fd and a NUL-terminated name.
         unsafe { libc::unlinkat(dfd.as_raw_fd(), tmp_c.as_ptr(), 0) };
-        return Err(io("write", &path)(e));
+        return Err(io("write", &path)(err));
     }
     let final_c = name_c(name);
     // SAFETY: both names are NUL-terminated and relative to the same open directory fd.
@@ -144,10 +144,10 @@ pub fn write_atomic(
         )
     };
     if rc != 0 {
-        let e = std::io::Error::last_os_error();
+        let err = std::io::Error::last_os_error();
         // SAFETY: unlinkat with an open directory fd and a NUL-terminated name.
         unsafe { libc::unlinkat(dfd.as_raw_fd(), tmp_c.as_ptr(), 0) };
-        return Err(io("rename into place", &path)(e));
+        return Err(io("rename into place", &path)(err));
     }
     // No fsync: the rename is what makes the write atomic for readers and for a handler that
     // crashes; durability across a power loss is moot, since the pod's network namespace
@@ -203,9 +203,9 @@ pub fn lock(dir: &Path) -> Result<PodLock, FileError> {
         let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
         // SAFETY: flock on an open fd; EINTR is retried by the loop below.
         while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(io("lock", &path)(e));
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(io("lock", &path)(err));
             }
         }
         // A teardown removes the lock file with the directory once it is done: a waiter that
@@ -216,8 +216,8 @@ pub fn lock(dir: &Path) -> Result<PodLock, FileError> {
                 return Ok(PodLock { _file: file });
             }
             Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io("stat", &path)(e)),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(io("stat", &path)(err)),
         }
     }
 }

@@ -249,14 +249,14 @@ pub fn links(target: &NetnsTarget) -> Result<Vec<netlink::Link>, HandlerError> {
     })?
 }
 
-pub fn setup(a: &SetupArgs) -> Result<SetupReport, HandlerError> {
+pub fn setup(args: &SetupArgs) -> Result<SetupReport, HandlerError> {
     // Everything that can be checked without touching the pod is checked first.
-    let text = match &a.vmi {
+    let text = match &args.vmi {
         VmiSource::File(path) => read_to_string(path)?,
         VmiSource::Inline { text, .. } => text.clone(),
     };
-    let vmi = check_vmi(&text, &a.cluster).map_err(|e| HandlerError::Vmi {
-        origin: a.vmi.to_string(),
+    let vmi = check_vmi(&text, &args.cluster).map_err(|e| HandlerError::Vmi {
+        origin: args.vmi.to_string(),
         message: match e {
             CheckError::Load(l) => l.to_string(),
             CheckError::Invalid(fs) => fs
@@ -266,16 +266,16 @@ pub fn setup(a: &SetupArgs) -> Result<SetupReport, HandlerError> {
                 .join("; "),
         },
     })?;
-    let resolv = match &a.resolv_conf {
+    let resolv = match &args.resolv_conf {
         Some(p) => read_to_string(p)?,
         None => String::new(),
     };
-    let ns = Netns::open(&a.target)?;
-    let launcher_pid = match a.target {
+    let ns = Netns::open(&args.target)?;
+    let launcher_pid = match args.target {
         NetnsTarget::Pid(p) => Some(p),
-        NetnsTarget::Path(_) => a.launcher_pid,
+        NetnsTarget::Path(_) => args.launcher_pid,
     };
-    let label = a.selinux.decide(launcher_pid)?;
+    let label = args.selinux.decide(launcher_pid)?;
     match &label {
         LabelDecision::Disabled => {
             tracing::info!("SELinux is not enabled on this host; taps get no label")
@@ -288,19 +288,19 @@ pub fn setup(a: &SetupArgs) -> Result<SetupReport, HandlerError> {
         }
     }
     // One phase-1 run per pod at a time: a second setup, or a teardown, waits for this one.
-    let _lock = files::lock(&a.state_dir).map_err(|e| HandlerError::State(e.into()))?;
-    let previous = state::load(&a.state_dir)?;
-    ns.run(|| setup_in_netns(a, &vmi, &resolv, &label, previous))?
+    let _lock = files::lock(&args.state_dir).map_err(|e| HandlerError::State(e.into()))?;
+    let previous = state::load(&args.state_dir)?;
+    ns.run(|| setup_in_netns(args, &vmi, &resolv, &label, previous))?
 }
 
 fn setup_in_netns(
-    a: &SetupArgs,
+    args: &SetupArgs,
     vmi: &netbind_model::admitted::AdmittedVmi,
     resolv: &str,
     label: &LabelDecision,
     previous: Option<HandlerState>,
 ) -> Result<SetupReport, HandlerError> {
-    let mut nl = open_netlink(&a.target)?;
+    let mut nl = open_netlink(&args.target)?;
     let reused = previous.is_some();
     let previous_responders: Vec<ra::Responder> = previous
         .as_ref()
@@ -311,16 +311,16 @@ fn setup_in_netns(
         None => observe::observe(&mut nl)?,
     };
     let opts = PlanOptions {
-        owner: a.owner,
+        owner: args.owner,
         resolv_conf: resolv,
-        cluster: &a.cluster,
-        network: a.network.as_deref(),
+        cluster: &args.cluster,
+        network: args.network.as_deref(),
     };
     let plan = netbind_plan::plan(vmi, &observed, &opts)?;
-    if !plan.nftables.ruleset.is_empty() && nft::locate(&a.nft_bin).is_none() {
-        return Err(HandlerError::NftMissing(a.nft_bin.clone()));
+    if !plan.nftables.ruleset.is_empty() && nft::locate(&args.nft_bin).is_none() {
+        return Err(HandlerError::NftMissing(args.nft_bin.clone()));
     }
-    let nft_bin = nft::locate(&a.nft_bin).unwrap_or_else(|| a.nft_bin.clone());
+    let nft_bin = nft::locate(&args.nft_bin).unwrap_or_else(|| args.nft_bin.clone());
     // A changed VMI: take the old plan away first so no stale link or rule survives.
     let sysctls_before = match previous {
         Some(prev) if prev.plan != plan => {
@@ -347,14 +347,14 @@ fn setup_in_netns(
         plan: plan.clone(),
         responders: Vec::new(),
     };
-    state::save(&a.state_dir, &st)?;
-    let mut applier = Applier::new(&mut nl, &nft_bin, label, &a.selinux);
-    applier.inject = a.inject;
+    state::save(&args.state_dir, &st)?;
+    let mut applier = Applier::new(&mut nl, &nft_bin, label, &args.selinux);
+    applier.inject = args.inject;
     applier.fresh = !reused;
     if let Err(source) = applier.apply(&plan) {
         let rollback = teardown::teardown(&mut nl, &nft_bin, &plan, &observed, &st.sysctls_before);
         if rollback.is_empty() {
-            state::remove(&a.state_dir)?;
+            state::remove(&args.state_dir)?;
         }
         return Err(HandlerError::Apply { source, rollback });
     }
@@ -363,17 +363,23 @@ fn setup_in_netns(
         .to_json()
         .map_err(|e| files::FileError::Io {
             op: "serialise",
-            path: a.handoff_dir.join(HANDOFF_FILE),
+            path: args.handoff_dir.join(HANDOFF_FILE),
             source: std::io::Error::other(e),
         })
         .and_then(|json| {
-            files::write_atomic(&a.handoff_dir, 0o755, HANDOFF_FILE, json.as_bytes(), 0o644)
+            files::write_atomic(
+                &args.handoff_dir,
+                0o755,
+                HANDOFF_FILE,
+                json.as_bytes(),
+                0o644,
+            )
         });
     if let Err(e) = written {
         // Without its record the pod is useless to phase 2: undo it like any failed step.
         let rollback = teardown::teardown(&mut nl, &nft_bin, &plan, &observed, &st.sysctls_before);
         if rollback.is_empty() {
-            state::remove(&a.state_dir)?;
+            state::remove(&args.state_dir)?;
         }
         return Err(HandlerError::HandoffRolledBack {
             source: e,
@@ -385,7 +391,7 @@ fn setup_in_netns(
         r.stop(std::time::Duration::from_secs(1));
     }
     let mut warnings = Vec::new();
-    match start_responders(a, &plan, &mut st, &mut warnings) {
+    match start_responders(args, &plan, &mut st, &mut warnings) {
         Ok(()) => {}
         Err(source) => {
             for r in std::mem::take(&mut st.responders) {
@@ -394,14 +400,14 @@ fn setup_in_netns(
             let rollback =
                 teardown::teardown(&mut nl, &nft_bin, &plan, &observed, &st.sysctls_before);
             if rollback.is_empty() {
-                state::remove(&a.state_dir)?;
+                state::remove(&args.state_dir)?;
             }
             return Err(HandlerError::RouterAdverts { source, rollback });
         }
     }
     st.phase = Phase::Finished;
-    state::save(&a.state_dir, &st)?;
-    let mut r = report(a, &plan, reused, label);
+    state::save(&args.state_dir, &st)?;
+    let mut r = report(args, &plan, reused, label);
     r.warnings.extend(warnings);
     Ok(r)
 }
@@ -409,13 +415,13 @@ fn setup_in_netns(
 /// Opens each planned advertisement's socket (in the pod's namespace: the caller is there)
 /// and starts its responder, recording each in the state as soon as it runs.
 fn start_responders(
-    a: &SetupArgs,
+    args: &SetupArgs,
     plan: &PodNetPlan,
     st: &mut HandlerState,
     warnings: &mut Vec<String>,
 ) -> Result<(), ra::RaError> {
     for cfg in &plan.router_adverts {
-        let Some(bin) = &a.ra_responder else {
+        let Some(bin) = &args.ra_responder else {
             warnings.push(format!(
                 "no RA responder (netbind-ra) given: {} gets no router advertisements, so an \
                  IPv6 guest has no default route",
@@ -424,7 +430,7 @@ fn start_responders(
             continue;
         };
         let socket = ra::open_socket(&cfg.interface)?;
-        let log_path = a.state_dir.join(format!("ra-{}.log", cfg.interface));
+        let log_path = args.state_dir.join(format!("ra-{}.log", cfg.interface));
         let log = files::create_log(&log_path).map_err(|source| ra::RaError::Spawn {
             bin: log_path.display().to_string(),
             iface: cfg.interface.clone(),
@@ -432,7 +438,7 @@ fn start_responders(
         })?;
         st.responders.push(ra::spawn(bin, &socket, cfg, log)?);
         // Saved at once: a crash from here on leaves a responder that teardown finds.
-        state::save(&a.state_dir, st).map_err(|e| ra::RaError::Record {
+        state::save(&args.state_dir, st).map_err(|e| ra::RaError::Record {
             iface: cfg.interface.clone(),
             message: e.to_string(),
         })?;
@@ -440,9 +446,9 @@ fn start_responders(
     Ok(())
 }
 
-fn report(a: &SetupArgs, plan: &PodNetPlan, reused: bool, label: &LabelDecision) -> SetupReport {
+fn report(args: &SetupArgs, plan: &PodNetPlan, reused: bool, label: &LabelDecision) -> SetupReport {
     SetupReport {
-        handoff: a.handoff_dir.join(HANDOFF_FILE),
+        handoff: args.handoff_dir.join(HANDOFF_FILE),
         links: plan.links.len(),
         sysctls: plan.sysctls.len(),
         nft_tables: plan.nftables.ruleset.tables.len(),
@@ -467,16 +473,16 @@ pub struct TeardownArgs {
 
 /// Removes everything setup made. Works after a partial setup, and succeeds when the
 /// namespace is already gone (the kernel removed everything with it).
-pub fn teardown(a: &TeardownArgs) -> Result<(), HandlerError> {
+pub fn teardown(args: &TeardownArgs) -> Result<(), HandlerError> {
     // A missing state directory means nothing was set up: no lock is needed, and taking one
     // would create the directory.
-    let _lock = match std::fs::symlink_metadata(&a.state_dir) {
+    let _lock = match std::fs::symlink_metadata(&args.state_dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        _ => Some(files::lock(&a.state_dir).map_err(|e| HandlerError::State(e.into()))?),
+        _ => Some(files::lock(&args.state_dir).map_err(|e| HandlerError::State(e.into()))?),
     };
-    let Some(st) = state::load(&a.state_dir)? else {
+    let Some(st) = state::load(&args.state_dir)? else {
         // Nothing recorded: nothing of ours can be in the namespace.
-        files::remove(&a.handoff_dir, HANDOFF_FILE).map_err(HandlerError::Handoff)?;
+        files::remove(&args.handoff_dir, HANDOFF_FILE).map_err(HandlerError::Handoff)?;
         return Ok(());
     };
     // First the responders: each holds a socket in the pod's namespace, which would keep it
@@ -484,15 +490,15 @@ pub fn teardown(a: &TeardownArgs) -> Result<(), HandlerError> {
     for r in &st.responders {
         r.stop(std::time::Duration::from_secs(1));
     }
-    let errors = match Netns::open(&a.target) {
+    let errors = match Netns::open(&args.target) {
         Err(e) if e.is_gone() => {
-            tracing::info!(netns = %a.target, "network namespace already gone");
+            tracing::info!(netns = %args.target, "network namespace already gone");
             Vec::new()
         }
         Err(e) => return Err(e.into()),
         Ok(ns) => ns.run(|| -> Result<Vec<teardown::TeardownError>, HandlerError> {
-            let mut nl = open_netlink(&a.target)?;
-            let nft_bin = nft::locate(&a.nft_bin).unwrap_or_else(|| a.nft_bin.clone());
+            let mut nl = open_netlink(&args.target)?;
+            let nft_bin = nft::locate(&args.nft_bin).unwrap_or_else(|| args.nft_bin.clone());
             Ok(teardown::teardown(
                 &mut nl,
                 &nft_bin,
@@ -506,7 +512,7 @@ pub fn teardown(a: &TeardownArgs) -> Result<(), HandlerError> {
         // Keep the state so that teardown can be retried.
         return Err(HandlerError::Teardown(errors));
     }
-    files::remove(&a.handoff_dir, HANDOFF_FILE).map_err(HandlerError::Handoff)?;
-    state::remove(&a.state_dir)?;
+    files::remove(&args.handoff_dir, HANDOFF_FILE).map_err(HandlerError::Handoff)?;
+    state::remove(&args.state_dir)?;
     Ok(())
 }

@@ -64,13 +64,13 @@ fn parse_tun(nlas: &[netlink_packet_route::link::InfoTun]) -> TunInfo {
     const IFLA_TUN_MULTI_QUEUE: u16 = 7;
     let mut t = TunInfo::default();
     for n in nlas {
-        let mut v = vec![0u8; n.value_len()];
-        n.emit_value(&mut v);
-        let u32v = v
+        let mut buf = vec![0u8; n.value_len()];
+        n.emit_value(&mut buf);
+        let u32v = buf
             .get(..4)
             .and_then(|b| b.try_into().ok())
             .map(u32::from_ne_bytes);
-        let flag = v.first().is_some_and(|b| *b != 0);
+        let flag = buf.first().is_some_and(|b| *b != 0);
         match n.kind() {
             IFLA_TUN_OWNER => t.owner = u32v,
             IFLA_TUN_GROUP => t.group = u32v,
@@ -118,8 +118,8 @@ impl std::fmt::Debug for Netlink {
     }
 }
 
-fn nl_err(e: i32) -> io::Error {
-    io::Error::from_raw_os_error(e.abs())
+fn nl_err(errno: i32) -> io::Error {
+    io::Error::from_raw_os_error(errno.abs())
 }
 
 impl Netlink {
@@ -263,10 +263,10 @@ impl Netlink {
         self.ack(RouteNetlinkMessage::DelLink(msg), 0)
     }
 
-    pub fn change_link(&mut self, index: u32, c: &LinkChange) -> io::Result<()> {
+    pub fn change_link(&mut self, index: u32, change: &LinkChange) -> io::Result<()> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
-        if let Some(up) = c.up {
+        if let Some(up) = change.up {
             msg.header.change_mask = LinkFlags::Up;
             msg.header.flags = if up {
                 LinkFlags::Up
@@ -274,20 +274,20 @@ impl Netlink {
                 LinkFlags::empty()
             };
         }
-        if let Some(n) = &c.name {
+        if let Some(n) = &change.name {
             msg.attributes.push(LinkAttribute::IfName(n.clone()));
         }
-        if let Some(m) = c.mac {
+        if let Some(m) = change.mac {
             msg.attributes
                 .push(LinkAttribute::Address(m.octets().to_vec()));
         }
-        if let Some(mtu) = c.mtu {
+        if let Some(mtu) = change.mtu {
             msg.attributes.push(LinkAttribute::Mtu(mtu));
         }
-        if let Some(master) = c.master {
+        if let Some(master) = change.master {
             msg.attributes.push(LinkAttribute::Controller(master));
         }
-        if let Some(g) = c.group {
+        if let Some(g) = change.group {
             msg.attributes.push(LinkAttribute::Group(g));
         }
         self.ack(RouteNetlinkMessage::SetLink(msg), 0)
@@ -333,34 +333,34 @@ impl Netlink {
     }
 
     /// Adds a main-table route (used to restore the pod's routes on teardown).
-    pub fn add_route(&mut self, r: &Route) -> io::Result<()> {
+    pub fn add_route(&mut self, route: &Route) -> io::Result<()> {
         let mut msg = RouteMessage::default();
-        let v4 = r.dst.is_ipv4();
+        let v4 = route.dst.is_ipv4();
         msg.header.address_family = if v4 {
             AddressFamily::Inet
         } else {
             AddressFamily::Inet6
         };
-        msg.header.destination_prefix_length = r.dst.prefix();
+        msg.header.destination_prefix_length = route.dst.prefix();
         msg.header.table = RouteHeader::RT_TABLE_MAIN;
         msg.header.protocol = RouteProtocol::Boot;
         msg.header.kind = RouteType::Unicast;
-        msg.header.scope = if r.gateway.is_some() {
+        msg.header.scope = if route.gateway.is_some() {
             RouteScope::Universe
         } else {
             RouteScope::Link
         };
-        if r.dst.prefix() > 0 {
+        if route.dst.prefix() > 0 {
             msg.attributes
                 .push(RouteAttribute::Destination(RouteAddress::from(
-                    r.dst.network().addr(),
+                    route.dst.network().addr(),
                 )));
         }
-        if let Some(gw) = r.gateway {
+        if let Some(gw) = route.gateway {
             msg.attributes
                 .push(RouteAttribute::Gateway(RouteAddress::from(gw)));
         }
-        msg.attributes.push(RouteAttribute::Oif(r.oif));
+        msg.attributes.push(RouteAttribute::Oif(route.oif));
         self.ack(
             RouteNetlinkMessage::NewRoute(msg),
             NLM_F_CREATE | NLM_F_EXCL,
@@ -368,29 +368,29 @@ impl Netlink {
     }
 }
 
-fn parse_link(l: LinkMessage) -> Link {
+fn parse_link(msg: LinkMessage) -> Link {
     let mut link = Link {
-        index: l.header.index,
+        index: msg.header.index,
         name: String::new(),
         kind: None,
         mac: None,
         mtu: 0,
         master: None,
-        up: l.header.flags.contains(LinkFlags::Up),
+        up: msg.header.flags.contains(LinkFlags::Up),
         learning: None,
         tun: None,
         group: 0,
     };
-    for a in l.attributes {
+    for a in msg.attributes {
         match a {
             LinkAttribute::IfName(n) => link.name = n,
             LinkAttribute::Mtu(m) => link.mtu = m,
             LinkAttribute::Controller(m) => link.master = Some(m),
             LinkAttribute::Group(g) => link.group = g,
             LinkAttribute::Address(b) if b.len() == 6 => {
-                let mut o = [0u8; 6];
-                o.copy_from_slice(&b);
-                link.mac = Some(MacAddr(o));
+                let mut buf = [0u8; 6];
+                buf.copy_from_slice(&b);
+                link.mac = Some(MacAddr(buf));
             }
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
@@ -416,36 +416,36 @@ fn parse_link(l: LinkMessage) -> Link {
     link
 }
 
-fn parse_addr(a: AddressMessage) -> Option<Addr> {
-    let ip = a.attributes.iter().find_map(|x| match x {
+fn parse_addr(msg: AddressMessage) -> Option<Addr> {
+    let ip = msg.attributes.iter().find_map(|x| match x {
         AddressAttribute::Local(ip) => Some(*ip),
         _ => None,
     });
     let ip = ip.or_else(|| {
-        a.attributes.iter().find_map(|x| match x {
+        msg.attributes.iter().find_map(|x| match x {
             AddressAttribute::Address(ip) => Some(*ip),
             _ => None,
         })
     })?;
     Some(Addr {
-        index: a.header.index,
-        cidr: Cidr::new(ip, a.header.prefix_len).ok()?,
+        index: msg.header.index,
+        cidr: Cidr::new(ip, msg.header.prefix_len).ok()?,
     })
 }
 
-fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
-    match a {
+fn route_ip(addr: &RouteAddress) -> Option<IpAddr> {
+    match addr {
         RouteAddress::Inet(v) => Some(IpAddr::V4(*v)),
         RouteAddress::Inet6(v) => Some(IpAddr::V6(*v)),
         _ => None,
     }
 }
 
-fn parse_route(r: RouteMessage) -> Option<Route> {
-    if r.header.table != RouteHeader::RT_TABLE_MAIN || r.header.kind != RouteType::Unicast {
+fn parse_route(msg: RouteMessage) -> Option<Route> {
+    if msg.header.table != RouteHeader::RT_TABLE_MAIN || msg.header.kind != RouteType::Unicast {
         return None;
     }
-    let v4 = r.header.address_family == AddressFamily::Inet;
+    let v4 = msg.header.address_family == AddressFamily::Inet;
     let mut dst_ip: IpAddr = if v4 {
         IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
     } else {
@@ -453,7 +453,7 @@ fn parse_route(r: RouteMessage) -> Option<Route> {
     };
     let mut oif = None;
     let mut gateway = None;
-    for a in &r.attributes {
+    for a in &msg.attributes {
         match a {
             RouteAttribute::Destination(d) => dst_ip = route_ip(d)?,
             RouteAttribute::Gateway(g) => gateway = route_ip(g),
@@ -463,7 +463,7 @@ fn parse_route(r: RouteMessage) -> Option<Route> {
     }
     Some(Route {
         oif: oif?,
-        dst: Cidr::new(dst_ip, r.header.destination_prefix_length).ok()?,
+        dst: Cidr::new(dst_ip, msg.header.destination_prefix_length).ok()?,
         gateway,
     })
 }

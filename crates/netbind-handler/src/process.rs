@@ -19,8 +19,8 @@ pub struct Proc {
 /// The fields of /proc/PID/stat after the command name (which may hold spaces and
 /// parentheses: the fields follow the last ')'), from field 3 (the state) on.
 fn stat_fields(pid: u32) -> Option<Vec<String>> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &s[s.rfind(')')? + 1..];
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
     Some(rest.split_whitespace().map(String::from).collect())
 }
 
@@ -76,8 +76,8 @@ impl Proc {
 
     /// Waits up to `limit` for the process to end.
     pub fn wait(self, limit: Duration) {
-        let t = Instant::now();
-        while self.alive() && t.elapsed() < limit {
+        let started = Instant::now();
+        while self.alive() && started.elapsed() < limit {
             std::thread::sleep(Duration::from_millis(10));
         }
     }

@@ -77,12 +77,12 @@ fn crash_after_each_step_then_rerun_converges() {
         assert!(n >= 4, "{vmi}: only {n} steps");
         for k in 1..=n {
             let pod = Pod::new(stack);
-            let o = pod.setup(vmi, &["--crash-after-step", &k.to_string()]);
+            let out = pod.setup(vmi, &["--crash-after-step", &k.to_string()]);
             assert_eq!(
-                o.status.code(),
+                out.status.code(),
                 Some(netbind_handler::apply::CRASH_EXIT),
                 "{vmi} step {k}: {}",
-                stderr(&o)
+                stderr(&out)
             );
             assert!(
                 !pod.handoff_dir().join("handoff.json").exists(),
@@ -108,9 +108,9 @@ fn failure_after_each_step_rolls_back_to_the_pristine_pod() {
         for k in 1..=n {
             let pod = Pod::new(stack);
             let pristine = snapshot(&pod.name);
-            let o = pod.setup(vmi, &["--fail-after-step", &k.to_string()]);
-            assert!(!o.status.success());
-            let err = stderr(&o);
+            let out = pod.setup(vmi, &["--fail-after-step", &k.to_string()]);
+            assert!(!out.status.success());
+            let err = stderr(&out);
             assert!(
                 err.contains(&format!("failure injected after step {k}"))
                     && err.contains("(rolled back)"),
@@ -138,8 +138,8 @@ fn teardown_after_partial_setup_removes_everything() {
             let pod = Pod::new(stack);
             let pristine = snapshot(&pod.name);
             let _ = pod.setup(vmi, &["--crash-after-step", &k.to_string()]);
-            let o = pod.teardown();
-            assert!(o.status.success(), "{vmi} k={k}: {}", stderr(&o));
+            let out = pod.teardown();
+            assert!(out.status.success(), "{vmi} k={k}: {}", stderr(&out));
             assert_eq!(
                 snapshot(&pod.name),
                 pristine,
@@ -172,8 +172,8 @@ fn teardown_when_the_netns_is_already_gone() {
     let pod = Pod::new(Stack::V4);
     pod.setup_ok("examples/vmi-masquerade.yaml", &[]);
     ok(&format!("ip netns del {}", pod.name));
-    let o = pod.teardown();
-    assert!(o.status.success(), "{}", stderr(&o));
+    let out = pod.teardown();
+    assert!(out.status.success(), "{}", stderr(&out));
     assert!(!pod.state_dir().join("state.json").exists());
     assert!(!pod.handoff_dir().join("handoff.json").exists());
 }
@@ -186,7 +186,7 @@ fn bad_input_names_the_operation_and_object_and_changes_nothing() {
     let pod = Pod::new(Stack::V4);
     let vmi = "examples/vmi-masquerade.yaml";
     // A missing namespace.
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_netbind-handler"))
+    let cmd = std::process::Command::new(env!("CARGO_BIN_EXE_netbind-handler"))
         .current_dir(root())
         .args([
             "setup",
@@ -200,31 +200,34 @@ fn bad_input_names_the_operation_and_object_and_changes_nothing() {
         .output()
         .unwrap();
     assert_stderr_has(
-        &o,
+        &cmd,
         "open network namespace /run/netns/netbind-no-such-ns: No such file",
     );
     // A pid that does not exist.
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_netbind-handler"))
+    let cmd = std::process::Command::new(env!("CARGO_BIN_EXE_netbind-handler"))
         .current_dir(root())
         .args(["setup", "--pid", "999999999", "--vmi", vmi, "--handoff-dir"])
         .arg(pod.dir.path().join("h3"))
         .output()
         .unwrap();
-    assert_stderr_has(&o, "open network namespace pid 999999999");
+    assert_stderr_has(&cmd, "open network namespace pid 999999999");
     // An invalid VMI is refused before anything is touched.
     let bad = pod.dir.path().join("bad.yaml");
     std::fs::write(&bad, "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nspec:\n  domain:\n    devices:\n      interfaces:\n      - name: x\n        masquerade: {}\n").unwrap();
     let pristine = snapshot(&pod.name);
-    let o = pod.setup(bad.to_str().unwrap(), &[]);
-    assert_stderr_has(&o, "spec.domain.devices.interfaces[0].name 'x' not found.");
+    let cmd = pod.setup(bad.to_str().unwrap(), &[]);
+    assert_stderr_has(
+        &cmd,
+        "spec.domain.devices.interfaces[0].name 'x' not found.",
+    );
     assert_eq!(snapshot(&pod.name), pristine);
 
     // A pod without its pod interface.
     let empty = Pod::with_eth0(Stack::V4, false);
     let pristine = snapshot(&empty.name);
-    let o = empty.setup(vmi, &[]);
-    assert!(!o.status.success());
-    assert_stderr_has(&o, "pod link (eth0) is missing");
+    let cmd = empty.setup(vmi, &[]);
+    assert!(!cmd.status.success());
+    assert_stderr_has(&cmd, "pod link (eth0) is missing");
     assert_eq!(snapshot(&empty.name), pristine);
     assert!(
         !empty.state_dir().join("state.json").exists(),
@@ -248,12 +251,12 @@ fn kernel_without_nftables_nat_fails_cleanly() {
     )
     .unwrap();
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let o = pod.setup(
+    let out = pod.setup(
         "examples/vmi-masquerade.yaml",
         &["--nft", fake.to_str().unwrap()],
     );
-    assert!(!o.status.success());
-    let err = stderr(&o);
+    assert!(!out.status.success());
+    let err = stderr(&out);
     assert!(
         err.contains("nftables transaction (tables ip nat, inet netbind) failed: Error: Could not process rule: Operation not supported")
             && err.contains("(rolled back)"),
@@ -261,12 +264,12 @@ fn kernel_without_nftables_nat_fails_cleanly() {
     );
     assert_eq!(snapshot(&pod.name), pristine, "nothing half-applied");
     // No nft binary at all: refused before the first change.
-    let o = pod.setup(
+    let out = pod.setup(
         "examples/vmi-masquerade.yaml",
         &["--nft", "/nonexistent/nft"],
     );
     assert_stderr_has(
-        &o,
+        &out,
         "the plan needs nftables but /nonexistent/nft was not found",
     );
     assert_eq!(snapshot(&pod.name), pristine);

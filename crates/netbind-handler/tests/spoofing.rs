@@ -80,12 +80,12 @@ fn send6(tap: &mut Tap, smac: Mac, src: Ipv6Addr, dst: Ipv6Addr, marker: &str) {
 /// re-upped pod interface, a tap that just got its reader) to the bridge through linkwatch, up
 /// to a second later, and the bridge drops what comes from or goes to a port before that.
 fn forwarding(pod: &Pod, port: &str) {
-    let t = Instant::now();
+    let started = Instant::now();
     while !ok(&format!("ip -n {} -d link show {port}", pod.name))
         .contains("bridge_slave state forwarding")
     {
         assert!(
-            t.elapsed() < Duration::from_secs(10),
+            started.elapsed() < Duration::from_secs(10),
             "{port} never forwards"
         );
         std::thread::sleep(Duration::from_millis(50));

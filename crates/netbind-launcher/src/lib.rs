@@ -50,26 +50,30 @@ pub fn read_handoff(dir: &Path) -> Result<Handoff, LauncherError> {
 }
 
 /// The `<interface>` elements for every tap of the record.
-pub fn domain_xml(h: &Handoff) -> String {
-    let ds: Vec<_> = h.interfaces.iter().map(|i| i.domain.clone()).collect();
+pub fn domain_xml(handoff: &Handoff) -> String {
+    let ds: Vec<_> = handoff
+        .interfaces
+        .iter()
+        .map(|i| i.domain.clone())
+        .collect();
     netbind_contract::domxml::render_interfaces(&ds, 0)
 }
 
 /// The servers the record asks for: (listen interface, server) per family.
 #[allow(clippy::type_complexity)]
 pub fn servers(
-    h: &Handoff,
+    handoff: &Handoff,
 ) -> (
     Vec<(String, dhcp4::server::Server)>,
     Vec<(String, dhcp6::Server)>,
 ) {
-    let v4 = h
+    let v4 = handoff
         .interfaces
         .iter()
         .filter_map(|i| i.dhcpv4.clone())
         .map(|c| (c.interface.to_string(), dhcp4::server::Server::new(c)))
         .collect();
-    let v6 = h
+    let v6 = handoff
         .interfaces
         .iter()
         .filter_map(|i| i.dhcpv6.clone())

@@ -20,27 +20,27 @@ const OPT_MTU: u8 = 5;
 
 /// The ICMPv6 Router Advertisement for `c` (checksum left 0: the kernel fills it in for
 /// ICMPv6 raw sockets).
-pub fn advertisement(c: &RaConfig) -> Vec<u8> {
-    let mut m = Vec::with_capacity(16 + 8 + 8 + 32);
-    m.extend_from_slice(&[ICMPV6_ROUTER_ADVERTISEMENT, 0, 0, 0, c.cur_hop_limit]);
-    m.push(u8::from(c.managed) << 7 | u8::from(c.other) << 6);
-    m.extend_from_slice(&c.router_lifetime_s.to_be_bytes());
-    m.extend_from_slice(&c.reachable_time_ms.to_be_bytes());
-    m.extend_from_slice(&c.retrans_timer_ms.to_be_bytes());
-    m.extend_from_slice(&[OPT_SOURCE_LLADDR, 1]);
-    m.extend_from_slice(&c.source_mac.0);
-    m.extend_from_slice(&[OPT_MTU, 1, 0, 0]);
-    m.extend_from_slice(&c.mtu.to_be_bytes());
-    let IpAddr::V6(prefix) = c.prefix.addr() else {
-        return m;
+pub fn advertisement(config: &RaConfig) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(16 + 8 + 8 + 32);
+    buf.extend_from_slice(&[ICMPV6_ROUTER_ADVERTISEMENT, 0, 0, 0, config.cur_hop_limit]);
+    buf.push(u8::from(config.managed) << 7 | u8::from(config.other) << 6);
+    buf.extend_from_slice(&config.router_lifetime_s.to_be_bytes());
+    buf.extend_from_slice(&config.reachable_time_ms.to_be_bytes());
+    buf.extend_from_slice(&config.retrans_timer_ms.to_be_bytes());
+    buf.extend_from_slice(&[OPT_SOURCE_LLADDR, 1]);
+    buf.extend_from_slice(&config.source_mac.0);
+    buf.extend_from_slice(&[OPT_MTU, 1, 0, 0]);
+    buf.extend_from_slice(&config.mtu.to_be_bytes());
+    let IpAddr::V6(prefix) = config.prefix.addr() else {
+        return buf;
     };
     // On-link (L), not autonomous (A clear): the guest's address comes from DHCPv6.
-    m.extend_from_slice(&[OPT_PREFIX_INFO, 4, c.prefix.prefix(), 0x80]);
-    m.extend_from_slice(&c.valid_lifetime_s.to_be_bytes());
-    m.extend_from_slice(&c.preferred_lifetime_s.to_be_bytes());
-    m.extend_from_slice(&[0; 4]);
-    m.extend_from_slice(&prefix.octets());
-    m
+    buf.extend_from_slice(&[OPT_PREFIX_INFO, 4, config.prefix.prefix(), 0x80]);
+    buf.extend_from_slice(&config.valid_lifetime_s.to_be_bytes());
+    buf.extend_from_slice(&config.preferred_lifetime_s.to_be_bytes());
+    buf.extend_from_slice(&[0; 4]);
+    buf.extend_from_slice(&prefix.octets());
+    buf
 }
 
 /// Why a datagram is not a valid router solicitation.
@@ -144,10 +144,10 @@ pub struct Schedule {
 impl Schedule {
     /// The first advertisement goes out at once (RFC 4861 §6.2.4: a router's interface
     /// becoming an advertising interface).
-    pub fn new(c: &RaConfig, now: Instant, rng: Rng) -> Schedule {
+    pub fn new(config: &RaConfig, now: Instant, rng: Rng) -> Schedule {
         Schedule {
-            min: u64::from(c.min_interval_s) * 1000,
-            max: u64::from(c.max_interval_s) * 1000,
+            min: u64::from(config.min_interval_s) * 1000,
+            max: u64::from(config.max_interval_s) * 1000,
             initial_left: MAX_INITIAL_RTR_ADVERTISEMENTS,
             next: now,
             last_sent: None,

@@ -71,10 +71,10 @@ fn check_socket(fd: RawFd) -> Result<u32, String> {
 }
 
 fn seed() -> u64 {
-    let mut b = [0u8; 8];
+    let mut buf = [0u8; 8];
     // SAFETY: getrandom writes at most 8 bytes into `b`.
-    unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    u64::from_ne_bytes(b)
+    unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    u64::from_ne_bytes(buf)
 }
 
 /// One datagram off the socket: the ICMPv6 message length, its hop limit, its source.

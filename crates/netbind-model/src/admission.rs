@@ -82,11 +82,11 @@ impl Rules<'_> {
             message: message.into(),
         });
     }
-    fn iface(&self, i: usize) -> String {
-        format!("{}.domain.devices.interfaces[{i}]", self.root)
+    fn iface(&self, index: usize) -> String {
+        format!("{}.domain.devices.interfaces[{index}]", self.root)
     }
-    fn net(&self, i: usize) -> String {
-        format!("{}.networks[{i}]", self.root)
+    fn net(&self, index: usize) -> String {
+        format!("{}.networks[{index}]", self.root)
     }
 }
 
@@ -357,9 +357,10 @@ fn unique_names(rules: &mut Rules) {
     }
 }
 
-fn valid_iface_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
+fn valid_iface_name(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 

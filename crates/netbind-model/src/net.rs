@@ -43,31 +43,31 @@ impl MasqueradeAddrs {
         Self::from_cidr(c, 126)
     }
 
-    fn from_cidr(c: Cidr, max_prefix: u8) -> Result<Self, AddrError> {
-        if c.prefix() > max_prefix {
+    fn from_cidr(cidr: Cidr, max_prefix: u8) -> Result<Self, AddrError> {
+        if cidr.prefix() > max_prefix {
             return Err(AddrError::TooSmall);
         }
         Ok(Self {
-            gateway: c.nth(1),
-            guest: c.nth(2),
+            gateway: cidr.nth(1),
+            guest: cidr.nth(2),
         })
     }
 }
 
 /// KubeVirt parses NTP servers and `vmNetworkCIDR` "sloppily" (leading zeros allowed: `010.000.002.001`).
-pub fn parse_ipv4_sloppy(s: &str) -> Option<Ipv4Addr> {
-    let parts: Vec<&str> = s.split('.').collect();
+pub fn parse_ipv4_sloppy(text: &str) -> Option<Ipv4Addr> {
+    let parts: Vec<&str> = text.split('.').collect();
     if parts.len() != 4 {
         return None;
     }
-    let mut o = [0u8; 4];
-    for (slot, p) in o.iter_mut().zip(parts) {
+    let mut buf = [0u8; 4];
+    for (slot, p) in buf.iter_mut().zip(parts) {
         if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
         *slot = p.parse().ok()?;
     }
-    Some(Ipv4Addr::from(o))
+    Some(Ipv4Addr::from(buf))
 }
 
 #[cfg(test)]

@@ -213,10 +213,10 @@ pub fn load_vmi(text: &str) -> Result<LoadedVmi, LoadError> {
     }
 }
 
-fn spanned_pos<T>(s: &Spanned<T>) -> Pos {
+fn spanned_pos<T>(spanned: &Spanned<T>) -> Pos {
     Pos {
-        line: s.referenced.line(),
-        column: s.referenced.column(),
+        line: spanned.referenced.line(),
+        column: spanned.referenced.column(),
     }
 }
 
@@ -358,8 +358,8 @@ impl<'de> Deserialize<'de> for KeyText {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a scalar mapping key")
             }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<KeyText, E> {
-                Ok(KeyText(s.to_string()))
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<KeyText, E> {
+                Ok(KeyText(text.to_string()))
             }
             fn visit_bool<E: de::Error>(self, b: bool) -> Result<KeyText, E> {
                 Ok(KeyText(b.to_string()))

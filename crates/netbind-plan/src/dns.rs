@@ -70,11 +70,11 @@ pub fn longest<'a>(it: impl Iterator<Item = &'a String>) -> Option<&'a String> {
 
 /// KubeVirt's check: ≤ 253 chars and
 /// `^(?:[_a-z0-9](?:[_a-z0-9-]{0,61}[a-z0-9])?\.)*(?:[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?)?$`.
-pub fn valid_search_domain(d: &str) -> bool {
-    if d.len() > 253 {
+pub fn valid_search_domain(domain: &str) -> bool {
+    if domain.len() > 253 {
         return false;
     }
-    let labels: Vec<&str> = d.split('.').collect();
+    let labels: Vec<&str> = domain.split('.').collect();
     let (last, init) = match labels.split_last() {
         Some(x) => x,
         None => return false,

@@ -119,8 +119,8 @@ pub fn fake_bridge_ip(network: &str, index: usize) -> Result<Cidr, NamingError> 
 mod tests {
     use super::*;
 
-    fn ifn(s: &str) -> IfName {
-        IfName::new(s).expect("valid")
+    fn ifn(text: &str) -> IfName {
+        IfName::new(text).expect("valid")
     }
 
     #[test]

@@ -167,10 +167,10 @@ pub enum Expr {
 }
 
 impl Expr {
-    pub fn one(field: Field, v: Val) -> Expr {
+    pub fn one(field: Field, val: Val) -> Expr {
         Expr::Match {
             field,
-            values: vec![v],
+            values: vec![val],
             braces: false,
         }
     }
@@ -186,20 +186,20 @@ impl Expr {
     }
 }
 
-fn val_text(v: &Val) -> String {
-    match v {
+fn val_text(val: &Val) -> String {
+    match val {
         Val::Addr(a) => a.to_string(),
         Val::Port(p) => p.to_string(),
         Val::Range(a, b) => format!("{a}-{b}"),
         Val::Name(n) => n.clone(),
         Val::Prefix(a, len) => format!("{a}/{len}"),
         Val::Mac(m) => m.to_string(),
-        Val::Hex(v) => format!("0x{v:08x}"),
+        Val::Hex(val) => format!("0x{val:08x}"),
     }
 }
 
-fn field_text(f: &Field) -> String {
-    match f {
+fn field_text(field: &Field) -> String {
+    match field {
         Field::Saddr(fam) => format!("{} saddr", fam.as_str()),
         Field::Daddr(fam) => format!("{} daddr", fam.as_str()),
         Field::Iifname => "iifname".into(),
@@ -259,15 +259,15 @@ impl Rule {
     }
 }
 
-fn val_json(v: &Val) -> Value {
-    match v {
+fn val_json(val: &Val) -> Value {
+    match val {
         Val::Addr(a) => json!(a.to_string()),
         Val::Port(p) => json!(p),
         Val::Range(a, b) => json!({ "range": [a, b] }),
         Val::Name(n) => json!(n),
         Val::Prefix(a, len) => json!({ "prefix": { "addr": a.to_string(), "len": len } }),
         Val::Mac(m) => json!(m.to_string()),
-        Val::Hex(v) => json!(v),
+        Val::Hex(val) => json!(val),
     }
 }
 
@@ -288,8 +288,8 @@ fn field_json(f: &Field) -> Value {
     }
 }
 
-fn expr_json(e: &Expr) -> Value {
-    match e {
+fn expr_json(expr: &Expr) -> Value {
+    match expr {
         Expr::Match {
             field,
             values,
@@ -358,15 +358,15 @@ impl Ruleset {
         out
     }
 
-    fn rule(&self, r: &RuleRef) -> Option<&Rule> {
+    fn rule(&self, rule: &RuleRef) -> Option<&Rule> {
         self.tables
             .iter()
-            .find(|t| t.family == r.family && t.name == r.table)?
+            .find(|t| t.family == rule.family && t.name == rule.table)?
             .chains
             .iter()
-            .find(|c| c.name == r.chain)?
+            .find(|c| c.name == rule.chain)?
             .rules
-            .get(r.index)
+            .get(rule.index)
     }
 
     /// One libnftables JSON batch that (re)creates every table of this ruleset atomically.

@@ -171,9 +171,9 @@ impl Lock {
             if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
                 return Ok(Lock(f));
             }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::WouldBlock {
-                return Err(io("lock", &path)(e));
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::WouldBlock {
+                return Err(io("lock", &path)(err));
             }
             if interrupted() {
                 return Err(SimError::Interrupted);
@@ -423,18 +423,25 @@ pub fn tun_node_in(dir: &Path) -> Result<PathBuf, SimError> {
     std::fs::create_dir_all(dir).map_err(io("create", dir))?;
     let path = dir.join("tun");
     if !path.exists() {
-        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap_or_default();
+        let cpath = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap_or_default();
         // SAFETY: mknod with a NUL-terminated path; 10:200 is /dev/net/tun.
-        if unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(10, 200)) } != 0 {
-            let e = std::io::Error::last_os_error();
+        if unsafe {
+            libc::mknod(
+                cpath.as_ptr(),
+                libc::S_IFCHR | 0o666,
+                libc::makedev(10, 200),
+            )
+        } != 0
+        {
+            let err = std::io::Error::last_os_error();
             // Another `up` (or test) made it between the check and here.
-            if e.kind() != std::io::ErrorKind::AlreadyExists {
-                return Err(io("mknod", &path)(e));
+            if err.kind() != std::io::ErrorKind::AlreadyExists {
+                return Err(io("mknod", &path)(err));
             }
         }
     }
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap_or_default();
+    let cpath = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap_or_default();
     // SAFETY: chmod with a NUL-terminated path (mknod's mode was narrowed by the umask).
-    unsafe { libc::chmod(c.as_ptr(), 0o666) };
+    unsafe { libc::chmod(cpath.as_ptr(), 0o666) };
     Ok(path)
 }

@@ -73,9 +73,9 @@ impl Sandbox<'_> {
             .iter()
             .map(|g| format!(",+{}", g.to_lowercase()))
             .collect();
-        let mut c = Command::new("ip");
+        let mut cmd = Command::new("ip");
         // `--kill-child`: the sandbox dies with the `unshare` that root recorded at spawn.
-        c.args([
+        cmd.args([
             "netns",
             "exec",
             self.netns,
@@ -101,14 +101,14 @@ impl Sandbox<'_> {
         .env("NETBIND_POD_DIR", self.pod_dir)
         .env("NETBIND_RUN_DIR", crate::run_dir());
         if filtered {
-            c.arg(self.vm_exec);
+            cmd.arg(self.vm_exec);
         }
         if let Some(vars) = env {
-            c.args(["env", "-i"]);
-            c.args(vars.iter().map(|(k, v)| format!("{k}={v}")));
+            cmd.args(["env", "-i"]);
+            cmd.args(vars.iter().map(|(k, v)| format!("{k}={v}")));
         }
-        c.arg(program).args(args);
-        c
+        cmd.arg(program).args(args);
+        cmd
     }
 }
 
@@ -155,28 +155,28 @@ use netbind_handler::process::{parent, signal};
 /// waits for its child, the sandbox's PID 1 (`netbind-vm-exec`, which passes SIGTERM on to
 /// the program): that child gets the SIGTERM, and the SIGKILL, if needed, goes to `unshare`,
 /// whose death kills the child (`--kill-child`) and with it the whole PID namespace.
-pub fn stop_sandbox(p: Proc) {
-    if !p.alive() {
+pub fn stop_sandbox(proc: Proc) {
+    if !proc.alive() {
         return;
     }
-    for child in children(p.pid) {
+    for child in children(proc.pid) {
         if let Some(cfd) = child.pidfd()
-            && parent(child.pid) == Some(p.pid)
+            && parent(child.pid) == Some(proc.pid)
         {
             signal(&cfd, libc::SIGTERM);
         }
     }
-    p.stop(Duration::from_secs(3));
+    proc.stop(Duration::from_secs(3));
 }
 
 /// The program a sandbox runs: below its recorded `unshare` is the sandbox's PID 1
 /// (`netbind-vm-exec`, or the audit's probe binary, which runs without it), and below that
 /// the program.
-pub fn sandbox_program(p: Proc) -> Option<Proc> {
-    if !p.alive() {
+pub fn sandbox_program(proc: Proc) -> Option<Proc> {
+    if !proc.alive() {
         return None;
     }
-    let init = children(p.pid).into_iter().next()?;
+    let init = children(proc.pid).into_iter().next()?;
     Some(children(init.pid).into_iter().next().unwrap_or(init))
 }
 

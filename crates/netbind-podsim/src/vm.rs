@@ -38,8 +38,8 @@ pub fn wait_for_line(
     timeout: Duration,
     abort: &dyn Fn() -> bool,
 ) -> Option<String> {
-    let t = Instant::now();
-    while t.elapsed() < timeout && !abort() {
+    let started = Instant::now();
+    while started.elapsed() < timeout && !abort() {
         if let Ok(text) = read_console(file) {
             let text = String::from_utf8_lossy(&text);
             if let Some(l) = text.lines().find(|l| l.contains(needle)) {

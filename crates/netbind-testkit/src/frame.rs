@@ -14,12 +14,12 @@ pub const ETH_ARP: u16 = 0x0806;
 pub const ETH_IP6: u16 = 0x86dd;
 
 pub fn ether(dst: Mac, src: Mac, ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(14 + payload.len());
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&ethertype.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
+    let mut buf = Vec::with_capacity(14 + payload.len());
+    buf.extend_from_slice(&dst);
+    buf.extend_from_slice(&src);
+    buf.extend_from_slice(&ethertype.to_be_bytes());
+    buf.extend_from_slice(payload);
+    buf
 }
 
 /// The Internet checksum (RFC 1071) of the concatenation of `parts`, each of even length
@@ -42,13 +42,13 @@ fn checksum(parts: &[&[u8]]) -> u16 {
 
 fn udp_header(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let len = u16::try_from(8 + payload.len()).expect("small datagram");
-    let mut u = Vec::with_capacity(usize::from(len));
-    u.extend_from_slice(&sport.to_be_bytes());
-    u.extend_from_slice(&dport.to_be_bytes());
-    u.extend_from_slice(&len.to_be_bytes());
-    u.extend_from_slice(&[0, 0]);
-    u.extend_from_slice(payload);
-    u
+    let mut buf = Vec::with_capacity(usize::from(len));
+    buf.extend_from_slice(&sport.to_be_bytes());
+    buf.extend_from_slice(&dport.to_be_bytes());
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(&[0, 0]);
+    buf.extend_from_slice(payload);
+    buf
 }
 
 /// An IPv4 packet carrying one UDP datagram (TTL 64, checksums filled in).
@@ -62,16 +62,16 @@ pub fn udp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8]
         &ulen.to_be_bytes()[..],
     ]
     .concat();
-    let c = checksum(&[&pseudo, &udp]);
-    udp[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
+    let sum = checksum(&[&pseudo, &udp]);
+    udp[6..8].copy_from_slice(&(if sum == 0 { 0xffff } else { sum }).to_be_bytes());
     let total = 20 + ulen;
     let mut ip = vec![0x45, 0];
     ip.extend_from_slice(&total.to_be_bytes());
     ip.extend_from_slice(&[0, 1, 0x40, 0, 64, 17, 0, 0]);
     ip.extend_from_slice(&src.octets());
     ip.extend_from_slice(&dst.octets());
-    let c = checksum(&[&ip]);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let sum = checksum(&[&ip]);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
     ip.extend_from_slice(&udp);
     ip
 }
@@ -87,8 +87,8 @@ pub fn udp6(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, payload: &[u8]
         &[0, 0, 0, 17],
     ]
     .concat();
-    let c = checksum(&[&pseudo, &udp]);
-    udp[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
+    let sum = checksum(&[&pseudo, &udp]);
+    udp[6..8].copy_from_slice(&(if sum == 0 { 0xffff } else { sum }).to_be_bytes());
     let mut ip = vec![0x60, 0, 0, 0];
     ip.extend_from_slice(&u16::try_from(ulen).expect("small").to_be_bytes());
     ip.extend_from_slice(&[17, 64]);
@@ -119,7 +119,7 @@ impl Tap {
     /// may attach whatever the tap's owner).
     pub fn attach(netns: &str, name: &str) -> Tap {
         let fd = crate::in_netns(netns, || {
-            let f = std::fs::OpenOptions::new()
+            let file = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
                 .open("/dev/net/tun")
@@ -133,14 +133,14 @@ impl Tap {
                 libc::c_short::try_from(libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_ONE_QUEUE)
                     .expect("tap flags fit ifr_flags");
             // SAFETY: TUNSETIFF with a valid ifreq on the tun fd.
-            let rc = unsafe { libc::ioctl(f.as_raw_fd(), libc::TUNSETIFF, &mut ifr) };
+            let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut ifr) };
             assert_eq!(
                 rc,
                 0,
                 "TUNSETIFF {name}: {}",
                 std::io::Error::last_os_error()
             );
-            f
+            file
         });
         Tap(fd)
     }

@@ -149,8 +149,8 @@ pub fn env_count(var: &str, default: usize) -> usize {
 /// as uid/gid 107 (the VM user) with no supplementary groups, every capability set empty
 /// (the bounding set cleared before exec) and no_new_privs. Add the program and its arguments.
 pub fn as_vm_user(netns: &str) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", netns, "setpriv"]).args([
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", netns, "setpriv"]).args([
         "--reuid=107",
         "--regid=107",
         "--clear-groups",
@@ -159,5 +159,5 @@ pub fn as_vm_user(netns: &str) -> Command {
         "--bounding-set=-all",
         "--no-new-privs",
     ]);
-    c
+    cmd
 }

@@ -7,14 +7,14 @@ use super::*;
 /// Whether `t` is a process this one can name: a process with that pid, seen from here, that
 /// started when the target did. (Another PID namespace numbers its own processes; a local pid
 /// that happens to equal the target's is another process.)
-pub(super) fn nameable(t: &Target) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", t.pid)) else {
+pub(super) fn nameable(target: &Target) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", target.pid)) else {
         return false;
     };
     stat.rfind(')')
         .and_then(|i| stat[i + 1..].split_whitespace().nth(19))
         .and_then(|v| v.parse::<u64>().ok())
-        == Some(t.start)
+        == Some(target.start)
 }
 
 /// A32: a user namespace with a network namespace, then one nf_tables transaction inside it
@@ -54,10 +54,10 @@ pub(super) fn userns_nftables() -> Result<(), i32> {
     check(sent as libc::c_int)?;
     let mut buf = vec![0u8; 8192];
     // SAFETY: recv writes at most buf.len() bytes into buf.
-    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-    let n = usize::try_from(n).map_err(|_| errno())?;
+    let received = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    let received = usize::try_from(received).map_err(|_| errno())?;
     // The first answer is NLMSG_ERROR for the NEWTABLE: errno 0 is its ACK.
-    if n >= 20 && u16::from_ne_bytes([buf[4], buf[5]]) == 2 {
+    if received >= 20 && u16::from_ne_bytes([buf[4], buf[5]]) == 2 {
         let e = i32::from_ne_bytes(buf[16..20].try_into().unwrap_or([0; 4]));
         return if e == 0 { Ok(()) } else { Err(-e) };
     }
@@ -76,9 +76,9 @@ pub(super) fn a24(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
         Err(e) => Observed::Errno(e),
         Ok(_) => obs(
             udp().and_then(|s| {
-                let mut r = ifreq(&pod.pod_iface);
-                ioctl(&s, libc::SIOCGIFMTU, &mut r)?;
-                ioctl(&s, libc::SIOCSIFMTU, &mut r)
+                let mut req = ifreq(&pod.pod_iface);
+                ioctl(&s, libc::SIOCGIFMTU, &mut req)?;
+                ioctl(&s, libc::SIOCSIFMTU, &mut req)
             }),
             "pod eth0 changed from a user namespace",
         ),

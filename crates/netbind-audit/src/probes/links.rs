@@ -5,9 +5,9 @@ use super::tap::tun_attach;
 use super::*;
 
 pub(super) fn a10(_pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
-    let p = CString::new("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap_or_default();
+    let cpath = CString::new("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap_or_default();
     // SAFETY: open with a NUL-terminated path.
-    match check(unsafe { libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) }) {
+    match check(unsafe { libc::open(cpath.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) }) {
         Err(e) => Observed::Errno(e),
         Ok(fd) => {
             // SAFETY: fd was just opened; write reads 1 byte.
@@ -39,9 +39,9 @@ pub(super) fn a11(_pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
 pub(super) fn a12(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     obs(
         udp().and_then(|s| {
-            let mut r = ifreq(&pod.pod_iface);
-            ioctl(&s, libc::SIOCGIFMTU, &mut r)?;
-            ioctl(&s, libc::SIOCSIFMTU, &mut r)
+            let mut req = ifreq(&pod.pod_iface);
+            ioctl(&s, libc::SIOCGIFMTU, &mut req)?;
+            ioctl(&s, libc::SIOCSIFMTU, &mut req)
         }),
         "MTU set (to its current value)",
     )
@@ -50,9 +50,9 @@ pub(super) fn a12(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
 pub(super) fn a13(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     obs(
         udp().and_then(|s| {
-            let mut r = ifreq(&pod.pod_iface);
-            ioctl(&s, libc::SIOCGIFHWADDR, &mut r)?;
-            ioctl(&s, libc::SIOCSIFHWADDR, &mut r)
+            let mut req = ifreq(&pod.pod_iface);
+            ioctl(&s, libc::SIOCGIFHWADDR, &mut req)?;
+            ioctl(&s, libc::SIOCSIFHWADDR, &mut req)
         }),
         "MAC set (to its current value)",
     )
@@ -61,14 +61,14 @@ pub(super) fn a13(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
 pub(super) fn a14(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     obs(
         udp().and_then(|s| {
-            let mut r = ifreq(&pod.pod_iface);
-            ioctl(&s, libc::SIOCGIFFLAGS, &mut r)?;
+            let mut req = ifreq(&pod.pod_iface);
+            ioctl(&s, libc::SIOCGIFFLAGS, &mut req)?;
             // SAFETY: ifru_flags is the member SIOCGIFFLAGS filled in.
-            let flags = unsafe { r.ifr_ifru.ifru_flags };
-            r.ifr_ifru.ifru_flags = flags | libc::IFF_PROMISC as libc::c_short;
-            ioctl(&s, libc::SIOCSIFFLAGS, &mut r)?;
-            r.ifr_ifru.ifru_flags = flags;
-            ioctl(&s, libc::SIOCSIFFLAGS, &mut r)
+            let flags = unsafe { req.ifr_ifru.ifru_flags };
+            req.ifr_ifru.ifru_flags = flags | libc::IFF_PROMISC as libc::c_short;
+            ioctl(&s, libc::SIOCSIFFLAGS, &mut req)?;
+            req.ifr_ifru.ifru_flags = flags;
+            ioctl(&s, libc::SIOCSIFFLAGS, &mut req)
         }),
         "promiscuous on (and off again)",
     )
@@ -112,12 +112,12 @@ pub(super) fn a18(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     obs(
         udp().and_then(|s| {
             let mut v: [u32; 2] = [0x16, 0]; // ETHTOOL_GTXCSUM
-            let mut r = ifreq(&pod.pod_iface);
-            r.ifr_ifru.ifru_data = v.as_mut_ptr().cast();
-            ioctl(&s, libc::SIOCETHTOOL, &mut r)?;
+            let mut req = ifreq(&pod.pod_iface);
+            req.ifr_ifru.ifru_data = v.as_mut_ptr().cast();
+            ioctl(&s, libc::SIOCETHTOOL, &mut req)?;
             let mut set: [u32; 2] = [0x17, v[1]]; // ETHTOOL_STXCSUM, the same value
-            r.ifr_ifru.ifru_data = set.as_mut_ptr().cast();
-            ioctl(&s, libc::SIOCETHTOOL, &mut r)
+            req.ifr_ifru.ifru_data = set.as_mut_ptr().cast();
+            ioctl(&s, libc::SIOCETHTOOL, &mut req)
         }),
         "tx checksum set (to its current value)",
     )
@@ -138,12 +138,12 @@ pub(super) fn a27(_pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
 }
 
 pub(super) fn a30(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
-    let mut r = ifreq(&pod.tap);
+    let mut req = ifreq(&pod.tap);
     let mtu = udp()
-        .and_then(|s| ioctl(&s, libc::SIOCGIFMTU, &mut r))
+        .and_then(|s| ioctl(&s, libc::SIOCGIFMTU, &mut req))
         .map(|_| {
             // SAFETY: ifru_mtu is the member SIOCGIFMTU filled in.
-            unsafe { r.ifr_ifru.ifru_mtu }
+            unsafe { req.ifr_ifru.ifru_mtu }
         });
     let mtu = u32::try_from(mtu.unwrap_or(1500)).unwrap_or(1500);
     let mut body = ifinfomsg(ifindex(&pod.tap));

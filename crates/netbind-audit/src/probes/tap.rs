@@ -3,20 +3,20 @@
 use super::*;
 
 pub(super) fn tun_attach(name: &str, flags: libc::c_int) -> Result<(), i32> {
-    let c = CString::new("/dev/net/tun").unwrap_or_default();
+    let cpath = CString::new("/dev/net/tun").unwrap_or_default();
     // SAFETY: open with a NUL-terminated path; the fd is owned below.
-    let fd = check(unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) })?;
+    let fd = check(unsafe { libc::open(cpath.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) })?;
     // SAFETY: fd was just returned by open and is owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut r = ifreq(name);
-    r.ifr_ifru.ifru_flags =
+    let mut req = ifreq(name);
+    req.ifr_ifru.ifru_flags =
         libc::c_short::from_ne_bytes(u16::try_from(flags & 0xffff).unwrap_or(0).to_ne_bytes());
     // SAFETY: TUNSETIFF reads and writes the ifreq.
     check(unsafe {
         libc::ioctl(
             fd.as_raw_fd(),
             libc::TUNSETIFF as _,
-            std::ptr::from_mut(&mut r),
+            std::ptr::from_mut(&mut req),
         )
     })
     .map(|_| ())

@@ -129,10 +129,10 @@ pub(super) fn run(
     let bound = AtomicBool::new(false);
     let (probed, reached) = std::thread::scope(|s| {
         let listener = s.spawn(|| node_listener(&node.netns, marker.clone(), &stop, &bound));
-        let t = Instant::now();
+        let started = Instant::now();
         while !bound.load(Ordering::SeqCst)
             && !listener.is_finished()
-            && t.elapsed() < Duration::from_secs(10)
+            && started.elapsed() < Duration::from_secs(10)
         {
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -140,12 +140,12 @@ pub(super) fn run(
             let id = cri
                 .start_container(&pod.sandbox, &sandbox_spec, &spec)
                 .map_err(|e| err(e.to_string()))?;
-            let t = Instant::now();
+            let started = Instant::now();
             let exit = loop {
                 if let Some(exit) = cri.exited(&id).map_err(|e| err(e.to_string()))? {
                     break exit;
                 }
-                if t.elapsed() > Duration::from_secs(120) {
+                if started.elapsed() > Duration::from_secs(120) {
                     return Err(err("the audit container did not finish in 120 s"));
                 }
                 std::thread::sleep(Duration::from_millis(50));

@@ -44,13 +44,13 @@ pub(super) fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 
 pub(super) fn guest_checks(
     rec: &mut PodRecord,
-    p: &mut Progress,
+    progress: &mut Progress,
     console: &Path,
     started: Instant,
     listen: Listen,
     (want_ip, want_ip6): (Option<Ipv4Addr>, Option<Ipv6Addr>),
 ) -> Result<GuestReport, UpError> {
-    let mut g = GuestReport {
+    let mut report = GuestReport {
         boot: rec.boot,
         ..Default::default()
     };
@@ -65,27 +65,28 @@ pub(super) fn guest_checks(
     check_interrupt()?;
     let lease =
         lease.ok_or_else(|| step_err("lease", "the guest got no DHCP lease within 180 s"))?;
-    g.time_to_lease_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
-    let secs = g.time_to_lease_ms.unwrap_or(0) as f64 / 1000.0;
+    report.time_to_lease_ms =
+        Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+    let secs = report.time_to_lease_ms.unwrap_or(0) as f64 / 1000.0;
     if v4 {
-        g.lease_ip = field(&lease, "ip").map(String::from);
-        g.lease_router = field(&lease, "router").map(String::from);
-        g.lease_mtu = field(&lease, "mtu").and_then(|m| m.parse().ok());
-        p.done(
+        report.lease_ip = field(&lease, "ip").map(String::from);
+        report.lease_router = field(&lease, "router").map(String::from);
+        report.lease_mtu = field(&lease, "mtu").and_then(|m| m.parse().ok());
+        progress.done(
             "lease",
             format!(
                 "guest {} router {} mtu {} ({secs:.1} s after boot)",
-                g.lease_ip.as_deref().unwrap_or("?"),
-                g.lease_router.as_deref().unwrap_or("?"),
-                g.lease_mtu.unwrap_or(0),
+                report.lease_ip.as_deref().unwrap_or("?"),
+                report.lease_router.as_deref().unwrap_or("?"),
+                report.lease_mtu.unwrap_or(0),
             ),
         );
         if let Some(w) = want_ip
-            && g.lease_ip.as_deref() != Some(&w.to_string())
+            && report.lease_ip.as_deref() != Some(&w.to_string())
         {
             return Err(step_err(
                 "lease",
-                format!("the guest leased {:?}, expected {w}", g.lease_ip),
+                format!("the guest leased {:?}, expected {w}", report.lease_ip),
             ));
         }
     }
@@ -97,28 +98,28 @@ pub(super) fn guest_checks(
             &interrupted,
         )
         .ok_or_else(|| step_err("lease6", "the guest got no DHCPv6 lease"))?;
-        g.lease6_ip = field(&lease6, "ip").map(String::from);
-        g.lease6_router = field(&lease6, "router")
+        report.lease6_ip = field(&lease6, "ip").map(String::from);
+        report.lease6_router = field(&lease6, "router")
             .filter(|r| *r != "none")
             .map(String::from);
-        p.done(
+        progress.done(
             "lease6",
             format!(
                 "guest {} (DHCPv6), default router {} (router advertisement)",
-                g.lease6_ip.as_deref().unwrap_or("?"),
-                g.lease6_router.as_deref().unwrap_or("NONE"),
+                report.lease6_ip.as_deref().unwrap_or("?"),
+                report.lease6_router.as_deref().unwrap_or("NONE"),
             ),
         );
         if let Some(w) = want_ip6
-            && g.lease6_ip.as_deref() != Some(&w.to_string())
+            && report.lease6_ip.as_deref() != Some(&w.to_string())
         {
             return Err(step_err(
                 "lease6",
-                format!("the guest leased {:?}, expected {w}", g.lease6_ip),
+                format!("the guest leased {:?}, expected {w}", report.lease6_ip),
             ));
         }
     }
-    rec.lease = g.lease_ip.clone().or_else(|| g.lease6_ip.clone());
+    rec.lease = report.lease_ip.clone().or_else(|| report.lease6_ip.clone());
     rec.save()?;
     vm::wait_for_line(
         console,
@@ -134,37 +135,40 @@ pub(super) fn guest_checks(
     if v4 {
         let pod_ip = rec.pod_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
         let c = family_checks(
-            p,
+            progress,
             &text,
             "",
-            g.lease_router.as_deref(),
+            report.lease_router.as_deref(),
             podsim::NODE_IP.into(),
             pod_ip.into(),
             port,
         );
-        (g.ping_gateway, g.egress, g.ingress) = (Some(c.ping), Some(c.egress), Some(c.ingress));
-        g.ingress_target = Some(c.target);
+        (report.ping_gateway, report.egress, report.ingress) =
+            (Some(c.ping), Some(c.egress), Some(c.ingress));
+        report.ingress_target = Some(c.target);
     }
     if v6 {
         let pod_ip6 = rec.pod_ip6.unwrap_or(Ipv6Addr::UNSPECIFIED);
         let c = family_checks(
-            p,
+            progress,
             &text,
             "6",
-            g.lease6_router.as_deref(),
+            report.lease6_router.as_deref(),
             podsim::NODE_IP6.into(),
             pod_ip6.into(),
             port,
         );
-        (g.ping6_gateway, g.egress6, g.ingress6) = (Some(c.ping), Some(c.egress), Some(c.ingress));
-        g.ingress6_target = Some(c.target);
+        (report.ping6_gateway, report.egress6, report.ingress6) =
+            (Some(c.ping), Some(c.egress), Some(c.ingress));
+        report.ingress6_target = Some(c.target);
     }
     if let Some(port) = listen.unlisted {
         // Proof that the port is served (from inside the pod, straight to the guest), then
         // that the node cannot get to it through the pod IP (IPv4, or IPv6 on an IPv6 pod).
         let (guest_ip, pod_ip): (IpAddr, IpAddr) = if v4 {
             (
-                g.lease_ip
+                report
+                    .lease_ip
                     .as_deref()
                     .and_then(|i| i.parse().ok())
                     .unwrap_or(Ipv4Addr::UNSPECIFIED.into()),
@@ -172,7 +176,8 @@ pub(super) fn guest_checks(
             )
         } else {
             (
-                g.lease6_ip
+                report
+                    .lease6_ip
                     .as_deref()
                     .and_then(|i| i.parse().ok())
                     .unwrap_or(Ipv6Addr::UNSPECIFIED.into()),
@@ -182,9 +187,9 @@ pub(super) fn guest_checks(
         let served = reaches_guest(&rec.netns, guest_ip, port, Duration::from_secs(15));
         let leaked = reaches_guest(podsim::NODE_NS, pod_ip, port, Duration::from_secs(3));
         let at = std::net::SocketAddr::new(pod_ip, port);
-        g.unlisted_target = Some(at.to_string());
-        g.unlisted_blocked = Some(served && !leaked);
-        p.done(
+        report.unlisted_target = Some(at.to_string());
+        report.unlisted_blocked = Some(served && !leaked);
+        progress.done(
             "unlisted",
             format!(
                 "guest serves {port} (pod → {}: {}), node → pod {at} (not in ports): {}",
@@ -205,24 +210,24 @@ pub(super) fn guest_checks(
     }
     let failed = |b: Option<bool>| b == Some(false);
     if [
-        g.ping_gateway,
-        g.egress,
-        g.ingress,
-        g.ping6_gateway,
-        g.egress6,
-        g.ingress6,
-        g.unlisted_blocked,
+        report.ping_gateway,
+        report.egress,
+        report.ingress,
+        report.ping6_gateway,
+        report.egress6,
+        report.ingress6,
+        report.unlisted_blocked,
     ]
     .into_iter()
     .any(failed)
-        || (v6 && g.lease6_router.is_none())
+        || (v6 && report.lease6_router.is_none())
     {
         return Err(step_err(
             "connectivity",
             "a connectivity check failed (see above)",
         ));
     }
-    Ok(g)
+    Ok(report)
 }
 
 /// The checks of one IP family: the guest's ping of its gateway and its egress to the node
@@ -238,7 +243,7 @@ struct FamilyChecks {
 /// Runs and reports the checks of the family whose console lines and steps end in `suffix`
 /// ("" for IPv4, "6" for IPv6).
 fn family_checks(
-    p: &mut Progress,
+    progress: &mut Progress,
     console: &str,
     suffix: &str,
     router: Option<&str>,
@@ -247,7 +252,7 @@ fn family_checks(
     port: u16,
 ) -> FamilyChecks {
     let ping = console.contains(&format!("NETBIND-GUEST ping{suffix}-gateway ok"));
-    p.done(
+    progress.done(
         &format!("ping{suffix}"),
         format!(
             "guest → gateway {}: {}",
@@ -257,13 +262,13 @@ fn family_checks(
     );
     let egress = console.contains(&format!("NETBIND-GUEST egress{suffix} ok"));
     let listener = std::net::SocketAddr::new(node, podsim::NODE_LISTEN_PORT);
-    p.done(
+    progress.done(
         &format!("egress{suffix}"),
         format!("guest → node {listener}: {}", ok_str(Some(egress))),
     );
     let target = std::net::SocketAddr::new(pod, port);
     let ingress = reaches_guest(podsim::NODE_NS, pod, port, Duration::from_secs(15));
-    p.done(
+    progress.done(
         &format!("ingress{suffix}"),
         format!("node → pod {target} → guest: {}", ok_str(Some(ingress))),
     );
@@ -282,16 +287,16 @@ pub(super) fn guest_v6(rec: &PodRecord) -> bool {
     rec.family.v6() && rec.binding == BindingKind::Masquerade
 }
 
-pub(super) fn ok_str(b: Option<bool>) -> &'static str {
-    if b == Some(true) { "ok" } else { "FAILED" }
+pub(super) fn ok_str(passed: Option<bool>) -> &'static str {
+    if passed == Some(true) { "ok" } else { "FAILED" }
 }
 
 /// From the network namespace `ns`: whether an HTTP GET to `ip:port` gets the guest's page
 /// within `patience`.
 pub(super) fn reaches_guest(ns: &str, ip: IpAddr, port: u16, patience: Duration) -> bool {
     let try_http = || {
-        let t = Instant::now();
-        while t.elapsed() < patience {
+        let started = Instant::now();
+        while started.elapsed() < patience {
             if let Ok(mut c) = TcpStream::connect_timeout(
                 &std::net::SocketAddr::new(ip, port),
                 Duration::from_secs(2),

@@ -44,7 +44,7 @@ fn own_node_record() -> PathBuf {
 }
 
 /// Starts netbind's own node unless it runs already (caller holds the simulator's lock).
-fn ensure_own_node(p: &mut Progress) -> Result<NodeConfig, UpError> {
+fn ensure_own_node(progress: &mut Progress) -> Result<NodeConfig, UpError> {
     let config = own_node_config();
     if Node::running(&config) {
         return Ok(config);
@@ -60,7 +60,7 @@ fn ensure_own_node(p: &mut Progress) -> Result<NodeConfig, UpError> {
         path: own_node_record(),
         source,
     })?;
-    p.done(
+    progress.done(
         "node",
         format!(
             "private containerd (pid {}) in netns {}, socket {}",
@@ -104,24 +104,24 @@ fn own_node_in_use(except: &str) -> bool {
 }
 
 pub(super) fn bring_up(
-    a: &UpArgs,
+    args: &UpArgs,
     rec: &mut PodRecord,
-    p: &mut Progress,
+    progress: &mut Progress,
     listen: Listen,
     vmi_text: &str,
 ) -> Result<GuestReport, UpError> {
-    let (socket, own) = match &a.cri_socket {
+    let (socket, own) = match &args.cri_socket {
         Some(s) => (s.clone(), None),
         None => {
             let _lock = podsim::Lock::take_unless(&interrupted)?;
-            let config = ensure_own_node(p)?;
+            let config = ensure_own_node(progress)?;
             (config.socket(), Some(config))
         }
     };
     let mut cri =
         Cri::connect(&socket.display().to_string()).map_err(|e| step_err("node", e.to_string()))?;
     let version = cri.version().map_err(|e| step_err("node", e.to_string()))?;
-    p.done("runtime", format!("{version} at {}", socket.display()));
+    progress.done("runtime", format!("{version} at {}", socket.display()));
     let gateway = own.as_ref().map(NodeConfig::gateway);
     let config = VmPodConfig {
         name: format!("virt-launcher-{}", rec.name),
@@ -139,20 +139,20 @@ pub(super) fn bring_up(
             &listen.ports(),
             Some(&gateway.as_ref().map_or_else(
                 || "127.0.0.1:9".into(),
-                |g| format!("{g}:{NODE_LISTEN_PORT}"),
+                |report| format!("{report}:{NODE_LISTEN_PORT}"),
             )),
             None,
         ),
         netbind_run_dir: own
             .as_ref()
-            .map_or_else(|| a.cni_run_dir.clone(), NodeConfig::netbind_run_dir),
+            .map_or_else(|| args.cni_run_dir.clone(), NodeConfig::netbind_run_dir),
         work_dir: cri_work_dir(&rec.name),
         // Not under /run: a runtime may give containerd a /run of its own.
         tun: match &own {
             Some(c) => c.tun_node(),
             None => podsim::tun_node_in(Path::new("/var/lib/netbind"))?,
         },
-        boot: a.boot.is_some(),
+        boot: args.boot.is_some(),
     };
     let pod = VmPod::start(&mut cri, &config).map_err(|e| step_err("pod", e.to_string()))?;
     rec.cri = Some(CriPod {
@@ -165,10 +165,10 @@ pub(super) fn bring_up(
     });
     rec.pod_ip = pod.ip.parse().ok();
     rec.phase1 = true;
-    rec.boot = a.boot;
+    rec.boot = args.boot;
     rec.save()?;
     let short = |id: &str| id.chars().take(12).collect::<String>();
-    p.done(
+    progress.done(
         "sandbox",
         format!(
             "RunPodSandbox {} ({} ms): pod IP {}, CNI chain bridge + host-local + netbind-cni",
@@ -178,7 +178,7 @@ pub(super) fn bring_up(
         ),
     );
     let first = &pod.handoff.interfaces[0];
-    p.done(
+    progress.done(
         "phase1",
         format!(
             "netbind-cni: {} via {}, tap {} owned by {}:{}",
@@ -189,7 +189,7 @@ pub(super) fn bring_up(
             vm::VM_GID
         ),
     );
-    p.done(
+    progress.done(
         "launcher",
         format!(
             "container {} (uid 107, no capability, read-only root, hand-off mounted read-only): ready",
@@ -199,13 +199,13 @@ pub(super) fn bring_up(
     let Some(qemu) = &pod.qemu else {
         return Ok(GuestReport::default());
     };
-    p.done(
+    progress.done(
         "boot",
         format!("QEMU container {} on {}", short(qemu), first.tap),
     );
     check_interrupt()?;
-    let mut g = GuestReport {
-        boot: a.boot,
+    let mut report = GuestReport {
+        boot: args.boot,
         ..GuestReport::default()
     };
     let lease = vm::wait_for_line(
@@ -215,20 +215,21 @@ pub(super) fn bring_up(
         &interrupted,
     )
     .ok_or_else(|| step_err("lease", "the guest got no DHCP lease within 180 s"))?;
-    g.time_to_lease_ms = Some(u64::try_from(pod.started.elapsed().as_millis()).unwrap_or(u64::MAX));
-    g.lease_ip = checks::field(&lease, "ip").map(String::from);
-    g.lease_router = checks::field(&lease, "router").map(String::from);
-    g.lease_mtu = checks::field(&lease, "mtu").and_then(|m| m.parse().ok());
-    rec.lease = g.lease_ip.clone();
+    report.time_to_lease_ms =
+        Some(u64::try_from(pod.started.elapsed().as_millis()).unwrap_or(u64::MAX));
+    report.lease_ip = checks::field(&lease, "ip").map(String::from);
+    report.lease_router = checks::field(&lease, "router").map(String::from);
+    report.lease_mtu = checks::field(&lease, "mtu").and_then(|m| m.parse().ok());
+    rec.lease = report.lease_ip.clone();
     rec.save()?;
-    p.done(
+    progress.done(
         "lease",
         format!(
             "guest {} router {} mtu {} ({:.1} s after RunPodSandbox)",
-            g.lease_ip.as_deref().unwrap_or("?"),
-            g.lease_router.as_deref().unwrap_or("?"),
-            g.lease_mtu.unwrap_or(0),
-            g.time_to_lease_ms.unwrap_or(0) as f64 / 1000.0
+            report.lease_ip.as_deref().unwrap_or("?"),
+            report.lease_router.as_deref().unwrap_or("?"),
+            report.lease_mtu.unwrap_or(0),
+            report.time_to_lease_ms.unwrap_or(0) as f64 / 1000.0
         ),
     );
     let line = |needle: &str, secs| {
@@ -240,65 +241,68 @@ pub(super) fn bring_up(
         )
         .is_some()
     };
-    g.ping_gateway = Some(line("NETBIND-GUEST ping-gateway ok", 30));
-    p.done(
+    report.ping_gateway = Some(line("NETBIND-GUEST ping-gateway ok", 30));
+    progress.done(
         "ping",
         format!(
             "guest → gateway {}: {}",
-            g.lease_router.as_deref().unwrap_or("?"),
-            checks::ok_str(g.ping_gateway)
+            report.lease_router.as_deref().unwrap_or("?"),
+            checks::ok_str(report.ping_gateway)
         ),
     );
     if let (Some(own), Some(gw)) = (&own, &gateway) {
-        g.egress = Some(line("NETBIND-GUEST egress ok", 60));
-        p.done(
+        report.egress = Some(line("NETBIND-GUEST egress ok", 60));
+        progress.done(
             "egress",
             format!(
                 "guest → node {gw}:{NODE_LISTEN_PORT}: {}",
-                checks::ok_str(g.egress)
+                checks::ok_str(report.egress)
             ),
         );
         let ip: IpAddr = pod.ip.parse().unwrap_or(Ipv4Addr::UNSPECIFIED.into());
-        g.ingress = Some(checks::reaches_guest(
+        report.ingress = Some(checks::reaches_guest(
             &own.netns,
             ip,
             listen.forwarded,
             Duration::from_secs(15),
         ));
         let target = std::net::SocketAddr::new(ip, listen.forwarded);
-        g.ingress_target = Some(target.to_string());
-        p.done(
+        report.ingress_target = Some(target.to_string());
+        progress.done(
             "ingress",
-            format!("node → pod {target} → guest: {}", checks::ok_str(g.ingress)),
+            format!(
+                "node → pod {target} → guest: {}",
+                checks::ok_str(report.ingress)
+            ),
         );
     }
     if cri.exited(&pod.launcher).ok().flatten().is_some() {
         return Err(step_err("supervise", "the launcher container exited"));
     }
-    if [g.ping_gateway, g.egress, g.ingress].contains(&Some(false)) {
+    if [report.ping_gateway, report.egress, report.ingress].contains(&Some(false)) {
         return Err(step_err(
             "connectivity",
             "a connectivity check failed (see above)",
         ));
     }
-    Ok(g)
+    Ok(report)
 }
 
 /// The pod's phase, from the runtime's container states.
-pub(super) fn phase(c: &CriPod) -> String {
-    let Ok(mut cri) = Cri::connect(&c.socket.display().to_string()) else {
+pub(super) fn phase(cri_pod: &CriPod) -> String {
+    let Ok(mut cri) = Cri::connect(&cri_pod.socket.display().to_string()) else {
         return format!(
             "failed: the runtime at {} does not answer",
-            c.socket.display()
+            cri_pod.socket.display()
         );
     };
     let state = |cri: &mut Cri, id: &str| cri.exited(id);
-    match state(&mut cri, &c.launcher) {
+    match state(&mut cri, &cri_pod.launcher) {
         Ok(Some(e)) => return format!("failed: the launcher container exited ({})", e.code),
         Err(e) => return format!("failed: {e}"),
         Ok(None) => {}
     }
-    if let Some(q) = &c.qemu
+    if let Some(q) = &cri_pod.qemu
         && let Ok(Some(e)) = state(&mut cri, q)
     {
         return format!("failed: the VM container exited ({})", e.code);
@@ -308,17 +312,17 @@ pub(super) fn phase(c: &CriPod) -> String {
 
 /// Removes the pod through the runtime (StopPodSandbox and RemovePodSandbox run the CNI DELs,
 /// and with them phase 1's teardown), and the own node when no pod is left on it.
-pub(super) fn down(rec: &PodRecord, c: &CriPod) {
-    match Cri::connect(&c.socket.display().to_string()) {
+pub(super) fn down(rec: &PodRecord, cri_pod: &CriPod) {
+    match Cri::connect(&cri_pod.socket.display().to_string()) {
         Ok(mut cri) => {
-            if let Err(e) = cri.remove_pod(&c.sandbox) {
+            if let Err(e) = cri.remove_pod(&cri_pod.sandbox) {
                 eprintln!("netbind down: {e}");
             }
         }
         Err(e) => eprintln!("netbind down: {e}"),
     }
     down::remove_pod_dir(&cri_work_dir(&rec.name));
-    if c.own_node
+    if cri_pod.own_node
         && !own_node_in_use(&rec.name)
         && let Ok(_lock) = podsim::Lock::take_unless(&interrupted)
     {

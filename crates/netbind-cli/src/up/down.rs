@@ -39,19 +39,19 @@ pub fn down_record(rec: &PodRecord) {
     if rec.phase1
         && let Ok(h) = sibling("netbind-handler")
     {
-        let o = Command::new(h)
+        let cmd = Command::new(h)
             .args(["teardown", "--netns", &format!("/run/netns/{}", rec.netns)])
             .arg("--handoff-dir")
             .arg(dir.join("handoff"))
             .arg("--state-dir")
             .arg(dir.join("state"))
             .output();
-        if let Ok(o) = o
-            && !o.status.success()
+        if let Ok(cmd) = cmd
+            && !cmd.status.success()
         {
             eprintln!(
                 "netbind down: phase-1 teardown: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
+                String::from_utf8_lossy(&cmd.stderr).trim()
             );
         }
     }

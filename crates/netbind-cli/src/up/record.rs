@@ -75,11 +75,11 @@ pub struct PodStatus {
 }
 
 /// The pod's phase from its recorded processes (or, on a CRI runtime, its containers).
-pub fn phase(r: &PodRecord) -> String {
-    if let Some(c) = &r.cri {
+pub fn phase(rec: &PodRecord) -> String {
+    if let Some(c) = &rec.cri {
         return containerd::phase(c);
     }
-    match (r.launcher, r.boot, r.vm) {
+    match (rec.launcher, rec.boot, rec.vm) {
         (Some(l), _, _) if !l.alive() => format!("failed: the launcher (pid {}) exited", l.pid),
         (_, Some(b), Some(v)) if !v.alive() => {
             format!("failed: the VM ({b:?}, pid {}) exited", v.pid).to_lowercase()

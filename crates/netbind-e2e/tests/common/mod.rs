@@ -145,9 +145,9 @@ impl Fixture {
         // The launcher's own writable directory (the hand-off directory is read-only to it).
         let own = self.dir.path().join("launcher");
         std::fs::create_dir_all(&own).unwrap();
-        let c = std::ffi::CString::new(own.to_str().unwrap()).unwrap();
+        let cpath = std::ffi::CString::new(own.to_str().unwrap()).unwrap();
         // SAFETY: chown on a NUL-terminated path we just created.
-        let rc = unsafe { libc::chown(c.as_ptr(), 107, 107) };
+        let rc = unsafe { libc::chown(cpath.as_ptr(), 107, 107) };
         assert_eq!(rc, 0);
         let domain = own.join("domain.xml");
         // Exactly the sandbox `netbind up` starts the launcher in: the pod's netns, its own PID
@@ -222,16 +222,16 @@ pub fn clients_dir() -> String {
     root().join("testdata/dhcp-clients").display().to_string()
 }
 
-pub fn udhcpc(f: &Fixture, iface: &str) -> Vec<(String, String)> {
-    f.client(&format!(
+pub fn udhcpc(fixture: &Fixture, iface: &str) -> Vec<(String, String)> {
+    fixture.client(&format!(
         "busybox udhcpc -i {iface} -f -q -n -t 3 -T 2 -O mtu -O domain -O search -O staticroutes -O hostname -s {}/udhcpc.sh",
         clients_dir()
     ))
 }
 
-pub fn dhclient(f: &Fixture, six: bool) -> Vec<(String, String)> {
-    let d = f.dir.path();
-    let r = f.client(&format!(
+pub fn dhclient(fixture: &Fixture, six: bool) -> Vec<(String, String)> {
+    let d = fixture.dir.path();
+    let r = fixture.client(&format!(
         "dhclient {} -1 -cf {c}/dhclient.conf -sf {c}/dhclient.sh -lf {l} -pf {p} eth0",
         if six { "-6" } else { "" },
         c = clients_dir(),
@@ -251,9 +251,9 @@ pub fn dhclient(f: &Fixture, six: bool) -> Vec<(String, String)> {
     r
 }
 
-pub fn dhcpcd(f: &Fixture) -> Vec<(String, String)> {
+pub fn dhcpcd(fixture: &Fixture) -> Vec<(String, String)> {
     let _ = sh("rm -f /var/lib/dhcpcd/eth0.lease");
-    let r = f.client(&format!(
+    let r = fixture.client(&format!(
         "dhcpcd -4 -1 -B -A -t 10 --noipv4ll -f /dev/null -o interface_mtu -o domain_name -o domain_search \
          -o domain_name_servers -o classless_static_routes -o host_name -c {}/dhcpcd.sh eth0",
         clients_dir()
@@ -273,8 +273,8 @@ pub fn assert_search(r: &[(String, String)], key: &str) {
 }
 
 /// Sends raw UDP payloads to the DHCP server port from the guest namespace.
-pub fn send_from_guest(f: &Fixture, payloads: &[Vec<u8>]) {
-    netbind_testkit::in_netns(&format!("{}-vm", f.pod), || {
+pub fn send_from_guest(fixture: &Fixture, payloads: &[Vec<u8>]) {
+    netbind_testkit::in_netns(&format!("{}-vm", fixture.pod), || {
         let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
         sock.set_broadcast(true).unwrap();
         // The guest has no address and no route: bind to its interface so the limited
@@ -289,20 +289,20 @@ pub fn send_from_guest(f: &Fixture, payloads: &[Vec<u8>]) {
 /// A BOOTP DISCOVER from `mac` (broadcast flag set) carrying `extra` filler options of one
 /// data byte each: a guest can fill a datagram with thousands of options.
 pub fn discover(mac: [u8; 6], xid: u32, extra: usize) -> Vec<u8> {
-    let mut b = vec![0u8; 236];
-    b[0] = 1; // BOOTREQUEST
-    b[1] = 1; // Ethernet
-    b[2] = 6;
-    b[4..8].copy_from_slice(&xid.to_be_bytes());
-    b[10] = 0x80; // broadcast
-    b[28..34].copy_from_slice(&mac);
-    b.extend_from_slice(&[99, 130, 83, 99, 53, 1, 1]);
+    let mut buf = vec![0u8; 236];
+    buf[0] = 1; // BOOTREQUEST
+    buf[1] = 1; // Ethernet
+    buf[2] = 6;
+    buf[4..8].copy_from_slice(&xid.to_be_bytes());
+    buf[10] = 0x80; // broadcast
+    buf[28..34].copy_from_slice(&mac);
+    buf.extend_from_slice(&[99, 130, 83, 99, 53, 1, 1]);
     for i in 0..extra {
         // Site-specific codes 224-254, none of which the server answers.
-        b.extend_from_slice(&[224 + u8::try_from(i % 30).unwrap(), 1, 0]);
+        buf.extend_from_slice(&[224 + u8::try_from(i % 30).unwrap(), 1, 0]);
     }
-    b.push(255);
-    b
+    buf.push(255);
+    buf
 }
 
 /// A DHCPv6 SOLICIT with a DUID-LL of `mac`, an IA_NA, and `extra` empty filler options.
@@ -327,8 +327,8 @@ pub fn solicit(mac: [u8; 6], xid: u32, extra: usize) -> Vec<u8> {
 }
 
 /// Sends DHCPv6 payloads to ff02::1:2 on the guest's eth0, from its link-local address.
-pub fn send6_from_guest(f: &Fixture, payloads: &[Vec<u8>]) {
-    netbind_testkit::in_netns(&format!("{}-vm", f.pod), || {
+pub fn send6_from_guest(fixture: &Fixture, payloads: &[Vec<u8>]) {
+    netbind_testkit::in_netns(&format!("{}-vm", fixture.pod), || {
         let idx = nix_ifindex("eth0");
         let sock = std::net::UdpSocket::bind("[::]:0").unwrap();
         let to = std::net::SocketAddrV6::new("ff02::1:2".parse().unwrap(), 547, 0, idx);
@@ -340,15 +340,15 @@ pub fn send6_from_guest(f: &Fixture, payloads: &[Vec<u8>]) {
 }
 
 fn nix_ifindex(name: &str) -> u32 {
-    let c = std::ffi::CString::new(name).unwrap();
+    let cpath = std::ffi::CString::new(name).unwrap();
     // SAFETY: if_nametoindex reads a NUL-terminated name.
-    unsafe { libc::if_nametoindex(c.as_ptr()) }
+    unsafe { libc::if_nametoindex(cpath.as_ptr()) }
 }
 
 /// A number from the process's status file, in kB (`VmRSS`, `VmHWM`).
 pub fn status_kib(pid: u32, key: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
         .find(|l| l.starts_with(key))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
@@ -357,26 +357,26 @@ pub fn status_kib(pid: u32, key: &str) -> u64 {
 
 /// Replies come from the bridge's link-local address and go to the guest's: waits for both
 /// to finish duplicate address detection (dhclient -6 cannot bind before).
-pub fn wait_for_link_local(f: &Fixture) {
-    let t = std::time::Instant::now();
+pub fn wait_for_link_local(fixture: &Fixture) {
+    let started = std::time::Instant::now();
     loop {
         let bridge = ok(&format!(
             "ip -n {} -6 addr show dev k6t-eth0 tentative",
-            f.pod
+            fixture.pod
         ));
         let guest = ok(&format!(
             "ip -n {}-vm -6 addr show dev eth0 tentative",
-            f.pod
+            fixture.pod
         ));
         let guest_ll = ok(&format!(
             "ip -n {}-vm -6 addr show dev eth0 scope link",
-            f.pod
+            fixture.pod
         ));
         if bridge.trim().is_empty() && guest.trim().is_empty() && !guest_ll.trim().is_empty() {
             break;
         }
         assert!(
-            t.elapsed() < std::time::Duration::from_secs(15),
+            started.elapsed() < std::time::Duration::from_secs(15),
             "link-local addresses still tentative"
         );
         std::thread::sleep(std::time::Duration::from_millis(100));

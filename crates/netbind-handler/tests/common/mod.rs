@@ -73,13 +73,13 @@ impl Pod {
         ok(&format!("ip -n {name} link set eth0 up"));
         // The kernel adds eth0's IPv6 link-local address a moment after the link comes up, and
         // the plan copies every pod address: wait for it so every run observes the same pod.
-        let t = std::time::Instant::now();
+        let started = std::time::Instant::now();
         while ok(&format!("ip -n {name} -6 addr show dev eth0 scope link"))
             .trim()
             .is_empty()
         {
             assert!(
-                t.elapsed() < std::time::Duration::from_secs(10),
+                started.elapsed() < std::time::Duration::from_secs(10),
                 "no link-local address on eth0"
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
@@ -109,17 +109,17 @@ impl Pod {
 
     /// Runs `netbind-handler <sub> --netns .. --handoff-dir .. --state-dir ..` plus `extra`.
     pub fn handler(&self, sub: &str, extra: &[&str]) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_netbind-handler"));
-        c.current_dir(root())
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_netbind-handler"));
+        cmd.current_dir(root())
             .arg(sub)
             .args(["--netns", &self.netns()]);
         if sub != "observe" {
-            c.arg("--handoff-dir")
+            cmd.arg("--handoff-dir")
                 .arg(self.handoff_dir())
                 .arg("--state-dir")
                 .arg(self.state_dir());
         }
-        c.args(extra).output().expect("handler runs")
+        cmd.args(extra).output().expect("handler runs")
     }
 
     pub fn setup(&self, vmi: &str, extra: &[&str]) -> Output {
@@ -306,12 +306,18 @@ pub enum Outcome {
 pub fn run_unprivileged(pod: &Pod, uid: u32, gid: u32, op: &str) -> Outcome {
     let tun = pod.dir.path().join("tun");
     if !tun.exists() {
-        let c = CString::new(tun.to_str().unwrap()).unwrap();
+        let cpath = CString::new(tun.to_str().unwrap()).unwrap();
         // SAFETY: mknod with a valid path; device 10:200 is /dev/net/tun.
-        let rc = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(10, 200)) };
+        let rc = unsafe {
+            libc::mknod(
+                cpath.as_ptr(),
+                libc::S_IFCHR | 0o666,
+                libc::makedev(10, 200),
+            )
+        };
         assert_eq!(rc, 0, "mknod tun");
         // SAFETY: chmod with a valid path (the umask narrowed mknod's mode).
-        unsafe { libc::chmod(c.as_ptr(), 0o666) };
+        unsafe { libc::chmod(cpath.as_ptr(), 0o666) };
     }
     let ns_fd = std::fs::File::open(pod.netns()).expect("open netns");
     let tun_c = CString::new(tun.to_str().unwrap()).unwrap();

@@ -51,8 +51,8 @@ pub enum MessageType {
 }
 
 impl MessageType {
-    pub fn from_u8(v: u8) -> Option<Self> {
-        Some(match v {
+    pub fn from_u8(byte: u8) -> Option<Self> {
+        Some(match byte {
             1 => Self::Discover,
             2 => Self::Offer,
             3 => Self::Request,
@@ -111,12 +111,17 @@ pub struct Packet {
     pub options: Vec<(u8, Vec<u8>)>,
 }
 
-fn u16_at(b: &[u8], i: usize) -> u16 {
-    u16::from_be_bytes([b[i], b[i + 1]])
+fn u16_at(bytes: &[u8], offset: usize) -> u16 {
+    u16::from_be_bytes([bytes[offset], bytes[offset + 1]])
 }
 
-fn ip_at(b: &[u8], i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(b[i], b[i + 1], b[i + 2], b[i + 3])
+fn ip_at(bytes: &[u8], offset: usize) -> Ipv4Addr {
+    Ipv4Addr::new(
+        bytes[offset],
+        bytes[offset + 1],
+        bytes[offset + 2],
+        bytes[offset + 3],
+    )
 }
 
 /// Walks one option area; stops at END. `require_end` for the main area only.
@@ -166,24 +171,24 @@ fn walk(
     }
 }
 
-pub fn parse(b: &[u8]) -> Result<Packet, ParseError> {
-    if b.len() < HEADER_LEN {
-        return Err(ParseError::Short(b.len()));
+pub fn parse(bytes: &[u8]) -> Result<Packet, ParseError> {
+    if bytes.len() < HEADER_LEN {
+        return Err(ParseError::Short(bytes.len()));
     }
-    if b[0] != OP_REQUEST {
-        return Err(ParseError::Op(b[0]));
+    if bytes[0] != OP_REQUEST {
+        return Err(ParseError::Op(bytes[0]));
     }
-    if b[1] != 1 {
-        return Err(ParseError::Htype(b[1]));
+    if bytes[1] != 1 {
+        return Err(ParseError::Htype(bytes[1]));
     }
-    if b[2] != 6 {
-        return Err(ParseError::Hlen(b[2]));
+    if bytes[2] != 6 {
+        return Err(ParseError::Hlen(bytes[2]));
     }
-    if b[236..240] != MAGIC {
+    if bytes[236..240] != MAGIC {
         return Err(ParseError::Magic);
     }
     let mut options = Vec::new();
-    walk(&b[HEADER_LEN..], HEADER_LEN, &mut options, true)?;
+    walk(&bytes[HEADER_LEN..], HEADER_LEN, &mut options, true)?;
     // Option overload (52): sname and/or file carry more options.
     if let Some((_, v)) = options.iter().find(|(c, _)| *c == opt::OVERLOAD) {
         let ov = v.first().copied().unwrap_or(0);
@@ -191,10 +196,10 @@ pub fn parse(b: &[u8]) -> Result<Packet, ParseError> {
             return Err(ParseError::Overload(ov));
         }
         if ov & 1 != 0 {
-            walk(&b[108..236], 108, &mut options, false)?;
+            walk(&bytes[108..236], 108, &mut options, false)?;
         }
         if ov & 2 != 0 {
-            walk(&b[44..108], 44, &mut options, false)?;
+            walk(&bytes[44..108], 44, &mut options, false)?;
         }
     }
     let t = options
@@ -206,17 +211,17 @@ pub fn parse(b: &[u8]) -> Result<Packet, ParseError> {
     }
     let msg_type = MessageType::from_u8(t.1[0]).ok_or(ParseError::Type(t.1[0]))?;
     let mut chaddr = [0u8; 16];
-    chaddr.copy_from_slice(&b[28..44]);
+    chaddr.copy_from_slice(&bytes[28..44]);
     Ok(Packet {
-        htype: b[1],
-        hlen: b[2],
-        hops: b[3],
-        xid: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
-        secs: u16_at(b, 8),
-        flags: u16_at(b, 10),
-        ciaddr: ip_at(b, 12),
-        yiaddr: ip_at(b, 16),
-        giaddr: ip_at(b, 24),
+        htype: bytes[1],
+        hlen: bytes[2],
+        hops: bytes[3],
+        xid: u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]),
+        secs: u16_at(bytes, 8),
+        flags: u16_at(bytes, 10),
+        ciaddr: ip_at(bytes, 12),
+        yiaddr: ip_at(bytes, 16),
+        giaddr: ip_at(bytes, 24),
         chaddr,
         msg_type,
         options,
@@ -263,35 +268,35 @@ impl Reply {
     /// `op=2, htype=1, hops=0, secs=0`, then options in insertion order, END, zero padding.
     /// Options longer than 255 bytes are split into consecutive instances (RFC 3396).
     pub fn encode(&self) -> Vec<u8> {
-        let mut b = vec![0u8; HEADER_LEN];
-        b[0] = OP_REPLY;
-        b[1] = 1;
-        b[2] = self.hlen;
-        b[4..8].copy_from_slice(&self.xid.to_be_bytes());
-        b[10..12].copy_from_slice(&self.flags.to_be_bytes());
-        b[12..16].copy_from_slice(&self.ciaddr.octets());
-        b[16..20].copy_from_slice(&self.yiaddr.octets());
-        b[24..28].copy_from_slice(&self.giaddr.octets());
-        b[28..44].copy_from_slice(&self.chaddr);
-        b[236..240].copy_from_slice(&MAGIC);
-        b.push(opt::MESSAGE_TYPE);
-        b.push(1);
-        b.push(self.msg_type as u8);
+        let mut buf = vec![0u8; HEADER_LEN];
+        buf[0] = OP_REPLY;
+        buf[1] = 1;
+        buf[2] = self.hlen;
+        buf[4..8].copy_from_slice(&self.xid.to_be_bytes());
+        buf[10..12].copy_from_slice(&self.flags.to_be_bytes());
+        buf[12..16].copy_from_slice(&self.ciaddr.octets());
+        buf[16..20].copy_from_slice(&self.yiaddr.octets());
+        buf[24..28].copy_from_slice(&self.giaddr.octets());
+        buf[28..44].copy_from_slice(&self.chaddr);
+        buf[236..240].copy_from_slice(&MAGIC);
+        buf.push(opt::MESSAGE_TYPE);
+        buf.push(1);
+        buf.push(self.msg_type as u8);
         for (code, data) in &self.options {
             if data.is_empty() {
-                b.extend_from_slice(&[*code, 0]);
+                buf.extend_from_slice(&[*code, 0]);
             }
             for chunk in data.chunks(255) {
-                b.push(*code);
-                b.push(u8::try_from(chunk.len()).unwrap_or(u8::MAX));
-                b.extend_from_slice(chunk);
+                buf.push(*code);
+                buf.push(u8::try_from(chunk.len()).unwrap_or(u8::MAX));
+                buf.extend_from_slice(chunk);
             }
         }
-        b.push(opt::END);
-        if b.len() < MIN_REPLY_LEN {
-            b.resize(MIN_REPLY_LEN, 0);
+        buf.push(opt::END);
+        if buf.len() < MIN_REPLY_LEN {
+            buf.resize(MIN_REPLY_LEN, 0);
         }
-        b
+        buf
     }
 }
 
@@ -300,21 +305,21 @@ mod tests {
     use super::*;
 
     pub fn request(msg: u8, extra: &[(u8, &[u8])]) -> Vec<u8> {
-        let mut b = vec![0u8; HEADER_LEN];
-        b[0] = 1;
-        b[1] = 1;
-        b[2] = 6;
-        b[4..8].copy_from_slice(&0xdead_beef_u32.to_be_bytes());
-        b[28..34].copy_from_slice(&[0x52, 0x54, 0, 0x12, 0x34, 0x56]);
-        b[236..240].copy_from_slice(&MAGIC);
-        b.extend_from_slice(&[53, 1, msg]);
+        let mut buf = vec![0u8; HEADER_LEN];
+        buf[0] = 1;
+        buf[1] = 1;
+        buf[2] = 6;
+        buf[4..8].copy_from_slice(&0xdead_beef_u32.to_be_bytes());
+        buf[28..34].copy_from_slice(&[0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+        buf[236..240].copy_from_slice(&MAGIC);
+        buf.extend_from_slice(&[53, 1, msg]);
         for (c, d) in extra {
-            b.push(*c);
-            b.push(u8::try_from(d.len()).expect("test option fits"));
-            b.extend_from_slice(d);
+            buf.push(*c);
+            buf.push(u8::try_from(d.len()).expect("test option fits"));
+            buf.extend_from_slice(d);
         }
-        b.push(255);
-        b
+        buf.push(255);
+        buf
     }
 
     #[test]
@@ -329,23 +334,23 @@ mod tests {
     #[test]
     fn rejects_malformed() {
         assert_eq!(parse(&[0u8; 10]), Err(ParseError::Short(10)));
-        let mut b = request(1, &[]);
-        b[0] = 2;
-        assert_eq!(parse(&b), Err(ParseError::Op(2)));
-        let mut b = request(1, &[]);
-        b[2] = 16;
-        assert_eq!(parse(&b), Err(ParseError::Hlen(16)));
-        let mut b = request(1, &[]);
-        b[236] = 0;
-        assert_eq!(parse(&b), Err(ParseError::Magic));
-        let mut b = request(1, &[]);
-        b.pop();
-        assert_eq!(parse(&b), Err(ParseError::NoEnd));
-        let mut b = request(1, &[]);
-        b.pop();
-        b.extend_from_slice(&[12, 200, b'x']);
+        let mut packet = request(1, &[]);
+        packet[0] = 2;
+        assert_eq!(parse(&packet), Err(ParseError::Op(2)));
+        let mut packet = request(1, &[]);
+        packet[2] = 16;
+        assert_eq!(parse(&packet), Err(ParseError::Hlen(16)));
+        let mut packet = request(1, &[]);
+        packet[236] = 0;
+        assert_eq!(parse(&packet), Err(ParseError::Magic));
+        let mut packet = request(1, &[]);
+        packet.pop();
+        assert_eq!(parse(&packet), Err(ParseError::NoEnd));
+        let mut packet = request(1, &[]);
+        packet.pop();
+        packet.extend_from_slice(&[12, 200, b'x']);
         assert!(matches!(
-            parse(&b),
+            parse(&packet),
             Err(ParseError::Truncated {
                 code: 12,
                 len: 200,
@@ -353,27 +358,27 @@ mod tests {
             })
         ));
         assert_eq!(parse(&request(9, &[])), Err(ParseError::Type(9)));
-        let mut b = vec![0u8; HEADER_LEN];
-        b[0] = 1;
-        b[1] = 1;
-        b[2] = 6;
-        b[236..240].copy_from_slice(&MAGIC);
-        b.extend_from_slice(&[53, 0, 255]);
-        assert_eq!(parse(&b), Err(ParseError::TypeLen(0)));
+        let mut packet = vec![0u8; HEADER_LEN];
+        packet[0] = 1;
+        packet[1] = 1;
+        packet[2] = 6;
+        packet[236..240].copy_from_slice(&MAGIC);
+        packet.extend_from_slice(&[53, 0, 255]);
+        assert_eq!(parse(&packet), Err(ParseError::TypeLen(0)));
     }
 
     #[test]
     fn overload_reads_file_and_sname() {
-        let mut b = request(3, &[(52, &[3])]);
-        b[108] = 50;
-        b[109] = 4;
-        b[110..114].copy_from_slice(&[10, 0, 2, 2]);
-        b[114] = 255;
-        b[44] = 12;
-        b[45] = 2;
-        b[46..48].copy_from_slice(b"vm");
-        b[48] = 255;
-        let p = parse(&b).expect("overloaded");
+        let mut packet = request(3, &[(52, &[3])]);
+        packet[108] = 50;
+        packet[109] = 4;
+        packet[110..114].copy_from_slice(&[10, 0, 2, 2]);
+        packet[114] = 255;
+        packet[44] = 12;
+        packet[45] = 2;
+        packet[46..48].copy_from_slice(b"vm");
+        packet[48] = 255;
+        let p = parse(&packet).expect("overloaded");
         assert_eq!(p.option_ip(50), Some(Ipv4Addr::new(10, 0, 2, 2)));
         assert_eq!(p.option(12), Some(&b"vm"[..]));
         assert_eq!(

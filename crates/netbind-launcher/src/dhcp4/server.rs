@@ -28,8 +28,8 @@ pub struct Server {
     options: Vec<(u8, Vec<u8>)>,
 }
 
-fn ips(v: &[Ipv4Addr]) -> Vec<u8> {
-    v.iter().flat_map(|a| a.octets()).collect()
+fn ips(addrs: &[Ipv4Addr]) -> Vec<u8> {
+    addrs.iter().flat_map(|a| a.octets()).collect()
 }
 
 /// RFC 3442: per route `width, ceil(width/8) destination octets, gateway`.

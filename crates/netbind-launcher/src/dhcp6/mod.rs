@@ -59,18 +59,18 @@ impl Message {
     }
 }
 
-pub fn parse(b: &[u8]) -> Result<Message, ParseError> {
-    if b.len() < 4 {
-        return Err(ParseError::Short(b.len()));
+pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
+    if bytes.len() < 4 {
+        return Err(ParseError::Short(bytes.len()));
     }
-    let t = b[0];
+    let t = bytes[0];
     if !matches!(t, 1 | 3..=6 | 8 | 9 | 11) {
         return Err(ParseError::Type(t));
     }
     let mut options = Vec::new();
     let mut i = 4;
-    while i < b.len() {
-        let Some(hdr) = b.get(i..i + 4) else {
+    while i < bytes.len() {
+        let Some(hdr) = bytes.get(i..i + 4) else {
             return Err(ParseError::Truncated {
                 code: 0,
                 at: i,
@@ -79,7 +79,7 @@ pub fn parse(b: &[u8]) -> Result<Message, ParseError> {
         };
         let code = u16::from_be_bytes([hdr[0], hdr[1]]);
         let len = usize::from(u16::from_be_bytes([hdr[2], hdr[3]]));
-        let Some(data) = b.get(i + 4..i + 4 + len) else {
+        let Some(data) = bytes.get(i + 4..i + 4 + len) else {
             return Err(ParseError::Truncated { code, at: i, len });
         };
         options.push((code, data.to_vec()));
@@ -87,7 +87,7 @@ pub fn parse(b: &[u8]) -> Result<Message, ParseError> {
     }
     Ok(Message {
         msg_type: t,
-        xid: [b[1], b[2], b[3]],
+        xid: [bytes[1], bytes[2], bytes[3]],
         options,
     })
 }

@@ -6,15 +6,16 @@ use super::{ClusterConfig, FeatureGate, Rules};
 use crate::vmi::Network;
 
 /// Kubernetes `IsValidPortName` (IANA_SVC_NAME).
-fn valid_port_name(s: &str) -> bool {
-    s.len() <= 15
-        && !s.is_empty()
-        && s.bytes()
+fn valid_port_name(text: &str) -> bool {
+    text.len() <= 15
+        && !text.is_empty()
+        && text
+            .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && s.bytes().any(|b| b.is_ascii_lowercase())
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-        && !s.contains("--")
+        && text.bytes().any(|b| b.is_ascii_lowercase())
+        && !text.starts_with('-')
+        && !text.ends_with('-')
+        && !text.contains("--")
 }
 
 fn valid_port(p: i64) -> bool {

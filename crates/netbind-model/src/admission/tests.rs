@@ -25,8 +25,8 @@ fn one(yaml_spec: &str, cfg: &ClusterConfig) -> (String, String) {
     v.remove(0)
 }
 
-fn pair(f: &str, m: &str) -> (String, String) {
-    (f.to_string(), m.to_string())
+fn pair(field: &str, message: &str) -> (String, String) {
+    (field.to_string(), message.to_string())
 }
 
 const MASQ: &str = "  domain:\n    devices:\n      interfaces:\n      - name: default\n        masquerade: {}\n  networks:\n  - name: default\n    pod: {}\n";
@@ -72,22 +72,22 @@ fn defaulting_adds_bridge_pod_network() {
 
 #[test]
 fn discontinued_bindings() {
-    let y = MASQ.replace("masquerade: {}", "slirp: {}");
-    let v = run(&y, &ClusterConfig::default());
+    let yaml = MASQ.replace("masquerade: {}", "slirp: {}");
+    let violations = run(&yaml, &ClusterConfig::default());
     assert!(
-        v.contains(&pair(
+        violations.contains(&pair(
             "spec.domain.devices.interfaces[0].slirp",
             "Slirp interface support has been discontinued since v1.3"
         )),
-        "{v:?}"
+        "{violations:?}"
     );
 }
 
 #[test]
 fn two_pod_networks() {
-    let y = "  domain:\n    devices:\n      interfaces:\n      - name: a\n        masquerade: {}\n      - name: b\n        bridge: {}\n  networks:\n  - name: a\n    pod: {}\n  - name: b\n    pod: {}\n";
+    let yaml = "  domain:\n    devices:\n      interfaces:\n      - name: a\n        masquerade: {}\n      - name: b\n        bridge: {}\n  networks:\n  - name: a\n    pod: {}\n  - name: b\n    pod: {}\n";
     assert_eq!(
-        one(y, &ClusterConfig::default()),
+        one(yaml, &ClusterConfig::default()),
         pair(
             "spec.interfaces",
             "more than one interface is connected to a pod network in spec.interfaces"
@@ -97,142 +97,142 @@ fn two_pod_networks() {
 
 #[test]
 fn multus_rules() {
-    let y = "  domain:\n    devices:\n      interfaces:\n      - name: a\n        bridge: {}\n      - name: b\n        bridge: {}\n  networks:\n  - name: a\n    multus: {default: true, networkName: x}\n  - name: b\n    multus: {default: true}\n";
-    let v = run(y, &ClusterConfig::default());
+    let yaml = "  domain:\n    devices:\n      interfaces:\n      - name: a\n        bridge: {}\n      - name: b\n        bridge: {}\n  networks:\n  - name: a\n    multus: {default: true, networkName: x}\n  - name: b\n    multus: {default: true}\n";
+    let violations = run(yaml, &ClusterConfig::default());
     assert!(
-        v.contains(&pair(
+        violations.contains(&pair(
             "spec.networks",
             "Multus CNI should only have one default network"
         )),
-        "{v:?}"
+        "{violations:?}"
     );
     assert!(
-        v.contains(&pair(
+        violations.contains(&pair(
             "spec.networks[1]",
             "CNI delegating plugin must have a networkName"
         )),
-        "{v:?}"
+        "{violations:?}"
     );
-    let y = MASQ.replace("  - name: default\n    pod: {}\n", "  - name: default\n    pod: {}\n  - name: m\n    multus: {default: true, networkName: x}\n");
-    let v = run(&y, &ClusterConfig::default());
+    let yaml = MASQ.replace("  - name: default\n    pod: {}\n", "  - name: default\n    pod: {}\n  - name: m\n    multus: {default: true, networkName: x}\n");
+    let violations = run(&yaml, &ClusterConfig::default());
     assert!(
-        v.contains(&pair(
+        violations.contains(&pair(
             "spec.networks",
             "Pod network cannot be defined when Multus default network is defined"
         )),
-        "{v:?}"
+        "{violations:?}"
     );
 }
 
 #[test]
 fn network_source_counts() {
-    let y = MASQ.replace("    pod: {}\n", "");
-    let v = run(&y, &ClusterConfig::default());
+    let yaml = MASQ.replace("    pod: {}\n", "");
+    let violations = run(&yaml, &ClusterConfig::default());
     assert!(
-        v.contains(&pair("spec.networks[0]", "should have a network type")),
-        "{v:?}"
+        violations.contains(&pair("spec.networks[0]", "should have a network type")),
+        "{violations:?}"
     );
-    let y = MASQ.replace(
+    let yaml = MASQ.replace(
         "    pod: {}\n",
         "    pod: {}\n    multus: {networkName: x}\n",
     );
-    let v = run(&y, &ClusterConfig::default());
+    let violations = run(&yaml, &ClusterConfig::default());
     assert!(
-        v.contains(&pair(
+        violations.contains(&pair(
             "spec.networks[0]",
             "should have only one network type"
         )),
-        "{v:?}"
+        "{violations:?}"
     );
 }
 
 #[test]
 fn state_rules() {
-    let y = MASQ.replace("masquerade: {}", "masquerade: {}\n        state: sleepy");
+    let yaml = MASQ.replace("masquerade: {}", "masquerade: {}\n        state: sleepy");
     assert_eq!(
-        one(&y, &ClusterConfig::default()),
+        one(&yaml, &ClusterConfig::default()),
         pair(
             "spec.domain.devices.interfaces[0].state",
             "logical default interface state value is unsupported: sleepy"
         )
     );
-    let y = MASQ.replace("masquerade: {}", "masquerade: {}\n        state: absent");
-    let v = run(&y, &ClusterConfig::default());
+    let yaml = MASQ.replace("masquerade: {}", "masquerade: {}\n        state: absent");
+    let violations = run(&yaml, &ClusterConfig::default());
     assert!(
-        v.contains(&pair(
+        violations.contains(&pair(
             "spec.domain.devices.interfaces[0].state",
             "\"default\" interface's state \"absent\" is supported only for bridge binding"
         )),
-        "{v:?}"
+        "{violations:?}"
     );
     assert!(
-        v.contains(&pair(
+        violations.contains(&pair(
             "spec.domain.devices.interfaces[0].state",
             "\"default\" interface's state \"absent\" is not supported on default networks"
         )),
-        "{v:?}"
+        "{violations:?}"
     );
-    let y = MASQ.replace("masquerade: {}", "sriov: {}\n        state: down");
-    let v = run(&y, &ClusterConfig::default());
+    let yaml = MASQ.replace("masquerade: {}", "sriov: {}\n        state: down");
+    let violations = run(&yaml, &ClusterConfig::default());
     assert!(
-        v.contains(&pair(
+        violations.contains(&pair(
             "spec.domain.devices.interfaces[0].state",
             "\"default\" interface's state \"down\" is not supported for SR-IOV NICs"
         )),
-        "{v:?}"
+        "{violations:?}"
     );
 }
 
 #[test]
 fn binding_count_and_masquerade_rules() {
-    let y = MASQ.replace("masquerade: {}", "masquerade: {}\n        bridge: {}");
+    let yaml = MASQ.replace("masquerade: {}", "masquerade: {}\n        bridge: {}");
     assert_eq!(
-        one(&y, &ClusterConfig::default()),
+        one(&yaml, &ClusterConfig::default()),
         pair(
             "spec.domain.devices.interfaces[0]",
             "logical default interface must have exactly one binding method or binding plugin"
         )
     );
-    let y = MASQ.replace(
+    let yaml = MASQ.replace(
         "masquerade: {}",
         "masquerade: {}\n        macAddress: \"02:00:00:00:00:00\"",
     );
     assert_eq!(
-        one(&y, &ClusterConfig::default()),
+        one(&yaml, &ClusterConfig::default()),
         pair(
             "spec.domain.devices.interfaces[0].macAddress",
             "The requested MAC address is reserved for the in-pod bridge. Please choose another one."
         )
     );
     // The compare is exact: another spelling of the same MAC passes, as in KubeVirt.
-    let y = MASQ.replace(
+    let yaml = MASQ.replace(
         "masquerade: {}",
         "masquerade: {}\n        macAddress: \"02-00-00-00-00-00\"",
     );
-    assert_eq!(run(&y, &ClusterConfig::default()), vec![]);
-    let y = MASQ.replace("    pod: {}\n", "    multus: {networkName: blue}\n");
+    assert_eq!(run(&yaml, &ClusterConfig::default()), vec![]);
+    let yaml = MASQ.replace("    pod: {}\n", "    multus: {networkName: blue}\n");
     assert_eq!(
-        one(&y, &ClusterConfig::default()),
+        one(&yaml, &ClusterConfig::default()),
         pair(
             "spec.domain.devices.interfaces[0].name",
             "Masquerade interface only implemented with pod network"
         )
     );
-    let y = MASQ.replace("masquerade: {}", "bridge: {}");
+    let yaml = MASQ.replace("masquerade: {}", "bridge: {}");
     let cfg = ClusterConfig {
         permit_bridge_interface_on_pod_network: false,
         ..Default::default()
     };
     assert_eq!(
-        one(&y, &cfg),
+        one(&yaml, &cfg),
         pair(
             "spec.domain.devices.interfaces[0].name",
             "Bridge on pod network configuration is not enabled under kubevirt-config"
         )
     );
-    let y = MASQ.replace("masquerade: {}", "passtBinding: {}");
+    let yaml = MASQ.replace("masquerade: {}", "passtBinding: {}");
     assert_eq!(
-        one(&y, &ClusterConfig::default()),
+        one(&yaml, &ClusterConfig::default()),
         pair(
             "spec.domain.devices.interfaces[0].name",
             "PasstBinding feature gate is not enabled"
@@ -242,57 +242,57 @@ fn binding_count_and_masquerade_rules() {
 
 #[test]
 fn names_match_one_to_one() {
-    let y = MASQ.replace(
+    let yaml = MASQ.replace(
         "  - name: default\n    pod: {}\n",
         "  - name: other\n    pod: {}\n",
     );
-    let v = run(&y, &ClusterConfig::default());
+    let violations = run(&yaml, &ClusterConfig::default());
     assert!(
-        v.contains(&pair(
+        violations.contains(&pair(
             "spec.networks[0].name",
             "spec.networks[0].name 'other' not found."
         )),
-        "{v:?}"
+        "{violations:?}"
     );
     assert!(
-        v.contains(&pair(
+        violations.contains(&pair(
             "spec.domain.devices.interfaces[0].name",
             "spec.domain.devices.interfaces[0].name 'default' not found."
         )),
-        "{v:?}"
+        "{violations:?}"
     );
-    let y = MASQ.replace(
+    let yaml = MASQ.replace(
         "  networks:\n",
         "      - name: default\n        masquerade: {}\n  networks:\n",
     );
-    let v = run(&y, &ClusterConfig::default());
+    let violations = run(&yaml, &ClusterConfig::default());
     assert!(
-        v.contains(&pair(
+        violations.contains(&pair(
             "spec.domain.devices.interfaces[1].name",
             "Only one interface can be connected to one specific network"
         )),
-        "{v:?}"
+        "{violations:?}"
     );
-    let y = format!("{MASQ}  - name: default\n    pod: {{}}\n");
-    let v = run(&y, &ClusterConfig::default());
+    let yaml = format!("{MASQ}  - name: default\n    pod: {{}}\n");
+    let violations = run(&yaml, &ClusterConfig::default());
     assert!(
-        v.contains(&pair(
+        violations.contains(&pair(
             "spec.networks[1].name",
             "Network with name \"default\" already exists, every network must have a unique name"
         )),
-        "{v:?}"
+        "{violations:?}"
     );
-    let y = MASQ.replace("name: default", "name: de.fault");
-    let v = run(&y, &ClusterConfig::default());
-    assert!(v.contains(&pair("spec.domain.devices.interfaces[0].name", "Network interface name can only contain alphabetical characters, numbers, dashes (-) or underscores (_)")), "{v:?}");
+    let yaml = MASQ.replace("name: default", "name: de.fault");
+    let violations = run(&yaml, &ClusterConfig::default());
+    assert!(violations.contains(&pair("spec.domain.devices.interfaces[0].name", "Network interface name can only contain alphabetical characters, numbers, dashes (-) or underscores (_)")), "{violations:?}");
 }
 
 #[test]
 fn model_mac_pci() {
-    let y = MASQ.replace("masquerade: {}", "masquerade: {}\n        model: virtio-net\n        macAddress: de:ad:00:00:be\n        pciAddress: \"0000:81:11.9\"");
-    let v = run(&y, &ClusterConfig::default());
+    let yaml = MASQ.replace("masquerade: {}", "masquerade: {}\n        model: virtio-net\n        macAddress: de:ad:00:00:be\n        pciAddress: \"0000:81:11.9\"");
+    let violations = run(&yaml, &ClusterConfig::default());
     assert_eq!(
-        v,
+        violations,
         vec![
             pair(
                 "spec.domain.devices.interfaces[0].model",
@@ -308,12 +308,12 @@ fn model_mac_pci() {
             ),
         ]
     );
-    let y = MASQ.replace(
+    let yaml = MASQ.replace(
         "masquerade: {}",
         "masquerade: {}\n        macAddress: 02:00:5e:10:00:00:00:01",
     );
     assert_eq!(
-        one(&y, &ClusterConfig::default()).1,
+        one(&yaml, &ClusterConfig::default()).1,
         "interface spec.domain.devices.interfaces[0].name has too long MAC address (02:00:5e:10:00:00:00:01)."
     );
     assert_eq!(
@@ -329,10 +329,10 @@ fn model_mac_pci() {
 
 #[test]
 fn port_rules() {
-    let y = MASQ.replace("masquerade: {}", "masquerade: {}\n        ports:\n        - port: 0\n        - port: 70000\n        - {port: 80, protocol: tcp}\n        - {port: 81, name: http}\n        - {port: 82, name: http}\n        - {port: 83, name: Bad--Name}\n        - {port: 80, protocol: UDP}");
-    let v = run(&y, &ClusterConfig::default());
+    let yaml = MASQ.replace("masquerade: {}", "masquerade: {}\n        ports:\n        - port: 0\n        - port: 70000\n        - {port: 80, protocol: tcp}\n        - {port: 81, name: http}\n        - {port: 82, name: http}\n        - {port: 83, name: Bad--Name}\n        - {port: 80, protocol: UDP}");
+    let violations = run(&yaml, &ClusterConfig::default());
     assert_eq!(
-        v,
+        violations,
         vec![
             pair(
                 "spec.domain.devices.interfaces[0].ports[0]",
@@ -360,9 +360,9 @@ fn port_rules() {
 
 #[test]
 fn port_range_rules() {
-    let y = MASQ.replace("masquerade: {}", "masquerade: {}\n        portRanges:\n        - {protocol: TCP, start: 100, end: 200}\n        - {protocol: TCP, start: 200, end: 300}\n        - {protocol: UDP, start: 100, end: 200}");
+    let yaml = MASQ.replace("masquerade: {}", "masquerade: {}\n        portRanges:\n        - {protocol: TCP, start: 100, end: 200}\n        - {protocol: TCP, start: 200, end: 300}\n        - {protocol: UDP, start: 100, end: 200}");
     assert_eq!(
-        one(&y, &ClusterConfig::default()).1,
+        one(&yaml, &ClusterConfig::default()).1,
         "portRanges is specified on interface but the PortRangesSpec feature gate is not enabled"
     );
     let cfg = ClusterConfig {
@@ -370,36 +370,36 @@ fn port_range_rules() {
         ..Default::default()
     };
     assert_eq!(
-        one(&y, &cfg),
+        one(&yaml, &cfg),
         pair(
             "spec.domain.devices.interfaces[0].portRanges",
             "TCP portRanges [100-200] and [200-300] overlap"
         )
     );
-    let y = MASQ.replace("masquerade: {}", "masquerade: {}\n        ports: [{port: 1}]\n        portRanges:\n        - {protocol: TCP, start: 300, end: 200}");
-    let v = run(&y, &cfg);
+    let yaml = MASQ.replace("masquerade: {}", "masquerade: {}\n        ports: [{port: 1}]\n        portRanges:\n        - {protocol: TCP, start: 300, end: 200}");
+    let violations = run(&yaml, &cfg);
     assert!(
-        v.contains(&pair(
+        violations.contains(&pair(
             "spec.domain.devices.interfaces[0].portRanges",
             "Cannot define both ports and portRanges on interface"
         )),
-        "{v:?}"
+        "{violations:?}"
     );
     assert!(
-        v.contains(&pair(
+        violations.contains(&pair(
             "spec.domain.devices.interfaces[0].portRanges[0]",
             "Port range start must not be greater than end"
         )),
-        "{v:?}"
+        "{violations:?}"
     );
 }
 
 #[test]
 fn dhcp_option_rules() {
-    let y = MASQ.replace("masquerade: {}", "masquerade: {}\n        dhcpOptions:\n          ntpServers: [\"010.0.0.1\", \"::1\"]\n          privateOptions:\n          - {option: 240, value: a}\n          - {option: 240, value: b}\n          - {option: 100, value: c}");
-    let v = run(&y, &ClusterConfig::default());
+    let yaml = MASQ.replace("masquerade: {}", "masquerade: {}\n        dhcpOptions:\n          ntpServers: [\"010.0.0.1\", \"::1\"]\n          privateOptions:\n          - {option: 240, value: a}\n          - {option: 240, value: b}\n          - {option: 100, value: c}");
+    let violations = run(&yaml, &ClusterConfig::default());
     assert_eq!(
-        v,
+        violations,
         vec![
             pair(
                 "spec.domain.devices.interfaces[0].dhcpOptions.privateOptions",
@@ -419,22 +419,22 @@ fn dhcp_option_rules() {
 
 #[test]
 fn boot_order_rules() {
-    let y = MASQ
+    let yaml = MASQ
         .replace(
             "    devices:\n",
             "    devices:\n      disks:\n      - {name: d, bootOrder: 1}\n",
         )
         .replace("masquerade: {}", "masquerade: {}\n        bootOrder: 1");
     assert_eq!(
-        one(&y, &ClusterConfig::default()),
+        one(&yaml, &ClusterConfig::default()),
         pair(
             "spec.domain.devices.interfaces[0].bootOrder",
             "Boot order for spec.domain.devices.interfaces[0].bootOrder already set for a different device."
         )
     );
-    let y = MASQ.replace("masquerade: {}", "masquerade: {}\n        bootOrder: 0");
+    let yaml = MASQ.replace("masquerade: {}", "masquerade: {}\n        bootOrder: 0");
     assert_eq!(
-        one(&y, &ClusterConfig::default()),
+        one(&yaml, &ClusterConfig::default()),
         pair(
             "spec.domain.devices.interfaces[0].bootOrder",
             "spec.domain.devices.interfaces[0] must have a boot order > 0, if supplied"
@@ -444,9 +444,9 @@ fn boot_order_rules() {
 
 #[test]
 fn probes_need_pod_network() {
-    let y = "  domain:\n    devices:\n      interfaces:\n      - name: b\n        bridge: {}\n  networks:\n  - name: b\n    multus: {networkName: blue}\n  readinessProbe:\n    tcpSocket: {port: 22}\n";
+    let yaml = "  domain:\n    devices:\n      interfaces:\n      - name: b\n        bridge: {}\n  networks:\n  - name: b\n    multus: {networkName: blue}\n  readinessProbe:\n    tcpSocket: {port: 22}\n";
     assert_eq!(
-        one(y, &ClusterConfig::default()),
+        one(yaml, &ClusterConfig::default()),
         pair(
             "spec.readinessProbe.tcpSocket",
             "spec.readinessProbe.tcpSocket is only allowed if the Pod Network is attached"
@@ -456,9 +456,9 @@ fn probes_need_pod_network() {
 
 #[test]
 fn cidr_checked_up_front() {
-    let y = MASQ.replace("pod: {}", "pod: {vmNetworkCIDR: 10.0.2.0/31}");
+    let yaml = MASQ.replace("pod: {}", "pod: {vmNetworkCIDR: 10.0.2.0/31}");
     assert_eq!(
-        one(&y, &ClusterConfig::default()),
+        one(&yaml, &ClusterConfig::default()),
         pair(
             "spec.networks[0].pod.vmNetworkCIDR",
             "VM CIDR subnet is too small, at least 2 host addresses are required"
@@ -468,11 +468,11 @@ fn cidr_checked_up_front() {
 
 #[test]
 fn all_errors_reported_at_once() {
-    let y = MASQ.replace(
+    let yaml = MASQ.replace(
         "masquerade: {}",
         "masquerade: {}\n        model: bad\n        state: weird\n        pciAddress: nope",
     );
-    assert_eq!(run(&y, &ClusterConfig::default()).len(), 3);
+    assert_eq!(run(&yaml, &ClusterConfig::default()).len(), 3);
 }
 
 #[test]

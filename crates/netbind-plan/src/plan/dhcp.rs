@@ -31,7 +31,7 @@ impl Planner<'_> {
         })
     }
 
-    pub(super) fn dhcpv4(&mut self, iface: &AdmittedInterface, l: Lease) -> Dhcpv4Config {
+    pub(super) fn dhcpv4(&mut self, iface: &AdmittedInterface, lease: Lease) -> Dhcpv4Config {
         let Lease {
             listen,
             server_id,
@@ -40,7 +40,7 @@ impl Planner<'_> {
             router,
             routes,
             mtu,
-        } = l;
+        } = lease;
         let search = self.search();
         let domain_name = dns::longest(search.iter()).cloned();
         let extras = &iface.dhcp;

@@ -45,24 +45,24 @@ fn cfg() -> Dhcpv4Config {
 }
 
 /// A client message: type, ciaddr, flags, options.
-fn msg(t: u8, ciaddr: [u8; 4], flags: u16, mac: [u8; 6], extra: &[(u8, &[u8])]) -> Vec<u8> {
-    let mut b = vec![0u8; HEADER_LEN];
-    b[0] = 1;
-    b[1] = 1;
-    b[2] = 6;
-    b[4..8].copy_from_slice(&42u32.to_be_bytes());
-    b[10..12].copy_from_slice(&flags.to_be_bytes());
-    b[12..16].copy_from_slice(&ciaddr);
-    b[28..34].copy_from_slice(&mac);
-    b[236..240].copy_from_slice(&MAGIC);
-    b.extend_from_slice(&[53, 1, t]);
+fn msg(byte: u8, ciaddr: [u8; 4], flags: u16, mac: [u8; 6], extra: &[(u8, &[u8])]) -> Vec<u8> {
+    let mut buf = vec![0u8; HEADER_LEN];
+    buf[0] = 1;
+    buf[1] = 1;
+    buf[2] = 6;
+    buf[4..8].copy_from_slice(&42u32.to_be_bytes());
+    buf[10..12].copy_from_slice(&flags.to_be_bytes());
+    buf[12..16].copy_from_slice(&ciaddr);
+    buf[28..34].copy_from_slice(&mac);
+    buf[236..240].copy_from_slice(&MAGIC);
+    buf.extend_from_slice(&[53, 1, byte]);
     for (c, d) in extra {
-        b.push(*c);
-        b.push(u8::try_from(d.len()).expect("short"));
-        b.extend_from_slice(d);
+        buf.push(*c);
+        buf.push(u8::try_from(d.len()).expect("short"));
+        buf.extend_from_slice(d);
     }
-    b.push(255);
-    b
+    buf.push(255);
+    buf
 }
 
 fn from_nothing() -> SocketAddrV4 {
@@ -80,8 +80,9 @@ fn reply_options(bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
 
 #[test]
 fn discover_gets_offer_with_every_option_in_order() {
-    let s = Server::new(cfg());
-    let Outcome::Reply { bytes, to, kind } = s.handle(&msg(1, [0; 4], 0, MAC, &[]), from_nothing())
+    let server = Server::new(cfg());
+    let Outcome::Reply { bytes, to, kind } =
+        server.handle(&msg(1, [0; 4], 0, MAC, &[]), from_nothing())
     else {
         panic!("no reply")
     };
@@ -121,8 +122,8 @@ fn discover_gets_offer_with_every_option_in_order() {
 
 #[test]
 fn request_for_own_address_is_acked_and_other_is_naked() {
-    let s = Server::new(cfg());
-    let ok = s.handle(
+    let server = Server::new(cfg());
+    let ok = server.handle(
         &msg(
             3,
             [0; 4],
@@ -143,7 +144,7 @@ fn request_for_own_address_is_acked_and_other_is_naked() {
         "{ok:?}"
     );
     // A guest asking for its old address (pod IP changed): NAK, broadcast (KubeVirt ACKs).
-    let nak = s.handle(
+    let nak = server.handle(
         &msg(3, [0; 4], 0, MAC, &[(50, &[10, 244, 0, 99])]),
         from_nothing(),
     );
@@ -154,7 +155,7 @@ fn request_for_own_address_is_acked_and_other_is_naked() {
     assert_eq!(to.ip(), &Ipv4Addr::BROADCAST);
     assert_eq!(&bytes[16..20], &[0, 0, 0, 0], "a NAK carries no address");
     // RENEW (ciaddr, unicast) of a wrong address: NAK too.
-    let renew = s.handle(
+    let renew = server.handle(
         &msg(3, [10, 244, 0, 7], 0, MAC, &[]),
         SocketAddrV4::new(Ipv4Addr::new(10, 244, 0, 7), 68),
     );
@@ -166,7 +167,7 @@ fn request_for_own_address_is_acked_and_other_is_naked() {
         }
     ));
     // RENEW of the right address: ACK, unicast back to the client.
-    let renew = s.handle(
+    let renew = server.handle(
         &msg(3, [10, 244, 0, 5], 0, MAC, &[]),
         SocketAddrV4::new(Ipv4Addr::new(10, 244, 0, 5), 68),
     );
@@ -204,31 +205,32 @@ fn request_to_another_server_is_ignored() {
 #[test]
 fn bridge_binding_filters_by_client_mac_masquerade_does_not() {
     let other = [0x52, 0x54, 0, 1, 2, 3];
-    let s = Server::new(cfg());
+    let server = Server::new(cfg());
     assert!(matches!(
-        s.handle(&msg(1, [0; 4], 0, other, &[]), from_nothing()),
+        server.handle(&msg(1, [0; 4], 0, other, &[]), from_nothing()),
         Outcome::Drop(_)
     ));
     let mut c = cfg();
     c.client_mac = None;
-    let s = Server::new(c);
+    let server = Server::new(c);
     assert!(matches!(
-        s.handle(&msg(1, [0; 4], 0, other, &[]), from_nothing()),
+        server.handle(&msg(1, [0; 4], 0, other, &[]), from_nothing()),
         Outcome::Reply { .. }
     ));
 }
 
 #[test]
 fn release_decline_inform() {
-    let s = Server::new(cfg());
+    let server = Server::new(cfg());
     assert!(
-        matches!(s.handle(&msg(7, [10, 244, 0, 5], 0, MAC, &[]), from_nothing()), Outcome::Drop(ref w) if w.starts_with("RELEASE"))
+        matches!(server.handle(&msg(7, [10, 244, 0, 5], 0, MAC, &[]), from_nothing()), Outcome::Drop(ref w) if w.starts_with("RELEASE"))
     );
     assert!(
-        matches!(s.handle(&msg(4, [0; 4], 0, MAC, &[(50, &[10, 244, 0, 5])]), from_nothing()), Outcome::Drop(ref w) if w.starts_with("DECLINE"))
+        matches!(server.handle(&msg(4, [0; 4], 0, MAC, &[(50, &[10, 244, 0, 5])]), from_nothing()), Outcome::Drop(ref w) if w.starts_with("DECLINE"))
     );
     let src = SocketAddrV4::new(Ipv4Addr::new(10, 244, 0, 5), 68);
-    let Outcome::Reply { bytes, to, kind } = s.handle(&msg(8, [10, 244, 0, 5], 0, MAC, &[]), src)
+    let Outcome::Reply { bytes, to, kind } =
+        server.handle(&msg(8, [10, 244, 0, 5], 0, MAC, &[]), src)
     else {
         panic!()
     };
@@ -242,8 +244,8 @@ fn release_decline_inform() {
 
 #[test]
 fn broadcast_flag_and_relay_destinations() {
-    let s = Server::new(cfg());
-    let Outcome::Reply { to, .. } = s.handle(
+    let server = Server::new(cfg());
+    let Outcome::Reply { to, .. } = server.handle(
         &msg(1, [0; 4], 0x8000, MAC, &[]),
         SocketAddrV4::new(Ipv4Addr::new(10, 244, 0, 5), 68),
     ) else {
@@ -253,7 +255,7 @@ fn broadcast_flag_and_relay_destinations() {
     let mut relayed = msg(1, [0; 4], 0, MAC, &[]);
     relayed[24..28].copy_from_slice(&[10, 1, 2, 3]);
     let Outcome::Reply { to, bytes, .. } =
-        s.handle(&relayed, SocketAddrV4::new(Ipv4Addr::new(10, 1, 2, 3), 67))
+        server.handle(&relayed, SocketAddrV4::new(Ipv4Addr::new(10, 1, 2, 3), 67))
     else {
         panic!()
     };
@@ -265,7 +267,7 @@ fn broadcast_flag_and_relay_destinations() {
 /// answers a good DISCOVER afterwards.
 #[test]
 fn malformed_corpus_is_dropped_and_serving_continues() {
-    let s = Server::new(cfg());
+    let server = Server::new(cfg());
     let good = msg(1, [0; 4], 0, MAC, &[]);
     let mut corpus: Vec<Vec<u8>> = vec![
         vec![],
@@ -307,7 +309,7 @@ fn malformed_corpus_is_dropped_and_serving_continues() {
     corpus.push(bad_magic);
     corpus.push(vec![0xff; 1500]);
     for (i, p) in corpus.iter().enumerate() {
-        let o = s.handle(p, from_nothing());
+        let o = server.handle(p, from_nothing());
         // A short option 50 is not an address: the REQUEST is ACKed like one without it.
         if i == 15 {
             assert!(
@@ -332,7 +334,7 @@ fn malformed_corpus_is_dropped_and_serving_continues() {
             "corpus {i} must be dropped: {o:?}"
         );
         assert!(
-            matches!(s.handle(&good, from_nothing()), Outcome::Reply { .. }),
+            matches!(server.handle(&good, from_nothing()), Outcome::Reply { .. }),
             "serving after {i}"
         );
     }
