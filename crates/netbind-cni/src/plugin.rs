@@ -12,8 +12,7 @@ use netbind_plan::plan::LinkKind;
 use serde_json::Value;
 
 use crate::protocol::{
-    CniError, Command, Env, ErrorCode, NetConf, ResultInterface, VMI_ANNOTATION, compose_result,
-    version_result,
+    CniError, Command, Env, ErrorCode, NetConf, ResultInterface, compose_result, version_result,
 };
 
 /// Where one sandbox's files live: `RUN_DIR/CONTAINER_ID/` holds `handoff/` (the record the
@@ -69,7 +68,7 @@ fn required(env: &Env) -> (&str, &Path, &str) {
 fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
     let (id, netns, ifname) = required(env);
     let prev = conf.require_prev_result()?;
-    let Some(vmi) = conf.vmi() else {
+    let Some((origin, vmi)) = conf.vmi() else {
         // Not a VM's pod: nothing for phase 1; the chain's result passes through.
         return Ok(compose_result(conf, &[]));
     };
@@ -107,10 +106,7 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
         ra_responder: Some(ra_responder(conf)),
         ..SetupArgs::new(
             target.clone(),
-            VmiSource::Inline {
-                origin: format!("pod annotation {VMI_ANNOTATION}"),
-                text: vmi.to_string(),
-            },
+            VmiSource::Inline { origin, text: vmi },
             Owner {
                 uid: conf.settings.vm_user.0,
                 gid: conf.settings.vm_user.1,

@@ -175,6 +175,19 @@ pub struct PluginSettings {
     /// `netbind-handler` read it.
     #[serde(default)]
     pub cluster: ClusterConfig,
+    /// KubeVirt's binding-plugin form: the NetworkAttachmentDefinition of a binding names its
+    /// mode here, and KubeVirt passes only the network's name (`logicNetworkName`), no VMI.
+    /// The call then serves that pod network with this binding and KubeVirt's defaults.
+    #[serde(default)]
+    pub binding_mode: Option<BindingMode>,
+}
+
+/// The bindings netbind serves as a KubeVirt network binding plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BindingMode {
+    Masquerade,
+    Bridge,
 }
 
 fn default_run_dir() -> PathBuf {
@@ -313,9 +326,35 @@ impl NetConf {
         })
     }
 
-    /// The VMI text of the pod annotation, if the pod carries one.
-    pub fn vmi(&self) -> Option<&str> {
-        self.pod_annotations.get(VMI_ANNOTATION).map(String::as_str)
+    /// The VMI this call sets up: the pod annotation's, or, in KubeVirt's binding-plugin
+    /// form (`bindingMode` and `logicNetworkName`, no annotation), one interface of that mode
+    /// on the pod network of that name, with KubeVirt's defaults (every port forwarded).
+    pub fn vmi(&self) -> Option<(String, String)> {
+        if let Some(text) = self.pod_annotations.get(VMI_ANNOTATION) {
+            return Some((format!("pod annotation {VMI_ANNOTATION}"), text.clone()));
+        }
+        let (mode, network) = (
+            self.settings.binding_mode?,
+            self.logic_network_name.as_ref()?,
+        );
+        let binding = match mode {
+            BindingMode::Masquerade => "masquerade",
+            BindingMode::Bridge => "bridge",
+        };
+        // JSON, which the VMI loader reads as YAML; the name is quoted by serde.
+        let vmi = serde_json::json!({
+            "apiVersion": "kubevirt.io/v1",
+            "kind": "VirtualMachineInstance",
+            "metadata": {"name": self.pod_annotations.get("io.kubernetes.cri.sandbox-name")},
+            "spec": {
+                "domain": {"devices": {"interfaces": [{"name": network, binding: {}}]}},
+                "networks": [{"name": network, "pod": {}}],
+            },
+        });
+        Some((
+            format!("bindingMode {binding} for network {network:?}"),
+            vmi.to_string(),
+        ))
     }
 
     fn error(&self, code: ErrorCode, msg: impl Into<String>) -> CniError {

@@ -372,6 +372,34 @@ fn a_failed_add_names_the_problem_and_leaves_nothing() {
 }
 
 #[test]
+fn kubevirt_binding_plugin_form_serves_the_named_network() {
+    if !ready() {
+        return;
+    }
+    // As KubeVirt runs a binding's CNI: no VMI, only the network's name in CNI args, and the
+    // binding's mode in its NetworkAttachmentDefinition.
+    let node = Node::new();
+    let prev = node.pod_network_add();
+    let mut conf = node.netbind_conf(None, Some(&prev));
+    conf["bindingMode"] = json!("masquerade");
+    conf["args"] = json!({"cni": {"logicNetworkName": "default"}});
+    let (ok_add, result) = node.netbind("ADD", &node.pod_netns(), &conf);
+    assert!(ok_add, "ADD: {result}");
+    for name in ["k6t-eth0", "tap0"] {
+        assert!(interface(&result, name).is_some(), "{name} in {result}");
+    }
+    let handoff = node
+        .run_dir()
+        .join(node.container_id())
+        .join("handoff/handoff.json");
+    let record = std::fs::read_to_string(handoff).expect("hand-off");
+    assert!(record.contains("\"network\": \"default\""), "{record}");
+    let (ok_del, out) = node.netbind("DEL", &node.pod_netns(), &conf);
+    assert!(ok_del, "DEL: {out}");
+    assert!(!node.pod_links().contains(&"tap0".to_string()));
+}
+
+#[test]
 fn a_pod_without_the_annotation_passes_through() {
     if !ready() {
         return;

@@ -95,7 +95,10 @@ fn settings_annotations_and_network_are_read() {
     assert_eq!(c.settings.run_dir, PathBuf::from("/run/x"));
     assert_eq!(c.settings.vm_user, (1000, 1001));
     assert_eq!(c.logic_network_name.as_deref(), Some("default"));
-    assert_eq!(c.vmi(), Some("kind: VirtualMachineInstance"));
+    assert_eq!(
+        c.vmi().map(|(_, text)| text).as_deref(),
+        Some("kind: VirtualMachineInstance")
+    );
     let prev = c.require_prev_result().expect("prevResult");
     assert_eq!(
         prev.addresses_of("eth0", "/run/netns/p1")
@@ -161,4 +164,23 @@ fn version_and_errors_serialise_as_the_spec_says() {
         serde_json::to_value(&e).expect("serialises")["details"],
         "more"
     );
+}
+
+#[test]
+fn binding_plugin_form_makes_the_vmi_from_the_network_name() {
+    let extra = r#","bindingMode":"bridge","args":{"cni":{"logicNetworkName":"blue"}}"#;
+    let c = NetConf::parse(conf(extra).as_bytes()).expect("parses");
+    let (origin, text) = c.vmi().expect("a VMI from the binding mode");
+    assert_eq!(origin, "bindingMode bridge for network \"blue\"");
+    let vmi = netbind_model::check::check_vmi(&text, &ClusterConfig::default())
+        .expect("the made VMI is admitted");
+    let iface = vmi.interface("blue").expect("interface blue");
+    assert_eq!(iface.binding, netbind_model::admitted::Binding::Bridge);
+    assert!(iface.network.is_primary(), "on the pod network");
+    // Without the network's name there is nothing to serve.
+    let c = NetConf::parse(conf(r#","bindingMode":"masquerade""#).as_bytes()).expect("parses");
+    assert_eq!(c.vmi(), None);
+    let err =
+        NetConf::parse(conf(r#","bindingMode":"sriov""#).as_bytes()).expect_err("unknown mode");
+    assert!(err.msg.contains("sriov"), "{}", err.msg);
 }
