@@ -53,5 +53,15 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install --locked cargo-fuzz
 fi
 
+# kubernetes-validate (PyPI): the Kubernetes OpenAPI schemas, offline, for the strict check of
+# deploy/'s manifests. In a venv of its own, so the system Python is left alone.
+VALIDATE_VENV=/opt/netbind/venv
+if [ ! -x "$VALIDATE_VENV/bin/kubernetes-validate" ]; then
+  echo "setup.sh: installing kubernetes-validate into $VALIDATE_VENV"
+  mkdir -p "$(dirname "$VALIDATE_VENV")"
+  python3 -m venv "$VALIDATE_VENV"
+  "$VALIDATE_VENV/bin/pip" install -q kubernetes-validate
+fi
+
 # The test guest: Debian's cloud kernel and a busybox initramfs (kept when already built).
 "$(dirname "$0")/build-guest.sh"

@@ -116,6 +116,11 @@ enum Cmd {
 
 #[derive(Args, Debug)]
 struct ClusterArgs {
+    /// The cluster configuration as KubeVirt's own CR: a `kubevirt.io/v1` KubeVirt object,
+    /// read strictly (its feature gates, network settings and binding plugins). The flags
+    /// below are shorthands for a cluster without one.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["default_network_interface", "no_bridge_on_pod_network", "feature_gates"])]
+    kubevirt_config: Option<PathBuf>,
     /// KubeVirt's `defaultNetworkInterface` (bridge or masquerade).
     #[arg(long, default_value = "bridge")]
     default_network_interface: String,
@@ -133,17 +138,29 @@ struct ClusterArgs {
 }
 
 impl ClusterArgs {
-    fn config(&self) -> ClusterConfig {
-        ClusterConfig {
-            default_network_interface: self.default_network_interface.clone(),
-            permit_bridge_interface_on_pod_network: !self.no_bridge_on_pod_network,
-            feature_gates: self
-                .feature_gates
-                .iter()
-                .map(|g| FeatureGate::from(g.as_str()))
-                .collect::<BTreeSet<_>>(),
-            spoof_check_networks: self.spoof_check_networks.iter().cloned().collect(),
-        }
+    fn config(&self) -> Result<ClusterConfig, Failure> {
+        let mut cfg = match &self.kubevirt_config {
+            Some(path) => {
+                let text = read_text(path)?;
+                netbind_model::cluster_objects::kubevirt_config(&text).map_err(|e| Failure {
+                    code: EXIT_INVALID,
+                    message: format!("{}: {e}", path.display()),
+                })?
+            }
+            None => ClusterConfig {
+                default_network_interface: self.default_network_interface.clone(),
+                permit_bridge_interface_on_pod_network: !self.no_bridge_on_pod_network,
+                feature_gates: self
+                    .feature_gates
+                    .iter()
+                    .map(|g| FeatureGate::from(g.as_str()))
+                    .collect::<BTreeSet<_>>(),
+                ..ClusterConfig::default()
+            },
+        };
+        // The CR has no such setting: the flag applies either way.
+        cfg.spoof_check_networks = self.spoof_check_networks.iter().cloned().collect();
+        Ok(cfg)
     }
 }
 
@@ -188,7 +205,9 @@ fn read_text(path: &Path) -> Result<String, Failure> {
     })
 }
 
-/// Reports one file; returns its exit code.
+/// Reports one file; returns its exit code. A file may hold several documents (`---`); each
+/// is checked by its kind: a VMI or VM (KubeVirt's admission), a KubeVirt CR or a
+/// NetworkAttachmentDefinition (read strictly).
 fn validate_file(path: &Path, cfg: &ClusterConfig) -> u8 {
     let text = match read_text(path) {
         Ok(t) => t,
@@ -197,22 +216,82 @@ fn validate_file(path: &Path, cfg: &ClusterConfig) -> u8 {
             return f.code;
         }
     };
-    match check_vmi(&text, cfg) {
-        Ok(_) => {
-            println!("{}: valid", path.display());
-            0
-        }
-        Err(CheckError::Load(e)) => {
-            eprintln!("{}:{e}", path.display());
-            EXIT_UNREADABLE
-        }
-        Err(CheckError::Invalid(findings)) => {
-            for f in findings {
-                eprintln!("{}:{f}", path.display());
-            }
+    let docs = split_documents(&text);
+    let many = docs.len() > 1;
+    let mut worst = 0;
+    for (index, doc) in docs.iter().enumerate() {
+        let at = if many {
+            format!("{} (document {})", path.display(), index + 1)
+        } else {
+            path.display().to_string()
+        };
+        let kind = serde_saphyr::from_str::<KindOnly>(doc)
+            .ok()
+            .and_then(|k| k.kind)
+            .unwrap_or_default();
+        let code = match kind.as_str() {
+            "KubeVirt" => strict(&at, netbind_model::cluster_objects::kubevirt_config(doc)),
+            "NetworkAttachmentDefinition" => strict(
+                &at,
+                netbind_model::cluster_objects::network_attachment_definition(doc),
+            ),
+            _ => match check_vmi(doc, cfg) {
+                Ok(_) => 0,
+                Err(CheckError::Load(e)) => {
+                    eprintln!("{at}:{e}");
+                    EXIT_UNREADABLE
+                }
+                Err(CheckError::Invalid(findings)) => {
+                    for f in findings {
+                        eprintln!("{at}:{f}");
+                    }
+                    EXIT_INVALID
+                }
+            },
+        };
+        worst = worst.max(code);
+    }
+    if worst == 0 {
+        println!("{}: valid", path.display());
+    }
+    worst
+}
+
+#[derive(serde::Deserialize)]
+struct KindOnly {
+    #[serde(default)]
+    kind: Option<String>,
+}
+
+fn strict<T>(at: &str, read: Result<T, netbind_model::cluster_objects::ObjectError>) -> u8 {
+    match read {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("{at}: {e}");
             EXIT_INVALID
         }
     }
+}
+
+/// The documents of a YAML stream (separated by `---` lines); one document without any.
+fn split_documents(text: &str) -> Vec<String> {
+    let mut docs = vec![String::new()];
+    for line in text.lines() {
+        if line.trim_end() == "---" {
+            docs.push(String::new());
+        } else if let Some(last) = docs.last_mut() {
+            last.push_str(line);
+            last.push('\n');
+        }
+    }
+    docs.retain(|d| {
+        d.lines()
+            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+    });
+    if docs.is_empty() {
+        docs.push(String::new());
+    }
+    docs
 }
 
 fn load_admitted(path: &Path, cfg: &ClusterConfig) -> Result<AdmittedVmi, Failure> {
@@ -234,7 +313,7 @@ fn load_admitted(path: &Path, cfg: &ClusterConfig) -> Result<AdmittedVmi, Failur
 }
 
 fn make_plan(args: &PlanArgs) -> Result<PodNetPlan, Failure> {
-    let cfg = args.cluster.config();
+    let cfg = args.cluster.config()?;
     let vmi = load_admitted(&args.file, &cfg)?;
     let pod =
         ObservedPod::from_json(&read_text(&args.pod)?).map_err(|e| unreadable(&args.pod, e))?;
@@ -291,7 +370,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 runtime,
                 cri_socket,
                 cni_run_dir,
-                cluster: cluster.config(),
+                cluster: cluster.config()?,
             };
             match up::up(&args) {
                 Ok(report) => {
@@ -374,7 +453,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Cmd::Validate { files, cluster } => {
-            let cfg = cluster.config();
+            let cfg = cluster.config()?;
             // The worst outcome wins: unreadable (2) over invalid (1) over valid (0).
             Ok(files
                 .iter()

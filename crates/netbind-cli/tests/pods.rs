@@ -260,17 +260,55 @@ fn the_cluster_default_binding_reaches_phase_1() {
     }
     // A VMI with no interface gets the cluster's default binding: `up` admits it with the
     // setting, and phase 1 must apply the same one (it gets the whole configuration, typed).
-    for (binding, flag) in [("masquerade", "masquerade"), ("bridge", "bridge")] {
-        let name = format!("dni-{binding}-{}", std::process::id());
-        let out = netbind(&[
+    // The setting comes from the shorthand flag or from KubeVirt's own CR: the same result.
+    let dir = tempfile::tempdir().unwrap();
+    let cr = |binding: &str| {
+        let path = dir.path().join(format!("kubevirt-{binding}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: kubevirt.io/v1\nkind: KubeVirt\nmetadata: {{name: kubevirt, namespace: kubevirt}}\nspec:\n  configuration:\n    network:\n      defaultNetworkInterface: {binding}\n"
+            ),
+        )
+        .unwrap();
+        path.display().to_string()
+    };
+    let cases = [
+        (
+            "masquerade",
+            "flag",
+            vec![
+                "--default-network-interface".to_string(),
+                "masquerade".into(),
+            ],
+        ),
+        (
+            "bridge",
+            "flag",
+            vec!["--default-network-interface".into(), "bridge".into()],
+        ),
+        (
+            "masquerade",
+            "cr",
+            vec!["--kubevirt-config".into(), cr("masquerade")],
+        ),
+        (
+            "bridge",
+            "cr",
+            vec!["--kubevirt-config".into(), cr("bridge")],
+        ),
+    ];
+    for (binding, source, setting) in cases {
+        let name = format!("dni-{binding}-{source}-{}", std::process::id());
+        let mut args = vec![
             "up",
             "testdata/vmi/no-interfaces.yaml",
             "--name",
             &name,
-            "--default-network-interface",
-            flag,
             "--json",
-        ]);
+        ];
+        args.extend(setting.iter().map(String::as_str));
+        let out = netbind(&args);
         let links = Command::new("ip")
             .args(["-n", &format!("netbind-{name}"), "-j", "addr", "show"])
             .output()

@@ -21,6 +21,9 @@ pub struct ClusterConfig {
     /// on an L2 network may legitimately use other MACs (VRRP, nested bridges). The pod network
     /// is always checked.
     pub spoof_check_networks: BTreeSet<String>,
+    /// `spec.configuration.network.binding`: network binding plugins, by name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub bindings: std::collections::BTreeMap<String, crate::cluster_objects::BindingPlugin>,
 }
 
 impl Default for ClusterConfig {
@@ -30,6 +33,7 @@ impl Default for ClusterConfig {
             permit_bridge_interface_on_pod_network: true,
             feature_gates: BTreeSet::new(),
             spoof_check_networks: BTreeSet::new(),
+            bindings: std::collections::BTreeMap::new(),
         }
     }
 }

@@ -11,6 +11,7 @@ pub use types::{IfName, MacAddr};
 pub mod admission;
 pub mod admitted;
 pub mod cluster;
+pub mod cluster_objects;
 pub mod net;
 
 pub use net::Cidr;
