@@ -3,7 +3,7 @@
 //! and composing only, so every rule is unit-tested without a namespace.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use netbind_model::admission::ClusterConfig;
 use serde::{Deserialize, Serialize};
@@ -175,6 +175,10 @@ pub struct PluginSettings {
     /// `netbind-handler` read it.
     #[serde(default)]
     pub cluster: ClusterConfig,
+    /// Or KubeVirt's own CR (a file on the node), read strictly, as `netbind
+    /// --kubevirt-config` and `netbind-handler --kubevirt-config` read it.
+    #[serde(default)]
+    pub kubevirt_config: Option<PathBuf>,
     /// KubeVirt's binding-plugin form: the NetworkAttachmentDefinition of a binding names its
     /// mode here, and KubeVirt passes only the network's name (`logicNetworkName`), no VMI.
     /// The call then serves that pod network with this binding and KubeVirt's defaults.
@@ -273,13 +277,18 @@ impl NetConf {
                 own.insert(key.clone(), value.clone());
             }
         }
-        let settings: PluginSettings = serde_json::from_value(Value::Object(own)).map_err(|e| {
-            CniError::new(
-                ErrorCode::UnsupportedField,
-                format!("netbind-cni settings: {e}"),
-            )
-            .in_version(&cni_version)
-        })?;
+        let mut settings: PluginSettings =
+            serde_json::from_value(Value::Object(own)).map_err(|e| {
+                CniError::new(
+                    ErrorCode::UnsupportedField,
+                    format!("netbind-cni settings: {e}"),
+                )
+                .in_version(&cni_version)
+            })?;
+        if let Some(path) = settings.kubevirt_config.clone() {
+            settings.cluster = kubevirt_cluster(&path, &settings.cluster)
+                .map_err(|e| e.in_version(&cni_version))?;
+        }
         let logic_network_name = match doc.pointer("/args/cni/logicNetworkName") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
@@ -372,6 +381,25 @@ impl NetConf {
         serde_json::from_value(value.clone())
             .map_err(|e| self.error(ErrorCode::InvalidConfig, format!("prevResult: {e}")))
     }
+}
+
+/// The cluster configuration from a KubeVirt CR file, which may not be combined with an
+/// inline `cluster`.
+fn kubevirt_cluster(path: &Path, inline: &ClusterConfig) -> Result<ClusterConfig, CniError> {
+    if *inline != ClusterConfig::default() {
+        return Err(CniError::new(
+            ErrorCode::InvalidConfig,
+            "kubevirtConfig and cluster: give one cluster configuration, not both",
+        ));
+    }
+    let text = netbind_model::input::read_text(path, 1 << 20)
+        .map_err(|e| CniError::new(ErrorCode::Io, format!("kubevirtConfig: {e}")))?;
+    netbind_model::cluster_objects::kubevirt_config(&text).map_err(|e| {
+        CniError::new(
+            ErrorCode::InvalidConfig,
+            format!("kubevirtConfig {}: {e}", path.display()),
+        )
+    })
 }
 
 /// The part of a previous result this plugin reads.

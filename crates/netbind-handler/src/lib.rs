@@ -218,6 +218,17 @@ fn open_netlink(target: &NetnsTarget) -> Result<Netlink, HandlerError> {
     })
 }
 
+/// Reads a KubeVirt CR (`kubevirt.io/v1` KubeVirt, strictly) as the cluster configuration.
+pub fn read_kubevirt_config(path: &Path) -> Result<ClusterConfig, HandlerError> {
+    let text = read_to_string(path)?;
+    netbind_model::cluster_objects::kubevirt_config(&text).map_err(|e| {
+        HandlerError::ClusterConfig {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    })
+}
+
 /// Reads the cluster configuration `netbind` wrote (strict JSON: an unknown field is an error).
 pub fn read_cluster_config(path: &Path) -> Result<ClusterConfig, HandlerError> {
     let text = read_to_string(path)?;

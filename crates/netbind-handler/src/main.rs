@@ -43,6 +43,8 @@ impl Target {
     }
 }
 
+// Parsed once per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Print the pod's interfaces, addresses and routes (the POD.json format).
@@ -85,8 +87,12 @@ enum Cmd {
         /// The whole cluster configuration as `netbind` writes it (JSON): default binding,
         /// bridge on the pod network, feature gates, spoof-checked networks. Instead of the
         /// flags above, so that netbind and the handler apply the same settings.
-        #[arg(long, conflicts_with_all = ["feature_gates", "spoof_check_networks"])]
+        #[arg(long, conflicts_with_all = ["feature_gates", "spoof_check_networks", "kubevirt_config"])]
         cluster_config: Option<PathBuf>,
+        /// The cluster configuration as KubeVirt's own CR (a `kubevirt.io/v1` KubeVirt object,
+        /// read strictly, as `netbind --kubevirt-config` and netbind-cni's `kubevirtConfig`).
+        #[arg(long, value_name = "FILE", conflicts_with = "feature_gates")]
+        kubevirt_config: Option<PathBuf>,
         #[command(flatten)]
         common: Common,
         /// Test hook: fail after step K (the setup then rolls back).
@@ -137,6 +143,7 @@ fn run(cli: Cli) -> Result<String, netbind_handler::HandlerError> {
             spoof_check_networks,
             ra_responder,
             cluster_config,
+            kubevirt_config,
             common,
             #[cfg(feature = "test-hooks")]
             fail_after_step,
@@ -163,9 +170,14 @@ fn run(cli: Cli) -> Result<String, netbind_handler::HandlerError> {
                 state_dir,
                 nft_bin: common.nft,
                 resolv_conf,
-                cluster: match cluster_config {
-                    Some(path) => netbind_handler::read_cluster_config(&path)?,
-                    None => ClusterConfig {
+                cluster: match (cluster_config, kubevirt_config) {
+                    (Some(path), _) => netbind_handler::read_cluster_config(&path)?,
+                    (None, Some(path)) => {
+                        let mut cfg = netbind_handler::read_kubevirt_config(&path)?;
+                        cfg.spoof_check_networks = spoof_check_networks.into_iter().collect();
+                        cfg
+                    }
+                    (None, None) => ClusterConfig {
                         feature_gates: feature_gates.into_iter().map(Into::into).collect(),
                         spoof_check_networks: spoof_check_networks.into_iter().collect(),
                         ..Default::default()

@@ -362,3 +362,49 @@ fn dhcp_leak_guard_bridge() {
         "control: without the guard the lease leaks"
     );
 }
+
+#[test]
+fn the_cluster_configuration_can_be_kubevirts_cr() {
+    if !require_root() {
+        return;
+    }
+    // A VMI with no interface takes the CR's defaultNetworkInterface: masquerade, whose
+    // gateway 10.0.2.1 phase 1 puts on the bridge.
+    let pod = Pod::new(Stack::V4);
+    let cr = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        cr.path(),
+        "apiVersion: kubevirt.io/v1\nkind: KubeVirt\nmetadata: {name: kubevirt}\nspec:\n  configuration:\n    network:\n      defaultNetworkInterface: masquerade\n",
+    )
+    .unwrap();
+    let cr_path = cr.path().display().to_string();
+    pod.setup_ok(
+        "testdata/vmi/no-interfaces.yaml",
+        &["--kubevirt-config", &cr_path],
+    );
+    let gateway = addrs_json(&pod.name).iter().any(|l| {
+        l["ifname"] == "k6t-eth0"
+            && l["addr_info"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|a| a["local"] == "10.0.2.1"))
+    });
+    assert!(
+        gateway,
+        "masquerade from the CR: {:#?}",
+        addrs_json(&pod.name)
+    );
+    // A misspelt field is refused before anything changes.
+    std::fs::write(
+        cr.path(),
+        "apiVersion: kubevirt.io/v1\nkind: KubeVirt\nmetadata: {name: kubevirt}\nspec:\n  configuration:\n    network:\n      defaultNetworkInterfaces: masquerade\n",
+    )
+    .unwrap();
+    let other = Pod::new(Stack::V4);
+    let o = other.setup(
+        "testdata/vmi/no-interfaces.yaml",
+        &["--kubevirt-config", &cr_path],
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("defaultNetworkInterfaces"), "{err}");
+}

@@ -184,3 +184,26 @@ fn binding_plugin_form_makes_the_vmi_from_the_network_name() {
         NetConf::parse(conf(r#","bindingMode":"sriov""#).as_bytes()).expect_err("unknown mode");
     assert!(err.msg.contains("sriov"), "{}", err.msg);
 }
+
+#[test]
+fn the_cluster_configuration_can_be_kubevirts_cr() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cr = dir.path().join("kubevirt.yaml");
+    std::fs::write(
+        &cr,
+        "apiVersion: kubevirt.io/v1\nkind: KubeVirt\nmetadata: {name: kubevirt}\nspec:\n  configuration:\n    developerConfiguration:\n      featureGates: [PortRangesSpec]\n    network:\n      defaultNetworkInterface: masquerade\n",
+    )
+    .expect("write");
+    let extra = format!(r#","kubevirtConfig":{:?}"#, cr.display().to_string());
+    let c = NetConf::parse(conf(&extra).as_bytes()).expect("parses");
+    assert_eq!(c.settings.cluster.default_network_interface, "masquerade");
+    assert!(
+        c.settings
+            .cluster
+            .gate(netbind_model::admission::FeatureGate::PortRangesSpec)
+    );
+    std::fs::write(&cr, "apiVersion: kubevirt.io/v1\nkind: KubeVirt\nmetadata: {name: kubevirt}\nspec:\n  configuration:\n    netwrk: {}\n").expect("write");
+    let err = NetConf::parse(conf(&extra).as_bytes()).expect_err("a typo in the CR");
+    assert_eq!(err.code, ErrorCode::InvalidConfig as u32);
+    assert!(err.msg.contains("netwrk"), "{}", err.msg);
+}
