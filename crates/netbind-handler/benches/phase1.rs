@@ -71,22 +71,36 @@ impl Stats {
     }
 }
 
-fn time_cycles(
-    name: &str,
-    count: usize,
-    mut cycle: impl FnMut() -> (Duration, Duration),
-) -> Cycles {
-    cycle(); // warm-up (page cache, module loading), not counted
-    let pairs: Vec<(Duration, Duration)> = (0..count).map(|_| cycle()).collect();
-    let st = |f: &dyn Fn(&(Duration, Duration)) -> Duration| Stats {
-        samples: pairs.iter().map(f).collect(),
-    };
-    Cycles {
-        name: name.into(),
-        setup: st(&|p| p.0),
-        teardown: st(&|p| p.1),
-        total: st(&|p| p.0 + p.1),
+/// One tool's setup + teardown cycle: (setup, teardown) times.
+type Cycle<'a> = Box<dyn FnMut() -> (Duration, Duration) + 'a>;
+
+/// `cycles` rounds, each running every tool's cycle once, after one warm-up round (page
+/// cache, module loading) that is not counted.
+fn interleaved(tools: &mut [(String, Cycle<'_>)], cycles: usize) -> Vec<Cycles> {
+    for (_, cycle) in tools.iter_mut() {
+        cycle();
     }
+    let mut pairs: Vec<Vec<(Duration, Duration)>> = vec![Vec::new(); tools.len()];
+    for _ in 0..cycles {
+        for (samples, (_, cycle)) in pairs.iter_mut().zip(tools.iter_mut()) {
+            samples.push(cycle());
+        }
+    }
+    tools
+        .iter()
+        .zip(pairs)
+        .map(|((name, _), pairs)| {
+            let st = |f: &dyn Fn(&(Duration, Duration)) -> Duration| Stats {
+                samples: pairs.iter().map(f).collect(),
+            };
+            Cycles {
+                name: name.clone(),
+                setup: st(&|p| p.0),
+                teardown: st(&|p| p.1),
+                total: st(&|p| p.0 + p.1),
+            }
+        })
+        .collect()
 }
 
 /// Times two commands run one after the other.
@@ -109,14 +123,25 @@ fn make_pod(name: &str, node: &str, veth: &str, net: u32) {
     ));
 }
 
-fn netbind_cycle(pod: &str, vmi: &str, dir: &Path) -> (Duration, Duration) {
+/// Every tool is started the same way: `nsenter --net=NODE -- TOOL`, as a runtime on the node
+/// would (the CNI plugins need the node namespace for their bridge; netbind-handler enters
+/// the pod's namespace itself). nsenter, not `ip netns exec`, which also remounts /sys.
+fn on_node(node: &str, tool: &str) -> Command {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{node}"))
+        .arg("--")
+        .arg(tool);
+    cmd
+}
+
+fn netbind_cycle(node: &str, pod: &str, vmi: &str, dir: &Path) -> (Duration, Duration) {
     let ns = format!("/run/netns/{pod}");
     let h = dir.join("handoff");
     let s = dir.join("state");
     timed_pair(
         || {
             run(
-                Command::new(HANDLER)
+                on_node(node, HANDLER)
                     .current_dir(netbind_testkit::repo_root())
                     .args(["setup", "--netns", &ns, "--vmi", vmi, "--handoff-dir"])
                     .arg(&h)
@@ -127,7 +152,7 @@ fn netbind_cycle(pod: &str, vmi: &str, dir: &Path) -> (Duration, Duration) {
         },
         || {
             run(
-                Command::new(HANDLER)
+                on_node(node, HANDLER)
                     .args(["teardown", "--netns", &ns, "--handoff-dir"])
                     .arg(&h)
                     .arg("--state-dir")
@@ -146,21 +171,12 @@ fn cni_cycle(node: &str, pod: &str, ipam_dir: &Path) -> (Duration, Duration) {
     );
     let call = |command: &str| {
         run(
-            Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    node,
-                    "env",
-                    &format!("CNI_COMMAND={command}"),
-                    "CNI_CONTAINERID=nbb-ctr1",
-                ])
-                .arg(format!("CNI_NETNS=/run/netns/{pod}"))
-                .args([
-                    "CNI_IFNAME=eth0",
-                    "CNI_PATH=/usr/lib/cni",
-                    "/usr/lib/cni/bridge",
-                ]),
+            on_node(node, "/usr/lib/cni/bridge")
+                .env("CNI_COMMAND", command)
+                .env("CNI_CONTAINERID", "nbb-ctr1")
+                .env("CNI_NETNS", format!("/run/netns/{pod}"))
+                .env("CNI_IFNAME", "eth0")
+                .env("CNI_PATH", "/usr/lib/cni"),
             Some(&conf),
         );
     };
@@ -181,16 +197,9 @@ fn netavark_cycle(node: &str, pod: &str, cfg_dir: &Path) -> (Duration, Duration)
 }"#;
     let call = |sub: &str| {
         run(
-            Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    node,
-                    "env",
-                    "NETAVARK_FW=iptables",
-                    "/usr/lib/podman/netavark",
-                    "--config",
-                ])
+            on_node(node, "/usr/lib/podman/netavark")
+                .env("NETAVARK_FW", "iptables")
+                .arg("--config")
                 .arg(cfg_dir)
                 .args([sub, &format!("/run/netns/{pod}")]),
             Some(conf),
@@ -213,7 +222,9 @@ fn main() {
         "ip netns add {node} && ip -n {node} link set lo up"
     ));
 
-    let mut results = Vec::new();
+    // The tools, each a setup + teardown cycle on a pod of its own; rounds interleave them
+    // so that a slow moment of the machine hits every tool alike.
+    let mut tools: Vec<(String, Cycle)> = Vec::new();
     for (label, vmi, net) in [
         ("netbind bridge binding", "examples/vmi-bridge.yaml", 21),
         (
@@ -226,9 +237,11 @@ fn main() {
         cleanup.0.push(pod.clone());
         make_pod(&pod, &node, &format!("v{net}"), net);
         let dir = tmp.path().join(&pod);
-        results.push(time_cycles(label, cycles, || {
-            netbind_cycle(&pod, vmi, &dir)
-        }));
+        let node = node.clone();
+        tools.push((
+            label.into(),
+            Box::new(move || netbind_cycle(&node, &pod, vmi, &dir)),
+        ));
     }
     let have_cni = Path::new("/usr/lib/cni/bridge").exists();
     if have_cni {
@@ -236,10 +249,10 @@ fn main() {
         cleanup.0.push(pod.clone());
         sh(&format!("ip netns add {pod}"));
         let ipam = tmp.path().join("cni-ipam");
-        results.push(time_cycles(
-            "CNI bridge plugin (bridge+host-local+ipMasq)",
-            cycles,
-            || cni_cycle(&node, &pod, &ipam),
+        let node = node.clone();
+        tools.push((
+            "CNI bridge plugin (bridge+host-local+ipMasq)".into(),
+            Box::new(move || cni_cycle(&node, &pod, &ipam)),
         ));
     }
     let have_netavark = Path::new("/usr/lib/podman/netavark").exists();
@@ -249,28 +262,33 @@ fn main() {
         sh(&format!("ip netns add {pod}"));
         let cfg = tmp.path().join("netavark");
         std::fs::create_dir_all(&cfg).unwrap();
-        results.push(time_cycles(
-            "netavark 1.4 (bridge, iptables)",
-            cycles,
-            || netavark_cycle(&node, &pod, &cfg),
+        let node = node.clone();
+        tools.push((
+            "netavark 1.4 (bridge, iptables)".into(),
+            Box::new(move || netavark_cycle(&node, &pod, &cfg)),
         ));
     }
-
+    let results = interleaved(&mut tools, cycles);
     let cni = results.iter().find(|s| s.name.starts_with("CNI"));
-    println!("## Phase 1: setup + teardown cycle ({cycles} cycles each, one process per call)\n");
     println!(
-        "| tool | setup median ms | teardown median ms | cycle median ms | cycle p90 ms | CNI cycle / this | CNI ADD / this setup |"
+        "## Phase 1: setup + teardown cycle ({cycles} interleaved rounds, one process per call, every tool started by nsenter into the node namespace)\n"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| tool | setup median ms | setup p10–p90 | teardown median ms | cycle median ms | cycle p10–p90 | CNI cycle / this | CNI ADD / this setup |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for s in &results {
         let ratio =
             |a: Option<f64>, b: f64| a.map_or("-".to_string(), |a| format!("{:.1}x", a / b));
         println!(
-            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} |",
+            "| {} | {:.1} | {:.1}–{:.1} | {:.1} | {:.1} | {:.1}–{:.1} | {} | {} |",
             s.name,
             s.setup.pct(0.5),
+            s.setup.pct(0.1),
+            s.setup.pct(0.9),
             s.teardown.pct(0.5),
             s.total.pct(0.5),
+            s.total.pct(0.1),
             s.total.pct(0.9),
             ratio(cni.map(|c| c.total.pct(0.5)), s.total.pct(0.5)),
             ratio(cni.map(|c| c.setup.pct(0.5)), s.setup.pct(0.5)),
@@ -340,5 +358,54 @@ fn main() {
             "\nnetbind-handler peak resident memory (VmHWM, max over all setups): {peak_kib} KiB"
         );
     }
+
+    // 50 pods set up at once, as a node runtime starting many pods does.
+    let concurrent = netbind_testkit::env_count("NETBIND_BENCH_CONCURRENT", 50);
+    let mut batch = Vec::new();
+    for i in 0..concurrent {
+        let pod = format!("nbb-{id}-c{i}");
+        sh(&format!(
+            "ip netns add {pod} && ip -n {pod} link set lo up && \
+             ip -n {node} link add c{i} type veth peer name eth0 netns {pod} && \
+             ip -n {node} link set c{i} up && ip -n {pod} addr add 10.40.{}.{}/16 dev eth0 && \
+             ip -n {pod} link set eth0 up && ip -n {pod} route add default via 10.40.255.254",
+            (i + 1) / 250,
+            (i + 1) % 250 + 1
+        ));
+        cleanup.0.push(pod.clone());
+        batch.push(pod);
+    }
+    let started = Instant::now();
+    let failures = std::thread::scope(|scope| {
+        let handles: Vec<_> = batch
+            .iter()
+            .map(|pod| {
+                let dir = tmp.path().join(pod);
+                let node = node.clone();
+                scope.spawn(move || {
+                    on_node(&node, HANDLER)
+                        .current_dir(netbind_testkit::repo_root())
+                        .args(["setup", "--netns", &format!("/run/netns/{pod}")])
+                        .args(["--vmi", "examples/vmi-masquerade.yaml", "--handoff-dir"])
+                        .arg(dir.join("handoff"))
+                        .arg("--state-dir")
+                        .arg(dir.join("state"))
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()
+                        .is_ok_and(|s| s.success())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(false))
+            .filter(|ok| !ok)
+            .count()
+    });
+    println!(
+        "\n## {concurrent} pods set up concurrently (masquerade binding)\n\nwall time {:.1} ms, {failures} failed",
+        started.elapsed().as_secs_f64() * 1e3
+    );
     drop(cleanup);
 }
