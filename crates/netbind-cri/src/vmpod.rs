@@ -168,14 +168,17 @@ impl VmPod {
             ),
         )?;
         let xml_path = launcher_dir.join("domain.xml");
-        let t = Instant::now();
-        while !xml_path.is_file() {
+        let log_path = Path::new(&pod.log_directory).join("netbind-launcher.log");
+        let log_text = || {
+            String::from_utf8_lossy(&vm::read_console(&log_path).unwrap_or_default()).into_owned()
+        };
+        // Ready once it says so (after writing the domain XML): the file's mere existence
+        // could be seen half-written.
+        let started_at = Instant::now();
+        while !log_text().contains("\"event\":\"ready\"") {
             if let Some(exit) = cri.exited(&launcher)? {
                 // The container's log (CRI format: time, stream, tag, text) says why.
-                let log =
-                    vm::read_console(&Path::new(&pod.log_directory).join("netbind-launcher.log"))
-                        .unwrap_or_default();
-                let text = String::from_utf8_lossy(&log);
+                let text = log_text();
                 let tail: Vec<&str> = text
                     .lines()
                     .rev()
@@ -192,7 +195,7 @@ impl VmPod {
                     ),
                 ));
             }
-            if t.elapsed() > Duration::from_secs(30) {
+            if started_at.elapsed() > Duration::from_secs(30) {
                 return Err(node_err("the launcher", "not ready in 30 s"));
             }
             std::thread::sleep(Duration::from_millis(20));
