@@ -19,15 +19,15 @@ pub enum Observed {
 impl Observed {
     pub fn text(&self) -> String {
         match self {
-            Observed::Ok(d) if d.is_empty() => "ok".into(),
-            Observed::Ok(d) => format!("ok ({d})"),
+            Observed::Ok(detail) if detail.is_empty() => "ok".into(),
+            Observed::Ok(detail) => format!("ok ({detail})"),
             Observed::Errno(e) => errno_name(*e),
         }
     }
 }
 
-pub fn errno_name(e: i32) -> String {
-    let n = match e {
+pub fn errno_name(errno: i32) -> String {
+    let name = match errno {
         libc::EPERM => "EPERM",
         libc::EACCES => "EACCES",
         libc::EROFS => "EROFS",
@@ -40,9 +40,9 @@ pub fn errno_name(e: i32) -> String {
         libc::EOPNOTSUPP => "EOPNOTSUPP",
         libc::ENODEV => "ENODEV",
         libc::ESRCH => "ESRCH",
-        _ => return format!("errno {e}"),
+        _ => return format!("errno {errno}"),
     };
-    n.into()
+    name.into()
 }
 
 /// One attack of the list.

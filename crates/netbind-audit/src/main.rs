@@ -95,11 +95,11 @@ fn probe(id: &str, pod: &PodUnderTest, layer: Layer) -> Observed {
                 unsafe { libc::_exit(3) };
             }
         }
-        let o = probes::run(id, pod, &pre);
-        match o {
-            Observed::Ok(d) => {
+        let observed = probes::run(id, pod, &pre);
+        match observed {
+            Observed::Ok(detail) => {
                 out.push_str("ok:");
-                out.push_str(&d);
+                out.push_str(&detail);
             }
             Observed::Errno(e) => {
                 out.push_str("errno:");
@@ -119,7 +119,7 @@ fn probe(id: &str, pod: &PodUnderTest, layer: Layer) -> Observed {
     // SAFETY: reaping our own child.
     unsafe { libc::waitpid(pid, &mut st, 0) };
     match text.split_once(':') {
-        Some(("ok", d)) => Observed::Ok(d.to_string()),
+        Some(("ok", detail)) => Observed::Ok(detail.to_string()),
         Some(("errno", e)) => Observed::Errno(e.parse().unwrap_or(libc::EIO)),
         // The child stopped before reporting: the filter refused something it needed.
         _ => Observed::Errno(libc::EPERM),
@@ -140,8 +140,8 @@ fn main() -> ExitCode {
     };
     let pod: PodUnderTest = match serde_json::from_str(&ctx) {
         Ok(pod) => pod,
-        Err(e) => {
-            eprintln!("netbind-audit: --ctx: {e}");
+        Err(err) => {
+            eprintln!("netbind-audit: --ctx: {err}");
             return ExitCode::from(2);
         }
     };
@@ -167,8 +167,8 @@ fn main() -> ExitCode {
             let _ = writeln!(out, "{doc}");
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("netbind-audit: serialise the results: {e}");
+        Err(err) => {
+            eprintln!("netbind-audit: serialise the results: {err}");
             ExitCode::FAILURE
         }
     }

@@ -104,8 +104,8 @@ fn setopt(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, val: &[u8]) -> Re
     .map(|_| ())
 }
 
-fn int(v: libc::c_int) -> [u8; 4] {
-    v.to_ne_bytes()
+fn int(value: libc::c_int) -> [u8; 4] {
+    value.to_ne_bytes()
 }
 
 fn htons(port: u16) -> u16 {
@@ -119,41 +119,42 @@ fn ifindex(name: &str) -> u32 {
 }
 
 fn mac_of(name: &str) -> [u8; 6] {
-    let s = std::fs::read_to_string(format!("/sys/class/net/{name}/address")).unwrap_or_default();
-    let mut m = [0u8; 6];
-    for (o, p) in m.iter_mut().zip(s.trim().split(':')) {
-        *o = u8::from_str_radix(p, 16).unwrap_or(0);
+    let text =
+        std::fs::read_to_string(format!("/sys/class/net/{name}/address")).unwrap_or_default();
+    let mut mac = [0u8; 6];
+    for (octet, part) in mac.iter_mut().zip(text.trim().split(':')) {
+        *octet = u8::from_str_radix(part, 16).unwrap_or(0);
     }
-    m
+    mac
 }
 
 fn ifreq(name: &str) -> libc::ifreq {
     // SAFETY: ifreq is plain data; all zero is valid.
-    let mut r: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in r.ifr_name.iter_mut().zip(name.bytes().take(15)) {
-        *d = s as libc::c_char;
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes().take(15)) {
+        *dst = src as libc::c_char;
     }
-    r
+    req
 }
 
-fn ioctl(fd: &OwnedFd, req: libc::c_ulong, r: &mut libc::ifreq) -> Result<(), i32> {
+fn ioctl(fd: &OwnedFd, req: libc::c_ulong, ifr: &mut libc::ifreq) -> Result<(), i32> {
     // SAFETY: the request reads / writes the ifreq, which outlives the call.
-    check(unsafe { libc::ioctl(fd.as_raw_fd(), req as _, std::ptr::from_mut(r)) }).map(|_| ())
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), req as _, std::ptr::from_mut(ifr)) }).map(|_| ())
 }
 
 /// netlink: one request, the kernel's verdict from its ACK (or the end of a dump).
 fn netlink(proto: libc::c_int, msg_type: u16, flags: u16, body: &[u8]) -> Result<(), i32> {
     let fd = sock(libc::AF_NETLINK, libc::SOCK_RAW, proto)?;
     let len = 16 + body.len();
-    let mut m = Vec::with_capacity(len);
-    m.extend_from_slice(&u32::try_from(len).unwrap_or(0).to_ne_bytes());
-    m.extend_from_slice(&msg_type.to_ne_bytes());
-    m.extend_from_slice(&(flags | 1 | 4).to_ne_bytes()); // REQUEST | ACK
-    m.extend_from_slice(&1u32.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
-    m.extend_from_slice(body);
+    let mut msg = Vec::with_capacity(len);
+    msg.extend_from_slice(&u32::try_from(len).unwrap_or(0).to_ne_bytes());
+    msg.extend_from_slice(&msg_type.to_ne_bytes());
+    msg.extend_from_slice(&(flags | 1 | 4).to_ne_bytes()); // REQUEST | ACK
+    msg.extend_from_slice(&1u32.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    msg.extend_from_slice(body);
     // SAFETY: send reads `m` for its length.
-    check(unsafe { libc::send(fd.as_raw_fd(), m.as_ptr().cast(), m.len(), 0) } as libc::c_int)?;
+    check(unsafe { libc::send(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) } as libc::c_int)?;
     let mut buf = vec![0u8; 65536];
     loop {
         // SAFETY: recv writes at most buf.len() bytes into buf.
@@ -164,36 +165,37 @@ fn netlink(proto: libc::c_int, msg_type: u16, flags: u16, body: &[u8]) -> Result
         let received = usize::try_from(received).unwrap_or(0);
         let mut off = 0;
         while off + 16 <= received {
-            let l = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap_or([0; 4])) as usize;
-            let t = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap_or([0; 2]));
-            match t {
+            let msg_len =
+                u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap_or([0; 4])) as usize;
+            let msg_kind = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap_or([0; 2]));
+            match msg_kind {
                 2 => {
                     // NLMSG_ERROR: errno 0 is the ACK.
-                    let e =
+                    let errno =
                         i32::from_ne_bytes(buf[off + 16..off + 20].try_into().unwrap_or([0; 4]));
-                    return if e == 0 { Ok(()) } else { Err(-e) };
+                    return if errno == 0 { Ok(()) } else { Err(-errno) };
                 }
                 3 => return Ok(()), // NLMSG_DONE of a dump
                 _ => {}
             }
-            if l < 16 {
+            if msg_len < 16 {
                 return Err(libc::EIO);
             }
-            off += (l + 3) & !3;
+            off += (msg_len + 3) & !3;
         }
     }
 }
 
 fn rtattr(port: u16, data: &[u8]) -> Vec<u8> {
     let len = 4 + data.len();
-    let mut v = Vec::new();
-    v.extend_from_slice(&u16::try_from(len).unwrap_or(0).to_ne_bytes());
-    v.extend_from_slice(&port.to_ne_bytes());
-    v.extend_from_slice(data);
-    while v.len() % 4 != 0 {
-        v.push(0);
+    let mut attr = Vec::new();
+    attr.extend_from_slice(&u16::try_from(len).unwrap_or(0).to_ne_bytes());
+    attr.extend_from_slice(&port.to_ne_bytes());
+    attr.extend_from_slice(data);
+    while attr.len() % 4 != 0 {
+        attr.push(0);
     }
-    v
+    attr
 }
 
 fn ifinfomsg(index: u32) -> Vec<u8> {
@@ -214,10 +216,10 @@ fn ok(detail: &str) -> Observed {
     Observed::Ok(detail.into())
 }
 
-fn obs(r: Result<(), i32>, detail: &str) -> Observed {
-    match r {
+fn obs(result: Result<(), i32>, detail: &str) -> Observed {
+    match result {
         Ok(()) => ok(detail),
-        Err(e) => Observed::Errno(e),
+        Err(err) => Observed::Errno(err),
     }
 }
 
@@ -270,8 +272,8 @@ pub fn prepare(id: &str, pod: &PodUnderTest) -> Pre {
             }
         }
         "A22" => {
-            if let Ok(f) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-                pre.fds.push(OwnedFd::from(f));
+            if let Ok(file) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+                pre.fds.push(OwnedFd::from(file));
             }
         }
         _ => {}

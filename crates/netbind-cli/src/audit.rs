@@ -127,14 +127,14 @@ fn node_listener(node_ns: &str, marker: String, stop: &AtomicBool, bound: &Atomi
     let mine =
         |data: &[u8], id: &str| String::from_utf8_lossy(data).contains(&format!("{marker}-{id}"));
     let mut look = |seen: &mut NodeSeen| {
-        if let Ok(n) = dhcp.recv(&mut buf)
-            && String::from_utf8_lossy(&buf[..n]).contains(&marker)
+        if let Ok(len) = dhcp.recv(&mut buf)
+            && String::from_utf8_lossy(&buf[..len]).contains(&marker)
         {
             seen.dhcp = true;
         }
         loop {
             // SAFETY: recv writes at most buf.len() bytes into buf.
-            let n = unsafe {
+            let len = unsafe {
                 libc::recv(
                     std::os::fd::AsRawFd::as_raw_fd(&icmp),
                     buf.as_mut_ptr().cast(),
@@ -142,8 +142,8 @@ fn node_listener(node_ns: &str, marker: String, stop: &AtomicBool, bound: &Atomi
                     libc::MSG_DONTWAIT,
                 )
             };
-            let Ok(n) = usize::try_from(n) else { break };
-            let data = &buf[..n];
+            let Ok(len) = usize::try_from(len) else { break };
+            let data = &buf[..len];
             match data.first() {
                 Some(134) if mine(data, "A36") => seen.ra = true,
                 Some(136) if mine(data, "A37") => seen.na = true,
@@ -196,7 +196,7 @@ pub fn audit(pod: Option<String>, grants: Vec<String>) -> Result<AuditReport, Up
     let result = (|| {
         // Without a pod, audit a fresh one made for the purpose (masquerade, no guest).
         let name = match pod {
-            Some(p) => p,
+            Some(found) => found,
             None => {
                 let name = format!("audit-{}", std::process::id());
                 made.push(name.clone());
@@ -215,15 +215,15 @@ pub fn audit(pod: Option<String>, grants: Vec<String>) -> Result<AuditReport, Up
         ephemeral(&victim, boot, podsim::IpFamily::Ipv4, runtime)?;
         run(&name, &victim, &grants)
     })();
-    for m in made.iter().rev() {
-        let _ = up::down(m);
+    for item in made.iter().rev() {
+        let _ = up::down(item);
     }
     result
 }
 
 /// Reads the given lines of /proc/PID/status of a process root recorded.
-fn process_status(p: Option<vm::Proc>) -> serde_json::Value {
-    let Some(p) = p.filter(|p| p.alive()) else {
+fn process_status(process: Option<vm::Proc>) -> serde_json::Value {
+    let Some(process) = process.filter(|process| process.alive()) else {
         return serde_json::Value::Null;
     };
     let keys = [
@@ -237,9 +237,9 @@ fn process_status(p: Option<vm::Proc>) -> serde_json::Value {
         "Seccomp_filters",
         "NSpid",
     ];
-    let mut m = netbind_audit::status_lines(&format!("/proc/{}/status", p.pid), &keys);
-    m.insert("pid".into(), serde_json::json!(p.pid));
-    serde_json::Value::Object(m)
+    let mut status = netbind_audit::status_lines(&format!("/proc/{}/status", process.pid), &keys);
+    status.insert("pid".into(), serde_json::json!(process.pid));
+    serde_json::Value::Object(status)
 }
 
 /// The VM process of a pod: QEMU (the sandbox's own program, or what libvirt started in the
@@ -311,14 +311,14 @@ fn run(name: &str, victim: &str, grants: &[String]) -> Result<AuditReport, UpErr
         let bridge = first.bridge.clone();
         let opened = Netns::named(&netns)
             .and_then(|n| n.run(|| netbind_handler::ra::open_socket(&bridge)))
-            .map_err(|e| err(e.to_string()))?
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|env_obj| err(env_obj.to_string()))?
+            .map_err(|env_obj| err(env_obj.to_string()))?;
         Some(opened)
     } else {
         None
     };
-    if let (Some(_), Some(c)) = (&ra_socket, ctx.as_object_mut()) {
-        c.insert("ra_fd".into(), serde_json::json!(AUDIT_RA_FD));
+    if let (Some(_), Some(context)) = (&ra_socket, ctx.as_object_mut()) {
+        context.insert("ra_fd".into(), serde_json::json!(AUDIT_RA_FD));
     }
     let tun = podsim::tun_node()?;
     let sandbox = vm::Sandbox {
@@ -329,8 +329,9 @@ fn run(name: &str, victim: &str, grants: &[String]) -> Result<AuditReport, UpErr
     };
     let stop = AtomicBool::new(false);
     let bound = AtomicBool::new(false);
-    let (out, reached) = std::thread::scope(|s| {
-        let listener = s.spawn(|| node_listener(podsim::NODE_NS, marker.clone(), &stop, &bound));
+    let (out, reached) = std::thread::scope(|scope| {
+        let listener =
+            scope.spawn(|| node_listener(podsim::NODE_NS, marker.clone(), &stop, &bound));
         // The rogue datagram must not go out before the listener is bound.
         let started = std::time::Instant::now();
         while !bound.load(Ordering::SeqCst)
@@ -379,7 +380,7 @@ fn run(name: &str, victim: &str, grants: &[String]) -> Result<AuditReport, UpErr
         stop.store(true, Ordering::SeqCst);
         (out, listener.join().unwrap_or_default())
     });
-    let out = out.map_err(|e| err(e.to_string()))?;
+    let out = out.map_err(|env_obj| err(env_obj.to_string()))?;
     if !out.status.success() {
         return Err(err(format!(
             "netbind-audit failed: {}",
@@ -387,14 +388,14 @@ fn run(name: &str, victim: &str, grants: &[String]) -> Result<AuditReport, UpErr
         )));
     }
     let run: ProbeRun = serde_json::from_slice(&out.stdout)
-        .map_err(|e| err(format!("netbind-audit output: {e}")))?;
+        .map_err(|env_obj| err(format!("netbind-audit output: {env_obj}")))?;
     let held = holds_tun(launcher.pid);
     let rows = verdict_rows(&run, grants, reached, held)?;
     let mut environment = run.environment;
-    if let Some(e) = environment.as_object_mut() {
-        e.insert("launcher_process".into(), process_status(Some(launcher)));
-        e.insert("qemu_process".into(), process_status(qemu_of(&rec)));
-        e.insert(
+    if let Some(env_obj) = environment.as_object_mut() {
+        env_obj.insert("launcher_process".into(), process_status(Some(launcher)));
+        env_obj.insert("qemu_process".into(), process_status(qemu_of(&rec)));
+        env_obj.insert(
             "victim".into(),
             serde_json::json!({
                 "pod": victim,
@@ -421,15 +422,15 @@ fn verdict_rows(
     held: bool,
 ) -> Result<Vec<Row>, UpError> {
     let mut rows = Vec::new();
-    for a in ATTACKS {
-        let r = run
+    for attack in ATTACKS {
+        let result = run
             .results
             .iter()
-            .find(|r| r.id == a.id)
-            .ok_or_else(|| err(format!("netbind-audit reported nothing for {}", a.id)))?;
-        let caps = r.caps.clone();
-        let (vm_layer, launcher_layer) = (r.vm.clone(), r.launcher.clone());
-        let reached = match a.id {
+            .find(|result| result.id == attack.id)
+            .ok_or_else(|| err(format!("netbind-audit reported nothing for {}", attack.id)))?;
+        let caps = result.caps.clone();
+        let (vm_layer, launcher_layer) = (result.vm.clone(), result.launcher.clone());
+        let reached = match attack.id {
             "A9" => Some(reached.dhcp),
             "A36" => Some(reached.ra),
             "A37" => Some(reached.na),
@@ -439,14 +440,14 @@ fn verdict_rows(
         // Both the launcher and QEMU are attackers: the worse of their layers decides (the
         // capabilities alone when --grant models KubeVirt's launcher without filters).
         let verdicts: Vec<Verdict> = match (&vm_layer, &launcher_layer) {
-            (None, None) => vec![verdict(a, &caps, grants, reached)],
+            (None, None) => vec![verdict(attack, &caps, grants, reached)],
             _ => vm_layer
                 .iter()
-                .map(|o| verdict_as_qemu(a, o, grants, reached))
+                .map(|o| verdict_as_qemu(attack, o, grants, reached))
                 .chain(
                     launcher_layer
                         .iter()
-                        .map(|o| verdict(a, o, grants, reached)),
+                        .map(|o| verdict(attack, o, grants, reached)),
                 )
                 .collect(),
         };
@@ -460,10 +461,10 @@ fn verdict_rows(
             .unwrap_or(Verdict::Blocked);
         let text = |o: Option<Observed>| o.map_or_else(|| "-".into(), |o| o.text());
         rows.push(Row {
-            id: a.id.into(),
-            attack: a.name.into(),
-            needs: a.needs.unwrap_or("-").into(),
-            expected: a.expect.into(),
+            id: attack.id.into(),
+            attack: attack.name.into(),
+            needs: attack.needs.unwrap_or("-").into(),
+            expected: attack.expect.into(),
             caps_only: caps.text(),
             vm: text(vm_layer),
             launcher: text(launcher_layer),
@@ -515,10 +516,10 @@ pub fn print_table(report: &AuditReport) {
     println!("environment: {}", report.environment);
 }
 
-fn trunc(text: &str, n: usize) -> String {
-    if text.chars().count() <= n {
+fn trunc(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
         text.into()
     } else {
-        text.chars().take(n - 1).collect::<String>() + "…"
+        text.chars().take(max - 1).collect::<String>() + "…"
     }
 }

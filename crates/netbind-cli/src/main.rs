@@ -191,10 +191,10 @@ struct Failure {
     message: String,
 }
 
-fn unreadable(path: &Path, e: impl std::fmt::Display) -> Failure {
+fn unreadable(path: &Path, cause: impl std::fmt::Display) -> Failure {
     Failure {
         code: EXIT_UNREADABLE,
-        message: format!("{}: {e}", path.display()),
+        message: format!("{}: {cause}", path.display()),
     }
 }
 
@@ -210,10 +210,10 @@ fn read_text(path: &Path) -> Result<String, Failure> {
 /// NetworkAttachmentDefinition (read strictly).
 fn validate_file(path: &Path, cfg: &ClusterConfig) -> u8 {
     let text = match read_text(path) {
-        Ok(t) => t,
-        Err(f) => {
-            eprintln!("{}", f.message);
-            return f.code;
+        Ok(content) => content,
+        Err(failure) => {
+            eprintln!("{}", failure.message);
+            return failure.code;
         }
     };
     let docs = split_documents(&text);
@@ -242,8 +242,8 @@ fn validate_file(path: &Path, cfg: &ClusterConfig) -> u8 {
                     EXIT_UNREADABLE
                 }
                 Err(CheckError::Invalid(findings)) => {
-                    for f in findings {
-                        eprintln!("{at}:{f}");
+                    for failure in findings {
+                        eprintln!("{at}:{failure}");
                     }
                     EXIT_INVALID
                 }
@@ -266,8 +266,8 @@ struct KindOnly {
 fn strict<T>(at: &str, read: Result<T, netbind_model::cluster_objects::ObjectError>) -> u8 {
     match read {
         Ok(_) => 0,
-        Err(e) => {
-            eprintln!("{at}: {e}");
+        Err(err) => {
+            eprintln!("{at}: {err}");
             EXIT_INVALID
         }
     }
@@ -318,7 +318,7 @@ fn make_plan(args: &PlanArgs) -> Result<PodNetPlan, Failure> {
     let pod =
         ObservedPod::from_json(&read_text(&args.pod)?).map_err(|e| unreadable(&args.pod, e))?;
     let resolv = match &args.resolv_conf {
-        Some(p) => read_text(p)?,
+        Some(path) => read_text(path)?,
         None => String::new(),
     };
     let opts = PlanOptions {
@@ -334,8 +334,8 @@ fn make_plan(args: &PlanArgs) -> Result<PodNetPlan, Failure> {
         code: EXIT_INVALID,
         message: format!("{}: {e}", args.file.display()),
     })?;
-    for w in &plan.warnings {
-        eprintln!("warning: {w}");
+    for warning in &plan.warnings {
+        eprintln!("warning: {warning}");
     }
     Ok(plan)
 }
@@ -391,34 +391,37 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                     code: EXIT_INVALID,
                     message: m,
                 }),
-                Err(e) => {
+                Err(err) => {
                     if json {
-                        println!("{}", serde_json::json!({ "error": e.to_string() }));
+                        println!("{}", serde_json::json!({ "error": err.to_string() }));
                     }
                     Err(Failure {
                         code: EXIT_INVALID,
-                        message: e.to_string(),
+                        message: err.to_string(),
                     })
                 }
             }
         }
         Cmd::Down { name } => {
-            up::down(&name).map_err(|e| Failure {
+            up::down(&name).map_err(|err| Failure {
                 code: EXIT_INVALID,
-                message: e.to_string(),
+                message: err.to_string(),
             })?;
             println!("pod {name} removed");
             Ok(0)
         }
         Cmd::Audit { pod, grant, json } => {
-            let r = audit::audit(pod, grant).map_err(|e| Failure {
+            let audit_report = audit::audit(pod, grant).map_err(|err| Failure {
                 code: EXIT_INVALID,
-                message: e.to_string(),
+                message: err.to_string(),
             })?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&audit_report).unwrap_or_default()
+                );
             } else {
-                audit::print_table(&r);
+                audit::print_table(&audit_report);
             }
             Ok(0)
         }
@@ -436,17 +439,17 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                     "{:<20} {:<11} {:<11} {:<12} {:<26} {:<30} {:<15} PHASE",
                     "NAME", "RUNTIME", "BINDING", "POD IP", "LAUNCHER", "VM", "LEASE"
                 );
-                for p in pods {
+                for pod_name in pods {
                     println!(
                         "{:<20} {:<11} {:<11} {:<12} {:<26} {:<30} {:<15} {}",
-                        p.name,
-                        format!("{:?}", p.runtime).to_lowercase(),
-                        p.binding,
-                        p.pod_ip.map(|i| i.to_string()).unwrap_or_default(),
-                        p.launcher,
-                        p.vm,
-                        p.lease.unwrap_or_default(),
-                        p.phase
+                        pod_name.name,
+                        format!("{:?}", pod_name.runtime).to_lowercase(),
+                        pod_name.binding,
+                        pod_name.pod_ip.map(|i| i.to_string()).unwrap_or_default(),
+                        pod_name.launcher,
+                        pod_name.vm,
+                        pod_name.lease.unwrap_or_default(),
+                        pod_name.phase
                     );
                 }
             }
@@ -464,13 +467,13 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         Cmd::Plan { input, nft_text } => {
             let plan = make_plan(&input)?;
             if nft_text {
-                for c in &plan.nftables.commands {
-                    println!("{c}");
+                for command in &plan.nftables.commands {
+                    println!("{command}");
                 }
             } else {
-                let json = serde_json::to_string_pretty(&plan).map_err(|e| Failure {
+                let json = serde_json::to_string_pretty(&plan).map_err(|err| Failure {
                     code: EXIT_INVALID,
-                    message: e.to_string(),
+                    message: err.to_string(),
                 })?;
                 println!("{json}");
             }
@@ -509,9 +512,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
-        Err(f) => {
-            eprintln!("netbind: {}", f.message);
-            ExitCode::from(f.code)
+        Err(failure) => {
+            eprintln!("netbind: {}", failure.message);
+            ExitCode::from(failure.code)
         }
     }
 }

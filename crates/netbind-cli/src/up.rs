@@ -82,20 +82,20 @@ fn interrupted() -> bool {
 
 pub(crate) fn sibling(bin: &str) -> Result<PathBuf, UpError> {
     let exe = std::env::current_exe().map_err(|e| step_err("locate binaries", e.to_string()))?;
-    let p = exe
+    let path = exe
         .parent()
         .map(|d| d.join(bin))
         .unwrap_or_else(|| PathBuf::from(bin));
-    if !p.is_file() {
+    if !path.is_file() {
         return Err(step_err(
             "locate binaries",
             format!(
                 "{} not found next to netbind (cargo build --bins)",
-                p.display()
+                path.display()
             ),
         ));
     }
-    Ok(p)
+    Ok(path)
 }
 
 /// One line of progress.
@@ -125,7 +125,7 @@ struct Progress {
 
 impl Progress {
     fn done(&mut self, step: &str, detail: impl Into<String>) {
-        let s = StepReport {
+        let step_report = StepReport {
             step: step.into(),
             at_ms: u64::try_from(self.t0.elapsed().as_millis()).unwrap_or(u64::MAX),
             detail: detail.into(),
@@ -133,12 +133,12 @@ impl Progress {
         if !self.json {
             eprintln!(
                 "[{:>7.3}s] {:<10} {}",
-                s.at_ms as f64 / 1000.0,
-                s.step,
-                s.detail
+                step_report.at_ms as f64 / 1000.0,
+                step_report.step,
+                step_report.detail
             );
         }
-        self.steps.push(s);
+        self.steps.push(step_report);
     }
 }
 
@@ -175,16 +175,16 @@ pub fn up(args: &UpArgs) -> Result<UpReport, UpError> {
         libc::signal(libc::SIGINT, handler as libc::sighandler_t);
         libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
     }
-    let mut p = Progress {
+    let mut progress = Progress {
         t0: Instant::now(),
         json: args.json,
         steps: Vec::new(),
     };
     let text = netbind_model::input::read_text(&args.file, MAX_INPUT_BYTES as u64)
-        .map_err(|e| UpError::Invalid(e.to_string()))?;
-    let vmi = check_vmi(&text, &args.cluster).map_err(|e| {
-        UpError::Invalid(match e {
-            CheckError::Load(l) => format!("{}:{l}", args.file.display()),
+        .map_err(|err| UpError::Invalid(err.to_string()))?;
+    let vmi = check_vmi(&text, &args.cluster).map_err(|err| {
+        UpError::Invalid(match err {
+            CheckError::Load(line) => format!("{}:{line}", args.file.display()),
             CheckError::Invalid(fs) => fs
                 .iter()
                 .map(|f| format!("{}:{f}", args.file.display()))
@@ -262,13 +262,13 @@ pub fn up(args: &UpArgs) -> Result<UpReport, UpError> {
         ..Default::default()
     };
     rec.save()?;
-    p.done(
+    progress.done(
         "validate",
         format!("{}: {binding} binding, pod {name}", args.file.display()),
     );
     let result = match args.runtime {
-        Runtime::Sim => bring_up(args, &mut rec, &mut p, listen),
-        Runtime::Containerd => containerd::bring_up(args, &mut rec, &mut p, listen, &text),
+        Runtime::Sim => bring_up(args, &mut rec, &mut progress, listen),
+        Runtime::Containerd => containerd::bring_up(args, &mut rec, &mut progress, listen, &text),
     };
     match result {
         Ok(guest) => Ok(UpReport {
@@ -276,26 +276,26 @@ pub fn up(args: &UpArgs) -> Result<UpReport, UpError> {
             netns: rec.netns.clone(),
             binding,
             pod_ip: rec.pod_ip.map(|i| i.to_string()).unwrap_or_default(),
-            launcher_pid: rec.launcher.map(|p| p.pid),
-            steps: p.steps,
+            launcher_pid: rec.launcher.map(|progress| progress.pid),
+            steps: progress.steps,
             guest,
         }),
-        Err(e) => {
+        Err(err) => {
             let console = console_path(&dir, args.boot);
-            if let Ok(c) =
+            if let Ok(console_text) =
                 vm::read_console(&console).map(|b| String::from_utf8_lossy(&b).into_owned())
             {
-                let tail: Vec<&str> = c.lines().rev().take(15).collect();
+                let tail: Vec<&str> = console_text.lines().rev().take(15).collect();
                 eprintln!("guest console (last lines):");
-                for l in tail.iter().rev() {
-                    eprintln!("  {l}");
+                for line in tail.iter().rev() {
+                    eprintln!("  {line}");
                 }
             }
             if !args.json {
-                eprintln!("netbind up: {e}; cleaning up");
+                eprintln!("netbind up: {err}; cleaning up");
             }
             down_record(&rec);
-            Err(e)
+            Err(err)
         }
     }
 }
@@ -362,8 +362,9 @@ fn bring_up(
         source,
     })?;
     let handoff = dir.join("handoff");
-    let mut h = Command::new(sibling("netbind-handler")?);
-    h.arg("setup")
+    let mut handler = Command::new(sibling("netbind-handler")?);
+    handler
+        .arg("setup")
         .args([
             "--netns",
             &format!("/run/netns/{}", rec.netns),
@@ -392,10 +393,10 @@ fn bring_up(
             path: cluster.clone(),
             source,
         })?;
-    h.arg("--cluster-config").arg(&cluster);
+    handler.arg("--cluster-config").arg(&cluster);
     rec.phase1 = true;
     rec.save()?;
-    podsim::run("phase 1 (netbind-handler setup)", &mut h)?;
+    podsim::run("phase 1 (netbind-handler setup)", &mut handler)?;
     let record = vm::read_handoff(&handoff).map_err(|e| step_err("phase 1", e))?;
     let first = record
         .interfaces
@@ -538,9 +539,9 @@ fn vm_writable(path: &Path) -> Result<(), UpError> {
             source,
         }
     };
-    let f = vm::create_new(path, 0o620).map_err(io("create"))?;
-    std::os::unix::fs::fchown(&f, Some(0), Some(vm::VM_GID)).map_err(io("chown"))?;
-    f.set_permissions(std::fs::Permissions::from_mode(0o620))
+    let file = vm::create_new(path, 0o620).map_err(io("create"))?;
+    std::os::unix::fs::fchown(&file, Some(0), Some(vm::VM_GID)).map_err(io("chown"))?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o620))
         .map_err(io("chmod"))?;
     Ok(())
 }

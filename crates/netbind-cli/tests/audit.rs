@@ -27,8 +27,8 @@ fn audit(args: &[&str]) -> (serde_json::Value, BTreeMap<String, String>) {
         "{}",
         String::from_utf8_lossy(&cmd.stderr)
     );
-    let r: serde_json::Value = serde_json::from_slice(&cmd.stdout).unwrap();
-    let v = r["rows"]
+    let doc: serde_json::Value = serde_json::from_slice(&cmd.stdout).unwrap();
+    let rows = doc["rows"]
         .as_array()
         .unwrap()
         .iter()
@@ -39,11 +39,11 @@ fn audit(args: &[&str]) -> (serde_json::Value, BTreeMap<String, String>) {
             )
         })
         .collect();
-    (r, v)
+    (doc, rows)
 }
 
-fn ids(v: &BTreeMap<String, String>, verdict: &str) -> Vec<String> {
-    let mut ids: Vec<String> = v
+fn ids(rows: &BTreeMap<String, String>, verdict: &str) -> Vec<String> {
+    let mut ids: Vec<String> = rows
         .iter()
         .filter(|(_, x)| x.as_str() == verdict)
         .map(|(k, _)| k.clone())
@@ -52,8 +52,8 @@ fn ids(v: &BTreeMap<String, String>, verdict: &str) -> Vec<String> {
     ids
 }
 
-fn row(r: &serde_json::Value, id: &str) -> serde_json::Value {
-    r["rows"]
+fn row(doc: &serde_json::Value, id: &str) -> serde_json::Value {
+    doc["rows"]
         .as_array()
         .unwrap()
         .iter()
@@ -67,13 +67,13 @@ fn the_vm_side_as_it_runs_blocks_every_attack() {
     if !ready() {
         return;
     }
-    let (r, v) = audit(&[]);
-    assert_eq!(v.len(), 39);
-    assert!(ids(&v, "EXPOSED").is_empty(), "{r:#}");
+    let (doc, rows) = audit(&[]);
+    assert_eq!(rows.len(), 39);
+    assert!(ids(&rows, "EXPOSED").is_empty(), "{doc:#}");
     // Allowed: recon (A31) and, for QEMU only, attaching the VM's own tap (A20), its job.
-    assert_eq!(ids(&v, "allowed-as-expected"), ["A20", "A31"], "{r:#}");
-    assert_eq!(ids(&v, "blocked").len(), 37, "{r:#}");
-    let row = |id: &str| row(&r, id);
+    assert_eq!(ids(&rows, "allowed-as-expected"), ["A20", "A31"], "{doc:#}");
+    assert_eq!(ids(&rows, "blocked").len(), 37, "{doc:#}");
+    let row = |id: &str| row(&doc, id);
     // What credentials and namespaces alone do not stop, the filters do: the tap owner is the
     // VM uid (A20), IPV6_FREEBIND needs no capability (A7), a foreign fd is writable (A22),
     // and a user namespace makes nf_tables reachable (A32).
@@ -110,11 +110,11 @@ fn the_vm_side_as_it_runs_blocks_every_attack() {
     }
     // A9: the rogue DHCP datagram is dropped by phase 1's nft guard, and never reaches the node.
     assert_eq!(row("A9")["caps_only"], "EPERM");
-    assert_eq!(r["rogue_dhcp_reached_node"], false);
+    assert_eq!(doc["rogue_dhcp_reached_node"], false);
     // A10: uid 107 and a read-only /proc/sys.
     assert!(["EACCES", "EROFS"].contains(&row("A10")["caps_only"].as_str().unwrap()));
     assert_eq!(
-        r["environment"]["proc_sys_mount"]
+        doc["environment"]["proc_sys_mount"]
             .as_str()
             .unwrap()
             .split(',')
@@ -123,16 +123,16 @@ fn the_vm_side_as_it_runs_blocks_every_attack() {
     );
     // A26: the launcher is in another PID namespace; A22: no tun fd in the launcher.
     assert_eq!(row("A26")["caps_only"], "ESRCH");
-    assert_eq!(r["launcher_holds_tun_fd"], false);
-    let e = &r["environment"];
-    let status = |p: &serde_json::Value| {
+    assert_eq!(doc["launcher_holds_tun_fd"], false);
+    let env = &doc["environment"];
+    let status = |path: &serde_json::Value| {
         (
-            p["CapEff"].as_str().map(String::from),
-            p["CapBnd"].as_str().map(String::from),
-            p["NoNewPrivs"].as_str().map(String::from),
-            p["Seccomp"].as_str().map(String::from),
+            path["CapEff"].as_str().map(String::from),
+            path["CapBnd"].as_str().map(String::from),
+            path["NoNewPrivs"].as_str().map(String::from),
+            path["Seccomp"].as_str().map(String::from),
             // Two PIDs: the node's and 1, its own namespace's.
-            p["NSpid"].as_str().map(|s| s.split_whitespace().count()),
+            path["NSpid"].as_str().map(|s| s.split_whitespace().count()),
         )
     };
     let locked = (
@@ -142,15 +142,15 @@ fn the_vm_side_as_it_runs_blocks_every_attack() {
         Some("2".to_string()),
         Some(2),
     );
-    for p in [
-        &e["launcher_process"],
-        &e["victim"]["launcher"],
-        &e["victim"]["qemu"],
+    for path in [
+        &env["launcher_process"],
+        &env["victim"]["launcher"],
+        &env["victim"]["qemu"],
     ] {
-        assert_eq!(status(p), locked, "{p}");
+        assert_eq!(status(path), locked, "{path}");
     }
     // QEMU under both filters: netbind's two and its own -sandbox.
-    assert_eq!(e["victim"]["qemu"]["Seccomp_filters"], "3", "{e}");
+    assert_eq!(env["victim"]["qemu"]["Seccomp_filters"], "3", "{env}");
 }
 
 #[test]
@@ -158,7 +158,7 @@ fn with_net_admin_and_net_raw_the_attacks_succeed() {
     if !ready() {
         return;
     }
-    let (r, v) = audit(&["--grant", "NET_ADMIN,NET_RAW"]);
+    let (doc, rows) = audit(&["--grant", "NET_ADMIN,NET_RAW"]);
     let allowed: Vec<String> = [
         "A1", "A2", "A3", "A4", "A6", "A8", "A9", "A11", "A12", "A13", "A14", "A15", "A16", "A17",
         "A18", "A19", "A20", "A27", "A28", "A30", "A31", "A38", "A39",
@@ -166,15 +166,15 @@ fn with_net_admin_and_net_raw_the_attacks_succeed() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    assert_eq!(ids(&v, "allowed-as-expected"), allowed, "{r:#}");
+    assert_eq!(ids(&rows, "allowed-as-expected"), allowed, "{doc:#}");
     // With NET_RAW a rogue DHCP server answers the node side: a packet socket bypasses nftables.
-    assert_eq!(r["rogue_dhcp_reached_node"], true);
+    assert_eq!(doc["rogue_dhcp_reached_node"], true);
     // Without netbind's filters, IPv6 source forgery and a user namespace with nf_tables need
     // no capability at all.
-    assert_eq!(ids(&v, "EXPOSED"), ["A7", "A32"], "{r:#}");
+    assert_eq!(ids(&rows, "EXPOSED"), ["A7", "A32"], "{doc:#}");
     // The namespaces still keep the other pod out of reach.
     assert_eq!(
-        ids(&v, "blocked"),
+        ids(&rows, "blocked"),
         [
             "A5", "A10", "A21", "A22", "A23", "A24", "A25", "A26", "A29", "A33", "A34", "A35",
             "A36", "A37"
@@ -212,11 +212,11 @@ fn without_ra_guard_the_ra_socket_reaches_the_node() {
         "{}",
         String::from_utf8_lossy(&up.stderr)
     );
-    let (r, v) = audit(&[&name]);
-    assert_eq!(ids(&v, "EXPOSED"), Vec::<String>::new(), "{r:#}");
+    let (doc, rows) = audit(&[&name]);
+    assert_eq!(ids(&rows, "EXPOSED"), Vec::<String>::new(), "{doc:#}");
     netbind_testkit::ok(&format!(
         "ip netns exec netbind-{name} nft flush chain inet netbind ra_guard"
     ));
-    let (r, v) = audit(&[&name]);
-    assert_eq!(ids(&v, "EXPOSED"), ["A36", "A37"], "{r:#}");
+    let (doc, rows) = audit(&[&name]);
+    assert_eq!(ids(&rows, "EXPOSED"), ["A36", "A37"], "{doc:#}");
 }

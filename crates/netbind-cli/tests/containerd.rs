@@ -43,7 +43,7 @@ fn up_status_down_on_containerd() {
         }
     }
     let _down = Down(name.clone());
-    let o = netbind(&[
+    let out = netbind(&[
         "up",
         "examples/vmi-masquerade.yaml",
         "--runtime",
@@ -54,19 +54,19 @@ fn up_status_down_on_containerd() {
         &name,
         "--json",
     ]);
-    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
-        o.status.success(),
+        out.status.success(),
         "netbind up --runtime containerd failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&o.stderr)
+        String::from_utf8_lossy(&out.stderr)
     );
-    let r: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
-    let g = &r["guest"];
-    assert_eq!(g["lease_ip"], "10.0.2.2", "{r:#}");
-    assert_eq!(g["ping_gateway"], true, "{r:#}");
-    assert_eq!(g["egress"], true, "{r:#}");
-    assert_eq!(g["ingress"], true, "{r:#}");
-    let steps: Vec<&str> = r["steps"]
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    let guest = &doc["guest"];
+    assert_eq!(guest["lease_ip"], "10.0.2.2", "{doc:#}");
+    assert_eq!(guest["ping_gateway"], true, "{doc:#}");
+    assert_eq!(guest["egress"], true, "{doc:#}");
+    assert_eq!(guest["ingress"], true, "{doc:#}");
+    let steps: Vec<&str> = doc["steps"]
         .as_array()
         .unwrap()
         .iter()
@@ -89,22 +89,26 @@ fn up_status_down_on_containerd() {
     // The audit runs inside that pod too, as one more locked-down container: nothing is
     // exposed, the cross-pod attacks hit a victim pod of the same runtime, and the launcher and
     // QEMU run with no capability under netbind's VM filter.
-    let o = netbind(&["audit", &name, "--json"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let audit: serde_json::Value = serde_json::from_slice(&o.stdout).expect("audit JSON");
+    let out = netbind(&["audit", &name, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let audit: serde_json::Value = serde_json::from_slice(&out.stdout).expect("audit JSON");
     let rows = audit["rows"].as_array().expect("rows");
     assert!(rows.len() >= 39, "{audit:#}");
     let exposed: Vec<&str> = rows
         .iter()
-        .filter(|r| r["verdict"] == "EXPOSED")
-        .filter_map(|r| r["id"].as_str())
+        .filter(|doc| doc["verdict"] == "EXPOSED")
+        .filter_map(|doc| doc["id"].as_str())
         .collect();
     assert!(
         exposed.is_empty(),
         "exposed in the CRI pod: {exposed:?}\n{audit:#}"
     );
     for id in ["A33", "A34"] {
-        let row = rows.iter().find(|r| r["id"] == id).unwrap();
+        let row = rows.iter().find(|doc| doc["id"] == id).unwrap();
         assert_eq!(row["caps_only"], "ESRCH", "{row:#}");
     }
     let env = &audit["environment"];
@@ -114,8 +118,12 @@ fn up_status_down_on_containerd() {
         assert_eq!(env[process]["Seccomp"], "2", "{env:#}");
     }
 
-    let o = netbind(&["down", &name]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = netbind(&["down", &name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(common::pod_status(&name).is_none(), "the pod is gone");
     let netns =
         String::from_utf8_lossy(&Command::new("ip").args(["netns"]).output().unwrap().stdout)
@@ -173,7 +181,7 @@ fn up_on_a_given_cri_socket() {
     let _down = Down(name.clone());
     let socket = node.config.socket().display().to_string();
     let run_dir = node.config.netbind_run_dir().display().to_string();
-    let o = netbind(&[
+    let out = netbind(&[
         "up",
         "examples/vmi-bridge.yaml",
         "--runtime",
@@ -188,18 +196,22 @@ fn up_on_a_given_cri_socket() {
         &name,
         "--json",
     ]);
-    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
-        o.status.success(),
+        out.status.success(),
         "netbind up --cri-socket failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&o.stderr)
+        String::from_utf8_lossy(&out.stderr)
     );
-    let r: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
     // The bridge binding: the guest leases the pod's own address.
-    assert_eq!(r["guest"]["lease_ip"], r["pod_ip"], "{r:#}");
-    assert_eq!(r["guest"]["ping_gateway"], true, "{r:#}");
-    let o = netbind(&["down", &name]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(doc["guest"]["lease_ip"], doc["pod_ip"], "{doc:#}");
+    assert_eq!(doc["guest"]["ping_gateway"], true, "{doc:#}");
+    let out = netbind(&["down", &name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(common::pod_status(&name).is_none(), "the pod is gone");
     let mut cri = node.client().unwrap();
     assert!(

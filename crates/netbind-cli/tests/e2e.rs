@@ -89,9 +89,9 @@ fn up_and_down(case: &Case) {
     let attacker = Planter::start(name, own);
     let mut args = vec!["up", vmi, "--boot", boot, "--name", name, "--json"];
     args.extend_from_slice(case.extra);
-    let o = netbind(&args);
-    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    let out = netbind(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     // Leave nothing behind even if an assertion below fails.
     struct Down<'a>(&'a str);
     impl Drop for Down<'_> {
@@ -100,40 +100,48 @@ fn up_and_down(case: &Case) {
         }
     }
     let _down = Down(name);
-    assert!(o.status.success(), "netbind up failed:\n{stdout}\n{stderr}");
-    let r: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
-    let g = &r["guest"];
     assert!(
-        g["time_to_lease_ms"].as_u64().is_some_and(|t| t > 0),
-        "{r:#}"
+        out.status.success(),
+        "netbind up failed:\n{stdout}\n{stderr}"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    let guest = &doc["guest"];
+    assert!(
+        guest["time_to_lease_ms"]
+            .as_u64()
+            .is_some_and(|started| started > 0),
+        "{doc:#}"
     );
     match case.want_lease {
         Some(want) => {
-            let lease = g["lease_ip"].as_str().unwrap_or("");
-            assert!(want(lease), "lease {lease:?} in {r:#}");
-            assert_eq!(g["ping_gateway"], true, "{r:#}");
-            assert_eq!(g["egress"], true, "{r:#}");
-            assert_eq!(g["ingress"], true, "{r:#}");
+            let lease = guest["lease_ip"].as_str().unwrap_or("");
+            assert!(want(lease), "lease {lease:?} in {doc:#}");
+            assert_eq!(guest["ping_gateway"], true, "{doc:#}");
+            assert_eq!(guest["egress"], true, "{doc:#}");
+            assert_eq!(guest["ingress"], true, "{doc:#}");
         }
-        None => assert!(g["lease_ip"].is_null() && g["egress"].is_null(), "{r:#}"),
+        None => assert!(
+            guest["lease_ip"].is_null() && guest["egress"].is_null(),
+            "{doc:#}"
+        ),
     }
     if case.ipv6 {
         // DHCPv6 gave the address; only the router advertisements give the default route,
         // without which neither egress nor the ingress replies get out of the guest.
-        assert_eq!(g["lease6_ip"], "fd10:0:2::2", "{r:#}");
-        assert_eq!(g["lease6_router"], "fe80::ff:fe00:0", "{r:#}");
-        assert_eq!(g["ping6_gateway"], true, "{r:#}");
-        assert_eq!(g["egress6"], true, "{r:#}");
-        assert_eq!(g["ingress6"], true, "{r:#}");
+        assert_eq!(guest["lease6_ip"], "fd10:0:2::2", "{doc:#}");
+        assert_eq!(guest["lease6_router"], "fe80::ff:fe00:0", "{doc:#}");
+        assert_eq!(guest["ping6_gateway"], true, "{doc:#}");
+        assert_eq!(guest["egress6"], true, "{doc:#}");
+        assert_eq!(guest["ingress6"], true, "{doc:#}");
     } else {
-        assert!(g["lease6_ip"].is_null(), "{r:#}");
+        assert!(guest["lease6_ip"].is_null(), "{doc:#}");
     }
     if unlisted {
-        assert_eq!(g["unlisted_blocked"], true, "{r:#}");
+        assert_eq!(guest["unlisted_blocked"], true, "{doc:#}");
     } else {
-        assert!(g["unlisted_blocked"].is_null(), "{r:#}");
+        assert!(guest["unlisted_blocked"].is_null(), "{doc:#}");
     }
-    let pod_ip = r["pod_ip"].as_str().unwrap().to_string();
+    let pod_ip = doc["pod_ip"].as_str().unwrap().to_string();
     // QEMU runs in a sandbox of its own: its own PID namespace (two PIDs: the node's and its
     // namespace's), no capability, and three syscall filters (netbind's two and its own
     // -sandbox, as given by netbind or by libvirt's default seccomp_sandbox).
@@ -163,8 +171,8 @@ fn up_and_down(case: &Case) {
     let mut bystander = Command::new("sleep").arg("300").spawn().unwrap();
     if boot == "libvirt" {
         let run = format!("/run/netbind/pods/{name}/vm/libvirt-xdg/libvirt");
-        for d in ["libvirtd", "virtlogd", "qemu/run/e2e"] {
-            let _ = std::fs::write(format!("{run}/{d}.pid"), bystander.id().to_string());
+        for dir in ["libvirtd", "virtlogd", "qemu/run/e2e"] {
+            let _ = std::fs::write(format!("{run}/{dir}.pid"), bystander.id().to_string());
         }
     }
     let me = common::pod_status(name).expect("listed by status");
@@ -192,7 +200,7 @@ fn up_and_down(case: &Case) {
             .unwrap();
         // SAFETY: SIGKILL to the launcher the pod runs (found through netbind status).
         assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-        let t = std::time::Instant::now();
+        let started = std::time::Instant::now();
         loop {
             let me = common::pod_status(name).expect("still listed");
             if me["phase"]
@@ -203,13 +211,17 @@ fn up_and_down(case: &Case) {
                 assert!(me["vm"].as_str().unwrap().contains("running"), "{me}");
                 break;
             }
-            assert!(t.elapsed().as_secs() < 10, "still not failed: {me}");
+            assert!(started.elapsed().as_secs() < 10, "still not failed: {me}");
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
 
-    let d = netbind(&["down", name]);
-    assert!(d.status.success(), "{}", String::from_utf8_lossy(&d.stderr));
+    let dir = netbind(&["down", name]);
+    assert!(
+        dir.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dir.stderr)
+    );
     assert!(
         bystander.try_wait().unwrap().is_none(),
         "down signalled the root process named in the VM's pid files"
@@ -339,19 +351,19 @@ impl Planter {
         use std::os::unix::fs::PermissionsExt;
         let decoys = tempfile::tempdir().unwrap();
         std::fs::set_permissions(decoys.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        for n in PLANTED {
-            let p = decoys.path().join(n);
-            std::fs::write(&p, "decoy").unwrap();
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        for name in PLANTED {
+            let path = decoys.path().join(name);
+            std::fs::write(&path, "decoy").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         }
         let vm = format!("/run/netbind/pods/{pod}/vm");
         let script = format!(
-            "while [ ! -e {d}/stop ]; do if [ -d {vm} ]; then for n in {names}; do \
-             ln -sfn {d}/$n {vm}/$n 2>/dev/null; done; fi; usleep 5000; done",
-            d = decoys.path().display(),
+            "while [ ! -e {dir}/stop ]; do if [ -d {vm} ]; then for n in {names}; do \
+             ln -sfn {dir}/$n {vm}/$n 2>/dev/null; done; fi; usleep 5000; done",
+            dir = decoys.path().display(),
             names = PLANTED
                 .iter()
-                .filter(|n| !skip.contains(n))
+                .filter(|name| !skip.contains(name))
                 .copied()
                 .collect::<Vec<_>>()
                 .join(" ")
@@ -376,18 +388,18 @@ impl Planter {
         use std::os::unix::fs::MetadataExt;
         std::fs::write(self.decoys.path().join("stop"), "").unwrap();
         let _ = self.child.wait();
-        for n in PLANTED {
-            let p = self.decoys.path().join(n);
-            let m = std::fs::symlink_metadata(&p).unwrap();
+        for name in PLANTED {
+            let path = self.decoys.path().join(name);
+            let meta = std::fs::symlink_metadata(&path).unwrap();
             assert_eq!(
                 (
-                    std::fs::read_to_string(&p).unwrap().as_str(),
-                    m.uid(),
-                    m.gid(),
-                    m.mode() & 0o7777
+                    std::fs::read_to_string(&path).unwrap().as_str(),
+                    meta.uid(),
+                    meta.gid(),
+                    meta.mode() & 0o7777
                 ),
                 ("decoy", 0, 0, 0o644),
-                "root acted on {n} through the VM uid's symlink"
+                "root acted on {name} through the VM uid's symlink"
             );
         }
     }

@@ -11,9 +11,9 @@ use netbind_testkit::golden::compare;
 #[test]
 fn golden_outputs() {
     let mut failures = Vec::new();
-    for c in CASES {
-        let dir = root().join("testdata/golden").join(c.name);
-        let plan_json = run_case(&["plan"], c);
+    for case in CASES {
+        let dir = root().join("testdata/golden").join(case.name);
+        let plan_json = run_case(&["plan"], case);
         compare(&dir.join("plan.json"), &plan_json, &mut failures);
         let plan: serde_json::Value = serde_json::from_str(&plan_json).expect("plan is JSON");
         let handoff = serde_json::to_string_pretty(&plan["handoff"]).expect("handoff") + "\n";
@@ -23,12 +23,12 @@ fn golden_outputs() {
             .expect("launcher-readable hand-off");
         compare(
             &dir.join("nft.txt"),
-            &run_case(&["plan", "--nft-text"], c),
+            &run_case(&["plan", "--nft-text"], case),
             &mut failures,
         );
         compare(
             &dir.join("interfaces.xml"),
-            &run_case(&["domxml"], c),
+            &run_case(&["domxml"], case),
             &mut failures,
         );
     }

@@ -37,13 +37,13 @@ fn every_golden_domain_passes_libvirt_schema() {
     if !have_validator() {
         return;
     }
-    for c in CASES {
-        let xml = run_case(&["domxml", "--full"], c);
+    for case in CASES {
+        let xml = run_case(&["domxml", "--full"], case);
         let (ok, out) = validate(&xml);
         assert!(
             ok,
             "case {}: virt-xml-validate rejected:\n{xml}\n{out}",
-            c.name
+            case.name
         );
     }
 }

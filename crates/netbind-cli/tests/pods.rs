@@ -30,8 +30,8 @@ fn node_bridge_mac() -> (String, String) {
         "{}",
         String::from_utf8_lossy(&cmd.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&cmd.stdout).unwrap();
-    let mac = v[0]["address"].as_str().unwrap().to_string();
+    let doc: serde_json::Value = serde_json::from_slice(&cmd.stdout).unwrap();
+    let mac = doc[0]["address"].as_str().unwrap().to_string();
     let cmd = Command::new("ip")
         .args(["netns", "exec", NODE_NS, "cat"])
         .arg(format!("/sys/class/net/{NODE_BRIDGE}/addr_assign_type"))
@@ -63,32 +63,38 @@ fn several_pods_share_the_node_without_colliding() {
     ]
     .iter()
     .enumerate()
-    .map(|(i, f)| (format!("pods-{pid}-{i}"), *f))
+    .map(|(idx, file)| (format!("pods-{pid}-{idx}"), *file))
     .collect();
     // Remove every pod even if an assertion fails.
     struct Down(Vec<String>);
     impl Drop for Down {
         fn drop(&mut self) {
-            for n in &self.0 {
-                let _ = netbind(&["down", n]);
+            for name in &self.0 {
+                let _ = netbind(&["down", name]);
             }
         }
     }
-    let _down = Down(pods.iter().map(|(n, _)| n.clone()).collect());
+    let _down = Down(pods.iter().map(|(name, _)| name.clone()).collect());
 
     // All at once: the node and the address allocator are shared under a lock.
-    let outs: Vec<Output> = std::thread::scope(|s| {
+    let outs: Vec<Output> = std::thread::scope(|scope| {
         let handles: Vec<_> = pods
             .iter()
-            .map(|(n, f)| s.spawn(move || netbind(&["up", f, "--name", n, "--json"])))
+            .map(|(name, file)| {
+                scope.spawn(move || netbind(&["up", file, "--name", name, "--json"]))
+            })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let mut ips = Vec::new();
-    for o in &outs {
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        let ip = r["pod_ip"].as_str().unwrap().to_string();
+    for out in &outs {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let ip = doc["pod_ip"].as_str().unwrap().to_string();
         assert!(
             Path::new(&format!("/run/netbind/ipam/{ip}")).exists(),
             "{ip} recorded as allocated"
@@ -102,9 +108,9 @@ fn several_pods_share_the_node_without_colliding() {
 
     // Each masquerade pod is wired to the node (a bridge pod's eth0 now belongs to its guest,
     // which is not booted here).
-    for (n, f) in &pods {
-        if f.contains("masquerade") {
-            assert!(pod_reaches_node(n), "pod {n} reaches the node");
+    for (name, file) in &pods {
+        if file.contains("masquerade") {
+            assert!(pod_reaches_node(name), "pod {name} reaches the node");
         }
     }
 
@@ -113,13 +119,21 @@ fn several_pods_share_the_node_without_colliding() {
     assert_eq!(before, ("02:6e:62:00:00:01".to_string(), "3".to_string()));
 
     // Down, one by one: the address goes back, the node bridge keeps its MAC, the others stay.
-    for (i, ((n, _), ip)) in pods.iter().zip(&ips).enumerate() {
-        let d = netbind(&["down", n]);
-        assert!(d.status.success(), "{}", String::from_utf8_lossy(&d.stderr));
-        assert_eq!(common::address_held_by(n), None, "{ip} released by down");
-        assert!(!Path::new(&format!("/run/netns/netbind-{n}")).exists());
-        if i + 1 < pods.len() {
-            assert_eq!(node_bridge_mac(), before, "node bridge MAC after {n} left");
+    for (idx, ((name, _), ip)) in pods.iter().zip(&ips).enumerate() {
+        let down = netbind(&["down", name]);
+        assert!(
+            down.status.success(),
+            "{}",
+            String::from_utf8_lossy(&down.stderr)
+        );
+        assert_eq!(common::address_held_by(name), None, "{ip} released by down");
+        assert!(!Path::new(&format!("/run/netns/netbind-{name}")).exists());
+        if idx + 1 < pods.len() {
+            assert_eq!(
+                node_bridge_mac(),
+                before,
+                "node bridge MAC after {name} left"
+            );
             let (last, _) = pods.last().unwrap();
             assert!(pod_reaches_node(last), "pod {last} still wired");
         }
@@ -141,10 +155,10 @@ fn two_ups_of_one_name_one_wins_and_the_other_leaves_it_alone() {
         }
     }
     let _down = Down(name.clone());
-    let outs: Vec<Output> = std::thread::scope(|s| {
+    let outs: Vec<Output> = std::thread::scope(|scope| {
         let hs: Vec<_> = (0..3)
             .map(|_| {
-                s.spawn(|| {
+                scope.spawn(|| {
                     netbind(&[
                         "up",
                         "examples/vmi-masquerade.yaml",
@@ -157,17 +171,17 @@ fn two_ups_of_one_name_one_wins_and_the_other_leaves_it_alone() {
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let won: Vec<&Output> = outs.iter().filter(|o| o.status.success()).collect();
+    let won: Vec<&Output> = outs.iter().filter(|out| out.status.success()).collect();
     assert_eq!(won.len(), 1, "exactly one up wins: {outs:?}");
-    for o in outs.iter().filter(|o| !o.status.success()) {
-        let err = String::from_utf8_lossy(&o.stderr);
+    for out in outs.iter().filter(|out| !out.status.success()) {
+        let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("is already up"), "{err}");
     }
-    let r: serde_json::Value = serde_json::from_slice(&won[0].stdout).unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&won[0].stdout).unwrap();
     assert!(Path::new(&format!("/run/netns/netbind-{name}")).exists());
     assert_eq!(
         common::address_held_by(&name).as_deref(),
-        r["pod_ip"].as_str(),
+        doc["pod_ip"].as_str(),
         "the winner keeps its address"
     );
     assert!(pod_reaches_node(&name), "the winner's pod is still wired");
@@ -189,14 +203,14 @@ fn the_lock_is_out_of_reach_and_a_waiting_up_stops_on_sigterm() {
     let lock = Path::new("/run/netbind/lock.root");
     // Any up creates it; take it ourselves as root to block the next up.
     std::fs::create_dir_all("/run/netbind").unwrap();
-    let f = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(lock)
         .unwrap();
-    let m = f.metadata().unwrap();
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    let meta = file.metadata().unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
     // SAFETY: flock on an open fd, released when f is dropped.
     let rc = unsafe { libc::flock(fd, libc::LOCK_EX) };
     assert_eq!(rc, 0);
@@ -211,10 +225,10 @@ fn the_lock_is_out_of_reach_and_a_waiting_up_stops_on_sigterm() {
     assert!(up.try_wait().unwrap().is_none(), "up waits for the lock");
     // SAFETY: kill with the pid of the child this test started.
     unsafe { libc::kill(i32::try_from(up.id()).unwrap(), libc::SIGTERM) };
-    let t = std::time::Instant::now();
+    let started = std::time::Instant::now();
     while up.try_wait().unwrap().is_none() {
         assert!(
-            t.elapsed() < std::time::Duration::from_secs(5),
+            started.elapsed() < std::time::Duration::from_secs(5),
             "up ignored SIGTERM while waiting for the lock"
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -226,7 +240,7 @@ fn the_lock_is_out_of_reach_and_a_waiting_up_stops_on_sigterm() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    drop(f);
+    drop(file);
     assert!(!Path::new(&format!("/run/netbind/pods/{name}")).exists());
     // After an up has opened it, the lock file is root's and 0600: uid 107 cannot open it.
     let _ = netbind(&["up", "examples/vmi-masquerade.yaml", "--name", &name]);
@@ -236,7 +250,7 @@ fn the_lock_is_out_of_reach_and_a_waiting_up_stops_on_sigterm() {
         (m2.uid(), m2.mode() & 0o777),
         (0, 0o600),
         "was {:o}",
-        m.mode()
+        meta.mode()
     );
     let cmd = Command::new("setpriv")
         .args([
@@ -319,8 +333,8 @@ fn the_cluster_default_binding_reaches_phase_1() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(r["binding"], binding);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(doc["binding"], binding);
         let links: serde_json::Value = serde_json::from_slice(&links.stdout).unwrap();
         let names: Vec<&str> = links
             .as_array()

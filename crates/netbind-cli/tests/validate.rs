@@ -12,9 +12,9 @@ fn validate(files: &[&std::path::Path]) -> Output {
 }
 
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
-    let p = dir.path().join(name);
-    std::fs::write(&p, text).expect("write");
-    p
+    let file_path = dir.path().join(name);
+    std::fs::write(&file_path, text).expect("write");
+    file_path
 }
 
 const BAD: &str = "apiVersion: kubevirt.io/v1
@@ -40,21 +40,23 @@ spec:
 
 #[test]
 fn reports_every_error_with_position_and_exit_1() {
-    let d = tempfile::tempdir().expect("tmp");
-    let p = write(&d, "bad.yaml", BAD);
-    let out = validate(&[&p]);
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = write(&dir, "bad.yaml", BAD);
+    let out = validate(&[&path]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    let f = p.display();
+    let shown = path.display();
     for want in [
         format!(
-            "{f}:11:16: spec.domain.devices.interfaces[0].model: interface spec.domain.devices.interfaces[0].name uses model virtio-net that is not supported."
+            "{shown}:11:16: spec.domain.devices.interfaces[0].model: interface spec.domain.devices.interfaces[0].name uses model virtio-net that is not supported."
         ),
         format!(
-            "{f}:12:21: spec.domain.devices.interfaces[0].macAddress: The requested MAC address is reserved for the in-pod bridge. Please choose another one."
+            "{shown}:12:21: spec.domain.devices.interfaces[0].macAddress: The requested MAC address is reserved for the in-pod bridge. Please choose another one."
         ),
-        format!("{f}:14:11: spec.domain.devices.interfaces[0].ports[0]: Port field is mandatory."),
-        format!("{f}:18:11: spec.networks[1].name: spec.networks[1].name 'orphan' not found."),
+        format!(
+            "{shown}:14:11: spec.domain.devices.interfaces[0].ports[0]: Port field is mandatory."
+        ),
+        format!("{shown}:18:11: spec.networks[1].name: spec.networks[1].name 'orphan' not found."),
         "more than one interface is connected to a pod network in spec.interfaces".to_string(),
     ] {
         assert!(err.contains(&want), "missing {want:?} in:\n{err}");
@@ -63,7 +65,7 @@ fn reports_every_error_with_position_and_exit_1() {
 
 #[test]
 fn exit_codes_valid_invalid_unreadable() {
-    let d = tempfile::tempdir().expect("tmp");
+    let dir = tempfile::tempdir().expect("tmp");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
     let good = root.join("vmi-masquerade.yaml");
     let out = validate(&[&good]);
@@ -78,7 +80,7 @@ fn exit_codes_valid_invalid_unreadable() {
     assert_eq!(validate(&[&vm]).status.code(), Some(0));
 
     let broken = write(
-        &d,
+        &dir,
         "broken.yaml",
         "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nspec: [\n",
     );
@@ -90,7 +92,7 @@ fn exit_codes_valid_invalid_unreadable() {
     );
 
     let dup = write(
-        &d,
+        &dir,
         "dup.yaml",
         "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nspec: {}\nspec: {}\n",
     );
@@ -101,7 +103,7 @@ fn exit_codes_valid_invalid_unreadable() {
     );
 
     let wrong_type = write(
-        &d,
+        &dir,
         "type.yaml",
         "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nspec:\n  domain:\n    devices:\n      interfaces: {a: 1}\n",
     );
@@ -113,15 +115,15 @@ fn exit_codes_valid_invalid_unreadable() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let missing = d.path().join("absent.yaml");
+    let missing = dir.path().join("absent.yaml");
     assert_eq!(validate(&[&missing]).status.code(), Some(2));
 
-    let huge = write(&d, "huge.yaml", &"#".repeat(2 << 20));
+    let huge = write(&dir, "huge.yaml", &"#".repeat(2 << 20));
     let out = validate(&[&huge]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("limit"));
 
-    let bad = write(&d, "bad.yaml", BAD);
+    let bad = write(&dir, "bad.yaml", BAD);
     // Several files: each is reported, the worst exit code wins.
     let out = validate(&[&good, &bad]);
     assert_eq!(out.status.code(), Some(1));
@@ -131,18 +133,18 @@ fn exit_codes_valid_invalid_unreadable() {
 
 #[test]
 fn alias_bomb_is_refused_not_expanded() {
-    let d = tempfile::tempdir().expect("tmp");
-    let mut y = String::from(
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut yaml = String::from(
         "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\na0: &a0 [x, x, x, x, x, x, x, x, x, x]\n",
     );
-    for i in 1..12 {
-        y.push_str(&format!(
-            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n",
-            p = i - 1
+    for idx in 1..12 {
+        yaml.push_str(&format!(
+            "a{idx}: &a{idx} [*a{path}, *a{path}, *a{path}, *a{path}, *a{path}, *a{path}, *a{path}, *a{path}, *a{path}, *a{path}]\n",
+            path = idx - 1
         ));
     }
-    let p = write(&d, "bomb.yaml", &y);
-    let out = validate(&[&p]);
+    let path = write(&dir, "bomb.yaml", &yaml);
+    let out = validate(&[&path]);
     assert_eq!(
         out.status.code(),
         Some(2),
@@ -175,9 +177,9 @@ fn run_bounded(mut cmd: Command) -> Output {
 /// naming the file and what it is.
 #[test]
 fn special_files_are_refused_not_read() {
-    let d = tempfile::tempdir().expect("tmp");
+    let dir = tempfile::tempdir().expect("tmp");
     let root = netbind_testkit::repo_root();
-    let fifo = d.path().join("fifo");
+    let fifo = dir.path().join("fifo");
     assert!(
         Command::new("mkfifo")
             .arg(&fifo)
@@ -185,22 +187,32 @@ fn special_files_are_refused_not_read() {
             .expect("mkfifo")
             .success()
     );
-    let zero = d.path().join("zero");
+    let zero = dir.path().join("zero");
     std::os::unix::fs::symlink("/dev/zero", &zero).expect("symlink");
     let vmi = root.join("examples/vmi-masquerade.yaml");
     let pod = root.join("testdata/pods/pod-v4.json");
     let bin = |name: &str| std::path::Path::new(env!("CARGO_BIN_EXE_netbind")).with_file_name(name);
     for (special, kind) in [(&fifo, "is a FIFO"), (&zero, "is a character device")] {
-        let s = special.as_os_str();
+        let special_os = special.as_os_str();
         let cases: Vec<(&str, Vec<&std::ffi::OsStr>)> = vec![
-            ("validate VMI", vec!["validate".as_ref(), s]),
+            ("validate VMI", vec!["validate".as_ref(), special_os]),
             (
                 "plan VMI",
-                vec!["plan".as_ref(), s, "--pod".as_ref(), pod.as_os_str()],
+                vec![
+                    "plan".as_ref(),
+                    special_os,
+                    "--pod".as_ref(),
+                    pod.as_os_str(),
+                ],
             ),
             (
                 "plan POD.json",
-                vec!["plan".as_ref(), vmi.as_os_str(), "--pod".as_ref(), s],
+                vec![
+                    "plan".as_ref(),
+                    vmi.as_os_str(),
+                    "--pod".as_ref(),
+                    special_os,
+                ],
             ),
             (
                 "plan --resolv-conf",
@@ -210,14 +222,15 @@ fn special_files_are_refused_not_read() {
                     "--pod".as_ref(),
                     pod.as_os_str(),
                     "--resolv-conf".as_ref(),
-                    s,
+                    special_os,
                 ],
             ),
-            ("up VMI", vec!["up".as_ref(), s]),
+            ("up VMI", vec!["up".as_ref(), special_os]),
         ];
         for (what, args) in cases {
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_netbind"));
-            cmd.args(&args).env("NETBIND_RUN_DIR", d.path().join("run"));
+            cmd.args(&args)
+                .env("NETBIND_RUN_DIR", dir.path().join("run"));
             let out = run_bounded(cmd);
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(
@@ -231,12 +244,13 @@ fn special_files_are_refused_not_read() {
             );
         }
         // The handler refuses the VMI before it opens any namespace.
-        let mut h = Command::new(bin("netbind-handler"));
-        h.args(["setup", "--netns", "/run/netns/netbind-absent-ns", "--vmi"])
+        let mut handler = Command::new(bin("netbind-handler"));
+        handler
+            .args(["setup", "--netns", "/run/netns/netbind-absent-ns", "--vmi"])
             .arg(special)
             .arg("--handoff-dir")
-            .arg(d.path().join("h"));
-        let out = run_bounded(h);
+            .arg(dir.path().join("h"));
+        let out = run_bounded(handler);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
             !out.status.success() && err.contains(kind),

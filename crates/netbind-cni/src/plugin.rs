@@ -75,14 +75,14 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
     let fail = |code, msg: String| CniError::new(code, msg).in_version(&conf.cni_version);
     let pod_addresses = prev
         .addresses_of(ifname, &netns.to_string_lossy())
-        .map_err(|e| fail(ErrorCode::InvalidConfig, e))?;
+        .map_err(|error| fail(ErrorCode::InvalidConfig, error))?;
     let target = NetnsTarget::Path(netns.to_path_buf());
     // The previous plugin's addresses must be on the pod interface: the plan is made from the
     // kernel's view, and a disagreement means this call would set up something else.
-    let links_before = netbind_handler::observe(&target).map_err(|e| {
+    let links_before = netbind_handler::observe(&target).map_err(|error| {
         fail(
             ErrorCode::UnknownContainer,
-            format!("ADD: observe {}: {e}", netns.display()),
+            format!("ADD: observe {}: {error}", netns.display()),
         )
     })?;
     let on_pod = links_before.get(ifname);
@@ -117,26 +117,29 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
     };
     let report = match netbind_handler::setup(&args) {
         Ok(report) => report,
-        Err(e) => {
+        Err(error) => {
             // Phase 1 rolled its changes back; remove what is left of the sandbox's files too,
             // so a failed ADD leaves nothing (containerd still sends DEL, which finds nothing).
             let cleanup = remove_sandbox(&target, &dirs, conf).err();
-            let code = match e {
+            let code = match error {
                 HandlerError::Vmi { .. } => ErrorCode::InvalidConfig,
                 HandlerError::Netns(_) => ErrorCode::UnknownContainer,
                 _ => ErrorCode::Setup,
             };
-            let mut err = fail(code, format!("ADD in {}: {e}", netns.display()));
-            if let Some(c) = cleanup {
-                err = err.with_details(format!("and cleaning up: {}", c.msg));
+            let mut err = fail(code, format!("ADD in {}: {error}", netns.display()));
+            if let Some(undo) = cleanup {
+                err = err.with_details(format!("and cleaning up: {}", undo.msg));
             }
             return Err(err);
         }
     };
-    let made = made_interfaces(&target, &dirs, netns).map_err(|e| {
+    let made = made_interfaces(&target, &dirs, netns).map_err(|error| {
         fail(
             ErrorCode::Setup,
-            format!("ADD: read back the links made in {}: {e}", netns.display()),
+            format!(
+                "ADD: read back the links made in {}: {error}",
+                netns.display()
+            ),
         )
     })?;
     let mut result = compose_result(conf, &made);
@@ -213,13 +216,13 @@ fn remove_sandbox(
         state_dir: dirs.state(),
         nft_bin: conf.settings.nft_bin.clone(),
     })
-    .map_err(|e| fail(format!("DEL of {}: {e}", dirs.root.display())))?;
+    .map_err(|err| fail(format!("DEL of {}: {err}", dirs.root.display())))?;
     // The directory is root's (the launcher reads the record through a read-only mount of
     // `handoff/` and cannot write here), so removing it follows nothing another user made.
     match std::fs::remove_dir_all(&dirs.root) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(fail(format!("DEL: remove {}: {e}", dirs.root.display()))),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(fail(format!("DEL: remove {}: {err}", dirs.root.display()))),
     }
 }
 

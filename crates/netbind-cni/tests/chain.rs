@@ -38,14 +38,14 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 
 impl Node {
     fn new() -> Node {
-        let n = SEQ.fetch_add(1, Ordering::SeqCst);
-        let tag = format!("nbc{}x{n}", std::process::id() % 100_000);
+        let seq = SEQ.fetch_add(1, Ordering::SeqCst);
+        let tag = format!("nbc{}x{seq}", std::process::id() % 100_000);
         ok(&format!(
             "ip netns add {tag}-node && ip netns add {tag}-pod"
         ));
         ok(&format!("ip -n {tag}-node link set lo up"));
         Node {
-            subnet: format!("10.{}.{}.0/24", 100 + n % 100, std::process::id() % 250),
+            subnet: format!("10.{}.{}.0/24", 100 + seq % 100, std::process::id() % 250),
             tag,
             dir: tempfile::tempdir().unwrap(),
         }
@@ -155,8 +155,8 @@ impl Node {
                 }
             });
         }
-        if let Some(p) = prev {
-            conf["prevResult"] = p.clone();
+        if let Some(prev_result) = prev {
+            conf["prevResult"] = prev_result.clone();
         }
         conf
     }
@@ -186,9 +186,9 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        let t = &self.tag;
+        let tag = &self.tag;
         let _ = sh(&format!(
-            "ip netns del {t}-pod 2>/dev/null; ip netns del {t}-node 2>/dev/null"
+            "ip netns del {tag}-pod 2>/dev/null; ip netns del {tag}-node 2>/dev/null"
         ));
     }
 }
@@ -214,12 +214,12 @@ fn add_check_del(vmi_path: &str, made: &[&str]) {
     // The result: the previous one, plus the links phase 1 made, each in the pod's sandbox.
     assert_eq!(result["ips"], prev["ips"], "the pod IPs pass through");
     for name in made {
-        let i = interface(&result, name).unwrap_or_else(|| panic!("{name} in {result}"));
-        assert_eq!(i["sandbox"], node.pod_netns().as_str());
+        let iface = interface(&result, name).unwrap_or_else(|| panic!("{name} in {result}"));
+        assert_eq!(iface["sandbox"], node.pod_netns().as_str());
         assert_eq!(
-            i["mac"].as_str().map(str::len),
+            iface["mac"].as_str().map(str::len),
             Some(17),
-            "{name}'s MAC: {i}"
+            "{name}'s MAC: {iface}"
         );
         assert!(
             node.pod_links().contains(&name.to_string()),
@@ -270,9 +270,9 @@ fn add_check_del(vmi_path: &str, made: &[&str]) {
         "DEL",
         &node.pod_netns(),
         &{
-            let mut c = node.bridge_conf();
-            c["prevResult"] = prev.clone();
-            c
+            let mut bridge = node.bridge_conf();
+            bridge["prevResult"] = prev.clone();
+            bridge
         },
     );
     assert!(ok_bridge_del, "the pod network's DEL after ours: {out}");
@@ -440,6 +440,6 @@ fn version_answers_without_a_namespace() {
         })
         .unwrap();
     assert!(out.status.success());
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["supportedVersions"], json!(["1.0.0", "1.1.0"]));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["supportedVersions"], json!(["1.0.0", "1.1.0"]));
 }

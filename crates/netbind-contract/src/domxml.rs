@@ -11,14 +11,14 @@ use crate::handoff::DomainInterface;
 /// Escapes text for an XML attribute value in single or double quotes.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
+    for ch in text.chars() {
+        match ch {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
-            c => out.push(c),
+            ch => out.push(ch),
         }
     }
     out
@@ -27,15 +27,15 @@ pub fn escape(text: &str) -> String {
 /// One `<interface>` element, indented by `indent` spaces.
 pub fn render_interface(iface: &DomainInterface, indent: usize) -> String {
     let pad = " ".repeat(indent);
-    let mut x = String::new();
-    let _ = writeln!(x, "{pad}<interface type='ethernet'>");
+    let mut xml = String::new();
+    let _ = writeln!(xml, "{pad}<interface type='ethernet'>");
     let mut line = |s: String| {
-        let _ = writeln!(x, "{pad}  {s}");
+        let _ = writeln!(xml, "{pad}  {s}");
     };
-    if let Some(p) = iface.pci_address {
+    if let Some(pci) = iface.pci_address {
         line(format!(
             "<address type='pci' domain='0x{:04x}' bus='0x{:02x}' slot='0x{:02x}' function='0x{:x}'/>",
-            p.domain, p.bus, p.slot, p.function
+            pci.domain, pci.bus, pci.slot, pci.function
         ));
     }
     line(format!(
@@ -45,24 +45,24 @@ pub fn render_interface(iface: &DomainInterface, indent: usize) -> String {
     line(format!("<model type='{}'/>", escape(&iface.model)));
     line(format!("<mac address='{}'/>", iface.mac));
     line(format!("<mtu size='{}'/>", iface.mtu));
-    if let Some(b) = iface.boot_order {
-        line(format!("<boot order='{b}'/>"));
+    if let Some(boot) = iface.boot_order {
+        line(format!("<boot order='{boot}'/>"));
     }
     if iface.link_down {
         line("<link state='down'/>".into());
     }
     line(format!("<alias name='{}'/>", escape(&iface.alias)));
-    if let Some(q) = iface.queues {
-        line(format!("<driver name='vhost' queues='{q}'/>"));
+    if let Some(queues) = iface.queues {
+        line(format!("<driver name='vhost' queues='{queues}'/>"));
     }
     if iface.rom_disabled {
         line("<rom enabled='no'/>".into());
     }
-    if let Some(a) = iface.acpi_index {
-        line(format!("<acpi index='{a}'/>"));
+    if let Some(acpi) = iface.acpi_index {
+        line(format!("<acpi index='{acpi}'/>"));
     }
-    let _ = writeln!(x, "{pad}</interface>");
-    x
+    let _ = writeln!(xml, "{pad}</interface>");
+    xml
 }
 
 /// All interfaces, as a fragment for `<devices>`.

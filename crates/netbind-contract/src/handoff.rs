@@ -37,8 +37,8 @@ impl BindingKind {
 }
 
 impl std::fmt::Display for BindingKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        out.pad(self.as_str())
     }
 }
 
@@ -190,8 +190,8 @@ pub struct PciAddress {
 impl PciAddress {
     /// KubeVirt's `^([\da-fA-F]{4}):([\da-fA-F]{2}):([\da-fA-F]{2})\.([0-7])$`.
     pub fn parse(text: &str) -> Option<PciAddress> {
-        let b = text.as_bytes();
-        if b.len() != 12 || b[4] != b':' || b[7] != b':' || b[10] != b'.' {
+        let bytes = text.as_bytes();
+        if bytes.len() != 12 || bytes[4] != b':' || bytes[7] != b':' || bytes[10] != b'.' {
             return None;
         }
         let hex = |r: std::ops::Range<usize>| {
@@ -200,7 +200,7 @@ impl PciAddress {
                 .all(|c| c.is_ascii_hexdigit())
                 .then(|| u16::from_str_radix(part, 16).ok())?
         };
-        let function = char::from(b[11]).to_digit(8)?;
+        let function = char::from(bytes[11]).to_digit(8)?;
         Some(PciAddress {
             domain: hex(0..4)?,
             bus: u8::try_from(hex(5..7)?).ok()?,
@@ -222,34 +222,36 @@ pub enum HandoffError {
 
 impl Handoff {
     pub fn from_json(bytes: &[u8]) -> Result<Self, HandoffError> {
-        let h: Handoff = serde_json::from_slice(bytes)?;
-        if h.version != HANDOFF_VERSION {
-            return Err(HandoffError::Version { found: h.version });
+        let handoff: Handoff = serde_json::from_slice(bytes)?;
+        if handoff.version != HANDOFF_VERSION {
+            return Err(HandoffError::Version {
+                found: handoff.version,
+            });
         }
-        for i in &h.interfaces {
+        for iface in &handoff.interfaces {
             let bad = |what: &str| HandoffError::Invalid {
-                network: i.network.clone(),
+                network: iface.network.clone(),
                 what: what.into(),
             };
-            if let Some(d) = &i.dhcpv4 {
-                if d.prefix_len > 32 {
+            if let Some(dhcp) = &iface.dhcpv4 {
+                if dhcp.prefix_len > 32 {
                     return Err(bad("dhcpv4.prefix_len is more than 32"));
                 }
-                if d.mtu < 68 {
+                if dhcp.mtu < 68 {
                     return Err(bad("dhcpv4.mtu is below the IPv4 minimum of 68"));
                 }
-                if d.routes.iter().any(|r| r.prefix_len > 32) {
+                if dhcp.routes.iter().any(|r| r.prefix_len > 32) {
                     return Err(bad("dhcpv4.routes has a prefix length over 32"));
                 }
-                if d.private.iter().any(|p| !(224..=254).contains(&p.code)) {
+                if dhcp.private.iter().any(|p| !(224..=254).contains(&p.code)) {
                     return Err(bad("dhcpv4.private has a code outside 224..=254"));
                 }
             }
-            if i.domain.tap != i.tap {
+            if iface.domain.tap != iface.tap {
                 return Err(bad("domain.tap differs from tap"));
             }
         }
-        Ok(h)
+        Ok(handoff)
     }
 
     /// The record as written to disk. A failure is an error, never an empty record.

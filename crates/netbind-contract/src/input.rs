@@ -60,7 +60,7 @@ pub fn read_untrusted(path: &Path, limit: u64) -> Result<Vec<u8>, InputError> {
 
 fn read_with(path: &Path, limit: u64, flags: i32) -> Result<Vec<u8>, InputError> {
     use std::os::unix::fs::MetadataExt;
-    let f = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | flags)
         .open(path)
@@ -68,25 +68,25 @@ fn read_with(path: &Path, limit: u64, flags: i32) -> Result<Vec<u8>, InputError>
             path: path.into(),
             source,
         })?;
-    let m = f.metadata().map_err(|source| InputError::Open {
+    let meta = file.metadata().map_err(|source| InputError::Open {
         path: path.into(),
         source,
     })?;
-    let t = m.file_type();
-    if flags & libc::O_NOFOLLOW != 0 && m.nlink() > 1 {
+    let ftype = meta.file_type();
+    if flags & libc::O_NOFOLLOW != 0 && meta.nlink() > 1 {
         return Err(InputError::NotRegular {
             path: path.into(),
             kind: "file with several names (hard links)",
         });
     }
-    if !t.is_file() {
+    if !ftype.is_file() {
         return Err(InputError::NotRegular {
             path: path.into(),
-            kind: kind(t),
+            kind: kind(ftype),
         });
     }
     let mut buf = Vec::new();
-    f.take(limit.saturating_add(1))
+    file.take(limit.saturating_add(1))
         .read_to_end(&mut buf)
         .map_err(|source| InputError::Read {
             path: path.into(),
@@ -114,9 +114,9 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_regular_file() {
-        let d = std::env::temp_dir().join(format!("netbind-input-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        let fifo = d.join("fifo");
+        let dir = std::env::temp_dir().join(format!("netbind-input-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
         let _ = std::fs::remove_file(&fifo);
         let ok = std::process::Command::new("mkfifo")
             .arg(&fifo)
@@ -124,28 +124,28 @@ mod tests {
             .is_ok_and(|s| s.success());
         if ok {
             // No writer: a blocking open would hang here.
-            let e = read_regular(&fifo, 10).expect_err("fifo");
-            assert!(e.to_string().contains("is a FIFO"), "{e}");
+            let err = read_regular(&fifo, 10).expect_err("fifo");
+            assert!(err.to_string().contains("is a FIFO"), "{err}");
         }
-        let zero = d.join("zero");
+        let zero = dir.join("zero");
         let _ = std::fs::remove_file(&zero);
         std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
-        let e = read_regular(&zero, 10).expect_err("/dev/zero");
-        assert!(e.to_string().contains("character device"), "{e}");
-        let e = read_regular(&d, 10).expect_err("dir");
-        assert!(e.to_string().contains("directory"), "{e}");
-        let big = d.join("big");
+        let err = read_regular(&zero, 10).expect_err("/dev/zero");
+        assert!(err.to_string().contains("character device"), "{err}");
+        let err = read_regular(&dir, 10).expect_err("dir");
+        assert!(err.to_string().contains("directory"), "{err}");
+        let big = dir.join("big");
         std::fs::write(&big, [b'x'; 11]).unwrap();
-        let e = read_regular(&big, 10).expect_err("too large");
-        assert!(e.to_string().contains("10-byte limit"), "{e}");
+        let err = read_regular(&big, 10).expect_err("too large");
+        assert!(err.to_string().contains("10-byte limit"), "{err}");
         assert_eq!(read_regular(&big, 11).unwrap().len(), 11);
-        std::fs::remove_dir_all(&d).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn counts_bytes_read_not_the_size_stat_reports() {
         // /proc files report size 0 and still have content: the cap is on what is read.
-        let e = read_regular(Path::new("/proc/self/maps"), 1).expect_err("capped");
-        assert!(matches!(e, InputError::TooLarge { .. }), "{e}");
+        let err = read_regular(Path::new("/proc/self/maps"), 1).expect_err("capped");
+        assert!(matches!(err, InputError::TooLarge { .. }), "{err}");
     }
 }

@@ -69,11 +69,13 @@ impl Cidr {
     }
 
     /// `network + n` with this prefix (n small; wraps inside the address family).
-    pub fn nth(&self, n: u32) -> Cidr {
+    pub fn nth(&self, index: u32) -> Cidr {
         let net = self.network();
         let addr = match net.addr {
-            IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a).wrapping_add(n))),
-            IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a).wrapping_add(u128::from(n)))),
+            IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a).wrapping_add(index))),
+            IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(
+                u128::from(a).wrapping_add(u128::from(index)),
+            )),
         };
         Cidr {
             addr,
@@ -124,8 +126,8 @@ impl Cidr {
 }
 
 impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(out, "{}/{}", self.addr, self.prefix)
     }
 }
 
@@ -133,26 +135,29 @@ impl FromStr for Cidr {
     type Err = AddrError;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let bad = || AddrError::InvalidCidr(text.to_string());
-        let (a, p) = text.split_once('/').ok_or_else(bad)?;
-        if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
+        let (addr_part, prefix_part) = text.split_once('/').ok_or_else(bad)?;
+        if prefix_part.is_empty()
+            || prefix_part.len() > 3
+            || !prefix_part.bytes().all(|b| b.is_ascii_digit())
+        {
             return Err(bad());
         }
-        let prefix: u8 = p.parse().map_err(|_| bad())?;
-        let addr: IpAddr = a.parse().map_err(|_| bad())?;
+        let prefix: u8 = prefix_part.parse().map_err(|_| bad())?;
+        let addr: IpAddr = addr_part.parse().map_err(|_| bad())?;
         Cidr::new(addr, prefix).map_err(|_| bad())
     }
 }
 
 impl Serialize for Cidr {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 
 impl<'de> Deserialize<'de> for Cidr {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -162,11 +167,11 @@ mod tests {
 
     #[test]
     fn cidr_helpers() {
-        let c: Cidr = "10.244.0.5/30".parse().expect("cidr");
-        assert_eq!(c.v4_mask(), Some(Ipv4Addr::new(255, 255, 255, 252)));
-        assert_eq!(c.network().to_string(), "10.244.0.4/30");
-        assert!(c.contains("10.244.0.6".parse().expect("ip")));
-        assert!(!c.contains("10.244.0.8".parse().expect("ip")));
+        let cidr: Cidr = "10.244.0.5/30".parse().expect("cidr");
+        assert_eq!(cidr.v4_mask(), Some(Ipv4Addr::new(255, 255, 255, 252)));
+        assert_eq!(cidr.network().to_string(), "10.244.0.4/30");
+        assert!(cidr.contains("10.244.0.6".parse().expect("ip")));
+        assert!(!cidr.contains("10.244.0.8".parse().expect("ip")));
         assert!(
             !"fe80::1/64"
                 .parse::<Cidr>()

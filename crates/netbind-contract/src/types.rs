@@ -52,8 +52,8 @@ impl IfName {
 }
 
 impl fmt::Display for IfName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        out.write_str(&self.0)
     }
 }
 
@@ -65,15 +65,15 @@ impl FromStr for IfName {
 }
 
 impl Serialize for IfName {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
     }
 }
 
 impl<'de> Deserialize<'de> for IfName {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Self::new(s).map_err(serde::de::Error::custom)
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::new(text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -117,41 +117,41 @@ fn parse_go_mac(text: &str) -> Option<Vec<u8>> {
             .to_digit(16)
             .and_then(|d| u8::try_from(d).ok())
     }
-    let b = text.as_bytes();
-    if b.len() < 14 {
+    let bytes = text.as_bytes();
+    if bytes.len() < 14 {
         return None;
     }
     let mut out = Vec::new();
-    if b[2] == b':' || b[2] == b'-' {
-        if !(b.len() + 1).is_multiple_of(3) {
+    if bytes[2] == b':' || bytes[2] == b'-' {
+        if !(bytes.len() + 1).is_multiple_of(3) {
             return None;
         }
-        let n = (b.len() + 1) / 3;
-        if n != 6 && n != 8 && n != 20 {
+        let count = (bytes.len() + 1) / 3;
+        if count != 6 && count != 8 && count != 20 {
             return None;
         }
-        for i in 0..n {
-            let x = i * 3;
-            if i + 1 < n && b[x + 2] != b[2] {
+        for idx in 0..count {
+            let start = idx * 3;
+            if idx + 1 < count && bytes[start + 2] != bytes[2] {
                 return None;
             }
-            out.push(hex(b[x])? << 4 | hex(b[x + 1])?);
+            out.push(hex(bytes[start])? << 4 | hex(bytes[start + 1])?);
         }
-    } else if b[4] == b'.' {
-        if !(b.len() + 1).is_multiple_of(5) {
+    } else if bytes[4] == b'.' {
+        if !(bytes.len() + 1).is_multiple_of(5) {
             return None;
         }
-        let n = 2 * (b.len() + 1) / 5;
-        if n != 6 && n != 8 && n != 20 {
+        let count = 2 * (bytes.len() + 1) / 5;
+        if count != 6 && count != 8 && count != 20 {
             return None;
         }
-        for i in 0..n / 2 {
-            let x = i * 5;
-            if i + 1 < n / 2 && b[x + 4] != b'.' {
+        for idx in 0..count / 2 {
+            let start = idx * 5;
+            if idx + 1 < count / 2 && bytes[start + 4] != b'.' {
                 return None;
             }
-            out.push(hex(b[x])? << 4 | hex(b[x + 1])?);
-            out.push(hex(b[x + 2])? << 4 | hex(b[x + 3])?);
+            out.push(hex(bytes[start])? << 4 | hex(bytes[start + 1])?);
+            out.push(hex(bytes[start + 2])? << 4 | hex(bytes[start + 3])?);
         }
     } else {
         return None;
@@ -160,9 +160,9 @@ fn parse_go_mac(text: &str) -> Option<Vec<u8>> {
 }
 
 impl fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
         let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+        write!(out, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
     }
 }
 
@@ -174,15 +174,15 @@ impl FromStr for MacAddr {
 }
 
 impl Serialize for MacAddr {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 
 impl<'de> Deserialize<'de> for MacAddr {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Self::parse_go(&s).map_err(serde::de::Error::custom)
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse_go(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -235,8 +235,8 @@ mod tests {
 
         #[test]
         fn mac_display_roundtrips(o in proptest::array::uniform6(0u8..)) {
-            let m = MacAddr(o);
-            proptest::prop_assert_eq!(MacAddr::parse_go(&m.to_string()), Ok(m));
+            let mac = MacAddr(o);
+            proptest::prop_assert_eq!(MacAddr::parse_go(&mac.to_string()), Ok(mac));
         }
     }
 }

@@ -26,11 +26,11 @@ use netbind_cri::node::{NODE_LISTEN_PORT, Node, NodeConfig};
 use netbind_cri::vmpod::{VmPod, VmPodConfig};
 use netbind_podsim::vm::{self, GuestImage};
 
-fn pct(samples: &[Duration], p: f64) -> f64 {
-    let mut v: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
-    v.sort_by(f64::total_cmp);
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i.min(v.len() - 1)]
+fn pct(samples: &[Duration], quantile: f64) -> f64 {
+    let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    let idx = ((ms.len() as f64 - 1.0) * quantile).round() as usize;
+    ms[idx.min(ms.len() - 1)]
 }
 
 fn row(name: &str, samples: &[Duration]) {
@@ -87,24 +87,24 @@ fn main() {
         (plain.client().unwrap(), Vec::new(), Vec::new()),
         (chained.client().unwrap(), Vec::new(), Vec::new()),
     ];
-    let pod = |node: &Node, i: usize| PodSpec {
-        name: format!("bench-{i}"),
+    let pod = |node: &Node, round: usize| PodSpec {
+        name: format!("bench-{round}"),
         namespace: "default".into(),
-        uid: format!("bench-{i}-{}", std::process::id()),
+        uid: format!("bench-{round}-{}", std::process::id()),
         annotations: HashMap::from([("netbind.io/vmi".to_string(), vmi.clone())]),
         labels: HashMap::new(),
         log_directory: node.config.logs_dir().display().to_string(),
     };
     // One warm-up round each (images, page cache), not counted; then interleaved rounds.
-    for i in 0..=rounds {
-        for (k, node) in [&plain, &chained].into_iter().enumerate() {
-            let (cri, run, remove) = &mut clients[k];
-            let (id, took) = cri.run_pod(&pod(node, i)).expect("RunPodSandbox");
-            let t = Instant::now();
+    for round in 0..=rounds {
+        for (side, node) in [&plain, &chained].into_iter().enumerate() {
+            let (cri, run, remove) = &mut clients[side];
+            let (id, took) = cri.run_pod(&pod(node, round)).expect("RunPodSandbox");
+            let started = Instant::now();
             cri.remove_pod(&id).expect("Stop + RemovePodSandbox");
-            if i > 0 {
+            if round > 0 {
                 run.push(took);
-                remove.push(t.elapsed());
+                remove.push(started.elapsed());
             }
         }
     }
@@ -129,9 +129,9 @@ fn main() {
     let guest = GuestImage::locate().expect("the guest image (scripts/build-guest.sh)");
     let mut to_lease = Vec::new();
     let cri = &mut clients[1].0;
-    for i in 0..vms {
+    for round in 0..vms {
         let config = VmPodConfig {
-            name: format!("bench-vm-{i}"),
+            name: format!("bench-vm-{round}"),
             namespace: "default".into(),
             vmi: vmi.clone(),
             bins: bins(),
@@ -142,7 +142,7 @@ fn main() {
                 None,
             ),
             netbind_run_dir: chained.config.netbind_run_dir(),
-            work_dir: chained.config.dir.join(format!("pods/vm-{i}")),
+            work_dir: chained.config.dir.join(format!("pods/vm-{round}")),
             tun: chained.config.tun_node(),
             boot: true,
         };

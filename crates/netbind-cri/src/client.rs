@@ -105,14 +105,14 @@ impl Cri {
 
     /// `runtime_name runtime_version (CRI api version)`.
     pub fn version(&mut self) -> Result<String, CriError> {
-        let v = self
+        let reply = self
             .rt
             .block_on(self.runtime.version(VersionRequest::default()))
             .map_err(rpc("Version"))?
             .into_inner();
         Ok(format!(
             "{} {} (CRI {})",
-            v.runtime_name, v.runtime_version, v.runtime_api_version
+            reply.runtime_name, reply.runtime_version, reply.runtime_api_version
         ))
     }
 

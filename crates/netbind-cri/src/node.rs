@@ -131,24 +131,24 @@ impl NodeConfig {
     }
 
     fn containerd_config(&self, runc: &str) -> String {
-        let d = self.dir.display();
+        let dir = self.dir.display();
         format!(
             r#"version = 2
-root = "{d}/root"
-state = "{d}/state"
+root = "{dir}/root"
+state = "{dir}/state"
 disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
   "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs",
   "io.containerd.tracing.processor.v1.otlp"]
 [grpc]
-  address = "{d}/containerd.sock"
+  address = "{dir}/containerd.sock"
 [ttrpc]
-  address = "{d}/containerd.sock.ttrpc"
+  address = "{dir}/containerd.sock.ttrpc"
 [debug]
   address = ""
 [metrics]
   address = ""
 [plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/opt"
+  path = "{dir}/opt"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{PAUSE_IMAGE}"
   disable_apparmor = true
@@ -165,8 +165,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         BinaryName = "{runc}"
         SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{d}/cni/bin"
-    conf_dir = "{d}/cni/conf"
+    bin_dir = "{dir}/cni/bin"
+    conf_dir = "{dir}/cni/conf"
     max_conf_num = 1
 "#
         )
@@ -250,12 +250,12 @@ impl Node {
     }
 
     fn spawn_containerd(&mut self) -> Result<(), CriError> {
-        let c = &self.config;
+        let cfg = &self.config;
         run(
             "bring the node's loopback up",
-            Command::new("ip").args(["-n", &c.netns, "link", "set", "lo", "up"]),
+            Command::new("ip").args(["-n", &cfg.netns, "link", "set", "lo", "up"]),
         )?;
-        let log = std::fs::File::create(c.dir.join("containerd.log"))
+        let log = std::fs::File::create(cfg.dir.join("containerd.log"))
             .map_err(|e| node_err("create containerd.log", e))?;
         let err = log
             .try_clone()
@@ -263,8 +263,8 @@ impl Node {
         let script = format!(
             "mount -t tmpfs -o mode=755 netbind-cri-run /run && \
              mount --bind {var} /var/lib/cni && exec containerd --config {config}",
-            var = c.dir.join("var-lib-cni").display(),
-            config = c.dir.join("config.toml").display(),
+            var = cfg.dir.join("var-lib-cni").display(),
+            config = cfg.dir.join("config.toml").display(),
         );
         // nsenter and unshare both exec: the child is containerd itself, in a session of its
         // own so that it outlives a detaching caller's terminal.
@@ -280,7 +280,7 @@ impl Node {
             }
         }
         let child = command
-            .arg(format!("--net=/run/netns/{}", c.netns))
+            .arg(format!("--net=/run/netns/{}", cfg.netns))
             .args(["--", "unshare", "--mount", "--propagation", "slave", "--"])
             .args(["sh", "-c", &script])
             .stdin(Stdio::null())
@@ -289,7 +289,7 @@ impl Node {
             .spawn()
             .map_err(|e| node_err("start containerd", e))?;
         self.containerd = Some(child);
-        let socket = c.socket().display().to_string();
+        let socket = cfg.socket().display().to_string();
         let started = Instant::now();
         loop {
             if let Ok(mut cri) = Cri::connect(&socket)
@@ -421,17 +421,17 @@ impl Node {
 
     /// busybox httpd at the bridge's gateway address: what the guest's egress check fetches.
     fn start_listener(&self) -> Result<(), CriError> {
-        let c = &self.config;
+        let cfg = &self.config;
         // The bridge (and with it the gateway address) appears with the first pod; the
         // listener binds the wildcard address of the node namespace instead.
         run(
             "start the node's HTTP listener",
             Command::new("nsenter")
-                .arg(format!("--net=/run/netns/{}", c.netns))
+                .arg(format!("--net=/run/netns/{}", cfg.netns))
                 .args(["--", "busybox", "httpd", "-p"])
                 .arg(format!("0.0.0.0:{NODE_LISTEN_PORT}"))
                 .arg("-h")
-                .arg(c.dir.join("www")),
+                .arg(cfg.dir.join("www")),
         )
         .map(drop)
     }

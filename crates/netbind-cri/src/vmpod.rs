@@ -216,7 +216,7 @@ impl VmPod {
                 kernel: "/guest/vmlinuz".into(),
                 initrd: "/guest/initrd.gz".into(),
             };
-            let d = &iface.domain;
+            let domain = &iface.domain;
             let mut command = vec![
                 "/netbind/netbind-vm-exec".to_string(),
                 "/usr/bin/qemu-system-x86_64".to_string(),
@@ -225,9 +225,9 @@ impl VmPod {
                 &in_container,
                 Path::new("/work/console"),
                 iface.tap.as_str(),
-                &d.mac.to_string(),
-                d.mtu,
-                d.rom_disabled,
+                &domain.mac.to_string(),
+                domain.mtu,
+                domain.rom_disabled,
                 &config.cmdline,
             ));
             let mut compute = locked_down(

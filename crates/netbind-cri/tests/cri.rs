@@ -89,11 +89,11 @@ fn node_reaches_guest(node: &Node, ip: &str, port: u16, patience: Duration) -> b
     netbind_testkit::in_netns(&node.config.netns, || {
         let started = Instant::now();
         while started.elapsed() < patience {
-            if let Ok(mut c) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-                let _ = c.set_read_timeout(Some(Duration::from_secs(3)));
-                let _ = c.write_all(b"GET / HTTP/1.0\r\n\r\n");
+            if let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
+                let _ = stream.write_all(b"GET / HTTP/1.0\r\n\r\n");
                 let mut body = String::new();
-                let _ = c.read_to_string(&mut body);
+                let _ = stream.read_to_string(&mut body);
                 if body.contains("netbind-guest-ok") {
                     return true;
                 }

@@ -33,9 +33,9 @@ fn request(kind: u8, xid: u32, extra: &[(u8, [u8; 4])]) -> Vec<u8> {
     buf[28..34].copy_from_slice(&MAC);
     buf[236..240].copy_from_slice(&[0x63, 0x82, 0x53, 0x63]);
     buf.extend_from_slice(&[53, 1, kind]);
-    for (code, v) in extra {
+    for (code, value) in extra {
         buf.extend_from_slice(&[*code, 4]);
-        buf.extend_from_slice(v);
+        buf.extend_from_slice(value);
     }
     buf.extend_from_slice(&[55, 4, 1, 3, 6, 26, 255]);
     buf
@@ -56,30 +56,32 @@ fn await_reply(
                 .max(Duration::from_micros(100)),
         ))
         .unwrap();
-        let Ok(n) = sock.recv(&mut buf) else { continue };
-        let b = &buf[..n];
-        if n < 244 || b[0] != 2 || b[4..8] != xid.to_be_bytes() {
+        let Ok(got) = sock.recv(&mut buf) else {
+            continue;
+        };
+        let reply = &buf[..got];
+        if got < 244 || reply[0] != 2 || reply[4..8] != xid.to_be_bytes() {
             continue;
         }
-        let (mut t, mut sid, mut i) = (0u8, [0u8; 4], 240);
-        while i + 1 < n && b[i] != 255 {
-            if b[i] == 0 {
-                i += 1;
+        let (mut msg_type, mut sid, mut pos) = (0u8, [0u8; 4], 240);
+        while pos + 1 < got && reply[pos] != 255 {
+            if reply[pos] == 0 {
+                pos += 1;
                 continue;
             }
-            let len = usize::from(b[i + 1]);
-            let Some(v) = b.get(i + 2..i + 2 + len) else {
+            let len = usize::from(reply[pos + 1]);
+            let Some(value) = reply.get(pos + 2..pos + 2 + len) else {
                 break;
             };
-            match b[i] {
-                53 if len == 1 => t = v[0],
-                54 if len == 4 => sid.copy_from_slice(v),
+            match reply[pos] {
+                53 if len == 1 => msg_type = value[0],
+                54 if len == 4 => sid.copy_from_slice(value),
                 _ => {}
             }
-            i += 2 + len;
+            pos += 2 + len;
         }
-        if t == kind {
-            return Some(([b[16], b[17], b[18], b[19]], sid));
+        if msg_type == kind {
+            return Some(([reply[16], reply[17], reply[18], reply[19]], sid));
         }
     }
     None
@@ -124,10 +126,10 @@ struct Result {
     failures: usize,
 }
 
-fn pct(v: &[Duration], p: f64) -> f64 {
-    let mut ms: Vec<f64> = v.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+fn pct(samples: &[Duration], quantile: f64) -> f64 {
+    let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
     ms.sort_by(f64::total_cmp);
-    ms[((ms.len() as f64 - 1.0) * p).round() as usize]
+    ms[((ms.len() as f64 - 1.0) * quantile).round() as usize]
 }
 
 fn measure(
@@ -141,13 +143,13 @@ fn measure(
     let mut xid = 1u32;
     loop {
         xid += 1;
-        let t = Instant::now();
+        let begun = Instant::now();
         sock.send_to(
             &request(1, xid, &[]),
             SocketAddrV4::new(Ipv4Addr::BROADCAST, 67),
         )
         .unwrap();
-        if await_reply(sock, xid, 2, t + Duration::from_millis(2)).is_some() {
+        if await_reply(sock, xid, 2, begun + Duration::from_millis(2)).is_some() {
             break;
         }
         assert!(
@@ -165,7 +167,7 @@ fn measure(
     for _ in 0..rounds {
         xid += 1;
         match round(sock, xid, Duration::from_secs(1)) {
-            Some(d) => samples.push(d),
+            Some(elapsed) => samples.push(elapsed),
             None => failures += 1,
         }
     }
@@ -186,16 +188,19 @@ fn main() {
         return;
     }
     let rounds = netbind_testkit::env_count("NETBIND_BENCH_ROUNDS", 1000);
-    let p = format!("nbd-{}", std::process::id());
+    let prefix = format!("nbd-{}", std::process::id());
     let tmp = tempfile::tempdir().unwrap();
     sh(&format!("chmod 755 {}", tmp.path().display()));
-    let cleanup =
-        netbind_testkit::Namespaces(vec![p.clone(), format!("{p}-node"), format!("{p}-vm")]);
+    let cleanup = netbind_testkit::Namespaces(vec![
+        prefix.clone(),
+        format!("{prefix}-node"),
+        format!("{prefix}-vm"),
+    ]);
     sh(&format!(
-        "ip netns add {p} && ip netns add {p}-node && ip netns add {p}-vm && ip -n {p} link set lo up && \
-         ip -n {p}-node link add veth-n type veth peer name eth0 netns {p} && ip -n {p}-node addr add 10.244.0.1/24 dev veth-n && \
-         ip -n {p}-node link set veth-n up && ip -n {p} addr add 10.244.0.5/24 dev eth0 && ip -n {p} link set eth0 up && \
-         ip -n {p} route add default via 10.244.0.1"
+        "ip netns add {prefix} && ip netns add {prefix}-node && ip netns add {prefix}-vm && ip -n {prefix} link set lo up && \
+         ip -n {prefix}-node link add veth-n type veth peer name eth0 netns {prefix} && ip -n {prefix}-node addr add 10.244.0.1/24 dev veth-n && \
+         ip -n {prefix}-node link set veth-n up && ip -n {prefix} addr add 10.244.0.5/24 dev eth0 && ip -n {prefix} link set eth0 up && \
+         ip -n {prefix} route add default via 10.244.0.1"
     ));
     let resolv = tmp.path().join("resolv.conf");
     std::fs::write(
@@ -207,7 +212,7 @@ fn main() {
     netbind_handler::setup(&netbind_handler::SetupArgs {
         resolv_conf: Some(resolv),
         ..netbind_handler::SetupArgs::new(
-            netbind_handler::netns::NetnsTarget::Path(format!("/run/netns/{p}").into()),
+            netbind_handler::netns::NetnsTarget::Path(format!("/run/netns/{prefix}").into()),
             netbind_testkit::repo_root().join("examples/vmi-masquerade.yaml"),
             netbind_plan::Owner { uid: 107, gid: 107 },
             handoff.clone(),
@@ -221,14 +226,14 @@ fn main() {
         .collect::<Vec<_>>()
         .join(":");
     sh(&format!(
-        "ip -n {p} link add vm0 type veth peer name eth0 address {mac} netns {p}-vm && \
-         ip -n {p} link set vm0 master k6t-eth0 up && ip -n {p}-vm link set eth0 up && ip -n {p}-vm link set lo up"
+        "ip -n {prefix} link add vm0 type veth peer name eth0 address {mac} netns {prefix}-vm && \
+         ip -n {prefix} link set vm0 master k6t-eth0 up && ip -n {prefix}-vm link set eth0 up && ip -n {prefix}-vm link set lo up"
     ));
-    let sock = client_socket(&format!("{p}-vm"));
+    let sock = client_socket(&format!("{prefix}-vm"));
 
     let mut results = Vec::new();
     let started = Instant::now();
-    let launcher = netbind_testkit::as_vm_user(&p)
+    let launcher = netbind_testkit::as_vm_user(&prefix)
         .arg(netbind_e2e::bin("netbind-launcher"))
         .arg("--handoff")
         .arg(&handoff)
@@ -253,7 +258,7 @@ fn main() {
     if have_dnsmasq {
         let started = Instant::now();
         let dnsmasq = Command::new("ip")
-            .args(["netns", "exec", &p, "dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--conf-file=/dev/null"])
+            .args(["netns", "exec", &prefix, "dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--conf-file=/dev/null"])
             .args(["--port=0", "--interface=k6t-eth0", "--bind-interfaces", "--no-ping", "--dhcp-authoritative", "--leasefile-ro"])
             .args(["--dhcp-range=10.0.2.2,static,255.255.255.0,86313600", &format!("--dhcp-host={mac},10.0.2.2")])
             .args(["--dhcp-option=option:router,10.0.2.1", "--dhcp-option=option:dns-server,10.96.0.10"])
@@ -279,15 +284,15 @@ fn main() {
         "| server | median ms | p99 ms | failed rounds | VmRSS while serving KiB | start to first OFFER ms |"
     );
     println!("|---|---:|---:|---:|---:|---:|");
-    for r in &results {
+    for result in &results {
         println!(
             "| {} | {:.3} | {:.3} | {} | {} | {:.1} |",
-            r.name,
-            pct(&r.rounds, 0.5),
-            pct(&r.rounds, 0.99),
-            r.failures,
-            r.rss_kib,
-            r.ready.as_secs_f64() * 1e3
+            result.name,
+            pct(&result.rounds, 0.5),
+            pct(&result.rounds, 0.99),
+            result.failures,
+            result.rss_kib,
+            result.ready.as_secs_f64() * 1e3
         );
     }
     if !have_dnsmasq {

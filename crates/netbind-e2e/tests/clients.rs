@@ -17,40 +17,40 @@ fn bridge_binding_real_clients_get_the_pod_ip() {
     }
     let fixture = Fixture::new("examples/vmi-bridge.yaml", Stack::V4);
 
-    let r = udhcpc(&fixture, "eth0");
-    assert_eq!(get(&r, "ip"), "10.244.0.5", "{r:?}");
-    assert_eq!(get(&r, "mask"), "24");
-    assert_eq!(get(&r, "router"), "10.244.0.1");
-    assert_eq!(get(&r, "dns"), "10.96.0.10");
-    assert_eq!(get(&r, "mtu"), "1450");
-    assert_eq!(get(&r, "domain"), "default.svc.cluster.local");
-    assert_eq!(get(&r, "serverid"), "169.254.75.10");
-    assert_eq!(get(&r, "hostname"), "vmi-bridge");
-    assert_search(&r, "search");
+    let lease = udhcpc(&fixture, "eth0");
+    assert_eq!(get(&lease, "ip"), "10.244.0.5", "{lease:?}");
+    assert_eq!(get(&lease, "mask"), "24");
+    assert_eq!(get(&lease, "router"), "10.244.0.1");
+    assert_eq!(get(&lease, "dns"), "10.96.0.10");
+    assert_eq!(get(&lease, "mtu"), "1450");
+    assert_eq!(get(&lease, "domain"), "default.svc.cluster.local");
+    assert_eq!(get(&lease, "serverid"), "169.254.75.10");
+    assert_eq!(get(&lease, "hostname"), "vmi-bridge");
+    assert_search(&lease, "search");
     // Classless routes as the client decoded them: the pod's extra route, default last.
     assert_eq!(
-        get(&r, "staticroutes"),
+        get(&lease, "staticroutes"),
         "10.96.0.0/12 10.244.0.1 0.0.0.0/0 10.244.0.1"
     );
 
-    let r = dhclient(&fixture, false);
-    assert_eq!(get(&r, "ip"), "10.244.0.5", "{r:?}");
-    assert_eq!(get(&r, "mask"), "255.255.255.0");
-    assert_eq!(get(&r, "router"), "10.244.0.1");
-    assert_eq!(get(&r, "dns"), "10.96.0.10");
-    assert_eq!(get(&r, "mtu"), "1450");
-    assert_eq!(get(&r, "domain"), "default.svc.cluster.local");
-    assert_search(&r, "search");
-    assert_eq!(get(&r, "rfc3442"), "12 10 96 10 244 0 1 0 10 244 0 1");
+    let lease = dhclient(&fixture, false);
+    assert_eq!(get(&lease, "ip"), "10.244.0.5", "{lease:?}");
+    assert_eq!(get(&lease, "mask"), "255.255.255.0");
+    assert_eq!(get(&lease, "router"), "10.244.0.1");
+    assert_eq!(get(&lease, "dns"), "10.96.0.10");
+    assert_eq!(get(&lease, "mtu"), "1450");
+    assert_eq!(get(&lease, "domain"), "default.svc.cluster.local");
+    assert_search(&lease, "search");
+    assert_eq!(get(&lease, "rfc3442"), "12 10 96 10 244 0 1 0 10 244 0 1");
 
-    let r = dhcpcd(&fixture);
-    assert_eq!(get(&r, "ip"), "10.244.0.5", "{r:?}");
-    assert_eq!(get(&r, "cidr"), "24");
-    assert_eq!(get(&r, "dns"), "10.96.0.10");
-    assert_eq!(get(&r, "mtu"), "1450");
-    assert_search(&r, "search");
+    let lease = dhcpcd(&fixture);
+    assert_eq!(get(&lease, "ip"), "10.244.0.5", "{lease:?}");
+    assert_eq!(get(&lease, "cidr"), "24");
+    assert_eq!(get(&lease, "dns"), "10.96.0.10");
+    assert_eq!(get(&lease, "mtu"), "1450");
+    assert_search(&lease, "search");
     assert_eq!(
-        get(&r, "staticroutes"),
+        get(&lease, "staticroutes"),
         "10.96.0.0/12 10.244.0.1 0.0.0.0/0 10.244.0.1"
     );
 
@@ -69,16 +69,16 @@ fn masquerade_real_clients_get_the_guest_address() {
         return;
     }
     let fixture = Fixture::new("examples/vmi-masquerade.yaml", Stack::V4);
-    for r in [
+    for lease in [
         udhcpc(&fixture, "eth0"),
         dhclient(&fixture, false),
         dhcpcd(&fixture),
     ] {
-        assert_eq!(get(&r, "ip"), "10.0.2.2", "{r:?}");
-        assert_eq!(get(&r, "router"), "10.0.2.1", "{r:?}");
-        assert_eq!(get(&r, "dns"), "10.96.0.10", "{r:?}");
-        assert_eq!(get(&r, "mtu"), "1450", "{r:?}");
-        assert_search(&r, "search");
+        assert_eq!(get(&lease, "ip"), "10.0.2.2", "{lease:?}");
+        assert_eq!(get(&lease, "router"), "10.0.2.1", "{lease:?}");
+        assert_eq!(get(&lease, "dns"), "10.96.0.10", "{lease:?}");
+        assert_eq!(get(&lease, "mtu"), "1450", "{lease:?}");
+        assert_search(&lease, "search");
     }
 }
 
@@ -128,9 +128,9 @@ fn dhcpv6_real_client_gets_the_guest_address() {
     }
     let fixture = Fixture::new("examples/vmi-dual-stack.yaml", Stack::Dual);
     wait_for_link_local(&fixture);
-    let r = dhclient(&fixture, true);
-    assert_eq!(get(&r, "ip6"), "fd10:0:2::2", "{r:?}");
-    assert_eq!(get(&r, "dns6"), "fd00:10:96::a", "{r:?}");
+    let lease = dhclient(&fixture, true);
+    assert_eq!(get(&lease, "ip6"), "fd10:0:2::2", "{lease:?}");
+    assert_eq!(get(&lease, "dns6"), "fd00:10:96::a", "{lease:?}");
     // And IPv4 on the same bridge, same launcher.
     assert_eq!(get(&udhcpc(&fixture, "eth0"), "ip"), "10.0.2.2");
 }
@@ -141,18 +141,18 @@ fn no_answer_on_another_interface_of_the_pod() {
         return;
     }
     let fixture = Fixture::new("examples/vmi-masquerade.yaml", Stack::V4);
-    let p = &fixture.pod;
+    let pod = &fixture.pod;
     // Another interface of the same pod netns, not the bridge: its DISCOVERs reach the
     // launcher's socket (bound to 0.0.0.0:67) but carry another ifindex.
     ok(&format!(
-        "ip netns add {p}-x && ip -n {p} link add other0 type veth peer name eth0 netns {p}-x && \
-         ip -n {p} addr add 192.168.77.1/24 dev other0 && ip -n {p} link set other0 up && ip -n {p}-x link set eth0 up"
+        "ip netns add {pod}-x && ip -n {pod} link add other0 type veth peer name eth0 netns {pod}-x && \
+         ip -n {pod} addr add 192.168.77.1/24 dev other0 && ip -n {pod} link set other0 up && ip -n {pod}-x link set eth0 up"
     ));
-    let o = sh(&format!(
-        "ip netns exec {p}-x timeout 20 busybox udhcpc -i eth0 -f -q -n -t 3 -T 1 -s /bin/true"
+    let out = sh(&format!(
+        "ip netns exec {pod}-x timeout 20 busybox udhcpc -i eth0 -f -q -n -t 3 -T 1 -s /bin/true"
     ));
     assert!(
-        !o.status.success(),
+        !out.status.success(),
         "a client on another interface must get no lease"
     );
     // The guest on the bridge still gets its lease from the same launcher.

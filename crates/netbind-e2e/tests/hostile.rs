@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn mac(i: u32) -> [u8; 6] {
-    let b = i.to_be_bytes();
-    [0x02, 0x6e, b[0], b[1], b[2], b[3]]
+fn mac(seed: u32) -> [u8; 6] {
+    let bytes = seed.to_be_bytes();
+    [0x02, 0x6e, bytes[0], bytes[1], bytes[2], bytes[3]]
 }
 
 fn alive(fixture: &mut Fixture) -> bool {
@@ -47,12 +47,14 @@ fn hostile_datagrams_and_floods_do_not_stop_the_server() {
     // these used to kill the launcher with SIGSYS on brk).
     send6_from_guest(
         &fixture,
-        &(0..8).map(|i| solicit(mac(i), i, 1000)).collect::<Vec<_>>(),
+        &(0..8)
+            .map(|seq| solicit(mac(seq), seq, 1000))
+            .collect::<Vec<_>>(),
     );
     send_from_guest(
         &fixture,
         &(0..8)
-            .map(|i| discover(mac(i), i, 1300))
+            .map(|seq| discover(mac(seq), seq, 1300))
             .collect::<Vec<_>>(),
     );
     // Larger than the 4 KiB receive buffer, fragmented on the 1450-byte link.
@@ -67,16 +69,16 @@ fn hostile_datagrams_and_floods_do_not_stop_the_server() {
     // A flood from thousands of MACs while real clients ask for their leases.
     let stop = AtomicBool::new(false);
     let sent = AtomicU64::new(0);
-    let (v4, v6) = std::thread::scope(|s| {
-        s.spawn(|| {
-            let mut i = 1000u32;
+    let (v4, v6) = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut seq = 1000u32;
             while !stop.load(Ordering::SeqCst) {
-                let v4: Vec<Vec<u8>> = (i..i + 25).map(|j| discover(mac(j), j, 20)).collect();
-                let v6: Vec<Vec<u8>> = (i..i + 25).map(|j| solicit(mac(j), j, 20)).collect();
+                let v4: Vec<Vec<u8>> = (seq..seq + 25).map(|j| discover(mac(j), j, 20)).collect();
+                let v6: Vec<Vec<u8>> = (seq..seq + 25).map(|j| solicit(mac(j), j, 20)).collect();
                 send_from_guest(&fixture, &v4);
                 send6_from_guest(&fixture, &v6);
                 sent.fetch_add(50, Ordering::SeqCst);
-                i += 25;
+                seq += 25;
                 std::thread::sleep(Duration::from_millis(20));
             }
         });

@@ -31,16 +31,16 @@ fn guest_ns(fixture: &Fixture) -> String {
 fn default_route(fixture: &Fixture) -> String {
     let started = Instant::now();
     loop {
-        let r = ok(&format!(
+        let route = ok(&format!(
             "ip -n {} -6 route show default",
             guest_ns(fixture)
         ));
-        if r.contains(ROUTER_LL) {
-            return r;
+        if route.contains(ROUTER_LL) {
+            return route;
         }
         assert!(
             started.elapsed() < Duration::from_secs(20),
-            "no default route: {r:?}"
+            "no default route: {route:?}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -70,8 +70,8 @@ fn ipv6_guest_gets_a_default_route_and_reaches_both_ways() {
     }
 
     // A real router-discovery client sees what the plan says.
-    let o = fixture.guest("rdisc6 -1 -n -w 3000 eth0");
-    let adv = String::from_utf8_lossy(&o.stdout);
+    let out = fixture.guest("rdisc6 -1 -n -w 3000 eth0");
+    let adv = String::from_utf8_lossy(&out.stdout);
     let field = |name: &str| {
         adv.lines()
             .find(|l| l.trim_start().starts_with(name))
@@ -121,14 +121,14 @@ fn ipv6_guest_gets_a_default_route_and_reaches_both_ways() {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     in_netns(&guest_ns(&fixture), || {
-        let s = UdpSocket::bind(format!("[{GUEST}]:0")).unwrap();
-        s.send_to(b"guest-v6", "[fd00:10:244::1]:5000").unwrap();
+        let sock = UdpSocket::bind(format!("[{GUEST}]:0")).unwrap();
+        sock.send_to(b"guest-v6", "[fd00:10:244::1]:5000").unwrap();
     });
     let mut buf = [0u8; 64];
-    let (n, from) = listener
+    let (len, from) = listener
         .recv_from(&mut buf)
         .expect("egress reaches the node");
-    assert_eq!(&buf[..n], b"guest-v6");
+    assert_eq!(&buf[..len], b"guest-v6");
     assert_eq!(from.ip().to_string(), "fd00:10:244::5", "masqueraded");
 
     // Ingress: the node connects to the pod's IPv6 address, the guest answers (its SYN-ACK
@@ -137,15 +137,15 @@ fn ipv6_guest_gets_a_default_route_and_reaches_both_ways() {
         TcpListener::bind(format!("[{GUEST}]:8080")).unwrap()
     });
     let serve = std::thread::spawn(move || {
-        let (mut c, _) = server.accept().unwrap();
-        c.write_all(b"guest-ok").unwrap();
+        let (mut conn, _) = server.accept().unwrap();
+        conn.write_all(b"guest-ok").unwrap();
     });
-    let mut c = in_netns(&node, || {
+    let mut conn = in_netns(&node, || {
         let to: SocketAddrV6 = "[fd00:10:244::5]:8080".parse().unwrap();
         TcpStream::connect_timeout(&to.into(), Duration::from_secs(5)).expect("ingress")
     });
     let mut got = String::new();
-    c.read_to_string(&mut got).unwrap();
+    conn.read_to_string(&mut got).unwrap();
     assert_eq!(got, "guest-ok");
     serve.join().unwrap();
 }
@@ -208,11 +208,11 @@ fn send_to_routers(fd: &OwnedFd, ifindex: u32, msg: &[u8]) {
 /// Counts router advertisements arriving on `fd` for `window`.
 fn count_adverts(fd: &OwnedFd, window: Duration) -> usize {
     let end = Instant::now() + window;
-    let mut n = 0;
+    let mut count = 0;
     let mut buf = [0u8; 2048];
     while Instant::now() < end {
         // SAFETY: recv writes at most buf.len() bytes.
-        let r = unsafe {
+        let rc = unsafe {
             libc::recv(
                 fd.as_raw_fd(),
                 buf.as_mut_ptr().cast(),
@@ -220,13 +220,13 @@ fn count_adverts(fd: &OwnedFd, window: Duration) -> usize {
                 libc::MSG_DONTWAIT,
             )
         };
-        if r > 0 && buf[0] == 134 {
-            n += 1;
-        } else if r <= 0 {
+        if rc > 0 && buf[0] == 134 {
+            count += 1;
+        } else if rc <= 0 {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-    n
+    count
 }
 
 #[test]
@@ -237,10 +237,10 @@ fn hostile_and_foreign_solicitations_are_ignored_and_answers_rate_limited() {
     let fixture = Fixture::new("examples/vmi-dual-stack.yaml", Stack::Dual);
     wait_for_link_local(&fixture);
     let responder = fixture.responders()[0];
-    let g = guest_ns(&fixture);
-    let gidx = ifindex(&g, "eth0");
-    let good = icmp6_socket(&g, "eth0", 255);
-    let forwarded = icmp6_socket(&g, "eth0", 64);
+    let guest = guest_ns(&fixture);
+    let gidx = ifindex(&guest, "eth0");
+    let good = icmp6_socket(&guest, "eth0", 255);
+    let forwarded = icmp6_socket(&guest, "eth0", 64);
     let rs = [133u8, 0, 0, 0, 0, 0, 0, 0];
     // Malformed: a forwarded one (hop limit 64), a bad code, a zero-length option, an option
     // running past the end, an oversized one packed with options.
@@ -264,9 +264,9 @@ fn hostile_and_foreign_solicitations_are_ignored_and_answers_rate_limited() {
 
     // A flood of valid solicitations: answers stay at most one per 3 s (RFC 4861
     // MIN_DELAY_BETWEEN_RAS), plus the initial unsolicited ones.
-    let listen = icmp6_socket(&g, "eth0", 255);
-    let flood = std::thread::scope(|s| {
-        let counter = s.spawn(|| count_adverts(&listen, Duration::from_secs(4)));
+    let listen = icmp6_socket(&guest, "eth0", 255);
+    let flood = std::thread::scope(|scope| {
+        let counter = scope.spawn(|| count_adverts(&listen, Duration::from_secs(4)));
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(4) {
             for _ in 0..100 {
@@ -316,11 +316,11 @@ fn hostile_and_foreign_solicitations_are_ignored_and_answers_rate_limited() {
     );
 
     // And it still answers.
-    let o = fixture.guest("rdisc6 -1 -n -w 4000 -r 3 eth0");
+    let out = fixture.guest("rdisc6 -1 -n -w 4000 -r 3 eth0");
     assert!(
-        String::from_utf8_lossy(&o.stdout).contains("fd10:0:2::/120"),
+        String::from_utf8_lossy(&out.stdout).contains("fd10:0:2::/120"),
         "{}",
-        String::from_utf8_lossy(&o.stdout)
+        String::from_utf8_lossy(&out.stdout)
     );
     assert!(responder.alive());
 }

@@ -42,13 +42,13 @@ fn scenario(skip: Option<&str>) -> (bool, bool) {
     // SAFETY: kill with the pid of the launcher this test started.
     unsafe { libc::kill(i32::try_from(pid).unwrap(), libc::SIGTERM) };
     let mut child = fixture.launcher.take().unwrap();
-    let t = Instant::now();
+    let started = Instant::now();
     let st = loop {
         if let Some(st) = child.try_wait().unwrap() {
             break st;
         }
         assert!(
-            t.elapsed() < Duration::from_secs(10),
+            started.elapsed() < Duration::from_secs(10),
             "launcher did not stop"
         );
         std::thread::sleep(Duration::from_millis(20));
@@ -69,14 +69,14 @@ fn every_allow_list_entry_is_needed() {
     if !require(&["busybox", "setpriv"]) {
         return;
     }
-    for e in ALLOW {
-        assert!(!e.reason.is_empty(), "{} has no reason", e.name);
-        let (lease, clean) = scenario(Some(e.name));
+    for entry in ALLOW {
+        assert!(!entry.reason.is_empty(), "{} has no reason", entry.name);
+        let (lease, clean) = scenario(Some(entry.name));
         assert!(
             !(lease && clean),
             "seccomp entry {} ({}) is no longer needed: drop it",
-            e.name,
-            e.reason
+            entry.name,
+            entry.reason
         );
     }
 }

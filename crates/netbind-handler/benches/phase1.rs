@@ -34,18 +34,23 @@ fn run(cmd: &mut Command, stdin: Option<&str>) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    if let Some(s) = stdin {
-        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     } else {
         drop(child.stdin.take());
     }
-    let o = child.wait_with_output().expect("wait");
+    let out = child.wait_with_output().expect("wait");
     assert!(
-        o.status.success(),
+        out.status.success(),
         "{cmd:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
+        String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 const HANDLER: &str = env!("CARGO_BIN_EXE_netbind-handler");
@@ -63,11 +68,11 @@ struct Cycles {
 }
 
 impl Stats {
-    fn pct(&self, p: f64) -> f64 {
-        let mut v: Vec<f64> = self.samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
-        v.sort_by(|a, b| a.total_cmp(b));
-        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-        v[i.min(v.len() - 1)]
+    fn pct(&self, quantile: f64) -> f64 {
+        let mut ms: Vec<f64> = self.samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+        ms.sort_by(|a, b| a.total_cmp(b));
+        let idx = ((ms.len() as f64 - 1.0) * quantile).round() as usize;
+        ms[idx.min(ms.len() - 1)]
     }
 }
 
@@ -104,12 +109,12 @@ fn interleaved(tools: &mut [(String, Cycle<'_>)], cycles: usize) -> Vec<Cycles> 
 }
 
 /// Times two commands run one after the other.
-fn timed_pair(mut a: impl FnMut(), mut b: impl FnMut()) -> (Duration, Duration) {
+fn timed_pair(mut first: impl FnMut(), mut second: impl FnMut()) -> (Duration, Duration) {
     let started = Instant::now();
-    a();
-    let m = Instant::now();
-    b();
-    (m - started, m.elapsed())
+    first();
+    let mark = Instant::now();
+    second();
+    (mark - started, mark.elapsed())
 }
 
 /// A pod netns `<name>` with eth0 (veth to `<node>`), `10.<net>.0.2/24`, default route.
@@ -136,17 +141,17 @@ fn on_node(node: &str, tool: &str) -> Command {
 
 fn netbind_cycle(node: &str, pod: &str, vmi: &str, dir: &Path) -> (Duration, Duration) {
     let ns = format!("/run/netns/{pod}");
-    let h = dir.join("handoff");
-    let s = dir.join("state");
+    let handoff = dir.join("handoff");
+    let state = dir.join("state");
     timed_pair(
         || {
             run(
                 on_node(node, HANDLER)
                     .current_dir(netbind_testkit::repo_root())
                     .args(["setup", "--netns", &ns, "--vmi", vmi, "--handoff-dir"])
-                    .arg(&h)
+                    .arg(&handoff)
                     .arg("--state-dir")
-                    .arg(&s),
+                    .arg(&state),
                 None,
             );
         },
@@ -154,9 +159,9 @@ fn netbind_cycle(node: &str, pod: &str, vmi: &str, dir: &Path) -> (Duration, Dur
             run(
                 on_node(node, HANDLER)
                     .args(["teardown", "--netns", &ns, "--handoff-dir"])
-                    .arg(&h)
+                    .arg(&handoff)
                     .arg("--state-dir")
-                    .arg(&s),
+                    .arg(&state),
                 None,
             );
         },
@@ -269,7 +274,7 @@ fn main() {
         ));
     }
     let results = interleaved(&mut tools, cycles);
-    let cni = results.iter().find(|s| s.name.starts_with("CNI"));
+    let cni = results.iter().find(|stats| stats.name.starts_with("CNI"));
     println!(
         "## Phase 1: setup + teardown cycle ({cycles} interleaved rounds, one process per call, every tool started by nsenter into the node namespace)\n"
     );
@@ -277,21 +282,21 @@ fn main() {
         "| tool | setup median ms | setup p10–p90 | teardown median ms | cycle median ms | cycle p10–p90 | CNI cycle / this | CNI ADD / this setup |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for s in &results {
+    for stats in &results {
         let ratio =
             |a: Option<f64>, b: f64| a.map_or("-".to_string(), |a| format!("{:.1}x", a / b));
         println!(
             "| {} | {:.1} | {:.1}–{:.1} | {:.1} | {:.1} | {:.1}–{:.1} | {} | {} |",
-            s.name,
-            s.setup.pct(0.5),
-            s.setup.pct(0.1),
-            s.setup.pct(0.9),
-            s.teardown.pct(0.5),
-            s.total.pct(0.5),
-            s.total.pct(0.1),
-            s.total.pct(0.9),
-            ratio(cni.map(|c| c.total.pct(0.5)), s.total.pct(0.5)),
-            ratio(cni.map(|c| c.setup.pct(0.5)), s.setup.pct(0.5)),
+            stats.name,
+            stats.setup.pct(0.5),
+            stats.setup.pct(0.1),
+            stats.setup.pct(0.9),
+            stats.teardown.pct(0.5),
+            stats.total.pct(0.5),
+            stats.total.pct(0.1),
+            stats.total.pct(0.9),
+            ratio(cni.map(|c| c.total.pct(0.5)), stats.total.pct(0.5)),
+            ratio(cni.map(|c| c.setup.pct(0.5)), stats.setup.pct(0.5)),
         );
     }
     if !have_cni || !have_netavark {
@@ -302,16 +307,16 @@ fn main() {
     let mut per_pod = Vec::new();
     let mut peak_kib = 0u64;
     let mut pod_names = Vec::new();
-    for i in 0..pods {
-        let pod = format!("nbb-{id}-p{i}");
-        let net = 30 + u32::try_from(i / 200).unwrap();
+    for pod_idx in 0..pods {
+        let pod = format!("nbb-{id}-p{pod_idx}");
+        let net = 30 + u32::try_from(pod_idx / 200).unwrap();
         sh(&format!(
             "ip netns add {pod} && ip -n {pod} link set lo up && \
-             ip -n {node} link add p{i} type veth peer name eth0 netns {pod} && \
-             ip -n {node} link set p{i} up && ip -n {pod} addr add 10.{net}.{}.{}/16 dev eth0 && \
+             ip -n {node} link add p{pod_idx} type veth peer name eth0 netns {pod} && \
+             ip -n {node} link set p{pod_idx} up && ip -n {pod} addr add 10.{net}.{}.{}/16 dev eth0 && \
              ip -n {pod} link set eth0 up && ip -n {pod} route add default via 10.{net}.255.254",
-            (i + 1) / 250,
-            (i + 1) % 250 + 1
+            (pod_idx + 1) / 250,
+            (pod_idx + 1) % 250 + 1
         ));
         cleanup.0.push(pod.clone());
         pod_names.push(pod.clone());
@@ -338,22 +343,26 @@ fn main() {
         peak_kib = peak_kib.max(report["peak_rss_kib"].as_u64().unwrap_or(0));
     }
     if pods >= 2 {
-        let k = (pods / 4).clamp(1, 50);
+        let window = (pods / 4).clamp(1, 50);
         let first = Stats {
-            samples: per_pod[..k].to_vec(),
+            samples: per_pod[..window].to_vec(),
         };
         let last = Stats {
-            samples: per_pod[pods - k..].to_vec(),
+            samples: per_pod[pods - window..].to_vec(),
         };
         println!("\n## {pods} pods set up one after another (masquerade binding)\n");
         println!("| pods | median ms per setup | p90 ms |");
         println!("|---|---:|---:|");
         println!(
-            "| first {k} | {:.1} | {:.1} |",
+            "| first {window} | {:.1} | {:.1} |",
             first.pct(0.5),
             first.pct(0.9)
         );
-        println!("| last {k} | {:.1} | {:.1} |", last.pct(0.5), last.pct(0.9));
+        println!(
+            "| last {window} | {:.1} | {:.1} |",
+            last.pct(0.5),
+            last.pct(0.9)
+        );
         println!(
             "\nnetbind-handler peak resident memory (VmHWM, max over all setups): {peak_kib} KiB"
         );
@@ -362,15 +371,15 @@ fn main() {
     // 50 pods set up at once, as a node runtime starting many pods does.
     let concurrent = netbind_testkit::env_count("NETBIND_BENCH_CONCURRENT", 50);
     let mut batch = Vec::new();
-    for i in 0..concurrent {
-        let pod = format!("nbb-{id}-c{i}");
+    for pod_idx in 0..concurrent {
+        let pod = format!("nbb-{id}-c{pod_idx}");
         sh(&format!(
             "ip netns add {pod} && ip -n {pod} link set lo up && \
-             ip -n {node} link add c{i} type veth peer name eth0 netns {pod} && \
-             ip -n {node} link set c{i} up && ip -n {pod} addr add 10.40.{}.{}/16 dev eth0 && \
+             ip -n {node} link add c{pod_idx} type veth peer name eth0 netns {pod} && \
+             ip -n {node} link set c{pod_idx} up && ip -n {pod} addr add 10.40.{}.{}/16 dev eth0 && \
              ip -n {pod} link set eth0 up && ip -n {pod} route add default via 10.40.255.254",
-            (i + 1) / 250,
-            (i + 1) % 250 + 1
+            (pod_idx + 1) / 250,
+            (pod_idx + 1) % 250 + 1
         ));
         cleanup.0.push(pod.clone());
         batch.push(pod);
@@ -393,7 +402,7 @@ fn main() {
                         .stdout(Stdio::null())
                         .stderr(Stdio::null())
                         .status()
-                        .is_ok_and(|s| s.success())
+                        .is_ok_and(|stats| stats.success())
                 })
             })
             .collect();

@@ -81,8 +81,10 @@ pub struct Applier<'a> {
 }
 
 impl std::fmt::Debug for Applier<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Applier").field("step", &self.step).finish()
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        out.debug_struct("Applier")
+            .field("step", &self.step)
+            .finish()
     }
 }
 
@@ -108,27 +110,27 @@ fn is_auto_link_local(cidr: &Cidr) -> bool {
 
 /// The names of the steps of a plan, in order (used for logs and failure injection).
 pub fn steps(plan: &PodNetPlan) -> Vec<String> {
-    let mut v: Vec<String> = plan
+    let mut lines: Vec<String> = plan
         .links
         .iter()
         .map(|l| format!("link {}", l.name))
         .collect();
-    v.extend(plan.sysctls.iter().map(|s| format!("sysctl {}", s.path)));
+    lines.extend(plan.sysctls.iter().map(|s| format!("sysctl {}", s.path)));
     if !plan.nftables.ruleset.is_empty() {
-        v.push("nftables".into());
+        lines.push("nftables".into());
     }
-    v
+    lines
 }
 
 pub fn nft_what(plan: &PodNetPlan) -> String {
-    let t: Vec<String> = plan
+    let tables: Vec<String> = plan
         .nftables
         .ruleset
         .tables
         .iter()
-        .map(|t| format!("{} {}", t.family.as_str(), t.name))
+        .map(|tables| format!("{} {}", tables.family.as_str(), tables.name))
         .collect();
-    format!("tables {}", t.join(", "))
+    format!("tables {}", tables.join(", "))
 }
 
 impl<'a> Applier<'a> {
@@ -166,13 +168,13 @@ impl<'a> Applier<'a> {
     }
 
     pub fn apply(&mut self, plan: &PodNetPlan) -> Result<(), ApplyError> {
-        for l in &plan.links {
-            self.link(l)?;
-            self.done(&format!("link {}", l.name))?;
+        for link in &plan.links {
+            self.link(link)?;
+            self.done(&format!("link {}", link.name))?;
         }
-        for s in &plan.sysctls {
-            sysctl::write(&s.path, &s.value)?;
-            self.done(&format!("sysctl {}", s.path))?;
+        for sysctl in &plan.sysctls {
+            sysctl::write(&sysctl.path, &sysctl.value)?;
+            self.done(&format!("sysctl {}", sysctl.path))?;
         }
         if !plan.nftables.ruleset.is_empty() {
             let batch = if self.fresh {
@@ -204,8 +206,8 @@ impl<'a> Applier<'a> {
             LinkKind::PodInterface { .. } => return self.pod_interface(link),
         };
         let mut cur = self.by_name(name)?;
-        if let Some(c) = &cur {
-            let found = c
+        if let Some(current) = &cur {
+            let found = current
                 .kind
                 .clone()
                 .unwrap_or_else(|| LinkType::Other("unknown".into()));
@@ -219,7 +221,7 @@ impl<'a> Applier<'a> {
                     });
                 }
                 self.nl
-                    .del_link(c.index)
+                    .del_link(current.index)
                     .map_err(link_err("delete (wrong kind)", name))?;
                 cur = None;
             }
@@ -247,11 +249,11 @@ impl<'a> Applier<'a> {
                 };
                 match cur {
                     // Already right: attaching again would only flap its carrier.
-                    Some(c) if c.tun == Some(right) => return Ok(c),
+                    Some(current) if current.tun == Some(right) => return Ok(current),
                     cur => self.tap(&link.name, spec, cur.is_some())?,
                 }
             }
-            (_, Some(c)) => return Ok(c),
+            (_, Some(current)) => return Ok(current),
             (LinkKind::Bridge, None) => {
                 self.nl
                     .add_link(name, InfoKind::Bridge)
@@ -271,13 +273,13 @@ impl<'a> Applier<'a> {
     fn dummy(&mut self, name: &str) -> Result<(), ApplyError> {
         match self.nl.add_link(name, InfoKind::Dummy) {
             Ok(()) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+            Err(err) if err.raw_os_error() == Some(libc::EOPNOTSUPP) => {
                 tracing::info!(ifname = name, "kernel has no dummy links; using ifb");
                 self.nl
                     .add_link(name, InfoKind::Ifb)
                     .map_err(link_err("create ifb", name))
             }
-            Err(e) => Err(link_err("create dummy", name)(e)),
+            Err(err) => Err(link_err("create dummy", name)(err)),
         }
     }
 
@@ -341,7 +343,7 @@ impl<'a> Applier<'a> {
         let others = self.links()?;
         let find = |n: &str| others.iter().find(|k| k.name == n);
         let want_mac = match (&link.mac, &link.kind) {
-            (Some(MacPlan::Fixed(m)), _) => Some(*m),
+            (Some(MacPlan::Fixed(mac)), _) => Some(*mac),
             // Only move off the original MAC once: later runs keep whatever the first gave.
             (Some(MacPlan::CopyFrom(src)), LinkKind::PodInterface { original_mac, .. })
                 if cur.mac == Some(*original_mac) =>
@@ -350,7 +352,7 @@ impl<'a> Applier<'a> {
             }
             _ => None,
         }
-        .filter(|m| cur.mac != Some(*m))
+        .filter(|mac| cur.mac != Some(*mac))
         // ifb (the stand-in for a missing dummy driver) cannot change its MAC (EOPNOTSUPP);
         // nothing reads the placeholder's MAC: the guest's comes from the hand-off record.
         .filter(|_| cur.kind != Some(LinkType::Ifb));
@@ -370,7 +372,7 @@ impl<'a> Applier<'a> {
         let change = LinkChange {
             name: rename,
             mac: want_mac,
-            mtu: link.mtu.filter(|m| *m != cur.mtu),
+            mtu: link.mtu.filter(|mac| *mac != cur.mtu),
             master: None,
             up: None,
             // Taps come from an ioctl that cannot set the group; mark them here.
@@ -386,11 +388,11 @@ impl<'a> Applier<'a> {
                 .map_err(link_err("set name/mac/mtu", name))?;
         }
         let want_master = match &link.master {
-            Some(m) => Some(
-                find(m.as_str())
+            Some(mac) => Some(
+                find(mac.as_str())
                     .ok_or_else(|| ApplyError::Link {
                         op: "find master",
-                        name: m.to_string(),
+                        name: mac.to_string(),
                         source: std::io::Error::from_raw_os_error(libc::ENODEV),
                     })?
                     .index,
@@ -450,32 +452,32 @@ impl<'a> Applier<'a> {
             .map(|a| a.cidr)
             .collect();
         let want_set: BTreeSet<&Cidr> = want.iter().collect();
-        for c in have
+        for stale in have
             .iter()
-            .filter(|c| !want_set.contains(c) && !is_auto_link_local(c))
+            .filter(|stale| !want_set.contains(stale) && !is_auto_link_local(stale))
         {
-            match self.nl.del_addr(idx, *c) {
+            match self.nl.del_addr(idx, *stale) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {}
                 Err(source) => {
                     return Err(ApplyError::Addr {
                         op: "delete address",
                         name: name.into(),
-                        cidr: *c,
+                        cidr: *stale,
                         source,
                     });
                 }
             }
         }
-        for c in want.iter().filter(|c| !have.contains(c)) {
-            match self.nl.add_addr(idx, *c) {
+        for stale in want.iter().filter(|stale| !have.contains(stale)) {
+            match self.nl.add_addr(idx, *stale) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
                 Err(source) => {
                     return Err(ApplyError::Addr {
                         op: "add address",
                         name: name.into(),
-                        cidr: *c,
+                        cidr: *stale,
                         source,
                     });
                 }

@@ -51,8 +51,8 @@ pub fn secure_dir(dir: &Path, mode: u32) -> Result<OwnedFd, FileError> {
     }
     match std::fs::DirBuilder::new().mode(mode).create(dir) {
         Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(io("create directory", dir)(e)),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(err) => return Err(io("create directory", dir)(err)),
     }
     let meta = std::fs::symlink_metadata(dir).map_err(io("stat", dir))?;
     let unsafe_dir = |why: &str| FileError::Unsafe {
@@ -77,11 +77,11 @@ pub fn secure_dir(dir: &Path, mode: u32) -> Result<OwnedFd, FileError> {
             meta.mode() & 0o7777
         )));
     }
-    let c = cstr(dir);
+    let path_c = cstr(dir);
     // SAFETY: c is a valid NUL-terminated path; the returned fd is owned below.
     let fd = unsafe {
         libc::open(
-            c.as_ptr(),
+            path_c.as_ptr(),
             libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_RDONLY,
         )
     };
@@ -123,8 +123,8 @@ pub fn write_atomic(
     let result = (|| {
         use std::io::Write;
         use std::os::unix::fs::PermissionsExt;
-        let mut f = &file;
-        f.write_all(data)?;
+        let mut writer = &file;
+        writer.write_all(data)?;
         // The umask may have narrowed the mode given to openat.
         file.set_permissions(std::fs::Permissions::from_mode(mode))
     })();
@@ -161,13 +161,13 @@ fn remove_stale_temps(dfd: &OwnedFd, dir: &Path, name: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
-    for e in entries.flatten() {
-        let n = e.file_name();
-        let n = n.to_string_lossy();
-        if n.starts_with(&prefix) && n.ends_with(".tmp") {
-            let c = name_c(&n);
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let file_name = file_name.to_string_lossy();
+        if file_name.starts_with(&prefix) && file_name.ends_with(".tmp") {
+            let name_cstr = name_c(&file_name);
             // SAFETY: dfd is an open directory fd and c a NUL-terminated name in it.
-            unsafe { libc::unlinkat(dfd.as_raw_fd(), c.as_ptr(), 0) };
+            unsafe { libc::unlinkat(dfd.as_raw_fd(), name_cstr.as_ptr(), 0) };
         }
     }
 }
@@ -186,12 +186,12 @@ pub fn lock(dir: &Path) -> Result<PodLock, FileError> {
     let path = dir.join(LOCK_FILE);
     loop {
         let dfd = secure_dir(dir, 0o700)?;
-        let c = name_c(LOCK_FILE);
+        let lock_name = name_c(LOCK_FILE);
         // SAFETY: dfd is an open directory fd and c a NUL-terminated name; mode for O_CREAT.
         let fd = unsafe {
             libc::openat(
                 dfd.as_raw_fd(),
-                c.as_ptr(),
+                lock_name.as_ptr(),
                 libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC,
                 0o600 as libc::c_uint,
             )
@@ -227,8 +227,8 @@ pub fn remove(dir: &Path, name: &str) -> Result<(), FileError> {
     let path = dir.join(name);
     match std::fs::remove_file(&path) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io("remove", &path)(e)),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(io("remove", &path)(err)),
     }
 }
 
@@ -243,12 +243,12 @@ pub fn read_nofollow(dir: &Path, name: &str) -> Result<Option<Vec<u8>>, FileErro
         .open(&path)
     {
         Ok(mut f) => {
-            let mut v = Vec::new();
-            f.read_to_end(&mut v).map_err(io("read", &path))?;
-            Ok(Some(v))
+            let mut buf = Vec::new();
+            f.read_to_end(&mut buf).map_err(io("read", &path))?;
+            Ok(Some(buf))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io("open", &path)(e)),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(io("open", &path)(err)),
     }
 }
 

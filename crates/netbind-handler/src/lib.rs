@@ -108,10 +108,10 @@ impl From<PathBuf> for VmiSource {
 }
 
 impl std::fmt::Display for VmiSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            VmiSource::File(path) => write!(f, "{}", path.display()),
-            VmiSource::Inline { origin, .. } => f.write_str(origin),
+            VmiSource::File(path) => write!(out, "{}", path.display()),
+            VmiSource::Inline { origin, .. } => out.write_str(origin),
         }
     }
 }
@@ -196,14 +196,14 @@ pub fn default_state_dir(handoff_dir: &Path) -> PathBuf {
 }
 
 /// A stable, file-name-safe key for a directory path (FNV-1a 64, hex).
-fn dir_key(p: &Path) -> String {
-    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in abs.as_os_str().as_encoded_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+fn dir_key(path: &Path) -> String {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in abs.as_os_str().as_encoded_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("{h:016x}")
+    format!("{hash:016x}")
 }
 
 fn read_to_string(path: &Path) -> Result<String, HandlerError> {
@@ -278,12 +278,12 @@ pub fn setup(args: &SetupArgs) -> Result<SetupReport, HandlerError> {
         },
     })?;
     let resolv = match &args.resolv_conf {
-        Some(p) => read_to_string(p)?,
+        Some(vmi_path) => read_to_string(vmi_path)?,
         None => String::new(),
     };
     let ns = Netns::open(&args.target)?;
     let launcher_pid = match args.target {
-        NetnsTarget::Pid(p) => Some(p),
+        NetnsTarget::Pid(vmi_path) => Some(vmi_path),
         NetnsTarget::Path(_) => args.launcher_pid,
     };
     let label = args.selinux.decide(launcher_pid)?;
@@ -318,7 +318,7 @@ fn setup_in_netns(
         .map(|p| p.responders.clone())
         .unwrap_or_default();
     let observed = match &previous {
-        Some(s) => s.observed.clone(),
+        Some(state) => state.observed.clone(),
         None => observe::observe(&mut nl)?,
     };
     let opts = PlanOptions {
@@ -372,10 +372,10 @@ fn setup_in_netns(
     let written = plan
         .handoff
         .to_json()
-        .map_err(|e| files::FileError::Io {
+        .map_err(|err| files::FileError::Io {
             op: "serialise",
             path: args.handoff_dir.join(HANDOFF_FILE),
-            source: std::io::Error::other(e),
+            source: std::io::Error::other(err),
         })
         .and_then(|json| {
             files::write_atomic(
@@ -386,27 +386,27 @@ fn setup_in_netns(
                 0o644,
             )
         });
-    if let Err(e) = written {
+    if let Err(err) = written {
         // Without its record the pod is useless to phase 2: undo it like any failed step.
         let rollback = teardown::teardown(&mut nl, &nft_bin, &plan, &observed, &st.sysctls_before);
         if rollback.is_empty() {
             state::remove(&args.state_dir)?;
         }
         return Err(HandlerError::HandoffRolledBack {
-            source: e,
+            source: err,
             rollback,
         });
     }
     // A re-run replaces the responders of the previous one.
-    for r in previous_responders {
-        r.stop(std::time::Duration::from_secs(1));
+    for responder in previous_responders {
+        responder.stop(std::time::Duration::from_secs(1));
     }
     let mut warnings = Vec::new();
     match start_responders(args, &plan, &mut st, &mut warnings) {
         Ok(()) => {}
         Err(source) => {
-            for r in std::mem::take(&mut st.responders) {
-                r.stop(std::time::Duration::from_secs(1));
+            for responder in std::mem::take(&mut st.responders) {
+                responder.stop(std::time::Duration::from_secs(1));
             }
             let rollback =
                 teardown::teardown(&mut nl, &nft_bin, &plan, &observed, &st.sysctls_before);
@@ -418,9 +418,9 @@ fn setup_in_netns(
     }
     st.phase = Phase::Finished;
     state::save(&args.state_dir, &st)?;
-    let mut r = report(args, &plan, reused, label);
-    r.warnings.extend(warnings);
-    Ok(r)
+    let mut responder = report(args, &plan, reused, label);
+    responder.warnings.extend(warnings);
+    Ok(responder)
 }
 
 /// Opens each planned advertisement's socket (in the pod's namespace: the caller is there)
@@ -488,8 +488,8 @@ pub fn teardown(args: &TeardownArgs) -> Result<(), HandlerError> {
     // A missing state directory means nothing was set up: no lock is needed, and taking one
     // would create the directory.
     let _lock = match std::fs::symlink_metadata(&args.state_dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        _ => Some(files::lock(&args.state_dir).map_err(|e| HandlerError::State(e.into()))?),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+        _ => Some(files::lock(&args.state_dir).map_err(|err| HandlerError::State(err.into()))?),
     };
     let Some(st) = state::load(&args.state_dir)? else {
         // Nothing recorded: nothing of ours can be in the namespace.
@@ -498,15 +498,15 @@ pub fn teardown(args: &TeardownArgs) -> Result<(), HandlerError> {
     };
     // First the responders: each holds a socket in the pod's namespace, which would keep it
     // alive after the runtime deletes it.
-    for r in &st.responders {
-        r.stop(std::time::Duration::from_secs(1));
+    for responder in &st.responders {
+        responder.stop(std::time::Duration::from_secs(1));
     }
     let errors = match Netns::open(&args.target) {
-        Err(e) if e.is_gone() => {
+        Err(err) if err.is_gone() => {
             tracing::info!(netns = %args.target, "network namespace already gone");
             Vec::new()
         }
-        Err(e) => return Err(e.into()),
+        Err(err) => return Err(err.into()),
         Ok(ns) => ns.run(|| -> Result<Vec<teardown::TeardownError>, HandlerError> {
             let mut nl = open_netlink(&args.target)?;
             let nft_bin = nft::locate(&args.nft_bin).unwrap_or_else(|| args.nft_bin.clone());

@@ -194,8 +194,8 @@ fn run(cli: Cli) -> Result<String, netbind_handler::HandlerError> {
                 }),
             };
             let report = netbind_handler::setup(&args)?;
-            for w in &report.warnings {
-                tracing::warn!("{w}");
+            for warning in &report.warnings {
+                tracing::warn!("{warning}");
             }
             Ok(serde_json::to_string_pretty(&report).unwrap_or_default())
         }
@@ -237,8 +237,8 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("netbind-handler: {e}");
+        Err(err) => {
+            eprintln!("netbind-handler: {err}");
             ExitCode::FAILURE
         }
     }

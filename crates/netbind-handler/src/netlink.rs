@@ -62,24 +62,24 @@ fn parse_tun(nlas: &[netlink_packet_route::link::InfoTun]) -> TunInfo {
     const IFLA_TUN_GROUP: u16 = 2;
     const IFLA_TUN_PERSIST: u16 = 6;
     const IFLA_TUN_MULTI_QUEUE: u16 = 7;
-    let mut t = TunInfo::default();
-    for n in nlas {
-        let mut buf = vec![0u8; n.value_len()];
-        n.emit_value(&mut buf);
+    let mut info = TunInfo::default();
+    for attr in nlas {
+        let mut buf = vec![0u8; attr.value_len()];
+        attr.emit_value(&mut buf);
         let u32v = buf
             .get(..4)
             .and_then(|b| b.try_into().ok())
             .map(u32::from_ne_bytes);
         let flag = buf.first().is_some_and(|b| *b != 0);
-        match n.kind() {
-            IFLA_TUN_OWNER => t.owner = u32v,
-            IFLA_TUN_GROUP => t.group = u32v,
-            IFLA_TUN_PERSIST => t.persist = flag,
-            IFLA_TUN_MULTI_QUEUE => t.multi_queue = flag,
+        match attr.kind() {
+            IFLA_TUN_OWNER => info.owner = u32v,
+            IFLA_TUN_GROUP => info.group = u32v,
+            IFLA_TUN_PERSIST => info.persist = flag,
+            IFLA_TUN_MULTI_QUEUE => info.multi_queue = flag,
             _ => {}
         }
     }
-    t
+    info
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,8 +113,8 @@ pub struct Netlink {
 }
 
 impl std::fmt::Debug for Netlink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Netlink").field("seq", &self.seq).finish()
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        out.debug_struct("Netlink").field("seq", &self.seq).finish()
     }
 }
 
@@ -154,10 +154,10 @@ impl Netlink {
         let mut rx: Vec<u8> = Vec::with_capacity(1 << 16);
         loop {
             rx.clear();
-            let n = self.sock.recv(&mut rx, 0)?;
+            let got = self.sock.recv(&mut rx, 0)?;
             let mut off = 0usize;
-            while off < n {
-                let bytes = &rx[off..n];
+            while off < got {
+                let bytes = &rx[off..got];
                 let reply =
                     NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes).map_err(|e| {
                         io::Error::new(io::ErrorKind::InvalidData, format!("netlink reply: {e}"))
@@ -274,12 +274,12 @@ impl Netlink {
                 LinkFlags::empty()
             };
         }
-        if let Some(n) = &change.name {
-            msg.attributes.push(LinkAttribute::IfName(n.clone()));
+        if let Some(name) = &change.name {
+            msg.attributes.push(LinkAttribute::IfName(name.clone()));
         }
-        if let Some(m) = change.mac {
+        if let Some(mac) = change.mac {
             msg.attributes
-                .push(LinkAttribute::Address(m.octets().to_vec()));
+                .push(LinkAttribute::Address(mac.octets().to_vec()));
         }
         if let Some(mtu) = change.mtu {
             msg.attributes.push(LinkAttribute::Mtu(mtu));
@@ -287,8 +287,8 @@ impl Netlink {
         if let Some(master) = change.master {
             msg.attributes.push(LinkAttribute::Controller(master));
         }
-        if let Some(g) = change.group {
-            msg.attributes.push(LinkAttribute::Group(g));
+        if let Some(group) = change.group {
+            msg.attributes.push(LinkAttribute::Group(group));
         }
         self.ack(RouteNetlinkMessage::SetLink(msg), 0)
     }
@@ -381,8 +381,8 @@ fn parse_link(msg: LinkMessage) -> Link {
         tun: None,
         group: 0,
     };
-    for a in msg.attributes {
-        match a {
+    for attr in msg.attributes {
+        match attr {
             LinkAttribute::IfName(n) => link.name = n,
             LinkAttribute::Mtu(m) => link.mtu = m,
             LinkAttribute::Controller(m) => link.master = Some(m),
@@ -393,15 +393,15 @@ fn parse_link(msg: LinkMessage) -> Link {
                 link.mac = Some(MacAddr(buf));
             }
             LinkAttribute::LinkInfo(infos) => {
-                for i in infos {
-                    match i {
+                for info in infos {
+                    match info {
                         LinkInfo::Kind(k) => link.kind = Some(LinkType::from(k.to_string())),
                         LinkInfo::Data(netlink_packet_route::link::InfoData::Tun(t)) => {
                             link.tun = Some(parse_tun(&t));
                         }
                         LinkInfo::PortData(InfoPortData::BridgePort(ps)) => {
-                            for p in ps {
-                                if let InfoBridgePort::Learning(on) = p {
+                            for port in ps {
+                                if let InfoBridgePort::Learning(on) = port {
                                     link.learning = Some(on);
                                 }
                             }
@@ -453,8 +453,8 @@ fn parse_route(msg: RouteMessage) -> Option<Route> {
     };
     let mut oif = None;
     let mut gateway = None;
-    for a in &msg.attributes {
-        match a {
+    for attr in &msg.attributes {
+        match attr {
             RouteAttribute::Destination(d) => dst_ip = route_ip(d)?,
             RouteAttribute::Gateway(g) => gateway = route_ip(g),
             RouteAttribute::Oif(o) => oif = Some(*o),

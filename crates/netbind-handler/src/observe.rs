@@ -28,28 +28,28 @@ pub fn observe(nl: &mut Netlink) -> Result<ObservedPod, ObserveError> {
         source,
     })?;
     let mut interfaces = Vec::new();
-    for l in links {
-        if l.name == "lo" {
+    for link in links {
+        if link.name == "lo" {
             continue;
         }
         // A name the kernel accepted always fits IfName; skip anything odd rather than fail.
-        let (Ok(name), Some(mac)) = (IfName::new(l.name.clone()), l.mac) else {
+        let (Ok(name), Some(mac)) = (IfName::new(link.name.clone()), link.mac) else {
             continue;
         };
         interfaces.push(PodInterface {
             name,
-            index: l.index,
-            kind: l.kind.clone(),
+            index: link.index,
+            kind: link.kind.clone(),
             mac,
-            mtu: l.mtu,
+            mtu: link.mtu,
             addresses: addrs
                 .iter()
-                .filter(|a| a.index == l.index)
+                .filter(|a| a.index == link.index)
                 .map(|a| a.cidr)
                 .collect(),
             routes: routes
                 .iter()
-                .filter(|r| r.oif == l.index)
+                .filter(|r| r.oif == link.index)
                 .map(|r| PodRoute {
                     dst: r.dst,
                     gateway: r.gateway,

@@ -26,12 +26,12 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
 
 /// The start time of `pid`, or `None` if it is gone or a zombie.
 pub fn start_time(pid: u32) -> Option<u64> {
-    let f = stat_fields(pid)?;
-    if f.first()? == "Z" {
+    let fields = stat_fields(pid)?;
+    if fields.first()? == "Z" {
         return None;
     }
     // Start time is field 22, 19 after the state.
-    f.get(19)?.parse().ok()
+    fields.get(19)?.parse().ok()
 }
 
 /// The parent of `pid` (field 4 of /proc/PID/stat).

@@ -59,7 +59,12 @@ fn check(rc: libc::c_int) -> std::io::Result<()> {
     }
 }
 
-fn setopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, v: &T) -> std::io::Result<()> {
+fn setopt<T>(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> std::io::Result<()> {
     let len = libc::socklen_t::try_from(std::mem::size_of::<T>()).unwrap_or(0);
     // SAFETY: setsockopt reads `len` bytes of `v`, which outlives the call.
     check(unsafe {
@@ -67,7 +72,7 @@ fn setopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, v: &T) -> std:
             fd.as_raw_fd(),
             level,
             name,
-            std::ptr::from_ref(v).cast(),
+            std::ptr::from_ref(value).cast(),
             len,
         )
     })

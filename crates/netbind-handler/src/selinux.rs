@@ -89,8 +89,8 @@ pub struct SockCreateGuard {
 
 impl Drop for SockCreateGuard {
     fn drop(&mut self) {
-        if let Err(e) = std::fs::write(&self.path, "") {
-            tracing::warn!(error = %e, "could not clear the socket-creation SELinux label");
+        if let Err(err) = std::fs::write(&self.path, "") {
+            tracing::warn!(error = %err, "could not clear the socket-creation SELinux label");
         }
     }
 }
@@ -100,14 +100,14 @@ mod tests {
     use super::*;
 
     fn fake() -> (tempfile::TempDir, SelinuxEnv) {
-        let d = tempfile::tempdir().expect("tmp");
+        let dir = tempfile::tempdir().expect("tmp");
         let env = SelinuxEnv {
-            selinuxfs: d.path().join("selinux"),
-            proc: d.path().join("proc"),
+            selinuxfs: dir.path().join("selinux"),
+            proc: dir.path().join("proc"),
         };
         std::fs::create_dir_all(env.proc.join("thread-self/attr")).expect("mkdir");
         std::fs::create_dir_all(env.proc.join("4242/attr")).expect("mkdir");
-        (d, env)
+        (dir, env)
     }
 
     #[test]
@@ -129,9 +129,9 @@ mod tests {
             "system_u:system_r:virt_launcher.process:s0:c1,c2\0",
         )
         .expect("label");
-        let d = env.decide(Some(4242)).expect("decide");
+        let decision = env.decide(Some(4242)).expect("decide");
         assert_eq!(
-            d,
+            decision,
             LabelDecision::Label("system_u:system_r:virt_launcher.process:s0:c1,c2".into())
         );
         assert_eq!(env.decide(None).expect("decide"), LabelDecision::NoLauncher);
@@ -157,7 +157,7 @@ mod tests {
         let (_d, env) = fake();
         std::fs::create_dir_all(&env.selinuxfs).expect("mkdir");
         std::fs::write(env.selinuxfs.join("enforce"), "1").expect("enforce");
-        let e = env.decide(Some(999)).expect_err("no such pid");
-        assert!(e.to_string().contains("pid 999"), "{e}");
+        let err = env.decide(Some(999)).expect_err("no such pid");
+        assert!(err.to_string().contains("pid 999"), "{err}");
     }
 }

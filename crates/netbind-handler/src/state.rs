@@ -66,9 +66,9 @@ pub fn load(dir: &Path) -> Result<Option<HandlerState>, StateError> {
         })
 }
 
-pub fn save(dir: &Path, s: &HandlerState) -> Result<(), StateError> {
+pub fn save(dir: &Path, state: &HandlerState) -> Result<(), StateError> {
     // An empty or partial state file would lose the record of what to undo: fail instead.
-    let json = serde_json::to_vec_pretty(s).map_err(|source| StateError::Serialize {
+    let json = serde_json::to_vec_pretty(state).map_err(|source| StateError::Serialize {
         path: dir.join(STATE_FILE),
         source,
     })?;

@@ -49,9 +49,9 @@ pub fn teardown(
     } else {
         let what = format!("delete {}", nft_what(plan));
         match nft::start(nft_bin, &plan.nftables.ruleset.json_delete_batch(), &what) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                errors.push(e.into());
+            Ok(child) => Some(child),
+            Err(err) => {
+                errors.push(err.into());
                 None
             }
         }
@@ -63,28 +63,32 @@ pub fn teardown(
             // A per-link sysctl of a link that is already gone.
             Err(SysctlError::Read { ref source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => errors.push(e.into()),
+            Err(err) => errors.push(err.into()),
         }
     }
     // Everything netbind created goes in one batch; the per-link pass below then only finds
     // what a crash left unmarked, and restores the pod interfaces.
-    if let Err(e) = nl.del_group(NETBIND_GROUP) {
-        errors.push(link_err("delete link group", "netbind")(e).into());
+    if let Err(err) = nl.del_group(NETBIND_GROUP) {
+        errors.push(link_err("delete link group", "netbind")(err).into());
     }
-    for l in plan.links.iter().rev() {
-        if let Err(e) = teardown_link(nl, l, observed) {
-            errors.push(e.into());
+    for link in plan.links.iter().rev() {
+        if let Err(err) = teardown_link(nl, link, observed) {
+            errors.push(err.into());
         }
     }
-    if let Some(Err(e)) = pending.map(nft::Pending::wait) {
-        errors.push(e.into());
+    if let Some(Err(err)) = pending.map(nft::Pending::wait) {
+        errors.push(err.into());
     }
     errors
 }
 
-fn teardown_link(nl: &mut Netlink, l: &LinkPlan, observed: &ObservedPod) -> Result<(), ApplyError> {
+fn teardown_link(
+    nl: &mut Netlink,
+    link: &LinkPlan,
+    observed: &ObservedPod,
+) -> Result<(), ApplyError> {
     let links = nl.links().map_err(link_err("dump", "links"))?;
-    match &l.kind {
+    match &link.kind {
         LinkKind::PodInterface {
             index,
             original_name,
@@ -94,9 +98,9 @@ fn teardown_link(nl: &mut Netlink, l: &LinkPlan, observed: &ObservedPod) -> Resu
                 .iter()
                 .find(|k| {
                     k.index == *index
-                        && (k.name == l.name.as_str() || k.name == original_name.as_str())
+                        && (k.name == link.name.as_str() || k.name == original_name.as_str())
                 })
-                .or_else(|| links.iter().find(|k| k.name == l.name.as_str()))
+                .or_else(|| links.iter().find(|k| k.name == link.name.as_str()))
             else {
                 return Ok(());
             };
@@ -105,7 +109,9 @@ fn teardown_link(nl: &mut Netlink, l: &LinkPlan, observed: &ObservedPod) -> Resu
             let change = LinkChange {
                 name: (cur.name != original_name.as_str()).then(|| original_name.to_string()),
                 mac: Some(*original_mac).filter(|m| cur.mac != Some(*m)),
-                mtu: orig.map(|o| o.mtu).filter(|m| *m != cur.mtu),
+                mtu: orig
+                    .map(|orig_link| orig_link.mtu)
+                    .filter(|m| *m != cur.mtu),
                 master: cur.master.map(|_| 0),
                 up: None,
                 group: None,
@@ -121,16 +127,16 @@ fn teardown_link(nl: &mut Netlink, l: &LinkPlan, observed: &ObservedPod) -> Resu
             .map_err(link_err("set down", &cur.name))?;
             nl.change_link(idx, &change)
                 .map_err(link_err("restore", original_name.as_str()))?;
-            let Some(o) = orig else { return Ok(()) };
-            for c in &o.addresses {
-                match nl.add_addr(idx, *c) {
+            let Some(orig_link) = orig else { return Ok(()) };
+            for addr in &orig_link.addresses {
+                match nl.add_addr(idx, *addr) {
                     Ok(()) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {}
                     Err(source) => {
                         return Err(ApplyError::Addr {
                             op: "restore address",
                             name: original_name.to_string(),
-                            cidr: *c,
+                            cidr: *addr,
                             source,
                         });
                     }
@@ -145,22 +151,24 @@ fn teardown_link(nl: &mut Netlink, l: &LinkPlan, observed: &ObservedPod) -> Resu
             )
             .map_err(link_err("set up", original_name.as_str()))?;
             // Routes the kernel does not recreate with the addresses (gateways, extra routes).
-            for r in &o.routes {
+            for orig_route in &orig_link.routes {
                 let route = Route {
                     oif: idx,
-                    dst: r.dst,
-                    gateway: r.gateway,
+                    dst: orig_route.dst,
+                    gateway: orig_route.gateway,
                 };
                 match nl.add_route(&route) {
                     Ok(()) => {}
-                    Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST)) => {}
-                    Err(e) => tracing::debug!(dst = %r.dst, error = %e, "route not restored"),
+                    Err(err) if matches!(err.raw_os_error(), Some(libc::EEXIST)) => {}
+                    Err(err) => {
+                        tracing::debug!(dst = %orig_route.dst, error = %err, "route not restored")
+                    }
                 }
             }
             Ok(())
         }
         _ => {
-            let Some(cur) = links.iter().find(|k| k.name == l.name.as_str()) else {
+            let Some(cur) = links.iter().find(|k| k.name == link.name.as_str()) else {
                 return Ok(());
             };
             if !cur.kind.as_ref().is_some_and(LinkType::netbind_creates) {
@@ -169,8 +177,8 @@ fn teardown_link(nl: &mut Netlink, l: &LinkPlan, observed: &ObservedPod) -> Resu
             }
             match nl.del_link(cur.index) {
                 Ok(()) => Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
-                Err(e) => Err(link_err("delete", l.name.as_str())(e)),
+                Err(err) if err.raw_os_error() == Some(libc::ENODEV) => Ok(()),
+                Err(err) => Err(link_err("delete", link.name.as_str())(err)),
             }
         }
     }

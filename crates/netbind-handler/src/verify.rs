@@ -22,8 +22,8 @@ pub struct Drift {
 }
 
 impl std::fmt::Display for Drift {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.object, self.problem)
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(out, "{}: {}", self.object, self.problem)
     }
 }
 
@@ -148,7 +148,7 @@ fn sysctls_drift(plan: &PodNetPlan) -> Vec<Drift> {
             let problem = match sysctl::read(&planned.path) {
                 Ok(value) if value == planned.value => return None,
                 Ok(value) => format!("{value}, planned {}", planned.value),
-                Err(e) => e.to_string(),
+                Err(err) => err.to_string(),
             };
             Some(Drift {
                 object: format!("sysctl {}", planned.path),
@@ -177,7 +177,7 @@ fn nft_drift(plan: &PodNetPlan, nft_bin: &Path) -> Vec<Drift> {
             let problem = match listed {
                 Ok(status) if status.success() => return None,
                 Ok(_) => "missing".to_string(),
-                Err(e) => format!("cannot run {}: {e}", bin.display()),
+                Err(err) => format!("cannot run {}: {err}", bin.display()),
             };
             Some(Drift {
                 object: format!("nft table {family} {}", table.name),

@@ -13,17 +13,19 @@ fn helper_op() {
 }
 
 /// `ip -j` prints a tap's owner as a number, or as the name when the id has one.
-fn id_is(v: &serde_json::Value, db: &str, id: u32) -> bool {
-    if let Some(n) = v.as_u64() {
-        return n == u64::from(id);
+fn id_is(doc: &serde_json::Value, db: &str, id: u32) -> bool {
+    if let Some(num) = doc.as_u64() {
+        return num == u64::from(id);
     }
-    let Some(name) = v.as_str() else { return false };
+    let Some(name) = doc.as_str() else {
+        return false;
+    };
     std::fs::read_to_string(db)
         .unwrap_or_default()
         .lines()
         .any(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            f.first() == Some(&name) && f.get(2) == Some(&id.to_string().as_str())
+            let fields: Vec<&str> = l.split(':').collect();
+            fields.first() == Some(&name) && fields.get(2) == Some(&id.to_string().as_str())
         })
 }
 
@@ -39,8 +41,8 @@ fn assert_matches_plan(pod: &Pod, plan: &PodNetPlan) {
     let links = links_json(&pod.name);
     let addrs = addrs_json(&pod.name);
     for lp in &plan.links {
-        let l = find(&links, lp.name.as_str());
-        let kind = l["linkinfo"]["info_kind"].as_str().unwrap_or("-");
+        let link = find(&links, lp.name.as_str());
+        let kind = link["linkinfo"]["info_kind"].as_str().unwrap_or("-");
         let want_kind = match &lp.kind {
             LinkKind::Bridge => vec!["bridge"],
             LinkKind::Dummy => vec!["dummy", "ifb"],
@@ -53,26 +55,26 @@ fn assert_matches_plan(pod: &Pod, plan: &PodNetPlan) {
             lp.name
         );
         if let Some(mtu) = lp.mtu {
-            assert_eq!(l["mtu"], mtu, "{} mtu", lp.name);
+            assert_eq!(link["mtu"], mtu, "{} mtu", lp.name);
         }
         assert_eq!(
-            l.get("master").and_then(|m| m.as_str()),
+            link.get("master").and_then(|m| m.as_str()),
             lp.master.as_ref().map(|m| m.as_str()),
             "{} master",
             lp.name
         );
-        let up = l["flags"].as_array().unwrap().iter().any(|f| f == "UP");
+        let up = link["flags"].as_array().unwrap().iter().any(|f| f == "UP");
         assert_eq!(up, lp.up, "{} up", lp.name);
         match &lp.mac {
             Some(MacPlan::Fixed(m)) if kind != "ifb" => {
-                assert_eq!(l["address"], m.to_string(), "{} mac", lp.name)
+                assert_eq!(link["address"], m.to_string(), "{} mac", lp.name)
             }
             Some(MacPlan::CopyFrom(_)) => {
                 let LinkKind::PodInterface { original_mac, .. } = &lp.kind else {
                     panic!()
                 };
                 assert_ne!(
-                    l["address"],
+                    link["address"],
                     original_mac.to_string(),
                     "{}: the pod MAC must be freed for the guest",
                     lp.name
@@ -82,7 +84,7 @@ fn assert_matches_plan(pod: &Pod, plan: &PodNetPlan) {
         }
         if let Some(on) = lp.learning {
             assert_eq!(
-                l["linkinfo"]["info_slave_data"]["learning"], on,
+                link["linkinfo"]["info_slave_data"]["learning"], on,
                 "{} learning",
                 lp.name
             );
@@ -94,22 +96,22 @@ fn assert_matches_plan(pod: &Pod, plan: &PodNetPlan) {
             ..
         } = &lp.kind
         {
-            let d = &l["linkinfo"]["info_data"];
+            let data = &link["linkinfo"]["info_data"];
             assert!(
-                id_is(&d["user"], "/etc/passwd", *owner)
-                    && id_is(&d["group"], "/etc/group", *group),
-                "{} owner/group: {d}",
+                id_is(&data["user"], "/etc/passwd", *owner)
+                    && id_is(&data["group"], "/etc/group", *group),
+                "{} owner/group: {data}",
                 lp.name
             );
-            assert_eq!(d["persist"], true, "{} persistent", lp.name);
-            assert_eq!(d["multi_queue"], *multi_queue, "{} multi_queue", lp.name);
-            assert_eq!(d["type"], "tap");
+            assert_eq!(data["persist"], true, "{} persistent", lp.name);
+            assert_eq!(data["multi_queue"], *multi_queue, "{} multi_queue", lp.name);
+            assert_eq!(data["type"], "tap");
         }
-        let a = addrs
+        let got_addrs = addrs
             .iter()
-            .find(|a| a["ifname"] == lp.name.as_str())
+            .find(|got_addrs| got_addrs["ifname"] == lp.name.as_str())
             .expect("addr entry");
-        let mut have: Vec<String> = a["addr_info"]
+        let mut have: Vec<String> = got_addrs["addr_info"]
             .as_array()
             .unwrap()
             .iter()
@@ -129,12 +131,12 @@ fn assert_matches_plan(pod: &Pod, plan: &PodNetPlan) {
         want.sort();
         assert_eq!(have, want, "{} addresses", lp.name);
     }
-    for s in &plan.sysctls {
+    for sysctl in &plan.sysctls {
         assert_eq!(
-            pod.exec(&format!("cat /proc/sys/{}", s.path)).trim(),
-            s.value,
+            pod.exec(&format!("cat /proc/sys/{}", sysctl.path)).trim(),
+            sysctl.value,
             "sysctl {}",
-            s.path
+            sysctl.path
         );
     }
     // The ruleset in the pod is exactly the plan's: the same batch applied to an empty
@@ -156,14 +158,14 @@ fn check_binding(vmi: &str, stack: Stack, gates: &[&str]) -> Pod {
     let pod = Pod::new(stack);
     let plan = plan_for(vmi, &pod.observed(), gates);
     let mut extra = Vec::new();
-    for g in gates {
-        extra.extend(["--feature-gate", g]);
+    for gate in gates {
+        extra.extend(["--feature-gate", gate]);
     }
     pod.setup_ok(vmi, &extra);
     assert_matches_plan(&pod, &plan);
-    let h = std::fs::read(pod.handoff_dir().join("handoff.json")).expect("hand-off written");
+    let path = std::fs::read(pod.handoff_dir().join("handoff.json")).expect("hand-off written");
     assert_eq!(
-        netbind_model::handoff::Handoff::from_json(&h).expect("valid hand-off"),
+        netbind_model::handoff::Handoff::from_json(&path).expect("valid hand-off"),
         plan.handoff
     );
     pod
@@ -220,8 +222,8 @@ fn bridge_on_pod_network_matches_plan() {
     if require_root() {
         let pod = check_binding("examples/vmi-bridge.yaml", Stack::V4, &[]);
         // The pod IP moved to the placeholder `eth0`; the bridge has the fake address.
-        let a = pod.exec("ip -br addr show eth0");
-        assert!(a.contains("10.244.0.5/24"), "{a}");
+        let addrs = pod.exec("ip -br addr show eth0");
+        assert!(addrs.contains("10.244.0.5/24"), "{addrs}");
     }
 }
 
@@ -233,10 +235,10 @@ fn multus_secondary_bridge_matches_plan() {
     let pod = Pod::new(Stack::V4);
     // What Multus would add: a second veth named pod<sha256("blue")[:11]>.
     ok(&format!(
-        "ip -n {n}-node link add veth-b type veth peer name pod16477688c0e netns {n} && \
-         ip -n {n} link set pod16477688c0e mtu 9000 && ip -n {n} addr add 192.168.100.10/30 dev pod16477688c0e && \
-         ip -n {n} link set pod16477688c0e up && ip -n {n} route add 172.16.0.0/16 via 192.168.100.9",
-        n = pod.name
+        "ip -n {ns}-node link add veth-b type veth peer name pod16477688c0e netns {ns} && \
+         ip -n {ns} link set pod16477688c0e mtu 9000 && ip -n {ns} addr add 192.168.100.10/30 dev pod16477688c0e && \
+         ip -n {ns} link set pod16477688c0e up && ip -n {ns} route add 172.16.0.0/16 via 192.168.100.9",
+        ns = pod.name
     ));
     let vmi = "examples/vmi-masquerade-multus.yaml";
     let plan = plan_for(vmi, &pod.observed(), &[]);
@@ -400,11 +402,11 @@ fn the_cluster_configuration_can_be_kubevirts_cr() {
     )
     .unwrap();
     let other = Pod::new(Stack::V4);
-    let o = other.setup(
+    let out = other.setup(
         "testdata/vmi/no-interfaces.yaml",
         &["--kubevirt-config", &cr_path],
     );
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("defaultNetworkInterfaces"), "{err}");
 }

@@ -20,14 +20,14 @@ const CASES: [(&str, Stack); 3] = [
     ("examples/vmi-ports.yaml", Stack::V4),
 ];
 
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// The command's stderr names what failed: `needle` must be in it (shown whole otherwise).
 #[track_caller]
-fn assert_stderr_has(o: &std::process::Output, needle: &str) {
-    let err = stderr(o);
+fn assert_stderr_has(out: &std::process::Output, needle: &str) {
+    let err = stderr(out);
     assert!(
         err.contains(needle),
         "expected {needle:?} in stderr:\n{err}"
@@ -73,15 +73,15 @@ fn crash_after_each_step_then_rerun_converges() {
         let clean = Pod::new(stack);
         clean.setup_ok(vmi, &[]);
         let want = snapshot(&clean.name);
-        let n = steps(vmi, stack);
-        assert!(n >= 4, "{vmi}: only {n} steps");
-        for k in 1..=n {
+        let steps_total = steps(vmi, stack);
+        assert!(steps_total >= 4, "{vmi}: only {steps_total} steps");
+        for step in 1..=steps_total {
             let pod = Pod::new(stack);
-            let out = pod.setup(vmi, &["--crash-after-step", &k.to_string()]);
+            let out = pod.setup(vmi, &["--crash-after-step", &step.to_string()]);
             assert_eq!(
                 out.status.code(),
                 Some(netbind_handler::apply::CRASH_EXIT),
-                "{vmi} step {k}: {}",
+                "{vmi} step {step}: {}",
                 stderr(&out)
             );
             assert!(
@@ -92,7 +92,7 @@ fn crash_after_each_step_then_rerun_converges() {
             assert_eq!(
                 snapshot(&pod.name),
                 want,
-                "{vmi}: crash after step {k} then re-run"
+                "{vmi}: crash after step {step} then re-run"
             );
         }
     }
@@ -104,22 +104,22 @@ fn failure_after_each_step_rolls_back_to_the_pristine_pod() {
         return;
     }
     for (vmi, stack) in CASES {
-        let n = steps(vmi, stack);
-        for k in 1..=n {
+        let steps_total = steps(vmi, stack);
+        for step in 1..=steps_total {
             let pod = Pod::new(stack);
             let pristine = snapshot(&pod.name);
-            let out = pod.setup(vmi, &["--fail-after-step", &k.to_string()]);
+            let out = pod.setup(vmi, &["--fail-after-step", &step.to_string()]);
             assert!(!out.status.success());
             let err = stderr(&out);
             assert!(
-                err.contains(&format!("failure injected after step {k}"))
+                err.contains(&format!("failure injected after step {step}"))
                     && err.contains("(rolled back)"),
                 "{err}"
             );
             assert_eq!(
                 snapshot(&pod.name),
                 pristine,
-                "{vmi}: failure after step {k} must leave nothing"
+                "{vmi}: failure after step {step} must leave nothing"
             );
             // And a later clean run works as if nothing had happened.
             pod.setup_ok(vmi, &[]);
@@ -133,17 +133,17 @@ fn teardown_after_partial_setup_removes_everything() {
         return;
     }
     for (vmi, stack) in CASES {
-        let n = steps(vmi, stack);
-        for k in 1..=n {
+        let steps_total = steps(vmi, stack);
+        for step in 1..=steps_total {
             let pod = Pod::new(stack);
             let pristine = snapshot(&pod.name);
-            let _ = pod.setup(vmi, &["--crash-after-step", &k.to_string()]);
+            let _ = pod.setup(vmi, &["--crash-after-step", &step.to_string()]);
             let out = pod.teardown();
-            assert!(out.status.success(), "{vmi} k={k}: {}", stderr(&out));
+            assert!(out.status.success(), "{vmi} k={step}: {}", stderr(&out));
             assert_eq!(
                 snapshot(&pod.name),
                 pristine,
-                "{vmi}: teardown after crash at step {k}"
+                "{vmi}: teardown after crash at step {step}"
             );
             assert!(!pod.state_dir().join("state.json").exists());
         }
@@ -327,9 +327,9 @@ fn handoff_never_follows_a_symlink() {
         "precious",
         "the symlink target is untouched"
     );
-    let m = std::fs::symlink_metadata(dir.join("handoff.json")).unwrap();
+    let meta = std::fs::symlink_metadata(dir.join("handoff.json")).unwrap();
     assert!(
-        m.file_type().is_file(),
+        meta.file_type().is_file(),
         "the symlink was replaced by the record"
     );
 
@@ -338,17 +338,17 @@ fn handoff_never_follows_a_symlink() {
     let real = pod2.dir.path().join("real");
     std::fs::create_dir(&real).unwrap();
     std::os::unix::fs::symlink(&real, pod2.handoff_dir()).unwrap();
-    let o = pod2.setup("examples/vmi-masquerade.yaml", &[]);
-    assert_stderr_has(&o, "is not safe: it is a symlink");
+    let out = pod2.setup("examples/vmi-masquerade.yaml", &[]);
+    assert_stderr_has(&out, "is not safe: it is a symlink");
     let pod3 = Pod::new(Stack::V4);
     std::fs::create_dir(pod3.handoff_dir()).unwrap();
     std::fs::set_permissions(pod3.handoff_dir(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let pristine = snapshot(&pod3.name);
-    let o = pod3.setup("examples/vmi-masquerade.yaml", &[]);
-    assert_stderr_has(&o, "lets group or others write");
+    let out = pod3.setup("examples/vmi-masquerade.yaml", &[]);
+    assert_stderr_has(&out, "lets group or others write");
     // The record could not be written after every step had been applied: rolled back like any
     // failed step, and no state is left that claims a pod.
-    assert_stderr_has(&o, "(rolled back)");
+    assert_stderr_has(&out, "(rolled back)");
     assert_eq!(
         snapshot(&pod3.name),
         pristine,
@@ -397,25 +397,31 @@ fn concurrent_runs_of_one_pod_take_turns() {
     clean.setup_ok(vmi, &[]);
     let want = snapshot(&clean.name);
     let pod = Pod::new(Stack::V4);
-    let outs: Vec<std::process::Output> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..4).map(|_| s.spawn(|| pod.setup(vmi, &[]))).collect();
+    let outs: Vec<std::process::Output> = std::thread::scope(|scope| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| pod.setup(vmi, &[])))
+            .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    for o in &outs {
-        assert!(o.status.success(), "concurrent setup: {}", stderr(o));
+    for out in &outs {
+        assert!(out.status.success(), "concurrent setup: {}", stderr(out));
     }
     assert_eq!(snapshot(&pod.name), want, "four setups at once");
     for round in 0..4 {
-        let (a, b) = std::thread::scope(|s| {
-            let a = s.spawn(|| pod.setup(vmi, &[]));
-            let b = s.spawn(|| pod.teardown());
-            (a.join().unwrap(), b.join().unwrap())
+        let (setup_out, teardown_out) = std::thread::scope(|scope| {
+            let setup_out = scope.spawn(|| pod.setup(vmi, &[]));
+            let teardown_out = scope.spawn(|| pod.teardown());
+            (setup_out.join().unwrap(), teardown_out.join().unwrap())
         });
-        assert!(a.status.success(), "round {round}: setup: {}", stderr(&a));
         assert!(
-            b.status.success(),
+            setup_out.status.success(),
+            "round {round}: setup: {}",
+            stderr(&setup_out)
+        );
+        assert!(
+            teardown_out.status.success(),
             "round {round}: teardown: {}",
-            stderr(&b)
+            stderr(&teardown_out)
         );
         let got = snapshot(&pod.name);
         if pod.state_dir().join("state.json").exists() {

@@ -29,10 +29,10 @@ struct Listener(UdpSocket);
 impl Listener {
     fn new(ns: &str, addr: &str) -> Listener {
         let addr: SocketAddr = addr.parse().unwrap();
-        let s = in_netns(ns, || UdpSocket::bind(addr).expect("bind the listener"));
-        s.set_read_timeout(Some(Duration::from_millis(100)))
+        let sock = in_netns(ns, || UdpSocket::bind(addr).expect("bind the listener"));
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
-        Listener(s)
+        Listener(sock)
     }
 
     /// The source of the datagram carrying `marker`, if one arrives within a second.
@@ -62,8 +62,8 @@ fn pod(stack: Stack) -> Pod {
     pod
 }
 
-fn v4(a: [u8; 4]) -> Ipv4Addr {
-    Ipv4Addr::from(a)
+fn v4(octets: [u8; 4]) -> Ipv4Addr {
+    Ipv4Addr::from(octets)
 }
 
 fn send4(tap: &mut Tap, (smac, dmac): (Mac, Mac), src: Ipv4Addr, dst: Ipv4Addr, marker: &str) {
@@ -94,9 +94,9 @@ fn forwarding(pod: &Pod, port: &str) {
 
 /// Attaches to the tap as QEMU would and waits until the bridge takes its frames.
 fn guest_tap(pod: &Pod, tap: &str) -> Tap {
-    let t = Tap::attach(&pod.name, tap);
+    let guest = Tap::attach(&pod.name, tap);
     forwarding(pod, tap);
-    t
+    guest
 }
 
 /// Whether `check` holds within a second.
@@ -215,19 +215,19 @@ fn masquerade_loopback_nat_still_reaches_the_guest() {
     let guest = format!("{}-guest", pod.name);
     ok(&format!(
         "ip netns add {guest} && ip -n {guest} link set lo up && \
-         ip -n {p} link add vm0 type veth peer name eth0 netns {guest} && \
-         ip -n {p} link set vm0 master k6t-eth0 up && \
+         ip -n {ns} link add vm0 type veth peer name eth0 netns {guest} && \
+         ip -n {ns} link set vm0 master k6t-eth0 up && \
          ip -n {guest} addr add 10.0.2.2/24 dev eth0 && ip -n {guest} link set eth0 up && \
          ip -n {guest} route add default via 10.0.2.1",
-        p = pod.name
+        ns = pod.name
     ));
     let _cleanup = netbind_testkit::Namespaces(vec![guest.clone()]);
     let echo = in_netns(&guest, || UdpSocket::bind("10.0.2.2:5000").unwrap());
     let server = std::thread::spawn(move || {
         let mut buf = [0u8; 64];
         echo.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let (n, from) = echo.recv_from(&mut buf).expect("the guest receives");
-        echo.send_to(&buf[..n], from).unwrap();
+        let (len, from) = echo.recv_from(&mut buf).expect("the guest receives");
+        echo.send_to(&buf[..len], from).unwrap();
     });
     let client = in_netns(&pod.name, || UdpSocket::bind("127.0.0.1:0").unwrap());
     client
@@ -235,8 +235,8 @@ fn masquerade_loopback_nat_still_reaches_the_guest() {
         .unwrap();
     client.send_to(b"ping", "127.0.0.1:5000").unwrap();
     let mut buf = [0u8; 64];
-    let (n, from) = client.recv_from(&mut buf).expect("the reply comes back");
-    assert_eq!(&buf[..n], b"ping");
+    let (len, from) = client.recv_from(&mut buf).expect("the reply comes back");
+    assert_eq!(&buf[..len], b"ping");
     assert_eq!(from, "127.0.0.1:5000".parse().unwrap());
     server.join().unwrap();
 }
@@ -314,16 +314,16 @@ fn bridge_guest_sends_only_from_its_own_mac_and_address() {
 fn multus_pod(extra: &[&str]) -> (Pod, Listener) {
     let pod = pod(Stack::V4);
     ok(&format!(
-        "ip -n {n}-node link add veth-b address 02:bb:00:00:00:01 type veth peer name pod16477688c0e netns {n} && \
-         ip -n {n}-node addr add 192.168.100.9/30 dev veth-b && ip -n {n}-node link set veth-b up && \
-         ip -n {n} link set pod16477688c0e mtu 9000 && ip -n {n} addr add 192.168.100.10/30 dev pod16477688c0e && \
-         ip -n {n} link set pod16477688c0e up && ip -n {n} route add 172.16.0.0/16 via 192.168.100.9",
-        n = pod.name
+        "ip -n {ns}-node link add veth-b address 02:bb:00:00:00:01 type veth peer name pod16477688c0e netns {ns} && \
+         ip -n {ns}-node addr add 192.168.100.9/30 dev veth-b && ip -n {ns}-node link set veth-b up && \
+         ip -n {ns} link set pod16477688c0e mtu 9000 && ip -n {ns} addr add 192.168.100.10/30 dev pod16477688c0e && \
+         ip -n {ns} link set pod16477688c0e up && ip -n {ns} route add 172.16.0.0/16 via 192.168.100.9",
+        ns = pod.name
     ));
     pod.setup_ok("examples/vmi-masquerade-multus.yaml", extra);
     forwarding(&pod, "16477688c0e-nic");
-    let l = Listener::new(&format!("{}-node", pod.name), "192.168.100.9:5000");
-    (pod, l)
+    let listener = Listener::new(&format!("{}-node", pod.name), "192.168.100.9:5000");
+    (pod, listener)
 }
 
 #[test]
@@ -334,7 +334,7 @@ fn secondary_bridge_network_checks_only_when_opted_in() {
     // The VMI's MAC on blue; a VRRP-style shared MAC and another address on the L2 network.
     let guest_mac: Mac = [0x02, 0, 0, 0x0b, 0x1e, 0x01];
     let vrrp_mac: Mac = [0x00, 0, 0x5e, 0, 1, 7];
-    let d: Mac = [0x02, 0xbb, 0, 0, 0, 1];
+    let dst: Mac = [0x02, 0xbb, 0, 0, 0, 1];
     let (own, far, other) = (
         v4([192, 168, 100, 10]),
         v4([192, 168, 100, 9]),
@@ -342,9 +342,21 @@ fn secondary_bridge_network_checks_only_when_opted_in() {
     );
     let run = |pod: &Pod, node: &Listener, round: &str| -> (bool, bool, bool) {
         let mut tap = guest_tap(pod, "tap16477688c0e");
-        send4(&mut tap, (guest_mac, d), own, far, &format!("own-{round}"));
-        send4(&mut tap, (vrrp_mac, d), own, far, &format!("mac-{round}"));
-        send4(&mut tap, (guest_mac, d), other, far, &format!("ip-{round}"));
+        send4(
+            &mut tap,
+            (guest_mac, dst),
+            own,
+            far,
+            &format!("own-{round}"),
+        );
+        send4(&mut tap, (vrrp_mac, dst), own, far, &format!("mac-{round}"));
+        send4(
+            &mut tap,
+            (guest_mac, dst),
+            other,
+            far,
+            &format!("ip-{round}"),
+        );
         (
             node.source_of(&format!("own-{round}")).is_some(),
             node.source_of(&format!("mac-{round}")).is_some(),

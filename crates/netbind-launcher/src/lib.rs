@@ -44,9 +44,12 @@ pub enum LauncherError {
 
 pub fn read_handoff(dir: &Path) -> Result<Handoff, LauncherError> {
     let path = dir.join(HANDOFF_FILE);
-    let p = path.display().to_string();
+    let shown = path.display().to_string();
     let bytes = netbind_contract::input::read_regular(&path, MAX_HANDOFF_BYTES)?;
-    Handoff::from_json(&bytes).map_err(|source| LauncherError::Handoff { path: p, source })
+    Handoff::from_json(&bytes).map_err(|source| LauncherError::Handoff {
+        path: shown,
+        source,
+    })
 }
 
 /// The `<interface>` elements for every tap of the record.
@@ -91,22 +94,22 @@ mod tests {
     /// of blocking the launcher or filling its memory.
     #[test]
     fn special_handoff_records_are_refused() {
-        let d = std::env::temp_dir().join(format!("netbind-launcher-ho-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        let rec = d.join(HANDOFF_FILE);
+        let dir = std::env::temp_dir().join(format!("netbind-launcher-ho-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let rec = dir.join(HANDOFF_FILE);
         std::os::unix::fs::symlink("/dev/zero", &rec).unwrap();
-        let e = read_handoff(&d).expect_err("/dev/zero").to_string();
-        assert!(e.contains("is a character device"), "{e}");
+        let err = read_handoff(&dir).expect_err("/dev/zero").to_string();
+        assert!(err.contains("is a character device"), "{err}");
         std::fs::remove_file(&rec).unwrap();
         if std::process::Command::new("mkfifo")
             .arg(&rec)
             .status()
             .is_ok_and(|s| s.success())
         {
-            let e = read_handoff(&d).expect_err("fifo").to_string();
-            assert!(e.contains("is a FIFO"), "{e}");
+            let err = read_handoff(&dir).expect_err("fifo").to_string();
+            assert!(err.contains("is a FIFO"), "{err}");
         }
-        std::fs::remove_dir_all(&d).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -44,14 +44,14 @@ const EXIT_PRIVILEGED: u8 = 3;
 fn run(cli: &Cli) -> Result<(), LauncherError> {
     privilege::check()?;
     privilege::set_nondumpable()?;
-    let h = read_handoff(&cli.handoff)?;
+    let handoff = read_handoff(&cli.handoff)?;
     if let Some(out) = &cli.domain_out {
-        std::fs::write(out, domain_xml(&h)).map_err(|source| LauncherError::Domain {
+        std::fs::write(out, domain_xml(&handoff)).map_err(|source| LauncherError::Domain {
             path: out.display().to_string(),
             source,
         })?;
     }
-    let (v4, v6) = servers(&h);
+    let (v4, v6) = servers(&handoff);
     let mut lp = serve::Loop::new(v4, v6)?;
     serve::install_stop_handler();
     if lp.is_empty() {
@@ -77,8 +77,8 @@ fn run(cli: &Cli) -> Result<(), LauncherError> {
         let _ = writeln!(
             out,
             "{{\"event\":\"ready\",\"vmi\":{:?},\"interfaces\":{}}}",
-            h.vmi,
-            h.interfaces.len()
+            handoff.vmi,
+            handoff.interfaces.len()
         );
         let _ = out.flush();
     }
@@ -89,8 +89,8 @@ fn run(cli: &Cli) -> Result<(), LauncherError> {
             tracing::info!("stopping on signal");
             0
         }
-        Err(e) => {
-            eprintln!("netbind-launcher: {e}");
+        Err(err) => {
+            eprintln!("netbind-launcher: {err}");
             1
         }
     };
@@ -110,9 +110,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("netbind-launcher: {e}");
-            match e {
+        Err(err) => {
+            eprintln!("netbind-launcher: {err}");
+            match err {
                 LauncherError::Privilege(privilege::PrivilegeError::Holds(_)) => {
                     ExitCode::from(EXIT_PRIVILEGED)
                 }

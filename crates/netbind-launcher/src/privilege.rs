@@ -114,22 +114,22 @@ pub fn check() -> Result<(), PrivilegeError> {
         source,
     })?;
     let mut problems = Vec::new();
-    for e in entries {
-        let e = e.map_err(|source| PrivilegeError::Read {
+    for entry in entries {
+        let entry = entry.map_err(|source| PrivilegeError::Read {
             path: dir.into(),
             source,
         })?;
-        let path = e.path().join("status");
+        let path = entry.path().join("status");
         let status = std::fs::read_to_string(&path).map_err(|source| PrivilegeError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        let h = held(&status);
-        if !h.is_empty() {
+        let held_caps = held(&status);
+        if !held_caps.is_empty() {
             problems.push(format!(
                 "thread {}: {}",
-                e.file_name().to_string_lossy(),
-                h.join("; ")
+                entry.file_name().to_string_lossy(),
+                held_caps.join("; ")
             ));
         }
     }
@@ -163,18 +163,18 @@ mod tests {
 
     #[test]
     fn names_what_is_held() {
-        let s = CLEAN
+        let status = CLEAN
             .replace("CapEff:\t0000000000000000", "CapEff:\t0000000000000400")
             .replace("NoNewPrivs:\t1", "NoNewPrivs:\t0");
         assert_eq!(
-            held(&s),
+            held(&status),
             vec![
                 "CapEff=cap_net_bind_service".to_string(),
                 "no_new_privs is not set".to_string()
             ]
         );
-        let s = CLEAN.replace("CapBnd:\t0000000000000000", "CapBnd:\t000001ffffffffff");
-        assert!(held(&s)[0].starts_with("CapBnd=cap_chown,cap_dac_override"));
-        assert!(held(&s)[0].ends_with("cap_checkpoint_restore"));
+        let status = CLEAN.replace("CapBnd:\t0000000000000000", "CapBnd:\t000001ffffffffff");
+        assert!(held(&status)[0].starts_with("CapBnd=cap_chown,cap_dac_override"));
+        assert!(held(&status)[0].ends_with("cap_checkpoint_restore"));
     }
 }

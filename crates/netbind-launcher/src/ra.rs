@@ -83,7 +83,7 @@ pub fn check_solicitation(
     match hop_limit {
         None => return Err(RsError::NoHopLimit),
         Some(255) => {}
-        Some(h) => return Err(RsError::HopLimit(h)),
+        Some(hops) => return Err(RsError::HopLimit(hops)),
     }
     let mut at = 8;
     while at < msg.len() {
@@ -115,12 +115,12 @@ impl Rng {
     }
 
     fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        let mut state = self.0;
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        self.0 = state;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
     /// Uniform in [lo, hi] milliseconds.
@@ -223,19 +223,23 @@ mod tests {
 
     #[test]
     fn advertisement_bytes() {
-        let m = advertisement(&cfg());
-        assert_eq!(m.len(), 16 + 8 + 8 + 32);
-        assert_eq!(&m[..4], &[134, 0, 0, 0]);
-        assert_eq!(m[4], 64, "cur hop limit");
-        assert_eq!(m[5], 0xc0, "M and O");
-        assert_eq!(u16::from_be_bytes([m[6], m[7]]), 1800, "router lifetime");
+        let msg = advertisement(&cfg());
+        assert_eq!(msg.len(), 16 + 8 + 8 + 32);
+        assert_eq!(&msg[..4], &[134, 0, 0, 0]);
+        assert_eq!(msg[4], 64, "cur hop limit");
+        assert_eq!(msg[5], 0xc0, "M and O");
         assert_eq!(
-            &m[16..24],
+            u16::from_be_bytes([msg[6], msg[7]]),
+            1800,
+            "router lifetime"
+        );
+        assert_eq!(
+            &msg[16..24],
             &[1, 1, 2, 0, 0, 0, 0, 0],
             "source link-layer address"
         );
-        assert_eq!(&m[24..32], &[5, 1, 0, 0, 0, 0, 0x05, 0xaa], "MTU 1450");
-        let pio = &m[32..];
+        assert_eq!(&msg[24..32], &[5, 1, 0, 0, 0, 0, 0x05, 0xaa], "MTU 1450");
+        let pio = &msg[32..];
         assert_eq!(
             &pio[..4],
             &[3, 4, 120, 0x80],
@@ -302,16 +306,16 @@ mod tests {
 
     #[test]
     fn schedule_follows_rfc_4861() {
-        let c = cfg();
+        let config = cfg();
         let t0 = Instant::now();
-        let mut s = Schedule::new(&c, t0, Rng::new(7));
-        assert_eq!(s.next(), t0, "the first one at once");
+        let mut schedule = Schedule::new(&config, t0, Rng::new(7));
+        assert_eq!(schedule.next(), t0, "the first one at once");
         // The initial ones are at most 16 s apart; afterwards 198-600 s.
         let mut now = t0;
-        for i in 0..6 {
-            s.sent(now);
-            let gap = s.next() - now;
-            if i < 2 {
+        for idx in 0..6 {
+            schedule.sent(now);
+            let gap = schedule.next() - now;
+            if idx < 2 {
                 assert!(gap <= Duration::from_secs(16), "initial gap {gap:?}");
             } else {
                 assert!(
@@ -319,34 +323,34 @@ mod tests {
                     "periodic gap {gap:?}"
                 );
             }
-            now = s.next();
+            now = schedule.next();
         }
         // A solicitation is answered within 0.5 s, but never within 3 s of the last one.
-        let mut s = Schedule::new(&c, t0, Rng::new(9));
-        s.sent(t0);
+        let mut schedule = Schedule::new(&config, t0, Rng::new(9));
+        schedule.sent(t0);
         let asked = t0 + Duration::from_secs(10);
-        s.solicited(asked);
-        assert!(s.next() >= asked && s.next() <= asked + Duration::from_millis(500));
-        let answered = s.next();
-        s.sent(answered);
+        schedule.solicited(asked);
+        assert!(schedule.next() >= asked && schedule.next() <= asked + Duration::from_millis(500));
+        let answered = schedule.next();
+        schedule.sent(answered);
         let again = answered + Duration::from_secs(1);
-        s.solicited(again);
+        schedule.solicited(again);
         assert!(
-            s.next() >= answered + Duration::from_secs(3),
+            schedule.next() >= answered + Duration::from_secs(3),
             "3 s between answers"
         );
         // A flood: a thousand solicitations in the same instant schedule one answer.
-        let mut s = Schedule::new(&c, t0, Rng::new(11));
-        s.sent(t0);
+        let mut schedule = Schedule::new(&config, t0, Rng::new(11));
+        schedule.sent(t0);
         let flood = t0 + Duration::from_millis(100);
         for _ in 0..1000 {
-            s.solicited(flood);
+            schedule.solicited(flood);
         }
         assert!(
-            s.next() >= t0 + Duration::from_secs(3),
+            schedule.next() >= t0 + Duration::from_secs(3),
             "rate limit: {:?}",
-            s.next() - t0
+            schedule.next() - t0
         );
-        assert!(s.next() <= t0 + Duration::from_millis(3500));
+        assert!(schedule.next() <= t0 + Duration::from_millis(3500));
     }
 }

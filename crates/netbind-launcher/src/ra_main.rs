@@ -47,12 +47,19 @@ const CLOCK: Entry = Entry {
 };
 
 fn sockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> Option<libc::c_int> {
-    let mut v: libc::c_int = 0;
+    let mut value: libc::c_int = 0;
     let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).ok()?;
     // SAFETY: getsockopt writes at most `len` bytes into `v`.
-    let rc =
-        unsafe { libc::getsockopt(fd, level, name, std::ptr::from_mut(&mut v).cast(), &mut len) };
-    (rc == 0).then_some(v)
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            name,
+            std::ptr::from_mut(&mut value).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(value)
 }
 
 /// The socket must be what phase 1 promised: raw ICMPv6, bound to an interface.
@@ -96,19 +103,20 @@ fn receive(fd: RawFd, buf: &mut [u8]) -> Option<(usize, Option<u8>, Ipv6Addr)> {
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = std::mem::size_of_val(&control);
-        let n = libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT);
-        let n = usize::try_from(n).ok()?;
+        let len = libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT);
+        let len = usize::try_from(len).ok()?;
         let mut hop = None;
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::IPPROTO_IPV6 && (*c).cmsg_type == libc::IPV6_HOPLIMIT {
-                let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
-                hop = u8::try_from(v).ok();
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::IPPROTO_IPV6 && (*cmsg).cmsg_type == libc::IPV6_HOPLIMIT
+            {
+                let value = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+                hop = u8::try_from(value).ok();
             }
-            c = libc::CMSG_NXTHDR(&msg, c);
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
         Some((
-            n.min(buf.len()),
+            len.min(buf.len()),
             hop,
             Ipv6Addr::from(from.sin6_addr.s6_addr),
         ))
@@ -127,13 +135,13 @@ fn send_all_nodes(fd: RawFd, ifindex: u32, msg: &[u8]) -> Result<(), std::io::Er
             iov_base: msg.as_ptr() as *mut libc::c_void,
             iov_len: msg.len(),
         };
-        let mut m: libc::msghdr = std::mem::zeroed();
-        m.msg_name = std::ptr::from_mut(&mut to).cast();
-        m.msg_namelen =
+        let mut header: libc::msghdr = std::mem::zeroed();
+        header.msg_name = std::ptr::from_mut(&mut to).cast();
+        header.msg_namelen =
             libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_in6>()).unwrap_or(0);
-        m.msg_iov = &mut iov;
-        m.msg_iovlen = 1;
-        libc::sendmsg(fd, &m, 0)
+        header.msg_iov = &mut iov;
+        header.msg_iovlen = 1;
+        libc::sendmsg(fd, &header, 0)
     };
     if rc < 0 {
         Err(std::io::Error::last_os_error())
@@ -150,21 +158,21 @@ fn leave(code: i32) -> ! {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = privilege::check().and_then(|()| privilege::set_nondumpable()) {
-        eprintln!("netbind-ra: {e}");
+    if let Err(err) = privilege::check().and_then(|()| privilege::set_nondumpable()) {
+        eprintln!("netbind-ra: {err}");
         return ExitCode::from(3);
     }
     let cfg: RaConfig = match serde_json::from_str(&cli.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("netbind-ra: --config: {e}");
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("netbind-ra: --config: {err}");
             return ExitCode::from(2);
         }
     };
     let ifindex = match check_socket(cli.fd) {
-        Ok(i) => i,
-        Err(e) => {
-            eprintln!("netbind-ra: --fd: {e}");
+        Ok(index) => index,
+        Err(err) => {
+            eprintln!("netbind-ra: --fd: {err}");
             return ExitCode::from(2);
         }
     };
@@ -177,16 +185,16 @@ fn main() -> ExitCode {
         seccompiler::SeccompAction::KillProcess,
         None,
     ) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("netbind-ra: {e}");
+        Ok(program) => program,
+        Err(err) => {
+            eprintln!("netbind-ra: {err}");
             return ExitCode::from(1);
         }
     };
     // SAFETY: malloc_trim only returns free memory at the top of the heap to the kernel.
     unsafe { libc::malloc_trim(0) };
-    if let Err(e) = seccomp::install(&prog) {
-        eprintln!("netbind-ra: {e}");
+    if let Err(err) = seccomp::install(&prog) {
+        eprintln!("netbind-ra: {err}");
         return ExitCode::from(1);
     }
     eprintln!(
@@ -224,10 +232,12 @@ fn main() -> ExitCode {
                         }
                         schedule.solicited(Instant::now());
                     }
-                    Err(e) => {
+                    Err(err) => {
                         rejected += 1;
                         if rejected <= LOG_FIRST || rejected % LOG_EVERY == 0 {
-                            eprintln!("netbind-ra: ignored datagram #{rejected} from {from}: {e}");
+                            eprintln!(
+                                "netbind-ra: ignored datagram #{rejected} from {from}: {err}"
+                            );
                         }
                     }
                 }
@@ -240,10 +250,10 @@ fn main() -> ExitCode {
                     sent += 1;
                     schedule.sent(now);
                 }
-                Err(e) => {
+                Err(err) => {
                     send_errors += 1;
                     if send_errors <= LOG_FIRST || send_errors % LOG_EVERY == 0 {
-                        eprintln!("netbind-ra: send #{send_errors} failed: {e} (retrying)");
+                        eprintln!("netbind-ra: send #{send_errors} failed: {err} (retrying)");
                     }
                     schedule.retry(now);
                 }

@@ -129,8 +129,8 @@ const fn sockopt(name: &'static str, level: libc::c_int, opt: libc::c_int) -> De
     }
 }
 
-fn build(e: impl ToString) -> SeccompError {
-    SeccompError::Build(e.to_string())
+fn build(cause: impl ToString) -> SeccompError {
+    SeccompError::Build(cause.to_string())
 }
 
 /// The filters, in the order they are installed: the deny-list (refusals as EPERM), then
@@ -140,10 +140,10 @@ fn build(e: impl ToString) -> SeccompError {
 pub fn programs() -> Result<Vec<BpfProgram>, SeccompError> {
     let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(build)?;
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    for d in DENY {
-        let entry = rules.entry(d.nr).or_default();
+    for denied in DENY {
+        let entry = rules.entry(denied.nr).or_default();
         let cond = |arg, len, op, v| SeccompCondition::new(arg, len, op, v).map_err(build);
-        let conds = match d.when {
+        let conds = match denied.when {
             When::Always => continue,
             When::CloneFlag(f) => vec![cond(
                 0,
@@ -176,8 +176,8 @@ pub fn programs() -> Result<Vec<BpfProgram>, SeccompError> {
 /// Installs the filters on the calling thread. The caller has no_new_privs set (which an
 /// unprivileged filter requires) and no other thread.
 pub fn install() -> Result<(), SeccompError> {
-    for p in programs()? {
-        seccompiler::apply_filter(&p).map_err(|e| SeccompError::Install(e.to_string()))?;
+    for program in programs()? {
+        seccompiler::apply_filter(&program).map_err(|e| SeccompError::Install(e.to_string()))?;
     }
     Ok(())
 }

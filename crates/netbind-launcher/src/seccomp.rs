@@ -94,8 +94,8 @@ pub enum SeccompError {
     Install(String),
 }
 
-fn eq(arg: u8, v: u64) -> Result<SeccompCondition, SeccompError> {
-    SeccompCondition::new(arg, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, v)
+fn eq(arg: u8, value: u64) -> Result<SeccompCondition, SeccompError> {
+    SeccompCondition::new(arg, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, value)
         .map_err(|e| SeccompError::Build(e.to_string()))
 }
 
@@ -127,24 +127,28 @@ pub fn filter_with(
     skip: Option<&str>,
 ) -> Result<BpfProgram, SeccompError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    for e in ALLOW.iter().chain(extra).filter(|e| Some(e.name) != skip) {
-        let r = match e.args {
+    for entry in ALLOW
+        .iter()
+        .chain(extra)
+        .filter(|entry| Some(entry.name) != skip)
+    {
+        let rule = match entry.args {
             Args::Any => vec![],
             Args::SocketFds => fd_rules(socket_fds)?,
             Args::StdoutStderr => fd_rules(&[1, 2])?,
         };
         // An empty rule list for a syscall means "allowed whatever the arguments"; for the fd
         // restricted ones an empty fd list must allow nothing, so leave them out.
-        if r.is_empty() && e.args != Args::Any {
+        if rule.is_empty() && entry.args != Args::Any {
             continue;
         }
-        rules.insert(e.nr, r);
+        rules.insert(entry.nr, rule);
     }
     let arch = TargetArch::try_from(std::env::consts::ARCH)
-        .map_err(|e| SeccompError::Build(e.to_string()))?;
-    let f = SeccompFilter::new(rules, on_violation, SeccompAction::Allow, arch)
-        .map_err(|e| SeccompError::Build(e.to_string()))?;
-    BpfProgram::try_from(f).map_err(|e| SeccompError::Build(e.to_string()))
+        .map_err(|entry| SeccompError::Build(entry.to_string()))?;
+    let filter = SeccompFilter::new(rules, on_violation, SeccompAction::Allow, arch)
+        .map_err(|entry| SeccompError::Build(entry.to_string()))?;
+    BpfProgram::try_from(filter).map_err(|entry| SeccompError::Build(entry.to_string()))
 }
 
 /// Installs the filter on the calling thread (the launcher is single-threaded; no_new_privs

@@ -152,8 +152,8 @@ impl LogBudget {
 }
 
 impl std::fmt::Debug for Loop {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Loop")
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        out.debug_struct("Loop")
             .field("v4", &self.v4.is_some())
             .field("v6", &self.v6.is_some())
             .finish()
@@ -174,7 +174,7 @@ fn log_reply(
     }
     match sent {
         Ok(_) => tracing::info!(kind = ?kind, to = %to, ifindex, "DHCP{family} reply"),
-        Err(e) => tracing::warn!(error = %e, to = %to, "DHCP{family} reply not sent"),
+        Err(err) => tracing::warn!(error = %err, to = %to, "DHCP{family} reply not sent"),
     }
 }
 fn v4_socket() -> Result<OwnedFd, ServeError> {
@@ -252,8 +252,8 @@ impl Loop {
             None
         } else {
             let mut by_index = BTreeMap::new();
-            for (name, s) in v4 {
-                by_index.insert(ifindex(&name)?, s);
+            for (name, sock) in v4 {
+                by_index.insert(ifindex(&name)?, sock);
             }
             Some((v4_socket()?, by_index))
         };
@@ -262,10 +262,10 @@ impl Loop {
         } else {
             let mut by_index = BTreeMap::new();
             let mut names = Vec::new();
-            for (name, s) in v6 {
+            for (name, sock) in v6 {
                 let idx = ifindex(&name)?;
                 names.push((name, idx));
-                by_index.insert(idx, s);
+                by_index.insert(idx, sock);
             }
             Some((v6_socket(&names)?, by_index))
         };
@@ -282,14 +282,14 @@ impl Loop {
 
     /// The DHCP socket fds (the only fds the seccomp filter lets it receive or send on).
     pub fn fds(&self) -> Vec<RawFd> {
-        let mut v = Vec::new();
+        let mut all = Vec::new();
         if let Some((fd, _)) = &self.v4 {
-            v.push(fd.as_raw_fd());
+            all.push(fd.as_raw_fd());
         }
         if let Some((fd, _)) = &self.v6 {
-            v.push(fd.as_raw_fd());
+            all.push(fd.as_raw_fd());
         }
-        v
+        all
     }
 
     /// Serves until SIGTERM / SIGINT (Ok) or an unrecoverable socket error. With nothing to
@@ -315,7 +315,7 @@ impl Loop {
                     }
                     Ok(_) => {}
                     Err(nix::Error::EINTR) => continue,
-                    Err(e) => return Err(ServeError::Poll(e)),
+                    Err(err) => return Err(ServeError::Poll(err)),
                 }
                 let ready = |i: usize| {
                     fds.get(i)
@@ -471,9 +471,9 @@ fn recv_with_ifindex<S: SockaddrLike>(
 ) -> Result<Option<Datagram<S>>, ServeError> {
     let mut iov = [IoSliceMut::new(buf)];
     let msg = match recvmsg::<S>(fd, &mut iov, Some(cmsg), MsgFlags::empty()) {
-        Ok(m) => m,
+        Ok(received) => received,
         Err(nix::Error::EINTR | nix::Error::EAGAIN) => return Ok(None),
-        Err(e) => return Err(sock_err("recvmsg", family)(e)),
+        Err(err) => return Err(sock_err("recvmsg", family)(err)),
     };
     let idx = msg
         .cmsgs()

@@ -39,8 +39,8 @@ fn main() -> ExitCode {
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return fail("set no_new_privs", 126);
     }
-    if let Err(e) = netbind_launcher::sandbox::install() {
-        eprintln!("netbind-vm-exec: {e}");
+    if let Err(error) = netbind_launcher::sandbox::install() {
+        eprintln!("netbind-vm-exec: {error}");
         return ExitCode::from(126);
     }
     let handler: extern "C" fn(libc::c_int) = on_signal;

@@ -114,27 +114,27 @@ pub fn validate(spec: &VmiSpec, spec_path: &str, cfg: &ClusterConfig) -> Vec<Vio
 }
 
 fn max_items(rules: &mut Rules) {
-    let n = rules.spec.domain.devices.interfaces.len();
-    if n > MAX_ITEMS {
-        let f = format!("{}.domain.devices.interfaces", rules.root);
+    let count = rules.spec.domain.devices.interfaces.len();
+    if count > MAX_ITEMS {
+        let field = format!("{}.domain.devices.interfaces", rules.root);
         rules.push(
-            f,
-            format!("Too many: {n}: must have at most {MAX_ITEMS} items"),
+            field,
+            format!("Too many: {count}: must have at most {MAX_ITEMS} items"),
         );
     }
-    let n = rules.spec.networks.len();
-    if n > MAX_ITEMS {
-        let f = format!("{}.networks", rules.root);
+    let count = rules.spec.networks.len();
+    if count > MAX_ITEMS {
+        let field = format!("{}.networks", rules.root);
         rules.push(
-            f,
-            format!("Too many: {n}: must have at most {MAX_ITEMS} items"),
+            field,
+            format!("Too many: {count}: must have at most {MAX_ITEMS} items"),
         );
     }
 }
 
 fn discontinued_bindings(rules: &mut Rules) {
-    for (i, iface) in rules.spec.domain.devices.interfaces.iter().enumerate() {
-        let base = rules.iface(i);
+    for (idx, iface) in rules.spec.domain.devices.interfaces.iter().enumerate() {
+        let base = rules.iface(idx);
         if iface.slirp.is_some() {
             rules.push(
                 format!("{base}.slirp"),
@@ -166,49 +166,49 @@ fn single_pod_network(rules: &mut Rules) {
         .count();
     if pods > 1 {
         // KubeVirt names `<spec>.interfaces` here (sic), not the devices path.
-        let f = format!("{}.interfaces", rules.root);
+        let field = format!("{}.interfaces", rules.root);
         rules.push(
-            f.clone(),
-            format!("more than one interface is connected to a pod network in {f}"),
+            field.clone(),
+            format!("more than one interface is connected to a pod network in {field}"),
         );
     }
     if multus_defaults > 1 {
-        let f = format!("{}.networks", rules.root);
-        rules.push(f, "Multus CNI should only have one default network");
+        let field = format!("{}.networks", rules.root);
+        rules.push(field, "Multus CNI should only have one default network");
     }
     if pods > 0 && multus_defaults > 0 {
-        let f = format!("{}.networks", rules.root);
+        let field = format!("{}.networks", rules.root);
         rules.push(
-            f,
+            field,
             "Pod network cannot be defined when Multus default network is defined",
         );
     }
 }
 
 fn network_sources(rules: &mut Rules) {
-    for (i, n) in rules.spec.networks.iter().enumerate() {
+    for (idx, net) in rules.spec.networks.iter().enumerate() {
         let sources = [
-            n.pod.is_some(),
-            n.multus.is_some(),
-            n.resource_claim.is_some(),
+            net.pod.is_some(),
+            net.multus.is_some(),
+            net.resource_claim.is_some(),
         ]
         .iter()
         .filter(|b| **b)
         .count();
         if sources == 0 {
-            rules.push(rules.net(i), "should have a network type");
+            rules.push(rules.net(idx), "should have a network type");
         } else if sources > 1 {
-            rules.push(rules.net(i), "should have only one network type");
+            rules.push(rules.net(idx), "should have only one network type");
         }
     }
     // KubeVirt reports only the first multus network without a name.
-    if let Some(i) = rules.spec.networks.iter().position(|n| {
-        n.multus
+    if let Some(idx) = rules.spec.networks.iter().position(|net| {
+        net.multus
             .as_ref()
             .is_some_and(|m| m.network_name.as_deref().unwrap_or("").is_empty())
     }) {
         rules.push(
-            rules.net(i),
+            rules.net(idx),
             "CNI delegating plugin must have a networkName",
         );
     }
@@ -220,25 +220,25 @@ fn default_network(spec: &VmiSpec) -> Option<&Network> {
 
 fn interface_state(rules: &mut Rules) {
     let default_name = default_network(rules.spec).map(|n| n.name.clone());
-    for (i, iface) in rules.spec.domain.devices.interfaces.iter().enumerate() {
+    for (idx, iface) in rules.spec.domain.devices.interfaces.iter().enumerate() {
         let state = iface.state.as_deref().unwrap_or("");
-        let f = format!("{}.state", rules.iface(i));
+        let field = format!("{}.state", rules.iface(idx));
         let name = &iface.name;
         if InterfaceState::parse(Some(state)).is_none() {
             rules.push(
-                f.clone(),
+                field.clone(),
                 format!("logical {name} interface state value is unsupported: {state}"),
             );
         }
         if iface.sriov.is_some() && matches!(state, "up" | "down") {
             rules.push(
-                f.clone(),
+                field.clone(),
                 format!("{name:?} interface's state {state:?} is not supported for SR-IOV NICs"),
             );
         }
         if state == "absent" && iface.bridge.is_none() {
             rules.push(
-                f.clone(),
+                field.clone(),
                 format!(
                     "{name:?} interface's state {state:?} is supported only for bridge binding"
                 ),
@@ -246,7 +246,7 @@ fn interface_state(rules: &mut Rules) {
         }
         if state == "absent" && default_name.as_deref() == Some(name.as_str()) {
             rules.push(
-                f,
+                field,
                 format!(
                     "{name:?} interface's state {state:?} is not supported on default networks"
                 ),
@@ -262,8 +262,8 @@ fn binding_methods(rules: &mut Rules, cfg: &ClusterConfig) {
         .iter()
         .map(|n| (n.name.as_str(), n))
         .collect();
-    for (i, iface) in rules.spec.domain.devices.interfaces.iter().enumerate() {
-        let base = rules.iface(i);
+    for (idx, iface) in rules.spec.domain.devices.interfaces.iter().enumerate() {
+        let base = rules.iface(idx);
         if iface.bindings().len() != 1 {
             rules.push(
                 base.clone(),
@@ -311,13 +311,13 @@ fn binding_methods(rules: &mut Rules, cfg: &ClusterConfig) {
 
 fn unique_names(rules: &mut Rules) {
     let mut seen = BTreeSet::new();
-    for (i, n) in rules.spec.networks.iter().enumerate() {
-        if !seen.insert(n.name.as_str()) {
+    for (idx, net) in rules.spec.networks.iter().enumerate() {
+        if !seen.insert(net.name.as_str()) {
             rules.push(
-                format!("{}.name", rules.net(i)),
+                format!("{}.name", rules.net(idx)),
                 format!(
                     "Network with name {:?} already exists, every network must have a unique name",
-                    n.name
+                    net.name
                 ),
             );
         }
@@ -328,29 +328,32 @@ fn unique_names(rules: &mut Rules) {
         .devices
         .interfaces
         .iter()
-        .map(|i| i.name.as_str())
+        .map(|idx| idx.name.as_str())
         .collect();
-    for (i, n) in rules.spec.networks.iter().enumerate() {
-        if !ifaces.contains(n.name.as_str()) {
-            let f = format!("{}.name", rules.net(i));
-            rules.push(f.clone(), format!("{f} '{}' not found.", n.name));
+    for (idx, net) in rules.spec.networks.iter().enumerate() {
+        if !ifaces.contains(net.name.as_str()) {
+            let field = format!("{}.name", rules.net(idx));
+            rules.push(field.clone(), format!("{field} '{}' not found.", net.name));
         }
     }
     let nets: BTreeSet<&str> = rules
         .spec
         .networks
         .iter()
-        .map(|n| n.name.as_str())
+        .map(|net| net.name.as_str())
         .collect();
     let mut seen = BTreeSet::new();
-    for (i, iface) in rules.spec.domain.devices.interfaces.iter().enumerate() {
-        let f = format!("{}.name", rules.iface(i));
+    for (idx, iface) in rules.spec.domain.devices.interfaces.iter().enumerate() {
+        let field = format!("{}.name", rules.iface(idx));
         if !nets.contains(iface.name.as_str()) {
-            rules.push(f.clone(), format!("{f} '{}' not found.", iface.name));
+            rules.push(
+                field.clone(),
+                format!("{field} '{}' not found.", iface.name),
+            );
         }
         if !seen.insert(iface.name.as_str()) {
             rules.push(
-                f,
+                field,
                 "Only one interface can be connected to one specific network",
             );
         }
@@ -365,8 +368,8 @@ fn valid_iface_name(text: &str) -> bool {
 }
 
 fn interface_fields(rules: &mut Rules) {
-    for (i, iface) in rules.spec.domain.devices.interfaces.iter().enumerate() {
-        let base = rules.iface(i);
+    for (idx, iface) in rules.spec.domain.devices.interfaces.iter().enumerate() {
+        let base = rules.iface(idx);
         let name_f = format!("{base}.name");
         if !valid_iface_name(&iface.name) {
             rules.push(
@@ -407,19 +410,20 @@ fn interface_fields(rules: &mut Rules) {
 }
 
 fn dhcp_options(rules: &mut Rules) {
-    for (i, iface) in rules.spec.domain.devices.interfaces.iter().enumerate() {
-        let Some(d) = &iface.dhcp_options else {
+    for (idx, iface) in rules.spec.domain.devices.interfaces.iter().enumerate() {
+        let Some(dhcp) = &iface.dhcp_options else {
             continue;
         };
-        let base = format!("{}.dhcpOptions", rules.iface(i));
+        let base = format!("{}.dhcpOptions", rules.iface(idx));
         let mut codes = BTreeSet::new();
-        if d.private_options.iter().any(|o| !codes.insert(o.option)) {
+        if dhcp.private_options.iter().any(|o| !codes.insert(o.option)) {
             rules.push(
                 format!("{base}.privateOptions"),
                 "Found Duplicates: you have provided duplicate DHCPPrivateOptions",
             );
         }
-        if d.private_options
+        if dhcp
+            .private_options
             .iter()
             .any(|o| !(224..=254).contains(&o.option))
         {
@@ -428,10 +432,10 @@ fn dhcp_options(rules: &mut Rules) {
                 "provided DHCPPrivateOptions are out of range, must be in range 224 to 254",
             );
         }
-        for (k, ntp) in d.ntp_servers.iter().enumerate() {
+        for (ntp_idx, ntp) in dhcp.ntp_servers.iter().enumerate() {
             if parse_ipv4_sloppy(ntp).is_none() {
                 rules.push(
-                    format!("{base}.ntpServers[{k}]"),
+                    format!("{base}.ntpServers[{ntp_idx}]"),
                     "NTP servers must be a list of valid IPv4 addresses.",
                 );
             }
@@ -441,35 +445,38 @@ fn dhcp_options(rules: &mut Rules) {
 
 fn boot_order(rules: &mut Rules) {
     let mut used = BTreeSet::new();
-    for (i, d) in rules.spec.domain.devices.disks.iter().enumerate() {
-        if let Some(o) = d.boot_order {
-            let f = format!("{}.domain.devices.disks[{i}].bootOrder", rules.root);
-            if o < 1 {
+    for (idx, disk) in rules.spec.domain.devices.disks.iter().enumerate() {
+        if let Some(order) = disk.boot_order {
+            let field = format!("{}.domain.devices.disks[{idx}].bootOrder", rules.root);
+            if order < 1 {
                 rules.push(
-                    f.clone(),
+                    field.clone(),
                     format!(
                         "{} must have a boot order > 0, if supplied",
-                        &f[..f.len() - ".bootOrder".len()]
+                        &field[..field.len() - ".bootOrder".len()]
                     ),
                 );
-            } else if !used.insert(o) {
+            } else if !used.insert(order) {
                 rules.push(
-                    f.clone(),
-                    format!("Boot order for {f} already set for a different device."),
+                    field.clone(),
+                    format!("Boot order for {field} already set for a different device."),
                 );
             }
         }
     }
-    for (i, iface) in rules.spec.domain.devices.interfaces.iter().enumerate() {
-        if let Some(o) = iface.boot_order {
-            let base = rules.iface(i);
-            let f = format!("{base}.bootOrder");
-            if o < 1 {
-                rules.push(f, format!("{base} must have a boot order > 0, if supplied"));
-            } else if !used.insert(o) {
+    for (idx, iface) in rules.spec.domain.devices.interfaces.iter().enumerate() {
+        if let Some(order) = iface.boot_order {
+            let base = rules.iface(idx);
+            let field = format!("{base}.bootOrder");
+            if order < 1 {
                 rules.push(
-                    f.clone(),
-                    format!("Boot order for {f} already set for a different device."),
+                    field,
+                    format!("{base} must have a boot order > 0, if supplied"),
+                );
+            } else if !used.insert(order) {
+                rules.push(
+                    field.clone(),
+                    format!("Boot order for {field} already set for a different device."),
                 );
             }
         }
@@ -485,16 +492,16 @@ fn probes(rules: &mut Rules) {
         ("readinessProbe", &rules.spec.readiness_probe),
         ("livenessProbe", &rules.spec.liveness_probe),
     ] {
-        let Some(p) = probe else { continue };
+        let Some(found) = probe else { continue };
         for (kind, set) in [
-            ("httpGet", p.http_get.is_some()),
-            ("tcpSocket", p.tcp_socket.is_some()),
+            ("httpGet", found.http_get.is_some()),
+            ("tcpSocket", found.tcp_socket.is_some()),
         ] {
             if set {
-                let f = format!("{}.{name}.{kind}", rules.root);
+                let field = format!("{}.{name}.{kind}", rules.root);
                 rules.out.push(Violation {
-                    message: format!("{f} is only allowed if the Pod Network is attached"),
-                    field: f,
+                    message: format!("{field} is only allowed if the Pod Network is attached"),
+                    field,
                 });
             }
         }
@@ -510,24 +517,24 @@ fn vm_network_cidrs(rules: &mut Rules) {
         .devices
         .interfaces
         .iter()
-        .filter(|i| i.binding_kind() == Some(BindingKind::Masquerade))
-        .map(|i| i.name.as_str())
+        .filter(|idx| idx.binding_kind() == Some(BindingKind::Masquerade))
+        .map(|idx| idx.name.as_str())
         .collect();
-    for (i, n) in rules.spec.networks.iter().enumerate() {
-        let Some(pod) = &n.pod else { continue };
-        if !masq_on.contains(n.name.as_str()) {
+    for (idx, net) in rules.spec.networks.iter().enumerate() {
+        let Some(pod) = &net.pod else { continue };
+        if !masq_on.contains(net.name.as_str()) {
             continue;
         }
-        let f = format!("{}.pod", rules.net(i));
+        let field = format!("{}.pod", rules.net(idx));
         if let Some(v4) = pod.vm_network_cidr.as_deref()
-            && let Err(e) = crate::net::MasqueradeAddrs::v4(v4)
+            && let Err(err) = crate::net::MasqueradeAddrs::v4(v4)
         {
-            rules.push(format!("{f}.vmNetworkCIDR"), e.to_string());
+            rules.push(format!("{field}.vmNetworkCIDR"), err.to_string());
         }
         if let Some(v6) = pod.vm_ipv6_network_cidr.as_deref()
-            && let Err(e) = crate::net::MasqueradeAddrs::v6(v6)
+            && let Err(err) = crate::net::MasqueradeAddrs::v6(v6)
         {
-            rules.push(format!("{f}.vmIPv6NetworkCIDR"), e.to_string());
+            rules.push(format!("{field}.vmIPv6NetworkCIDR"), err.to_string());
         }
     }
 }

@@ -273,14 +273,14 @@ pub fn admit(
     spec_path: &str,
     cfg: &ClusterConfig,
 ) -> Result<AdmittedVmi, Vec<Violation>> {
-    if let Err(v) = apply_defaults(&mut spec, spec_path, cfg) {
-        return Err(vec![v]);
+    if let Err(violation) = apply_defaults(&mut spec, spec_path, cfg) {
+        return Err(vec![violation]);
     }
     let violations = validate(&spec, spec_path, cfg);
     if !violations.is_empty() {
         return Err(violations);
     }
-    convert(metadata, &spec, status, spec_path, cfg).map_err(|v| vec![v])
+    convert(metadata, &spec, status, spec_path, cfg).map_err(|violation| vec![violation])
 }
 
 /// The typed form of a spec that passed `validate`. Each step uses the parser the matching
@@ -362,8 +362,8 @@ fn violation(field: String, message: impl Into<String>) -> Violation {
     }
 }
 
-fn network(n: &Network, path: &str) -> Result<AdmittedNetwork, Violation> {
-    let source = match (&n.pod, &n.multus, &n.resource_claim) {
+fn network(net: &Network, path: &str) -> Result<AdmittedNetwork, Violation> {
+    let source = match (&net.pod, &net.multus, &net.resource_claim) {
         (Some(_), None, None) => NetworkSource::Pod,
         (None, Some(m), None) => NetworkSource::Multus {
             network_name: m.network_name.clone().unwrap_or_default(),
@@ -373,7 +373,7 @@ fn network(n: &Network, path: &str) -> Result<AdmittedNetwork, Violation> {
         _ => return Err(violation(path.into(), "should have only one network type")),
     };
     Ok(AdmittedNetwork {
-        name: n.name.clone(),
+        name: net.name.clone(),
         source,
     })
 }
@@ -485,20 +485,21 @@ fn masquerade(
     })
 }
 
-fn forward_port(p: &Port, path: &str) -> Result<ForwardPort, Violation> {
+fn forward_port(port: &Port, path: &str) -> Result<ForwardPort, Violation> {
     Ok(ForwardPort {
-        protocol: Protocol::parse(p.protocol.as_deref(), Some(Protocol::Tcp))
+        protocol: Protocol::parse(port.protocol.as_deref(), Some(Protocol::Tcp))
             .ok_or_else(|| violation(format!("{path}.protocol"), "only TCP or UDP"))?,
-        port: port_number(p.port).ok_or_else(|| violation(path.into(), "out of range"))?,
+        port: port_number(port.port).ok_or_else(|| violation(path.into(), "out of range"))?,
     })
 }
 
-fn forward_range(r: &PortRange, path: &str) -> Result<ForwardRange, Violation> {
-    let protocol = Protocol::parse(r.protocol.as_deref(), None)
+fn forward_range(range: &PortRange, path: &str) -> Result<ForwardRange, Violation> {
+    let protocol = Protocol::parse(range.protocol.as_deref(), None)
         .ok_or_else(|| violation(format!("{path}.protocol"), "only TCP or UDP"))?;
-    let start =
-        port_number(r.start).ok_or_else(|| violation(format!("{path}.start"), "out of range"))?;
-    let end = port_number(r.end).ok_or_else(|| violation(format!("{path}.end"), "out of range"))?;
+    let start = port_number(range.start)
+        .ok_or_else(|| violation(format!("{path}.start"), "out of range"))?;
+    let end =
+        port_number(range.end).ok_or_else(|| violation(format!("{path}.end"), "out of range"))?;
     if start > end {
         return Err(violation(path.into(), "start greater than end"));
     }
@@ -510,15 +511,15 @@ fn forward_range(r: &PortRange, path: &str) -> Result<ForwardRange, Violation> {
 }
 
 /// `0 < port < 65536`, as admission checks it.
-fn port_number(n: i64) -> Option<u16> {
-    u16::try_from(n).ok().filter(|p| *p > 0)
+fn port_number(number: i64) -> Option<u16> {
+    u16::try_from(number).ok().filter(|p| *p > 0)
 }
 
 fn dhcp_extras(iface: &Interface, path: &str) -> Result<DhcpExtras, Violation> {
-    let Some(d) = &iface.dhcp_options else {
+    let Some(dhcp) = &iface.dhcp_options else {
         return Ok(DhcpExtras::default());
     };
-    let ntp_servers = d
+    let ntp_servers = dhcp
         .ntp_servers
         .iter()
         .enumerate()
@@ -527,7 +528,7 @@ fn dhcp_extras(iface: &Interface, path: &str) -> Result<DhcpExtras, Violation> {
                 .ok_or_else(|| violation(format!("{path}.ntpServers[{k}]"), "not an IPv4 address"))
         })
         .collect::<Result<_, _>>()?;
-    let private_options = d
+    let private_options = dhcp
         .private_options
         .iter()
         .map(|o| {
@@ -543,8 +544,8 @@ fn dhcp_extras(iface: &Interface, path: &str) -> Result<DhcpExtras, Violation> {
         .collect::<Result<_, _>>()?;
     let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
     Ok(DhcpExtras {
-        boot_file_name: nonempty(&d.boot_file_name),
-        tftp_server_name: nonempty(&d.tftp_server_name),
+        boot_file_name: nonempty(&dhcp.boot_file_name),
+        tftp_server_name: nonempty(&dhcp.tftp_server_name),
         ntp_servers,
         private_options,
     })
@@ -610,7 +611,7 @@ spec:
         assert_eq!(vmi.qualified_name(), "ns/t");
         let first = vmi.interface("default").expect("default");
         assert_eq!(
-            first.mac.map(|m| m.to_string()).as_deref(),
+            first.mac.map(|masq| masq.to_string()).as_deref(),
             Some("02:00:00:ab:cd:ef")
         );
         assert_eq!(
@@ -627,14 +628,14 @@ spec:
         assert_eq!(first.boot_order, Some(2));
         assert_eq!(first.dhcp.ntp_servers, vec![Ipv4Addr::new(10, 0, 2, 1)]);
         assert_eq!(first.dhcp.private_options[0].code, 240);
-        let Binding::Masquerade(m) = &first.binding else {
+        let Binding::Masquerade(masq) = &first.binding else {
             panic!("masquerade expected, got {:?}", first.binding);
         };
-        assert_eq!(m.v4.guest.to_string(), "10.0.2.2/24");
-        assert_eq!(m.v6.gateway.to_string(), "fd20::1/64");
-        assert!(m.v6_requested);
+        assert_eq!(masq.v4.guest.to_string(), "10.0.2.2/24");
+        assert_eq!(masq.v6.gateway.to_string(), "fd20::1/64");
+        assert!(masq.v6_requested);
         assert_eq!(
-            m.forward,
+            masq.forward,
             Forward::Ports(vec![
                 ForwardPort {
                     protocol: Protocol::Tcp,

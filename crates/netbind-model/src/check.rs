@@ -14,9 +14,9 @@ pub struct Finding {
 }
 
 impl std::fmt::Display for Finding {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
-            f,
+            out,
             "{}:{}: {}: {}",
             self.line, self.column, self.field, self.message
         )

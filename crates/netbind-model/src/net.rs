@@ -18,29 +18,29 @@ impl MasqueradeAddrs {
     /// IPv4: gateway = network + 1, guest = network + 2; host bits in the input are ignored.
     /// KubeVirt sanitises `vmNetworkCIDR` sloppily (leading zeros allowed).
     pub fn v4(cidr: &str) -> Result<Self, AddrError> {
-        let (a, p) = cidr
+        let (addr_text, prefix) = cidr
             .split_once('/')
             .ok_or_else(|| AddrError::InvalidCidr(cidr.into()))?;
-        let addr = parse_ipv4_sloppy(a).ok_or_else(|| {
-            if a.parse::<Ipv6Addr>().is_ok() {
+        let addr = parse_ipv4_sloppy(addr_text).ok_or_else(|| {
+            if addr_text.parse::<Ipv6Addr>().is_ok() {
                 AddrError::NotV4(cidr.into())
             } else {
                 AddrError::InvalidCidr(cidr.into())
             }
         })?;
-        let c: Cidr = format!("{addr}/{p}")
+        let parsed: Cidr = format!("{addr}/{prefix}")
             .parse()
             .map_err(|_| AddrError::InvalidCidr(cidr.into()))?;
-        Self::from_cidr(c, 30)
+        Self::from_cidr(parsed, 30)
     }
 
     /// IPv6: gateway = network + 1, guest = network + 2.
     pub fn v6(cidr: &str) -> Result<Self, AddrError> {
-        let c: Cidr = cidr.parse()?;
-        if c.is_ipv4() {
+        let parsed: Cidr = cidr.parse()?;
+        if parsed.is_ipv4() {
             return Err(AddrError::NotV6(cidr.into()));
         }
-        Self::from_cidr(c, 126)
+        Self::from_cidr(parsed, 126)
     }
 
     fn from_cidr(cidr: Cidr, max_prefix: u8) -> Result<Self, AddrError> {
@@ -61,11 +61,11 @@ pub fn parse_ipv4_sloppy(text: &str) -> Option<Ipv4Addr> {
         return None;
     }
     let mut buf = [0u8; 4];
-    for (slot, p) in buf.iter_mut().zip(parts) {
-        if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
+    for (slot, part) in buf.iter_mut().zip(parts) {
+        if part.is_empty() || part.len() > 3 || !part.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
-        *slot = p.parse().ok()?;
+        *slot = part.parse().ok()?;
     }
     Some(Ipv4Addr::from(buf))
 }
@@ -76,21 +76,24 @@ mod tests {
 
     #[test]
     fn masquerade_defaults() {
-        let m = MasqueradeAddrs::v4(DEFAULT_VM_CIDR_V4).expect("default v4");
-        assert_eq!(m.gateway.to_string(), "10.0.2.1/24");
-        assert_eq!(m.guest.to_string(), "10.0.2.2/24");
-        let m = MasqueradeAddrs::v6(DEFAULT_VM_CIDR_V6).expect("default v6");
-        assert_eq!(m.gateway.to_string(), "fd10:0:2::1/120");
-        assert_eq!(m.guest.to_string(), "fd10:0:2::2/120");
+        let addrs = MasqueradeAddrs::v4(DEFAULT_VM_CIDR_V4).expect("default v4");
+        assert_eq!(addrs.gateway.to_string(), "10.0.2.1/24");
+        assert_eq!(addrs.guest.to_string(), "10.0.2.2/24");
+        let addrs = MasqueradeAddrs::v6(DEFAULT_VM_CIDR_V6).expect("default v6");
+        assert_eq!(addrs.gateway.to_string(), "fd10:0:2::1/120");
+        assert_eq!(addrs.guest.to_string(), "fd10:0:2::2/120");
     }
 
     #[test]
     fn masquerade_host_bits_and_sloppy_zeros() {
-        let m = MasqueradeAddrs::v4("010.000.002.077/24").expect("sloppy");
-        assert_eq!(m.gateway.to_string(), "10.0.2.1/24");
-        let m = MasqueradeAddrs::v4("192.168.7.200/30").expect("/30 fits");
+        let addrs = MasqueradeAddrs::v4("010.000.002.077/24").expect("sloppy");
+        assert_eq!(addrs.gateway.to_string(), "10.0.2.1/24");
+        let addrs = MasqueradeAddrs::v4("192.168.7.200/30").expect("/30 fits");
         assert_eq!(
-            (m.gateway.to_string().as_str(), m.guest.to_string().as_str()),
+            (
+                addrs.gateway.to_string().as_str(),
+                addrs.guest.to_string().as_str()
+            ),
             ("192.168.7.201/30", "192.168.7.202/30")
         );
     }

@@ -72,12 +72,15 @@ impl ObservedPod {
             return Err(PodError::Version(pod.version));
         }
         let mut seen = std::collections::BTreeSet::new();
-        for (index, i) in pod.interfaces.iter().enumerate() {
-            if i.mtu < MIN_MTU {
-                return Err(PodError::Mtu { index, mtu: i.mtu });
+        for (index, iface) in pod.interfaces.iter().enumerate() {
+            if iface.mtu < MIN_MTU {
+                return Err(PodError::Mtu {
+                    index,
+                    mtu: iface.mtu,
+                });
             }
-            if !seen.insert(&i.name) {
-                return Err(PodError::Duplicate(i.name.clone()));
+            if !seen.insert(&iface.name) {
+                return Err(PodError::Duplicate(iface.name.clone()));
             }
         }
         Ok(pod)
@@ -110,27 +113,27 @@ mod tests {
 
     #[test]
     fn parses_and_checks() {
-        let j = r#"{"version":1,"interfaces":[{"name":"eth0","index":2,"mac":"0a:58:0a:f4:00:05","mtu":1450,
+        let json = r#"{"version":1,"interfaces":[{"name":"eth0","index":2,"mac":"0a:58:0a:f4:00:05","mtu":1450,
             "addresses":["fe80::1/64","10.244.0.5/24"],"routes":[{"dst":"0.0.0.0/0","gateway":"10.244.0.1"}]}]}"#;
-        let p = ObservedPod::from_json(j).expect("valid");
-        let eth0 = p.get("eth0").expect("eth0");
+        let pod = ObservedPod::from_json(json).expect("valid");
+        let eth0 = pod.get("eth0").expect("eth0");
         assert_eq!(
             eth0.global_v4().map(|c| c.to_string()),
             Some("10.244.0.5/24".into())
         );
         assert_eq!(eth0.global_v6(), None);
         assert!(matches!(
-            ObservedPod::from_json(&j.replace("\"version\":1", "\"version\":9")),
+            ObservedPod::from_json(&json.replace("\"version\":1", "\"version\":9")),
             Err(PodError::Version(9))
         ));
-        let e = ObservedPod::from_json(&j.replace("1450", "67")).expect_err("mtu 67");
-        assert!(e.to_string().contains("interfaces[0].mtu: 67"), "{e}");
-        let e =
-            ObservedPod::from_json(&j.replace("\"mtu\"", "\"mtux\"")).expect_err("unknown field");
-        assert!(e.to_string().contains("mtux"), "{e}");
-        let e = ObservedPod::from_json(&j.replace("eth0", "a-very-long-interface-name"))
+        let err = ObservedPod::from_json(&json.replace("1450", "67")).expect_err("mtu 67");
+        assert!(err.to_string().contains("interfaces[0].mtu: 67"), "{err}");
+        let err = ObservedPod::from_json(&json.replace("\"mtu\"", "\"mtux\""))
+            .expect_err("unknown field");
+        assert!(err.to_string().contains("mtux"), "{err}");
+        let err = ObservedPod::from_json(&json.replace("eth0", "a-very-long-interface-name"))
             .expect_err("long");
-        assert!(e.to_string().contains("longer than 15"), "{e}");
+        assert!(err.to_string().contains("longer than 15"), "{err}");
     }
 }
 
@@ -191,7 +194,7 @@ impl From<LinkType> for String {
 }
 
 impl std::fmt::Display for LinkType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        out.pad(self.as_str())
     }
 }

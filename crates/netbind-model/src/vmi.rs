@@ -247,23 +247,23 @@ pub use netbind_contract::handoff::BindingKind;
 impl Interface {
     /// Every binding method set on this interface, in KubeVirt's field order.
     pub fn bindings(&self) -> Vec<BindingKind> {
-        let mut v = Vec::new();
+        let mut found = Vec::new();
         if self.bridge.is_some() {
-            v.push(BindingKind::Bridge);
+            found.push(BindingKind::Bridge);
         }
         if self.masquerade.is_some() {
-            v.push(BindingKind::Masquerade);
+            found.push(BindingKind::Masquerade);
         }
         if self.sriov.is_some() {
-            v.push(BindingKind::Sriov);
+            found.push(BindingKind::Sriov);
         }
         if self.passt_binding.is_some() {
-            v.push(BindingKind::PasstBinding);
+            found.push(BindingKind::PasstBinding);
         }
         if self.binding.is_some() {
-            v.push(BindingKind::Plugin);
+            found.push(BindingKind::Plugin);
         }
-        v
+        found
     }
 
     /// The binding, if exactly one is set.

@@ -22,8 +22,8 @@ pub struct Pos {
 }
 
 impl fmt::Display for Pos {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.line, self.column)
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(out, "{}:{}", self.line, self.column)
     }
 }
 
@@ -237,13 +237,13 @@ impl PositionIndex {
     /// The position of `path`, or of its nearest ancestor that exists in the document
     /// (a defaulted field points at the object it would live in).
     pub fn lookup(&self, path: &str) -> Pos {
-        let mut p = path;
+        let mut rest = path;
         loop {
-            if let Some(pos) = self.map.get(p) {
+            if let Some(pos) = self.map.get(rest) {
                 return *pos;
             }
-            match p.rfind(['.', '[']) {
-                Some(i) => p = &p[..i],
+            match rest.rfind(['.', '[']) {
+                Some(cut) => rest = &rest[..cut],
                 None => {
                     return self
                         .map
@@ -273,18 +273,18 @@ impl PosNode {
         match self.kind {
             NodeKind::Scalar => {}
             NodeKind::Seq(items) => {
-                for (i, n) in items.into_iter().enumerate() {
-                    n.walk(format!("{path}[{i}]"), out);
+                for (idx, node) in items.into_iter().enumerate() {
+                    node.walk(format!("{path}[{idx}]"), out);
                 }
             }
             NodeKind::Map(entries) => {
-                for (k, n) in entries {
+                for (key, node) in entries {
                     let child = if path.is_empty() {
-                        k
+                        key
                     } else {
-                        format!("{path}.{k}")
+                        format!("{path}.{key}")
                     };
-                    n.walk(child, out);
+                    node.walk(child, out);
                 }
             }
         }
@@ -292,18 +292,18 @@ impl PosNode {
 }
 
 impl<'de> Deserialize<'de> for PosNode {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = Spanned::<NodeKind>::deserialize(d)?;
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        let spanned = Spanned::<NodeKind>::deserialize(de)?;
         Ok(PosNode {
-            pos: spanned_pos(&s),
-            kind: s.value,
+            pos: spanned_pos(&spanned),
+            kind: spanned.value,
         })
     }
 }
 
 impl<'de> Deserialize<'de> for NodeKind {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(NodeVisitor)
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        de.deserialize_any(NodeVisitor)
     }
 }
 
@@ -317,8 +317,8 @@ macro_rules! scalar {
 
 impl<'de> Visitor<'de> for NodeVisitor {
     type Value = NodeKind;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any YAML node")
+    fn expecting(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        out.write_str("any YAML node")
     }
     scalar!(visit_bool: bool, visit_i64: i64, visit_u64: u64, visit_f64: f64, visit_str: &str,
             visit_i128: i128, visit_u128: u128, visit_bytes: &[u8]);
@@ -328,22 +328,22 @@ impl<'de> Visitor<'de> for NodeVisitor {
     fn visit_none<E: de::Error>(self) -> Result<NodeKind, E> {
         Ok(NodeKind::Scalar)
     }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<NodeKind, D::Error> {
-        NodeKind::deserialize(d)
+    fn visit_some<D: Deserializer<'de>>(self, de: D) -> Result<NodeKind, D::Error> {
+        NodeKind::deserialize(de)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<NodeKind, A::Error> {
-        let mut v = Vec::new();
-        while let Some(n) = seq.next_element::<PosNode>()? {
-            v.push(n);
+        let mut items = Vec::new();
+        while let Some(node) = seq.next_element::<PosNode>()? {
+            items.push(node);
         }
-        Ok(NodeKind::Seq(v))
+        Ok(NodeKind::Seq(items))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NodeKind, A::Error> {
-        let mut v = Vec::new();
-        while let Some(k) = map.next_key::<KeyText>()? {
-            v.push((k.0, map.next_value::<PosNode>()?));
+        let mut entries = Vec::new();
+        while let Some(key) = map.next_key::<KeyText>()? {
+            entries.push((key.0, map.next_value::<PosNode>()?));
         }
-        Ok(NodeKind::Map(v))
+        Ok(NodeKind::Map(entries))
     }
 }
 
@@ -351,33 +351,33 @@ impl<'de> Visitor<'de> for NodeVisitor {
 struct KeyText(String);
 
 impl<'de> Deserialize<'de> for KeyText {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = KeyText;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a scalar mapping key")
+            fn expecting(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+                out.write_str("a scalar mapping key")
             }
             fn visit_str<E: de::Error>(self, text: &str) -> Result<KeyText, E> {
                 Ok(KeyText(text.to_string()))
             }
-            fn visit_bool<E: de::Error>(self, b: bool) -> Result<KeyText, E> {
-                Ok(KeyText(b.to_string()))
+            fn visit_bool<E: de::Error>(self, value: bool) -> Result<KeyText, E> {
+                Ok(KeyText(value.to_string()))
             }
-            fn visit_i64<E: de::Error>(self, n: i64) -> Result<KeyText, E> {
-                Ok(KeyText(n.to_string()))
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<KeyText, E> {
+                Ok(KeyText(value.to_string()))
             }
-            fn visit_u64<E: de::Error>(self, n: u64) -> Result<KeyText, E> {
-                Ok(KeyText(n.to_string()))
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<KeyText, E> {
+                Ok(KeyText(value.to_string()))
             }
-            fn visit_f64<E: de::Error>(self, n: f64) -> Result<KeyText, E> {
-                Ok(KeyText(n.to_string()))
+            fn visit_f64<E: de::Error>(self, value: f64) -> Result<KeyText, E> {
+                Ok(KeyText(value.to_string()))
             }
             fn visit_unit<E: de::Error>(self) -> Result<KeyText, E> {
                 Ok(KeyText("null".into()))
             }
         }
-        d.deserialize_any(V)
+        de.deserialize_any(V)
     }
 }
 
@@ -389,19 +389,21 @@ mod tests {
 
     #[test]
     fn loads_vmi_and_indexes_positions() {
-        let l = load_vmi(VMI).expect("valid VMI");
-        assert_eq!(l.kind, ObjectKind::VirtualMachineInstance);
-        assert_eq!(l.spec.domain.devices.interfaces[0].name, "default");
+        let loaded = load_vmi(VMI).expect("valid VMI");
+        assert_eq!(loaded.kind, ObjectKind::VirtualMachineInstance);
+        assert_eq!(loaded.spec.domain.devices.interfaces[0].name, "default");
         assert_eq!(
-            l.positions
+            loaded
+                .positions
                 .lookup("spec.domain.devices.interfaces[0].name")
                 .line,
             9
         );
-        assert_eq!(l.positions.lookup("spec.networks[0].pod").line, 13);
+        assert_eq!(loaded.positions.lookup("spec.networks[0].pod").line, 13);
         // A missing field resolves to its nearest present ancestor.
         assert_eq!(
-            l.positions
+            loaded
+                .positions
                 .lookup("spec.networks[0].pod.vmNetworkCIDR")
                 .line,
             13
@@ -411,25 +413,28 @@ mod tests {
     #[test]
     fn type_errors_carry_position() {
         let bad = VMI.replace("name: a", "name: [1]");
-        let e = load_vmi(&bad).expect_err("metadata.name is not a string");
-        assert_eq!(e.pos().line, 4, "{e}");
+        let err = load_vmi(&bad).expect_err("metadata.name is not a string");
+        assert_eq!(err.pos().line, 4, "{err}");
     }
 
     #[test]
     fn duplicate_keys_rejected() {
         let bad = VMI.replace("  name: a\n", "  name: a\n  name: b\n");
-        let e = load_vmi(&bad).expect_err("duplicate key");
-        assert!(e.to_string().to_lowercase().contains("duplicate"), "{e}");
+        let err = load_vmi(&bad).expect_err("duplicate key");
+        assert!(
+            err.to_string().to_lowercase().contains("duplicate"),
+            "{err}"
+        );
     }
 
     #[test]
     fn wrong_kind_and_size() {
-        let e = load_vmi(&VMI.replace("VirtualMachineInstance", "Pod")).expect_err("kind");
+        let err = load_vmi(&VMI.replace("VirtualMachineInstance", "Pod")).expect_err("kind");
         assert!(
-            e.to_string().contains("kind: Unsupported value: \"Pod\""),
-            "{e}"
+            err.to_string().contains("kind: Unsupported value: \"Pod\""),
+            "{err}"
         );
-        assert_eq!(e.pos().line, 2);
+        assert_eq!(err.pos().line, 2);
         let big = "a".repeat(MAX_INPUT_BYTES + 1);
         assert!(matches!(load_vmi(&big), Err(LoadError::TooLarge { .. })));
     }
@@ -443,10 +448,10 @@ mod tests {
 
         #[test]
         fn never_panics_on_mutated_vmi(pos in 0usize..VMI.len(), ins in "[\\[\\]{}:&*!|>'\" \n-]{1,4}") {
-            let mut s = VMI.to_string();
-            let p = (0..=pos).rev().find(|p| s.is_char_boundary(*p)).unwrap_or(0);
-            s.insert_str(p, &ins);
-            let _ = load_vmi(&s);
+            let mut mutated = VMI.to_string();
+            let cut = (0..=pos).rev().find(|cut| mutated.is_char_boundary(*cut)).unwrap_or(0);
+            mutated.insert_str(cut, &ins);
+            let _ = load_vmi(&mutated);
         }
     }
 }

@@ -19,10 +19,10 @@ pub enum NetnsTarget {
 }
 
 impl std::fmt::Display for NetnsTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            NetnsTarget::Path(p) => write!(f, "{}", p.display()),
-            NetnsTarget::Pid(p) => write!(f, "pid {p}"),
+            NetnsTarget::Path(p) => write!(out, "{}", p.display()),
+            NetnsTarget::Pid(p) => write!(out, "pid {p}"),
         }
     }
 }
@@ -95,14 +95,15 @@ impl Netns {
     }
 
     /// Runs `f` on a fresh thread inside this namespace.
-    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let _guard = NetnsGuard::enter(self)?;
-                Ok(f())
-            })
-            .join()
-            .map_err(|_| NetnsError::Panicked)?
+    pub fn run<T: Send>(&self, body: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let _guard = NetnsGuard::enter(self)?;
+                    Ok(body())
+                })
+                .join()
+                .map_err(|_| NetnsError::Panicked)?
         })
     }
 }
@@ -138,9 +139,9 @@ impl NetnsGuard {
 
 impl Drop for NetnsGuard {
     fn drop(&mut self) {
-        if let Err(e) = setns(&self.original) {
+        if let Err(err) = setns(&self.original) {
             // The thread is about to end anyway; never let it run more work in the pod netns.
-            eprintln!("could not restore the original network namespace: {e}; aborting");
+            eprintln!("could not restore the original network namespace: {err}; aborting");
             std::process::abort();
         }
     }

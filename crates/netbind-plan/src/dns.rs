@@ -76,16 +76,16 @@ pub fn valid_search_domain(domain: &str) -> bool {
     }
     let labels: Vec<&str> = domain.split('.').collect();
     let (last, init) = match labels.split_last() {
-        Some(x) => x,
+        Some(valid) => valid,
         None => return false,
     };
     let label_ok = |l: &str, first_ok: fn(u8) -> bool, mid_ok: fn(u8) -> bool| {
-        let b = l.as_bytes();
-        match b {
+        let bytes = l.as_bytes();
+        match bytes {
             [] => false,
             [one] => first_ok(*one),
             [f, mid @ .., e] => {
-                b.len() <= 63
+                bytes.len() <= 63
                     && first_ok(*f)
                     && mid.iter().all(|c| mid_ok(*c))
                     && (e.is_ascii_lowercase() || e.is_ascii_digit())
@@ -119,16 +119,16 @@ pub use netbind_contract::dns::encode_search;
 /// push option 119 past 255 bytes.
 pub fn sanitize_search(domains: Vec<String>, warnings: &mut Vec<String>) -> Vec<String> {
     let mut kept: Vec<String> = Vec::new();
-    for d in domains {
-        if !valid_search_domain(&d) {
-            warnings.push(format!("DHCP: skipping invalid search domain {d:?}"));
+    for domain in domains {
+        if !valid_search_domain(&domain) {
+            warnings.push(format!("DHCP: skipping invalid search domain {domain:?}"));
             continue;
         }
         let mut next = kept.clone();
-        next.push(d.clone());
+        next.push(domain.clone());
         if encode_search(&next).len() > 255 {
             warnings.push(format!(
-                "DHCP: skipping search domain {d:?}: option 119 would exceed 255 bytes"
+                "DHCP: skipping search domain {domain:?}: option 119 would exceed 255 bytes"
             ));
             continue;
         }
@@ -143,30 +143,30 @@ mod tests {
 
     #[test]
     fn resolv_conf_like_kubevirt() {
-        let mut w = Vec::new();
-        let d = parse_resolv_conf(
+        let mut warnings = Vec::new();
+        let conf = parse_resolv_conf(
             "nameserver 10.96.0.10\nnameserver fd00::10\nnameserver 1.2.3.4 extra\nsearch Default.svc.cluster.local svc.cluster.local\nsearch cluster.local\noptions ndots:5\n",
-            &mut w,
+            &mut warnings,
         );
-        assert_eq!(d.v4, vec![Ipv4Addr::new(10, 96, 0, 10)]);
-        assert_eq!(d.v6, vec!["fd00::10".parse::<Ipv6Addr>().expect("v6")]);
+        assert_eq!(conf.v4, vec![Ipv4Addr::new(10, 96, 0, 10)]);
+        assert_eq!(conf.v6, vec!["fd00::10".parse::<Ipv6Addr>().expect("v6")]);
         assert_eq!(
-            d.search,
+            conf.search,
             vec![
                 "default.svc.cluster.local",
                 "svc.cluster.local",
                 "cluster.local"
             ]
         );
-        assert_eq!(w.len(), 1);
-        let d = parse_resolv_conf("", &mut w);
-        assert_eq!(d.v4, vec![Ipv4Addr::new(8, 8, 8, 8)]);
-        assert_eq!(d.search, vec!["cluster.local"]);
+        assert_eq!(warnings.len(), 1);
+        let conf = parse_resolv_conf("", &mut warnings);
+        assert_eq!(conf.v4, vec![Ipv4Addr::new(8, 8, 8, 8)]);
+        assert_eq!(conf.search, vec!["cluster.local"]);
     }
 
     #[test]
     fn subdomain() {
-        let s: Vec<String> = [
+        let search: Vec<String> = [
             "default.svc.cluster.local",
             "svc.cluster.local",
             "cluster.local",
@@ -174,7 +174,7 @@ mod tests {
         .map(String::from)
         .to_vec();
         assert_eq!(
-            subdomain_search_entry(&s, "mysub"),
+            subdomain_search_entry(&search, "mysub"),
             Some("mysub.default.svc.cluster.local".into())
         );
         let s2: Vec<String> = vec!["mysub.default.svc.cluster.local".into()];
@@ -208,13 +208,13 @@ mod tests {
         ] {
             assert!(!valid_search_domain(bad), "{bad}");
         }
-        let mut w = Vec::new();
+        let mut warnings = Vec::new();
         let kept = sanitize_search(
             vec!["DHCP".into(), "ok.local".into(), "1.2.3.4".into()],
-            &mut w,
+            &mut warnings,
         );
         assert_eq!(kept, vec!["ok.local"]);
-        assert_eq!(w.len(), 2);
+        assert_eq!(warnings.len(), 2);
     }
 
     #[test]

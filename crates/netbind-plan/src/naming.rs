@@ -48,22 +48,22 @@ pub fn pod_iface_names(
 ) -> Result<Vec<(String, IfName)>, NamingError> {
     let mut out = Vec::new();
     let mut secondary = 0usize;
-    for n in networks {
-        let name = if n.is_primary() {
-            status_names(&n.name).unwrap_or_else(|| PRIMARY_POD_IFACE.to_string())
+    for net in networks {
+        let name = if net.is_primary() {
+            status_names(&net.name).unwrap_or_else(|| PRIMARY_POD_IFACE.to_string())
         } else {
             secondary += 1;
             if ordinal {
                 format!("net{secondary}")
             } else {
-                hashed_pod_iface_name(&n.name)
+                hashed_pod_iface_name(&net.name)
             }
         };
         let ifname = IfName::new(name).map_err(|source| NamingError::IfName {
-            network: n.name.clone(),
+            network: net.name.clone(),
             source,
         })?;
-        out.push((n.name.clone(), ifname));
+        out.push((net.name.clone(), ifname));
     }
     Ok(out)
 }
@@ -132,20 +132,23 @@ mod tests {
 
     #[test]
     fn derived_names() {
-        let p = ifn("pod914f438d88d");
+        let pod = ifn("pod914f438d88d");
         assert_eq!(
-            tap_name("n", &p, false).expect("tap").as_str(),
+            tap_name("n", &pod, false).expect("tap").as_str(),
             "tap914f438d88d"
         );
         assert_eq!(
-            bridge_name("n", &p).expect("br").as_str(),
+            bridge_name("n", &pod).expect("br").as_str(),
             "k6t-914f438d88d"
         );
-        assert_eq!(nic_name("n", &p).expect("nic").as_str(), "914f438d88d-nic");
-        let e = ifn("eth0");
-        assert_eq!(tap_name("n", &e, true).expect("tap").as_str(), "tap0");
-        assert_eq!(bridge_name("n", &e).expect("br").as_str(), "k6t-eth0");
-        assert_eq!(nic_name("n", &e).expect("nic").as_str(), "eth0-nic");
+        assert_eq!(
+            nic_name("n", &pod).expect("nic").as_str(),
+            "914f438d88d-nic"
+        );
+        let eth0 = ifn("eth0");
+        assert_eq!(tap_name("n", &eth0, true).expect("tap").as_str(), "tap0");
+        assert_eq!(bridge_name("n", &eth0).expect("br").as_str(), "k6t-eth0");
+        assert_eq!(nic_name("n", &eth0).expect("nic").as_str(), "eth0-nic");
         let n1 = ifn("net1");
         assert_eq!(tap_name("n", &n1, false).expect("tap").as_str(), "tap1");
         assert_eq!(bridge_name("n", &n1).expect("br").as_str(), "k6t-net1");

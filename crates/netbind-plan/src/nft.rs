@@ -80,8 +80,8 @@ pub enum Hook {
 }
 
 impl std::fmt::Display for ChainType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        out.write_str(match self {
             ChainType::Filter => "filter",
             ChainType::Nat => "nat",
         })
@@ -89,8 +89,8 @@ impl std::fmt::Display for ChainType {
 }
 
 impl std::fmt::Display for Hook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        out.write_str(match self {
             Hook::Prerouting => "prerouting",
             Hook::Input => "input",
             Hook::Forward => "forward",
@@ -271,8 +271,8 @@ fn val_json(val: &Val) -> Value {
     }
 }
 
-fn field_json(f: &Field) -> Value {
-    match f {
+fn field_json(field: &Field) -> Value {
+    match field {
         Field::Saddr(fam) => json!({ "payload": { "protocol": fam.as_str(), "field": "saddr" } }),
         Field::Daddr(fam) => json!({ "payload": { "protocol": fam.as_str(), "field": "daddr" } }),
         Field::Iifname => json!({ "meta": { "key": "iifname" } }),
@@ -329,29 +329,33 @@ impl Ruleset {
     /// are listed in the order KubeVirt appends them, which may interleave chains.
     pub fn kubevirt_text(&self, order: &[RuleRef]) -> String {
         let mut out = String::new();
-        for t in &self.tables {
-            let (f, n) = (t.family.as_str(), &t.name);
-            let _ = writeln!(out, "add table {f} {n}");
-            for c in &t.chains {
-                match &c.base {
-                    Some(b) => {
+        for table in &self.tables {
+            let (family, name) = (table.family.as_str(), &table.name);
+            let _ = writeln!(out, "add table {family} {name}");
+            for chain in &table.chains {
+                match &chain.base {
+                    Some(base) => {
                         let _ = writeln!(
                             out,
-                            "add chain {f} {n} {} {{ type {} hook {} priority {}; }}",
-                            c.name, b.kind, b.hook, b.priority
+                            "add chain {family} {name} {} {{ type {} hook {} priority {}; }}",
+                            chain.name, base.kind, base.hook, base.priority
                         );
                     }
                     None => {
-                        let _ = writeln!(out, "add chain {f} {n} {}", c.name);
+                        let _ = writeln!(out, "add chain {family} {name} {}", chain.name);
                     }
                 }
             }
-            for r in order
-                .iter()
-                .filter(|r| r.family == t.family && r.table == t.name)
-            {
-                if let Some(rule) = self.rule(r) {
-                    let _ = writeln!(out, "add rule {f} {n} {} {}", r.chain, rule.text());
+            for rule_name in order.iter().filter(|rule_name| {
+                rule_name.family == table.family && rule_name.table == table.name
+            }) {
+                if let Some(rule) = self.rule(rule_name) {
+                    let _ = writeln!(
+                        out,
+                        "add rule {family} {name} {} {}",
+                        rule_name.chain,
+                        rule.text()
+                    );
                 }
             }
         }
@@ -381,30 +385,29 @@ impl Ruleset {
 
     fn batch(&self, recreate: bool) -> Value {
         let mut cmds = Vec::new();
-        for t in &self.tables {
-            let table = json!({ "family": t.family.as_str(), "name": t.name });
+        for table_plan in &self.tables {
+            let table = json!({ "family": table_plan.family.as_str(), "name": table_plan.name });
             if recreate {
                 // add-then-delete makes "delete" succeed whether or not the table exists.
                 cmds.push(json!({ "add": { "table": table } }));
                 cmds.push(json!({ "delete": { "table": table } }));
             }
             cmds.push(json!({ "add": { "table": table } }));
-            for c in &t.chains {
-                let mut chain =
-                    json!({ "family": t.family.as_str(), "table": t.name, "name": c.name });
-                if let (Some(b), Some(obj)) = (&c.base, chain.as_object_mut()) {
-                    obj.insert("type".into(), json!(b.kind));
-                    obj.insert("hook".into(), json!(b.hook));
-                    obj.insert("prio".into(), json!(b.priority));
+            for chain_plan in &table_plan.chains {
+                let mut chain = json!({ "family": table_plan.family.as_str(), "table": table_plan.name, "name": chain_plan.name });
+                if let (Some(base), Some(obj)) = (&chain_plan.base, chain.as_object_mut()) {
+                    obj.insert("type".into(), json!(base.kind));
+                    obj.insert("hook".into(), json!(base.hook));
+                    obj.insert("prio".into(), json!(base.priority));
                     obj.insert("policy".into(), json!("accept"));
                 }
                 cmds.push(json!({ "add": { "chain": chain } }));
             }
-            for c in &t.chains {
-                for r in &c.rules {
+            for chain_plan in &table_plan.chains {
+                for rule in &chain_plan.rules {
                     cmds.push(json!({ "add": { "rule": {
-                        "family": t.family.as_str(), "table": t.name, "chain": c.name,
-                        "expr": r.json_exprs(),
+                        "family": table_plan.family.as_str(), "table": table_plan.name, "chain": chain_plan.name,
+                        "expr": rule.json_exprs(),
                     } } }));
                 }
             }
@@ -415,8 +418,8 @@ impl Ruleset {
     /// A batch that deletes every table of this ruleset (tolerating absent ones).
     pub fn json_delete_batch(&self) -> Value {
         let mut cmds = Vec::new();
-        for t in &self.tables {
-            let table = json!({ "family": t.family.as_str(), "name": t.name });
+        for table_plan in &self.tables {
+            let table = json!({ "family": table_plan.family.as_str(), "name": table_plan.name });
             cmds.push(json!({ "add": { "table": table } }));
             cmds.push(json!({ "delete": { "table": table } }));
         }
@@ -478,10 +481,10 @@ impl Builder {
         name: &str,
         base: Option<(ChainType, Hook, i32)>,
     ) {
-        let Some(t) = self
+        let Some(found) = self
             .ruleset
             .iter_mut()
-            .find(|t| t.family == family && t.name == table)
+            .find(|found| found.family == family && found.name == table)
         else {
             self.unknown.push(format!(
                 "chain {name} in unknown table {} {table}",
@@ -489,7 +492,7 @@ impl Builder {
             ));
             return;
         };
-        t.chains.push(Chain {
+        found.chains.push(Chain {
             name: name.into(),
             base: base.map(|(kind, hook, priority)| BaseChain {
                 kind,
@@ -501,11 +504,11 @@ impl Builder {
     }
 
     pub fn rule(&mut self, family: Family, table: &str, chain: &str, exprs: Vec<Expr>) {
-        let Some(c) = self
+        let Some(found) = self
             .ruleset
             .iter_mut()
             .find(|t| t.family == family && t.name == table)
-            .and_then(|t| t.chains.iter_mut().find(|c| c.name == chain))
+            .and_then(|t| t.chains.iter_mut().find(|found| found.name == chain))
         else {
             self.unknown.push(format!(
                 "rule in unknown chain {} {table} {chain}",
@@ -513,12 +516,12 @@ impl Builder {
             ));
             return;
         };
-        c.rules.push(Rule { exprs });
+        found.rules.push(Rule { exprs });
         self.order.push(RuleRef {
             family,
             table: table.into(),
             chain: chain.into(),
-            index: c.rules.len() - 1,
+            index: found.rules.len() - 1,
         });
     }
 }
@@ -529,25 +532,25 @@ mod tests {
 
     #[test]
     fn a_rule_or_chain_without_its_table_is_reported_not_dropped() {
-        let mut b = Builder::default();
-        b.table(Family::Inet, "t");
-        b.chain(
+        let mut builder = Builder::default();
+        builder.table(Family::Inet, "t");
+        builder.chain(
             Family::Inet,
             "t",
             "c",
             Some((ChainType::Filter, Hook::Output, PRIORITY_FILTER)),
         );
-        b.rule(Family::Inet, "t", "c", vec![Expr::Counter]);
-        assert!(b.unknown.is_empty());
-        b.rule(Family::Inet, "t", "missing", vec![Expr::Counter]);
-        b.chain(Family::Ip6, "t", "c", None);
+        builder.rule(Family::Inet, "t", "c", vec![Expr::Counter]);
+        assert!(builder.unknown.is_empty());
+        builder.rule(Family::Inet, "t", "missing", vec![Expr::Counter]);
+        builder.chain(Family::Ip6, "t", "c", None);
         assert_eq!(
-            b.unknown,
+            builder.unknown,
             [
                 "rule in unknown chain inet t missing",
                 "chain c in unknown table ip6 t"
             ]
         );
-        assert_eq!(b.ruleset[0].chains[0].rules.len(), 1);
+        assert_eq!(builder.ruleset[0].chains[0].rules.len(), 1);
     }
 }

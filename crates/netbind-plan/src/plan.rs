@@ -318,11 +318,11 @@ impl Planner<'_> {
         let vmi = self.vmi.qualified_name();
         // Two links with one name would make apply fight itself; refuse such a plan.
         let mut names = BTreeSet::new();
-        for l in &self.links {
-            if !names.insert(l.name.clone()) {
+        for link in &self.links {
+            if !names.insert(link.name.clone()) {
                 return Err(PlanError::DuplicateLink {
-                    network: l.network.clone(),
-                    name: l.name.clone(),
+                    network: link.network.clone(),
+                    name: link.name.clone(),
                 });
             }
         }

@@ -153,7 +153,7 @@ impl Lock {
         let dir = run_dir();
         std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
         let path = dir.join(LOCK_FILE);
-        let f = OpenOptions::new()
+        let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
@@ -161,15 +161,15 @@ impl Lock {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(io("open", &path))?;
-        let m = f.metadata().map_err(io("stat", &path))?;
-        if m.uid() != 0 || m.mode() & 0o077 != 0 {
-            f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        let meta = file.metadata().map_err(io("stat", &path))?;
+        if meta.uid() != 0 || meta.mode() & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
                 .map_err(io("chmod", &path))?;
         }
         loop {
             // SAFETY: flock on an open fd; released when the file is closed.
-            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                return Ok(Lock(f));
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(Lock(file));
             }
             let err = std::io::Error::last_os_error();
             if err.kind() != std::io::ErrorKind::WouldBlock {
@@ -184,8 +184,8 @@ impl Lock {
 }
 
 impl std::fmt::Debug for Lock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Lock")
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        out.write_str("Lock")
     }
 }
 
@@ -301,9 +301,9 @@ pub fn remove_node_if_unused() -> Result<(), SimError> {
         .output()
         .map(|o| {
             for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                if let Ok(p) = pid.parse::<i32>() {
+                if let Ok(pid_num) = pid.parse::<i32>() {
                     // SAFETY: kill with a pid listed for the node namespace.
-                    unsafe { libc::kill(p, libc::SIGTERM) };
+                    unsafe { libc::kill(pid_num, libc::SIGTERM) };
                 }
             }
         });
@@ -329,8 +329,8 @@ pub fn allocate(pod: &str) -> Result<Ipv4Addr, SimError> {
                 f.write_all(pod.as_bytes()).map_err(io("write", &path))?;
                 return Ok(addr);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(io("create", &path)(e)),
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(err) => return Err(io("create", &path)(err)),
         }
     }
     Err(SimError::Exhausted)

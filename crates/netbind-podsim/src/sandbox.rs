@@ -213,14 +213,14 @@ pub fn stop_netns_processes(netns: &str) {
     let Some(in_pod) = netns_member(netns) else {
         return;
     };
-    for p in pids()
+    for pid_entry in pids()
         .filter(|pid| in_pod(*pid))
         .filter_map(Proc::of)
         .collect::<Vec<_>>()
     {
         // Re-checked once the pidfd pins the process: still the same one, still in the pod.
-        if let Some(fd) = p.pidfd()
-            && in_pod(p.pid)
+        if let Some(fd) = pid_entry.pidfd()
+            && in_pod(pid_entry.pid)
         {
             signal(&fd, libc::SIGKILL);
         }

@@ -42,8 +42,8 @@ pub fn wait_for_line(
     while started.elapsed() < timeout && !abort() {
         if let Ok(text) = read_console(file) {
             let text = String::from_utf8_lossy(&text);
-            if let Some(l) = text.lines().find(|l| l.contains(needle)) {
-                return Some(l.to_string());
+            if let Some(line) = text.lines().find(|line| line.contains(needle)) {
+                return Some(line.to_string());
             }
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -73,11 +73,11 @@ impl GuestImage {
             || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.e2e/guest"),
             PathBuf::from,
         );
-        let g = GuestImage {
+        let image = GuestImage {
             kernel: dir.join("vmlinuz"),
             initrd: dir.join("initrd.gz"),
         };
-        if !g.kernel.is_file() || !g.initrd.is_file() {
+        if !image.kernel.is_file() || !image.initrd.is_file() {
             return Err(SimError::Cmd {
                 what: "find the guest image".into(),
                 detail: format!(
@@ -86,27 +86,24 @@ impl GuestImage {
                 ),
             });
         }
-        Ok(g)
+        Ok(image)
     }
 
     /// Copies the image where the VM uid can read it.
     pub fn copy_to(&self, dir: &Path) -> Result<GuestImage, SimError> {
-        let io = |p: &Path| {
-            let p = p.to_path_buf();
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
             move |source| SimError::Io {
                 op: "copy",
-                path: p,
+                path,
                 source,
             }
         };
-        let k = dir.join("vmlinuz");
-        let i = dir.join("initrd.gz");
-        std::fs::copy(&self.kernel, &k).map_err(io(&k))?;
-        std::fs::copy(&self.initrd, &i).map_err(io(&i))?;
-        Ok(GuestImage {
-            kernel: k,
-            initrd: i,
-        })
+        let kernel = dir.join("vmlinuz");
+        let initrd = dir.join("initrd.gz");
+        std::fs::copy(&self.kernel, &kernel).map_err(io(&kernel))?;
+        std::fs::copy(&self.initrd, &initrd).map_err(io(&initrd))?;
+        Ok(GuestImage { kernel, initrd })
     }
 }
 
@@ -114,19 +111,19 @@ impl GuestImage {
 /// node address to reach over each (`egress`: IPv4 `ADDR:PORT`; `egress6`: IPv6 `ADDR,PORT`).
 pub fn cmdline(listen: &[u16], egress: Option<&str>, egress6: Option<&str>) -> String {
     let ports: Vec<String> = listen.iter().map(u16::to_string).collect();
-    let mut c = format!(
+    let mut line = format!(
         "console=ttyS0 quiet panic=-1 netbind.listen={} netbind.ipv4={} netbind.ipv6={}",
         ports.join(","),
         u8::from(egress.is_some()),
         u8::from(egress6.is_some()),
     );
-    if let Some(e) = egress {
-        c.push_str(&format!(" netbind.egress={e}"));
+    if let Some(egress_addr) = egress {
+        line.push_str(&format!(" netbind.egress={egress_addr}"));
     }
-    if let Some(e) = egress6 {
-        c.push_str(&format!(" netbind.egress6={e}"));
+    if let Some(egress_addr) = egress6 {
+        line.push_str(&format!(" netbind.egress6={egress_addr}"));
     }
-    c
+    line
 }
 
 /// QEMU under TCG (no usable KVM here) on the pre-created tap, as the VM uid.
@@ -191,15 +188,15 @@ pub fn libvirt_domain(
     cmdline: &str,
     console: &Path,
 ) -> String {
-    let e = netbind_plan::domxml::escape;
+    let esc = netbind_plan::domxml::escape;
     let ifaces: String = interfaces.lines().map(|l| format!("    {l}\n")).collect();
     format!(
         "<domain type='qemu'>\n  <name>{}</name>\n  <memory unit='MiB'>256</memory>\n  <vcpu>1</vcpu>\n  <os>\n    <type arch='x86_64' machine='pc'>hvm</type>\n    <kernel>{}</kernel>\n    <initrd>{}</initrd>\n    <cmdline>{}</cmdline>\n  </os>\n  <features><acpi/></features>\n  <cpu mode='custom' match='exact'><model fallback='allow'>qemu64</model></cpu>\n  <on_poweroff>destroy</on_poweroff>\n  <on_reboot>destroy</on_reboot>\n  <on_crash>destroy</on_crash>\n  <devices>\n    <emulator>/usr/bin/qemu-system-x86_64</emulator>\n{ifaces}    <serial type='file'>\n      <source path='{}'/>\n      <target port='0'/>\n    </serial>\n    <memballoon model='none'/>\n  </devices>\n</domain>\n",
-        e(name),
-        e(&img.kernel.display().to_string()),
-        e(&img.initrd.display().to_string()),
-        e(cmdline),
-        e(&console.display().to_string()),
+        esc(name),
+        esc(&img.kernel.display().to_string()),
+        esc(&img.initrd.display().to_string()),
+        esc(cmdline),
+        esc(&console.display().to_string()),
     )
 }
 

@@ -101,12 +101,12 @@ pub fn udp6(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, payload: &[u8]
 /// An ARP request "who has `tpa`? tell `spa` (at `sha`)": a neighbour that owns `tpa` learns
 /// `spa` is at `sha` from it.
 pub fn arp_request(sha: Mac, spa: Ipv4Addr, tpa: Ipv4Addr) -> Vec<u8> {
-    let mut a = vec![0, 1, 0x08, 0, 6, 4, 0, 1];
-    a.extend_from_slice(&sha);
-    a.extend_from_slice(&spa.octets());
-    a.extend_from_slice(&[0; 6]);
-    a.extend_from_slice(&tpa.octets());
-    a
+    let mut arp = vec![0, 1, 0x08, 0, 6, 4, 0, 1];
+    arp.extend_from_slice(&sha);
+    arp.extend_from_slice(&spa.octets());
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&tpa.octets());
+    arp
 }
 
 /// The guest's end of a tap: frames written here enter the pod's bridge from the tap, as
@@ -126,8 +126,8 @@ impl Tap {
                 .expect("open /dev/net/tun");
             // SAFETY: an all-zero ifreq is a valid value; the name is copied below, NUL-kept.
             let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-            for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes().take(15)) {
-                *d = s as libc::c_char;
+            for (dst, src) in ifr.ifr_name.iter_mut().zip(name.bytes().take(15)) {
+                *dst = src as libc::c_char;
             }
             ifr.ifr_ifru.ifru_flags =
                 libc::c_short::try_from(libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_ONE_QUEUE)

@@ -44,28 +44,28 @@ impl Case {
     /// `netbind plan` / `netbind domxml` arguments for this case (relative to the repository
     /// root).
     pub fn cli_args(&self) -> Vec<String> {
-        let mut v: Vec<String> = vec![
+        let mut args: Vec<String> = vec![
             self.vmi.into(),
             "--pod".into(),
             format!("testdata/pods/{}.json", self.pod),
             "--resolv-conf".into(),
             format!("testdata/{}", self.resolv),
         ];
-        for g in self.feature_gates {
-            v.extend(["--feature-gate".into(), (*g).into()]);
+        for gate in self.feature_gates {
+            args.extend(["--feature-gate".into(), (*gate).into()]);
         }
-        for n in self.spoof_check {
-            v.extend(["--spoof-check".into(), (*n).into()]);
+        for iface in self.spoof_check {
+            args.extend(["--spoof-check".into(), (*iface).into()]);
         }
         if self.owner != QEMU {
-            v.extend([
+            args.extend([
                 "--uid".into(),
                 self.owner.0.to_string(),
                 "--gid".into(),
                 self.owner.1.to_string(),
             ]);
         }
-        v
+        args
     }
 }
 
@@ -83,8 +83,8 @@ pub fn compare(path: &Path, actual: &str, failures: &mut Vec<String>) {
             "{} differs (rerun with NETBIND_BLESS=1 after review)\n--- expected\n{expected}\n--- actual\n{actual}",
             path.display()
         )),
-        Err(e) => failures.push(format!(
-            "{}: {e} (create with NETBIND_BLESS=1)",
+        Err(err) => failures.push(format!(
+            "{}: {err} (create with NETBIND_BLESS=1)",
             path.display()
         )),
     }

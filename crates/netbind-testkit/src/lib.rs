@@ -73,20 +73,20 @@ pub fn sh(cmd: &str) -> Output {
 
 /// Runs `cmd`, fails with its stderr unless it succeeds, returns its stdout.
 pub fn ok(cmd: &str) -> String {
-    let o = sh(cmd);
+    let out = sh(cmd);
     assert!(
-        o.status.success(),
+        out.status.success(),
         "`{cmd}` failed: {}",
-        String::from_utf8_lossy(&o.stderr)
+        String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Runs `f` on a short-lived thread that entered the network namespace `/run/netns/NS`, so
 /// that sockets it opens live there while the test's own threads stay where they were.
-pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+pub fn in_netns<T: Send>(ns: &str, file: impl FnOnce() -> T + Send) -> T {
     netbind_netns::Netns::named(ns)
-        .and_then(|n| n.run(f))
+        .and_then(|n| n.run(file))
         .unwrap_or_else(|e| panic!("{ns}: {e}"))
 }
 
@@ -118,8 +118,8 @@ pub struct Namespaces(pub Vec<String>);
 
 impl Drop for Namespaces {
     fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        for name in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
         }
     }
 }

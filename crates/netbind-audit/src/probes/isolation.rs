@@ -25,16 +25,16 @@ pub(super) fn userns_nftables() -> Result<(), i32> {
     const NFNL_SUBSYS_NFTABLES: u16 = 10;
     let msg = |ty: u16, flags: u16, seq: u32, family: u8, res_id: u16, attrs: &[u8]| {
         let len = 16 + 4 + attrs.len();
-        let mut m = Vec::with_capacity(len);
-        m.extend_from_slice(&u32::try_from(len).unwrap_or(0).to_ne_bytes());
-        m.extend_from_slice(&ty.to_ne_bytes());
-        m.extend_from_slice(&flags.to_ne_bytes());
-        m.extend_from_slice(&seq.to_ne_bytes());
-        m.extend_from_slice(&0u32.to_ne_bytes());
-        m.extend_from_slice(&[family, 0]);
-        m.extend_from_slice(&res_id.to_be_bytes());
-        m.extend_from_slice(attrs);
-        m
+        let mut message = Vec::with_capacity(len);
+        message.extend_from_slice(&u32::try_from(len).unwrap_or(0).to_ne_bytes());
+        message.extend_from_slice(&ty.to_ne_bytes());
+        message.extend_from_slice(&flags.to_ne_bytes());
+        message.extend_from_slice(&seq.to_ne_bytes());
+        message.extend_from_slice(&0u32.to_ne_bytes());
+        message.extend_from_slice(&[family, 0]);
+        message.extend_from_slice(&res_id.to_be_bytes());
+        message.extend_from_slice(attrs);
+        message
     };
     let name = rtattr(1, b"nbaudit\0"); // NFTA_TABLE_NAME
     let mut batch = msg(0x10, 1, 1, 0, NFNL_SUBSYS_NFTABLES, &[]); // BATCH_BEGIN
@@ -58,22 +58,22 @@ pub(super) fn userns_nftables() -> Result<(), i32> {
     let received = usize::try_from(received).map_err(|_| errno())?;
     // The first answer is NLMSG_ERROR for the NEWTABLE: errno 0 is its ACK.
     if received >= 20 && u16::from_ne_bytes([buf[4], buf[5]]) == 2 {
-        let e = i32::from_ne_bytes(buf[16..20].try_into().unwrap_or([0; 4]));
-        return if e == 0 { Ok(()) } else { Err(-e) };
+        let errno = i32::from_ne_bytes(buf[16..20].try_into().unwrap_or([0; 4]));
+        return if errno == 0 { Ok(()) } else { Err(-errno) };
     }
     Err(libc::EIO)
 }
 
 pub(super) fn a23(_pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     // SAFETY: unshare takes flags only (this probe runs in a forked child).
-    let r = check(unsafe { libc::unshare(libc::CLONE_NEWNET) }).map(|_| ());
-    obs(r, "new network namespace")
+    let result = check(unsafe { libc::unshare(libc::CLONE_NEWNET) }).map(|_| ());
+    obs(result, "new network namespace")
 }
 
 pub(super) fn a24(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     // SAFETY: unshare takes flags only, and this probe runs in a forked child.
     match check(unsafe { libc::unshare(libc::CLONE_NEWUSER) }) {
-        Err(e) => Observed::Errno(e),
+        Err(err) => Observed::Errno(err),
         Ok(_) => obs(
             udp().and_then(|s| {
                 let mut req = ifreq(&pod.pod_iface);
@@ -86,15 +86,23 @@ pub(super) fn a24(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
 }
 
 pub(super) fn a25(_pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
-    let (a, b, t) = (
+    let (source, target, fstype) = (
         CString::new("none").unwrap_or_default(),
         CString::new("/tmp").unwrap_or_default(),
         CString::new("tmpfs").unwrap_or_default(),
     );
     // SAFETY: mount with NUL-terminated strings.
     obs(
-        check(unsafe { libc::mount(a.as_ptr(), b.as_ptr(), t.as_ptr(), 0, std::ptr::null()) })
-            .map(|_| ()),
+        check(unsafe {
+            libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        })
+        .map(|_| ()),
         "tmpfs mounted",
     )
 }
@@ -102,8 +110,8 @@ pub(super) fn a25(_pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
 pub(super) fn a26(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     let pid = libc::pid_t::try_from(pod.launcher_pid).unwrap_or(0);
     // SAFETY: ptrace attach / detach on a pid; no memory is passed.
-    let r = unsafe { libc::ptrace(libc::PTRACE_ATTACH, pid, 0, 0) };
-    if r < 0 {
+    let rc = unsafe { libc::ptrace(libc::PTRACE_ATTACH, pid, 0, 0) };
+    if rc < 0 {
         Observed::Errno(errno())
     } else {
         // SAFETY: ptrace detach of the process just attached; no memory is passed.
@@ -139,10 +147,10 @@ pub(super) fn a29(_pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     struct Hdr(u32, i32);
     #[repr(C)]
     struct Data(u32, u32, u32);
-    let h = Hdr(0x2008_0522, 0);
-    let d = [Data(1 << 21, 1 << 21, 0), Data(0, 0, 0)];
+    let hdr = Hdr(0x2008_0522, 0);
+    let data = [Data(1 << 21, 1 << 21, 0), Data(0, 0, 0)];
     // SAFETY: capset reads a v3 header and two data words.
-    let rc = unsafe { libc::syscall(libc::SYS_capset, std::ptr::from_ref(&h), d.as_ptr()) };
+    let rc = unsafe { libc::syscall(libc::SYS_capset, std::ptr::from_ref(&hdr), data.as_ptr()) };
     if rc == 0 {
         ok("CAP_SYS_ADMIN raised")
     } else {
@@ -160,14 +168,14 @@ pub(super) fn a32(_pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
 pub(super) fn a33(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     match &pod.victim {
         None => Observed::Errno(libc::ENOENT),
-        Some(v) if !nameable(&v.launcher) => Observed::Errno(libc::ESRCH),
-        Some(v) => {
+        Some(victim) if !nameable(&victim.launcher) => Observed::Errno(libc::ESRCH),
+        Some(victim) => {
             // Signal 0: the permission check of SIGKILL, without the kill.
-            let pid = libc::pid_t::try_from(v.launcher.pid).unwrap_or(0);
+            let pid = libc::pid_t::try_from(victim.launcher.pid).unwrap_or(0);
             // SAFETY: kill with a pid and signal 0.
             obs(
                 check(unsafe { libc::kill(pid, 0) }).map(|_| ()),
-                &format!("may signal pod {}'s launcher", v.pod),
+                &format!("may signal pod {}'s launcher", victim.pod),
             )
         }
     }
@@ -176,16 +184,20 @@ pub(super) fn a33(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
 pub(super) fn a34(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     match &pod.victim {
         None => Observed::Errno(libc::ENOENT),
-        Some(v) if !nameable(&v.vm) => Observed::Errno(libc::ESRCH),
-        Some(v) => {
-            let pid = libc::pid_t::try_from(v.vm.pid).unwrap_or(0);
+        Some(victim) if !nameable(&victim.vm) => Observed::Errno(libc::ESRCH),
+        Some(victim) => {
+            let pid = libc::pid_t::try_from(victim.vm.pid).unwrap_or(0);
             // PTRACE_SEIZE does not stop the tracee; the probe's exit detaches it.
             // SAFETY: ptrace with a pid and no memory.
-            let r = unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, 0, 0) };
-            let what = if v.vm_is_qemu { "QEMU" } else { "launcher" };
+            let rc = unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, 0, 0) };
+            let what = if victim.vm_is_qemu {
+                "QEMU"
+            } else {
+                "launcher"
+            };
             obs(
-                check(i32::try_from(r).unwrap_or(-1)).map(|_| ()),
-                &format!("traced pod {}'s {what} (its guest's memory)", v.pod),
+                check(i32::try_from(rc).unwrap_or(-1)).map(|_| ()),
+                &format!("traced pod {}'s {what} (its guest's memory)", victim.pod),
             )
         }
     }
@@ -194,13 +206,13 @@ pub(super) fn a34(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
 pub(super) fn a35(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     match &pod.victim {
         None => Observed::Errno(libc::ENOENT),
-        Some(v) => match std::fs::read(&v.handoff) {
-            Ok(b) => ok(&format!(
+        Some(victim) => match std::fs::read(&victim.handoff) {
+            Ok(bytes) => ok(&format!(
                 "read {} bytes of pod {}'s hand-off record",
-                b.len(),
-                v.pod
+                bytes.len(),
+                victim.pod
             )),
-            Err(e) => Observed::Errno(e.raw_os_error().unwrap_or(libc::EIO)),
+            Err(err) => Observed::Errno(err.raw_os_error().unwrap_or(libc::EIO)),
         },
     }
 }

@@ -8,18 +8,18 @@ pub(super) fn a10(_pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     let cpath = CString::new("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap_or_default();
     // SAFETY: open with a NUL-terminated path.
     match check(unsafe { libc::open(cpath.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) }) {
-        Err(e) => Observed::Errno(e),
+        Err(err) => Observed::Errno(err),
         Ok(fd) => {
             // SAFETY: fd was just opened; write reads 1 byte.
             let rc = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
-            let r = if rc < 0 {
+            let result = if rc < 0 {
                 Observed::Errno(errno())
             } else {
                 ok("floor set to 0")
             };
             // SAFETY: closing the fd we opened.
             unsafe { libc::close(fd) };
-            r
+            result
         }
     }
 }
@@ -28,12 +28,12 @@ pub(super) fn a11(_pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     let mut body = ifinfomsg(0);
     body.extend(rtattr(3, b"nbaudit0\0"));
     body.extend(rtattr(18, &rtattr(1, b"bridge")));
-    let r = netlink(libc::NETLINK_ROUTE, RTM_NEWLINK, NLM_F_CREATE_EXCL, &body);
-    if r.is_ok() {
+    let result = netlink(libc::NETLINK_ROUTE, RTM_NEWLINK, NLM_F_CREATE_EXCL, &body);
+    if result.is_ok() {
         let idx = ifindex("nbaudit0");
         let _ = netlink(libc::NETLINK_ROUTE, RTM_DELLINK, 0, &ifinfomsg(idx));
     }
-    obs(r, "bridge nbaudit0 created (and removed)")
+    obs(result, "bridge nbaudit0 created (and removed)")
 }
 
 pub(super) fn a12(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
@@ -88,11 +88,11 @@ pub(super) fn a16(_pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     body.extend_from_slice(&ifindex("lo").to_ne_bytes());
     body.extend(rtattr(2, &[192, 0, 2, 77]));
     body.extend(rtattr(1, &[192, 0, 2, 77]));
-    let r = netlink(libc::NETLINK_ROUTE, RTM_NEWADDR, NLM_F_CREATE_EXCL, &body);
-    if r.is_ok() {
+    let result = netlink(libc::NETLINK_ROUTE, RTM_NEWADDR, NLM_F_CREATE_EXCL, &body);
+    if result.is_ok() {
         let _ = netlink(libc::NETLINK_ROUTE, RTM_DELADDR, 0, &body);
     }
-    obs(r, "192.0.2.77 added to lo (and removed)")
+    obs(result, "192.0.2.77 added to lo (and removed)")
 }
 
 pub(super) fn a17(_pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
@@ -111,11 +111,11 @@ pub(super) fn a17(_pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
 pub(super) fn a18(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     obs(
         udp().and_then(|s| {
-            let mut v: [u32; 2] = [0x16, 0]; // ETHTOOL_GTXCSUM
+            let mut cmd: [u32; 2] = [0x16, 0]; // ETHTOOL_GTXCSUM
             let mut req = ifreq(&pod.pod_iface);
-            req.ifr_ifru.ifru_data = v.as_mut_ptr().cast();
+            req.ifr_ifru.ifru_data = cmd.as_mut_ptr().cast();
             ioctl(&s, libc::SIOCETHTOOL, &mut req)?;
-            let mut set: [u32; 2] = [0x17, v[1]]; // ETHTOOL_STXCSUM, the same value
+            let mut set: [u32; 2] = [0x17, cmd[1]]; // ETHTOOL_STXCSUM, the same value
             req.ifr_ifru.ifru_data = set.as_mut_ptr().cast();
             ioctl(&s, libc::SIOCETHTOOL, &mut req)
         }),

@@ -21,13 +21,13 @@ pub(super) fn dhcp_frame(src: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
     }
     let csum = !u16::try_from(sum).unwrap_or(0);
     ip[10..12].copy_from_slice(&csum.to_be_bytes());
-    let mut v = ip;
-    v.extend_from_slice(&67u16.to_be_bytes());
-    v.extend_from_slice(&68u16.to_be_bytes());
-    v.extend_from_slice(&u16::try_from(udp_len).unwrap_or(0).to_be_bytes());
-    v.extend_from_slice(&[0, 0]);
-    v.extend_from_slice(payload);
-    v
+    let mut frame = ip;
+    frame.extend_from_slice(&67u16.to_be_bytes());
+    frame.extend_from_slice(&68u16.to_be_bytes());
+    frame.extend_from_slice(&u16::try_from(udp_len).unwrap_or(0).to_be_bytes());
+    frame.extend_from_slice(&[0, 0]);
+    frame.extend_from_slice(payload);
+    frame
 }
 
 pub(super) fn packet_send(ifname: &str, proto: u16, payload: &[u8]) -> Result<(), i32> {
@@ -72,10 +72,10 @@ pub(super) fn udp_broadcast_via(fd: RawFd, ifname: &str, payload: &[u8]) -> Resu
         msg.msg_iovlen = 1;
         msg.msg_control = cbuf.as_mut_ptr().cast();
         msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<libc::in_pktinfo>() as u32) as _;
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        (*c).cmsg_level = libc::IPPROTO_IP;
-        (*c).cmsg_type = libc::IP_PKTINFO;
-        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::in_pktinfo>() as u32) as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::IPPROTO_IP;
+        (*cmsg).cmsg_type = libc::IP_PKTINFO;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::in_pktinfo>() as u32) as _;
         let pi = libc::in_pktinfo {
             ipi_ifindex: i32::try_from(ifindex(ifname)).unwrap_or(0),
             ipi_spec_dst: libc::in_addr { s_addr: 0 },
@@ -83,7 +83,7 @@ pub(super) fn udp_broadcast_via(fd: RawFd, ifname: &str, payload: &[u8]) -> Resu
         };
         std::ptr::copy_nonoverlapping(
             std::ptr::from_ref(&pi).cast::<u8>(),
-            libc::CMSG_DATA(c),
+            libc::CMSG_DATA(cmsg),
             std::mem::size_of::<libc::in_pktinfo>(),
         );
         if libc::sendmsg(fd, &msg, 0) < 0 {
@@ -185,7 +185,7 @@ pub(super) fn a9(pod: &PodUnderTest, pre: &Pre, _id: &str) -> Observed {
             for (fd, port) in pre.fds.iter().zip(&pre.ports) {
                 match udp_broadcast_via(fd.as_raw_fd(), &pod.pod_iface, payload) {
                     Ok(()) => sent.push(format!(":{port}")),
-                    Err(e) => last = e,
+                    Err(err) => last = err,
                 }
             }
             if sent.is_empty() {

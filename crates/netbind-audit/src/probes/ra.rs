@@ -16,15 +16,15 @@ pub(super) fn nd_out_of(
     body: &[u8],
     marker: &str,
 ) -> Result<(), i32> {
-    let mut m = vec![kind, 0, 0, 0];
-    m.extend_from_slice(body);
+    let mut option = vec![kind, 0, 0, 0];
+    option.extend_from_slice(body);
     let mut opt = vec![MARKER_OPTION, 0];
     opt.extend_from_slice(marker.as_bytes());
     while opt.len() % 8 != 0 {
         opt.push(0);
     }
     opt[1] = u8::try_from(opt.len() / 8).unwrap_or(0);
-    m.extend_from_slice(&opt);
+    option.extend_from_slice(&opt);
     // SAFETY: plain data for sendmsg, all alive for the call.
     let rc = unsafe {
         let mut to: libc::sockaddr_in6 = std::mem::zeroed();
@@ -32,8 +32,8 @@ pub(super) fn nd_out_of(
         to.sin6_addr.s6_addr = std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1).octets();
         to.sin6_scope_id = index;
         let mut iov = libc::iovec {
-            iov_base: m.as_mut_ptr().cast(),
-            iov_len: m.len(),
+            iov_base: option.as_mut_ptr().cast(),
+            iov_len: option.len(),
         };
         let mut msg: libc::msghdr = std::mem::zeroed();
         msg.msg_name = std::ptr::from_mut(&mut to).cast();

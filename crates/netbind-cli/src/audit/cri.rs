@@ -55,8 +55,8 @@ pub(super) fn run(
              runtime the audit runs as the pod's containers do",
         ));
     }
-    let mut cri =
-        Cri::connect(&pod.socket.display().to_string()).map_err(|e| err(e.to_string()))?;
+    let mut cri = Cri::connect(&pod.socket.display().to_string())
+        .map_err(|env_obj| err(env_obj.to_string()))?;
     let handoff = vm::read_handoff(&pod.handoff_dir).map_err(err)?;
     let first = handoff
         .interfaces
@@ -127,8 +127,8 @@ pub(super) fn run(
     };
     let stop = AtomicBool::new(false);
     let bound = AtomicBool::new(false);
-    let (probed, reached) = std::thread::scope(|s| {
-        let listener = s.spawn(|| node_listener(&node.netns, marker.clone(), &stop, &bound));
+    let (probed, reached) = std::thread::scope(|scope| {
+        let listener = scope.spawn(|| node_listener(&node.netns, marker.clone(), &stop, &bound));
         let started = Instant::now();
         while !bound.load(Ordering::SeqCst)
             && !listener.is_finished()
@@ -139,10 +139,13 @@ pub(super) fn run(
         let probed = (|| -> Result<String, UpError> {
             let id = cri
                 .start_container(&pod.sandbox, &sandbox_spec, &spec)
-                .map_err(|e| err(e.to_string()))?;
+                .map_err(|env_obj| err(env_obj.to_string()))?;
             let started = Instant::now();
             let exit = loop {
-                if let Some(exit) = cri.exited(&id).map_err(|e| err(e.to_string()))? {
+                if let Some(exit) = cri
+                    .exited(&id)
+                    .map_err(|env_obj| err(env_obj.to_string()))?
+                {
                     break exit;
                 }
                 if started.elapsed() > Duration::from_secs(120) {
@@ -150,9 +153,11 @@ pub(super) fn run(
                 }
                 std::thread::sleep(Duration::from_millis(50));
             };
-            let log_path = cri.log_path(&id).map_err(|e| err(e.to_string()))?;
+            let log_path = cri
+                .log_path(&id)
+                .map_err(|env_obj| err(env_obj.to_string()))?;
             let log = vm::read_console(std::path::Path::new(&log_path))
-                .map_err(|e| err(e.to_string()))?;
+                .map_err(|env_obj| err(env_obj.to_string()))?;
             if exit.code != 0 {
                 return Err(err(format!(
                     "the audit container exited {} ({}): {}",
@@ -167,16 +172,16 @@ pub(super) fn run(
         stop.store(true, Ordering::SeqCst);
         (probed, listener.join().unwrap_or_default())
     });
-    let run: ProbeRun =
-        serde_json::from_str(&probed?).map_err(|e| err(format!("netbind-audit output: {e}")))?;
+    let run: ProbeRun = serde_json::from_str(&probed?)
+        .map_err(|env_obj| err(format!("netbind-audit output: {env_obj}")))?;
     let held = holds_tun(launcher.pid);
     let rows = verdict_rows(&run, grants, reached, held)?;
     let mut environment = run.environment;
-    if let Some(e) = environment.as_object_mut() {
-        e.insert("runtime".into(), serde_json::json!("containerd"));
-        e.insert("launcher_process".into(), process_status(Some(launcher)));
-        e.insert("qemu_process".into(), process_status(qemu));
-        e.insert(
+    if let Some(env_obj) = environment.as_object_mut() {
+        env_obj.insert("runtime".into(), serde_json::json!("containerd"));
+        env_obj.insert("launcher_process".into(), process_status(Some(launcher)));
+        env_obj.insert("qemu_process".into(), process_status(qemu));
+        env_obj.insert(
             "victim".into(),
             serde_json::json!({
                 "pod": victim.sandbox,

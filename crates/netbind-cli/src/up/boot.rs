@@ -39,14 +39,14 @@ pub(super) fn boot(
     let started = Instant::now();
     match boot {
         Boot::Qemu => {
-            let d = &env.first.domain;
+            let domain = &env.first.domain;
             let args = vm::qemu_args(
                 &img,
                 env.console,
                 env.first.tap.as_str(),
-                &d.mac.to_string(),
-                d.mtu,
-                d.rom_disabled,
+                &domain.mac.to_string(),
+                domain.mtu,
+                domain.rom_disabled,
                 &cmdline,
             );
             let cmd = env.sandbox.command(None, "qemu-system-x86_64", &args);
@@ -76,10 +76,10 @@ pub(super) fn boot(
             rec.vm = vm::Proc::of(child.id());
             rec.domain = Some(rec.name.clone());
             rec.save()?;
-            let t = Instant::now();
+            let begun = Instant::now();
             while !lv.socket().exists() {
                 check_interrupt()?;
-                if t.elapsed() > Duration::from_secs(20) {
+                if begun.elapsed() > Duration::from_secs(20) {
                     return Err(step_err(
                         "libvirt",
                         "session libvirtd did not open its socket",
@@ -101,9 +101,10 @@ pub(super) fn boot(
                     source,
                 })?;
             let virsh = |args: &[&str]| {
-                let mut a: Vec<String> = vec!["-q".into(), "-c".into(), "qemu:///session".into()];
-                a.extend(args.iter().map(|s| s.to_string()));
-                env.sandbox.command(Some(&vars), "virsh", &a)
+                let mut virsh_args: Vec<String> =
+                    vec!["-q".into(), "-c".into(), "qemu:///session".into()];
+                virsh_args.extend(args.iter().map(|s| s.to_string()));
+                env.sandbox.command(Some(&vars), "virsh", &virsh_args)
             };
             podsim::run(
                 "virsh define",

@@ -81,12 +81,12 @@ pub(super) fn guest_checks(
                 report.lease_mtu.unwrap_or(0),
             ),
         );
-        if let Some(w) = want_ip
-            && report.lease_ip.as_deref() != Some(&w.to_string())
+        if let Some(want) = want_ip
+            && report.lease_ip.as_deref() != Some(&want.to_string())
         {
             return Err(step_err(
                 "lease",
-                format!("the guest leased {:?}, expected {w}", report.lease_ip),
+                format!("the guest leased {:?}, expected {want}", report.lease_ip),
             ));
         }
     }
@@ -110,12 +110,12 @@ pub(super) fn guest_checks(
                 report.lease6_router.as_deref().unwrap_or("NONE"),
             ),
         );
-        if let Some(w) = want_ip6
-            && report.lease6_ip.as_deref() != Some(&w.to_string())
+        if let Some(want) = want_ip6
+            && report.lease6_ip.as_deref() != Some(&want.to_string())
         {
             return Err(step_err(
                 "lease6",
-                format!("the guest leased {:?}, expected {w}", report.lease6_ip),
+                format!("the guest leased {:?}, expected {want}", report.lease6_ip),
             ));
         }
     }
@@ -134,7 +134,7 @@ pub(super) fn guest_checks(
     let port = listen.forwarded;
     if v4 {
         let pod_ip = rec.pod_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
-        let c = family_checks(
+        let checks = family_checks(
             progress,
             &text,
             "",
@@ -144,12 +144,12 @@ pub(super) fn guest_checks(
             port,
         );
         (report.ping_gateway, report.egress, report.ingress) =
-            (Some(c.ping), Some(c.egress), Some(c.ingress));
-        report.ingress_target = Some(c.target);
+            (Some(checks.ping), Some(checks.egress), Some(checks.ingress));
+        report.ingress_target = Some(checks.target);
     }
     if v6 {
         let pod_ip6 = rec.pod_ip6.unwrap_or(Ipv6Addr::UNSPECIFIED);
-        let c = family_checks(
+        let checks = family_checks(
             progress,
             &text,
             "6",
@@ -159,8 +159,8 @@ pub(super) fn guest_checks(
             port,
         );
         (report.ping6_gateway, report.egress6, report.ingress6) =
-            (Some(c.ping), Some(c.egress), Some(c.ingress));
-        report.ingress6_target = Some(c.target);
+            (Some(checks.ping), Some(checks.egress), Some(checks.ingress));
+        report.ingress6_target = Some(checks.target);
     }
     if let Some(port) = listen.unlisted {
         // Proof that the port is served (from inside the pod, straight to the guest), then
@@ -297,14 +297,14 @@ pub(super) fn reaches_guest(ns: &str, ip: IpAddr, port: u16, patience: Duration)
     let try_http = || {
         let started = Instant::now();
         while started.elapsed() < patience {
-            if let Ok(mut c) = TcpStream::connect_timeout(
+            if let Ok(mut stream) = TcpStream::connect_timeout(
                 &std::net::SocketAddr::new(ip, port),
                 Duration::from_secs(2),
             ) {
-                let _ = c.set_read_timeout(Some(Duration::from_secs(3)));
-                let _ = c.write_all(b"GET / HTTP/1.0\r\n\r\n");
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
+                let _ = stream.write_all(b"GET / HTTP/1.0\r\n\r\n");
                 let mut body = String::new();
-                let _ = c.read_to_string(&mut body);
+                let _ = stream.read_to_string(&mut body);
                 if body.contains("netbind-guest-ok") {
                     return true;
                 }

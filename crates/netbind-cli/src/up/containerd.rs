@@ -111,7 +111,7 @@ pub(super) fn bring_up(
     vmi_text: &str,
 ) -> Result<GuestReport, UpError> {
     let (socket, own) = match &args.cri_socket {
-        Some(s) => (s.clone(), None),
+        Some(sock_path) => (sock_path.clone(), None),
         None => {
             let _lock = podsim::Lock::take_unless(&interrupted)?;
             let config = ensure_own_node(progress)?;
@@ -149,7 +149,7 @@ pub(super) fn bring_up(
         work_dir: cri_work_dir(&rec.name),
         // Not under /run: a runtime may give containerd a /run of its own.
         tun: match &own {
-            Some(c) => c.tun_node(),
+            Some(node) => node.tun_node(),
             None => podsim::tun_node_in(Path::new("/var/lib/netbind"))?,
         },
         boot: args.boot.is_some(),
@@ -298,14 +298,14 @@ pub(super) fn phase(cri_pod: &CriPod) -> String {
     };
     let state = |cri: &mut Cri, id: &str| cri.exited(id);
     match state(&mut cri, &cri_pod.launcher) {
-        Ok(Some(e)) => return format!("failed: the launcher container exited ({})", e.code),
-        Err(e) => return format!("failed: {e}"),
+        Ok(Some(err)) => return format!("failed: the launcher container exited ({})", err.code),
+        Err(err) => return format!("failed: {err}"),
         Ok(None) => {}
     }
-    if let Some(q) = &cri_pod.qemu
-        && let Ok(Some(e)) = state(&mut cri, q)
+    if let Some(qemu) = &cri_pod.qemu
+        && let Ok(Some(err)) = state(&mut cri, qemu)
     {
-        return format!("failed: the VM container exited ({})", e.code);
+        return format!("failed: the VM container exited ({})", err.code);
     }
     "running".into()
 }
@@ -315,11 +315,11 @@ pub(super) fn phase(cri_pod: &CriPod) -> String {
 pub(super) fn down(rec: &PodRecord, cri_pod: &CriPod) {
     match Cri::connect(&cri_pod.socket.display().to_string()) {
         Ok(mut cri) => {
-            if let Err(e) = cri.remove_pod(&cri_pod.sandbox) {
-                eprintln!("netbind down: {e}");
+            if let Err(err) = cri.remove_pod(&cri_pod.sandbox) {
+                eprintln!("netbind down: {err}");
             }
         }
-        Err(e) => eprintln!("netbind down: {e}"),
+        Err(err) => eprintln!("netbind down: {err}"),
     }
     down::remove_pod_dir(&cri_work_dir(&rec.name));
     if cri_pod.own_node

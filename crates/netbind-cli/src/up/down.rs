@@ -5,18 +5,18 @@ use super::*;
 /// Removes everything the record says exists; never stops at the first error.
 pub fn down_record(rec: &PodRecord) {
     let dir = rec.dir();
-    if let Some(c) = &rec.cri {
-        containerd::down(rec, c);
+    if let Some(cri) = &rec.cri {
+        containerd::down(rec, cri);
         remove_pod_dir(&dir);
         return;
     }
     let tun = podsim::run_dir().join("tun");
     if rec.boot == Some(Boot::Libvirt)
-        && let Some(d) = &rec.domain
+        && let Some(domain) = &rec.domain
     {
         // As the VM uid: whatever its directory holds, virsh acts with its rights only.
         let lv = Libvirt::new(&dir.join("vm"));
-        let args: Vec<String> = ["-q", "-c", "qemu:///session", "destroy", d]
+        let args: Vec<String> = ["-q", "-c", "qemu:///session", "destroy", domain]
             .iter()
             .map(|s| s.to_string())
             .collect();
@@ -30,16 +30,16 @@ pub fn down_record(rec: &PodRecord) {
             let _ = sandbox.command(Some(&lv.env()), "virsh", &args).output();
         }
     }
-    for p in [rec.vm, rec.launcher].into_iter().flatten() {
-        vm::stop_sandbox(p);
+    for process in [rec.vm, rec.launcher].into_iter().flatten() {
+        vm::stop_sandbox(process);
     }
     // What the VM side started by itself (virtlogd, QEMU under libvirt) lives in the pod's
     // network namespace: found there by the kernel's record, not by its pid files.
     vm::stop_netns_processes(&rec.netns);
     if rec.phase1
-        && let Ok(h) = sibling("netbind-handler")
+        && let Ok(handler) = sibling("netbind-handler")
     {
-        let cmd = Command::new(h)
+        let cmd = Command::new(handler)
             .args(["teardown", "--netns", &format!("/run/netns/{}", rec.netns)])
             .arg("--handoff-dir")
             .arg(dir.join("handoff"))

@@ -76,8 +76,8 @@ pub struct PodStatus {
 
 /// The pod's phase from its recorded processes (or, on a CRI runtime, its containers).
 pub fn phase(rec: &PodRecord) -> String {
-    if let Some(c) = &rec.cri {
-        return containerd::phase(c);
+    if let Some(cri) = &rec.cri {
+        return containerd::phase(cri);
     }
     match (rec.launcher, rec.boot, rec.vm) {
         (Some(l), _, _) if !l.alive() => format!("failed: the launcher (pid {}) exited", l.pid),
@@ -102,45 +102,45 @@ pub fn records() -> Vec<PodRecord> {
 
 pub fn status() -> Vec<PodStatus> {
     let mut out = Vec::new();
-    for r in records() {
+    for rec in records() {
         // The pid shown is the program's (the launcher, QEMU, libvirtd), inside its sandbox.
-        let state = |p: Option<vm::Proc>| match p {
-            Some(p) if p.alive() => format!(
+        let state = |process: Option<vm::Proc>| match process {
+            Some(process) if process.alive() => format!(
                 "running (pid {})",
-                vm::sandbox_program(p).map_or(p.pid, |q| q.pid)
+                vm::sandbox_program(process).map_or(process.pid, |q| q.pid)
             ),
-            Some(p) => format!("exited (pid {})", p.pid),
+            Some(process) => format!("exited (pid {})", process.pid),
             None => "-".into(),
         };
         let short = |id: &str| format!("container {}", id.chars().take(12).collect::<String>());
-        let (launcher, vm) = match &r.cri {
-            Some(c) => (
-                short(&c.launcher),
-                c.qemu
+        let (launcher, vm) = match &rec.cri {
+            Some(cri) => (
+                short(&cri.launcher),
+                cri.qemu
                     .as_deref()
                     .map_or_else(|| "-".into(), |q| format!("qemu {}", short(q))),
             ),
             None => (
-                state(r.launcher),
-                match r.boot {
-                    Some(b) => format!("{b:?} {}", state(r.vm)).to_lowercase(),
+                state(rec.launcher),
+                match rec.boot {
+                    Some(boot) => format!("{boot:?} {}", state(rec.vm)).to_lowercase(),
                     None => "-".into(),
                 },
             ),
         };
         out.push(PodStatus {
-            phase: phase(&r),
-            name: r.name.clone(),
-            vmi: r.vmi.clone(),
-            runtime: r.runtime,
-            binding: r.binding,
-            pod_ip: r.pod_ip,
+            phase: phase(&rec),
+            name: rec.name.clone(),
+            vmi: rec.vmi.clone(),
+            runtime: rec.runtime,
+            binding: rec.binding,
+            pod_ip: rec.pod_ip,
             launcher,
             vm,
-            lease: r.lease.clone(),
+            lease: rec.lease.clone(),
         });
     }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out.sort_by(|a, boot| a.name.cmp(&boot.name));
     out
 }
 
@@ -150,20 +150,20 @@ pub fn status() -> Vec<PodStatus> {
 pub(super) fn claim_pod_dir(name: &str) -> Result<PathBuf, UpError> {
     let dir = pods_dir().join(name);
     // The launcher (uid 107) must reach its hand-off directory: every level is 0755.
-    for d in [podsim::run_dir(), pods_dir()] {
+    for base in [podsim::run_dir(), pods_dir()] {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::create_dir_all(&d).map_err(|source| SimError::Io {
+        std::fs::create_dir_all(&base).map_err(|source| SimError::Io {
             op: "create",
-            path: d.clone(),
+            path: base.clone(),
             source,
         })?;
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).map_err(|source| {
-            SimError::Io {
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).map_err(
+            |source| SimError::Io {
                 op: "chmod",
-                path: d.clone(),
+                path: base.clone(),
                 source,
-            }
-        })?;
+            },
+        )?;
     }
     match std::fs::DirBuilder::new().mode(0o755).create(&dir) {
         Ok(()) => {

@@ -23,8 +23,8 @@ pub fn netbind(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
-pub fn run_case(prefix: &[&str], c: &GoldenCase) -> String {
-    let args = c.cli_args();
+pub fn run_case(prefix: &[&str], case: &GoldenCase) -> String {
+    let args = case.cli_args();
     let mut all: Vec<&str> = prefix.to_vec();
     all.extend(args.iter().map(String::as_str));
     netbind(&all)

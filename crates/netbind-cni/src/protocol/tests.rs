@@ -91,15 +91,15 @@ fn bad_stdin_names_the_field() {
 #[test]
 fn settings_annotations_and_network_are_read() {
     let extra = r#","runDir":"/run/x","vmUser":[1000,1001],"args":{"cni":{"logicNetworkName":"default"}},"runtimeConfig":{"io.kubernetes.cri.pod-annotations":{"netbind.io/vmi":"kind: VirtualMachineInstance","other":"x"}},"capabilities":{"io.kubernetes.cri.pod-annotations":true}"#;
-    let c = NetConf::parse(conf(extra).as_bytes()).expect("parses");
-    assert_eq!(c.settings.run_dir, PathBuf::from("/run/x"));
-    assert_eq!(c.settings.vm_user, (1000, 1001));
-    assert_eq!(c.logic_network_name.as_deref(), Some("default"));
+    let net_conf = NetConf::parse(conf(extra).as_bytes()).expect("parses");
+    assert_eq!(net_conf.settings.run_dir, PathBuf::from("/run/x"));
+    assert_eq!(net_conf.settings.vm_user, (1000, 1001));
+    assert_eq!(net_conf.logic_network_name.as_deref(), Some("default"));
     assert_eq!(
-        c.vmi().map(|(_, text)| text).as_deref(),
+        net_conf.vmi().map(|(_, text)| text).as_deref(),
         Some("kind: VirtualMachineInstance")
     );
-    let prev = c.require_prev_result().expect("prevResult");
+    let prev = net_conf.require_prev_result().expect("prevResult");
     assert_eq!(
         prev.addresses_of("eth0", "/run/netns/p1")
             .expect("eth0's address"),
@@ -117,7 +117,7 @@ fn settings_annotations_and_network_are_read() {
 
 #[test]
 fn result_is_the_previous_one_plus_what_phase_1_made() {
-    let c = NetConf::parse(conf("").as_bytes()).expect("parses");
+    let net_conf = NetConf::parse(conf("").as_bytes()).expect("parses");
     let made = [
         ResultInterface {
             name: "k6t-eth0".into(),
@@ -130,38 +130,38 @@ fn result_is_the_previous_one_plus_what_phase_1_made() {
             sandbox: "/run/netns/p1".into(),
         },
     ];
-    let r = compose_result(&c, &made);
-    let names: Vec<&str> = r["interfaces"]
+    let result = compose_result(&net_conf, &made);
+    let names: Vec<&str> = result["interfaces"]
         .as_array()
         .expect("interfaces")
         .iter()
         .filter_map(|i| i["name"].as_str())
         .collect();
     assert_eq!(names, ["cni0", "veth1", "eth0", "k6t-eth0", "tap0"]);
-    assert_eq!(r["interfaces"][4]["sandbox"], "/run/netns/p1");
-    assert_eq!(r["interfaces"][4]["mac"], "aa:00:00:00:00:01");
+    assert_eq!(result["interfaces"][4]["sandbox"], "/run/netns/p1");
+    assert_eq!(result["interfaces"][4]["mac"], "aa:00:00:00:00:01");
     // The IPs still point at eth0, and what netbind does not model passes through.
-    assert_eq!(r["ips"][0]["interface"], 2);
-    assert_eq!(r["futureField"], 7);
-    assert_eq!(r["cniVersion"], "1.0.0");
+    assert_eq!(result["ips"][0]["interface"], 2);
+    assert_eq!(result["futureField"], 7);
+    assert_eq!(result["cniVersion"], "1.0.0");
 }
 
 #[test]
 fn version_and_errors_serialise_as_the_spec_says() {
-    let v = version_result("1.0.0");
+    let version = version_result("1.0.0");
     assert_eq!(
-        v["supportedVersions"],
+        version["supportedVersions"],
         serde_json::json!(["1.0.0", "1.1.0"])
     );
-    let e = CniError::new(ErrorCode::InvalidConfig, "prevResult: missing").in_version("1.1.0");
-    let json = serde_json::to_value(&e).expect("serialises");
+    let err = CniError::new(ErrorCode::InvalidConfig, "prevResult: missing").in_version("1.1.0");
+    let json = serde_json::to_value(&err).expect("serialises");
     assert_eq!(
         json,
         serde_json::json!({"cniVersion": "1.1.0", "code": 7, "msg": "prevResult: missing"})
     );
-    let e = e.with_details("more");
+    let err = err.with_details("more");
     assert_eq!(
-        serde_json::to_value(&e).expect("serialises")["details"],
+        serde_json::to_value(&err).expect("serialises")["details"],
         "more"
     );
 }
@@ -169,8 +169,8 @@ fn version_and_errors_serialise_as_the_spec_says() {
 #[test]
 fn binding_plugin_form_makes_the_vmi_from_the_network_name() {
     let extra = r#","bindingMode":"bridge","args":{"cni":{"logicNetworkName":"blue"}}"#;
-    let c = NetConf::parse(conf(extra).as_bytes()).expect("parses");
-    let (origin, text) = c.vmi().expect("a VMI from the binding mode");
+    let net_conf = NetConf::parse(conf(extra).as_bytes()).expect("parses");
+    let (origin, text) = net_conf.vmi().expect("a VMI from the binding mode");
     assert_eq!(origin, "bindingMode bridge for network \"blue\"");
     let vmi = netbind_model::check::check_vmi(&text, &ClusterConfig::default())
         .expect("the made VMI is admitted");
@@ -178,8 +178,9 @@ fn binding_plugin_form_makes_the_vmi_from_the_network_name() {
     assert_eq!(iface.binding, netbind_model::admitted::Binding::Bridge);
     assert!(iface.network.is_primary(), "on the pod network");
     // Without the network's name there is nothing to serve.
-    let c = NetConf::parse(conf(r#","bindingMode":"masquerade""#).as_bytes()).expect("parses");
-    assert_eq!(c.vmi(), None);
+    let net_conf =
+        NetConf::parse(conf(r#","bindingMode":"masquerade""#).as_bytes()).expect("parses");
+    assert_eq!(net_conf.vmi(), None);
     let err =
         NetConf::parse(conf(r#","bindingMode":"sriov""#).as_bytes()).expect_err("unknown mode");
     assert!(err.msg.contains("sriov"), "{}", err.msg);
@@ -195,10 +196,14 @@ fn the_cluster_configuration_can_be_kubevirts_cr() {
     )
     .expect("write");
     let extra = format!(r#","kubevirtConfig":{:?}"#, cr.display().to_string());
-    let c = NetConf::parse(conf(&extra).as_bytes()).expect("parses");
-    assert_eq!(c.settings.cluster.default_network_interface, "masquerade");
+    let net_conf = NetConf::parse(conf(&extra).as_bytes()).expect("parses");
+    assert_eq!(
+        net_conf.settings.cluster.default_network_interface,
+        "masquerade"
+    );
     assert!(
-        c.settings
+        net_conf
+            .settings
             .cluster
             .gate(netbind_model::admission::FeatureGate::PortRangesSpec)
     );

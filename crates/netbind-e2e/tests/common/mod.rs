@@ -31,21 +31,21 @@ pub struct Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        if let Some(mut c) = self.launcher.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(mut child) = self.launcher.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        let p = &self.pod;
+        let pod = &self.pod;
         // Phase 1's teardown stops what it started (the RA responder holds a socket in the
         // pod's namespace).
         let _ = netbind_handler::teardown(&netbind_handler::TeardownArgs {
-            target: netbind_handler::netns::NetnsTarget::Path(format!("/run/netns/{p}").into()),
+            target: netbind_handler::netns::NetnsTarget::Path(format!("/run/netns/{pod}").into()),
             handoff_dir: self.handoff(),
             state_dir: self.dir.path().join("state"),
             nft_bin: "nft".into(),
         });
         let _ = sh(&format!(
-            "for n in {p} {p}-node {p}-vm {p}-x; do ip netns del $n 2>/dev/null; done; rm -f /var/lib/dhcpcd/*{p}*"
+            "for n in {pod} {pod}-node {pod}-vm {pod}-x; do ip netns del $n 2>/dev/null; done; rm -f /var/lib/dhcpcd/*{pod}*"
         ));
     }
 }
@@ -60,10 +60,10 @@ impl Fixture {
     /// A CNI-made pod, phase 1 applied for `vmi`, a guest namespace on the bridge, and the
     /// launcher running unprivileged.
     pub fn new(vmi: &str, stack: Stack) -> Fixture {
-        let mut f = Self::without_launcher(vmi, stack);
-        let handoff = f.handoff();
-        f.start_launcher(&handoff);
-        f
+        let mut fixture = Self::without_launcher(vmi, stack);
+        let handoff = fixture.handoff();
+        fixture.start_launcher(&handoff);
+        fixture
     }
 
     pub fn handoff(&self) -> PathBuf {
@@ -85,55 +85,56 @@ impl Fixture {
 
     /// Phase 1 and the guest namespace, but no launcher yet.
     pub fn without_launcher(vmi: &str, stack: Stack) -> Fixture {
-        let p = format!(
+        let pod = format!(
             "nbl-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::SeqCst)
         );
-        let f = Fixture {
-            pod: p.clone(),
+        let fixture = Fixture {
+            pod: pod.clone(),
             dir: tempfile::tempdir().unwrap(),
             launcher: None,
             log: None,
         };
-        std::fs::set_permissions(f.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(fixture.dir.path(), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
         ok(&format!(
-            "ip netns add {p} && ip netns add {p}-node && ip netns add {p}-vm && \
-             ip -n {p} link set lo up && ip -n {p}-vm link set lo up && \
-             ip -n {p}-node link add veth-n type veth peer name eth0 address {POD_MAC} netns {p} && \
-             ip -n {p}-node addr add 10.244.0.1/24 dev veth-n && ip -n {p}-node link set veth-n up && \
-             ip -n {p} link set eth0 mtu 1450 && ip -n {p} addr add 10.244.0.5/24 dev eth0 && ip -n {p} link set eth0 up && \
-             ip -n {p} route add default via 10.244.0.1 && ip -n {p} route add 10.96.0.0/12 via 10.244.0.1"
+            "ip netns add {pod} && ip netns add {pod}-node && ip netns add {pod}-vm && \
+             ip -n {pod} link set lo up && ip -n {pod}-vm link set lo up && \
+             ip -n {pod}-node link add veth-n type veth peer name eth0 address {POD_MAC} netns {pod} && \
+             ip -n {pod}-node addr add 10.244.0.1/24 dev veth-n && ip -n {pod}-node link set veth-n up && \
+             ip -n {pod} link set eth0 mtu 1450 && ip -n {pod} addr add 10.244.0.5/24 dev eth0 && ip -n {pod} link set eth0 up && \
+             ip -n {pod} route add default via 10.244.0.1 && ip -n {pod} route add 10.96.0.0/12 via 10.244.0.1"
         ));
         if stack == Stack::Dual {
             ok(&format!(
-                "ip -n {p}-node addr add fd00:10:244::1/64 dev veth-n nodad && ip -n {p} addr add fd00:10:244::5/64 dev eth0 nodad && \
-                 ip -n {p} -6 route add default via fd00:10:244::1"
+                "ip -n {pod}-node addr add fd00:10:244::1/64 dev veth-n nodad && ip -n {pod} addr add fd00:10:244::5/64 dev eth0 nodad && \
+                 ip -n {pod} -6 route add default via fd00:10:244::1"
             ));
         }
-        let resolv = f.dir.path().join("resolv.conf");
+        let resolv = fixture.dir.path().join("resolv.conf");
         std::fs::write(&resolv, "nameserver 10.96.0.10\nnameserver fd00:10:96::a\nsearch default.svc.cluster.local svc.cluster.local cluster.local\n").unwrap();
-        let handoff = f.dir.path().join("handoff");
+        let handoff = fixture.dir.path().join("handoff");
         netbind_handler::setup(&netbind_handler::SetupArgs {
             resolv_conf: Some(resolv),
             ra_responder: Some(netbind_e2e::bin("netbind-ra")),
             ..netbind_handler::SetupArgs::new(
-                netbind_handler::netns::NetnsTarget::Path(format!("/run/netns/{p}").into()),
+                netbind_handler::netns::NetnsTarget::Path(format!("/run/netns/{pod}").into()),
                 root().join(vmi),
                 netbind_plan::Owner { uid: 107, gid: 107 },
                 handoff.clone(),
-                f.dir.path().join("state"),
+                fixture.dir.path().join("state"),
             )
         })
         .expect("phase 1");
         // The guest: a veth where the tap would be (same bridge, the pod's original MAC).
         ok(&format!(
-            "ip -n {p} link add vm0 type veth peer name eth0 address {POD_MAC} netns {p}-vm && \
-             ip -n {p} link set vm0 master k6t-eth0 mtu 1450 up && \
-             ip netns exec {p}-vm sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 && \
-             ip -n {p}-vm link set eth0 up"
+            "ip -n {pod} link add vm0 type veth peer name eth0 address {POD_MAC} netns {pod}-vm && \
+             ip -n {pod} link set vm0 master k6t-eth0 mtu 1450 up && \
+             ip netns exec {pod}-vm sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 && \
+             ip -n {pod}-vm link set eth0 up"
         ));
-        f
+        fixture
     }
 
     pub fn start_launcher(&mut self, handoff: &Path) {
@@ -173,7 +174,7 @@ impl Fixture {
             .command(None, launcher.to_str().unwrap(), &args)
             .stdout(Stdio::piped())
             .stderr(match &self.log {
-                Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
+                Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
                 None => Stdio::null(),
             })
             .spawn()
@@ -202,8 +203,8 @@ impl Fixture {
 
     /// Runs a client in the guest namespace; returns its `NB key=value` report.
     pub fn client(&self, cmd: &str) -> Vec<(String, String)> {
-        let o = self.guest(&format!("timeout 30 {cmd}"));
-        let out = String::from_utf8_lossy(&o.stdout);
+        let output = self.guest(&format!("timeout 30 {cmd}"));
+        let out = String::from_utf8_lossy(&output.stdout);
         out.lines()
             .filter_map(|l| l.find("NB ").map(|i| &l[i + 3..]))
             .filter_map(|kv| kv.split_once('='))
@@ -212,9 +213,10 @@ impl Fixture {
     }
 }
 
-pub fn get<'a>(r: &'a [(String, String)], k: &str) -> &'a str {
-    r.iter()
-        .find(|(key, _)| key == k)
+pub fn get<'a>(lease: &'a [(String, String)], wanted: &str) -> &'a str {
+    lease
+        .iter()
+        .find(|(key, _)| key == wanted)
         .map_or("", |(_, v)| v.as_str())
 }
 
@@ -230,45 +232,45 @@ pub fn udhcpc(fixture: &Fixture, iface: &str) -> Vec<(String, String)> {
 }
 
 pub fn dhclient(fixture: &Fixture, six: bool) -> Vec<(String, String)> {
-    let d = fixture.dir.path();
-    let r = fixture.client(&format!(
-        "dhclient {} -1 -cf {c}/dhclient.conf -sf {c}/dhclient.sh -lf {l} -pf {p} eth0",
+    let dir = fixture.dir.path();
+    let lease = fixture.client(&format!(
+        "dhclient {} -1 -cf {clients}/dhclient.conf -sf {clients}/dhclient.sh -lf {leases} -pf {pid_file} eth0",
         if six { "-6" } else { "" },
-        c = clients_dir(),
-        l = d
+        clients = clients_dir(),
+        leases = dir
             .join(if six {
                 "dhclient6.leases"
             } else {
                 "dhclient.leases"
             })
             .display(),
-        p = d.join("dhclient.pid").display(),
+        pid_file = dir.join("dhclient.pid").display(),
     ));
     let _ = sh(&format!(
         "kill $(cat {}) 2>/dev/null",
-        d.join("dhclient.pid").display()
+        dir.join("dhclient.pid").display()
     ));
-    r
+    lease
 }
 
 pub fn dhcpcd(fixture: &Fixture) -> Vec<(String, String)> {
     let _ = sh("rm -f /var/lib/dhcpcd/eth0.lease");
-    let r = fixture.client(&format!(
+    let lease = fixture.client(&format!(
         "dhcpcd -4 -1 -B -A -t 10 --noipv4ll -f /dev/null -o interface_mtu -o domain_name -o domain_search \
          -o domain_name_servers -o classless_static_routes -o host_name -c {}/dhcpcd.sh eth0",
         clients_dir()
     ));
     let _ = sh("rm -f /var/lib/dhcpcd/eth0.lease");
-    r
+    lease
 }
 
-pub fn assert_search(r: &[(String, String)], key: &str) {
-    let s = get(r, key);
+pub fn assert_search(lease: &[(String, String)], key: &str) {
+    let found = get(lease, key);
     assert!(
-        s.contains("default.svc.cluster.local")
-            && s.contains("svc.cluster.local")
-            && s.contains("cluster.local"),
-        "{key}: {s:?} in {r:?}"
+        found.contains("default.svc.cluster.local")
+            && found.contains("svc.cluster.local")
+            && found.contains("cluster.local"),
+        "{key}: {found:?} in {lease:?}"
     );
 }
 
@@ -280,8 +282,8 @@ pub fn send_from_guest(fixture: &Fixture, payloads: &[Vec<u8>]) {
         // The guest has no address and no route: bind to its interface so the limited
         // broadcast goes out there (as a DHCP client's would).
         netbind_testkit::bind_to_device(&sock, "eth0");
-        for p in payloads {
-            sock.send_to(p, "255.255.255.255:67").unwrap();
+        for payload in payloads {
+            sock.send_to(payload, "255.255.255.255:67").unwrap();
         }
     });
 }
@@ -297,9 +299,9 @@ pub fn discover(mac: [u8; 6], xid: u32, extra: usize) -> Vec<u8> {
     buf[10] = 0x80; // broadcast
     buf[28..34].copy_from_slice(&mac);
     buf.extend_from_slice(&[99, 130, 83, 99, 53, 1, 1]);
-    for i in 0..extra {
+    for idx in 0..extra {
         // Site-specific codes 224-254, none of which the server answers.
-        buf.extend_from_slice(&[224 + u8::try_from(i % 30).unwrap(), 1, 0]);
+        buf.extend_from_slice(&[224 + u8::try_from(idx % 30).unwrap(), 1, 0]);
     }
     buf.push(255);
     buf
@@ -307,23 +309,23 @@ pub fn discover(mac: [u8; 6], xid: u32, extra: usize) -> Vec<u8> {
 
 /// A DHCPv6 SOLICIT with a DUID-LL of `mac`, an IA_NA, and `extra` empty filler options.
 pub fn solicit(mac: [u8; 6], xid: u32, extra: usize) -> Vec<u8> {
-    let mut b = vec![1u8];
-    b.extend_from_slice(&xid.to_be_bytes()[1..]);
-    let opt = |b: &mut Vec<u8>, code: u16, data: &[u8]| {
-        b.extend_from_slice(&code.to_be_bytes());
-        b.extend_from_slice(&u16::try_from(data.len()).unwrap().to_be_bytes());
-        b.extend_from_slice(data);
+    let mut msg = vec![1u8];
+    msg.extend_from_slice(&xid.to_be_bytes()[1..]);
+    let opt = |msg: &mut Vec<u8>, code: u16, data: &[u8]| {
+        msg.extend_from_slice(&code.to_be_bytes());
+        msg.extend_from_slice(&u16::try_from(data.len()).unwrap().to_be_bytes());
+        msg.extend_from_slice(data);
     };
     let mut duid = vec![0, 3, 0, 1];
     duid.extend_from_slice(&mac);
-    opt(&mut b, 1, &duid);
-    opt(&mut b, 3, &[0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
-    opt(&mut b, 8, &[0, 0]);
-    for i in 0..extra {
+    opt(&mut msg, 1, &duid);
+    opt(&mut msg, 3, &[0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+    opt(&mut msg, 8, &[0, 0]);
+    for idx in 0..extra {
         // Unassigned codes: parsed, kept, never answered.
-        opt(&mut b, 0x7f00 + u16::try_from(i % 200).unwrap(), &[]);
+        opt(&mut msg, 0x7f00 + u16::try_from(idx % 200).unwrap(), &[]);
     }
-    b
+    msg
 }
 
 /// Sends DHCPv6 payloads to ff02::1:2 on the guest's eth0, from its link-local address.
@@ -332,9 +334,9 @@ pub fn send6_from_guest(fixture: &Fixture, payloads: &[Vec<u8>]) {
         let idx = nix_ifindex("eth0");
         let sock = std::net::UdpSocket::bind("[::]:0").unwrap();
         let to = std::net::SocketAddrV6::new("ff02::1:2".parse().unwrap(), 547, 0, idx);
-        for p in payloads {
+        for payload in payloads {
             // A full socket buffer under a flood is the kernel's business, not a failure.
-            let _ = sock.send_to(p, to);
+            let _ = sock.send_to(payload, to);
         }
     });
 }

@@ -44,8 +44,8 @@ impl Pod {
 
     /// A pod netns with only `lo` when `eth0` is false (a pod whose CNI did nothing).
     pub fn with_eth0(stack: Stack, eth0: bool) -> Pod {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let name = format!("nbt-{}-{n}", std::process::id());
+        let seq = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("nbt-{}-{seq}", std::process::id());
         let pod = Pod {
             name: name.clone(),
             dir: tempfile::tempdir().expect("tempdir"),
@@ -129,11 +129,11 @@ impl Pod {
     }
 
     pub fn setup_ok(&self, vmi: &str, extra: &[&str]) {
-        let o = self.setup(vmi, extra);
+        let out = self.setup(vmi, extra);
         assert!(
-            o.status.success(),
+            out.status.success(),
             "setup {vmi} failed: {}",
-            String::from_utf8_lossy(&o.stderr)
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 
@@ -146,13 +146,13 @@ impl Pod {
     }
 
     pub fn observed(&self) -> netbind_model::pod::ObservedPod {
-        let o = self.handler("observe", &[]);
+        let out = self.handler("observe", &[]);
         assert!(
-            o.status.success(),
+            out.status.success(),
             "observe: {}",
-            String::from_utf8_lossy(&o.stderr)
+            String::from_utf8_lossy(&out.stderr)
         );
-        netbind_model::pod::ObservedPod::from_json(&String::from_utf8_lossy(&o.stdout))
+        netbind_model::pod::ObservedPod::from_json(&String::from_utf8_lossy(&out.stdout))
             .expect("POD.json")
     }
 }
@@ -163,8 +163,8 @@ impl Drop for Pod {
         // would otherwise keep the deleted namespace alive through its socket).
         let _ = self.teardown();
         let _ = sh(&format!(
-            "ip netns del {n} 2>/dev/null; ip netns del {n}-node 2>/dev/null",
-            n = self.name
+            "ip netns del {ns} 2>/dev/null; ip netns del {ns}-node 2>/dev/null",
+            ns = self.name
         ));
     }
 }
@@ -198,10 +198,12 @@ pub fn addrs_json(ns: &str) -> Vec<serde_json::Value> {
     serde_json::from_str(&ok(&format!("ip -n {ns} -j addr show"))).expect("ip -j addr")
 }
 
-fn is_auto_ll(a: &serde_json::Value) -> bool {
-    a["family"] == "inet6"
-        && a["local"].as_str().is_some_and(|s| s.starts_with("fe80:"))
-        && a["prefixlen"] == 64
+fn is_auto_ll(addr: &serde_json::Value) -> bool {
+    addr["family"] == "inet6"
+        && addr["local"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("fe80:"))
+        && addr["prefixlen"] == 64
 }
 
 /// A normalised view of everything phase 1 may touch, for equality between runs and
@@ -214,52 +216,52 @@ pub fn snapshot(ns: &str) -> String {
     let name_of = |idx: &serde_json::Value| {
         links
             .iter()
-            .find(|l| l["ifindex"] == *idx)
-            .and_then(|l| l["ifname"].as_str())
+            .find(|link| link["ifindex"] == *idx)
+            .and_then(|link| link["ifname"].as_str())
             .unwrap_or("?")
             .to_string()
     };
     let mut ls: Vec<String> = links
         .iter()
-        .map(|l| {
-            let name = l["ifname"].as_str().unwrap_or("");
-            let kind = match l["linkinfo"]["info_kind"].as_str() {
+        .map(|link| {
+            let name = link["ifname"].as_str().unwrap_or("");
+            let kind = match link["linkinfo"]["info_kind"].as_str() {
                 Some("ifb") => "dummy",
-                Some(k) => k,
+                Some(info_kind) => info_kind,
                 None => "-",
             };
             // Kernel-chosen MACs: bridges, taps, the renamed pod interface (it takes the bridge's),
             // and ifb (the dummy stand-in cannot take one).
-            let random_mac = matches!(l["linkinfo"]["info_kind"].as_str(), Some("bridge" | "tun" | "ifb")) || name.ends_with("-nic");
-            let mac = if random_mac && l["address"] != "02:00:00:00:00:00" { "random".to_string() } else { l["address"].as_str().unwrap_or("").to_string() };
-            let master = l.get("master").and_then(|m| m.as_str()).unwrap_or("-").to_string();
-            let up = l["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "UP"));
-            let d = &l["linkinfo"]["info_data"];
+            let random_mac = matches!(link["linkinfo"]["info_kind"].as_str(), Some("bridge" | "tun" | "ifb")) || name.ends_with("-nic");
+            let mac = if random_mac && link["address"] != "02:00:00:00:00:00" { "random".to_string() } else { link["address"].as_str().unwrap_or("").to_string() };
+            let master = link.get("master").and_then(|m| m.as_str()).unwrap_or("-").to_string();
+            let up = link["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "UP"));
+            let data = &link["linkinfo"]["info_data"];
             let tun = if kind == "tun" {
-                format!(" user={} group={} mq={} persist={}", d["user"], d["group"], d["multi_queue"], d["persist"])
+                format!(" user={} group={} mq={} persist={}", data["user"], data["group"], data["multi_queue"], data["persist"])
             } else {
                 String::new()
             };
-            let learning = l["linkinfo"]["info_slave_data"]["learning"].to_string();
-            format!("link {name} kind={kind} mtu={} mac={mac} master={master} up={up} learning={learning}{tun}", l["mtu"])
+            let learning = link["linkinfo"]["info_slave_data"]["learning"].to_string();
+            format!("link {name} kind={kind} mtu={} mac={mac} master={master} up={up} learning={learning}{tun}", link["mtu"])
         })
         .collect();
     ls.sort();
     out.extend(ls);
     let mut addrs: Vec<String> = Vec::new();
-    for l in addrs_json(ns) {
-        let up = l["flags"]
+    for link in addrs_json(ns) {
+        let up = link["flags"]
             .as_array()
             .is_some_and(|f| f.iter().any(|x| x == "UP"));
-        for a in l["addr_info"].as_array().into_iter().flatten() {
-            if up && is_auto_ll(a) {
+        for addr in link["addr_info"].as_array().into_iter().flatten() {
+            if up && is_auto_ll(addr) {
                 continue;
             }
             addrs.push(format!(
                 "addr {} {}/{}",
-                l["ifname"].as_str().unwrap_or(""),
-                a["local"].as_str().unwrap_or(""),
-                a["prefixlen"]
+                link["ifname"].as_str().unwrap_or(""),
+                addr["local"].as_str().unwrap_or(""),
+                addr["prefixlen"]
             ));
         }
     }
@@ -271,7 +273,11 @@ pub fn snapshot(ns: &str) -> String {
                 .expect("routes");
         let mut rs: Vec<String> = routes
             .iter()
-            .filter(|r| !r["dst"].as_str().is_some_and(|d| d.starts_with("fe80:")))
+            .filter(|r| {
+                !r["dst"]
+                    .as_str()
+                    .is_some_and(|data| data.starts_with("fe80:"))
+            })
             .map(|r| format!("route {} via {} dev {}", r["dst"], r["gateway"], r["dev"]))
             .collect();
         rs.sort();
@@ -279,15 +285,15 @@ pub fn snapshot(ns: &str) -> String {
     }
     let _ = name_of;
     out.push(ok(&format!("ip netns exec {ns} nft -s list ruleset")));
-    for s in [
+    for sysctl in [
         "net/ipv4/ip_forward",
         "net/ipv6/conf/all/forwarding",
         "net/ipv4/conf/all/arp_ignore",
         "net/ipv4/ip_unprivileged_port_start",
     ] {
         out.push(format!(
-            "sysctl {s}={}",
-            ok(&format!("ip netns exec {ns} cat /proc/sys/{s}")).trim()
+            "sysctl {sysctl}={}",
+            ok(&format!("ip netns exec {ns} cat /proc/sys/{sysctl}")).trim()
         ));
     }
     out.join("\n")
@@ -412,7 +418,9 @@ pub fn helper_op_body() {
                 let flags = netbind_handler::tap::tap_flags(mq == "1", false);
                 netbind_handler::tap::attach(&name, flags)
                     .map(|_| ())
-                    .map_err(|e| std::io::Error::from_raw_os_error(e.errno().unwrap_or(libc::EIO)))
+                    .map_err(|err| {
+                        std::io::Error::from_raw_os_error(err.errno().unwrap_or(libc::EIO))
+                    })
             }
             "bind" => std::net::UdpSocket::bind(arg).map(|_| ()),
             "write" => std::fs::write(arg, b"x"),
@@ -422,6 +430,6 @@ pub fn helper_op_body() {
     };
     match result {
         Ok(()) => println!("HELPER-RESULT ok"),
-        Err(e) => println!("HELPER-RESULT {}", e.raw_os_error().unwrap_or(-1)),
+        Err(err) => println!("HELPER-RESULT {}", err.raw_os_error().unwrap_or(-1)),
     }
 }

@@ -131,29 +131,29 @@ fn walk(
     out: &mut Vec<(u8, Vec<u8>)>,
     require_end: bool,
 ) -> Result<(), ParseError> {
-    let mut i = 0;
-    while i < area.len() {
-        let code = area[i];
+    let mut pos = 0;
+    while pos < area.len() {
+        let code = area[pos];
         match code {
             opt::PAD => {
-                i += 1;
+                pos += 1;
                 continue;
             }
             opt::END => return Ok(()),
             _ => {}
         }
-        let Some(&len) = area.get(i + 1) else {
+        let Some(&len) = area.get(pos + 1) else {
             return Err(ParseError::Truncated {
                 code,
-                at: base + i,
+                at: base + pos,
                 len: 0,
             });
         };
         let len = usize::from(len);
-        let Some(data) = area.get(i + 2..i + 2 + len) else {
+        let Some(data) = area.get(pos + 2..pos + 2 + len) else {
             return Err(ParseError::Truncated {
                 code,
-                at: base + i,
+                at: base + pos,
                 len,
             });
         };
@@ -162,7 +162,7 @@ fn walk(
             Some((_, v)) => v.extend_from_slice(data),
             None => out.push((code, data.to_vec())),
         }
-        i += 2 + len;
+        pos += 2 + len;
     }
     if require_end {
         Err(ParseError::NoEnd)
@@ -202,14 +202,14 @@ pub fn parse(bytes: &[u8]) -> Result<Packet, ParseError> {
             walk(&bytes[44..108], 44, &mut options, false)?;
         }
     }
-    let t = options
+    let msg_kind = options
         .iter()
         .find(|(c, _)| *c == opt::MESSAGE_TYPE)
         .ok_or(ParseError::NoType)?;
-    if t.1.len() != 1 {
-        return Err(ParseError::TypeLen(t.1.len()));
+    if msg_kind.1.len() != 1 {
+        return Err(ParseError::TypeLen(msg_kind.1.len()));
     }
-    let msg_type = MessageType::from_u8(t.1[0]).ok_or(ParseError::Type(t.1[0]))?;
+    let msg_type = MessageType::from_u8(msg_kind.1[0]).ok_or(ParseError::Type(msg_kind.1[0]))?;
     let mut chaddr = [0u8; 16];
     chaddr.copy_from_slice(&bytes[28..44]);
     Ok(Packet {
@@ -244,9 +244,9 @@ impl Packet {
     }
 
     pub fn mac(&self) -> [u8; 6] {
-        let mut m = [0u8; 6];
-        m.copy_from_slice(&self.chaddr[..6]);
-        m
+        let mut octets = [0u8; 6];
+        octets.copy_from_slice(&self.chaddr[..6]);
+        octets
     }
 }
 
@@ -313,10 +313,10 @@ mod tests {
         buf[28..34].copy_from_slice(&[0x52, 0x54, 0, 0x12, 0x34, 0x56]);
         buf[236..240].copy_from_slice(&MAGIC);
         buf.extend_from_slice(&[53, 1, msg]);
-        for (c, d) in extra {
-            buf.push(*c);
-            buf.push(u8::try_from(d.len()).expect("test option fits"));
-            buf.extend_from_slice(d);
+        for (code, data) in extra {
+            buf.push(*code);
+            buf.push(u8::try_from(data.len()).expect("test option fits"));
+            buf.extend_from_slice(data);
         }
         buf.push(255);
         buf
@@ -324,11 +324,11 @@ mod tests {
 
     #[test]
     fn parses_a_discover() {
-        let p = parse(&request(1, &[(55, &[1, 3, 6])])).expect("valid");
-        assert_eq!(p.msg_type, MessageType::Discover);
-        assert_eq!(p.xid, 0xdead_beef);
-        assert_eq!(p.mac(), [0x52, 0x54, 0, 0x12, 0x34, 0x56]);
-        assert_eq!(p.option(55), Some(&[1u8, 3, 6][..]));
+        let packet = parse(&request(1, &[(55, &[1, 3, 6])])).expect("valid");
+        assert_eq!(packet.msg_type, MessageType::Discover);
+        assert_eq!(packet.xid, 0xdead_beef);
+        assert_eq!(packet.mac(), [0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+        assert_eq!(packet.option(55), Some(&[1u8, 3, 6][..]));
     }
 
     #[test]
@@ -378,9 +378,9 @@ mod tests {
         packet[45] = 2;
         packet[46..48].copy_from_slice(b"vm");
         packet[48] = 255;
-        let p = parse(&packet).expect("overloaded");
-        assert_eq!(p.option_ip(50), Some(Ipv4Addr::new(10, 0, 2, 2)));
-        assert_eq!(p.option(12), Some(&b"vm"[..]));
+        let parsed = parse(&packet).expect("overloaded");
+        assert_eq!(parsed.option_ip(50), Some(Ipv4Addr::new(10, 0, 2, 2)));
+        assert_eq!(parsed.option(12), Some(&b"vm"[..]));
         assert_eq!(
             parse(&request(3, &[(52, &[7])])),
             Err(ParseError::Overload(7))
@@ -389,13 +389,13 @@ mod tests {
 
     #[test]
     fn repeated_options_concatenate() {
-        let p = parse(&request(1, &[(119, b"ab"), (119, b"cd")])).expect("valid");
-        assert_eq!(p.option(119), Some(&b"abcd"[..]));
+        let packet = parse(&request(1, &[(119, b"ab"), (119, b"cd")])).expect("valid");
+        assert_eq!(packet.option(119), Some(&b"abcd"[..]));
     }
 
     #[test]
     fn encode_pads_and_splits_long_options() {
-        let r = Reply {
+        let reply = Reply {
             msg_type: MessageType::Offer,
             xid: 7,
             flags: FLAG_BROADCAST,
@@ -406,12 +406,12 @@ mod tests {
             chaddr: [0; 16],
             options: vec![(121, vec![1u8; 300])],
         };
-        let b = r.encode();
-        assert!(b.len() >= MIN_REPLY_LEN);
-        assert_eq!(&b[240..243], &[53, 1, 2]);
-        assert_eq!(&b[243..245], &[121, 255]);
-        assert_eq!(&b[500..502], &[121, 45]);
-        assert_eq!(b[0], 2);
-        assert_eq!(&b[16..20], &[10, 0, 2, 2]);
+        let bytes = reply.encode();
+        assert!(bytes.len() >= MIN_REPLY_LEN);
+        assert_eq!(&bytes[240..243], &[53, 1, 2]);
+        assert_eq!(&bytes[243..245], &[121, 255]);
+        assert_eq!(&bytes[500..502], &[121, 45]);
+        assert_eq!(bytes[0], 2);
+        assert_eq!(&bytes[16..20], &[10, 0, 2, 2]);
     }
 }

@@ -35,11 +35,11 @@ fn ips(addrs: &[Ipv4Addr]) -> Vec<u8> {
 /// RFC 3442: per route `width, ceil(width/8) destination octets, gateway`.
 pub fn encode_routes(cfg: &Dhcpv4Config) -> Vec<u8> {
     let mut out = Vec::new();
-    for r in &cfg.routes {
-        let width = r.prefix_len.min(32);
+    for route in &cfg.routes {
+        let width = route.prefix_len.min(32);
         out.push(width);
-        out.extend_from_slice(&r.dst.octets()[..usize::from(width.div_ceil(8))]);
-        out.extend_from_slice(&r.gateway.octets());
+        out.extend_from_slice(&route.dst.octets()[..usize::from(width.div_ceil(8))]);
+        out.extend_from_slice(&route.gateway.octets());
     }
     out
 }
@@ -53,43 +53,47 @@ fn mask(prefix: u8) -> [u8; 4] {
 
 impl Server {
     pub fn new(cfg: Dhcpv4Config) -> Self {
-        let mut o: Vec<(u8, Vec<u8>)> = Vec::new();
-        o.push((opt::SUBNET_MASK, mask(cfg.prefix_len).to_vec()));
-        if let Some(r) = cfg.router {
-            o.push((opt::ROUTER, r.octets().to_vec()));
+        let mut options: Vec<(u8, Vec<u8>)> = Vec::new();
+        options.push((opt::SUBNET_MASK, mask(cfg.prefix_len).to_vec()));
+        if let Some(router) = cfg.router {
+            options.push((opt::ROUTER, router.octets().to_vec()));
         }
         // Sent even when empty (only IPv6 servers in resolv.conf), as KubeVirt does.
-        o.push((opt::DNS, ips(&cfg.dns)));
+        options.push((opt::DNS, ips(&cfg.dns)));
         if !cfg.hostname.is_empty() {
-            o.push((opt::HOSTNAME, cfg.hostname.as_bytes().to_vec()));
+            options.push((opt::HOSTNAME, cfg.hostname.as_bytes().to_vec()));
         }
-        if let Some(d) = cfg.domain_name.as_deref().filter(|d| !d.is_empty()) {
-            o.push((opt::DOMAIN_NAME, d.as_bytes().to_vec()));
+        if let Some(domain) = cfg
+            .domain_name
+            .as_deref()
+            .filter(|domain| !domain.is_empty())
+        {
+            options.push((opt::DOMAIN_NAME, domain.as_bytes().to_vec()));
         }
-        o.push((opt::MTU, cfg.mtu.to_be_bytes().to_vec()));
+        options.push((opt::MTU, cfg.mtu.to_be_bytes().to_vec()));
         if !cfg.ntp.is_empty() {
-            o.push((opt::NTP, ips(&cfg.ntp)));
+            options.push((opt::NTP, ips(&cfg.ntp)));
         }
-        if let Some(t) = &cfg.tftp_server {
-            o.push((opt::TFTP_SERVER, t.as_bytes().to_vec()));
+        if let Some(tftp) = &cfg.tftp_server {
+            options.push((opt::TFTP_SERVER, tftp.as_bytes().to_vec()));
         }
-        if let Some(f) = &cfg.boot_file {
-            o.push((opt::BOOT_FILE, f.as_bytes().to_vec()));
+        if let Some(file) = &cfg.boot_file {
+            options.push((opt::BOOT_FILE, file.as_bytes().to_vec()));
         }
         if !cfg.search.is_empty() {
-            o.push((
+            options.push((
                 opt::DOMAIN_SEARCH,
                 netbind_contract::dns::encode_search(&cfg.search),
             ));
         }
         let routes = encode_routes(&cfg);
         if !routes.is_empty() {
-            o.push((opt::CLASSLESS_ROUTES, routes));
+            options.push((opt::CLASSLESS_ROUTES, routes));
         }
-        for p in &cfg.private {
-            o.push((p.code, p.value.as_bytes().to_vec()));
+        for private in &cfg.private {
+            options.push((private.code, private.value.as_bytes().to_vec()));
         }
-        Self { cfg, options: o }
+        Self { cfg, options }
     }
 
     pub fn config(&self) -> &Dhcpv4Config {
@@ -157,8 +161,8 @@ impl Server {
     /// Bytes in, reply or drop out. Never panics (fuzzed).
     pub fn handle(&self, datagram: &[u8], src: SocketAddrV4) -> Outcome {
         let req = match codec::parse(datagram) {
-            Ok(p) => p,
-            Err(e) => return Outcome::Drop(format!("malformed: {e}")),
+            Ok(packet) => packet,
+            Err(err) => return Outcome::Drop(format!("malformed: {err}")),
         };
         if let Some(mac) = self.cfg.client_mac
             && req.mac() != mac.octets()

@@ -63,30 +63,30 @@ pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
     if bytes.len() < 4 {
         return Err(ParseError::Short(bytes.len()));
     }
-    let t = bytes[0];
-    if !matches!(t, 1 | 3..=6 | 8 | 9 | 11) {
-        return Err(ParseError::Type(t));
+    let msg_type = bytes[0];
+    if !matches!(msg_type, 1 | 3..=6 | 8 | 9 | 11) {
+        return Err(ParseError::Type(msg_type));
     }
     let mut options = Vec::new();
-    let mut i = 4;
-    while i < bytes.len() {
-        let Some(hdr) = bytes.get(i..i + 4) else {
+    let mut pos = 4;
+    while pos < bytes.len() {
+        let Some(hdr) = bytes.get(pos..pos + 4) else {
             return Err(ParseError::Truncated {
                 code: 0,
-                at: i,
+                at: pos,
                 len: 0,
             });
         };
         let code = u16::from_be_bytes([hdr[0], hdr[1]]);
         let len = usize::from(u16::from_be_bytes([hdr[2], hdr[3]]));
-        let Some(data) = bytes.get(i + 4..i + 4 + len) else {
-            return Err(ParseError::Truncated { code, at: i, len });
+        let Some(data) = bytes.get(pos + 4..pos + 4 + len) else {
+            return Err(ParseError::Truncated { code, at: pos, len });
         };
         options.push((code, data.to_vec()));
-        i += 4 + len;
+        pos += 4 + len;
     }
     Ok(Message {
-        msg_type: t,
+        msg_type,
         xid: [bytes[1], bytes[2], bytes[3]],
         options,
     })
@@ -145,8 +145,8 @@ impl Server {
     /// Bytes in, reply or drop out. Never panics (fuzzed).
     pub fn handle(&self, datagram: &[u8], src: SocketAddrV6) -> Outcome {
         let req = match parse(datagram) {
-            Ok(m) => m,
-            Err(e) => return Outcome::Drop(format!("malformed: {e}")),
+            Ok(msg) => msg,
+            Err(err) => return Outcome::Drop(format!("malformed: {err}")),
         };
         let client_id = req.option(opt::CLIENT_ID);
         if client_id.is_none() && req.msg_type != msg::INFORMATION_REQUEST {
@@ -220,17 +220,17 @@ mod tests {
     }
 
     fn solicit(extra: &[(u16, &[u8])]) -> Vec<u8> {
-        let mut b = vec![msg::SOLICIT, 1, 2, 3];
+        let mut buf = vec![msg::SOLICIT, 1, 2, 3];
         put(
-            &mut b,
+            &mut buf,
             opt::CLIENT_ID,
             &[0, 3, 0, 1, 0x52, 0x54, 0, 1, 2, 3],
         );
-        put(&mut b, opt::IA_NA, &[0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0]);
-        for (c, d) in extra {
-            put(&mut b, *c, d);
+        put(&mut buf, opt::IA_NA, &[0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0]);
+        for (code, data) in extra {
+            put(&mut buf, *code, data);
         }
-        b
+        buf
     }
 
     fn src() -> SocketAddrV6 {
@@ -239,41 +239,41 @@ mod tests {
 
     #[test]
     fn solicit_gets_advertise_and_rapid_commit_gets_reply() {
-        let s = server();
-        let Outcome::Reply { bytes, to, kind } = s.handle(&solicit(&[]), src()) else {
+        let server = server();
+        let Outcome::Reply { bytes, to, kind } = server.handle(&solicit(&[]), src()) else {
             panic!()
         };
         assert_eq!(kind, msg::ADVERTISE);
         assert_eq!(to, src());
-        let m = parse(&{
-            let mut b = bytes.clone();
-            b[0] = msg::REQUEST;
-            b
+        let msg = parse(&{
+            let mut buf = bytes.clone();
+            buf[0] = msg::REQUEST;
+            buf
         })
         .expect("parses");
         assert_eq!(&bytes[1..4], &[1, 2, 3]);
-        let ia = m.option(opt::IA_NA).expect("IA_NA");
+        let ia = msg.option(opt::IA_NA).expect("IA_NA");
         assert_eq!(&ia[..4], &[0, 0, 0, 9], "IAID copied");
         assert_eq!(
             &ia[16..32],
             &"fd10:0:2::2".parse::<Ipv6Addr>().expect("ip").octets()
         );
         assert_eq!(
-            m.option(opt::SERVER_ID),
+            msg.option(opt::SERVER_ID),
             Some(&[0, 3, 0, 1, 2, 0, 0, 0, 0, 0][..])
         );
-        assert_eq!(m.option(opt::DNS_SERVERS).map(<[u8]>::len), Some(16));
+        assert_eq!(msg.option(opt::DNS_SERVERS).map(<[u8]>::len), Some(16));
         let Outcome::Reply { kind, bytes, .. } =
-            s.handle(&solicit(&[(opt::RAPID_COMMIT, &[])]), src())
+            server.handle(&solicit(&[(opt::RAPID_COMMIT, &[])]), src())
         else {
             panic!()
         };
         assert_eq!(kind, msg::REPLY);
         assert!(
             parse(&{
-                let mut b = bytes;
-                b[0] = 1;
-                b
+                let mut buf = bytes;
+                buf[0] = 1;
+                buf
             })
             .expect("parses")
             .option(opt::RAPID_COMMIT)
@@ -283,8 +283,8 @@ mod tests {
 
     #[test]
     fn requests_and_renewals_get_reply() {
-        let s = server();
-        for t in [
+        let server = server();
+        for kind in [
             msg::REQUEST,
             msg::RENEW,
             msg::REBIND,
@@ -292,50 +292,56 @@ mod tests {
             msg::INFORMATION_REQUEST,
             msg::RELEASE,
         ] {
-            let mut b = solicit(&[(opt::SERVER_ID, &[0, 3, 0, 1, 2, 0, 0, 0, 0, 0])]);
-            b[0] = t;
+            let mut buf = solicit(&[(opt::SERVER_ID, &[0, 3, 0, 1, 2, 0, 0, 0, 0, 0])]);
+            buf[0] = kind;
             assert!(
                 matches!(
-                    s.handle(&b, src()),
+                    server.handle(&buf, src()),
                     Outcome::Reply {
                         kind: msg::REPLY,
                         ..
                     }
                 ),
-                "type {t}"
+                "type {kind}"
             );
         }
     }
 
     #[test]
     fn drops_what_it_must() {
-        let s = server();
-        assert!(matches!(s.handle(&[1, 2], src()), Outcome::Drop(_)));
+        let server = server();
+        assert!(matches!(server.handle(&[1, 2], src()), Outcome::Drop(_)));
         assert!(
             matches!(
-                s.handle(&[12, 0, 0, 0, 0, 9, 0, 4], src()),
+                server.handle(&[12, 0, 0, 0, 0, 9, 0, 4], src()),
                 Outcome::Drop(_)
             ),
             "relay-forw"
         );
         assert!(
-            matches!(s.handle(&[msg::SOLICIT, 0, 0, 0], src()), Outcome::Drop(ref w) if w.contains("client identifier"))
+            matches!(server.handle(&[msg::SOLICIT, 0, 0, 0], src()), Outcome::Drop(ref w) if w.contains("client identifier"))
         );
-        let mut b = solicit(&[]);
-        b[0] = msg::REQUEST;
-        put(&mut b, opt::SERVER_ID, &[0, 3, 0, 1, 9, 9, 9, 9, 9, 9]);
+        let mut for_other_server = solicit(&[]);
+        for_other_server[0] = msg::REQUEST;
+        put(
+            &mut for_other_server,
+            opt::SERVER_ID,
+            &[0, 3, 0, 1, 9, 9, 9, 9, 9, 9],
+        );
         assert!(
-            matches!(s.handle(&b, src()), Outcome::Drop(ref w) if w.contains("another server"))
+            matches!(server.handle(&for_other_server, src()), Outcome::Drop(ref w) if w.contains("another server"))
         );
-        let mut t = solicit(&[]);
-        t.extend_from_slice(&[0, 1, 0, 200, 1]);
-        assert!(matches!(s.handle(&t, src()), Outcome::Drop(ref w) if w.contains("runs past")));
-        let mut d = solicit(&[]);
-        d[0] = msg::DECLINE;
-        assert!(matches!(s.handle(&d, src()), Outcome::Drop(_)));
+        let mut truncated = solicit(&[]);
+        truncated.extend_from_slice(&[0, 1, 0, 200, 1]);
+        assert!(
+            matches!(server.handle(&truncated, src()), Outcome::Drop(ref w) if w.contains("runs past"))
+        );
+        let mut decline = solicit(&[]);
+        decline[0] = msg::DECLINE;
+        assert!(matches!(server.handle(&decline, src()), Outcome::Drop(_)));
         // Still serving.
         assert!(matches!(
-            s.handle(&solicit(&[]), src()),
+            server.handle(&solicit(&[]), src()),
             Outcome::Reply { .. }
         ));
     }

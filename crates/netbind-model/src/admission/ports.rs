@@ -18,8 +18,8 @@ fn valid_port_name(text: &str) -> bool {
         && !text.contains("--")
 }
 
-fn valid_port(p: i64) -> bool {
-    0 < p && p < 65536
+fn valid_port(port: i64) -> bool {
+    0 < port && port < 65536
 }
 
 pub(super) fn ports(rules: &mut Rules, cfg: &ClusterConfig) {
@@ -29,27 +29,27 @@ pub(super) fn ports(rules: &mut Rules, cfg: &ClusterConfig) {
         .iter()
         .map(|n| (n.name.as_str(), n))
         .collect();
-    for (i, iface) in rules.spec.domain.devices.interfaces.iter().enumerate() {
-        let base = rules.iface(i);
+    for (idx, iface) in rules.spec.domain.devices.interfaces.iter().enumerate() {
+        let base = rules.iface(idx);
         let on_pod = nets.get(iface.name.as_str()).is_some_and(|n| n.is_pod());
         if !on_pod {
             continue;
         }
         let mut names = BTreeSet::new();
-        for (j, p) in iface.ports.iter().enumerate() {
-            let pf = format!("{base}.ports[{j}]");
-            if p.port == 0 {
+        for (port_idx, port) in iface.ports.iter().enumerate() {
+            let pf = format!("{base}.ports[{port_idx}]");
+            if port.port == 0 {
                 rules.push(pf.clone(), "Port field is mandatory.");
-            } else if !valid_port(p.port) {
+            } else if !valid_port(port.port) {
                 rules.push(pf.clone(), "Port field must be in range 0 < x < 65536.");
             }
-            if !matches!(p.protocol.as_deref().unwrap_or(""), "" | "TCP" | "UDP") {
+            if !matches!(port.protocol.as_deref().unwrap_or(""), "" | "TCP" | "UDP") {
                 rules.push(
                     format!("{pf}.protocol"),
                     "Unknown protocol, only TCP or UDP allowed",
                 );
             }
-            if let Some(name) = p.name.as_deref().filter(|n| !n.is_empty()) {
+            if let Some(name) = port.name.as_deref().filter(|n| !n.is_empty()) {
                 if !names.insert(name) {
                     rules.push(
                         format!("{pf}.name"),
@@ -87,43 +87,49 @@ pub(super) fn ports(rules: &mut Rules, cfg: &ClusterConfig) {
             rules.push(rf.clone(), "No more than 10 portRanges are allowed");
         }
         let mut by_proto: BTreeMap<&str, Vec<(i64, i64)>> = BTreeMap::new();
-        for (j, r) in iface.port_ranges.iter().enumerate() {
-            let f = format!("{rf}[{j}]");
-            let proto = r.protocol.as_deref().unwrap_or("");
+        for (port_idx, range) in iface.port_ranges.iter().enumerate() {
+            let field = format!("{rf}[{port_idx}]");
+            let proto = range.protocol.as_deref().unwrap_or("");
             let mut ok = true;
             if !matches!(proto, "TCP" | "UDP") {
                 rules.push(
-                    format!("{f}.protocol"),
+                    format!("{field}.protocol"),
                     "Unknown protocol, only TCP or UDP allowed",
                 );
                 ok = false;
             }
-            if !valid_port(r.start) {
+            if !valid_port(range.start) {
                 rules.push(
-                    format!("{f}.start"),
+                    format!("{field}.start"),
                     "Port range start must be in range 0 < x < 65536.",
                 );
                 ok = false;
             }
-            if !valid_port(r.end) {
+            if !valid_port(range.end) {
                 rules.push(
-                    format!("{f}.end"),
+                    format!("{field}.end"),
                     "Port range end must be in range 0 < x < 65536.",
                 );
                 ok = false;
             }
-            if r.start > r.end {
-                rules.push(f.clone(), "Port range start must not be greater than end");
+            if range.start > range.end {
+                rules.push(
+                    field.clone(),
+                    "Port range start must not be greater than end",
+                );
                 ok = false;
             }
             if ok {
-                by_proto.entry(proto).or_default().push((r.start, r.end));
+                by_proto
+                    .entry(proto)
+                    .or_default()
+                    .push((range.start, range.end));
             }
         }
         for (proto, mut ranges) in by_proto {
             ranges.sort_unstable();
-            for w in ranges.windows(2) {
-                let (prev, curr) = (w[0], w[1]);
+            for pair in ranges.windows(2) {
+                let (prev, curr) = (pair[0], pair[1]);
                 // Touching ranges overlap too: KubeVirt compares `curr.start <= prev.end`.
                 if curr.0 <= prev.1 {
                     rules.push(

@@ -9,20 +9,24 @@ fn spec(yaml_spec: &str) -> VmiSpec {
 }
 
 fn run(yaml_spec: &str, cfg: &ClusterConfig) -> Vec<(String, String)> {
-    let mut s = spec(yaml_spec);
-    if let Err(v) = apply_defaults(&mut s, "spec", cfg) {
-        return vec![(v.field, v.message)];
+    let mut spec = spec(yaml_spec);
+    if let Err(violation) = apply_defaults(&mut spec, "spec", cfg) {
+        return vec![(violation.field, violation.message)];
     }
-    validate(&s, "spec", cfg)
+    validate(&spec, "spec", cfg)
         .into_iter()
-        .map(|v| (v.field, v.message))
+        .map(|violation| (violation.field, violation.message))
         .collect()
 }
 
 fn one(yaml_spec: &str, cfg: &ClusterConfig) -> (String, String) {
-    let mut v = run(yaml_spec, cfg);
-    assert_eq!(v.len(), 1, "expected exactly one violation, got {v:#?}");
-    v.remove(0)
+    let mut violations = run(yaml_spec, cfg);
+    assert_eq!(
+        violations.len(),
+        1,
+        "expected exactly one violation, got {violations:#?}"
+    );
+    violations.remove(0)
 }
 
 fn pair(field: &str, message: &str) -> (String, String) {
@@ -38,28 +42,28 @@ fn valid_masquerade_has_no_violation() {
 
 #[test]
 fn defaulting_adds_bridge_pod_network() {
-    let mut s = spec("  domain:\n    devices: {}\n");
-    apply_defaults(&mut s, "spec", &ClusterConfig::default()).expect("defaults");
-    assert_eq!(s.networks[0].name, "default");
-    assert!(s.networks[0].pod.is_some());
+    let mut vmi_spec = spec("  domain:\n    devices: {}\n");
+    apply_defaults(&mut vmi_spec, "spec", &ClusterConfig::default()).expect("defaults");
+    assert_eq!(vmi_spec.networks[0].name, "default");
+    assert!(vmi_spec.networks[0].pod.is_some());
     assert_eq!(
-        s.domain.devices.interfaces[0].binding_kind(),
+        vmi_spec.domain.devices.interfaces[0].binding_kind(),
         Some(BindingKind::Bridge)
     );
     let cfg = ClusterConfig {
         default_network_interface: "masquerade".into(),
         ..Default::default()
     };
-    let mut s = spec("  domain:\n    devices: {}\n");
-    apply_defaults(&mut s, "spec", &cfg).expect("defaults");
+    let mut vmi_spec = spec("  domain:\n    devices: {}\n");
+    apply_defaults(&mut vmi_spec, "spec", &cfg).expect("defaults");
     assert_eq!(
-        s.domain.devices.interfaces[0].binding_kind(),
+        vmi_spec.domain.devices.interfaces[0].binding_kind(),
         Some(BindingKind::Masquerade)
     );
     // autoattachPodInterface: false leaves the VM without a NIC.
-    let mut s = spec("  domain:\n    devices:\n      autoattachPodInterface: false\n");
-    apply_defaults(&mut s, "spec", &ClusterConfig::default()).expect("defaults");
-    assert!(s.networks.is_empty());
+    let mut vmi_spec = spec("  domain:\n    devices:\n      autoattachPodInterface: false\n");
+    apply_defaults(&mut vmi_spec, "spec", &ClusterConfig::default()).expect("defaults");
+    assert!(vmi_spec.networks.is_empty());
     let cfg = ClusterConfig {
         permit_bridge_interface_on_pod_network: false,
         ..Default::default()

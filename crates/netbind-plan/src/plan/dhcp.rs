@@ -5,11 +5,11 @@ use super::*;
 
 impl Planner<'_> {
     pub(super) fn hostname(&self) -> String {
-        let h = self.vmi.hostname.clone().unwrap_or_else(|| {
-            let n = self.vmi.metadata.name.clone().unwrap_or_default();
-            n.split('.').next().unwrap_or_default().to_string()
+        let host = self.vmi.hostname.clone().unwrap_or_else(|| {
+            let name = self.vmi.metadata.name.clone().unwrap_or_default();
+            name.split('.').next().unwrap_or_default().to_string()
         });
-        h.chars().take(63).collect()
+        host.chars().take(63).collect()
     }
 
     /// The search list after the subdomain entry is prepended, then sanitised.

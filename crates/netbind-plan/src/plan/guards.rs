@@ -34,11 +34,11 @@ impl Planner<'_> {
                 "dhcp_guard",
                 Some((ChainType::Filter, Hook::Output, PRIORITY_FILTER)),
             );
-            for i in ifaces {
+            for iface in ifaces {
                 // A server reply is what a client accepts: anything to the client ports, from
                 // whatever source port (clients do not check it), and anything from the server
                 // ports (relay-style replies to port 67).
-                for (m, ports) in [
+                for (match_expr, ports) in [
                     (Field::Sport("udp".into()), [67, 547]),
                     (Field::Dport("udp".into()), [68, 546]),
                 ] {
@@ -48,8 +48,8 @@ impl Planner<'_> {
                         GUARD_TABLE,
                         "dhcp_guard",
                         vec![
-                            Expr::one(Field::Oifname, Val::Name(i.to_string())),
-                            Expr::set(m, ports),
+                            Expr::one(Field::Oifname, Val::Name(iface.to_string())),
+                            Expr::set(match_expr, ports),
                             Expr::Counter,
                             Expr::Drop,
                         ],
@@ -91,8 +91,8 @@ impl Planner<'_> {
             v6.extend([link_local.clone(), Val::Addr(v6_any)]);
             (v4, v6)
         };
-        for g in std::mem::take(&mut self.spoof) {
-            let (fam, prefix, v4, v6, rules) = match &g {
+        for guard in std::mem::take(&mut self.spoof) {
+            let (fam, prefix, v4, v6, rules) = match &guard {
                 SpoofGuard::Routed { bridge, guest } => {
                     let (v4, v6) = allowed(guest);
                     let from = vec![Expr::one(Field::Iifname, Val::Name(bridge.to_string()))];
@@ -132,9 +132,9 @@ impl Planner<'_> {
                 vec![Expr::differs(Field::Saddr(Family::Ip), v4)],
                 vec![Expr::differs(Field::Saddr(Family::Ip6), v6)],
             ];
-            for m in rules.into_iter().chain(sources) {
+            for rule in rules.into_iter().chain(sources) {
                 let mut exprs = prefix.clone();
-                exprs.extend(m);
+                exprs.extend(rule);
                 exprs.extend([Expr::Counter, Expr::Drop]);
                 self.nft.rule(fam, GUARD_TABLE, CHAIN, exprs);
             }
@@ -165,7 +165,7 @@ impl Planner<'_> {
             Some((ChainType::Filter, Hook::Output, PRIORITY_FILTER)),
         );
         let mark = Expr::one(Field::Mark, Val::Hex(RA_SOCKET_MARK));
-        for m in [
+        for rule in [
             Expr::differs(
                 Field::Oifname,
                 bridges.iter().map(|b| Val::Name(b.to_string())).collect(),
@@ -179,7 +179,7 @@ impl Planner<'_> {
                 Family::Inet,
                 GUARD_TABLE,
                 CHAIN,
-                vec![mark.clone(), m, Expr::Counter, Expr::Drop],
+                vec![mark.clone(), rule, Expr::Counter, Expr::Drop],
             );
         }
     }

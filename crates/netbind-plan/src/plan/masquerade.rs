@@ -32,8 +32,8 @@ impl Planner<'_> {
         let tap = naming::tap_name(net, pod_iface, true)?;
         let mtu = Self::mtu16(net, pod_iface, link.mtu)?;
         let mut addresses = Vec::new();
-        addresses.extend(v4.map(|(m, _)| m.gateway));
-        addresses.extend(v6.map(|m| m.gateway));
+        addresses.extend(v4.map(|(masq, _)| masq.gateway));
+        addresses.extend(v6.map(|masq| masq.gateway));
         self.links.push(LinkPlan {
             network: net.into(),
             name: bridge.clone(),
@@ -58,11 +58,12 @@ impl Planner<'_> {
             self.global_sysctl("net/ipv6/conf/all/forwarding", "1");
         }
         let dhcpv4 = match v4 {
-            Some((m, _)) => {
-                let (IpAddr::V4(gw), IpAddr::V4(_)) = (m.gateway.addr(), m.guest.addr()) else {
+            Some((masq, _)) => {
+                let (IpAddr::V4(gw), IpAddr::V4(_)) = (masq.gateway.addr(), masq.guest.addr())
+                else {
                     return Err(cidr_err(
                         "vmNetworkCIDR",
-                        AddrError::NotV4(m.gateway.to_string()),
+                        AddrError::NotV4(masq.gateway.to_string()),
                     ));
                 };
                 Some(self.dhcpv4(
@@ -70,7 +71,7 @@ impl Planner<'_> {
                     Lease {
                         listen: bridge.clone(),
                         server_id: gw,
-                        client: m.guest,
+                        client: masq.guest,
                         client_mac: None,
                         router: Some(gw),
                         routes: vec![],
@@ -80,7 +81,7 @@ impl Planner<'_> {
             }
             None => None,
         };
-        let dhcpv6 = v6.and_then(|m| match m.guest.addr() {
+        let dhcpv6 = v6.and_then(|masq| match masq.guest.addr() {
             IpAddr::V6(client_ip) => Some(Dhcpv6Config {
                 interface: bridge.clone(),
                 server_mac: MacAddr::MASQUERADE_BRIDGE,
@@ -90,28 +91,28 @@ impl Planner<'_> {
             }),
             IpAddr::V4(_) => None,
         });
-        if let Some((m, pod_ip)) = v4 {
+        if let Some((masq, pod_ip)) = v4 {
             self.masquerade_nft(
                 Family::Ip,
                 &spec.forward,
                 pod_iface,
                 &bridge,
-                m,
+                masq,
                 Some(pod_ip.addr()),
             );
         }
-        if let Some(m) = v6 {
-            self.masquerade_nft(Family::Ip6, &spec.forward, pod_iface, &bridge, m, None);
+        if let Some(masq) = v6 {
+            self.masquerade_nft(Family::Ip6, &spec.forward, pod_iface, &bridge, masq, None);
             self.router_adverts.push(RaConfig::masquerade(
                 bridge.clone(),
                 MacAddr::MASQUERADE_BRIDGE,
-                m.gateway,
+                masq.gateway,
                 link.mtu,
             ));
         }
         self.guard_inet.push(pod_iface.clone());
-        let mut guest: Vec<IpAddr> = v4.map(|(m, _)| m.guest.addr()).into_iter().collect();
-        guest.extend(v6.map(|m| m.guest.addr()));
+        let mut guest: Vec<IpAddr> = v4.map(|(masq, _)| masq.guest.addr()).into_iter().collect();
+        guest.extend(v6.map(|masq| masq.guest.addr()));
         self.spoof.push(SpoofGuard::Routed {
             bridge: bridge.clone(),
             guest,
@@ -138,10 +139,10 @@ impl Planner<'_> {
         forward: &Forward,
         pod_iface: &IfName,
         bridge: &IfName,
-        m: MasqueradeAddrs,
+        match_expr: MasqueradeAddrs,
         pod_ipv4: Option<IpAddr>,
     ) {
-        let (g, gw) = (m.guest.addr(), m.gateway.addr());
+        let (guest, gw) = (match_expr.guest.addr(), match_expr.gateway.addr());
         let lo: IpAddr = if fam == Family::Ip {
             Ipv4Addr::LOCALHOST.into()
         } else {
@@ -151,45 +152,45 @@ impl Planner<'_> {
             .vmi
             .annotation("sidecar.istio.io/inject")
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        let n = &mut self.nft;
-        n.table(fam, "nat");
-        n.chain(
+        let nft = &mut self.nft;
+        nft.table(fam, "nat");
+        nft.chain(
             fam,
             "nat",
             "prerouting",
             Some((ChainType::Nat, Hook::Prerouting, PRIORITY_DSTNAT)),
         );
-        n.chain(
+        nft.chain(
             fam,
             "nat",
             "input",
             Some((ChainType::Nat, Hook::Input, PRIORITY_SRCNAT)),
         );
-        n.chain(
+        nft.chain(
             fam,
             "nat",
             "output",
             Some((ChainType::Nat, Hook::Output, PRIORITY_DSTNAT)),
         );
-        n.chain(
+        nft.chain(
             fam,
             "nat",
             "postrouting",
             Some((ChainType::Nat, Hook::Postrouting, PRIORITY_SRCNAT)),
         );
-        n.chain(fam, "nat", "KUBEVIRT_PREINBOUND", None);
-        n.chain(fam, "nat", "KUBEVIRT_POSTINBOUND", None);
-        n.rule(
+        nft.chain(fam, "nat", "KUBEVIRT_PREINBOUND", None);
+        nft.chain(fam, "nat", "KUBEVIRT_POSTINBOUND", None);
+        nft.rule(
             fam,
             "nat",
             "postrouting",
             vec![
-                Expr::one(Field::Saddr(fam), Val::Addr(g)),
+                Expr::one(Field::Saddr(fam), Val::Addr(guest)),
                 Expr::Counter,
                 Expr::Masquerade,
             ],
         );
-        n.rule(
+        nft.rule(
             fam,
             "nat",
             "prerouting",
@@ -199,7 +200,7 @@ impl Planner<'_> {
                 Expr::Jump("KUBEVIRT_PREINBOUND".into()),
             ],
         );
-        n.rule(
+        nft.rule(
             fam,
             "nat",
             "postrouting",
@@ -209,16 +210,16 @@ impl Planner<'_> {
                 Expr::Jump("KUBEVIRT_POSTINBOUND".into()),
             ],
         );
-        let skip = |n: &mut Builder, ports: &[u16]| {
+        let skip = |nft: &mut Builder, ports: &[u16]| {
             for chain in ["output", "KUBEVIRT_POSTINBOUND"] {
-                n.rule(
+                nft.rule(
                     fam,
                     "nat",
                     chain,
                     vec![
                         Expr::set(
                             Field::Dport("tcp".into()),
-                            ports.iter().map(|p| Val::Port(*p)).collect(),
+                            ports.iter().map(|proto| Val::Port(*proto)).collect(),
                         ),
                         Expr::one(Field::Saddr(fam), Val::Addr(lo)),
                         Expr::Counter,
@@ -229,7 +230,7 @@ impl Planner<'_> {
         };
         // Live migration over TCP uses 49152/49153 on loopback; keep them out of the DNAT.
         if self.vmi.status.migration_transport.as_deref() != Some("Unix") {
-            skip(n, &LIVE_MIGRATION_PORTS);
+            skip(nft, &LIVE_MIGRATION_PORTS);
         }
         let snat_src: Vec<Val> = if istio && fam == Family::Ip {
             vec![Val::Addr(lo), Val::Addr(Ipv4Addr::new(127, 0, 0, 6).into())]
@@ -242,25 +243,25 @@ impl Planner<'_> {
         }
         // Locally generated traffic to loopback (port-forward, probes) goes to the guest:
         // SNAT to the gateway on the way in, DNAT in `output`; `dport` narrows both to a port.
-        let loopback = |n: &mut Builder, dport: Option<Expr>| {
+        let loopback = |nft: &mut Builder, dport: Option<Expr>| {
             let mut post = dport.clone().into_iter().collect::<Vec<_>>();
             post.extend([
                 Expr::set(Field::Saddr(fam), snat_src.clone()),
                 Expr::Counter,
                 Expr::Snat(gw),
             ]);
-            n.rule(fam, "nat", "KUBEVIRT_POSTINBOUND", post);
+            nft.rule(fam, "nat", "KUBEVIRT_POSTINBOUND", post);
             let mut out = vec![Expr::set(Field::Daddr(fam), dnat_dst.clone())];
             out.extend(dport);
-            out.extend([Expr::Counter, Expr::Dnat(g)]);
-            n.rule(fam, "nat", "output", out);
+            out.extend([Expr::Counter, Expr::Dnat(guest)]);
+            nft.rule(fam, "nat", "output", out);
         };
         // (protocol, port or range, is-range)
         let targets: Vec<(&str, Val, bool)> = match forward {
             Forward::All => vec![],
             Forward::Ports(ports) => ports
                 .iter()
-                .map(|p| (p.protocol.nft(), Val::Port(p.port), false))
+                .map(|proto| (proto.protocol.nft(), Val::Port(proto.port), false))
                 .collect(),
             Forward::Ranges(ranges) => ranges
                 .iter()
@@ -269,8 +270,8 @@ impl Planner<'_> {
         };
         if targets.is_empty() {
             if istio {
-                skip(n, &ISTIO_RESERVED_PORTS);
-                n.rule(
+                skip(nft, &ISTIO_RESERVED_PORTS);
+                nft.rule(
                     fam,
                     "nat",
                     "KUBEVIRT_PREINBOUND",
@@ -280,37 +281,37 @@ impl Planner<'_> {
                             vec![Val::Port(ISTIO_NON_PROXIED_PORT)],
                         ),
                         Expr::Counter,
-                        Expr::Dnat(g),
+                        Expr::Dnat(guest),
                     ],
                 );
             } else {
-                n.rule(
+                nft.rule(
                     fam,
                     "nat",
                     "KUBEVIRT_PREINBOUND",
-                    vec![Expr::Counter, Expr::Dnat(g)],
+                    vec![Expr::Counter, Expr::Dnat(guest)],
                 );
             }
-            loopback(n, None);
+            loopback(nft, None);
             return;
         }
-        for (p, val, is_range) in targets {
-            let dport = Field::Dport(p.into());
+        for (proto, val, is_range) in targets {
+            let dport = Field::Dport(proto.into());
             let proxied_skip = istio && val != Val::Port(ISTIO_NON_PROXIED_PORT);
             if !proxied_skip {
-                let m = if is_range {
+                let match_expr = if is_range {
                     Expr::one(dport.clone(), val.clone())
                 } else {
                     Expr::set(dport.clone(), vec![val.clone()])
                 };
-                n.rule(
+                nft.rule(
                     fam,
                     "nat",
                     "KUBEVIRT_PREINBOUND",
-                    vec![m, Expr::Counter, Expr::Dnat(g)],
+                    vec![match_expr, Expr::Counter, Expr::Dnat(guest)],
                 );
             }
-            loopback(n, Some(Expr::one(dport, val)));
+            loopback(nft, Some(Expr::one(dport, val)));
         }
     }
 }

@@ -56,10 +56,10 @@ fn msg(byte: u8, ciaddr: [u8; 4], flags: u16, mac: [u8; 6], extra: &[(u8, &[u8])
     buf[28..34].copy_from_slice(&mac);
     buf[236..240].copy_from_slice(&MAGIC);
     buf.extend_from_slice(&[53, 1, byte]);
-    for (c, d) in extra {
-        buf.push(*c);
-        buf.push(u8::try_from(d.len()).expect("short"));
-        buf.extend_from_slice(d);
+    for (code, data) in extra {
+        buf.push(*code);
+        buf.push(u8::try_from(data.len()).expect("short"));
+        buf.extend_from_slice(data);
     }
     buf.push(255);
     buf
@@ -71,11 +71,15 @@ fn from_nothing() -> SocketAddrV4 {
 
 /// Parses a reply's options (the codec's parser wants op=1; flip it for inspection).
 fn reply_options(bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
-    let mut b = bytes.to_vec();
-    b[0] = 1;
-    let t = b[242];
-    b[242] = if t == 2 || t == 5 || t == 6 { 1 } else { t };
-    parse(&b).expect("reply parses").options
+    let mut buf = bytes.to_vec();
+    buf[0] = 1;
+    let msg_type = buf[242];
+    buf[242] = if msg_type == 2 || msg_type == 5 || msg_type == 6 {
+        1
+    } else {
+        msg_type
+    };
+    parse(&buf).expect("reply parses").options
 }
 
 #[test]
@@ -95,9 +99,10 @@ fn discover_gets_offer_with_every_option_in_order() {
         codes,
         vec![53, 54, 51, 1, 3, 6, 12, 15, 26, 42, 66, 67, 119, 121, 240]
     );
-    let o = reply_options(&bytes);
+    let options = reply_options(&bytes);
     let get = |c: u8| {
-        o.iter()
+        options
+            .iter()
             .find(|(k, _)| *k == c)
             .map(|(_, v)| v.clone())
             .expect("option")
@@ -185,8 +190,8 @@ fn request_for_own_address_is_acked_and_other_is_naked() {
 
 #[test]
 fn request_to_another_server_is_ignored() {
-    let s = Server::new(cfg());
-    let o = s.handle(
+    let server = Server::new(cfg());
+    let outcome = server.handle(
         &msg(
             3,
             [0; 4],
@@ -197,8 +202,8 @@ fn request_to_another_server_is_ignored() {
         from_nothing(),
     );
     assert!(
-        matches!(o, Outcome::Drop(ref why) if why.contains("REQUEST for server 10.0.0.9")),
-        "{o:?}"
+        matches!(outcome, Outcome::Drop(ref why) if why.contains("REQUEST for server 10.0.0.9")),
+        "{outcome:?}"
     );
 }
 
@@ -210,9 +215,9 @@ fn bridge_binding_filters_by_client_mac_masquerade_does_not() {
         server.handle(&msg(1, [0; 4], 0, other, &[]), from_nothing()),
         Outcome::Drop(_)
     ));
-    let mut c = cfg();
-    c.client_mac = None;
-    let server = Server::new(c);
+    let mut config = cfg();
+    config.client_mac = None;
+    let server = Server::new(config);
     assert!(matches!(
         server.handle(&msg(1, [0; 4], 0, other, &[]), from_nothing()),
         Outcome::Reply { .. }
@@ -308,34 +313,37 @@ fn malformed_corpus_is_dropped_and_serving_continues() {
     bad_magic[239] = 0;
     corpus.push(bad_magic);
     corpus.push(vec![0xff; 1500]);
-    for (i, p) in corpus.iter().enumerate() {
-        let o = server.handle(p, from_nothing());
+    for (idx, packet) in corpus.iter().enumerate() {
+        let outcome = server.handle(packet, from_nothing());
         // A short option 50 is not an address: the REQUEST is ACKed like one without it.
-        if i == 15 {
+        if idx == 15 {
             assert!(
                 matches!(
-                    o,
+                    outcome,
                     Outcome::Reply {
                         kind: MessageType::Ack,
                         ..
                     }
                 ),
-                "{i}: {o:?}"
+                "{idx}: {outcome:?}"
             );
             continue;
         }
-        if i == 4 || i == 10 {
+        if idx == 4 || idx == 10 {
             // Zero-length hostname and an overload with empty areas are legal.
-            assert!(matches!(o, Outcome::Reply { .. }), "{i}: {o:?}");
+            assert!(
+                matches!(outcome, Outcome::Reply { .. }),
+                "{idx}: {outcome:?}"
+            );
             continue;
         }
         assert!(
-            matches!(o, Outcome::Drop(_)),
-            "corpus {i} must be dropped: {o:?}"
+            matches!(outcome, Outcome::Drop(_)),
+            "corpus {idx} must be dropped: {outcome:?}"
         );
         assert!(
             matches!(server.handle(&good, from_nothing()), Outcome::Reply { .. }),
-            "serving after {i}"
+            "serving after {idx}"
         );
     }
 }
