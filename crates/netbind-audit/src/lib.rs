@@ -21,7 +21,7 @@ impl Observed {
         match self {
             Observed::Ok(detail) if detail.is_empty() => "ok".into(),
             Observed::Ok(detail) => format!("ok ({detail})"),
-            Observed::Errno(e) => errno_name(*e),
+            Observed::Errno(errno) => errno_name(*errno),
         }
     }
 }
@@ -332,7 +332,7 @@ pub fn verdict(
 ) -> Verdict {
     let succeeded = match (observed, reached) {
         (Observed::Errno(_), _) => false,
-        (Observed::Ok(_), Some(r)) => r,
+        (Observed::Ok(_), Some(given)) => given,
         (Observed::Ok(_), None) => true,
     };
     match (succeeded, allowed_by_model(attack, grants)) {
@@ -361,7 +361,7 @@ pub fn verdict_as_qemu(
         Verdict::Exposed if QEMU_BY_DESIGN.iter().any(|(id, _)| *id == attack.id) => {
             Verdict::AllowedAsExpected
         }
-        v => v,
+        other => other,
     }
 }
 

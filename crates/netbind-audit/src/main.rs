@@ -101,9 +101,9 @@ fn probe(id: &str, pod: &PodUnderTest, layer: Layer) -> Observed {
                 out.push_str("ok:");
                 out.push_str(&detail);
             }
-            Observed::Errno(e) => {
+            Observed::Errno(errno) => {
                 out.push_str("errno:");
-                out.push_str(&e.to_string());
+                out.push_str(&errno.to_string());
             }
         }
         // SAFETY: write the result to fd 1 and leave without running any destructor.
@@ -120,7 +120,7 @@ fn probe(id: &str, pod: &PodUnderTest, layer: Layer) -> Observed {
     unsafe { libc::waitpid(pid, &mut st, 0) };
     match text.split_once(':') {
         Some(("ok", detail)) => Observed::Ok(detail.to_string()),
-        Some(("errno", e)) => Observed::Errno(e.parse().unwrap_or(libc::EIO)),
+        Some(("errno", errno)) => Observed::Errno(errno.parse().unwrap_or(libc::EIO)),
         // The child stopped before reporting: the filter refused something it needed.
         _ => Observed::Errno(libc::EPERM),
     }

@@ -237,8 +237,8 @@ fn validate_file(path: &Path, cfg: &ClusterConfig) -> u8 {
             ),
             _ => match check_vmi(doc, cfg) {
                 Ok(_) => 0,
-                Err(CheckError::Load(e)) => {
-                    eprintln!("{at}:{e}");
+                Err(CheckError::Load(err)) => {
+                    eprintln!("{at}:{err}");
                     EXIT_UNREADABLE
                 }
                 Err(CheckError::Invalid(findings)) => {
@@ -296,10 +296,10 @@ fn split_documents(text: &str) -> Vec<String> {
 
 fn load_admitted(path: &Path, cfg: &ClusterConfig) -> Result<AdmittedVmi, Failure> {
     let text = read_text(path)?;
-    check_vmi(&text, cfg).map_err(|e| match e {
-        CheckError::Load(e) => Failure {
+    check_vmi(&text, cfg).map_err(|err| match err {
+        CheckError::Load(err) => Failure {
             code: EXIT_UNREADABLE,
-            message: format!("{}:{e}", path.display()),
+            message: format!("{}:{err}", path.display()),
         },
         CheckError::Invalid(fs) => Failure {
             code: EXIT_INVALID,
@@ -387,9 +387,9 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                     }
                     Ok(0)
                 }
-                Err(up::UpError::Invalid(m)) => Err(Failure {
+                Err(up::UpError::Invalid(reason)) => Err(Failure {
                     code: EXIT_INVALID,
-                    message: m,
+                    message: reason,
                 }),
                 Err(err) => {
                     if json {

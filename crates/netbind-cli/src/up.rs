@@ -207,7 +207,7 @@ pub fn up(args: &UpArgs) -> Result<UpReport, UpError> {
         .first()
         .ok_or_else(|| UpError::Invalid("the VMI has no interface".into()))?;
     let (binding, forward) = match &first.binding {
-        Binding::Masquerade(m) => (BindingKind::Masquerade, Some(&m.forward)),
+        Binding::Masquerade(masq) => (BindingKind::Masquerade, Some(&masq.forward)),
         Binding::Bridge => (BindingKind::Bridge, None),
         other => {
             return Err(UpError::Invalid(format!(
@@ -217,7 +217,7 @@ pub fn up(args: &UpArgs) -> Result<UpReport, UpError> {
         }
     };
     let listen = Listen::for_forward(forward);
-    let wants_v6 = matches!(&first.binding, Binding::Masquerade(m) if m.v6_requested);
+    let wants_v6 = matches!(&first.binding, Binding::Masquerade(masq) if masq.v6_requested);
     let family = args.ip_family.unwrap_or(if wants_v6 {
         podsim::IpFamily::Dual
     } else {

@@ -252,7 +252,7 @@ impl NetConf {
         let text = |name: &str| -> Result<Option<String>, CniError> {
             match field(name) {
                 None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(Value::String(path_text)) => Ok(Some(path_text.clone())),
                 Some(_) => Err(CniError::new(
                     ErrorCode::InvalidConfig,
                     format!("{name}: must be a string"),
@@ -291,7 +291,7 @@ impl NetConf {
         }
         let logic_network_name = match doc.pointer("/args/cni/logicNetworkName") {
             None | Some(Value::Null) => None,
-            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            Some(Value::String(path_text)) if !path_text.is_empty() => Some(path_text.clone()),
             Some(_) => {
                 return Err(CniError::new(
                     ErrorCode::InvalidConfig,
@@ -316,7 +316,7 @@ impl NetConf {
         };
         let prev_result = match field("prevResult") {
             None | Some(Value::Null) => None,
-            Some(v @ Value::Object(_)) => Some(v.clone()),
+            Some(object @ Value::Object(_)) => Some(object.clone()),
             Some(_) => {
                 return Err(CniError::new(
                     ErrorCode::InvalidConfig,

@@ -49,17 +49,17 @@ impl Cidr {
     /// The network address (host bits cleared), with the same prefix.
     pub fn network(&self) -> Cidr {
         let addr = match self.addr {
-            IpAddr::V4(a) => {
+            IpAddr::V4(ip) => {
                 let mask = u32::MAX
                     .checked_shl(32 - u32::from(self.prefix))
                     .unwrap_or(0);
-                IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
+                IpAddr::V4(Ipv4Addr::from(u32::from(ip) & mask))
             }
-            IpAddr::V6(a) => {
+            IpAddr::V6(ip) => {
                 let mask = u128::MAX
                     .checked_shl(128 - u32::from(self.prefix))
                     .unwrap_or(0);
-                IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
+                IpAddr::V6(Ipv6Addr::from(u128::from(ip) & mask))
             }
         };
         Cidr {
@@ -72,9 +72,9 @@ impl Cidr {
     pub fn nth(&self, index: u32) -> Cidr {
         let net = self.network();
         let addr = match net.addr {
-            IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a).wrapping_add(index))),
-            IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(
-                u128::from(a).wrapping_add(u128::from(index)),
+            IpAddr::V4(ip) => IpAddr::V4(Ipv4Addr::from(u32::from(ip).wrapping_add(index))),
+            IpAddr::V6(ip) => IpAddr::V6(Ipv6Addr::from(
+                u128::from(ip).wrapping_add(u128::from(index)),
             )),
         };
         Cidr {
@@ -108,18 +108,18 @@ impl Cidr {
     /// multicast or unspecified. Private ranges count as global, as in Go.
     pub fn is_global_unicast(&self) -> bool {
         match self.addr {
-            IpAddr::V4(a) => {
-                !(a.is_loopback()
-                    || a.is_link_local()
-                    || a.is_multicast()
-                    || a.is_unspecified()
-                    || a.is_broadcast())
+            IpAddr::V4(ip) => {
+                !(ip.is_loopback()
+                    || ip.is_link_local()
+                    || ip.is_multicast()
+                    || ip.is_unspecified()
+                    || ip.is_broadcast())
             }
-            IpAddr::V6(a) => {
-                !(a.is_loopback()
-                    || a.is_multicast()
-                    || a.is_unspecified()
-                    || (a.segments()[0] & 0xffc0) == 0xfe80)
+            IpAddr::V6(ip) => {
+                !(ip.is_loopback()
+                    || ip.is_multicast()
+                    || ip.is_unspecified()
+                    || (ip.segments()[0] & 0xffc0) == 0xfe80)
             }
         }
     }

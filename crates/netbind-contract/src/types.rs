@@ -161,8 +161,8 @@ fn parse_go_mac(text: &str) -> Option<Vec<u8>> {
 
 impl fmt::Display for MacAddr {
     fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(out, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+        let [b0, b1, b2, b3, b4, b5] = self.0;
+        write!(out, "{b0:02x}:{b1:02x}:{b2:02x}:{b3:02x}:{b4:02x}:{b5:02x}")
     }
 }
 

@@ -155,14 +155,16 @@ impl<'a> Applier<'a> {
         self.step += 1;
         tracing::debug!(step = self.step, what, "applied");
         match self.inject {
-            Some(Injection::CrashAfter(k)) if k == self.step => {
-                tracing::warn!(step = k, what, "injected crash");
+            Some(Injection::CrashAfter(crash_step)) if crash_step == self.step => {
+                tracing::warn!(step = crash_step, what, "injected crash");
                 std::process::exit(CRASH_EXIT);
             }
-            Some(Injection::FailAfter(k)) if k == self.step => Err(ApplyError::Injected {
-                step: k,
-                what: what.into(),
-            }),
+            Some(Injection::FailAfter(crash_step)) if crash_step == self.step => {
+                Err(ApplyError::Injected {
+                    step: crash_step,
+                    what: what.into(),
+                })
+            }
             _ => Ok(()),
         }
     }
@@ -286,20 +288,23 @@ impl<'a> Applier<'a> {
     fn tap(&mut self, name: &IfName, spec: TapSpec, exists: bool) -> Result<(), ApplyError> {
         // The tun socket takes the calling thread's socket-creation label.
         let _label = match self.label {
-            LabelDecision::Label(l) => Some(self.selinux.sockcreate(l)?),
+            LabelDecision::Label(label) => Some(self.selinux.sockcreate(label)?),
             _ => None,
         };
         match tap::ensure(name, spec, exists) {
             // An existing tap with the other queue mode: EINVAL on attach. Recreate it.
-            Err(e) if exists && e.errno() == Some(libc::EINVAL) => {
-                let idx = self.by_name(name.as_str())?.map(|l| l.index).unwrap_or(0);
+            Err(err) if exists && err.errno() == Some(libc::EINVAL) => {
+                let idx = self
+                    .by_name(name.as_str())?
+                    .map(|link| link.index)
+                    .unwrap_or(0);
                 self.nl
                     .del_link(idx)
                     .map_err(link_err("delete (queue mode changed)", name.as_str()))?;
                 tap::ensure(name, spec, false)?;
                 Ok(())
             }
-            r => Ok(r?),
+            other => Ok(other?),
         }
     }
 
@@ -458,7 +463,7 @@ impl<'a> Applier<'a> {
         {
             match self.nl.del_addr(idx, *stale) {
                 Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {}
+                Err(err) if err.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {}
                 Err(source) => {
                     return Err(ApplyError::Addr {
                         op: "delete address",
@@ -472,7 +477,7 @@ impl<'a> Applier<'a> {
         for stale in want.iter().filter(|stale| !have.contains(stale)) {
             match self.nl.add_addr(idx, *stale) {
                 Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {}
                 Err(source) => {
                     return Err(ApplyError::Addr {
                         op: "add address",

@@ -242,9 +242,9 @@ pub fn read_nofollow(dir: &Path, name: &str) -> Result<Option<Vec<u8>>, FileErro
         .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
     {
-        Ok(mut f) => {
+        Ok(mut file) => {
             let mut buf = Vec::new();
-            f.read_to_end(&mut buf).map_err(io("read", &path))?;
+            file.read_to_end(&mut buf).map_err(io("read", &path))?;
             Ok(Some(buf))
         }
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),

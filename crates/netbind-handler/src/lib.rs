@@ -269,7 +269,7 @@ pub fn setup(args: &SetupArgs) -> Result<SetupReport, HandlerError> {
     let vmi = check_vmi(&text, &args.cluster).map_err(|e| HandlerError::Vmi {
         origin: args.vmi.to_string(),
         message: match e {
-            CheckError::Load(l) => l.to_string(),
+            CheckError::Load(load_err) => load_err.to_string(),
             CheckError::Invalid(fs) => fs
                 .iter()
                 .map(|f| f.to_string())
@@ -294,8 +294,8 @@ pub fn setup(args: &SetupArgs) -> Result<SetupReport, HandlerError> {
         LabelDecision::NoLauncher => {
             tracing::info!("no launcher label known; taps get the default label")
         }
-        LabelDecision::Label(l) => {
-            tracing::info!(label = %l, "creating taps under the launcher's label")
+        LabelDecision::Label(label) => {
+            tracing::info!(label = %label, "creating taps under the launcher's label")
         }
     }
     // One phase-1 run per pod at a time: a second setup, or a teardown, waits for this one.
@@ -467,7 +467,7 @@ fn report(args: &SetupArgs, plan: &PodNetPlan, reused: bool, label: &LabelDecisi
         selinux: match label {
             LabelDecision::Disabled => "disabled".into(),
             LabelDecision::NoLauncher => "default label".into(),
-            LabelDecision::Label(l) => l.clone(),
+            LabelDecision::Label(context) => context.clone(),
         },
         warnings: plan.warnings.clone(),
         peak_rss_kib: peak_rss_kib(),

@@ -36,7 +36,7 @@ struct Target {
 impl Target {
     fn get(&self) -> NetnsTarget {
         match (&self.netns, self.pid) {
-            (Some(p), _) => NetnsTarget::Path(p.clone()),
+            (Some(path), _) => NetnsTarget::Path(path.clone()),
             (None, Some(pid)) => NetnsTarget::Pid(pid),
             (None, None) => NetnsTarget::Path(PathBuf::new()),
         }
@@ -155,8 +155,8 @@ fn run(cli: Cli) -> Result<String, netbind_handler::HandlerError> {
                 .unwrap_or_else(|| default_state_dir(&handoff_dir));
             #[cfg(feature = "test-hooks")]
             let inject = match (fail_after_step, crash_after_step) {
-                (Some(k), _) => Some(Injection::FailAfter(k)),
-                (None, Some(k)) => Some(Injection::CrashAfter(k)),
+                (Some(step), _) => Some(Injection::FailAfter(step)),
+                (None, Some(step)) => Some(Injection::CrashAfter(step)),
                 _ => None,
             };
             #[cfg(not(feature = "test-hooks"))]

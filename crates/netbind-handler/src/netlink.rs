@@ -158,10 +158,14 @@ impl Netlink {
             let mut off = 0usize;
             while off < got {
                 let bytes = &rx[off..got];
-                let reply =
-                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes).map_err(|e| {
-                        io::Error::new(io::ErrorKind::InvalidData, format!("netlink reply: {e}"))
-                    })?;
+                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes).map_err(
+                    |nl_error| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("netlink reply: {nl_error}"),
+                        )
+                    },
+                )?;
                 let len = usize::try_from(reply.header.length).unwrap_or(0);
                 if len == 0 {
                     return Err(io::Error::new(
@@ -174,13 +178,13 @@ impl Netlink {
                     continue;
                 }
                 match reply.payload {
-                    NetlinkPayload::Error(e) => match e.code {
+                    NetlinkPayload::Error(nl_error) => match nl_error.code {
                         Some(code) => return Err(nl_err(code.get())),
                         None if !dump => return Ok(out),
                         None => {}
                     },
                     NetlinkPayload::Done(_) => return Ok(out),
-                    NetlinkPayload::InnerMessage(m) => out.push(m),
+                    NetlinkPayload::InnerMessage(inner) => out.push(inner),
                     NetlinkPayload::Noop | NetlinkPayload::Overrun(_) => {}
                     _ => {}
                 }
@@ -200,7 +204,7 @@ impl Netlink {
         Ok(replies
             .into_iter()
             .filter_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(parse_link(l)),
+                RouteNetlinkMessage::NewLink(link) => Some(parse_link(link)),
                 _ => None,
             })
             .collect())
@@ -214,7 +218,7 @@ impl Netlink {
         Ok(replies
             .into_iter()
             .filter_map(|m| match m {
-                RouteNetlinkMessage::NewAddress(a) => parse_addr(a),
+                RouteNetlinkMessage::NewAddress(addr) => parse_addr(addr),
                 _ => None,
             })
             .collect())
@@ -228,7 +232,7 @@ impl Netlink {
             msg.header.address_family = family;
             let replies = self.request(RouteNetlinkMessage::GetRoute(msg), NLM_F_DUMP)?;
             out.extend(replies.into_iter().filter_map(|m| match m {
-                RouteNetlinkMessage::NewRoute(r) => parse_route(r),
+                RouteNetlinkMessage::NewRoute(route) => parse_route(route),
                 _ => None,
             }));
         }
@@ -252,8 +256,8 @@ impl Netlink {
         msg.attributes.push(LinkAttribute::Group(group));
         match self.ack(RouteNetlinkMessage::DelLink(msg), 0) {
             // No link in that group.
-            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
-            r => r,
+            Err(err) if err.raw_os_error() == Some(libc::ENODEV) => Ok(()),
+            other => other,
         }
     }
 
@@ -383,21 +387,21 @@ fn parse_link(msg: LinkMessage) -> Link {
     };
     for attr in msg.attributes {
         match attr {
-            LinkAttribute::IfName(n) => link.name = n,
-            LinkAttribute::Mtu(m) => link.mtu = m,
-            LinkAttribute::Controller(m) => link.master = Some(m),
-            LinkAttribute::Group(g) => link.group = g,
-            LinkAttribute::Address(b) if b.len() == 6 => {
+            LinkAttribute::IfName(name) => link.name = name,
+            LinkAttribute::Mtu(mtu) => link.mtu = mtu,
+            LinkAttribute::Controller(master) => link.master = Some(master),
+            LinkAttribute::Group(group) => link.group = group,
+            LinkAttribute::Address(mac) if mac.len() == 6 => {
                 let mut buf = [0u8; 6];
-                buf.copy_from_slice(&b);
+                buf.copy_from_slice(&mac);
                 link.mac = Some(MacAddr(buf));
             }
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
                     match info {
-                        LinkInfo::Kind(k) => link.kind = Some(LinkType::from(k.to_string())),
-                        LinkInfo::Data(netlink_packet_route::link::InfoData::Tun(t)) => {
-                            link.tun = Some(parse_tun(&t));
+                        LinkInfo::Kind(kind) => link.kind = Some(LinkType::from(kind.to_string())),
+                        LinkInfo::Data(netlink_packet_route::link::InfoData::Tun(tun)) => {
+                            link.tun = Some(parse_tun(&tun));
                         }
                         LinkInfo::PortData(InfoPortData::BridgePort(ps)) => {
                             for port in ps {
@@ -435,8 +439,8 @@ fn parse_addr(msg: AddressMessage) -> Option<Addr> {
 
 fn route_ip(addr: &RouteAddress) -> Option<IpAddr> {
     match addr {
-        RouteAddress::Inet(v) => Some(IpAddr::V4(*v)),
-        RouteAddress::Inet6(v) => Some(IpAddr::V6(*v)),
+        RouteAddress::Inet(ip) => Some(IpAddr::V4(*ip)),
+        RouteAddress::Inet6(ip) => Some(IpAddr::V6(*ip)),
         _ => None,
     }
 }
@@ -455,9 +459,9 @@ fn parse_route(msg: RouteMessage) -> Option<Route> {
     let mut gateway = None;
     for attr in &msg.attributes {
         match attr {
-            RouteAttribute::Destination(d) => dst_ip = route_ip(d)?,
-            RouteAttribute::Gateway(g) => gateway = route_ip(g),
-            RouteAttribute::Oif(o) => oif = Some(*o),
+            RouteAttribute::Destination(dst) => dst_ip = route_ip(dst)?,
+            RouteAttribute::Gateway(gw) => gateway = route_ip(gw),
+            RouteAttribute::Oif(oif_index) => oif = Some(*oif_index),
             _ => {}
         }
     }

@@ -40,8 +40,8 @@ impl Listener {
         let end = Instant::now() + Duration::from_secs(1);
         let mut buf = [0u8; 256];
         while Instant::now() < end {
-            if let Ok((n, from)) = self.0.recv_from(&mut buf)
-                && &buf[..n] == marker.as_bytes()
+            if let Ok((len, from)) = self.0.recv_from(&mut buf)
+                && &buf[..len] == marker.as_bytes()
             {
                 return Some(from.ip());
             }

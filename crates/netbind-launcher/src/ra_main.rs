@@ -72,7 +72,7 @@ fn check_socket(fd: RawFd) -> Result<u32, String> {
         return Err(format!("fd {fd} is not a raw ICMPv6 socket"));
     }
     match is(libc::SOL_SOCKET, libc::SO_BINDTOIFINDEX) {
-        Some(i) if i > 0 => u32::try_from(i).map_err(|e| e.to_string()),
+        Some(index) if index > 0 => u32::try_from(index).map_err(|e| e.to_string()),
         _ => Err(format!("fd {fd} is not bound to an interface")),
     }
 }
@@ -223,8 +223,8 @@ fn main() -> ExitCode {
             leave(0);
         }
         if ready > 0 && pfd.revents & libc::POLLIN != 0 {
-            while let Some((n, hop, from)) = receive(cli.fd, &mut buf) {
-                match check_solicitation(&buf[..n], hop, from.is_unspecified()) {
+            while let Some((len, hop, from)) = receive(cli.fd, &mut buf) {
+                match check_solicitation(&buf[..len], hop, from.is_unspecified()) {
                     Ok(()) => {
                         answered += 1;
                         if answered <= LOG_FIRST || answered % LOG_EVERY == 0 {

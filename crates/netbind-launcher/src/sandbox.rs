@@ -145,11 +145,11 @@ pub fn programs() -> Result<Vec<BpfProgram>, SeccompError> {
         let cond = |arg, len, op, v| SeccompCondition::new(arg, len, op, v).map_err(build);
         let conds = match denied.when {
             When::Always => continue,
-            When::CloneFlag(f) => vec![cond(
+            When::CloneFlag(flag) => vec![cond(
                 0,
                 SeccompCmpArgLen::Qword,
-                SeccompCmpOp::MaskedEq(f),
-                f,
+                SeccompCmpOp::MaskedEq(flag),
+                flag,
             )?],
             When::SockOpt(level, opt) => vec![
                 cond(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, level)?,
@@ -169,7 +169,7 @@ pub fn programs() -> Result<Vec<BpfProgram>, SeccompError> {
     .map_err(build)?;
     [deny, clone3]
         .into_iter()
-        .map(|f| BpfProgram::try_from(f).map_err(build))
+        .map(|flag| BpfProgram::try_from(flag).map_err(build))
         .collect()
 }
 

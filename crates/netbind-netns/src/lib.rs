@@ -21,8 +21,8 @@ pub enum NetnsTarget {
 impl std::fmt::Display for NetnsTarget {
     fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            NetnsTarget::Path(p) => write!(out, "{}", p.display()),
-            NetnsTarget::Pid(p) => write!(out, "pid {p}"),
+            NetnsTarget::Path(path) => write!(out, "{}", path.display()),
+            NetnsTarget::Pid(pid) => write!(out, "pid {pid}"),
         }
     }
 }
@@ -76,7 +76,7 @@ fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
 impl Netns {
     pub fn open(target: &NetnsTarget) -> Result<Self, NetnsError> {
         let fd = match target {
-            NetnsTarget::Path(p) => File::open(p).map(OwnedFd::from),
+            NetnsTarget::Path(path) => File::open(path).map(OwnedFd::from),
             NetnsTarget::Pid(pid) => pidfd_open(*pid),
         }
         .map_err(|source| NetnsError::Open {

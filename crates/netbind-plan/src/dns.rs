@@ -29,8 +29,8 @@ pub fn parse_resolv_conf(text: &str, warnings: &mut Vec<String>) -> DnsConfig {
                     continue;
                 }
                 match fields[1].parse::<IpAddr>() {
-                    Ok(IpAddr::V4(a)) => v4.push(a),
-                    Ok(IpAddr::V6(a)) => v6.push(a),
+                    Ok(IpAddr::V4(ip)) => v4.push(ip),
+                    Ok(IpAddr::V6(ip)) => v6.push(ip),
                     Err(_) => warnings.push(format!(
                         "resolv.conf: skipping nameserver {:?}: not an IP address",
                         fields[1]
@@ -62,9 +62,9 @@ pub fn subdomain_search_entry(search: &[String], sub: &str) -> Option<String> {
 
 /// The longest string; the first one wins ties.
 pub fn longest<'a>(it: impl Iterator<Item = &'a String>) -> Option<&'a String> {
-    it.fold(None, |best: Option<&String>, s| match best {
-        Some(b) if b.len() >= s.len() => Some(b),
-        _ => Some(s),
+    it.fold(None, |best: Option<&String>, cand| match best {
+        Some(longer) if longer.len() >= cand.len() => Some(longer),
+        _ => Some(cand),
     })
 }
 
@@ -84,11 +84,11 @@ pub fn valid_search_domain(domain: &str) -> bool {
         match bytes {
             [] => false,
             [one] => first_ok(*one),
-            [f, mid @ .., e] => {
+            [first, mid @ .., last] => {
                 bytes.len() <= 63
-                    && first_ok(*f)
+                    && first_ok(*first)
                     && mid.iter().all(|c| mid_ok(*c))
-                    && (e.is_ascii_lowercase() || e.is_ascii_digit())
+                    && (last.is_ascii_lowercase() || last.is_ascii_digit())
             }
         }
     };

@@ -188,12 +188,12 @@ impl Expr {
 
 fn val_text(val: &Val) -> String {
     match val {
-        Val::Addr(a) => a.to_string(),
-        Val::Port(p) => p.to_string(),
-        Val::Range(a, b) => format!("{a}-{b}"),
-        Val::Name(n) => n.clone(),
-        Val::Prefix(a, len) => format!("{a}/{len}"),
-        Val::Mac(m) => m.to_string(),
+        Val::Addr(value) => value.to_string(),
+        Val::Port(port) => port.to_string(),
+        Val::Range(value, upper) => format!("{value}-{upper}"),
+        Val::Name(name) => name.clone(),
+        Val::Prefix(value, len) => format!("{value}/{len}"),
+        Val::Mac(mac) => mac.to_string(),
         Val::Hex(val) => format!("0x{val:08x}"),
     }
 }
@@ -204,8 +204,8 @@ fn field_text(field: &Field) -> String {
         Field::Daddr(fam) => format!("{} daddr", fam.as_str()),
         Field::Iifname => "iifname".into(),
         Field::Oifname => "oifname".into(),
-        Field::Dport(p) => format!("{p} dport"),
-        Field::Sport(p) => format!("{p} sport"),
+        Field::Dport(proto) => format!("{proto} dport"),
+        Field::Sport(proto) => format!("{proto} sport"),
         Field::EtherSaddr => "ether saddr".into(),
         Field::EtherType => "ether type".into(),
         Field::ArpSaddrEther => "arp saddr ether".into(),
@@ -244,9 +244,9 @@ impl Rule {
                 }
                 Expr::Counter => "counter".into(),
                 Expr::Masquerade => "masquerade".into(),
-                Expr::Jump(t) => format!("jump {t}"),
-                Expr::Dnat(a) => format!("dnat to {a}"),
-                Expr::Snat(a) => format!("snat to {a}"),
+                Expr::Jump(target) => format!("jump {target}"),
+                Expr::Dnat(addr) => format!("dnat to {addr}"),
+                Expr::Snat(addr) => format!("snat to {addr}"),
                 Expr::Return => "return".into(),
                 Expr::Drop => "drop".into(),
             })
@@ -261,12 +261,12 @@ impl Rule {
 
 fn val_json(val: &Val) -> Value {
     match val {
-        Val::Addr(a) => json!(a.to_string()),
-        Val::Port(p) => json!(p),
-        Val::Range(a, b) => json!({ "range": [a, b] }),
-        Val::Name(n) => json!(n),
-        Val::Prefix(a, len) => json!({ "prefix": { "addr": a.to_string(), "len": len } }),
-        Val::Mac(m) => json!(m.to_string()),
+        Val::Addr(value) => json!(value.to_string()),
+        Val::Port(port) => json!(port),
+        Val::Range(value, upper) => json!({ "range": [value, upper] }),
+        Val::Name(name) => json!(name),
+        Val::Prefix(value, len) => json!({ "prefix": { "addr": value.to_string(), "len": len } }),
+        Val::Mac(mac) => json!(mac.to_string()),
         Val::Hex(val) => json!(val),
     }
 }
@@ -277,8 +277,8 @@ fn field_json(field: &Field) -> Value {
         Field::Daddr(fam) => json!({ "payload": { "protocol": fam.as_str(), "field": "daddr" } }),
         Field::Iifname => json!({ "meta": { "key": "iifname" } }),
         Field::Oifname => json!({ "meta": { "key": "oifname" } }),
-        Field::Dport(p) => json!({ "payload": { "protocol": p, "field": "dport" } }),
-        Field::Sport(p) => json!({ "payload": { "protocol": p, "field": "sport" } }),
+        Field::Dport(proto) => json!({ "payload": { "protocol": proto, "field": "dport" } }),
+        Field::Sport(proto) => json!({ "payload": { "protocol": proto, "field": "sport" } }),
         Field::EtherSaddr => json!({ "payload": { "protocol": "ether", "field": "saddr" } }),
         Field::EtherType => json!({ "payload": { "protocol": "ether", "field": "type" } }),
         Field::ArpSaddrEther => json!({ "payload": { "protocol": "arp", "field": "saddr ether" } }),
@@ -312,9 +312,9 @@ fn expr_json(expr: &Expr) -> Value {
         }
         Expr::Counter => json!({ "counter": null }),
         Expr::Masquerade => json!({ "masquerade": null }),
-        Expr::Jump(t) => json!({ "jump": { "target": t } }),
-        Expr::Dnat(a) => json!({ "dnat": { "addr": a.to_string() } }),
-        Expr::Snat(a) => json!({ "snat": { "addr": a.to_string() } }),
+        Expr::Jump(target) => json!({ "jump": { "target": target } }),
+        Expr::Dnat(addr) => json!({ "dnat": { "addr": addr.to_string() } }),
+        Expr::Snat(addr) => json!({ "snat": { "addr": addr.to_string() } }),
         Expr::Return => json!({ "return": null }),
         Expr::Drop => json!({ "drop": null }),
     }

@@ -254,7 +254,7 @@ pub fn plan(
         }
         match &iface.binding {
             Binding::Bridge => planner.bridge(index, iface, pod_iface)?,
-            Binding::Masquerade(m) => planner.masquerade(iface, m, pod_iface)?,
+            Binding::Masquerade(masq) => planner.masquerade(iface, masq, pod_iface)?,
             other => planner.warnings.push(format!(
                 "interface {:?}: binding {:?} has no phase-1 work in netbind; skipped",
                 iface.name,

@@ -325,8 +325,8 @@ pub fn allocate(pod: &str) -> Result<Ipv4Addr, SimError> {
             .mode(0o644)
             .open(&path)
         {
-            Ok(mut f) => {
-                f.write_all(pod.as_bytes()).map_err(io("write", &path))?;
+            Ok(mut file) => {
+                file.write_all(pod.as_bytes()).map_err(io("write", &path))?;
                 return Ok(addr);
             }
             Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,

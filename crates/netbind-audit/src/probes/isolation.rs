@@ -131,7 +131,7 @@ pub(super) fn a28(_pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
     match (xdp, bpf) {
         (Ok(()), _) => ok("AF_XDP socket"),
         (_, Ok(())) => ok("BPF program loaded"),
-        (Err(e), _) => Observed::Errno(e),
+        (Err(errno), _) => Observed::Errno(errno),
     }
 }
 

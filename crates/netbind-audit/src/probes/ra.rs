@@ -113,7 +113,7 @@ pub(super) fn a39(pod: &PodUnderTest, _pre: &Pre, _id: &str) -> Observed {
             match (detach, unmark) {
                 (Ok(()), _) => ok("socket filter detached"),
                 (_, Ok(())) => ok("socket mark cleared"),
-                (Err(e), _) => Observed::Errno(e),
+                (Err(errno), _) => Observed::Errno(errno),
             }
         }
     }

@@ -80,9 +80,11 @@ pub fn phase(rec: &PodRecord) -> String {
         return containerd::phase(cri);
     }
     match (rec.launcher, rec.boot, rec.vm) {
-        (Some(l), _, _) if !l.alive() => format!("failed: the launcher (pid {}) exited", l.pid),
-        (_, Some(b), Some(v)) if !v.alive() => {
-            format!("failed: the VM ({b:?}, pid {}) exited", v.pid).to_lowercase()
+        (Some(launcher), _, _) if !launcher.alive() => {
+            format!("failed: the launcher (pid {}) exited", launcher.pid)
+        }
+        (_, Some(boot), Some(vm)) if !vm.alive() => {
+            format!("failed: the VM ({boot:?}, pid {}) exited", vm.pid).to_lowercase()
         }
         (None, _, _) => "pending".into(),
         _ => "running".into(),
@@ -177,7 +179,7 @@ pub(super) fn claim_pod_dir(name: &str) -> Result<PathBuf, UpError> {
                 },
             )?;
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
             return Err(UpError::Invalid(format!(
                 "pod {name} is already up (netbind down {name})"
             )));

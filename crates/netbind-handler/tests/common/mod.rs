@@ -390,7 +390,7 @@ pub fn run_unprivileged(pod: &Pod, uid: u32, gid: u32, op: &str) -> Outcome {
         });
     match line.trim() {
         "ok" => Outcome::Ok,
-        e => Outcome::Errno(e.parse().expect("errno")),
+        errno => Outcome::Errno(errno.parse().expect("errno")),
     }
 }
 

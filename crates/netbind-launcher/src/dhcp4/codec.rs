@@ -159,7 +159,7 @@ fn walk(
         };
         // RFC 3396: a repeated option is the concatenation of its instances.
         match out.iter_mut().find(|(c, _)| *c == code) {
-            Some((_, v)) => v.extend_from_slice(data),
+            Some((_, existing)) => existing.extend_from_slice(data),
             None => out.push((code, data.to_vec())),
         }
         pos += 2 + len;
@@ -190,9 +190,9 @@ pub fn parse(bytes: &[u8]) -> Result<Packet, ParseError> {
     let mut options = Vec::new();
     walk(&bytes[HEADER_LEN..], HEADER_LEN, &mut options, true)?;
     // Option overload (52): sname and/or file carry more options.
-    if let Some((_, v)) = options.iter().find(|(c, _)| *c == opt::OVERLOAD) {
-        let ov = v.first().copied().unwrap_or(0);
-        if v.len() != 1 || !(1..=3).contains(&ov) {
+    if let Some((_, overload)) = options.iter().find(|(c, _)| *c == opt::OVERLOAD) {
+        let ov = overload.first().copied().unwrap_or(0);
+        if overload.len() != 1 || !(1..=3).contains(&ov) {
             return Err(ParseError::Overload(ov));
         }
         if ov & 1 != 0 {
@@ -238,7 +238,7 @@ impl Packet {
 
     pub fn option_ip(&self, code: u8) -> Option<Ipv4Addr> {
         match self.option(code)? {
-            [a, b, c, d] => Some(Ipv4Addr::new(*a, *b, *c, *d)),
+            [b0, b1, b2, b3] => Some(Ipv4Addr::new(*b0, *b1, *b2, *b3)),
             _ => None,
         }
     }

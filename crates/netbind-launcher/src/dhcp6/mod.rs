@@ -170,7 +170,7 @@ impl Server {
             msg::DECLINE => {
                 return Outcome::Drop("DECLINE: the client reports its address in use".into());
             }
-            t => return Outcome::Drop(format!("message type {t} not served")),
+            other => return Outcome::Drop(format!("message type {other} not served")),
         };
         let mut out = vec![kind, req.xid[0], req.xid[1], req.xid[2]];
         if let Some(cid) = client_id {

@@ -32,7 +32,7 @@ impl Planner<'_> {
                     iface: pod_iface.clone(),
                 })?;
                 let router = match first.gateway {
-                    Some(IpAddr::V4(g)) => Some(g),
+                    Some(IpAddr::V4(gw)) => Some(gw),
                     _ => None,
                 };
                 let local = ip.network();
@@ -44,7 +44,7 @@ impl Planner<'_> {
                             return None;
                         };
                         let gateway = match r.gateway {
-                            Some(IpAddr::V4(g)) => g,
+                            Some(IpAddr::V4(gw)) => gw,
                             _ => Ipv4Addr::UNSPECIFIED,
                         };
                         Some(Route4 {
@@ -62,7 +62,7 @@ impl Planner<'_> {
                     .unwrap_or(link.mac);
                 let mtu = Self::mtu16(net, pod_iface, link.mtu)?;
                 let server_id = match fake.map(|f| f.addr()) {
-                    Some(IpAddr::V4(a)) => a,
+                    Some(IpAddr::V4(v4_addr)) => v4_addr,
                     _ => Ipv4Addr::UNSPECIFIED,
                 };
                 Some(self.dhcpv4(
@@ -137,8 +137,8 @@ impl Planner<'_> {
                 addrs: link
                     .addresses
                     .iter()
-                    .filter(|a| a.is_global_unicast())
-                    .map(|a| a.addr())
+                    .filter(|cidr| cidr.is_global_unicast())
+                    .map(|cidr| cidr.addr())
                     .collect(),
             });
         }

@@ -45,7 +45,7 @@ impl Planner<'_> {
         let domain_name = dns::longest(search.iter()).cloned();
         let extras = &iface.dhcp;
         let client_ip = match client.addr() {
-            IpAddr::V4(a) => a,
+            IpAddr::V4(v4) => v4,
             IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
         };
         Dhcpv4Config {
