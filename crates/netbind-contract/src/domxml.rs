@@ -52,8 +52,15 @@ pub fn render_interface(iface: &DomainInterface, indent: usize) -> String {
         line("<link state='down'/>".into());
     }
     line(format!("<alias name='{}'/>", escape(&iface.alias)));
-    if let Some(queues) = iface.queues {
-        line(format!("<driver name='vhost' queues='{queues}'/>"));
+    // KubeVirt's converter writes a driver element for multiqueue or launch security, with
+    // its attributes in this order.
+    if iface.queues.is_some() || iface.iommu {
+        let queues = iface
+            .queues
+            .map(|queues| format!(" queues='{queues}'"))
+            .unwrap_or_default();
+        let iommu = if iface.iommu { " iommu='on'" } else { "" };
+        line(format!("<driver name='vhost'{queues}{iommu}/>"));
     }
     if iface.rom_disabled {
         line("<rom enabled='no'/>".into());

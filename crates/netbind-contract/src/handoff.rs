@@ -175,6 +175,10 @@ pub struct DomainInterface {
     /// `<driver name='vhost' queues='N'/>` when multiqueue applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queues: Option<u32>,
+    /// `iommu='on'` on the vhost driver: launch security (SEV, SNP, Secure Execution) needs
+    /// the device's DMA to go through the guest's IOMMU.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub iommu: bool,
     pub link_down: bool,
 }
 

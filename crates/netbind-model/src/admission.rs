@@ -110,6 +110,7 @@ pub fn validate(spec: &VmiSpec, spec_path: &str, cfg: &ClusterConfig) -> Vec<Vio
     boot_order(&mut rules);
     probes(&mut rules);
     vm_network_cidrs(&mut rules);
+    launch_security(&mut rules, cfg);
     rules.out
 }
 
@@ -539,7 +540,10 @@ fn vm_network_cidrs(rules: &mut Rules) {
     }
 }
 
+mod launch_security;
 mod ports;
+pub use launch_security::DEFAULT_ARCHITECTURE;
+use launch_security::launch_security;
 use ports::ports;
 
 #[cfg(test)]

@@ -34,10 +34,34 @@ pub struct AdmittedVmi {
     /// `useVirtioTransitional: true`.
     pub virtio_transitional: bool,
     pub cpu: CpuTopology,
+    /// `spec.domain.launchSecurity`, as the converter sees it.
+    pub launch_security: Option<LaunchSecurityKind>,
+    /// Whether the architecture lets the converter tune a NIC's boot ROM (all but s390x).
+    pub rom_tuning: bool,
     pub status: AdmittedStatus,
 }
 
-/// `spec.domain.cpu`: an unset or zero count is one.
+/// Which confidential-computing technology the VMI asks for. On s390x any `launchSecurity`
+/// is IBM Secure Execution (KubeVirt's "PV").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaunchSecurityKind {
+    Sev,
+    Snp,
+    Tdx,
+    SecureExecution,
+}
+
+impl LaunchSecurityKind {
+    /// KubeVirt's `useLaunchSecurity` (SEV, SNP or Secure Execution; not TDX): the virtio NIC
+    /// gets `iommu='on'` and no boot ROM even with a boot order.
+    pub fn protects_devices(self) -> bool {
+        !matches!(self, LaunchSecurityKind::Tdx)
+    }
+}
+
+/// The guest CPU topology as KubeVirt derives it (see `convert::cpu_topology`): the counts in
+/// `spec.domain.cpu`, or sockets from the CPU limit or request. Sockets may be 0 (a `0` CPU
+/// request), which gives no queues, as in KubeVirt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CpuTopology {
     pub sockets: u32,

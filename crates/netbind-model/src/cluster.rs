@@ -69,6 +69,10 @@ pub enum FeatureGate {
     PortRangesSpec,
     /// KubeVirt's core passt binding (`passtBinding: {}`).
     PasstBinding,
+    /// `launchSecurity` with `sev` or `snp`.
+    WorkloadEncryptionSEV,
+    /// `launchSecurity` with `tdx`.
+    WorkloadEncryptionTDX,
     Other(String),
 }
 
@@ -77,6 +81,8 @@ impl From<String> for FeatureGate {
         match name.as_str() {
             "PortRangesSpec" => FeatureGate::PortRangesSpec,
             "PasstBinding" => FeatureGate::PasstBinding,
+            "WorkloadEncryptionSEV" => FeatureGate::WorkloadEncryptionSEV,
+            "WorkloadEncryptionTDX" => FeatureGate::WorkloadEncryptionTDX,
             _ => FeatureGate::Other(name),
         }
     }
@@ -93,6 +99,8 @@ impl From<FeatureGate> for String {
         match gate {
             FeatureGate::PortRangesSpec => "PortRangesSpec".into(),
             FeatureGate::PasstBinding => "PasstBinding".into(),
+            FeatureGate::WorkloadEncryptionSEV => "WorkloadEncryptionSEV".into(),
+            FeatureGate::WorkloadEncryptionTDX => "WorkloadEncryptionTDX".into(),
             FeatureGate::Other(name) => name,
         }
     }

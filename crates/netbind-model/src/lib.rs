@@ -18,4 +18,5 @@ pub use net::Cidr;
 pub mod check;
 pub use netbind_contract::{handoff, input};
 pub mod pod;
+pub mod quantity;
 pub use netbind_contract::ra;

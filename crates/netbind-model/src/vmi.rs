@@ -39,6 +39,11 @@ pub struct VmiSpec {
     pub readiness_probe: Option<Probe>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub liveness_probe: Option<Probe>,
+    /// `amd64`, `arm64`, `s390x`; KubeVirt's webhook defaults it to the cluster's (here amd64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_strategy: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -57,6 +62,26 @@ pub struct DomainSpec {
     pub devices: Devices,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<Cpu>,
+    /// Confidential computing: changes the NIC's driver and ROM (see `admission/launch_security.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_security: Option<LaunchSecurity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<Firmware>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<Features>,
+    /// Read for the CPU topology KubeVirt derives when `cpu` gives none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+}
+
+/// `spec.domain.resources`: only the CPU entries matter to networking (the queue count).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resources {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<String, crate::quantity::QuantityText>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, crate::quantity::QuantityText>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -290,4 +315,63 @@ impl Network {
     pub fn is_primary(&self) -> bool {
         self.is_pod() || self.is_multus_default()
     }
+}
+
+/// `spec.domain.launchSecurity`: one of AMD SEV, SEV-SNP or Intel TDX (any content: only which
+/// ones are present and SEV's attestation matter here).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LaunchSecurity {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sev: Option<Sev>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snp: Option<Marker>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tdx: Option<Marker>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sev {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<Marker>,
+}
+
+/// `spec.domain.firmware`, as far as launch security's admission reads it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Firmware {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootloader: Option<Bootloader>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Bootloader {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub efi: Option<Efi>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Efi {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure_boot: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent: Option<bool>,
+}
+
+/// `spec.domain.features`: only SMM matters (TDX refuses it).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Features {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smm: Option<FeatureState>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FeatureState {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
 }

@@ -34,6 +34,8 @@ pub const CASES: &[Case] = &[
     Case { name: "multus-bridge", vmi: "examples/vmi-masquerade-multus.yaml", pod: "pod-multus", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: QEMU },
     Case { name: "multus-spoof-check", vmi: "examples/vmi-masquerade-multus.yaml", pod: "pod-multus", resolv: "resolv.conf", feature_gates: &[], spoof_check: &["blue-net"], owner: QEMU },
     Case { name: "multiqueue", vmi: "testdata/vmi/multiqueue.yaml", pod: "pod-v4", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: QEMU },
+    Case { name: "multiqueue-resources", vmi: "testdata/vmi/multiqueue-resources.yaml", pod: "pod-v4", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: QEMU },
+    Case { name: "launch-security-sev", vmi: "testdata/vmi/launch-security-sev.yaml", pod: "pod-v4", resolv: "resolv.conf", feature_gates: &["WorkloadEncryptionSEV"], spoof_check: &[], owner: QEMU },
     Case { name: "port-ranges", vmi: "testdata/vmi/port-ranges.yaml", pod: "pod-v4", resolv: "resolv.conf", feature_gates: &["PortRangesSpec"], spoof_check: &[], owner: QEMU },
     Case { name: "istio-dual", vmi: "testdata/vmi/istio.yaml", pod: "pod-dual", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: QEMU },
     Case { name: "bridge-options", vmi: "testdata/vmi/bridge-options.yaml", pod: "pod-multus", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: (0, 0) },

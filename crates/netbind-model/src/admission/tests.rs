@@ -492,3 +492,96 @@ fn spoof_check_names_a_nad_with_or_without_its_namespace() {
     assert!(!cfg.spoof_checked("red", "default"));
     assert!(!ClusterConfig::default().spoof_checked("blue-net", "default"));
 }
+
+/// `launchSecurity`, with KubeVirt's causes and field paths (`spec.launchSecurity`, not
+/// `spec.domain.launchSecurity`).
+#[test]
+fn launch_security_rules() {
+    let with = |security: &str| {
+        MASQ.replace(
+            "  domain:\n",
+            &format!("  domain:\n    launchSecurity: {security}\n"),
+        )
+    };
+    let sev_gate = ClusterConfig {
+        feature_gates: [FeatureGate::WorkloadEncryptionSEV].into(),
+        ..Default::default()
+    };
+    let both_gates = ClusterConfig {
+        feature_gates: [
+            FeatureGate::WorkloadEncryptionSEV,
+            FeatureGate::WorkloadEncryptionTDX,
+        ]
+        .into(),
+        ..Default::default()
+    };
+    let efi = |yaml: String, efi: &str| {
+        yaml.replace(
+            "  domain:\n",
+            &format!("  domain:\n    firmware: {{bootloader: {{efi: {efi}}}}}\n"),
+        )
+    };
+    let field = "spec.launchSecurity";
+    assert_eq!(
+        one(&with("{sev: {}}"), &ClusterConfig::default()),
+        pair(
+            field,
+            "WorkloadEncryptionSEV feature gate is not enabled in kubevirt-config"
+        )
+    );
+    assert_eq!(
+        one(&with("{sev: {}, tdx: {}}"), &both_gates),
+        pair(field, "One and only one launchSecurity type can be set")
+    );
+    assert_eq!(
+        one(&with("{sev: {}}"), &sev_gate),
+        pair(field, "SEV requires OVMF (UEFI)")
+    );
+    // EFI's Secure Boot is on unless turned off; a bootable NIC is refused too, in that order.
+    let bootable = efi(with("{snp: {}}"), "{persistent: true}")
+        .replace("masquerade: {}", "masquerade: {}\n        bootOrder: 1");
+    assert_eq!(
+        run(&bootable, &sev_gate),
+        vec![
+            pair(field, "SNP does not work along with SecureBoot"),
+            pair(
+                field,
+                "SNP does not work along with Persistent EFI variables"
+            ),
+            pair(field, "SNP does not work with bootable NICs: default"),
+        ]
+    );
+    let attested = efi(with("{sev: {attestation: {}}}"), "{secureBoot: false}");
+    assert_eq!(
+        one(&attested, &sev_gate),
+        pair(field, "SEV attestation requires VMI StartStrategy 'Paused'")
+    );
+    assert_eq!(
+        run(&format!("{attested}  startStrategy: Paused\n"), &sev_gate),
+        vec![]
+    );
+    let tdx =
+        efi(with("{tdx: {}}"), "{}").replace("  domain:\n", "  domain:\n    features: {smm: {}}\n");
+    assert_eq!(
+        one(&tdx, &both_gates),
+        pair(field, "TDX does not work along with SMM")
+    );
+    assert_eq!(
+        one(
+            &format!("{}  architecture: arm64\n", with("{sev: {}}")),
+            &sev_gate
+        ),
+        pair(
+            "spec.architecture",
+            "No launchSecurity support for architecture: arm64"
+        )
+    );
+    // s390x: IBM Secure Execution, with no settings to check.
+    assert_eq!(
+        run(
+            &format!("{}  architecture: s390x\n", with("{}")),
+            &ClusterConfig::default()
+        ),
+        vec![]
+    );
+}

@@ -60,8 +60,7 @@ fn convert(
             interface(iface, net.clone(), (raw, &net_path), &path, cfg)
         })
         .collect::<Result<_, _>>()?;
-    let cpu = spec.domain.cpu.clone().unwrap_or_default();
-    let count = |c: Option<u32>| c.unwrap_or(1).max(1);
+    let cpu = cpu_topology(spec, spec_path)?;
     let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
     Ok(AdmittedVmi {
         metadata,
@@ -71,11 +70,9 @@ fn convert(
         interfaces,
         multiqueue: spec.domain.devices.network_interface_multiqueue == Some(true),
         virtio_transitional: spec.domain.devices.use_virtio_transitional == Some(true),
-        cpu: CpuTopology {
-            sockets: count(cpu.sockets),
-            cores: count(cpu.cores),
-            threads: count(cpu.threads),
-        },
+        cpu,
+        launch_security: launch_security_kind(spec),
+        rom_tuning: architecture(spec) != "s390x",
         status: AdmittedStatus {
             migration_transport: status.migration_transport.clone(),
             interfaces: status
@@ -90,6 +87,69 @@ fn convert(
                 })
                 .collect(),
         },
+    })
+}
+
+/// KubeVirt's guest CPU topology (the mutating webhook's `SetDefaultGuestCPUTopology`, repeated
+/// by the converter's `GetCPUTopology`): the counts given, a missing one being 1; with none
+/// given, that many sockets as the CPU limit, else the CPU request, rounded up.
+fn cpu_topology(spec: &VmiSpec, spec_path: &str) -> Result<CpuTopology, Violation> {
+    let cpu = spec.domain.cpu.clone().unwrap_or_default();
+    let given = |count: Option<u32>| count.filter(|&n| n != 0);
+    let (sockets, cores, threads) = (given(cpu.sockets), given(cpu.cores), given(cpu.threads));
+    if sockets.is_some() || cores.is_some() || threads.is_some() {
+        return Ok(CpuTopology {
+            sockets: sockets.unwrap_or(1),
+            cores: cores.unwrap_or(1),
+            threads: threads.unwrap_or(1),
+        });
+    }
+    let resources = spec.domain.resources.clone().unwrap_or_default();
+    let derived = [
+        ("limits", &resources.limits),
+        ("requests", &resources.requests),
+    ]
+    .into_iter()
+    .find_map(|(kind, list)| list.get("cpu").map(|quantity| (kind, quantity)));
+    let sockets = match derived {
+        None => 1,
+        Some((kind, quantity)) => {
+            let field = format!("{spec_path}.domain.resources.{kind}.cpu");
+            let value = quantity
+                .ceil_value()
+                .ok_or_else(|| violation(field.clone(), crate::quantity::QUANTITY_SYNTAX))?;
+            if value < 0 {
+                return Err(violation(field, "must be greater than or equal to 0"));
+            }
+            u32::try_from(value).unwrap_or(u32::MAX)
+        }
+    };
+    Ok(CpuTopology {
+        sockets,
+        cores: 1,
+        threads: 1,
+    })
+}
+
+fn architecture(spec: &VmiSpec) -> &str {
+    spec.architecture
+        .as_deref()
+        .filter(|arch| !arch.is_empty())
+        .unwrap_or(crate::admission::DEFAULT_ARCHITECTURE)
+}
+
+/// KubeVirt's `IsSEVVMI` / `IsSecureExecutionVMI` / `IsTDXVMI` on an admitted spec (admission
+/// allowed exactly one type on amd64).
+fn launch_security_kind(spec: &VmiSpec) -> Option<LaunchSecurityKind> {
+    let security = spec.domain.launch_security.as_ref()?;
+    Some(if architecture(spec) == "s390x" {
+        LaunchSecurityKind::SecureExecution
+    } else if security.snp.is_some() {
+        LaunchSecurityKind::Snp
+    } else if security.sev.is_some() {
+        LaunchSecurityKind::Sev
+    } else {
+        LaunchSecurityKind::Tdx
     })
 }
 

@@ -35,7 +35,7 @@ fn admission_hands_the_planner_parsed_values() {
     assert_eq!(vmi.qualified_name(), "ns/t");
     let first = vmi.interface("default").expect("default");
     assert_eq!(
-        first.mac.map(|masq| masq.to_string()).as_deref(),
+        first.mac.map(|mac| mac.to_string()).as_deref(),
         Some("02:00:00:ab:cd:ef")
     );
     assert_eq!(
@@ -99,4 +99,62 @@ fn defaults_give_the_pod_network_the_cluster_binding() {
         Binding::Masquerade(m) if m.forward == Forward::All && !m.v6_requested
     ));
     assert!(vmi.interfaces[0].network.is_primary());
+}
+
+/// KubeVirt's guest CPU topology, which sizes the NIC queues.
+#[test]
+fn cpu_topology_is_derived_as_kubevirt_derives_it() {
+    let topology = |domain: &str| {
+        let text = format!(
+            "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{name: t}}\nspec:\n  domain:\n{domain}    devices: {{}}\n"
+        );
+        check_vmi(&text, &ClusterConfig::default())
+            .map(|vmi| {
+                let cpu = vmi.cpu;
+                (cpu.sockets, cpu.cores, cpu.threads)
+            })
+            .map_err(|err| format!("{err:?}"))
+    };
+    assert_eq!(topology(""), Ok((1, 1, 1)));
+    // Counts given: a missing (or zero) one is 1, and resources are not read.
+    assert_eq!(
+        topology("    cpu: {cores: 2, threads: 0}\n    resources: {limits: {cpu: 8}}\n"),
+        Ok((1, 2, 1))
+    );
+    // None given: sockets from the limit before the request, rounded up.
+    assert_eq!(
+        topology("    resources: {requests: {cpu: 2}, limits: {cpu: 3500m}}\n"),
+        Ok((4, 1, 1))
+    );
+    assert_eq!(
+        topology("    cpu: {sockets: 0}\n    resources: {requests: {cpu: '1.2'}}\n"),
+        Ok((2, 1, 1))
+    );
+    assert_eq!(
+        topology("    resources: {requests: {cpu: 0}}\n"),
+        Ok((0, 1, 1))
+    );
+    let refused = topology("    resources: {limits: {cpu: lots}}\n").expect_err("bad quantity");
+    assert!(
+        refused.contains("spec.domain.resources.limits.cpu"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn launch_security_reaches_the_planner_typed() {
+    let admitted = |extra: &str| {
+        let text = format!(
+            "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{name: t}}\nspec:\n{extra}  domain:\n    launchSecurity: {{}}\n    devices: {{}}\n"
+        );
+        let vmi = check_vmi(&text, &ClusterConfig::default()).expect("admitted");
+        (vmi.launch_security, vmi.rom_tuning)
+    };
+    // On s390x any launchSecurity is Secure Execution, and there is no ROM to tune.
+    assert_eq!(
+        admitted("  architecture: s390x\n"),
+        (Some(LaunchSecurityKind::SecureExecution), false)
+    );
+    assert!(LaunchSecurityKind::SecureExecution.protects_devices());
+    assert!(!LaunchSecurityKind::Tdx.protects_devices());
 }

@@ -58,6 +58,10 @@ impl Planner<'_> {
         .to_string();
         let boot_order = iface.boot_order;
         let queues = self.queues(iface);
+        let protected = self
+            .vmi
+            .launch_security
+            .is_some_and(|kind| kind.protects_devices());
         DomainInterface {
             alias: format!("ua-{}", iface.name),
             tap: tap.clone(),
@@ -65,10 +69,14 @@ impl Planner<'_> {
             model,
             mtu,
             boot_order,
-            rom_disabled: boot_order.is_none(),
+            // KubeVirt: ROM tuning where the architecture has it, when the NIC is not
+            // bootable or launch security forbids option ROMs.
+            rom_disabled: self.vmi.rom_tuning && (boot_order.is_none() || protected),
             pci_address: iface.pci_address,
             acpi_index: iface.acpi_index,
             queues: (queues > 0).then_some(queues),
+            // Only a virtio NIC gets a driver element.
+            iommu: protected && iface.model == NicModel::Virtio,
             link_down: iface.state == InterfaceState::Down,
         }
     }
