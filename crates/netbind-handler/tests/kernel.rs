@@ -410,3 +410,47 @@ fn the_cluster_configuration_can_be_kubevirts_cr() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("defaultNetworkInterfaces"), "{err}");
 }
+
+/// A binding plugin with `domainAttachmentType: managedTap` (declared in the KubeVirt CR):
+/// phase 1 makes the bridge binding's links without the fake bridge address, and no DHCP.
+#[test]
+fn managed_tap_plugin_matches_plan() {
+    if !require_root() {
+        return;
+    }
+    let vmi = "testdata/vmi/plugin-managed-tap.yaml";
+    let cr = root().join("testdata/kubevirt/binding-plugins.yaml");
+    let pod = Pod::new(Stack::V4);
+    let cluster =
+        netbind_model::cluster_objects::kubevirt_config(&std::fs::read_to_string(&cr).expect("CR"))
+            .expect("valid CR");
+    let text = std::fs::read_to_string(root().join(vmi)).expect("vmi");
+    let admitted = netbind_model::check::check_vmi(&text, &cluster).expect("valid vmi");
+    let observed = pod.observed();
+    let opts = netbind_plan::PlanOptions {
+        owner: netbind_plan::Owner { uid: 107, gid: 107 },
+        resolv_conf: "",
+        cluster: &cluster,
+        network: None,
+    };
+    let plan = netbind_plan::plan(&admitted, &observed, &opts).expect("plan");
+    pod.setup_ok(vmi, &["--kubevirt-config", &cr.display().to_string()]);
+    assert_matches_plan(&pod, &plan);
+    let bridge = addrs_json(&pod.name)
+        .into_iter()
+        .find(|link| link["ifname"] == "k6t-eth0")
+        .expect("the bridge");
+    assert_eq!(
+        bridge["addr_info"]
+            .as_array()
+            .map(|addrs| addrs.iter().filter(|a| a["family"] == "inet").count()),
+        Some(0),
+        "no fake address on a managedTap bridge: {bridge:#}"
+    );
+    let handoff = std::fs::read(pod.handoff_dir().join("handoff.json")).expect("hand-off");
+    let handoff = netbind_model::handoff::Handoff::from_json(&handoff).expect("valid hand-off");
+    assert!(
+        handoff.interfaces.iter().all(|i| i.dhcpv4.is_none()),
+        "{handoff:?}"
+    );
+}

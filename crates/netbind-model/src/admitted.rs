@@ -138,7 +138,19 @@ pub enum Binding {
     /// A network binding plugin declared in the KubeVirt CR.
     Plugin {
         name: String,
+        /// Its `domainAttachmentType`, when the CR declares one.
+        attachment: Option<DomainAttachment>,
     },
+}
+
+/// How a binding plugin's interface reaches the domain (`domainAttachmentType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainAttachment {
+    /// The plugin's CNI made the tap; the domain gets `<interface type='ethernet'>` on it.
+    Tap,
+    /// Phase 1 makes the bridge, tap and dummy as for the bridge binding (without the fake
+    /// bridge address or DHCP, which the plugin serves); the domain is as for `Tap`.
+    ManagedTap,
 }
 
 impl Binding {

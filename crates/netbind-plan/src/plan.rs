@@ -5,7 +5,9 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netbind_model::admission::ClusterConfig;
-use netbind_model::admitted::{AdmittedInterface, AdmittedVmi, Binding, InterfaceState};
+use netbind_model::admitted::{
+    AdmittedInterface, AdmittedVmi, Binding, DomainAttachment, InterfaceState,
+};
 use netbind_model::handoff::BindingKind;
 use netbind_model::handoff::{
     Dhcpv4Config, Dhcpv6Config, DomainInterface, HANDOFF_VERSION, Handoff, HandoffInterface,
@@ -30,6 +32,7 @@ mod domain;
 mod guards;
 mod masquerade;
 
+use bridge::BridgeFlavor;
 use guards::SpoofGuard;
 
 pub const PLAN_VERSION: u32 = 1;
@@ -253,8 +256,16 @@ pub fn plan(
             continue;
         }
         match &iface.binding {
-            Binding::Bridge => planner.bridge(index, iface, pod_iface)?,
+            Binding::Bridge => planner.bridge(index, iface, pod_iface, BridgeFlavor::Binding)?,
             Binding::Masquerade(masq) => planner.masquerade(iface, masq, pod_iface)?,
+            Binding::Plugin {
+                attachment: Some(DomainAttachment::ManagedTap),
+                ..
+            } => planner.bridge(index, iface, pod_iface, BridgeFlavor::ManagedTap)?,
+            Binding::Plugin {
+                attachment: Some(DomainAttachment::Tap),
+                ..
+            } => planner.plugin_tap(iface, pod_iface)?,
             other => planner.warnings.push(format!(
                 "interface {:?}: binding {:?} has no phase-1 work in netbind; skipped",
                 iface.name,
@@ -297,7 +308,12 @@ impl Planner<'_> {
         self.guard();
         self.spoof_guard();
         self.ra_guard();
-        if !self.handoff.is_empty() {
+        // Only the launcher's DHCP servers need the low ports; a plugin serves its own.
+        if self
+            .handoff
+            .iter()
+            .any(|iface| iface.dhcpv4.is_some() || iface.dhcpv6.is_some())
+        {
             self.global_sysctl(
                 "net/ipv4/ip_unprivileged_port_start",
                 UNPRIVILEGED_PORT_START,

@@ -15,11 +15,15 @@ fn plan(case: &Case) -> PodNetPlan {
     let read = |rel: &str| {
         std::fs::read_to_string(repo_root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
     };
-    let cluster = ClusterConfig {
-        feature_gates: case.feature_gates.iter().map(|g| (*g).into()).collect(),
-        spoof_check_networks: case.spoof_check.iter().map(|n| (*n).into()).collect(),
-        ..ClusterConfig::default()
+    let mut cluster = match case.kubevirt_config {
+        Some(rel) => netbind_model::cluster_objects::kubevirt_config(&read(rel))
+            .expect("the case's KubeVirt CR"),
+        None => ClusterConfig::default(),
     };
+    cluster
+        .feature_gates
+        .extend(case.feature_gates.iter().map(|g| (*g).into()));
+    cluster.spoof_check_networks = case.spoof_check.iter().map(|n| (*n).into()).collect();
     let vmi = check_vmi(&read(case.vmi), &cluster).expect("the case's VMI is admitted");
     let pod = ObservedPod::from_json(&read(&format!("testdata/pods/{}.json", case.pod)))
         .expect("the case's pod file");

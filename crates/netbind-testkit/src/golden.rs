@@ -20,26 +20,31 @@ pub struct Case {
     pub spoof_check: &'static [&'static str],
     /// The tap's owner (uid, gid).
     pub owner: (u32, u32),
+    /// A KubeVirt CR read as the cluster configuration (`--kubevirt-config`), relative to the
+    /// repository root; the feature gates above are added to it.
+    pub kubevirt_config: Option<&'static str>,
 }
 
 const QEMU: (u32, u32) = (107, 107);
 
 #[rustfmt::skip]
 pub const CASES: &[Case] = &[
-    Case { name: "bridge-pod", vmi: "examples/vmi-bridge.yaml", pod: "pod-v4", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: QEMU },
-    Case { name: "masquerade-v4", vmi: "examples/vmi-masquerade.yaml", pod: "pod-v4", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: QEMU },
-    Case { name: "masquerade-v6", vmi: "examples/vmi-masquerade.yaml", pod: "pod-v6", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: QEMU },
-    Case { name: "masquerade-dual", vmi: "examples/vmi-dual-stack.yaml", pod: "pod-dual", resolv: "resolv-bad-search.conf", feature_gates: &[], spoof_check: &[], owner: QEMU },
-    Case { name: "masquerade-ports", vmi: "examples/vmi-ports.yaml", pod: "pod-v4", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: QEMU },
-    Case { name: "multus-bridge", vmi: "examples/vmi-masquerade-multus.yaml", pod: "pod-multus", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: QEMU },
-    Case { name: "multus-spoof-check", vmi: "examples/vmi-masquerade-multus.yaml", pod: "pod-multus", resolv: "resolv.conf", feature_gates: &[], spoof_check: &["blue-net"], owner: QEMU },
-    Case { name: "multiqueue", vmi: "testdata/vmi/multiqueue.yaml", pod: "pod-v4", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: QEMU },
-    Case { name: "multiqueue-resources", vmi: "testdata/vmi/multiqueue-resources.yaml", pod: "pod-v4", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: QEMU },
-    Case { name: "launch-security-sev", vmi: "testdata/vmi/launch-security-sev.yaml", pod: "pod-v4", resolv: "resolv.conf", feature_gates: &["WorkloadEncryptionSEV"], spoof_check: &[], owner: QEMU },
-    Case { name: "port-ranges", vmi: "testdata/vmi/port-ranges.yaml", pod: "pod-v4", resolv: "resolv.conf", feature_gates: &["PortRangesSpec"], spoof_check: &[], owner: QEMU },
-    Case { name: "istio-dual", vmi: "testdata/vmi/istio.yaml", pod: "pod-dual", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: QEMU },
-    Case { name: "bridge-options", vmi: "testdata/vmi/bridge-options.yaml", pod: "pod-multus", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: (0, 0) },
-    Case { name: "vm-template", vmi: "examples/vm-masquerade.yaml", pod: "pod-v4", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: QEMU },
+    Case { name: "bridge-pod", vmi: "examples/vmi-bridge.yaml", pod: "pod-v4", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: QEMU, kubevirt_config: None },
+    Case { name: "masquerade-v4", vmi: "examples/vmi-masquerade.yaml", pod: "pod-v4", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: QEMU, kubevirt_config: None },
+    Case { name: "masquerade-v6", vmi: "examples/vmi-masquerade.yaml", pod: "pod-v6", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: QEMU, kubevirt_config: None },
+    Case { name: "masquerade-dual", vmi: "examples/vmi-dual-stack.yaml", pod: "pod-dual", resolv: "resolv-bad-search.conf", feature_gates: &[], spoof_check: &[], owner: QEMU, kubevirt_config: None },
+    Case { name: "masquerade-ports", vmi: "examples/vmi-ports.yaml", pod: "pod-v4", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: QEMU, kubevirt_config: None },
+    Case { name: "multus-bridge", vmi: "examples/vmi-masquerade-multus.yaml", pod: "pod-multus", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: QEMU, kubevirt_config: None },
+    Case { name: "multus-spoof-check", vmi: "examples/vmi-masquerade-multus.yaml", pod: "pod-multus", resolv: "resolv.conf", feature_gates: &[], spoof_check: &["blue-net"], owner: QEMU, kubevirt_config: None },
+    Case { name: "multiqueue", vmi: "testdata/vmi/multiqueue.yaml", pod: "pod-v4", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: QEMU, kubevirt_config: None },
+    Case { name: "multiqueue-resources", vmi: "testdata/vmi/multiqueue-resources.yaml", pod: "pod-v4", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: QEMU, kubevirt_config: None },
+    Case { name: "launch-security-sev", vmi: "testdata/vmi/launch-security-sev.yaml", pod: "pod-v4", resolv: "resolv.conf", feature_gates: &["WorkloadEncryptionSEV"], spoof_check: &[], owner: QEMU, kubevirt_config: None },
+    Case { name: "plugin-tap", vmi: "testdata/vmi/plugin-tap.yaml", pod: "pod-v4-tap", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: QEMU, kubevirt_config: Some("testdata/kubevirt/binding-plugins.yaml") },
+    Case { name: "plugin-managed-tap", vmi: "testdata/vmi/plugin-managed-tap.yaml", pod: "pod-v4", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: QEMU, kubevirt_config: Some("testdata/kubevirt/binding-plugins.yaml") },
+    Case { name: "port-ranges", vmi: "testdata/vmi/port-ranges.yaml", pod: "pod-v4", resolv: "resolv.conf", feature_gates: &["PortRangesSpec"], spoof_check: &[], owner: QEMU, kubevirt_config: None },
+    Case { name: "istio-dual", vmi: "testdata/vmi/istio.yaml", pod: "pod-dual", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: QEMU, kubevirt_config: None },
+    Case { name: "bridge-options", vmi: "testdata/vmi/bridge-options.yaml", pod: "pod-multus", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: (0, 0), kubevirt_config: None },
+    Case { name: "vm-template", vmi: "examples/vm-masquerade.yaml", pod: "pod-v4", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: QEMU, kubevirt_config: None },
 ];
 
 impl Case {
@@ -53,6 +58,9 @@ impl Case {
             "--resolv-conf".into(),
             format!("testdata/{}", self.resolv),
         ];
+        if let Some(config) = self.kubevirt_config {
+            args.extend(["--kubevirt-config".into(), config.into()]);
+        }
         for gate in self.feature_gates {
             args.extend(["--feature-gate".into(), (*gate).into()]);
         }

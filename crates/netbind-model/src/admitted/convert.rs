@@ -190,9 +190,21 @@ fn interface(
         }
         [BindingKind::Sriov] => Binding::Sriov,
         [BindingKind::PasstBinding] => Binding::PasstBinding,
-        [BindingKind::Plugin] => Binding::Plugin {
-            name: iface.binding.clone().unwrap_or_default().name,
-        },
+        [BindingKind::Plugin] => {
+            let name = iface.binding.clone().unwrap_or_default().name;
+            // KubeVirt's `DomainAttachmentByInterfaceName`: the plugin's declared type; an
+            // unknown one is as none (the CR's schema allows only these two).
+            let attachment = cfg
+                .bindings
+                .get(&name)
+                .and_then(|plugin| plugin.domain_attachment_type.as_deref())
+                .and_then(|kind| match kind {
+                    "tap" => Some(DomainAttachment::Tap),
+                    "managedTap" => Some(DomainAttachment::ManagedTap),
+                    _ => None,
+                });
+            Binding::Plugin { name, attachment }
+        }
         _ => {
             return Err(violation(
                 path.into(),

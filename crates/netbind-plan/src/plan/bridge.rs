@@ -1,5 +1,7 @@
 //! The bridge binding (KubeVirt §5): the pod interface moves under an in-pod bridge as
-//! `<suffix>-nic`, the guest takes over the pod's addresses through DHCP.
+//! `<suffix>-nic`, the guest takes over the pod's addresses through DHCP. A binding plugin with
+//! `domainAttachmentType: managedTap` gets the same links without the fake bridge address and
+//! without DHCP (KubeVirt's `managedTapSpec`: the plugin serves its guest).
 
 use super::*;
 use netbind_model::admitted::NetworkSource;
@@ -10,7 +12,9 @@ impl Planner<'_> {
         index: usize,
         iface: &AdmittedInterface,
         pod_iface: &IfName,
+        flavor: BridgeFlavor,
     ) -> Result<(), PlanError> {
+        let managed_tap = flavor == BridgeFlavor::ManagedTap;
         let net = iface.name.as_str();
         let primary = iface.network.is_primary();
         let link = self.pod_link(net, pod_iface)?.clone();
@@ -19,11 +23,12 @@ impl Planner<'_> {
         let tap = naming::tap_name(net, pod_iface, primary)?;
         let v4 = link.global_v4();
         let fake = match v4 {
-            Some(_) => Some(naming::fake_bridge_ip(net, index)?),
-            None => None,
+            Some(_) if !managed_tap => Some(naming::fake_bridge_ip(net, index)?),
+            _ => None,
         };
         // Discovery first (KubeVirt §5.1), so nothing is planned for a pod we cannot serve.
         let dhcp = match v4 {
+            _ if managed_tap => None,
             None => None,
             Some(ip) => {
                 let routes: Vec<_> = link.routes.iter().filter(|r| r.dst.is_ipv4()).collect();
@@ -130,7 +135,8 @@ impl Planner<'_> {
             }
             _ => true,
         };
-        if checked {
+        // A plugin owns what its guest may send.
+        if checked && !managed_tap {
             self.spoof.push(SpoofGuard::Bridged {
                 tap: tap.clone(),
                 mac,
@@ -145,11 +151,58 @@ impl Planner<'_> {
         let domain = self.domain(iface, &tap, mac, link.mtu);
         self.handoff.push(HandoffInterface {
             network: net.into(),
-            binding: BindingKind::Bridge,
+            binding: if managed_tap {
+                BindingKind::Plugin
+            } else {
+                BindingKind::Bridge
+            },
             pod_interface: pod_iface.clone(),
             bridge,
             tap,
             dhcpv4: dhcp,
+            dhcpv6: None,
+            domain,
+        });
+        Ok(())
+    }
+}
+
+/// Which of the two users of the bridge layout is planned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BridgeFlavor {
+    /// KubeVirt's bridge binding.
+    Binding,
+    /// A binding plugin with `domainAttachmentType: managedTap`.
+    ManagedTap,
+}
+
+impl Planner<'_> {
+    /// A binding plugin with `domainAttachmentType: tap`: its CNI made everything, so phase 1
+    /// has no link work; the domain gets KubeVirt's `TapLibvirtSpecGenerator` interface: the
+    /// tap named as KubeVirt names it when it exists (else the pod interface itself), the VMI's
+    /// MAC or the pod interface's, the pod interface's MTU.
+    pub(super) fn plugin_tap(
+        &mut self,
+        iface: &AdmittedInterface,
+        pod_iface: &IfName,
+    ) -> Result<(), PlanError> {
+        let net = iface.name.as_str();
+        let link = self.pod_link(net, pod_iface)?.clone();
+        let tap_name = naming::tap_name(net, pod_iface, iface.network.is_primary())?;
+        let target = if self.pod.get(tap_name.as_str()).is_some() {
+            tap_name
+        } else {
+            pod_iface.clone()
+        };
+        let mac = iface.mac.unwrap_or(link.mac);
+        let domain = self.domain(iface, &target, mac, link.mtu);
+        self.handoff.push(HandoffInterface {
+            network: net.into(),
+            binding: BindingKind::Plugin,
+            pod_interface: pod_iface.clone(),
+            bridge: pod_iface.clone(),
+            tap: target,
+            dhcpv4: None,
             dhcpv6: None,
             domain,
         });
