@@ -256,6 +256,22 @@ pub struct VmiStatus {
     pub interfaces: Vec<StatusInterface>,
 }
 
+impl VmiStatus {
+    /// The status phase 1 finds on a VMI written with none (a new VMI): virt-controller sets
+    /// `migrationTransport: Unix` when it schedules the VMI, because every launcher pod it
+    /// creates today carries `kubevirt.io/migrationTransportUnix`. A status without it is a
+    /// legacy launcher's, whose TCP migration ports masquerade must leave alone.
+    pub fn new_vmi() -> VmiStatus {
+        VmiStatus {
+            migration_transport: Some(MIGRATION_TRANSPORT_UNIX.into()),
+            interfaces: Vec::new(),
+        }
+    }
+}
+
+/// KubeVirt's `MigrationTransportUnix`.
+pub const MIGRATION_TRANSPORT_UNIX: &str = "Unix";
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusInterface {

@@ -85,7 +85,7 @@ struct VmiDoc {
     #[serde(default)]
     spec: Option<VmiSpec>,
     #[serde(default)]
-    status: VmiStatus,
+    status: Option<VmiStatus>,
 }
 
 #[derive(Deserialize)]
@@ -175,7 +175,7 @@ pub fn load_vmi(text: &str) -> Result<LoadedVmi, LoadError> {
                 kind: ObjectKind::VirtualMachineInstance,
                 metadata: doc.metadata,
                 spec: doc.spec.unwrap_or_default(),
-                status: doc.status,
+                status: doc.status.unwrap_or_else(VmiStatus::new_vmi),
                 spec_path: "spec",
                 positions,
             })
@@ -198,7 +198,7 @@ pub fn load_vmi(text: &str) -> Result<LoadedVmi, LoadError> {
                 kind: ObjectKind::VirtualMachine,
                 metadata,
                 spec: template.spec.unwrap_or_default(),
-                status: VmiStatus::default(),
+                status: VmiStatus::new_vmi(),
                 spec_path: "spec.template.spec",
                 positions,
             })

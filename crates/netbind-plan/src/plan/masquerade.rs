@@ -228,8 +228,11 @@ impl Planner<'_> {
                 );
             }
         };
-        // Live migration over TCP uses 49152/49153 on loopback; keep them out of the DNAT.
-        if self.vmi.status.migration_transport.as_deref() != Some("Unix") {
+        // A legacy launcher migrates over TCP on 49152/49153 through loopback; keep them out of
+        // the DNAT. A new VMI migrates over a unix socket (see `VmiStatus::new_vmi`).
+        if self.vmi.status.migration_transport.as_deref()
+            != Some(netbind_model::vmi::MIGRATION_TRANSPORT_UNIX)
+        {
             skip(nft, &LIVE_MIGRATION_PORTS);
         }
         let snat_src: Vec<Val> = if istio && fam == Family::Ip {
@@ -297,13 +300,27 @@ impl Planner<'_> {
         }
         for (proto, val, is_range) in targets {
             let dport = Field::Dport(proto.into());
-            let proxied_skip = istio && val != Val::Port(ISTIO_NON_PROXIED_PORT);
-            if !proxied_skip {
-                let match_expr = if is_range {
-                    Expr::one(dport.clone(), val.clone())
-                } else {
-                    Expr::set(dport.clone(), vec![val.clone()])
+            let inbound = if istio {
+                // With the Istio proxy only the non-proxied port (SSH) goes straight to the
+                // guest, when the port is it or the range holds it; KubeVirt forwards it as TCP
+                // whatever the port's protocol.
+                let holds = match val {
+                    Val::Port(port) => port == ISTIO_NON_PROXIED_PORT,
+                    Val::Range(start, end) => (start..=end).contains(&ISTIO_NON_PROXIED_PORT),
+                    _ => false,
                 };
+                holds.then(|| {
+                    Expr::set(
+                        Field::Dport("tcp".into()),
+                        vec![Val::Port(ISTIO_NON_PROXIED_PORT)],
+                    )
+                })
+            } else if is_range {
+                Some(Expr::one(dport.clone(), val.clone()))
+            } else {
+                Some(Expr::set(dport.clone(), vec![val.clone()]))
+            };
+            if let Some(match_expr) = inbound {
                 nft.rule(
                     fam,
                     "nat",
