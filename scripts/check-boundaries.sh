@@ -13,7 +13,7 @@ done
 for crate in netbind-contract netbind-model netbind-plan netbind-launcher; do
   [ -d "crates/$crate" ] || continue
   if cargo tree -p "$crate" -e normal --prefix none 2>/dev/null \
-      | grep -E '^(netlink-[a-z-]+|nftables|rtnetlink|netbind-handler) ' ; then
+      | grep -E '^(netlink-[a-z-]+|nftables|rtnetlink|netbind-handler|netbind-netlink) ' ; then
     echo "check-boundaries: $crate depends on privileged code (above)" >&2
     fail=1
   fi
@@ -28,7 +28,7 @@ fi
 # ...and not even for its tests: phase 1 + phase 2 tests live in netbind-e2e, so building the
 # launcher's own tests never builds privileged code either.
 if cargo tree -p netbind-launcher -e normal,dev --prefix none 2>/dev/null \
-    | grep -E '^(netbind-(model|plan|handler|audit|cli|netns)|netlink-[a-z-]+|rtnetlink|nftables) '; then
+    | grep -E '^(netbind-(model|plan|handler|audit|cli|netns|netlink)|netlink-[a-z-]+|rtnetlink|nftables) '; then
   echo "check-boundaries: netbind-launcher's dev-dependencies reach privileged code (above)" >&2
   fail=1
 fi

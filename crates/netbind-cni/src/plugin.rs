@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use netbind_handler::netns::NetnsTarget;
 use netbind_handler::verify::{VerifyArgs, verify};
 use netbind_handler::{HandlerError, SetupArgs, TeardownArgs, VmiSource};
+use netbind_model::handoff::BindingKind;
+use netbind_model::pod_record::PodRecord;
 use netbind_plan::Owner;
 use netbind_plan::plan::LinkKind;
 use serde_json::Value;
@@ -133,6 +135,21 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
             return Err(err);
         }
     };
+    // KubeVirt's plugin form: the hook sidecar cannot read the hand-off directory, so leave it
+    // the pod record in the namespace itself (see `netbind_model::pod_record`).
+    if conf.is_binding_plugin()
+        && let Err(error) = record_for_sidecar(&target, &dirs, conf, ifname, on_pod)
+    {
+        let cleanup = remove_sandbox(&target, &dirs, conf).err();
+        let mut err = fail(
+            ErrorCode::Setup,
+            format!("ADD in {}: {error}", netns.display()),
+        );
+        if let Some(undo) = cleanup {
+            err = err.with_details(format!("and cleaning up: {}", undo.msg));
+        }
+        return Err(err);
+    }
     let made = made_interfaces(&target, &dirs, netns).map_err(|error| {
         fail(
             ErrorCode::Setup,
@@ -150,6 +167,45 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
         map.insert("netbindWarnings".into(), report.warnings.into());
     }
     Ok(result)
+}
+
+/// Writes the pod record as the alias of the network's tap.
+fn record_for_sidecar(
+    target: &NetnsTarget,
+    dirs: &SandboxDirs,
+    conf: &NetConf,
+    ifname: &str,
+    pod_before: Option<&netbind_model::pod::PodInterface>,
+) -> Result<(), String> {
+    let (Some(mode), Some(network)) = (conf.settings.binding_mode, &conf.logic_network_name) else {
+        return Ok(());
+    };
+    let state = netbind_handler::state::load(&dirs.state())
+        .map_err(|error| error.to_string())?
+        .ok_or_else(|| format!("no phase-1 state in {}", dirs.state().display()))?;
+    let tap = state
+        .plan
+        .links
+        .iter()
+        .find(|link| matches!(link.kind, LinkKind::Tap { .. }))
+        .ok_or("the plan has no tap to carry the pod record")?;
+    let (mode, routes) = match mode {
+        crate::protocol::BindingMode::Masquerade => (BindingKind::Masquerade, Vec::new()),
+        crate::protocol::BindingMode::Bridge => (
+            BindingKind::Bridge,
+            pod_before.map(|pod| pod.routes.clone()).unwrap_or_default(),
+        ),
+    };
+    let record = PodRecord {
+        network: network.clone(),
+        pod_interface: netbind_model::IfName::new(ifname).map_err(|error| error.to_string())?,
+        mode,
+        routes,
+    }
+    .encode()
+    .map_err(|error| error.to_string())?;
+    netbind_handler::set_link_alias(target, tap.name.as_str(), &record)
+        .map_err(|error| error.to_string())
 }
 
 /// The bridges and taps of the applied plan, as the kernel reports them now.

@@ -338,6 +338,14 @@ impl NetConf {
     /// The VMI this call sets up: the pod annotation's, or, in KubeVirt's binding-plugin
     /// form (`bindingMode` and `logicNetworkName`, no annotation), one interface of that mode
     /// on the pod network of that name, with KubeVirt's defaults (every port forwarded).
+    /// KubeVirt's binding-plugin form: a `bindingMode` and a `logicNetworkName`, no VMI
+    /// annotation (the VMI reaches the hook sidecar instead).
+    pub fn is_binding_plugin(&self) -> bool {
+        !self.pod_annotations.contains_key(VMI_ANNOTATION)
+            && self.settings.binding_mode.is_some()
+            && self.logic_network_name.is_some()
+    }
+
     pub fn vmi(&self) -> Option<(String, String)> {
         if let Some(text) = self.pod_annotations.get(VMI_ANNOTATION) {
             return Some((format!("pod annotation {VMI_ANNOTATION}"), text.clone()));

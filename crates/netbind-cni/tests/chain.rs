@@ -179,6 +179,12 @@ impl Node {
             .collect()
     }
 
+    fn alias(&self, link: &str) -> Option<String> {
+        let out = ok(&format!("ip -n {} -j link show {link}", self.pod()));
+        let links: Vec<Value> = serde_json::from_str(&out).unwrap();
+        links.first()?["ifalias"].as_str().map(String::from)
+    }
+
     fn nft_tables(&self) -> String {
         ok(&format!("ip netns exec {} nft list tables", self.pod()))
     }
@@ -394,6 +400,30 @@ fn kubevirt_binding_plugin_form_serves_the_named_network() {
         .join("handoff/handoff.json");
     let record = std::fs::read_to_string(handoff).expect("hand-off");
     assert!(record.contains("\"network\": \"default\""), "{record}");
+    // The pod record for KubeVirt's hook sidecar, on the tap, readable by anyone in the pod.
+    let alias = node.alias("tap0");
+    assert_eq!(
+        alias.as_deref(),
+        Some("netbind/1 net=default pod=eth0 mode=masquerade"),
+        "tap0's alias"
+    );
+    let (ok_del, out) = node.netbind("DEL", &node.pod_netns(), &conf);
+    assert!(ok_del, "DEL: {out}");
+    // The bridge binding records the pod interface's routes too, which phase 1 took away.
+    let node = Node::new();
+    let prev = node.pod_network_add();
+    let mut conf = node.netbind_conf(None, Some(&prev));
+    conf["bindingMode"] = json!("bridge");
+    conf["args"] = json!({"cni": {"logicNetworkName": "default"}});
+    let (ok_add, result) = node.netbind("ADD", &node.pod_netns(), &conf);
+    assert!(ok_add, "ADD: {result}");
+    let record = node.alias("tap0").expect("tap0's alias");
+    let decoded = netbind_model::pod_record::PodRecord::decode(&record).expect("a pod record");
+    assert_eq!(decoded.mode, netbind_model::handoff::BindingKind::Bridge);
+    assert!(
+        decoded.routes.iter().any(|route| route.gateway.is_some()),
+        "the default route's gateway: {record}"
+    );
     let (ok_del, out) = node.netbind("DEL", &node.pod_netns(), &conf);
     assert!(ok_del, "DEL: {out}");
     assert!(!node.pod_links().contains(&"tap0".to_string()));

@@ -377,11 +377,12 @@ impl<'a> Applier<'a> {
         let change = LinkChange {
             name: rename,
             mac: want_mac,
-            mtu: link.mtu.filter(|mac| *mac != cur.mtu),
+            mtu: link.mtu.filter(|mtu| *mtu != cur.mtu),
             master: None,
             up: None,
             // Taps come from an ioctl that cannot set the group; mark them here.
             group: (ours && cur.group != NETBIND_GROUP).then_some(NETBIND_GROUP),
+            alias: None,
         };
         if change.name.is_some()
             || change.mac.is_some()

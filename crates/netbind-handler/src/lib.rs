@@ -9,11 +9,11 @@
 
 pub mod apply;
 pub mod files;
-pub mod netlink;
+pub use netbind_netlink::netlink;
 /// Entering the pod's network namespace (its own crate, shared with the simulator and tests).
 pub use netbind_netns as netns;
 pub mod nft;
-pub mod observe;
+pub use netbind_netlink::observe;
 pub mod process;
 pub mod ra;
 pub mod selinux;
@@ -216,6 +216,35 @@ fn open_netlink(target: &NetnsTarget) -> Result<Netlink, HandlerError> {
         target: target.to_string(),
         source,
     })
+}
+
+/// Sets the alias of link `name` in the namespace (the pod record of
+/// `netbind_model::pod_record`, which netbind-cni leaves for KubeVirt's hook sidecar).
+pub fn set_link_alias(target: &NetnsTarget, name: &str, alias: &str) -> Result<(), HandlerError> {
+    let ns = Netns::open(target)?;
+    ns.run(|| {
+        let mut nl = open_netlink(target)?;
+        let fail = |source| HandlerError::Netlink {
+            target: format!("{target}: set the alias of {name}"),
+            source,
+        };
+        let link = nl
+            .links()
+            .map_err(fail)?
+            .into_iter()
+            .find(|link| link.name == name)
+            .ok_or_else(|| {
+                fail(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no such link",
+                ))
+            })?;
+        let change = netlink::LinkChange {
+            alias: Some(alias.to_string()),
+            ..Default::default()
+        };
+        nl.change_link(link.index, &change).map_err(fail)
+    })?
 }
 
 /// Reads a KubeVirt CR (`kubevirt.io/v1` KubeVirt, strictly) as the cluster configuration.

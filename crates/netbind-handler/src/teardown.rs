@@ -115,6 +115,7 @@ fn teardown_link(
                 master: cur.master.map(|_| 0),
                 up: None,
                 group: None,
+                alias: None,
             };
             // A link must be down to be renamed (EBUSY otherwise).
             nl.change_link(

@@ -18,5 +18,6 @@ pub use net::Cidr;
 pub mod check;
 pub use netbind_contract::{handoff, input};
 pub mod pod;
+pub mod pod_record;
 pub mod quantity;
 pub use netbind_contract::ra;

@@ -40,6 +40,8 @@ pub struct Link {
     pub tun: Option<TunInfo>,
     /// `IFLA_GROUP`: netbind marks the links it creates (see `NETBIND_GROUP`).
     pub group: u32,
+    /// `IFLA_IFALIAS`: readable by anyone in the namespace, settable only with CAP_NET_ADMIN.
+    pub alias: Option<String>,
 }
 
 /// The link group of every link netbind creates ("nb"), so that teardown can remove them all
@@ -105,6 +107,8 @@ pub struct LinkChange {
     pub master: Option<u32>,
     pub up: Option<bool>,
     pub group: Option<u32>,
+    /// `IFLA_IFALIAS` (at most 255 bytes; the kernel refuses more).
+    pub alias: Option<String>,
 }
 
 pub struct Netlink {
@@ -294,6 +298,9 @@ impl Netlink {
         if let Some(group) = change.group {
             msg.attributes.push(LinkAttribute::Group(group));
         }
+        if let Some(alias) = &change.alias {
+            msg.attributes.push(LinkAttribute::IfAlias(alias.clone()));
+        }
         self.ack(RouteNetlinkMessage::SetLink(msg), 0)
     }
 
@@ -384,10 +391,12 @@ fn parse_link(msg: LinkMessage) -> Link {
         learning: None,
         tun: None,
         group: 0,
+        alias: None,
     };
     for attr in msg.attributes {
         match attr {
             LinkAttribute::IfName(name) => link.name = name,
+            LinkAttribute::IfAlias(alias) => link.alias = Some(alias),
             LinkAttribute::Mtu(mtu) => link.mtu = mtu,
             LinkAttribute::Controller(master) => link.master = Some(master),
             LinkAttribute::Group(group) => link.group = group,
