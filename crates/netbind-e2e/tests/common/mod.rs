@@ -143,16 +143,36 @@ impl Fixture {
 
     /// Starts the launcher; true once it printed its ready line.
     pub fn start_launcher_args(&mut self, handoff: &Path, extra: &[&str]) -> bool {
-        // The launcher's own writable directory (the hand-off directory is read-only to it).
-        let own = self.dir.path().join("launcher");
+        let own = self.own_dir("launcher");
+        let domain = own.join("domain.xml");
+        let mut args: Vec<String> = vec![
+            "--handoff".into(),
+            handoff.display().to_string(),
+            "--domain-out".into(),
+            domain.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let (child, ready) = self.start_sandboxed("netbind-launcher", &args);
+        self.launcher = Some(child);
+        ready
+    }
+
+    /// A directory of the fixture's that uid 107 owns.
+    pub fn own_dir(&self, name: &str) -> PathBuf {
+        let own = self.dir.path().join(name);
         std::fs::create_dir_all(&own).unwrap();
         let cpath = std::ffi::CString::new(own.to_str().unwrap()).unwrap();
         // SAFETY: chown on a NUL-terminated path we just created.
         let rc = unsafe { libc::chown(cpath.as_ptr(), 107, 107) };
         assert_eq!(rc, 0);
-        let domain = own.join("domain.xml");
-        // Exactly the sandbox `netbind up` starts the launcher in: the pod's netns, its own PID
-        // and mount namespaces, uid 107 with no capability, the VM syscall filter.
+        own
+    }
+
+    /// Starts one of netbind's binaries in exactly the sandbox `netbind up` starts the
+    /// launcher in: the pod's netns, its own PID and mount namespaces, uid 107 with no
+    /// capability, the VM syscall filter. Returns it and whether its first stdout line was a
+    /// ready line.
+    pub fn start_sandboxed(&self, program: &str, args: &[String]) -> (Child, bool) {
         std::fs::create_dir_all(netbind_podsim::run_dir()).unwrap();
         let tun = netbind_podsim::tun_node().expect("the sandbox's tun node");
         let vm_exec = netbind_e2e::bin("netbind-vm-exec");
@@ -162,27 +182,19 @@ impl Fixture {
             pod_dir: self.dir.path(),
             vm_exec: &vm_exec,
         };
-        let mut args: Vec<String> = vec![
-            "--handoff".into(),
-            handoff.display().to_string(),
-            "--domain-out".into(),
-            domain.display().to_string(),
-        ];
-        args.extend(extra.iter().map(|a| a.to_string()));
-        let launcher = netbind_e2e::bin("netbind-launcher");
+        let bin = netbind_e2e::bin(program);
         let mut child = sandbox
-            .command(None, launcher.to_str().unwrap(), &args)
+            .command(None, bin.to_str().unwrap(), args)
             .stdout(Stdio::piped())
             .stderr(match &self.log {
                 Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
                 None => Stdio::null(),
             })
             .spawn()
-            .expect("launcher");
+            .unwrap_or_else(|err| panic!("{program}: {err}"));
         let mut line = String::new();
         let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
-        self.launcher = Some(child);
-        line.contains("\"event\":\"ready\"")
+        (child, line.contains("\"event\":\"ready\""))
     }
 
     /// The launcher's own pid (below the sandbox's `unshare` and its PID 1).
