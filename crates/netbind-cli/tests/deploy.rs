@@ -65,20 +65,17 @@ fn kubernetes_objects_pass_the_openapi_schemas_strictly() {
     if !netbind_testkit::ready(missing) {
         return;
     }
-    let (ok, out) = kubernetes_validate(&deploy("netbind-cni-installer.yaml"));
-    assert!(ok && out.contains("passed"), "{out}");
     let dir = tempfile::tempdir().unwrap();
-    let bad = broken(
-        dir.path(),
-        "netbind-cni-installer.yaml",
-        "readOnlyRootFilesystem",
-        "readOnlyRootFS",
-    );
-    let (ok, out) = kubernetes_validate(&bad);
-    assert!(
-        !ok,
-        "a misspelt securityContext field must be rejected:\n{out}"
-    );
+    for file in ["netbind-cni-installer.yaml", "sidecar-container.yaml"] {
+        let (ok, out) = kubernetes_validate(&deploy(file));
+        assert!(ok && out.contains("passed"), "{file}: {out}");
+        let bad = broken(dir.path(), file, "readOnlyRootFilesystem", "readOnlyRootFS");
+        let (ok, out) = kubernetes_validate(&bad);
+        assert!(
+            !ok,
+            "{file}: a misspelt securityContext field must be rejected:\n{out}"
+        );
+    }
 }
 
 #[test]
