@@ -169,6 +169,7 @@ fn up_on_a_given_cri_socket() {
         netns: format!("nbgiven-{}", std::process::id()),
         subnet_prefix: "10.254.3".into(),
         netbind_bins: Some(exe_dir),
+        binding_plugin: None,
     })
     .expect("a containerd to point netbind at");
     let name = format!("given-{}", std::process::id());

@@ -54,6 +54,7 @@ fn node(tag: &str, with_netbind: bool) -> Node {
         netns: format!("nbcrib-{}-{tag}", std::process::id()),
         subnet_prefix: "10.252.7".into(),
         netbind_bins: with_netbind.then(bins),
+        binding_plugin: None,
     })
     .expect("node")
 }

@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod node;
+pub mod pluginpod;
 pub mod vmpod;
 
 #[derive(Debug, thiserror::Error)]

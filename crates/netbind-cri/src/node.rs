@@ -42,6 +42,19 @@ pub struct NodeConfig {
     /// netbind's binaries (netbind-cni, netbind-ra, netbind-launcher): chained after
     /// bridge + host-local when `Some`.
     pub netbind_bins: Option<PathBuf>,
+    /// KubeVirt's binding-plugin form: netbind-cni's entry carries the binding's
+    /// NetworkAttachmentDefinition config (`bindingMode`) and the `cni-args` virt-controller
+    /// gives it through Multus (`logicNetworkName`), as Multus would run it for every VM pod.
+    pub binding_plugin: Option<BindingPluginNet>,
+}
+
+/// A binding plugin's NetworkAttachmentDefinition as Multus runs it for one network.
+#[derive(Debug, Clone)]
+pub struct BindingPluginNet {
+    /// `masquerade` or `bridge` (the NAD's `bindingMode`).
+    pub mode: String,
+    /// The VMI network (`cni-args.logicNetworkName`).
+    pub network: String,
 }
 
 /// A running private containerd; stopped, with every pod removed, on drop, unless
@@ -121,11 +134,16 @@ impl NodeConfig {
             },
         })];
         if self.netbind_bins.is_some() {
-            plugins.push(json!({
+            let mut netbind = json!({
                 "type": "netbind-cni",
                 "runDir": self.netbind_run_dir(),
                 "capabilities": {"io.kubernetes.cri.pod-annotations": true},
-            }));
+            });
+            if let Some(plugin) = &self.binding_plugin {
+                netbind["bindingMode"] = json!(plugin.mode);
+                netbind["args"] = json!({"cni": {"logicNetworkName": plugin.network}});
+            }
+            plugins.push(netbind);
         }
         json!({"cniVersion": "1.0.0", "name": "netbind-pods", "plugins": plugins})
     }

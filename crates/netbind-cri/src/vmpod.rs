@@ -63,7 +63,7 @@ pub struct VmPod {
     pub run_pod_sandbox: Duration,
 }
 
-fn node_err(what: &str, detail: impl std::fmt::Display) -> CriError {
+pub(crate) fn node_err(what: &str, detail: impl std::fmt::Display) -> CriError {
     CriError::Node {
         what: what.into(),
         detail: detail.to_string(),
@@ -71,20 +71,59 @@ fn node_err(what: &str, detail: impl std::fmt::Display) -> CriError {
 }
 
 /// A directory the VM user writes in.
-fn vm_dir(path: PathBuf) -> Result<PathBuf, CriError> {
+pub(crate) fn vm_dir(path: PathBuf) -> Result<PathBuf, CriError> {
     std::fs::create_dir_all(&path).map_err(|e| node_err("create a pod directory", e))?;
     std::os::unix::fs::chown(&path, Some(107), Some(107))
         .map_err(|e| node_err("chown a pod directory", e))?;
     Ok(path)
 }
 
-fn show(path: &Path) -> String {
+pub(crate) fn show(path: &Path) -> String {
     path.display().to_string()
+}
+
+/// Waits for a container's ready line (`"event":"ready"`) in its CRI log; its exit, or 30 s
+/// without one, is an error quoting the log's last lines.
+pub(crate) fn wait_ready(
+    cri: &mut Cri,
+    container: &str,
+    log_path: &Path,
+    what: &str,
+) -> Result<(), CriError> {
+    let log_text =
+        || String::from_utf8_lossy(&vm::read_console(log_path).unwrap_or_default()).into_owned();
+    let started_at = Instant::now();
+    while !log_text().contains("\"event\":\"ready\"") {
+        if let Some(exit) = cri.exited(container)? {
+            // The container's log (CRI format: time, stream, tag, text) says why.
+            let text = log_text();
+            let tail: Vec<&str> = text
+                .lines()
+                .rev()
+                .take(5)
+                .map(|l| l.splitn(4, ' ').nth(3).unwrap_or(l))
+                .collect();
+            return Err(node_err(
+                &format!("{what} exited before it was ready"),
+                format!(
+                    "exit {} {}: {}",
+                    exit.code,
+                    exit.reason,
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                ),
+            ));
+        }
+        if started_at.elapsed() > Duration::from_secs(30) {
+            return Err(node_err(what, "not ready in 30 s"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 /// A container of the pod as KubeVirt's non-root launcher pod runs them, with the host's
 /// `/usr` read-only (the image is an empty root).
-fn locked_down(
+pub(crate) fn locked_down(
     name: &str,
     command: Vec<String>,
     mounts: Vec<(String, String, bool)>,
@@ -168,38 +207,14 @@ impl VmPod {
             ),
         )?;
         let xml_path = launcher_dir.join("domain.xml");
-        let log_path = Path::new(&pod.log_directory).join("netbind-launcher.log");
-        let log_text = || {
-            String::from_utf8_lossy(&vm::read_console(&log_path).unwrap_or_default()).into_owned()
-        };
         // Ready once it says so (after writing the domain XML): the file's mere existence
         // could be seen half-written.
-        let started_at = Instant::now();
-        while !log_text().contains("\"event\":\"ready\"") {
-            if let Some(exit) = cri.exited(&launcher)? {
-                // The container's log (CRI format: time, stream, tag, text) says why.
-                let text = log_text();
-                let tail: Vec<&str> = text
-                    .lines()
-                    .rev()
-                    .take(5)
-                    .map(|l| l.splitn(4, ' ').nth(3).unwrap_or(l))
-                    .collect();
-                return Err(node_err(
-                    "the launcher exited before it was ready",
-                    format!(
-                        "exit {} {}: {}",
-                        exit.code,
-                        exit.reason,
-                        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-                    ),
-                ));
-            }
-            if started_at.elapsed() > Duration::from_secs(30) {
-                return Err(node_err("the launcher", "not ready in 30 s"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_ready(
+            cri,
+            &launcher,
+            &Path::new(&pod.log_directory).join("netbind-launcher.log"),
+            "the launcher",
+        )?;
         let domain_xml = String::from_utf8_lossy(
             &vm::read_console(&xml_path).map_err(|e| node_err("read the domain XML", e))?,
         )

@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use netbind_cri::client::{Cri, PodSpec};
-use netbind_cri::node::{NODE_LISTEN_PORT, Node, NodeConfig};
+use netbind_cri::node::{BindingPluginNet, NODE_LISTEN_PORT, Node, NodeConfig};
+use netbind_cri::pluginpod::{PluginPod, PluginPodConfig};
 use netbind_cri::vmpod::{VmPod, VmPodConfig};
 use netbind_podsim::vm::{self, GuestImage};
 
@@ -39,6 +40,7 @@ fn ready() -> bool {
         "netbind-ra",
         "netbind-launcher",
         "netbind-vm-exec",
+        "netbind-sidecar",
     ] {
         if !bins().join(bin).is_file() {
             missing.push(format!("{bin} (cargo build --bins)"));
@@ -54,6 +56,10 @@ fn bins() -> PathBuf {
 }
 
 fn node(tag: &str, with_netbind: bool) -> Node {
+    node_with(tag, with_netbind, None)
+}
+
+fn node_with(tag: &str, with_netbind: bool, binding_plugin: Option<BindingPluginNet>) -> Node {
     let dir = tempfile::Builder::new()
         .prefix(&format!("netbind-cri-{tag}-"))
         .tempdir()
@@ -64,6 +70,7 @@ fn node(tag: &str, with_netbind: bool) -> Node {
         netns: format!("nbcri-{}-{tag}", std::process::id()),
         subnet_prefix: "10.251.7".into(),
         netbind_bins: with_netbind.then(bins),
+        binding_plugin,
     })
     .expect("the private containerd starts")
 }
@@ -247,4 +254,109 @@ fn an_invalid_vmi_annotation_fails_the_sandbox_and_leaves_nothing() {
         .map(|d| d.flatten().collect())
         .unwrap_or_default();
     assert!(leftovers.is_empty(), "no netbind files: {leftovers:?}");
+}
+
+/// KubeVirt's binding-plugin form: the pod as virt-controller makes it for a VMI with
+/// `binding: {name: netbind-masquerade}` (KubeVirt's annotations, no netbind one; the binding's
+/// NetworkAttachmentDefinition in the chain with `logicNetworkName`; the hook sidecar and the
+/// compute container). The test plays virt-launcher on the hook socket; the guest's lease can
+/// only come from the sidecar, since no launcher runs in this pod.
+#[test]
+fn kubevirt_shaped_binding_plugin_pod_on_containerd() {
+    if !ready() {
+        return;
+    }
+    let plugin = "netbind-masquerade";
+    let node = node_with(
+        "plugin",
+        true,
+        Some(BindingPluginNet {
+            mode: "masquerade".into(),
+            network: "default".into(),
+        }),
+    );
+    let mut cri: Cri = node.client().unwrap();
+    let repo = netbind_testkit::repo_root();
+    let vmi_json = std::fs::read_to_string(repo.join("testdata/kubevirt/vmi-netbind.json"))
+        .unwrap()
+        .replace(
+            "\"binding\": {\"name\": \"netbind\"}",
+            &format!("\"binding\": {{\"name\": \"{plugin}\"}}"),
+        );
+    assert!(vmi_json.contains(plugin));
+    let config = PluginPodConfig {
+        name: "virt-launcher-vmi-masquerade".into(),
+        namespace: "default".into(),
+        plugin: plugin.into(),
+        network: "default".into(),
+        vmi_json,
+        domain_xml: std::fs::read_to_string(repo.join("testdata/kubevirt/domain-tap.xml")).unwrap(),
+        bins: bins(),
+        guest: GuestImage::locate().unwrap(),
+        cmdline: vm::cmdline(
+            &[8080],
+            Some(&format!("{}:{NODE_LISTEN_PORT}", node.config.gateway())),
+            None,
+        ),
+        work_dir: node.config.dir.join("pods").join("plugin"),
+        tun: node.config.tun_node(),
+    };
+    let pod = PluginPod::start(&mut cri, &config).expect("the KubeVirt-shaped pod starts");
+    assert_eq!(pod.info.name, "netbind");
+    assert_eq!(pod.info.versions, ["v1alpha3", "v1alpha2"]);
+    assert!(
+        pod.domain_xml.contains("<target dev='tap0' managed='no'/>"),
+        "{}",
+        pod.domain_xml
+    );
+    let containers = cri.containers().unwrap();
+    assert_eq!(
+        containers.len(),
+        2,
+        "the sidecar and compute only: {containers:?}"
+    );
+    let lease = pod
+        .console_line("NETBIND-GUEST lease ", Duration::from_secs(180))
+        .unwrap_or_else(|| {
+            panic!(
+                "no lease in 180 s; qemu: {:?}; sidecar: {:?}; console:\n{}\nsidecar log:\n{}",
+                cri.exited(&pod.qemu),
+                cri.exited(&pod.sidecar),
+                pod.console_text(),
+                std::fs::read_to_string(
+                    Path::new(&pod.pod.log_directory).join("hook-sidecar-0.log")
+                )
+                .unwrap_or_default()
+            )
+        });
+    assert!(lease.contains("ip=10.0.2.2 "), "{lease}");
+    for (line, what) in [
+        ("NETBIND-GUEST ping-gateway ok", "ping of the gateway"),
+        ("NETBIND-GUEST egress ok", "egress to the node"),
+    ] {
+        assert!(
+            pod.console_line(line, Duration::from_secs(60)).is_some(),
+            "{what}:\n{}",
+            pod.console_text()
+        );
+    }
+    assert!(
+        node_reaches_guest(&node, &pod.ip, 8080, Duration::from_secs(30)),
+        "ingress: node → pod {}:8080 → guest",
+        pod.ip
+    );
+    assert_eq!(
+        cri.exited(&pod.sidecar).unwrap(),
+        None,
+        "the sidecar still serves"
+    );
+    cri.remove_pod(&pod.sandbox)
+        .expect("StopPodSandbox + RemovePodSandbox");
+    assert!(cri.sandboxes().unwrap().is_empty(), "no sandbox left");
+    assert!(cri.containers().unwrap().is_empty(), "no container left");
+    assert_eq!(
+        node.allocated_addresses(),
+        Vec::<String>::new(),
+        "no IPAM address held"
+    );
 }

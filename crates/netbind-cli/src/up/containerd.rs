@@ -35,6 +35,7 @@ pub(crate) fn own_node_config() -> NodeConfig {
         netbind_bins: sibling("netbind-cni")
             .ok()
             .and_then(|p| p.parent().map(Path::to_path_buf)),
+        binding_plugin: None,
     }
 }
 
