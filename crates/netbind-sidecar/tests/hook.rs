@@ -300,3 +300,54 @@ fn it_refuses_to_run_with_a_capability() {
     assert!(err.contains("CapEff=cap_"), "{err}");
     assert!(!dir.path().join("s.sock").exists());
 }
+
+/// The bridge binding after phase 1: the pod interface's name is a dummy with its MAC, MTU and
+/// addresses but no routes (they left with the addresses); the record brings them back, and
+/// the guest is offered the pod's address with the pod's gateway.
+#[test]
+fn bridge_mode_plans_from_the_dummy_and_the_recorded_routes() {
+    let mut pod = ObservedPod::from_json(&read("testdata/pods/pod-v4.json")).unwrap();
+    let routes = std::mem::take(&mut pod.interfaces[0].routes);
+    let record = PodRecord {
+        network: "default".into(),
+        pod_interface: pod.interfaces[0].name.clone(),
+        mode: netbind_model::handoff::BindingKind::Bridge,
+        routes,
+    };
+    let text = record.encode().unwrap();
+    let facts = PodFacts::new(pod, vec![PodRecord::decode(&text).unwrap()]);
+    let ctx = Context {
+        plugin: "netbind",
+        resolv_conf: &read("testdata/resolv.conf"),
+    };
+    let defined = define(
+        read("testdata/kubevirt/domain-tap.xml").as_bytes(),
+        read("testdata/kubevirt/vmi-netbind.json").as_bytes(),
+        &facts,
+        &ctx,
+    )
+    .expect("defined");
+    assert_eq!(interfaces(&defined.domain_xml), golden("bridge-pod"));
+    let dhcp = defined.handoff.interfaces[0]
+        .dhcpv4
+        .as_ref()
+        .expect("DHCPv4");
+    assert_eq!(dhcp.client_ip.to_string(), "10.244.0.5");
+    assert_eq!(
+        dhcp.router.map(|gw| gw.to_string()).as_deref(),
+        Some("10.244.0.1")
+    );
+    // Without the record's routes there is no gateway to offer: the plan says so.
+    let mut bare = ObservedPod::from_json(&read("testdata/pods/pod-v4.json")).unwrap();
+    bare.interfaces[0].routes.clear();
+    let mut no_routes = record.clone();
+    no_routes.routes.clear();
+    let err = define(
+        read("testdata/kubevirt/domain-tap.xml").as_bytes(),
+        read("testdata/kubevirt/vmi-netbind.json").as_bytes(),
+        &PodFacts::new(bare, vec![no_routes]),
+        &ctx,
+    )
+    .expect_err("no gateway");
+    assert!(matches!(err, DefineError::Plan { .. }), "{err}");
+}
