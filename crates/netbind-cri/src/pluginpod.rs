@@ -15,7 +15,7 @@ use netbind_sidecar::client::HookClient;
 
 use crate::CriError;
 use crate::client::{Cri, PodSpec};
-use crate::vmpod::{locked_down, node_err, show, vm_dir, wait_ready};
+use crate::vmpod::{Nic, compute_container, locked_down, node_err, show, vm_dir, wait_ready};
 
 /// KubeVirt's name of the first hook sidecar container.
 pub const SIDECAR_CONTAINER: &str = "hook-sidecar-0";
@@ -169,39 +169,20 @@ impl PluginPod {
             .map_err(|e| node_err("OnDefineDomain", format!("not UTF-8: {e}")))?;
         let (tap, mac, mtu, rom_disabled) = interface_of(&domain_xml, &config.network)?;
         let vm_work = vm_dir(config.work_dir.join("vm"))?;
-        let guest_dir = config
-            .guest
-            .kernel
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        let in_container = GuestImage {
-            kernel: "/guest/vmlinuz".into(),
-            initrd: "/guest/initrd.gz".into(),
-        };
-        let mut command = vec![
-            "/netbind/netbind-vm-exec".to_string(),
-            "/usr/bin/qemu-system-x86_64".to_string(),
-        ];
-        command.extend(vm::qemu_args(
-            &in_container,
-            Path::new("/work/console"),
-            &tap,
-            &mac,
+        let nic = Nic {
+            tap: &tap,
+            mac: &mac,
             mtu,
             rom_disabled,
+        };
+        let compute = compute_container(
+            &config.bins,
+            &config.guest,
+            &vm_work,
+            &config.tun,
+            &nic,
             &config.cmdline,
-        ));
-        let mut compute = locked_down(
-            "compute",
-            command,
-            vec![
-                (show(&config.bins), "/netbind".into(), true),
-                (show(&guest_dir), "/guest".into(), true),
-                (show(&vm_work), "/work".into(), false),
-            ],
         );
-        compute.devices = vec![(show(&config.tun), "/dev/net/tun".into())];
         let qemu = cri.start_container(&sandbox, &pod, &compute)?;
         Ok(PluginPod {
             sandbox,

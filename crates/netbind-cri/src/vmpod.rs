@@ -121,6 +121,60 @@ pub(crate) fn wait_ready(
     Ok(())
 }
 
+/// The guest's NIC as QEMU opens it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Nic<'a> {
+    pub tap: &'a str,
+    pub mac: &'a str,
+    pub mtu: u32,
+    pub rom_disabled: bool,
+}
+
+/// KubeVirt's `compute` container: QEMU (TCG) under the VM sandbox's PID 1, on the
+/// pre-created tap, with `/dev/net/tun` as a CRI device and the console in `vm_work`.
+pub(crate) fn compute_container(
+    bins: &Path,
+    guest: &GuestImage,
+    vm_work: &Path,
+    tun: &Path,
+    nic: &Nic,
+    cmdline: &str,
+) -> ContainerSpec {
+    let guest_dir = guest
+        .kernel
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let in_container = GuestImage {
+        kernel: "/guest/vmlinuz".into(),
+        initrd: "/guest/initrd.gz".into(),
+    };
+    let mut command = vec![
+        "/netbind/netbind-vm-exec".to_string(),
+        "/usr/bin/qemu-system-x86_64".to_string(),
+    ];
+    command.extend(vm::qemu_args(
+        &in_container,
+        Path::new("/work/console"),
+        nic.tap,
+        nic.mac,
+        nic.mtu,
+        nic.rom_disabled,
+        cmdline,
+    ));
+    let mut compute = locked_down(
+        "compute",
+        command,
+        vec![
+            (show(bins), "/netbind".into(), true),
+            (show(&guest_dir), "/guest".into(), true),
+            (show(vm_work), "/work".into(), false),
+        ],
+    );
+    compute.devices = vec![(show(tun), "/dev/net/tun".into())];
+    compute
+}
+
 /// A container of the pod as KubeVirt's non-root launcher pod runs them, with the host's
 /// `/usr` read-only (the image is an empty root).
 pub(crate) fn locked_down(
@@ -221,40 +275,21 @@ impl VmPod {
         .into_owned();
         let vm_work = vm_dir(config.work_dir.join("vm"))?;
         let qemu = if config.boot {
-            let guest_dir = config
-                .guest
-                .kernel
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_default();
-            let in_container = GuestImage {
-                kernel: "/guest/vmlinuz".into(),
-                initrd: "/guest/initrd.gz".into(),
-            };
             let domain = &iface.domain;
-            let mut command = vec![
-                "/netbind/netbind-vm-exec".to_string(),
-                "/usr/bin/qemu-system-x86_64".to_string(),
-            ];
-            command.extend(vm::qemu_args(
-                &in_container,
-                Path::new("/work/console"),
-                iface.tap.as_str(),
-                &domain.mac.to_string(),
-                domain.mtu,
-                domain.rom_disabled,
+            let nic = Nic {
+                tap: iface.tap.as_str(),
+                mac: &domain.mac.to_string(),
+                mtu: domain.mtu,
+                rom_disabled: domain.rom_disabled,
+            };
+            let compute = compute_container(
+                &config.bins,
+                &config.guest,
+                &vm_work,
+                &config.tun,
+                &nic,
                 &config.cmdline,
-            ));
-            let mut compute = locked_down(
-                "compute",
-                command,
-                vec![
-                    (show(&config.bins), "/netbind".into(), true),
-                    (show(&guest_dir), "/guest".into(), true),
-                    (show(&vm_work), "/work".into(), false),
-                ],
             );
-            compute.devices = vec![(show(&config.tun), "/dev/net/tun".into())];
             Some(cri.start_container(&sandbox, &pod, &compute)?)
         } else {
             None

@@ -111,6 +111,28 @@ fn node_reaches_guest(node: &Node, ip: &str, port: u16, patience: Duration) -> b
     })
 }
 
+/// After the lease: the guest pings its gateway and reaches the node (its console says so), and
+/// the node reaches the guest's port 8080 through the pod IP.
+fn assert_reachable(
+    node: &Node,
+    pod_ip: &str,
+    console_line: &dyn Fn(&str, Duration) -> Option<String>,
+) {
+    for (line, what) in [
+        ("NETBIND-GUEST ping-gateway ok", "ping of the gateway"),
+        ("NETBIND-GUEST egress ok", "egress to the node"),
+    ] {
+        assert!(
+            console_line(line, Duration::from_secs(60)).is_some(),
+            "{what}: not on the console"
+        );
+    }
+    assert!(
+        node_reaches_guest(node, pod_ip, 8080, Duration::from_secs(30)),
+        "ingress: node → pod {pod_ip}:8080 → guest"
+    );
+}
+
 /// One VM pod from RunPodSandbox to RemovePodSandbox. The guest must lease KubeVirt's
 /// 10.0.2.2 (masquerade) or the pod's own address (bridge).
 fn vm_pod(tag: &str, vmi_file: &str, masquerade: bool) {
@@ -167,21 +189,9 @@ fn vm_pod(tag: &str, vmi_file: &str, masquerade: bool) {
         pod.ip.as_str()
     };
     assert!(lease.contains(&format!("ip={want} ")), "{lease}");
-    for (line, what) in [
-        ("NETBIND-GUEST ping-gateway ok", "ping of the gateway"),
-        ("NETBIND-GUEST egress ok", "egress to the node"),
-    ] {
-        assert!(
-            pod.console_line(line, Duration::from_secs(60)).is_some(),
-            "{what}:\n{}",
-            pod.console_text()
-        );
-    }
-    assert!(
-        node_reaches_guest(&node, &pod.ip, 8080, Duration::from_secs(30)),
-        "ingress: node → pod {}:8080 → guest",
-        pod.ip
-    );
+    assert_reachable(&node, &pod.ip, &|line, patience| {
+        pod.console_line(line, patience)
+    });
     assert_eq!(
         cri.exited(&pod.launcher).unwrap(),
         None,
@@ -330,21 +340,9 @@ fn kubevirt_shaped_binding_plugin_pod_on_containerd() {
             )
         });
     assert!(lease.contains("ip=10.0.2.2 "), "{lease}");
-    for (line, what) in [
-        ("NETBIND-GUEST ping-gateway ok", "ping of the gateway"),
-        ("NETBIND-GUEST egress ok", "egress to the node"),
-    ] {
-        assert!(
-            pod.console_line(line, Duration::from_secs(60)).is_some(),
-            "{what}:\n{}",
-            pod.console_text()
-        );
-    }
-    assert!(
-        node_reaches_guest(&node, &pod.ip, 8080, Duration::from_secs(30)),
-        "ingress: node → pod {}:8080 → guest",
-        pod.ip
-    );
+    assert_reachable(&node, &pod.ip, &|line, patience| {
+        pod.console_line(line, patience)
+    });
     assert_eq!(
         cri.exited(&pod.sidecar).unwrap(),
         None,
