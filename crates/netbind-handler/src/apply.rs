@@ -6,7 +6,6 @@
 //! any step, converges to the state of one clean run.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use netbind_model::pod::LinkType;
 use netbind_model::{Cidr, IfName};
@@ -69,7 +68,7 @@ pub const CRASH_EXIT: i32 = 99;
 
 pub struct Applier<'a> {
     pub nl: &'a mut Netlink,
-    pub nft_bin: &'a Path,
+    pub nft_bin: &'a nft::Nft,
     pub label: &'a LabelDecision,
     pub selinux: &'a SelinuxEnv,
     pub inject: Option<Injection>,
@@ -136,7 +135,7 @@ pub fn nft_what(plan: &PodNetPlan) -> String {
 impl<'a> Applier<'a> {
     pub fn new(
         nl: &'a mut Netlink,
-        nft_bin: &'a Path,
+        nft_bin: &'a nft::Nft,
         label: &'a LabelDecision,
         selinux: &'a SelinuxEnv,
     ) -> Self {
@@ -184,7 +183,7 @@ impl<'a> Applier<'a> {
             } else {
                 plan.nftables.ruleset.json_batch()
             };
-            nft::apply(self.nft_bin, &batch, &nft_what(plan))?;
+            self.nft_bin.apply(&batch, &nft_what(plan))?;
             self.done("nftables")?;
         }
         Ok(())

@@ -357,10 +357,11 @@ fn setup_in_netns(
         network: args.network.as_deref(),
     };
     let plan = netbind_plan::plan(vmi, &observed, &opts)?;
-    if !plan.nftables.ruleset.is_empty() && nft::locate(&args.nft_bin).is_none() {
+    let nft_backend = nft::Nft::select(&args.nft_bin);
+    if !plan.nftables.ruleset.is_empty() && nft_backend.is_none() {
         return Err(HandlerError::NftMissing(args.nft_bin.clone()));
     }
-    let nft_bin = nft::locate(&args.nft_bin).unwrap_or_else(|| args.nft_bin.clone());
+    let nft_bin = nft_backend.unwrap_or_else(|| nft::Nft::Binary(args.nft_bin.clone()));
     // A changed VMI: take the old plan away first so no stale link or rule survives.
     let sysctls_before = match previous {
         Some(prev) if prev.plan != plan => {
@@ -538,7 +539,8 @@ pub fn teardown(args: &TeardownArgs) -> Result<(), HandlerError> {
         Err(err) => return Err(err.into()),
         Ok(ns) => ns.run(|| -> Result<Vec<teardown::TeardownError>, HandlerError> {
             let mut nl = open_netlink(&args.target)?;
-            let nft_bin = nft::locate(&args.nft_bin).unwrap_or_else(|| args.nft_bin.clone());
+            let nft_bin = nft::Nft::select(&args.nft_bin)
+                .unwrap_or_else(|| nft::Nft::Binary(args.nft_bin.clone()));
             Ok(teardown::teardown(
                 &mut nl,
                 &nft_bin,

@@ -1,8 +1,6 @@
 //! Takes away what a plan made in the pod netns and puts the pod interfaces back as the
 //! pre-change observation saw them: every step is tried, and all errors are returned.
 
-use std::path::Path;
-
 use netbind_model::pod::ObservedPod;
 use netbind_plan::plan::{LinkKind, LinkPlan, PodNetPlan};
 
@@ -36,7 +34,7 @@ pub fn describe(errors: &[TeardownError]) -> String {
 /// every step and returns all errors.
 pub fn teardown(
     nl: &mut Netlink,
-    nft_bin: &Path,
+    nft_bin: &nft::Nft,
     plan: &PodNetPlan,
     observed: &ObservedPod,
     sysctls_before: &[(String, Option<String>)],
@@ -48,7 +46,7 @@ pub fn teardown(
         None
     } else {
         let what = format!("delete {}", nft_what(plan));
-        match nft::start(nft_bin, &plan.nftables.ruleset.json_delete_batch(), &what) {
+        match nft_bin.start(&plan.nftables.ruleset.json_delete_batch(), &what) {
             Ok(child) => Some(child),
             Err(err) => {
                 errors.push(err.into());

@@ -454,3 +454,48 @@ fn managed_tap_plugin_matches_plan() {
         "{handoff:?}"
     );
 }
+
+/// nftables go through libnftables in the handler's own process: with no `nft` on PATH phase 1
+/// still applies its tables; asked for the binary (`NETBIND_NFT=exec`), it refuses up front.
+#[test]
+fn nftables_need_no_nft_process() {
+    if !require_root() {
+        return;
+    }
+    let run = |pod: &Pod, exec: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_netbind-handler"));
+        cmd.current_dir(root())
+            .env("PATH", "/nonexistent")
+            .args(["setup", "--netns", &pod.netns()])
+            .arg("--handoff-dir")
+            .arg(pod.handoff_dir())
+            .arg("--state-dir")
+            .arg(pod.state_dir())
+            .args(["--vmi", "examples/vmi-masquerade.yaml"]);
+        if exec {
+            cmd.env("NETBIND_NFT", "exec");
+        }
+        cmd.output().expect("handler runs")
+    };
+    let pod = Pod::new(Stack::V4);
+    let out = run(&pod, false);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tables = pod.exec("nft list tables");
+    assert!(
+        tables.contains("table ip nat") && tables.contains("table inet netbind"),
+        "{tables}"
+    );
+    let other = Pod::new(Stack::V4);
+    let out = run(&other, true);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("needs nftables but nft was not found"),
+        "{err}"
+    );
+    assert_eq!(other.exec("nft list tables"), "");
+}
