@@ -34,6 +34,13 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // A DEL's detached teardown helper is this binary too (see `plugin::del`).
+    if let Some(done) = netbind_handler::run_detached_helper() {
+        return match done {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        };
+    }
     let outcome = Env::read(|name| std::env::var(name).ok())
         .and_then(|env| read_stdin().and_then(|stdin| plugin::run(&env, &stdin)));
     let mut out = std::io::stdout().lock();

@@ -254,7 +254,28 @@ fn del(env: &Env, conf: &NetConf) -> Result<(), CniError> {
     // With no namespace the kernel already removed everything that lived in it; teardown
     // treats a namespace it cannot open as gone.
     let target = NetnsTarget::Path(env.netns.clone().unwrap_or_default());
-    remove_sandbox(&target, &dirs, conf)
+    // The runtime deletes the namespace right after DEL, and the pod is on its deletion path:
+    // hand the removal to a detached helper (this binary again) instead of waiting on the
+    // kernel's grace periods here. Where it cannot start, the removal runs here.
+    if std::fs::symlink_metadata(&dirs.root).is_err() {
+        return Ok(());
+    }
+    let args = TeardownArgs {
+        target: target.clone(),
+        handoff_dir: dirs.handoff(),
+        state_dir: dirs.state(),
+        nft_bin: conf.settings.nft_bin.clone(),
+    };
+    match std::env::current_exe() {
+        Ok(me) => netbind_handler::teardown_detached(&args, &me, Some(&dirs.root)).map_err(|err| {
+            CniError::new(
+                ErrorCode::Teardown,
+                format!("DEL of {}: {err}", dirs.root.display()),
+            )
+            .in_version(&conf.cni_version)
+        }),
+        Err(_) => remove_sandbox(&target, &dirs, conf),
+    }
 }
 
 fn remove_sandbox(

@@ -256,6 +256,10 @@ fn add_check_del(vmi_path: &str, made: &[&str]) {
     // RemovePodSandbox sends (no namespace, no prevResult).
     let (ok_del, out) = node.netbind("DEL", &node.pod_netns(), &check_conf);
     assert!(ok_del, "DEL: {out}");
+    // DEL hands the removal to a detached helper; the pod lives on here, so the helper
+    // removes everything itself once its grace for the namespace's deletion is over.
+    let removed = eventually(|| !node.run_dir().join(node.container_id()).exists());
+    assert!(removed, "the detached removal finished");
     for name in made {
         assert!(
             !node.pod_links().contains(&name.to_string()),
@@ -426,7 +430,58 @@ fn kubevirt_binding_plugin_form_serves_the_named_network() {
     );
     let (ok_del, out) = node.netbind("DEL", &node.pod_netns(), &conf);
     assert!(ok_del, "DEL: {out}");
-    assert!(!node.pod_links().contains(&"tap0".to_string()));
+    assert!(eventually(|| !node
+        .pod_links()
+        .contains(&"tap0".to_string())));
+}
+
+/// Polls `done` for a few seconds (a detached removal takes a fraction of one; the margin is
+/// for a loaded test machine).
+fn eventually(done: impl Fn() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    done()
+}
+
+/// As every runtime does: DEL, then the namespace deleted at once. The detached helper finds
+/// it gone, leaves the links to the kernel's own reclaim, and removes the sandbox's files.
+#[test]
+fn del_then_namespace_deletion_leaves_nothing() {
+    if !ready() {
+        return;
+    }
+    let node = Node::new();
+    let prev = node.pod_network_add();
+    let vmi_text =
+        std::fs::read_to_string(netbind_testkit::repo_root().join("examples/vmi-masquerade.yaml"))
+            .unwrap();
+    let conf = node.netbind_conf(Some(&vmi_text), Some(&prev));
+    let (ok_add, result) = node.netbind("ADD", &node.pod_netns(), &conf);
+    assert!(ok_add, "ADD: {result}");
+    let (ok_del, out) = node.netbind("DEL", &node.pod_netns(), &conf);
+    assert!(ok_del, "DEL: {out}");
+    ok(&format!("ip netns del {}", node.pod()));
+    assert!(
+        eventually(|| !node.run_dir().join(node.container_id()).exists()),
+        "the sandbox's hand-off and state are removed"
+    );
+    // No helper is left behind either (it carries its job in its environment).
+    let helper_running = || {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+            std::fs::read(entry.path().join("environ")).is_ok_and(|environ| {
+                let text = String::from_utf8_lossy(&environ);
+                text.contains("NETBIND_TEARDOWN_HELPER=") && text.contains(&node.container_id())
+            })
+        })
+    };
+    assert!(eventually(|| !helper_running()), "the helper exited");
+    let (ok_again, out) = node.netbind("DEL", "", &node.netbind_conf(Some(&vmi_text), None));
+    assert!(ok_again && out.is_null(), "the second DEL: {out}");
 }
 
 #[test]

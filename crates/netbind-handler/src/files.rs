@@ -179,6 +179,13 @@ pub struct PodLock {
     _file: std::fs::File,
 }
 
+impl std::os::fd::AsRawFd for PodLock {
+    /// The locked descriptor (a detached teardown hands it to its helper).
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self._file.as_raw_fd()
+    }
+}
+
 pub const LOCK_FILE: &str = "lock";
 
 /// Takes the pod's lock in `dir` (created 0700 if missing), waiting for a holder to finish.

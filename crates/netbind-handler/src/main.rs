@@ -112,6 +112,14 @@ enum Cmd {
         handoff_dir: PathBuf,
         #[command(flatten)]
         common: Common,
+        /// Return at once and let a detached helper do the removal (it holds the pod's lock,
+        /// so a setup of the pod waits for it); see "A teardown that does not wait".
+        #[arg(long)]
+        detach: bool,
+        /// The caller deletes the namespace right after: leave the links and tables to that
+        /// deletion, and undo only what lives outside the namespace.
+        #[arg(long, conflicts_with = "detach")]
+        namespace_deleted_next: bool,
     },
 }
 
@@ -203,16 +211,31 @@ fn run(cli: Cli) -> Result<String, netbind_handler::HandlerError> {
             target,
             handoff_dir,
             common,
+            detach,
+            namespace_deleted_next,
         } => {
             let state_dir = common
                 .state_dir
                 .unwrap_or_else(|| default_state_dir(&handoff_dir));
-            netbind_handler::teardown(&TeardownArgs {
+            let args = TeardownArgs {
                 target: target.get(),
                 handoff_dir,
                 state_dir,
                 nft_bin: common.nft,
-            })?;
+            };
+            if namespace_deleted_next {
+                netbind_handler::teardown_before_namespace_deletion(&args)?;
+            } else if detach {
+                let me = std::env::current_exe().map_err(|source| {
+                    netbind_handler::HandlerError::Helper {
+                        helper: "/proc/self/exe".into(),
+                        source,
+                    }
+                })?;
+                netbind_handler::teardown_detached(&args, &me, None)?;
+            } else {
+                netbind_handler::teardown(&args)?;
+            }
             Ok(String::new())
         }
     }
@@ -230,6 +253,12 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Some(done) = netbind_handler::run_detached_helper() {
+        return match done {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        };
+    }
     match run(Cli::parse()) {
         Ok(out) => {
             if !out.is_empty() {

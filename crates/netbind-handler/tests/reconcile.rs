@@ -431,3 +431,89 @@ fn concurrent_runs_of_one_pod_take_turns() {
         }
     }
 }
+
+/// `teardown --detach` returns once its helper holds the pod's lock. A setup of the same pod
+/// right after waits for the helper and starts from a clean pod; a pod that lives on (no
+/// runtime deletes its namespace) is back to pristine shortly after.
+#[test]
+fn a_detached_teardown_hands_over_under_the_pods_lock() {
+    if !require_root() {
+        return;
+    }
+    let vmi = "examples/vmi-masquerade.yaml";
+    let pod = Pod::new(Stack::V4);
+    let pristine = snapshot(&pod.name);
+    pod.setup_ok(vmi, &[]);
+    let set_up = snapshot(&pod.name);
+    let out = pod.handler("teardown", &["--detach"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // At once: the helper holds the lock, so this setup runs after the removal.
+    pod.setup_ok(vmi, &[]);
+    assert_eq!(
+        snapshot(&pod.name),
+        set_up,
+        "a clean setup after the removal"
+    );
+    let out = pod.handler("teardown", &["--detach"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while snapshot(&pod.name) != pristine && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(snapshot(&pod.name), pristine, "everything removed");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while pod.state_dir().join("state.json").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        !pod.state_dir().join("state.json").exists(),
+        "the state removed"
+    );
+    assert!(
+        !pod.handoff_dir().join("handoff.json").exists(),
+        "the record removed"
+    );
+}
+
+/// `teardown --namespace-deleted-next` (what `netbind down` runs before deleting the pod's
+/// namespace): the links and tables are left for that deletion to reclaim; what lives outside
+/// the namespace (the RA responders, the record, the state) is gone when it returns.
+#[test]
+fn teardown_before_namespace_deletion_undoes_only_what_outlives_it() {
+    if !require_root() {
+        return;
+    }
+    let pod = Pod::new(Stack::Dual);
+    pod.setup_ok("examples/vmi-dual-stack.yaml", &[]);
+    let st: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(pod.state_dir().join("state.json")).unwrap())
+            .unwrap();
+    let pids: Vec<u64> = st["responders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["pid"].as_u64())
+        .collect();
+    assert!(
+        !pids.is_empty(),
+        "an IPv6 masquerade pod has an RA responder"
+    );
+    let out = pod.handler("teardown", &["--namespace-deleted-next"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        pod.exec("ip -br link").contains("k6t-eth0"),
+        "the links are left to the namespace's deletion"
+    );
+    for pid in pids {
+        // Gone, or a zombie its parent has not reaped yet.
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| stat.rsplit_once(") ")?.1.chars().next());
+        assert!(
+            matches!(state, None | Some('Z')),
+            "responder {pid} stopped: {state:?}"
+        );
+    }
+    assert!(!pod.state_dir().join("state.json").exists());
+    assert!(!pod.handoff_dir().join("handoff.json").exists());
+}

@@ -39,8 +39,11 @@ pub fn down_record(rec: &PodRecord) {
     if rec.phase1
         && let Ok(handler) = sibling("netbind-handler")
     {
+        // The pod's namespace is deleted below: its deletion takes netbind's links and tables
+        // with it, off this path.
         let cmd = Command::new(handler)
-            .args(["teardown", "--netns", &format!("/run/netns/{}", rec.netns)])
+            .args(["teardown", "--namespace-deleted-next"])
+            .args(["--netns", &format!("/run/netns/{}", rec.netns)])
             .arg("--handoff-dir")
             .arg(dir.join("handoff"))
             .arg("--state-dir")
