@@ -15,7 +15,9 @@ use netbind_sidecar::client::HookClient;
 
 use crate::CriError;
 use crate::client::{Cri, PodSpec};
-use crate::vmpod::{Nic, compute_container, locked_down, node_err, show, vm_dir, wait_ready};
+use crate::vmpod::{
+    Nic, compute_container, launcher_pod, locked_down, node_err, show, vm_dir, wait_ready,
+};
 
 /// KubeVirt's name of the first hook sidecar container.
 pub const SIDECAR_CONTAINER: &str = "hook-sidecar-0";
@@ -94,13 +96,12 @@ impl PluginPod {
             "namespace": config.namespace,
             "cni-args": {"logicNetworkName": config.network},
         }]);
-        let pod = PodSpec {
-            name: config.name.clone(),
-            namespace: config.namespace.clone(),
-            uid: format!("{}-{}", config.name, std::process::id()),
-            // What virt-controller puts on a launcher pod for such a VMI (Multus reads the
-            // networks annotation; here the node's chain holds the same NAD config).
-            annotations: HashMap::from([
+        // What virt-controller puts on a launcher pod for such a VMI (Multus reads the networks
+        // annotation; here the node's chain holds the same NAD config).
+        let pod = launcher_pod(
+            &config.name,
+            &config.namespace,
+            HashMap::from([
                 ("kubevirt.io/domain".to_string(), config.name.clone()),
                 (
                     "k8s.v1.cni.cncf.io/networks".to_string(),
@@ -111,9 +112,8 @@ impl PluginPod {
                     "compute".to_string(),
                 ),
             ]),
-            labels: HashMap::from([("kubevirt.io".to_string(), "virt-launcher".to_string())]),
-            log_directory: show(&logs),
-        };
+            &logs,
+        );
         let (sandbox, _) = cri.run_pod(&pod)?;
         let made = Self::containers(cri, config, pod, sandbox.clone());
         if made.is_err() {

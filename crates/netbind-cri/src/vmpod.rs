@@ -121,6 +121,23 @@ pub(crate) fn wait_ready(
     Ok(())
 }
 
+/// A virt-launcher pod's sandbox: KubeVirt's label, these annotations, its logs in `logs`.
+pub(crate) fn launcher_pod(
+    name: &str,
+    namespace: &str,
+    annotations: HashMap<String, String>,
+    logs: &Path,
+) -> PodSpec {
+    PodSpec {
+        name: name.into(),
+        namespace: namespace.into(),
+        uid: format!("{name}-{}", std::process::id()),
+        annotations,
+        labels: HashMap::from([("kubevirt.io".to_string(), "virt-launcher".to_string())]),
+        log_directory: show(logs),
+    }
+}
+
 /// The guest's NIC as QEMU opens it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Nic<'a> {
@@ -201,14 +218,12 @@ impl VmPod {
     pub fn start(cri: &mut Cri, config: &VmPodConfig) -> Result<VmPod, CriError> {
         let logs = config.work_dir.join("logs");
         std::fs::create_dir_all(&logs).map_err(|e| node_err("create the log directory", e))?;
-        let pod = PodSpec {
-            name: config.name.clone(),
-            namespace: config.namespace.clone(),
-            uid: format!("{}-{}", config.name, std::process::id()),
-            annotations: HashMap::from([("netbind.io/vmi".to_string(), config.vmi.clone())]),
-            labels: HashMap::from([("kubevirt.io".to_string(), "virt-launcher".to_string())]),
-            log_directory: show(&logs),
-        };
+        let pod = launcher_pod(
+            &config.name,
+            &config.namespace,
+            HashMap::from([("netbind.io/vmi".to_string(), config.vmi.clone())]),
+            &logs,
+        );
         let started = Instant::now();
         let (sandbox, run_pod_sandbox) = cri.run_pod(&pod)?;
         let made = Self::containers(cri, config, pod, sandbox.clone(), started, run_pod_sandbox);

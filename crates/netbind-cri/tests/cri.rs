@@ -199,10 +199,7 @@ fn vm_pod(tag: &str, vmi_file: &str, masquerade: bool) {
     );
 
     // Stop + remove: nothing of the pod may remain.
-    cri.remove_pod(&pod.sandbox)
-        .expect("StopPodSandbox + RemovePodSandbox");
-    assert!(cri.sandboxes().unwrap().is_empty(), "no sandbox left");
-    assert!(cri.containers().unwrap().is_empty(), "no container left");
+    remove_and_check(&mut cri, &node, &pod.sandbox);
     assert!(
         !node.config.netbind_run_dir().join(&pod.sandbox).exists(),
         "the hand-off and state files are removed"
@@ -348,7 +345,12 @@ fn kubevirt_shaped_binding_plugin_pod_on_containerd() {
         None,
         "the sidecar still serves"
     );
-    cri.remove_pod(&pod.sandbox)
+    remove_and_check(&mut cri, &node, &pod.sandbox);
+}
+
+/// StopPodSandbox + RemovePodSandbox, then no sandbox, container or IPAM address is left.
+fn remove_and_check(cri: &mut Cri, node: &Node, sandbox: &str) {
+    cri.remove_pod(sandbox)
         .expect("StopPodSandbox + RemovePodSandbox");
     assert!(cri.sandboxes().unwrap().is_empty(), "no sandbox left");
     assert!(cri.containers().unwrap().is_empty(), "no container left");

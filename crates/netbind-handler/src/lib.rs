@@ -665,10 +665,17 @@ pub fn run_detached_helper() -> Option<Result<(), HandlerError>> {
         state_dir: job.state_dir,
         nft_bin: job.nft_bin,
     };
-    Some(
-        teardown_locked(&args, Some(NETNS_DELETION_GRACE))
-            .and_then(|()| remove_sandbox_dir(job.remove_dir.as_deref())),
-    )
+    let done = teardown_locked(&args, Some(NETNS_DELETION_GRACE))
+        .and_then(|()| remove_sandbox_dir(job.remove_dir.as_deref()));
+    if let Err(err) = &done {
+        // Nobody reads the helper's stderr: leave the reason beside the state it kept, for the
+        // retry (the runtime's next DEL) and for an operator.
+        let _ = std::fs::write(
+            args.state_dir.join(state::HELPER_ERROR_FILE),
+            format!("{err}\n"),
+        );
+    }
+    Some(done)
 }
 
 /// A teardown that does not make its caller wait on the kernel. Each link deletion holds the

@@ -77,8 +77,12 @@ pub fn save(dir: &Path, state: &HandlerState) -> Result<(), StateError> {
 }
 
 /// Removes the state (the caller holds the pod's lock, whose file goes with the directory).
+/// Where a detached teardown that failed leaves its error (the state stays for a retry).
+pub const HELPER_ERROR_FILE: &str = "teardown-error.txt";
+
 pub fn remove(dir: &Path) -> Result<(), StateError> {
     files::remove(dir, STATE_FILE)?;
+    files::remove(dir, HELPER_ERROR_FILE)?;
     files::remove(dir, files::LOCK_FILE)?;
     // The directory is per pod; leave nothing behind once it is empty.
     let _ = std::fs::remove_dir(dir);
