@@ -33,9 +33,17 @@ pub fn render_interface(iface: &DomainInterface, indent: usize) -> String {
         let _ = writeln!(xml, "{pad}  {s}");
     };
     if let Some(pci) = iface.pci_address {
+        let [domain, bus, slot, function] = match &pci.written {
+            Some(text) => text.fields().map(String::from),
+            None => [
+                format!("{:04x}", pci.domain),
+                format!("{:02x}", pci.bus),
+                format!("{:02x}", pci.slot),
+                format!("{:x}", pci.function),
+            ],
+        };
         line(format!(
-            "<address type='pci' domain='0x{:04x}' bus='0x{:02x}' slot='0x{:02x}' function='0x{:x}'/>",
-            pci.domain, pci.bus, pci.slot, pci.function
+            "<address type='pci' domain='0x{domain}' bus='0x{bus}' slot='0x{slot}' function='0x{function}'/>"
         ));
     }
     line(format!(

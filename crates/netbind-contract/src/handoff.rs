@@ -189,6 +189,41 @@ pub struct PciAddress {
     pub bus: u8,
     pub slot: u8,
     pub function: u8,
+    /// The address as the VMI wrote it: KubeVirt's converter copies the hex digits into the
+    /// domain XML as written (`0000:81:0A.0` gives `slot='0x0A'`), so their case is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written: Option<PciText>,
+}
+
+/// The 12 characters of a valid `DDDD:BB:SS.F` PCI address, as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PciText([u8; 12]);
+
+impl PciText {
+    pub fn as_str(&self) -> &str {
+        // Only built from a parsed address, whose 12 bytes are ASCII.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+    /// Domain, bus, slot and function, as written.
+    pub fn fields(&self) -> [&str; 4] {
+        let text = self.as_str();
+        [&text[0..4], &text[5..7], &text[8..10], &text[11..12]]
+    }
+}
+
+impl Serialize for PciText {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for PciText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        PciAddress::parse(&text)
+            .and_then(|pci| pci.written)
+            .ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not a PCI address")))
+    }
 }
 
 impl PciAddress {
@@ -210,6 +245,7 @@ impl PciAddress {
             bus: u8::try_from(hex(5..7)?).ok()?,
             slot: u8::try_from(hex(8..10)?).ok()?,
             function: u8::try_from(function).ok()?,
+            written: Some(PciText(bytes.try_into().ok()?)),
         })
     }
 }

@@ -6,7 +6,7 @@
 
 use crate::admitted::{InterfaceState, NicModel};
 use crate::handoff::PciAddress;
-use crate::net::parse_ipv4_sloppy;
+use crate::net::parse_ntp_server;
 use crate::types::{MacAddr, MacError};
 use crate::vmi::{BindingKind, Interface, Marker, Network, PodNetwork, VmiSpec};
 use std::collections::{BTreeMap, BTreeSet};
@@ -434,7 +434,7 @@ fn dhcp_options(rules: &mut Rules) {
             );
         }
         for (ntp_idx, ntp) in dhcp.ntp_servers.iter().enumerate() {
-            if parse_ipv4_sloppy(ntp).is_none() {
+            if parse_ntp_server(ntp).is_none() {
                 rules.push(
                     format!("{base}.ntpServers[{ntp_idx}]"),
                     "NTP servers must be a list of valid IPv4 addresses.",

@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 
 use crate::admission::{ClusterConfig, FeatureGate, Violation, apply_defaults, validate};
 use crate::handoff::{BindingKind, PciAddress, PrivateOption};
-use crate::net::{DEFAULT_VM_CIDR_V4, DEFAULT_VM_CIDR_V6, MasqueradeAddrs, parse_ipv4_sloppy};
+use crate::net::{DEFAULT_VM_CIDR_V4, DEFAULT_VM_CIDR_V6, MasqueradeAddrs};
 use crate::types::MacAddr;
 use crate::vmi::{Interface, Network, ObjectMeta, Port, PortRange, VmiSpec, VmiStatus};
 

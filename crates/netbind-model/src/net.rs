@@ -70,9 +70,33 @@ pub fn parse_ipv4_sloppy(text: &str) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::from(buf))
 }
 
+/// An NTP server as KubeVirt reads it: the API server's decoding sanitises each entry with
+/// `ParseIPSloppy(...).String()` (leading zeros allowed; an IPv4-mapped IPv6 address such as
+/// `::ffff:10.0.0.1` or `::ffff:a00:1` becomes its IPv4 address), then admission requires an
+/// IPv4 address.
+pub fn parse_ntp_server(text: &str) -> Option<Ipv4Addr> {
+    parse_ipv4_sloppy(text).or_else(|| text.parse::<std::net::Ipv6Addr>().ok()?.to_ipv4_mapped())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ntp_servers_are_sanitised_as_kubevirt_does() {
+        for (text, want) in [
+            ("10.0.0.1", Some([10, 0, 0, 1])),
+            ("010.000.000.001", Some([10, 0, 0, 1])),
+            ("::ffff:10.0.0.1", Some([10, 0, 0, 1])),
+            ("::ffff:a00:1", Some([10, 0, 0, 1])),
+            ("::1", None),
+            ("fd00::1", None),
+            ("hostname", None),
+            ("10.0.0", None),
+        ] {
+            assert_eq!(parse_ntp_server(text), want.map(Ipv4Addr::from), "{text}");
+        }
+    }
 
     #[test]
     fn masquerade_defaults() {

@@ -43,6 +43,7 @@ pub const CASES: &[Case] = &[
     Case { name: "plugin-managed-tap", vmi: "testdata/vmi/plugin-managed-tap.yaml", pod: "pod-v4", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: QEMU, kubevirt_config: Some("testdata/kubevirt/binding-plugins.yaml") },
     Case { name: "istio-port-ranges", vmi: "testdata/vmi/istio-port-ranges.yaml", pod: "pod-dual", resolv: "resolv.conf", feature_gates: &["PortRangesSpec"], spoof_check: &[], owner: QEMU, kubevirt_config: None },
     Case { name: "legacy-migration", vmi: "testdata/vmi/legacy-migration.yaml", pod: "pod-v4", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: QEMU, kubevirt_config: None },
+    Case { name: "pci-address-case", vmi: "testdata/vmi/pci-address-case.yaml", pod: "pod-v4", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: QEMU, kubevirt_config: None },
     Case { name: "port-ranges", vmi: "testdata/vmi/port-ranges.yaml", pod: "pod-v4", resolv: "resolv.conf", feature_gates: &["PortRangesSpec"], spoof_check: &[], owner: QEMU, kubevirt_config: None },
     Case { name: "istio-dual", vmi: "testdata/vmi/istio.yaml", pod: "pod-dual", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: QEMU, kubevirt_config: None },
     Case { name: "bridge-options", vmi: "testdata/vmi/bridge-options.yaml", pod: "pod-multus", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: (0, 0), kubevirt_config: None },

@@ -320,14 +320,15 @@ fn model_mac_pci() {
         one(&yaml, &ClusterConfig::default()).1,
         "interface spec.domain.devices.interfaces[0].name has too long MAC address (02:00:5e:10:00:00:00:01)."
     );
+    let pci = PciAddress::parse("0000:81:1A.1").expect("valid");
     assert_eq!(
-        PciAddress::parse("0000:81:11.1"),
-        Some(PciAddress {
-            domain: 0,
-            bus: 0x81,
-            slot: 0x11,
-            function: 1
-        })
+        (pci.domain, pci.bus, pci.slot, pci.function),
+        (0, 0x81, 0x1a, 1)
+    );
+    // As written, for the domain XML (KubeVirt copies the digits).
+    assert_eq!(
+        pci.written.as_ref().map(|text| text.fields()),
+        Some(["0000", "81", "1A", "1"])
     );
 }
 
@@ -580,6 +581,40 @@ fn launch_security_rules() {
     assert_eq!(
         run(
             &format!("{}  architecture: s390x\n", with("{}")),
+            &ClusterConfig::default()
+        ),
+        vec![]
+    );
+}
+
+/// KubeVirt's own expectation (`netiface_test.go`, "non-IPv4 NTP servers"): every bad entry
+/// reported at its index; and what the API server sanitises instead of rejecting (an
+/// IPv4-mapped IPv6 address, leading zeros) is accepted.
+#[test]
+fn ntp_servers_as_kubevirt_reads_them() {
+    let with = |servers: &str| {
+        MASQ.replace(
+            "masquerade: {}",
+            &format!("masquerade: {{}}\n        dhcpOptions:\n          ntpServers: {servers}"),
+        )
+    };
+    let message = "NTP servers must be a list of valid IPv4 addresses.";
+    assert_eq!(
+        run(&with("['::1', hostname]"), &ClusterConfig::default()),
+        vec![
+            pair(
+                "spec.domain.devices.interfaces[0].dhcpOptions.ntpServers[0]",
+                message
+            ),
+            pair(
+                "spec.domain.devices.interfaces[0].dhcpOptions.ntpServers[1]",
+                message
+            ),
+        ]
+    );
+    assert_eq!(
+        run(
+            &with("['::ffff:10.0.0.1', '::ffff:a00:2', 010.000.000.003]"),
             &ClusterConfig::default()
         ),
         vec![]

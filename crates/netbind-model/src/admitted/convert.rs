@@ -334,7 +334,7 @@ fn dhcp_extras(iface: &Interface, path: &str) -> Result<DhcpExtras, Violation> {
         .iter()
         .enumerate()
         .map(|(k, s)| {
-            parse_ipv4_sloppy(s)
+            crate::net::parse_ntp_server(s)
                 .ok_or_else(|| violation(format!("{path}.ntpServers[{k}]"), "not an IPv4 address"))
         })
         .collect::<Result<_, _>>()?;

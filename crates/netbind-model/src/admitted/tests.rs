@@ -38,14 +38,12 @@ fn admission_hands_the_planner_parsed_values() {
         first.mac.map(|mac| mac.to_string()).as_deref(),
         Some("02:00:00:ab:cd:ef")
     );
+    assert_eq!(first.pci_address, PciAddress::parse("0000:81:1f.7"));
     assert_eq!(
-        first.pci_address,
-        Some(PciAddress {
-            domain: 0,
-            bus: 0x81,
-            slot: 0x1f,
-            function: 7
-        })
+        first
+            .pci_address
+            .map(|pci| (pci.domain, pci.bus, pci.slot, pci.function)),
+        Some((0, 0x81, 0x1f, 7))
     );
     assert_eq!(first.model, NicModel::E1000e);
     assert_eq!(first.state, InterfaceState::Down);
@@ -157,4 +155,17 @@ fn launch_security_reaches_the_planner_typed() {
     );
     assert!(LaunchSecurityKind::SecureExecution.protects_devices());
     assert!(!LaunchSecurityKind::Tdx.protects_devices());
+}
+
+#[test]
+fn sanitised_ntp_servers_reach_the_planner_as_ipv4() {
+    let text = VMI.replace(
+        "ntpServers: [010.000.002.001]",
+        "ntpServers: ['::ffff:10.0.0.1', 010.000.002.001]",
+    );
+    assert_ne!(text, VMI);
+    let vmi = check_vmi(&text, &ClusterConfig::default()).expect("admitted");
+    let ntp = &vmi.interface("default").expect("default").dhcp.ntp_servers;
+    let shown: Vec<String> = ntp.iter().map(ToString::to_string).collect();
+    assert_eq!(shown, ["10.0.0.1", "10.0.2.1"]);
 }
