@@ -274,9 +274,10 @@ fn binding_methods(rules: &mut Rules, cfg: &ClusterConfig) {
                 ),
             );
         }
-        let net = nets.get(iface.name.as_str());
-        let on_pod = net.is_some_and(|n| n.is_pod());
-        if iface.masquerade.is_some() && net.is_some() && !on_pod {
+        // KubeVirt looks the network up in a map: an interface without one meets a network
+        // with no source, which is not the pod network either.
+        let on_pod = nets.get(iface.name.as_str()).is_some_and(|n| n.is_pod());
+        if iface.masquerade.is_some() && !on_pod {
             rules.push(
                 format!("{base}.name"),
                 "Masquerade interface only implemented with pod network",
@@ -294,18 +295,18 @@ fn binding_methods(rules: &mut Rules, cfg: &ClusterConfig) {
                 "Bridge on pod network configuration is not enabled under kubevirt-config",
             );
         }
-        if iface.passt_binding.is_some() {
-            if !cfg.gate(FeatureGate::PasstBinding) {
-                rules.push(
-                    format!("{base}.name"),
-                    "PasstBinding feature gate is not enabled",
-                );
-            } else if net.is_some() && !on_pod {
-                rules.push(
-                    format!("{base}.name"),
-                    "PasstBinding interface only implemented with pod network",
-                );
-            }
+        // Both causes, independently, as KubeVirt's passt admitter reports them.
+        if iface.passt_binding.is_some() && !cfg.gate(FeatureGate::PasstBinding) {
+            rules.push(
+                format!("{base}.name"),
+                "PasstBinding feature gate is not enabled",
+            );
+        }
+        if iface.passt_binding.is_some() && !on_pod {
+            rules.push(
+                format!("{base}.name"),
+                "PasstBinding interface only implemented with pod network",
+            );
         }
     }
 }

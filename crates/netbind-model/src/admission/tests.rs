@@ -620,3 +620,32 @@ fn ntp_servers_as_kubevirt_reads_them() {
         vec![]
     );
 }
+
+/// KubeVirt's binding admitter (`binding.go`, `passt.go`): the passt causes fire independently,
+/// and a masquerade or passt interface with no network of its name is not on the pod network.
+#[test]
+fn masquerade_and_passt_off_the_pod_network() {
+    let multus = "  domain:\n    devices:\n      interfaces:\n      - name: blue\n        passtBinding: {}\n  networks:\n  - name: blue\n    multus: {networkName: blue-net}\n";
+    assert_eq!(
+        run(multus, &ClusterConfig::default()),
+        vec![
+            pair(
+                "spec.domain.devices.interfaces[0].name",
+                "PasstBinding feature gate is not enabled"
+            ),
+            pair(
+                "spec.domain.devices.interfaces[0].name",
+                "PasstBinding interface only implemented with pod network"
+            ),
+        ]
+    );
+    let orphan = "  domain:\n    devices:\n      interfaces:\n      - name: lonely\n        masquerade: {}\n  networks:\n  - name: default\n    pod: {}\n";
+    let causes = run(orphan, &ClusterConfig::default());
+    assert!(
+        causes.contains(&pair(
+            "spec.domain.devices.interfaces[0].name",
+            "Masquerade interface only implemented with pod network"
+        )),
+        "{causes:#?}"
+    );
+}
