@@ -32,6 +32,15 @@ pub(super) fn ports(rules: &mut Rules, cfg: &ClusterConfig) {
     for (idx, iface) in rules.spec.domain.devices.interfaces.iter().enumerate() {
         let base = rules.iface(idx);
         let on_pod = nets.get(iface.name.as_str()).is_some_and(|n| n.is_pod());
+        // KubeVirt checks the gate on every interface, whatever its network, and reports the
+        // configuration causes at the interface's name.
+        let gated = !iface.port_ranges.is_empty() && !cfg.gate(FeatureGate::PortRangesSpec);
+        if gated {
+            rules.push(
+                format!("{base}.name"),
+                "portRanges is specified on interface but the PortRangesSpec feature gate is not enabled",
+            );
+        }
         if !on_pod {
             continue;
         }
@@ -67,19 +76,18 @@ pub(super) fn ports(rules: &mut Rules, cfg: &ClusterConfig) {
             continue;
         }
         let rf = format!("{base}.portRanges");
-        if !cfg.gate(FeatureGate::PortRangesSpec) {
-            rules.push(rf, "portRanges is specified on interface but the PortRangesSpec feature gate is not enabled");
+        if gated {
             continue;
         }
         if !iface.ports.is_empty() {
             rules.push(
-                rf.clone(),
+                format!("{base}.name"),
                 "Cannot define both ports and portRanges on interface",
             );
         }
         if iface.masquerade.is_none() {
             rules.push(
-                rf.clone(),
+                format!("{base}.name"),
                 "portRanges are only supported on masquerade interfaces",
             );
         }

@@ -385,7 +385,7 @@ fn port_range_rules() {
     let violations = run(&yaml, &cfg);
     assert!(
         violations.contains(&pair(
-            "spec.domain.devices.interfaces[0].portRanges",
+            "spec.domain.devices.interfaces[0].name",
             "Cannot define both ports and portRanges on interface"
         )),
         "{violations:?}"
@@ -647,5 +647,37 @@ fn masquerade_and_passt_off_the_pod_network() {
             "Masquerade interface only implemented with pod network"
         )),
         "{causes:#?}"
+    );
+}
+
+/// KubeVirt's port-range configuration causes (`netiface.go`, and its test "Cannot define both
+/// ports and portRanges"): at the interface's name, and the gate checked on every interface,
+/// whatever its network.
+#[test]
+fn port_range_configuration_causes_name_the_interface() {
+    let multus = "  domain:\n    devices:\n      interfaces:\n      - name: blue\n        bridge: {}\n        portRanges: [{protocol: TCP, start: 1, end: 2}]\n  networks:\n  - name: blue\n    multus: {networkName: blue-net}\n";
+    assert_eq!(
+        run(multus, &ClusterConfig::default()),
+        vec![pair(
+            "spec.domain.devices.interfaces[0].name",
+            "portRanges is specified on interface but the PortRangesSpec feature gate is not enabled"
+        )]
+    );
+    let gate = ClusterConfig {
+        feature_gates: [FeatureGate::PortRangesSpec].into(),
+        ..Default::default()
+    };
+    // With the gate, a non-pod network's ranges are not checked.
+    assert_eq!(run(multus, &gate), vec![]);
+    let bridge_on_pod = MASQ.replace(
+        "masquerade: {}",
+        "bridge: {}\n        portRanges: [{protocol: TCP, start: 1, end: 2}]",
+    );
+    assert_eq!(
+        run(&bridge_on_pod, &gate),
+        vec![pair(
+            "spec.domain.devices.interfaces[0].name",
+            "portRanges are only supported on masquerade interfaces"
+        )]
     );
 }
