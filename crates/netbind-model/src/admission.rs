@@ -417,22 +417,23 @@ fn dhcp_options(rules: &mut Rules) {
             continue;
         };
         let base = format!("{}.dhcpOptions", rules.iface(idx));
+        // KubeVirt reports the private-option causes at the spec's own path (its test expects
+        // the bare root), one per option out of range.
+        let root = rules.root.to_string();
         let mut codes = BTreeSet::new();
         if dhcp.private_options.iter().any(|o| !codes.insert(o.option)) {
             rules.push(
-                format!("{base}.privateOptions"),
+                root.clone(),
                 "Found Duplicates: you have provided duplicate DHCPPrivateOptions",
             );
         }
-        if dhcp
-            .private_options
-            .iter()
-            .any(|o| !(224..=254).contains(&o.option))
-        {
-            rules.push(
-                format!("{base}.privateOptions"),
-                "provided DHCPPrivateOptions are out of range, must be in range 224 to 254",
-            );
+        for option in &dhcp.private_options {
+            if !(224..=254).contains(&option.option) {
+                rules.push(
+                    root.clone(),
+                    "provided DHCPPrivateOptions are out of range, must be in range 224 to 254",
+                );
+            }
         }
         for (ntp_idx, ntp) in dhcp.ntp_servers.iter().enumerate() {
             if parse_ntp_server(ntp).is_none() {

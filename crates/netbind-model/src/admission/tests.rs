@@ -406,12 +406,13 @@ fn dhcp_option_rules() {
     assert_eq!(
         violations,
         vec![
+            // At the spec's own path, as KubeVirt's tests expect ("fake" there).
             pair(
-                "spec.domain.devices.interfaces[0].dhcpOptions.privateOptions",
+                "spec",
                 "Found Duplicates: you have provided duplicate DHCPPrivateOptions"
             ),
             pair(
-                "spec.domain.devices.interfaces[0].dhcpOptions.privateOptions",
+                "spec",
                 "provided DHCPPrivateOptions are out of range, must be in range 224 to 254"
             ),
             pair(
@@ -679,5 +680,19 @@ fn port_range_configuration_causes_name_the_interface() {
             "spec.domain.devices.interfaces[0].name",
             "portRanges are only supported on masquerade interfaces"
         )]
+    );
+}
+
+/// One out-of-range cause per private option, as KubeVirt's loop reports them.
+#[test]
+fn every_private_option_out_of_range_is_reported() {
+    let yaml = MASQ.replace(
+        "masquerade: {}",
+        "masquerade: {}\n        dhcpOptions:\n          privateOptions:\n          - {option: 223, value: a}\n          - {option: 255, value: b}\n          - {option: 240, value: c}",
+    );
+    let message = "provided DHCPPrivateOptions are out of range, must be in range 224 to 254";
+    assert_eq!(
+        run(&yaml, &ClusterConfig::default()),
+        vec![pair("spec", message), pair("spec", message)]
     );
 }
