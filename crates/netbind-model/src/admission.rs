@@ -104,9 +104,7 @@ pub fn validate(spec: &VmiSpec, spec_path: &str, cfg: &ClusterConfig) -> Vec<Vio
     interface_state(&mut rules);
     binding_methods(&mut rules, cfg);
     unique_names(&mut rules);
-    interface_fields(&mut rules);
-    ports(&mut rules, cfg);
-    dhcp_options(&mut rules);
+    interface_fields(&mut rules, cfg);
     boot_order(&mut rules);
     probes(&mut rules);
     vm_network_cidrs(&mut rules);
@@ -369,79 +367,90 @@ fn valid_iface_name(text: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-fn interface_fields(rules: &mut Rules) {
-    for (idx, iface) in rules.spec.domain.devices.interfaces.iter().enumerate() {
-        let base = rules.iface(idx);
-        let name_f = format!("{base}.name");
-        if !valid_iface_name(&iface.name) {
-            rules.push(
-                name_f.clone(),
-                "Network interface name can only contain alphabetical characters, numbers, dashes (-) or underscores (_)",
-            );
-        }
-        if let Some(model) = iface.model.as_deref().filter(|m| !m.is_empty())
-            && NicModel::parse(Some(model)).is_none()
-        {
-            rules.push(
-                format!("{base}.model"),
-                format!("interface {name_f} uses model {model} that is not supported."),
-            );
-        }
-        if let Some(mac) = iface.mac_address.as_deref().filter(|m| !m.is_empty()) {
-            match MacAddr::parse_go(mac) {
-                Ok(_) => {}
-                Err(MacError::Malformed(_)) => rules.push(
-                    format!("{base}.macAddress"),
-                    format!("interface {name_f} has malformed MAC address ({mac})."),
-                ),
-                Err(MacError::TooLong(_)) => rules.push(
-                    format!("{base}.macAddress"),
-                    format!("interface {name_f} has too long MAC address ({mac})."),
-                ),
-            }
-        }
-        if let Some(pci) = iface.pci_address.as_deref().filter(|p| !p.is_empty())
-            && PciAddress::parse(pci).is_none()
-        {
-            rules.push(
-                format!("{base}.pciAddress"),
-                format!("interface {name_f} has malformed PCI address ({pci})."),
-            );
-        }
+/// KubeVirt's `validateInterfacesFields`: per interface, in this order, its name, model, MAC,
+/// PCI address, ports, port ranges and DHCP options (so one interface's causes come before the
+/// next one's).
+fn interface_fields(rules: &mut Rules, cfg: &ClusterConfig) {
+    let spec = rules.spec;
+    let nets: BTreeMap<&str, &Network> =
+        spec.networks.iter().map(|n| (n.name.as_str(), n)).collect();
+    for (idx, iface) in spec.domain.devices.interfaces.iter().enumerate() {
+        interface_basics(rules, idx, iface);
+        let on_pod = nets.get(iface.name.as_str()).is_some_and(|n| n.is_pod());
+        ports(rules, idx, iface, on_pod, cfg);
+        dhcp_options(rules, idx, iface);
     }
 }
 
-fn dhcp_options(rules: &mut Rules) {
-    for (idx, iface) in rules.spec.domain.devices.interfaces.iter().enumerate() {
-        let Some(dhcp) = &iface.dhcp_options else {
-            continue;
-        };
-        let base = format!("{}.dhcpOptions", rules.iface(idx));
-        // KubeVirt reports the private-option causes at the spec's own path (its test expects
-        // the bare root), one per option out of range.
-        let root = rules.root.to_string();
-        let mut codes = BTreeSet::new();
-        if dhcp.private_options.iter().any(|o| !codes.insert(o.option)) {
+fn interface_basics(rules: &mut Rules, idx: usize, iface: &Interface) {
+    let base = rules.iface(idx);
+    let name_f = format!("{base}.name");
+    if !valid_iface_name(&iface.name) {
+        rules.push(
+                name_f.clone(),
+                "Network interface name can only contain alphabetical characters, numbers, dashes (-) or underscores (_)",
+            );
+    }
+    if let Some(model) = iface.model.as_deref().filter(|m| !m.is_empty())
+        && NicModel::parse(Some(model)).is_none()
+    {
+        rules.push(
+            format!("{base}.model"),
+            format!("interface {name_f} uses model {model} that is not supported."),
+        );
+    }
+    if let Some(mac) = iface.mac_address.as_deref().filter(|m| !m.is_empty()) {
+        match MacAddr::parse_go(mac) {
+            Ok(_) => {}
+            Err(MacError::Malformed(_)) => rules.push(
+                format!("{base}.macAddress"),
+                format!("interface {name_f} has malformed MAC address ({mac})."),
+            ),
+            Err(MacError::TooLong(_)) => rules.push(
+                format!("{base}.macAddress"),
+                format!("interface {name_f} has too long MAC address ({mac})."),
+            ),
+        }
+    }
+    if let Some(pci) = iface.pci_address.as_deref().filter(|p| !p.is_empty())
+        && PciAddress::parse(pci).is_none()
+    {
+        rules.push(
+            format!("{base}.pciAddress"),
+            format!("interface {name_f} has malformed PCI address ({pci})."),
+        );
+    }
+}
+
+fn dhcp_options(rules: &mut Rules, idx: usize, iface: &Interface) {
+    let Some(dhcp) = &iface.dhcp_options else {
+        return;
+    };
+    let base = format!("{}.dhcpOptions", rules.iface(idx));
+    // KubeVirt reports the private-option causes at the spec's own path (its test expects
+    // the bare root), one per option out of range.
+    let root = rules.root.to_string();
+    let mut codes = BTreeSet::new();
+    if dhcp.private_options.iter().any(|o| !codes.insert(o.option)) {
+        rules.push(
+            root.clone(),
+            "Found Duplicates: you have provided duplicate DHCPPrivateOptions",
+        );
+    }
+    for option in &dhcp.private_options {
+        if !(224..=254).contains(&option.option) {
             rules.push(
                 root.clone(),
-                "Found Duplicates: you have provided duplicate DHCPPrivateOptions",
+                "provided DHCPPrivateOptions are out of range, must be in range 224 to 254",
             );
         }
-        for option in &dhcp.private_options {
-            if !(224..=254).contains(&option.option) {
-                rules.push(
-                    root.clone(),
-                    "provided DHCPPrivateOptions are out of range, must be in range 224 to 254",
-                );
-            }
-        }
-        for (ntp_idx, ntp) in dhcp.ntp_servers.iter().enumerate() {
-            if parse_ntp_server(ntp).is_none() {
-                rules.push(
-                    format!("{base}.ntpServers[{ntp_idx}]"),
-                    "NTP servers must be a list of valid IPv4 addresses.",
-                );
-            }
+    }
+    for (ntp_idx, ntp) in dhcp.ntp_servers.iter().enumerate() {
+        if parse_ntp_server(ntp).is_none() {
+            rules.push(
+                format!("{base}.ntpServers[{ntp_idx}]"),
+                "NTP servers must be a list of valid IPv4 addresses.",
+            );
         }
     }
 }

@@ -696,3 +696,22 @@ fn every_private_option_out_of_range_is_reported() {
         vec![pair("spec", message), pair("spec", message)]
     );
 }
+
+/// KubeVirt checks each interface's fields in one pass (`validateInterfacesFields`): the first
+/// interface's causes, all of them, before the second's.
+#[test]
+fn interface_field_causes_come_interface_by_interface() {
+    let yaml = "  domain:\n    devices:\n      interfaces:\n      - name: default\n        masquerade: {}\n        ports: [{port: 70000}]\n        dhcpOptions: {ntpServers: [nope]}\n      - name: blue\n        bridge: {}\n        model: nope\n  networks:\n  - name: default\n    pod: {}\n  - name: blue\n    multus: {networkName: blue-net}\n";
+    let fields: Vec<String> = run(yaml, &ClusterConfig::default())
+        .into_iter()
+        .map(|(field, _)| field)
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "spec.domain.devices.interfaces[0].ports[0]",
+            "spec.domain.devices.interfaces[0].dhcpOptions.ntpServers[0]",
+            "spec.domain.devices.interfaces[1].model",
+        ]
+    );
+}
