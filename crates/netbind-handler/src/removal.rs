@@ -1,0 +1,257 @@
+//! Removing what setup made, as the caller needs it: synchronously (`teardown`), handed to a
+//! detached helper that holds the pod's lock (`teardown_detached`, the runtime's DEL), or
+//! only what outlives the namespace when the caller deletes it next
+//! (`teardown_before_namespace_deletion`, `netbind down`). The kernel work itself is in
+//! `teardown.rs`.
+
+use super::*;
+
+#[derive(Debug, Clone)]
+pub struct TeardownArgs {
+    pub target: NetnsTarget,
+    pub handoff_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub nft_bin: PathBuf,
+}
+
+/// Removes everything setup made. Works after a partial setup, and succeeds when the
+/// namespace is already gone (the kernel removed everything with it).
+pub fn teardown(args: &TeardownArgs) -> Result<(), HandlerError> {
+    // A missing state directory means nothing was set up: no lock is needed, and taking one
+    // would create the directory.
+    let _lock = match std::fs::symlink_metadata(&args.state_dir) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+        _ => Some(files::lock(&args.state_dir).map_err(|err| HandlerError::State(err.into()))?),
+    };
+    teardown_locked(args, None)
+}
+
+/// Teardown for a caller that deletes the pod's namespace right after (`netbind down`): the
+/// namespace's deletion reclaims every link and table in one batch of the kernel's own, off
+/// the caller's path, so only what lives outside it is undone here: the RA responders (whose
+/// sockets would keep the namespace alive), the hand-off record and the state.
+pub fn teardown_before_namespace_deletion(args: &TeardownArgs) -> Result<(), HandlerError> {
+    if std::fs::symlink_metadata(&args.state_dir).is_err() {
+        return files::remove(&args.handoff_dir, HANDOFF_FILE).map_err(HandlerError::Handoff);
+    }
+    let _lock = files::lock(&args.state_dir).map_err(|err| HandlerError::State(err.into()))?;
+    if let Some(st) = state::load(&args.state_dir)? {
+        for responder in &st.responders {
+            responder.stop(std::time::Duration::from_secs(1));
+        }
+    }
+    files::remove(&args.handoff_dir, HANDOFF_FILE).map_err(HandlerError::Handoff)?;
+    state::remove(&args.state_dir)?;
+    Ok(())
+}
+
+/// How long a detached teardown gives the runtime to delete the pod's namespace (every
+/// runtime does right after DEL), which takes netbind's links and tables with it in one batch
+/// of the kernel's own, before removing them itself. With the removal after it, the links are
+/// gone well within a second of the caller's return when the pod lives on.
+pub const NETNS_DELETION_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The teardown, with the pod's lock held by the caller. `grace`: first wait that long for a
+/// namespace given by path to be deleted by someone else (see [`teardown_detached`]).
+pub fn teardown_locked(
+    args: &TeardownArgs,
+    grace: Option<std::time::Duration>,
+) -> Result<(), HandlerError> {
+    let Some(st) = state::load(&args.state_dir)? else {
+        // Nothing recorded: nothing of ours can be in the namespace.
+        files::remove(&args.handoff_dir, HANDOFF_FILE).map_err(HandlerError::Handoff)?;
+        return Ok(());
+    };
+    // First the responders: each holds a socket in the pod's namespace, which would keep it
+    // alive after the runtime deletes it.
+    for responder in &st.responders {
+        responder.stop(std::time::Duration::from_secs(1));
+    }
+    if let (Some(grace), NetnsTarget::Path(path)) = (grace, &args.target) {
+        let deadline = std::time::Instant::now() + grace;
+        while path.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    let errors = match Netns::open(&args.target) {
+        Err(err) if err.is_gone() => {
+            tracing::info!(netns = %args.target, "network namespace already gone");
+            Vec::new()
+        }
+        Err(err) => return Err(err.into()),
+        Ok(ns) => ns.run(|| -> Result<Vec<teardown::TeardownError>, HandlerError> {
+            let mut nl = open_netlink(&args.target)?;
+            let nft_bin = nft::Nft::select(&args.nft_bin)
+                .unwrap_or_else(|| nft::Nft::Binary(args.nft_bin.clone()));
+            Ok(teardown::teardown(
+                &mut nl,
+                &nft_bin,
+                &st.plan,
+                &st.observed,
+                &st.sysctls_before,
+            ))
+        })??,
+    };
+    if !errors.is_empty() {
+        // Keep the state so that teardown can be retried.
+        return Err(HandlerError::Teardown(errors));
+    }
+    files::remove(&args.handoff_dir, HANDOFF_FILE).map_err(HandlerError::Handoff)?;
+    state::remove(&args.state_dir)?;
+    Ok(())
+}
+
+/// Removes a sandbox directory (root's: the launcher reads its record through a read-only
+/// mount and cannot write there, so removing it follows nothing another user made).
+pub fn remove_sandbox_dir(dir: Option<&Path>) -> Result<(), HandlerError> {
+    match dir.map(std::fs::remove_dir_all) {
+        Some(Err(source)) if source.kind() != std::io::ErrorKind::NotFound => {
+            Err(HandlerError::RemoveDir {
+                path: dir.map(Path::to_path_buf).unwrap_or_default(),
+                source,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The environment variable that turns netbind-handler or netbind-cni into a detached
+/// teardown helper (its value: the job, as JSON; the pod's lock on fd 3).
+pub const HELPER_ENV: &str = "NETBIND_TEARDOWN_HELPER";
+
+/// What a detached teardown helper is to do.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HelperJob {
+    netns: Option<PathBuf>,
+    pid: Option<u32>,
+    handoff_dir: PathBuf,
+    state_dir: PathBuf,
+    nft_bin: PathBuf,
+    remove_dir: Option<PathBuf>,
+}
+
+/// Run first by netbind-handler and netbind-cni: `None` unless this process was started as a
+/// detached teardown helper, else the helper's outcome.
+pub fn run_detached_helper() -> Option<Result<(), HandlerError>> {
+    let text = std::env::var_os(HELPER_ENV)?;
+    // SAFETY: fd 3 was put there by `teardown_detached` (dup2 before exec) and nothing else in
+    // this process uses it; owning it keeps the pod's lock until the helper is done.
+    let _lock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(3) };
+    let job: HelperJob = match serde_json::from_str(&text.to_string_lossy()) {
+        Ok(job) => job,
+        Err(err) => {
+            return Some(Err(HandlerError::Helper {
+                helper: HELPER_ENV.into(),
+                source: std::io::Error::other(err),
+            }));
+        }
+    };
+    let args = TeardownArgs {
+        target: match (job.netns, job.pid) {
+            (Some(path), _) => NetnsTarget::Path(path),
+            (None, Some(pid)) => NetnsTarget::Pid(pid),
+            (None, None) => NetnsTarget::Path(PathBuf::new()),
+        },
+        handoff_dir: job.handoff_dir,
+        state_dir: job.state_dir,
+        nft_bin: job.nft_bin,
+    };
+    let done = teardown_locked(&args, Some(NETNS_DELETION_GRACE))
+        .and_then(|()| remove_sandbox_dir(job.remove_dir.as_deref()));
+    if let Err(err) = &done {
+        // Nobody reads the helper's stderr: leave the reason beside the state it kept, for the
+        // retry (the runtime's next DEL) and for an operator.
+        let _ = std::fs::write(
+            args.state_dir.join(state::HELPER_ERROR_FILE),
+            format!("{err}\n"),
+        );
+    }
+    Some(done)
+}
+
+/// A teardown that does not make its caller wait on the kernel. Each link deletion holds the
+/// node's RTNL through an RCU grace period, and the runtime's DEL (like `netbind down`) is on
+/// the pod-deletion path: the removal is handed to a detached `helper` (netbind-handler or
+/// netbind-cni itself, run with [`HELPER_ENV`]), which inherits the pod's lock. So a setup of the same pod in the
+/// meantime waits for it under that lock and starts from a clean pod, and the caller returns
+/// as soon as the helper runs. The helper waits [`NETNS_DELETION_GRACE`] for the runtime to
+/// delete the namespace, removes whatever is still there, then the record, the state and
+/// `remove_dir` (a sandbox directory) if given. A pod with nothing recorded, or whose pod
+/// interface phase 1 took over (the bridge binding: the pod network's DEL, next in the chain,
+/// deletes that interface by name, so it must be back first), is torn down right here.
+pub fn teardown_detached(
+    args: &TeardownArgs,
+    helper: &Path,
+    remove_dir: Option<&Path>,
+) -> Result<(), HandlerError> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    if std::fs::symlink_metadata(&args.state_dir).is_err() {
+        teardown(args)?;
+        return remove_sandbox_dir(remove_dir);
+    }
+    // Under the lock: an earlier helper still at work holds it, and may leave nothing to do.
+    let lock = files::lock(&args.state_dir).map_err(|err| HandlerError::State(err.into()))?;
+    // A pod interface phase 1 took over (the bridge binding) is handed back here: the pod
+    // network's own DEL, which runs after this one, deletes the interface by its name.
+    let hands_back = |st: &state::HandlerState| {
+        st.plan
+            .links
+            .iter()
+            .any(|link| matches!(link.kind, netbind_plan::plan::LinkKind::PodInterface { .. }))
+    };
+    match state::load(&args.state_dir)? {
+        Some(st) if !hands_back(&st) => {}
+        _ => {
+            teardown_locked(args, None)?;
+            drop(lock);
+            return remove_sandbox_dir(remove_dir);
+        }
+    }
+    let job = HelperJob {
+        netns: match &args.target {
+            NetnsTarget::Path(path) => Some(path.clone()),
+            NetnsTarget::Pid(_) => None,
+        },
+        pid: match &args.target {
+            NetnsTarget::Pid(pid) => Some(*pid),
+            NetnsTarget::Path(_) => None,
+        },
+        handoff_dir: args.handoff_dir.clone(),
+        state_dir: args.state_dir.clone(),
+        nft_bin: args.nft_bin.clone(),
+        remove_dir: remove_dir.map(Path::to_path_buf),
+    };
+    let mut cmd = std::process::Command::new(helper);
+    cmd.env(
+        HELPER_ENV,
+        serde_json::to_string(&job).map_err(|err| HandlerError::Helper {
+            helper: helper.to_path_buf(),
+            source: std::io::Error::other(err),
+        })?,
+    );
+    // Nothing of the caller's: a runtime reads its plugin's stdout until EOF.
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let fd = lock.as_raw_fd();
+    // SAFETY: between fork and exec only async-signal-safe calls: setsid detaches the helper
+    // from the caller's session, dup2 puts the lock's descriptor (same open file description,
+    // so the same flock) on fd 3 without close-on-exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 || libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().map_err(|source| HandlerError::Helper {
+        helper: helper.to_path_buf(),
+        source,
+    })?;
+    // The helper holds the lock now; closing our descriptor does not release it.
+    drop(lock);
+    Ok(())
+}
