@@ -168,6 +168,42 @@ fn netbind_cycle(node: &str, pod: &str, vmi: &str, dir: &Path) -> (Duration, Dur
     )
 }
 
+fn netbind_detached_cycle(node: &str, pod: &str, dir: &Path) -> (Duration, Duration) {
+    let ns = format!("/run/netns/{pod}");
+    let handoff = dir.join("handoff");
+    let state = dir.join("state");
+    timed_pair(
+        || {
+            run(
+                on_node(node, HANDLER)
+                    .current_dir(netbind_testkit::repo_root())
+                    .args([
+                        "setup",
+                        "--netns",
+                        &ns,
+                        "--vmi",
+                        "examples/vmi-masquerade.yaml",
+                    ])
+                    .arg("--handoff-dir")
+                    .arg(&handoff)
+                    .arg("--state-dir")
+                    .arg(&state),
+                None,
+            );
+        },
+        || {
+            run(
+                on_node(node, HANDLER)
+                    .args(["teardown", "--detach", "--netns", &ns, "--handoff-dir"])
+                    .arg(&handoff)
+                    .arg("--state-dir")
+                    .arg(&state),
+                None,
+            );
+        },
+    )
+}
+
 fn cni_cycle(node: &str, pod: &str, ipam_dir: &Path) -> (Duration, Duration) {
     let conf = format!(
         r#"{{"cniVersion":"1.0.0","name":"nbbnet","type":"bridge","bridge":"nbb-cnibr0","isGateway":true,"ipMasq":true,"mtu":1450,
@@ -246,6 +282,25 @@ fn main() {
         tools.push((
             label.into(),
             Box::new(move || netbind_cycle(&node, &pod, vmi, &dir)),
+        ));
+    }
+    // As a runtime's DEL sees it: teardown --detach returns once its helper holds the pod's
+    // lock, and the runtime deletes the namespace right after (untimed here, as is making a
+    // fresh pod each round), whose deletion reclaims the links.
+    {
+        let node = node.clone();
+        let dir = tmp.path().join("detached");
+        let mut round = 0u32;
+        tools.push((
+            "netbind masquerade, teardown --detach + namespace deleted".into(),
+            Box::new(move || {
+                round += 1;
+                let pod = format!("nbb-{id}-d{round}");
+                make_pod(&pod, &node, &format!("d{round}"), 23);
+                let times = netbind_detached_cycle(&node, &pod, &dir.join(&pod));
+                sh(&format!("ip netns del {pod}"));
+                times
+            }),
         ));
     }
     let have_cni = Path::new("/usr/lib/cni/bridge").exists();
