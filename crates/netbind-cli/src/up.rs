@@ -5,8 +5,8 @@
 //! it exists, so `down` — and the clean-up after a failed step or Ctrl-C — removes exactly what
 //! was made, whatever point was reached.
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpStream};
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -35,11 +35,8 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     // A DEL's detached teardown helper is this binary too (see `plugin::del`).
-    if let Some(done) = netbind_handler::run_detached_helper() {
-        return match done {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(_) => ExitCode::FAILURE,
-        };
+    if let Some(code) = netbind_handler::run_detached_helper() {
+        return code;
     }
     let outcome = Env::read(|name| std::env::var(name).ok())
         .and_then(|env| read_stdin().and_then(|stdin| plugin::run(&env, &stdin)));

@@ -9,10 +9,8 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test code: a failed step is a failed test
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use netbind_cri::client::{Cri, PodSpec};
 use netbind_cri::node::{BindingPluginNet, NODE_LISTEN_PORT, Node, NodeConfig};
@@ -94,20 +92,7 @@ fn pod_spec(node: &Node, name: &str, vmi: Option<&str>) -> PodSpec {
 fn node_reaches_guest(node: &Node, ip: &str, port: u16, patience: Duration) -> bool {
     let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().unwrap();
     netbind_testkit::in_netns(&node.config.netns, || {
-        let started = Instant::now();
-        while started.elapsed() < patience {
-            if let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
-                let _ = stream.write_all(b"GET / HTTP/1.0\r\n\r\n");
-                let mut body = String::new();
-                let _ = stream.read_to_string(&mut body);
-                if body.contains("netbind-guest-ok") {
-                    return true;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        false
+        vm::guest_page_answers(addr, patience)
     })
 }
 

@@ -23,8 +23,9 @@ pub mod sysctl;
 pub mod tap;
 pub mod teardown;
 pub use removal::{
-    HELPER_ENV, NETNS_DELETION_GRACE, TeardownArgs, remove_sandbox_dir, run_detached_helper,
-    teardown, teardown_before_namespace_deletion, teardown_detached, teardown_locked,
+    HELPER_ENV, NETNS_DELETION_GRACE, NamespaceWork, TeardownArgs, remove_sandbox_dir,
+    run_detached_helper, teardown, teardown_before_namespace_deletion, teardown_detached,
+    teardown_locked,
 };
 pub mod verify;
 

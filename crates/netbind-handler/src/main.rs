@@ -253,11 +253,8 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    if let Some(done) = netbind_handler::run_detached_helper() {
-        return match done {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(_) => ExitCode::FAILURE,
-        };
+    if let Some(code) = netbind_handler::run_detached_helper() {
+        return code;
     }
     match run(Cli::parse()) {
         Ok(out) => {

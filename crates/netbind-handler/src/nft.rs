@@ -61,13 +61,13 @@ impl Nft {
             Nft::Binary(bin) => start_binary(bin, batch, what),
             Nft::Library => {
                 let text = batch.to_string();
-                let what = what.to_string();
+                let name = what.to_string();
                 // A thread made by a thread inside the pod netns starts in that netns.
                 let thread = std::thread::Builder::new()
                     .name("nft".into())
-                    .spawn(move || run_library(&text, &what))
+                    .spawn(move || run_library(&text, &name))
                     .map_err(|source| NftError::Library {
-                        what: what_of(batch),
+                        what: what.into(),
                         message: format!("start a thread: {source}"),
                     })?;
                 Ok(Pending::Thread(thread))
@@ -82,13 +82,6 @@ impl Nft {
             Nft::Binary(bin) => start_binary(bin, batch, what)?.wait(),
         }
     }
-}
-
-fn what_of(batch: &serde_json::Value) -> String {
-    format!(
-        "{} commands",
-        batch["nftables"].as_array().map_or(0, Vec::len)
-    )
 }
 
 /// Locates the nft binary on `PATH` (or as given, when `bin` is a path).

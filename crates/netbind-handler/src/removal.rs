@@ -17,13 +17,8 @@ pub struct TeardownArgs {
 /// Removes everything setup made. Works after a partial setup, and succeeds when the
 /// namespace is already gone (the kernel removed everything with it).
 pub fn teardown(args: &TeardownArgs) -> Result<(), HandlerError> {
-    // A missing state directory means nothing was set up: no lock is needed, and taking one
-    // would create the directory.
-    let _lock = match std::fs::symlink_metadata(&args.state_dir) {
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
-        _ => Some(files::lock(&args.state_dir).map_err(|err| HandlerError::State(err.into()))?),
-    };
-    teardown_locked(args, None)
+    let _lock = lock_if_set_up(args)?;
+    teardown_locked(args, NamespaceWork::Now)
 }
 
 /// Teardown for a caller that deletes the pod's namespace right after (`netbind down`): the
@@ -31,18 +26,31 @@ pub fn teardown(args: &TeardownArgs) -> Result<(), HandlerError> {
 /// the caller's path, so only what lives outside it is undone here: the RA responders (whose
 /// sockets would keep the namespace alive), the hand-off record and the state.
 pub fn teardown_before_namespace_deletion(args: &TeardownArgs) -> Result<(), HandlerError> {
-    if std::fs::symlink_metadata(&args.state_dir).is_err() {
-        return files::remove(&args.handoff_dir, HANDOFF_FILE).map_err(HandlerError::Handoff);
+    let _lock = lock_if_set_up(args)?;
+    teardown_locked(args, NamespaceWork::LeftToDeletion)
+}
+
+/// The pod's lock, unless its state directory is missing: then nothing was set up, no lock is
+/// needed, and taking one would create the directory.
+fn lock_if_set_up(args: &TeardownArgs) -> Result<Option<files::PodLock>, HandlerError> {
+    match std::fs::symlink_metadata(&args.state_dir) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        _ => files::lock(&args.state_dir)
+            .map(Some)
+            .map_err(|err| HandlerError::State(err.into())),
     }
-    let _lock = files::lock(&args.state_dir).map_err(|err| HandlerError::State(err.into()))?;
-    if let Some(st) = state::load(&args.state_dir)? {
-        for responder in &st.responders {
-            responder.stop(std::time::Duration::from_secs(1));
-        }
-    }
-    files::remove(&args.handoff_dir, HANDOFF_FILE).map_err(HandlerError::Handoff)?;
-    state::remove(&args.state_dir)?;
-    Ok(())
+}
+
+/// What a teardown does inside the pod's namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NamespaceWork {
+    /// Remove the links, tables and sysctls now.
+    Now,
+    /// First give whoever deletes the namespace (given by path) this long, then remove what
+    /// is still there.
+    AfterGrace(std::time::Duration),
+    /// Nothing: the caller deletes the namespace next, which reclaims it all.
+    LeftToDeletion,
 }
 
 /// How long a detached teardown gives the runtime to delete the pod's namespace (every
@@ -51,12 +59,8 @@ pub fn teardown_before_namespace_deletion(args: &TeardownArgs) -> Result<(), Han
 /// gone well within a second of the caller's return when the pod lives on.
 pub const NETNS_DELETION_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// The teardown, with the pod's lock held by the caller. `grace`: first wait that long for a
-/// namespace given by path to be deleted by someone else (see [`teardown_detached`]).
-pub fn teardown_locked(
-    args: &TeardownArgs,
-    grace: Option<std::time::Duration>,
-) -> Result<(), HandlerError> {
+/// The teardown, with the pod's lock held by the caller.
+pub fn teardown_locked(args: &TeardownArgs, work: NamespaceWork) -> Result<(), HandlerError> {
     let Some(st) = state::load(&args.state_dir)? else {
         // Nothing recorded: nothing of ours can be in the namespace.
         files::remove(&args.handoff_dir, HANDOFF_FILE).map_err(HandlerError::Handoff)?;
@@ -67,30 +71,33 @@ pub fn teardown_locked(
     for responder in &st.responders {
         responder.stop(std::time::Duration::from_secs(1));
     }
-    if let (Some(grace), NetnsTarget::Path(path)) = (grace, &args.target) {
+    if let (NamespaceWork::AfterGrace(grace), NetnsTarget::Path(path)) = (work, &args.target) {
         let deadline = std::time::Instant::now() + grace;
         while path.exists() && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
-    let errors = match Netns::open(&args.target) {
-        Err(err) if err.is_gone() => {
-            tracing::info!(netns = %args.target, "network namespace already gone");
-            Vec::new()
-        }
-        Err(err) => return Err(err.into()),
-        Ok(ns) => ns.run(|| -> Result<Vec<teardown::TeardownError>, HandlerError> {
-            let mut nl = open_netlink(&args.target)?;
-            let nft_bin = nft::Nft::select(&args.nft_bin)
-                .unwrap_or_else(|| nft::Nft::Binary(args.nft_bin.clone()));
-            Ok(teardown::teardown(
-                &mut nl,
-                &nft_bin,
-                &st.plan,
-                &st.observed,
-                &st.sysctls_before,
-            ))
-        })??,
+    let errors = match work {
+        NamespaceWork::LeftToDeletion => Vec::new(),
+        _ => match Netns::open(&args.target) {
+            Err(err) if err.is_gone() => {
+                tracing::info!(netns = %args.target, "network namespace already gone");
+                Vec::new()
+            }
+            Err(err) => return Err(err.into()),
+            Ok(ns) => ns.run(|| -> Result<Vec<teardown::TeardownError>, HandlerError> {
+                let mut nl = open_netlink(&args.target)?;
+                let nft_bin = nft::Nft::select(&args.nft_bin)
+                    .unwrap_or_else(|| nft::Nft::Binary(args.nft_bin.clone()));
+                Ok(teardown::teardown(
+                    &mut nl,
+                    &nft_bin,
+                    &st.plan,
+                    &st.observed,
+                    &st.sysctls_before,
+                ))
+            })??,
+        },
     };
     if !errors.is_empty() {
         // Keep the state so that teardown can be retried.
@@ -132,8 +139,16 @@ struct HelperJob {
 }
 
 /// Run first by netbind-handler and netbind-cni: `None` unless this process was started as a
-/// detached teardown helper, else the helper's outcome.
-pub fn run_detached_helper() -> Option<Result<(), HandlerError>> {
+/// detached teardown helper, else its exit status (an error is written beside the state).
+pub fn run_detached_helper() -> Option<std::process::ExitCode> {
+    let done = detached_helper()?;
+    Some(match done {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(_) => std::process::ExitCode::FAILURE,
+    })
+}
+
+fn detached_helper() -> Option<Result<(), HandlerError>> {
     let text = std::env::var_os(HELPER_ENV)?;
     // SAFETY: fd 3 was put there by `teardown_detached` (dup2 before exec) and nothing else in
     // this process uses it; owning it keeps the pod's lock until the helper is done.
@@ -157,7 +172,7 @@ pub fn run_detached_helper() -> Option<Result<(), HandlerError>> {
         state_dir: job.state_dir,
         nft_bin: job.nft_bin,
     };
-    let done = teardown_locked(&args, Some(NETNS_DELETION_GRACE))
+    let done = teardown_locked(&args, NamespaceWork::AfterGrace(NETNS_DELETION_GRACE))
         .and_then(|()| remove_sandbox_dir(job.remove_dir.as_deref()));
     if let Err(err) = &done {
         // Nobody reads the helper's stderr: leave the reason beside the state it kept, for the
@@ -204,7 +219,7 @@ pub fn teardown_detached(
     match state::load(&args.state_dir)? {
         Some(st) if !hands_back(&st) => {}
         _ => {
-            teardown_locked(args, None)?;
+            teardown_locked(args, NamespaceWork::Now)?;
             drop(lock);
             return remove_sandbox_dir(remove_dir);
         }

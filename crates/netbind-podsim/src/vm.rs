@@ -236,3 +236,27 @@ impl Libvirt {
         ]
     }
 }
+
+/// What the test guest serves on each port it listens on (`guest/init`).
+pub const GUEST_PAGE: &str = "netbind-guest-ok";
+
+/// From the calling thread's network namespace: whether an HTTP GET to `addr` gets the test
+/// guest's page within `patience` (retrying every 200 ms while the guest boots).
+pub fn guest_page_answers(addr: std::net::SocketAddr, patience: Duration) -> bool {
+    use std::io::{Read, Write};
+    let started = Instant::now();
+    while started.elapsed() < patience {
+        if let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
+            let _ = stream.write_all(b"GET / HTTP/1.0\r\n\r\n");
+            let mut body = String::new();
+            let _ = stream.read_to_string(&mut body);
+            if body.contains(GUEST_PAGE) {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}

@@ -294,27 +294,9 @@ pub(super) fn ok_str(passed: Option<bool>) -> &'static str {
 /// From the network namespace `ns`: whether an HTTP GET to `ip:port` gets the guest's page
 /// within `patience`.
 pub(super) fn reaches_guest(ns: &str, ip: IpAddr, port: u16, patience: Duration) -> bool {
-    let try_http = || {
-        let started = Instant::now();
-        while started.elapsed() < patience {
-            if let Ok(mut stream) = TcpStream::connect_timeout(
-                &std::net::SocketAddr::new(ip, port),
-                Duration::from_secs(2),
-            ) {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
-                let _ = stream.write_all(b"GET / HTTP/1.0\r\n\r\n");
-                let mut body = String::new();
-                let _ = stream.read_to_string(&mut body);
-                if body.contains("netbind-guest-ok") {
-                    return true;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        false
-    };
+    let addr = std::net::SocketAddr::new(ip, port);
     Netns::named(ns)
-        .and_then(|n| n.run(try_http))
+        .and_then(|n| n.run(|| vm::guest_page_answers(addr, patience)))
         .unwrap_or(false)
 }
 
