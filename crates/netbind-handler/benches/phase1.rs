@@ -18,6 +18,7 @@
     clippy::cast_possible_truncation
 )] // benchmark driver: failures abort the run; percentile indices are small
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -139,13 +140,46 @@ fn on_node(node: &str, tool: &str) -> Command {
     cmd
 }
 
-fn netbind_cycle(node: &str, pod: &str, vmi: &str, dir: &Path) -> (Duration, Duration) {
+/// A setup's own account of its steps (the handler's report), with the wall time the caller
+/// saw for the whole process.
+struct StepSample {
+    wall: Duration,
+    steps: Vec<(String, u64)>,
+}
+
+fn record_steps(report: &str, wall: Duration, into: &RefCell<Vec<StepSample>>) {
+    let report: serde_json::Value = serde_json::from_str(report).expect("setup report");
+    let steps = report["steps"]
+        .as_array()
+        .map(|steps| {
+            steps
+                .iter()
+                .map(|step| {
+                    (
+                        step["step"].as_str().unwrap_or("?").to_string(),
+                        step["micros"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    into.borrow_mut().push(StepSample { wall, steps });
+}
+
+fn netbind_cycle(
+    node: &str,
+    pod: &str,
+    vmi: &str,
+    dir: &Path,
+    steps: &RefCell<Vec<StepSample>>,
+) -> (Duration, Duration) {
     let ns = format!("/run/netns/{pod}");
     let handoff = dir.join("handoff");
     let state = dir.join("state");
-    timed_pair(
+    let mut report = String::new();
+    let times = timed_pair(
         || {
-            run(
+            report = run(
                 on_node(node, HANDLER)
                     .current_dir(netbind_testkit::repo_root())
                     .args(["setup", "--netns", &ns, "--vmi", vmi, "--handoff-dir"])
@@ -165,7 +199,9 @@ fn netbind_cycle(node: &str, pod: &str, vmi: &str, dir: &Path) -> (Duration, Dur
                 None,
             );
         },
-    )
+    );
+    record_steps(&report, times.0, steps);
+    times
 }
 
 fn netbind_detached_cycle(node: &str, pod: &str, dir: &Path) -> (Duration, Duration) {
@@ -249,6 +285,106 @@ fn netavark_cycle(node: &str, pod: &str, cfg_dir: &Path) -> (Duration, Duration)
     timed_pair(|| call("setup"), || call("teardown"))
 }
 
+/// The median of each step over a binding's setups, in µs, in the order the handler reports
+/// them; then the sum and what lies outside the steps (nsenter, process start and exit).
+fn step_medians(samples: &[StepSample]) -> Vec<(String, f64)> {
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let mut names: Vec<String> = Vec::new();
+    for sample in samples {
+        for (name, _) in &sample.steps {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+    }
+    let mut rows: Vec<(String, f64)> = names
+        .iter()
+        .map(|name| {
+            let values = samples
+                .iter()
+                .map(|sample| {
+                    sample
+                        .steps
+                        .iter()
+                        .find(|(step, _)| step == name)
+                        .map_or(0.0, |(_, micros)| *micros as f64)
+                })
+                .collect();
+            (name.clone(), median(values))
+        })
+        .collect();
+    let inside = |sample: &StepSample| sample.steps.iter().map(|(_, us)| *us as f64).sum::<f64>();
+    rows.push((
+        "sum of the steps".into(),
+        median(samples.iter().map(inside).collect()),
+    ));
+    rows.push((
+        "outside the steps: nsenter, process start and exit".into(),
+        median(
+            samples
+                .iter()
+                .map(|sample| sample.wall.as_secs_f64() * 1e6 - inside(sample))
+                .collect(),
+        ),
+    ));
+    rows.push((
+        "setup as the caller sees it".into(),
+        median(
+            samples
+                .iter()
+                .map(|sample| sample.wall.as_secs_f64() * 1e6)
+                .collect(),
+        ),
+    ));
+    rows
+}
+
+/// Where a setup's time goes, per step (the handler's own report), against the floor of
+/// starting the same binary the same way and doing nothing.
+fn print_steps(node: &str, cycles: usize, bridge: &[StepSample], masquerade: &[StepSample]) {
+    let mut floor = Vec::new();
+    for _ in 0..cycles.max(10) {
+        let started = Instant::now();
+        run(on_node(node, HANDLER).arg("--version"), None);
+        floor.push(started.elapsed());
+    }
+    let floor = Stats { samples: floor };
+    println!(
+        "\n## Setup step by step (median µs over the {cycles} rounds above; the handler's own clock)\n"
+    );
+    println!("| step | bridge binding | masquerade binding |");
+    println!("|---|---:|---:|");
+    let bridge = step_medians(bridge);
+    let masquerade = step_medians(masquerade);
+    let mut names: Vec<&String> = bridge.iter().map(|(name, _)| name).collect();
+    for (name, _) in &masquerade {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    let cell = |rows: &[(String, f64)], name: &str| {
+        rows.iter()
+            .find(|(step, _)| step == name)
+            .map_or("-".to_string(), |(_, us)| format!("{us:.0}"))
+    };
+    for name in names {
+        println!(
+            "| {name} | {} | {} |",
+            cell(&bridge, name),
+            cell(&masquerade, name)
+        );
+    }
+    println!(
+        "\nFloor: `nsenter --net=NODE -- netbind-handler --version` (start a process the same way, do nothing): median {:.0} µs, p10–p90 {:.0}–{:.0} µs.",
+        floor.pct(0.5) * 1e3,
+        floor.pct(0.1) * 1e3,
+        floor.pct(0.9) * 1e3
+    );
+}
+
 fn main() {
     if !netbind_testkit::bench_may_run("phase1") {
         return;
@@ -265,13 +401,21 @@ fn main() {
 
     // The tools, each a setup + teardown cycle on a pod of its own; rounds interleave them
     // so that a slow moment of the machine hits every tool alike.
+    let masquerade_steps = RefCell::new(Vec::new());
+    let bridge_steps = RefCell::new(Vec::new());
     let mut tools: Vec<(String, Cycle)> = Vec::new();
-    for (label, vmi, net) in [
-        ("netbind bridge binding", "examples/vmi-bridge.yaml", 21),
+    for (label, vmi, net, steps) in [
+        (
+            "netbind bridge binding",
+            "examples/vmi-bridge.yaml",
+            21,
+            &bridge_steps,
+        ),
         (
             "netbind masquerade binding",
             "examples/vmi-masquerade.yaml",
             22,
+            &masquerade_steps,
         ),
     ] {
         let pod = format!("nbb-{id}-{net}");
@@ -281,7 +425,7 @@ fn main() {
         let node = node.clone();
         tools.push((
             label.into(),
-            Box::new(move || netbind_cycle(&node, &pod, vmi, &dir)),
+            Box::new(move || netbind_cycle(&node, &pod, vmi, &dir, steps)),
         ));
     }
     // As a runtime's DEL sees it: teardown --detach returns once its helper holds the pod's
@@ -357,9 +501,16 @@ fn main() {
     if !have_cni || !have_netavark {
         println!("\n(missing peers: install containernetworking-plugins and netavark)");
     }
+    print_steps(
+        &node,
+        cycles,
+        &bridge_steps.borrow(),
+        &masquerade_steps.borrow(),
+    );
 
     // 200 pods, masquerade binding, set up one after another and kept.
     let mut per_pod = Vec::new();
+    let series_steps = RefCell::new(Vec::new());
     let mut peak_kib = 0u64;
     let mut pod_names = Vec::new();
     for pod_idx in 0..pods {
@@ -378,7 +529,7 @@ fn main() {
         let dir = tmp.path().join(&pod);
         let started = Instant::now();
         let out = run(
-            Command::new(HANDLER)
+            on_node(&node, HANDLER)
                 .current_dir(netbind_testkit::repo_root())
                 .args([
                     "setup",
@@ -393,7 +544,9 @@ fn main() {
                 .arg(dir.join("state")),
             None,
         );
-        per_pod.push(started.elapsed());
+        let wall = started.elapsed();
+        per_pod.push(wall);
+        record_steps(&out, wall, &series_steps);
         let report: serde_json::Value = serde_json::from_str(&out).unwrap();
         peak_kib = peak_kib.max(report["peak_rss_kib"].as_u64().unwrap_or(0));
     }
@@ -418,6 +571,14 @@ fn main() {
             last.pct(0.5),
             last.pct(0.9)
         );
+        let series = series_steps.borrow();
+        let first_steps = step_medians(&series[..window]);
+        let last_steps = step_medians(&series[pods - window..]);
+        println!("\n| step (median µs) | first {window} | last {window} |");
+        println!("|---|---:|---:|");
+        for ((name, first), (_, last)) in first_steps.iter().zip(&last_steps) {
+            println!("| {name} | {first:.0} | {last:.0} |");
+        }
         println!(
             "\nnetbind-handler peak resident memory (VmHWM, max over all setups): {peak_kib} KiB"
         );

@@ -17,6 +17,7 @@ use crate::nft::{self, NftError};
 use crate::selinux::{LabelDecision, SelinuxEnv, SelinuxError};
 use crate::sysctl::{self, SysctlError};
 use crate::tap::{self, TapError, TapSpec};
+use crate::timing::StepClock;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -132,6 +133,15 @@ pub fn nft_what(plan: &PodNetPlan) -> String {
     format!("tables {}", tables.join(", "))
 }
 
+/// A link as `ensure_exists` left it.
+struct Existing {
+    link: Link,
+    /// The dump `link` was found in.
+    links: Vec<Link>,
+    /// Made by this step.
+    created: bool,
+}
+
 impl<'a> Applier<'a> {
     pub fn new(
         nl: &'a mut Netlink,
@@ -168,24 +178,48 @@ impl<'a> Applier<'a> {
         }
     }
 
-    pub fn apply(&mut self, plan: &PodNetPlan) -> Result<(), ApplyError> {
-        for link in &plan.links {
-            self.link(link)?;
-            self.done(&format!("link {}", link.name))?;
-        }
-        for sysctl in &plan.sysctls {
-            sysctl::write(&sysctl.path, &sysctl.value)?;
-            self.done(&format!("sysctl {}", sysctl.path))?;
-        }
-        if !plan.nftables.ruleset.is_empty() {
+    /// Applies `plan`, charging links, sysctls and nftables to `clock`.
+    ///
+    /// The ruleset matches interfaces by name only (`iifname`, `oifname`), never by index, so
+    /// it does not need the links to exist: its transaction runs on its own thread while the
+    /// links are made, and is waited for before this returns, whatever happened meanwhile, so
+    /// a rollback always finds it finished.
+    pub fn apply(&mut self, plan: &PodNetPlan, clock: &mut StepClock) -> Result<(), ApplyError> {
+        let pending = if plan.nftables.ruleset.is_empty() {
+            None
+        } else {
             let batch = if self.fresh {
                 plan.nftables.ruleset.json_create_batch()
             } else {
                 plan.nftables.ruleset.json_batch()
             };
-            self.nft_bin.apply(&batch, &nft_what(plan))?;
+            Some(self.nft_bin.start(&batch, &nft_what(plan))?)
+        };
+        let links_and_sysctls = self.links_and_sysctls(plan, clock);
+        let ruleset = pending.map(nft::Pending::wait).transpose();
+        links_and_sysctls?;
+        if ruleset?.is_some() {
             self.done("nftables")?;
         }
+        clock.mark("nftables transaction (beyond the links)");
+        Ok(())
+    }
+
+    fn links_and_sysctls(
+        &mut self,
+        plan: &PodNetPlan,
+        clock: &mut StepClock,
+    ) -> Result<(), ApplyError> {
+        for link in &plan.links {
+            self.link(link)?;
+            self.done(&format!("link {}", link.name))?;
+        }
+        clock.mark("links and addresses");
+        for sysctl in &plan.sysctls {
+            sysctl::write(&sysctl.path, &sysctl.value)?;
+            self.done(&format!("sysctl {}", sysctl.path))?;
+        }
+        clock.mark("sysctls");
         Ok(())
     }
 
@@ -193,12 +227,17 @@ impl<'a> Applier<'a> {
         self.nl.links().map_err(link_err("dump", "links"))
     }
 
-    fn by_name(&mut self, name: &str) -> Result<Option<Link>, ApplyError> {
-        Ok(self.links()?.into_iter().find(|l| l.name == name))
+    /// The namespace's links (one dump) and the one named `name` among them.
+    fn dump_with(&mut self, name: &str) -> Result<(Vec<Link>, Option<Link>), ApplyError> {
+        let links = self.links()?;
+        let found = links.iter().find(|l| l.name == name).cloned();
+        Ok((links, found))
     }
 
-    /// The existing link for `l`, created if missing.
-    fn ensure_exists(&mut self, link: &LinkPlan) -> Result<Link, ApplyError> {
+    /// The existing link for `l`, created if missing, with the dump it was found in (so the
+    /// caller can look up the links this one refers to without another dump) and whether it
+    /// was created now.
+    fn ensure_exists(&mut self, link: &LinkPlan) -> Result<Existing, ApplyError> {
         let name = link.name.as_str();
         let want = match link.kind {
             LinkKind::Bridge => LinkType::Bridge,
@@ -206,7 +245,7 @@ impl<'a> Applier<'a> {
             LinkKind::Tap { .. } => LinkType::Tun,
             LinkKind::PodInterface { .. } => return self.pod_interface(link),
         };
-        let mut cur = self.by_name(name)?;
+        let (links, mut cur) = self.dump_with(name)?;
         if let Some(current) = &cur {
             let found = current
                 .kind
@@ -227,6 +266,7 @@ impl<'a> Applier<'a> {
                 cur = None;
             }
         }
+        let created = cur.is_none();
         match (&link.kind, cur) {
             (
                 LinkKind::Tap {
@@ -250,11 +290,23 @@ impl<'a> Applier<'a> {
                 };
                 match cur {
                     // Already right: attaching again would only flap its carrier.
-                    Some(current) if current.tun == Some(right) => return Ok(current),
+                    Some(current) if current.tun == Some(right) => {
+                        return Ok(Existing {
+                            link: current,
+                            links,
+                            created: false,
+                        });
+                    }
                     cur => self.tap(&link.name, spec, cur.is_some())?,
                 }
             }
-            (_, Some(current)) => return Ok(current),
+            (_, Some(current)) => {
+                return Ok(Existing {
+                    link: current,
+                    links,
+                    created: false,
+                });
+            }
             (LinkKind::Bridge, None) => {
                 self.nl
                     .add_link(name, InfoKind::Bridge)
@@ -262,10 +314,16 @@ impl<'a> Applier<'a> {
             }
             (_, None) => self.dummy(name)?,
         }
-        self.by_name(name)?.ok_or_else(|| ApplyError::Link {
+        let (links, found) = self.dump_with(name)?;
+        let link = found.ok_or_else(|| ApplyError::Link {
             op: "find after create",
             name: name.into(),
             source: std::io::Error::from_raw_os_error(libc::ENODEV),
+        })?;
+        Ok(Existing {
+            link,
+            links,
+            created,
         })
     }
 
@@ -294,7 +352,8 @@ impl<'a> Applier<'a> {
             // An existing tap with the other queue mode: EINVAL on attach. Recreate it.
             Err(err) if exists && err.errno() == Some(libc::EINVAL) => {
                 let idx = self
-                    .by_name(name.as_str())?
+                    .dump_with(name.as_str())?
+                    .1
                     .map(|link| link.index)
                     .unwrap_or(0);
                 self.nl
@@ -308,7 +367,7 @@ impl<'a> Applier<'a> {
     }
 
     /// The pod interface: by ifindex first (it may already carry its new name), then by name.
-    fn pod_interface(&mut self, link: &LinkPlan) -> Result<Link, ApplyError> {
+    fn pod_interface(&mut self, link: &LinkPlan) -> Result<Existing, ApplyError> {
         let LinkKind::PodInterface {
             index,
             original_name,
@@ -332,19 +391,27 @@ impl<'a> Applier<'a> {
                         && !k.kind.as_ref().is_some_and(LinkType::netbind_creates)
                 })
             });
-        found.cloned().ok_or_else(|| ApplyError::PodLinkMissing {
+        let found = found.cloned().ok_or_else(|| ApplyError::PodLinkMissing {
             name: original_name.clone(),
             index: *index,
+        })?;
+        Ok(Existing {
+            link: found,
+            links,
+            created: false,
         })
     }
 
     fn link(&mut self, link: &LinkPlan) -> Result<(), ApplyError> {
-        let cur = self.ensure_exists(link)?;
+        let Existing {
+            link: cur,
+            links: others,
+            created,
+        } = self.ensure_exists(link)?;
         let name = link.name.as_str();
         let idx = cur.index;
-        // One dump for the other links this step refers to (the bridge to copy a MAC from, the
-        // master); they exist already and nothing here changes them.
-        let others = self.links()?;
+        // The other links this step refers to (the bridge to copy a MAC from, the master) come
+        // earlier in the plan, so the dump ensure_exists made holds them as they are now.
         let find = |n: &str| others.iter().find(|k| k.name == n);
         let want_mac = match (&link.mac, &link.kind) {
             (Some(MacPlan::Fixed(mac)), _) => Some(*mac),
@@ -417,7 +484,13 @@ impl<'a> Applier<'a> {
                 )
                 .map_err(link_err("set master", name))?;
         }
-        self.sync_addrs(idx, name, &link.addresses)?;
+        // A link made just now holds no address yet (its IPv6 link-local comes only once up):
+        // no need to dump the addresses to find out.
+        if created {
+            self.add_addrs(idx, name, &link.addresses)?;
+        } else {
+            self.sync_addrs(idx, name, &link.addresses)?;
+        }
         let now_up = if cur.name != name || want_mac.is_some() {
             false
         } else {
@@ -474,15 +547,24 @@ impl<'a> Applier<'a> {
                 }
             }
         }
-        for stale in want.iter().filter(|stale| !have.contains(stale)) {
-            match self.nl.add_addr(idx, *stale) {
+        let missing: Vec<Cidr> = want
+            .iter()
+            .filter(|cidr| !have.contains(cidr))
+            .copied()
+            .collect();
+        self.add_addrs(idx, name, &missing)
+    }
+
+    fn add_addrs(&mut self, idx: u32, name: &str, want: &[Cidr]) -> Result<(), ApplyError> {
+        for cidr in want {
+            match self.nl.add_addr(idx, *cidr) {
                 Ok(()) => {}
                 Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {}
                 Err(source) => {
                     return Err(ApplyError::Addr {
                         op: "add address",
                         name: name.into(),
-                        cidr: *stale,
+                        cidr: *cidr,
                         source,
                     });
                 }

@@ -22,6 +22,7 @@ pub mod state;
 pub mod sysctl;
 pub mod tap;
 pub mod teardown;
+pub mod timing;
 pub use removal::{
     HELPER_ENV, NETNS_DELETION_GRACE, NamespaceWork, TeardownArgs, remove_sandbox_dir,
     run_detached_helper, teardown, teardown_before_namespace_deletion, teardown_detached,
@@ -42,6 +43,7 @@ use crate::netlink::Netlink;
 use crate::netns::{Netns, NetnsError, NetnsTarget};
 use crate::selinux::{LabelDecision, SelinuxEnv};
 use crate::state::{HandlerState, Phase, StateError};
+use crate::timing::{StepClock, StepTime};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
@@ -196,6 +198,8 @@ pub struct SetupReport {
     pub warnings: Vec<String>,
     /// The handler's peak resident memory (VmHWM) at the end of the setup, in KiB.
     pub peak_rss_kib: Option<u64>,
+    /// Where the setup's time went, step by step (process start and exit are not in it).
+    pub steps: Vec<StepTime>,
 }
 
 /// VmHWM of this process, from /proc/self/status.
@@ -306,6 +310,8 @@ pub fn links(target: &NetnsTarget) -> Result<Vec<netlink::Link>, HandlerError> {
 }
 
 pub fn setup(args: &SetupArgs) -> Result<SetupReport, HandlerError> {
+    let mut clock = StepClock::new();
+    nft::preload();
     // Everything that can be checked without touching the pod is checked first.
     let text = match &args.vmi {
         VmiSource::File(path) => read_to_string(path)?,
@@ -326,6 +332,7 @@ pub fn setup(args: &SetupArgs) -> Result<SetupReport, HandlerError> {
         Some(vmi_path) => read_to_string(vmi_path)?,
         None => String::new(),
     };
+    clock.mark("read and admit the VMI");
     let ns = Netns::open(&args.target)?;
     let launcher_pid = match args.target {
         NetnsTarget::Pid(vmi_path) => Some(vmi_path),
@@ -344,9 +351,11 @@ pub fn setup(args: &SetupArgs) -> Result<SetupReport, HandlerError> {
         }
     }
     // One phase-1 run per pod at a time: a second setup, or a teardown, waits for this one.
+    clock.mark("open the namespace, SELinux");
     let _lock = files::lock(&args.state_dir).map_err(|e| HandlerError::State(e.into()))?;
     let previous = state::load(&args.state_dir)?;
-    ns.run(|| setup_in_netns(args, &vmi, &resolv, &label, previous))?
+    clock.mark("lock and read the state");
+    ns.run(|| setup_in_netns(args, &vmi, &resolv, &label, previous, clock))?
 }
 
 fn setup_in_netns(
@@ -355,7 +364,9 @@ fn setup_in_netns(
     resolv: &str,
     label: &LabelDecision,
     previous: Option<HandlerState>,
+    mut clock: StepClock,
 ) -> Result<SetupReport, HandlerError> {
+    clock.mark("enter the namespace");
     let mut nl = open_netlink(&args.target)?;
     let reused = previous.is_some();
     let previous_responders: Vec<ra::Responder> = previous
@@ -366,6 +377,7 @@ fn setup_in_netns(
         Some(state) => state.observed.clone(),
         None => observe::observe(&mut nl)?,
     };
+    clock.mark("observe");
     let opts = PlanOptions {
         owner: args.owner,
         resolv_conf: resolv,
@@ -373,6 +385,7 @@ fn setup_in_netns(
         network: args.network.as_deref(),
     };
     let plan = netbind_plan::plan(vmi, &observed, &opts)?;
+    clock.mark("plan");
     let nft_backend = nft::Nft::select(&args.nft_bin);
     if !plan.nftables.ruleset.is_empty() && nft_backend.is_none() {
         return Err(HandlerError::NftMissing(args.nft_bin.clone()));
@@ -405,10 +418,11 @@ fn setup_in_netns(
         responders: Vec::new(),
     };
     state::save(&args.state_dir, &st)?;
+    clock.mark("load nftables, record the state");
     let mut applier = Applier::new(&mut nl, &nft_bin, label, &args.selinux);
     applier.inject = args.inject;
     applier.fresh = !reused;
-    if let Err(source) = applier.apply(&plan) {
+    if let Err(source) = applier.apply(&plan, &mut clock) {
         let rollback = teardown::teardown(&mut nl, &nft_bin, &plan, &observed, &st.sysctls_before);
         if rollback.is_empty() {
             state::remove(&args.state_dir)?;
@@ -443,6 +457,7 @@ fn setup_in_netns(
             rollback,
         });
     }
+    clock.mark("write the hand-off record");
     // A re-run replaces the responders of the previous one.
     for responder in previous_responders {
         responder.stop(std::time::Duration::from_secs(1));
@@ -462,11 +477,14 @@ fn setup_in_netns(
             return Err(HandlerError::RouterAdverts { source, rollback });
         }
     }
+    clock.mark("start responders");
     st.phase = Phase::Finished;
     state::save(&args.state_dir, &st)?;
-    let mut responder = report(args, &plan, reused, label);
-    responder.warnings.extend(warnings);
-    Ok(responder)
+    clock.mark("record the state as finished");
+    let mut finished = report(args, &plan, reused, label);
+    finished.warnings.extend(warnings);
+    finished.steps = clock.into_steps();
+    Ok(finished)
 }
 
 /// Opens each planned advertisement's socket (in the pod's namespace: the caller is there)
@@ -517,5 +535,6 @@ fn report(args: &SetupArgs, plan: &PodNetPlan, reused: bool, label: &LabelDecisi
         },
         warnings: plan.warnings.clone(),
         peak_rss_kib: peak_rss_kib(),
+        steps: Vec::new(),
     }
 }

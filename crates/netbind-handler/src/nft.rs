@@ -84,6 +84,20 @@ impl Nft {
     }
 }
 
+/// Loads libnftables on a thread of its own, so that its ~1 ms of `dlopen` and relocation
+/// overlaps the caller's parsing and observation instead of adding to them; `Nft::select`
+/// then finds it loaded (or waits for the load to finish). Nothing to do when the binary is
+/// forced.
+pub fn preload() {
+    if std::env::var(BACKEND_ENV).is_ok_and(|value| value == "exec") {
+        return;
+    }
+    // A failure to start the thread only loses the overlap: `select` loads it then.
+    let _ = std::thread::Builder::new()
+        .name("nft-load".into())
+        .spawn(|| library().is_some());
+}
+
 /// Locates the nft binary on `PATH` (or as given, when `bin` is a path).
 pub fn locate(bin: &Path) -> Option<PathBuf> {
     if bin.components().count() > 1 {

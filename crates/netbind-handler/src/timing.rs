@@ -1,0 +1,67 @@
+//! Where a setup's time goes, step by step, reported with the setup (the phase-1 benchmark
+//! prints it). Steps are coarse on purpose: each one is a distinct kind of work (parsing,
+//! a netlink exchange, the nftables transaction, a file write), so a regression shows which.
+
+use std::time::Instant;
+
+/// One step and how long it took, in microseconds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StepTime {
+    pub step: &'static str,
+    pub micros: u64,
+}
+
+/// A clock that charges the time since the previous mark to the step being marked.
+#[derive(Debug)]
+pub struct StepClock {
+    last: Instant,
+    steps: Vec<StepTime>,
+}
+
+impl Default for StepClock {
+    fn default() -> Self {
+        StepClock::new()
+    }
+}
+
+impl StepClock {
+    pub fn new() -> StepClock {
+        StepClock {
+            last: Instant::now(),
+            steps: Vec::new(),
+        }
+    }
+
+    /// Ends `step` now. A step marked twice (e.g. one per link) accumulates.
+    pub fn mark(&mut self, step: &'static str) {
+        let now = Instant::now();
+        let micros = u64::try_from((now - self.last).as_micros()).unwrap_or(u64::MAX);
+        self.last = now;
+        match self.steps.iter_mut().find(|done| done.step == step) {
+            Some(done) => done.micros = done.micros.saturating_add(micros),
+            None => self.steps.push(StepTime { step, micros }),
+        }
+    }
+
+    pub fn into_steps(self) -> Vec<StepTime> {
+        self.steps
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_marked_twice_accumulates_in_first_mark_order() {
+        let mut clock = StepClock::new();
+        clock.mark("a");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        clock.mark("b");
+        clock.mark("a");
+        let steps = clock.into_steps();
+        let names: Vec<_> = steps.iter().map(|s| s.step).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert!(steps[1].micros >= 2000, "{steps:?}");
+    }
+}
