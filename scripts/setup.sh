@@ -25,6 +25,7 @@ PKGS=(
   ndisc6                        # rdisc6: a real router-solicitation client against netbind-ra
   util-linux                    # setpriv: starts the launcher with no capability
   containernetworking-plugins netavark  # peers in the phase-1 benchmark
+  kea-dhcp4-server              # a peer in the DHCP benchmark (a started service listens on no interface)
   qemu-system-x86 cpio file     # the real guest (TCG) and its initramfs
   libvirt-daemon libvirt-daemon-driver-qemu  # an unprivileged libvirt session daemon
   containerd runc buildah catatonit  # the CRI tier: a private containerd, images built locally
