@@ -17,6 +17,7 @@ pub use netbind_netlink::observe;
 pub mod process;
 pub mod ra;
 mod removal;
+mod rerun;
 pub mod selinux;
 pub mod state;
 pub mod sysctl;
@@ -369,12 +370,17 @@ fn setup_in_netns(
     clock.mark("enter the namespace");
     let mut nl = open_netlink(&args.target)?;
     let reused = previous.is_some();
+    // What a failed re-run goes back to.
+    let before_rerun = previous.clone();
     let previous_responders: Vec<ra::Responder> = previous
         .as_ref()
         .map(|p| p.responders.clone())
         .unwrap_or_default();
     let observed = match &previous {
-        Some(state) => state.observed.clone(),
+        // Planned from before netbind's changes, plus what appeared since (a hot-plug).
+        Some(state) => {
+            rerun::observation(&state.observed, &observe::observe(&mut nl)?, &state.plan)
+        }
         None => observe::observe(&mut nl)?,
     };
     clock.mark("observe");
@@ -391,20 +397,23 @@ fn setup_in_netns(
         return Err(HandlerError::NftMissing(args.nft_bin.clone()));
     }
     let nft_bin = nft_backend.unwrap_or_else(|| nft::Nft::Binary(args.nft_bin.clone()));
-    // A changed VMI: take the old plan away first so no stale link or rule survives.
+    // A changed VMI (an interface hot-plugged or unplugged, a binding changed): take away
+    // what only the old plan has; what both have is kept and converged in place, so a running
+    // guest's links are not disturbed.
     let sysctls_before = match previous {
         Some(prev) if prev.plan != plan => {
-            let errs = teardown::teardown(
-                &mut nl,
-                &nft_bin,
-                &prev.plan,
-                &prev.observed,
-                &prev.sysctls_before,
-            );
+            let gone = rerun::removed(&prev.plan, &plan);
+            let restore: Vec<(String, Option<String>)> = prev
+                .sysctls_before
+                .iter()
+                .filter(|(path, _)| gone.sysctls.iter().any(|s| s.path == *path))
+                .cloned()
+                .collect();
+            let errs = teardown::teardown_part(&mut nl, &nft_bin, &gone, &prev.observed, &restore);
             if !errs.is_empty() {
                 return Err(HandlerError::Teardown(errs));
             }
-            prev.sysctls_before
+            rerun::sysctls_before(&prev.sysctls_before, &plan, |path| sysctl::read(path).ok())
         }
         Some(prev) => prev.sysctls_before,
         None => apply::sysctls_before(&plan),
@@ -423,10 +432,7 @@ fn setup_in_netns(
     applier.inject = args.inject;
     applier.fresh = !reused;
     if let Err(source) = applier.apply(&plan, &mut clock) {
-        let rollback = teardown::teardown(&mut nl, &nft_bin, &plan, &observed, &st.sysctls_before);
-        if rollback.is_empty() {
-            state::remove(&args.state_dir)?;
-        }
+        let rollback = undo(&mut nl, &nft_bin, args, label, &st, before_rerun.as_ref())?;
         return Err(HandlerError::Apply { source, rollback });
     }
     let written = plan
@@ -448,20 +454,13 @@ fn setup_in_netns(
         });
     if let Err(err) = written {
         // Without its record the pod is useless to phase 2: undo it like any failed step.
-        let rollback = teardown::teardown(&mut nl, &nft_bin, &plan, &observed, &st.sysctls_before);
-        if rollback.is_empty() {
-            state::remove(&args.state_dir)?;
-        }
+        let rollback = undo(&mut nl, &nft_bin, args, label, &st, before_rerun.as_ref())?;
         return Err(HandlerError::HandoffRolledBack {
             source: err,
             rollback,
         });
     }
     clock.mark("write the hand-off record");
-    // A re-run replaces the responders of the previous one.
-    for responder in previous_responders {
-        responder.stop(std::time::Duration::from_secs(1));
-    }
     let mut warnings = Vec::new();
     match start_responders(args, &plan, &mut st, &mut warnings) {
         Ok(()) => {}
@@ -469,13 +468,14 @@ fn setup_in_netns(
             for responder in std::mem::take(&mut st.responders) {
                 responder.stop(std::time::Duration::from_secs(1));
             }
-            let rollback =
-                teardown::teardown(&mut nl, &nft_bin, &plan, &observed, &st.sysctls_before);
-            if rollback.is_empty() {
-                state::remove(&args.state_dir)?;
-            }
+            let rollback = undo(&mut nl, &nft_bin, args, label, &st, before_rerun.as_ref())?;
             return Err(HandlerError::RouterAdverts { source, rollback });
         }
+    }
+    // A re-run replaces the responders of the previous one once its own run (the previous
+    // ones keep serving until then, so a failed re-run can go back to them).
+    for responder in previous_responders {
+        responder.stop(std::time::Duration::from_secs(1));
     }
     clock.mark("start responders");
     st.phase = Phase::Finished;
@@ -485,6 +485,62 @@ fn setup_in_netns(
     finished.warnings.extend(warnings);
     finished.steps = clock.into_steps();
     Ok(finished)
+}
+
+/// Undoes a setup whose apply, hand-off record or responders failed, and returns what could
+/// not be undone. A first run goes back to the pristine pod and forgets it. A re-run goes back
+/// to what the previous run left: what only the new plan has is taken away and the previous
+/// plan is applied again (its hand-off record and responders were never replaced), so a failed
+/// hot-plug does not take the running interfaces down with it; only if that fails too is the
+/// whole pod undone.
+fn undo(
+    nl: &mut Netlink,
+    nft_bin: &nft::Nft,
+    args: &SetupArgs,
+    label: &LabelDecision,
+    failed: &HandlerState,
+    previous: Option<&HandlerState>,
+) -> Result<Vec<teardown::TeardownError>, HandlerError> {
+    if let Some(previous) = previous {
+        let gone = rerun::removed(&failed.plan, &previous.plan);
+        let restore: Vec<(String, Option<String>)> = failed
+            .sysctls_before
+            .iter()
+            .filter(|(path, _)| gone.sysctls.iter().any(|s| s.path == *path))
+            .cloned()
+            .collect();
+        let mut errors = teardown::teardown_part(nl, nft_bin, &gone, &failed.observed, &restore);
+        if errors.is_empty() {
+            let mut applier = Applier::new(nl, nft_bin, label, &args.selinux);
+            match applier.apply(&previous.plan, &mut StepClock::new()) {
+                Ok(()) => {
+                    let back = HandlerState {
+                        phase: Phase::Finished,
+                        observed: failed.observed.clone(),
+                        ..previous.clone()
+                    };
+                    state::save(&args.state_dir, &back)?;
+                    return Ok(Vec::new());
+                }
+                Err(err) => errors.push(err.into()),
+            }
+        }
+        tracing::warn!(
+            errors = %teardown::describe(&errors),
+            "could not go back to the previous run; undoing the whole pod"
+        );
+    }
+    let rollback = teardown::teardown(
+        nl,
+        nft_bin,
+        &failed.plan,
+        &failed.observed,
+        &failed.sysctls_before,
+    );
+    if rollback.is_empty() {
+        state::remove(&args.state_dir)?;
+    }
+    Ok(rollback)
 }
 
 /// Opens each planned advertisement's socket (in the pod's namespace: the caller is there)

@@ -39,6 +39,44 @@ pub fn teardown(
     observed: &ObservedPod,
     sysctls_before: &[(String, Option<String>)],
 ) -> Vec<TeardownError> {
+    remove(
+        nl,
+        nft_bin,
+        plan,
+        observed,
+        sysctls_before,
+        Scope::Everything,
+    )
+}
+
+/// Removes only `part` of what a pod has (what a re-run's new plan no longer has, e.g. a
+/// hot-unplugged interface): its links one by one, never netbind's whole link group, so the
+/// links that stay are untouched.
+pub fn teardown_part(
+    nl: &mut Netlink,
+    nft_bin: &nft::Nft,
+    part: &PodNetPlan,
+    observed: &ObservedPod,
+    sysctls_before: &[(String, Option<String>)],
+) -> Vec<TeardownError> {
+    remove(nl, nft_bin, part, observed, sysctls_before, Scope::Part)
+}
+
+/// Whether a teardown takes away everything netbind made in the namespace or a part of it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    Everything,
+    Part,
+}
+
+fn remove(
+    nl: &mut Netlink,
+    nft_bin: &nft::Nft,
+    plan: &PodNetPlan,
+    observed: &ObservedPod,
+    sysctls_before: &[(String, Option<String>)],
+    scope: Scope,
+) -> Vec<TeardownError> {
     let mut errors = Vec::new();
     // Deleting tables and deleting links each wait for an RCU grace period in the kernel; run
     // the nft transaction concurrently with the link work so the waits overlap.
@@ -66,7 +104,9 @@ pub fn teardown(
     }
     // Everything netbind created goes in one batch; the per-link pass below then only finds
     // what a crash left unmarked, and restores the pod interfaces.
-    if let Err(err) = nl.del_group(NETBIND_GROUP) {
+    if scope == Scope::Everything
+        && let Err(err) = nl.del_group(NETBIND_GROUP)
+    {
         errors.push(link_err("delete link group", "netbind")(err).into());
     }
     for link in plan.links.iter().rev() {

@@ -233,13 +233,7 @@ fn multus_secondary_bridge_matches_plan() {
         return;
     }
     let pod = Pod::new(Stack::V4);
-    // What Multus would add: a second veth named pod<sha256("blue")[:11]>.
-    ok(&format!(
-        "ip -n {ns}-node link add veth-b type veth peer name pod16477688c0e netns {ns} && \
-         ip -n {ns} link set pod16477688c0e mtu 9000 && ip -n {ns} addr add 192.168.100.10/30 dev pod16477688c0e && \
-         ip -n {ns} link set pod16477688c0e up && ip -n {ns} route add 172.16.0.0/16 via 192.168.100.9",
-        ns = pod.name
-    ));
+    add_multus_blue(&pod);
     let vmi = "examples/vmi-masquerade-multus.yaml";
     let plan = plan_for(vmi, &pod.observed(), &[]);
     pod.setup_ok(vmi, &[]);
@@ -498,4 +492,94 @@ fn nftables_need_no_nft_process() {
         "{err}"
     );
     assert_eq!(other.exec("nft list tables"), "");
+}
+
+/// The ifindex of each named link (the same index after a re-run: the link was not remade).
+fn indexes(ns: &str, names: &[&str]) -> Vec<u64> {
+    let links = links_json(ns);
+    names
+        .iter()
+        .map(|name| find(&links, name)["ifindex"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn hot_plug_and_unplug_of_a_secondary_bridge_leave_the_running_interface_alone() {
+    if !require_root() {
+        return;
+    }
+    let pod = Pod::new(Stack::V4);
+    // blue's guest is checked against spoofing, so blue has nftables rules of its own.
+    let spoof = ["--spoof-check", "default/blue-net"];
+    let before = "testdata/vmi/multus-before-hotplug.yaml";
+    pod.setup_ok(before, &spoof);
+    let running = ["k6t-eth0", "tap0"];
+    let first = indexes(&pod.name, &running);
+    let nat = pod.exec("nft -s list table ip nat");
+
+    // Multus adds the hot-plugged network's pod interface to the running pod, then the VMI
+    // gains the interface and phase 1 runs again.
+    add_multus_blue(&pod);
+    let pristine_blue = pod.exec("ip -br addr show pod16477688c0e");
+    let blue_routes = pod.exec("ip route show dev pod16477688c0e");
+    let plugged = "examples/vmi-masquerade-multus.yaml";
+    pod.setup_ok(plugged, &spoof);
+    assert_eq!(
+        indexes(&pod.name, &running),
+        first,
+        "the running interface's links were remade"
+    );
+    assert_eq!(
+        pod.exec("nft -s list table ip nat"),
+        nat,
+        "its NAT rules changed"
+    );
+    let links = links_json(&pod.name);
+    let tap = find(&links, "tap16477688c0e");
+    assert_eq!(tap["master"], "k6t-16477688c0e");
+    assert_eq!(tap["mtu"], 9000);
+    let rules = pod.exec("nft -s list ruleset");
+    assert!(
+        rules.contains("tap16477688c0e"),
+        "no spoof rules for blue: {rules}"
+    );
+    let handoff = std::fs::read_to_string(pod.handoff_dir().join("handoff.json")).unwrap();
+    let handoff: serde_json::Value = serde_json::from_str(&handoff).unwrap();
+    let names = |handoff: &serde_json::Value| -> Vec<String> {
+        handoff["interfaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|iface| iface["network"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&handoff), ["default", "blue"]);
+
+    // Hot-unplug: `state: absent` takes away blue's links and hand-off entry and gives the
+    // pod interface back as Multus made it, still without touching the running interface.
+    pod.setup_ok("testdata/vmi/multus-blue-absent.yaml", &spoof);
+    assert_eq!(indexes(&pod.name, &running), first);
+    assert_eq!(pod.exec("nft -s list table ip nat"), nat);
+    let links = links_json(&pod.name);
+    for gone in ["k6t-16477688c0e", "tap16477688c0e", "pod16477688c0e-nic"] {
+        assert!(
+            !links.iter().any(|link| link["ifname"] == gone),
+            "{gone} is left after the unplug"
+        );
+    }
+    let rules = pod.exec("nft -s list ruleset");
+    assert!(
+        !rules.contains("16477688c0e"),
+        "blue's rules are left: {rules}"
+    );
+    assert_eq!(pod.exec("ip -br addr show pod16477688c0e"), pristine_blue);
+    assert_eq!(pod.exec("ip route show dev pod16477688c0e"), blue_routes);
+    let handoff = std::fs::read_to_string(pod.handoff_dir().join("handoff.json")).unwrap();
+    assert_eq!(names(&serde_json::from_str(&handoff).unwrap()), ["default"]);
+    let out = pod.teardown();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

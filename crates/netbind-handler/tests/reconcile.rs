@@ -517,3 +517,40 @@ fn teardown_before_namespace_deletion_undoes_only_what_outlives_it() {
     assert!(!pod.state_dir().join("state.json").exists());
     assert!(!pod.handoff_dir().join("handoff.json").exists());
 }
+
+#[test]
+fn a_failed_hot_plug_goes_back_to_the_previous_run() {
+    if !require_root() {
+        return;
+    }
+    let before = "testdata/vmi/multus-before-hotplug.yaml";
+    let plugged = "examples/vmi-masquerade-multus.yaml";
+    let steps_total = {
+        let pod = Pod::new(Stack::V4);
+        add_multus_blue(&pod);
+        netbind_handler::apply::steps(&plan_for(plugged, &pod.observed(), &[])).len()
+    };
+    for step in 1..=steps_total {
+        let pod = Pod::new(Stack::V4);
+        pod.setup_ok(before, &[]);
+        add_multus_blue(&pod);
+        let running = snapshot(&pod.name);
+        let handoff = std::fs::read(pod.handoff_dir().join("handoff.json")).unwrap();
+        let out = pod.setup(plugged, &["--fail-after-step", &step.to_string()]);
+        assert!(!out.status.success());
+        assert_stderr_has(&out, "(rolled back)");
+        assert_eq!(
+            snapshot(&pod.name),
+            running,
+            "a hot-plug failing after step {step} must leave the pod as the first run left it"
+        );
+        assert_eq!(
+            std::fs::read(pod.handoff_dir().join("handoff.json")).unwrap(),
+            handoff,
+            "the hand-off record changed"
+        );
+        // The pod is still known: a later hot-plug works, and teardown gives the pristine pod.
+        pod.setup_ok(plugged, &[]);
+        assert!(pod.teardown().status.success());
+    }
+}

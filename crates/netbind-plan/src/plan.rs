@@ -250,7 +250,8 @@ pub fn plan(
         };
         if iface.state == InterfaceState::Absent {
             planner.warnings.push(format!(
-                "interface {:?}: state absent (hot-unplug) is not planned",
+                "interface {:?}: state absent (hot-unplug): nothing planned, and a re-run takes away \
+                 what an earlier run made for it",
                 iface.name
             ));
             continue;

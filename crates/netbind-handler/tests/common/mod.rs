@@ -169,6 +169,18 @@ impl Drop for Pod {
     }
 }
 
+/// What Multus adds to a pod for the secondary network "blue" of
+/// `examples/vmi-masquerade-multus.yaml`: a veth named pod<sha256("blue")[:11]>, MTU 9000,
+/// 192.168.100.10/30 and a route to 172.16.0.0/16 through it.
+pub fn add_multus_blue(pod: &Pod) {
+    ok(&format!(
+        "ip -n {ns}-node link add veth-b type veth peer name pod16477688c0e netns {ns} && \
+         ip -n {ns} link set pod16477688c0e mtu 9000 && ip -n {ns} addr add 192.168.100.10/30 dev pod16477688c0e && \
+         ip -n {ns} link set pod16477688c0e up && ip -n {ns} route add 172.16.0.0/16 via 192.168.100.9",
+        ns = pod.name
+    ));
+}
+
 /// The plan the handler will apply for this pod (same inputs, through the library).
 pub fn plan_for(
     vmi: &str,
