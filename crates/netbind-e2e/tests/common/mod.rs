@@ -114,19 +114,7 @@ impl Fixture {
         }
         let resolv = fixture.dir.path().join("resolv.conf");
         std::fs::write(&resolv, "nameserver 10.96.0.10\nnameserver fd00:10:96::a\nsearch default.svc.cluster.local svc.cluster.local cluster.local\n").unwrap();
-        let handoff = fixture.dir.path().join("handoff");
-        netbind_handler::setup(&netbind_handler::SetupArgs {
-            resolv_conf: Some(resolv),
-            ra_responder: Some(netbind_e2e::bin("netbind-ra")),
-            ..netbind_handler::SetupArgs::new(
-                netbind_handler::netns::NetnsTarget::Path(format!("/run/netns/{pod}").into()),
-                root().join(vmi),
-                netbind_plan::Owner { uid: 107, gid: 107 },
-                handoff.clone(),
-                fixture.dir.path().join("state"),
-            )
-        })
-        .expect("phase 1");
+        fixture.phase1(vmi).expect("phase 1");
         // The guest: a veth where the tap would be (same bridge, the pod's original MAC).
         ok(&format!(
             "ip -n {pod} link add vm0 type veth peer name eth0 address {POD_MAC} netns {pod}-vm && \
@@ -135,6 +123,25 @@ impl Fixture {
              ip -n {pod}-vm link set eth0 up"
         ));
         fixture
+    }
+
+    /// Runs phase 1 for `vmi` in the pod (again, for a re-run: a hot-plug, an unplug).
+    pub fn phase1(
+        &self,
+        vmi: &str,
+    ) -> Result<netbind_handler::SetupReport, netbind_handler::HandlerError> {
+        let pod = &self.pod;
+        netbind_handler::setup(&netbind_handler::SetupArgs {
+            resolv_conf: Some(self.dir.path().join("resolv.conf")),
+            ra_responder: Some(netbind_e2e::bin("netbind-ra")),
+            ..netbind_handler::SetupArgs::new(
+                netbind_handler::netns::NetnsTarget::Path(format!("/run/netns/{pod}").into()),
+                root().join(vmi),
+                netbind_plan::Owner { uid: 107, gid: 107 },
+                self.handoff(),
+                self.dir.path().join("state"),
+            )
+        })
     }
 
     pub fn start_launcher(&mut self, handoff: &Path) {
@@ -173,6 +180,12 @@ impl Fixture {
     /// capability, the VM syscall filter. Returns it and whether its first stdout line was a
     /// ready line.
     pub fn start_sandboxed(&self, program: &str, args: &[String]) -> (Child, bool) {
+        let (child, line) = self.start_sandboxed_line(program, args);
+        (child, line.contains("\"event\":\"ready\""))
+    }
+
+    /// The same, with the first line it printed.
+    pub fn start_sandboxed_line(&self, program: &str, args: &[String]) -> (Child, String) {
         std::fs::create_dir_all(netbind_podsim::run_dir()).unwrap();
         let tun = netbind_podsim::tun_node().expect("the sandbox's tun node");
         let vm_exec = netbind_e2e::bin("netbind-vm-exec");
@@ -194,7 +207,30 @@ impl Fixture {
             .unwrap_or_else(|err| panic!("{program}: {err}"));
         let mut line = String::new();
         let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
-        (child, line.contains("\"event\":\"ready\""))
+        (child, line)
+    }
+
+    /// Stops the launcher and starts it again on the current hand-off record (what a
+    /// supervisor does after phase 1 changed it); returns its ready line.
+    pub fn restart_launcher(&mut self) -> String {
+        if let Some(mut child) = self.launcher.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let own = self.own_dir("launcher");
+        let args: Vec<String> = vec![
+            "--handoff".into(),
+            self.handoff().display().to_string(),
+            "--domain-out".into(),
+            own.join("domain.xml").display().to_string(),
+        ];
+        let (child, line) = self.start_sandboxed_line("netbind-launcher", &args);
+        self.launcher = Some(child);
+        assert!(
+            line.contains("\"event\":\"ready\""),
+            "launcher not ready: {line}"
+        );
+        line
     }
 
     /// The launcher's own pid (below the sandbox's `unshare` and its PID 1).
