@@ -144,10 +144,13 @@ pub struct Interface {
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac_address: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ports: Vec<Port>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub port_ranges: Vec<PortRange>,
+    /// `None` when absent (or null); `Some` even when empty: Go decodes `[]` to a non-nil
+    /// slice, and KubeVirt's admission tests `!= nil` (a `portRanges: []` without the
+    /// PortRangesSpec gate is refused; `ports: []` beside port ranges conflicts with them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<Port>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_ranges: Option<Vec<PortRange>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_order: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -286,6 +289,16 @@ pub struct StatusInterface {
 pub use netbind_contract::handoff::BindingKind;
 
 impl Interface {
+    /// The ports to forward (none when the list is absent or empty).
+    pub fn port_list(&self) -> &[Port] {
+        self.ports.as_deref().unwrap_or_default()
+    }
+
+    /// The port ranges to forward (none when the list is absent or empty).
+    pub fn port_range_list(&self) -> &[PortRange] {
+        self.port_ranges.as_deref().unwrap_or_default()
+    }
+
     /// Every binding method set on this interface, in KubeVirt's field order.
     pub fn bindings(&self) -> Vec<BindingKind> {
         let mut found = Vec::new();

@@ -32,7 +32,7 @@ pub(super) fn ports(
     let base = rules.iface(idx);
     // KubeVirt checks the gate on every interface, whatever its network, and reports the
     // configuration causes at the interface's name.
-    let gated = !iface.port_ranges.is_empty() && !cfg.gate(FeatureGate::PortRangesSpec);
+    let gated = iface.port_ranges.is_some() && !cfg.gate(FeatureGate::PortRangesSpec);
     if gated {
         rules.push(
             format!("{base}.name"),
@@ -43,7 +43,7 @@ pub(super) fn ports(
         return;
     }
     let mut names = BTreeSet::new();
-    for (port_idx, port) in iface.ports.iter().enumerate() {
+    for (port_idx, port) in iface.port_list().iter().enumerate() {
         let pf = format!("{base}.ports[{port_idx}]");
         if port.port == 0 {
             rules.push(pf.clone(), "Port field is mandatory.");
@@ -70,14 +70,14 @@ pub(super) fn ports(
             }
         }
     }
-    if iface.port_ranges.is_empty() {
+    let Some(port_ranges) = &iface.port_ranges else {
         return;
-    }
+    };
     let rf = format!("{base}.portRanges");
     if gated {
         return;
     }
-    if !iface.ports.is_empty() {
+    if iface.ports.is_some() {
         rules.push(
             format!("{base}.name"),
             "Cannot define both ports and portRanges on interface",
@@ -89,11 +89,11 @@ pub(super) fn ports(
             "portRanges are only supported on masquerade interfaces",
         );
     }
-    if iface.port_ranges.len() > 10 {
+    if port_ranges.len() > 10 {
         rules.push(rf.clone(), "No more than 10 portRanges are allowed");
     }
     let mut by_proto: BTreeMap<&str, Vec<(i64, i64)>> = BTreeMap::new();
-    for (port_idx, range) in iface.port_ranges.iter().enumerate() {
+    for (port_idx, range) in port_ranges.iter().enumerate() {
         let field = format!("{rf}[{port_idx}]");
         let proto = range.protocol.as_deref().unwrap_or("");
         let mut ok = true;

@@ -715,3 +715,39 @@ fn interface_field_causes_come_interface_by_interface() {
         ]
     );
 }
+
+/// Go decodes `[]` to a non-nil slice and KubeVirt's admitter tests `PortRanges != nil` and
+/// `Ports != nil`: an empty list counts as given.
+#[test]
+fn an_empty_port_list_counts_as_given() {
+    let gated = ClusterConfig {
+        feature_gates: [FeatureGate::PortRangesSpec].into(),
+        ..Default::default()
+    };
+    let empty_ranges = MASQ.replace("masquerade: {}", "masquerade: {}\n        portRanges: []");
+    assert_eq!(
+        run(&empty_ranges, &ClusterConfig::default()),
+        [pair(
+            "spec.domain.devices.interfaces[0].name",
+            "portRanges is specified on interface but the PortRangesSpec feature gate is not enabled"
+        )]
+    );
+    assert_eq!(run(&empty_ranges, &gated), []);
+    let empty_ports = MASQ.replace(
+        "masquerade: {}",
+        "masquerade: {}\n        ports: []\n        portRanges: [{protocol: TCP, start: 1, end: 2}]",
+    );
+    assert_eq!(
+        run(&empty_ports, &gated),
+        [pair(
+            "spec.domain.devices.interfaces[0].name",
+            "Cannot define both ports and portRanges on interface"
+        )]
+    );
+    // Absent or null is not given.
+    let null_ranges = MASQ.replace(
+        "masquerade: {}",
+        "masquerade: {}\n        portRanges: null\n        ports: []",
+    );
+    assert_eq!(run(&null_ranges, &ClusterConfig::default()), []);
+}

@@ -260,7 +260,7 @@ fn masquerade(
             .unwrap_or(DEFAULT_VM_CIDR_V6),
     )
     .map_err(|e| violation(net_field("vmIPv6NetworkCIDR"), e.to_string()))?;
-    let forward = if !iface.port_ranges.is_empty() {
+    let forward = if !iface.port_range_list().is_empty() {
         if !cfg.gate(FeatureGate::PortRangesSpec) {
             return Err(violation(
                 format!("{path}.portRanges"),
@@ -269,16 +269,16 @@ fn masquerade(
         }
         Forward::Ranges(
             iface
-                .port_ranges
+                .port_range_list()
                 .iter()
                 .enumerate()
                 .map(|(j, r)| forward_range(r, &format!("{path}.portRanges[{j}]")))
                 .collect::<Result<_, _>>()?,
         )
-    } else if !iface.ports.is_empty() {
+    } else if !iface.port_list().is_empty() {
         Forward::Ports(
             iface
-                .ports
+                .port_list()
                 .iter()
                 .enumerate()
                 .map(|(j, p)| forward_port(p, &format!("{path}.ports[{j}]")))
