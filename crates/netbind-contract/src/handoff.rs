@@ -180,6 +180,61 @@ pub struct DomainInterface {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub iommu: bool,
     pub link_down: bool,
+    /// KubeVirt's core passt binding: the domain's NIC is `<interface type='vhostuser'>` on
+    /// the pod interface with passt as its backend, not the tap. Then `tap`, `mtu`,
+    /// `boot_order`, `link_down` and `rom_disabled` are not written (KubeVirt's converter sets
+    /// those for tap attachments only), nor `mac` unless the VMI gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passt: Option<PasstAttachment>,
+}
+
+/// The passt parts of a `<interface type='vhostuser'>` (KubeVirt's `passtBindingOptions`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasstAttachment {
+    /// `<source dev=…>`: the pod interface passt connects the guest to.
+    pub source: IfName,
+    /// `<backend type='passt' logFile=…>`.
+    pub log_file: String,
+    /// The VMI's `macAddress`, when it set one: without it libvirt picks the MAC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+    /// The `<portForward>` elements, in KubeVirt's order.
+    pub port_forward: Vec<PortForward>,
+}
+
+/// One `<portForward proto=…>`: with no range, every port of the protocol.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortForward {
+    pub proto: PortProto,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ranges: Vec<PortForwardRange>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortProto {
+    Tcp,
+    Udp,
+}
+
+impl PortProto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortProto::Tcp => "tcp",
+            PortProto::Udp => "udp",
+        }
+    }
+}
+
+/// `<range start=… [exclude='yes']/>`: one port (KubeVirt writes no `end`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortForwardRange {
+    pub start: u16,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exclude: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -583,3 +583,35 @@ fn hot_plug_and_unplug_of_a_secondary_bridge_leave_the_running_interface_alone()
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn passt_binding_sets_the_pod_sysctls_and_makes_no_link() {
+    if !require_root() {
+        return;
+    }
+    let pod = Pod::new(Stack::V4);
+    let sysctls = "sysctl -n net.ipv4.ping_group_range net.ipv4.ip_unprivileged_port_start";
+    let before = pod.exec(sysctls);
+    let links: Vec<String> = links_json(&pod.name)
+        .iter()
+        .map(|link| link["ifname"].as_str().unwrap().to_string())
+        .collect();
+    let vmi = "testdata/vmi/passt.yaml";
+    pod.setup_ok(vmi, &["--feature-gate", "PasstBinding"]);
+    assert_eq!(pod.exec(sysctls), "107\t107\n0\n");
+    let after: Vec<String> = links_json(&pod.name)
+        .iter()
+        .map(|link| link["ifname"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(after, links, "the passt binding needs no link of netbind's");
+    assert!(pod.exec("nft list ruleset").trim().is_empty());
+    let handoff = std::fs::read_to_string(pod.handoff_dir().join("handoff.json")).unwrap();
+    assert!(handoff.contains("\"passt\""), "{handoff}");
+    let out = pod.teardown();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(pod.exec(sysctls), before, "teardown restores the sysctls");
+}

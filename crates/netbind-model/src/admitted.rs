@@ -134,7 +134,9 @@ pub enum Binding {
     Bridge,
     Masquerade(MasqueradeBinding),
     Sriov,
-    PasstBinding,
+    /// KubeVirt's core passt binding (feature gate `PasstBinding`): the VM reaches the pod
+    /// network through passt, on the pod interface itself.
+    PasstBinding(PasstBinding),
     /// A network binding plugin declared in the KubeVirt CR.
     Plugin {
         name: String,
@@ -159,7 +161,7 @@ impl Binding {
             Binding::Bridge => BindingKind::Bridge,
             Binding::Masquerade(_) => BindingKind::Masquerade,
             Binding::Sriov => BindingKind::Sriov,
-            Binding::PasstBinding => BindingKind::PasstBinding,
+            Binding::PasstBinding(_) => BindingKind::PasstBinding,
             Binding::Plugin { .. } => BindingKind::Plugin,
         }
     }
@@ -174,6 +176,13 @@ pub struct MasqueradeBinding {
     /// Whether the VMI set `vmIPv6NetworkCIDR` itself.
     pub v6_requested: bool,
     pub forward: Forward,
+}
+
+/// What passt forwards to the guest: the interface's `ports` (KubeVirt's passt converter reads
+/// no `portRanges`, which admission allows on masquerade interfaces only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasstBinding {
+    pub ports: Vec<ForwardPort>,
 }
 
 /// What inbound traffic the masquerade binding forwards to the guest.

@@ -31,6 +31,7 @@ mod dhcp;
 mod domain;
 mod guards;
 mod masquerade;
+mod passt;
 
 use bridge::BridgeFlavor;
 use guards::SpoofGuard;
@@ -259,6 +260,7 @@ pub fn plan(
         match &iface.binding {
             Binding::Bridge => planner.bridge(index, iface, pod_iface, BridgeFlavor::Binding)?,
             Binding::Masquerade(masq) => planner.masquerade(iface, masq, pod_iface)?,
+            Binding::PasstBinding(passt) => planner.passt(iface, passt, pod_iface)?,
             Binding::Plugin {
                 attachment: Some(DomainAttachment::ManagedTap),
                 ..

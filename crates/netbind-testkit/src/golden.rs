@@ -47,6 +47,9 @@ pub const CASES: &[Case] = &[
     Case { name: "port-ranges", vmi: "testdata/vmi/port-ranges.yaml", pod: "pod-v4", resolv: "resolv.conf", feature_gates: &["PortRangesSpec"], spoof_check: &[], owner: QEMU, kubevirt_config: None },
     Case { name: "istio-dual", vmi: "testdata/vmi/istio.yaml", pod: "pod-dual", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: QEMU, kubevirt_config: None },
     Case { name: "bridge-options", vmi: "testdata/vmi/bridge-options.yaml", pod: "pod-multus", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: (0, 0), kubevirt_config: None },
+    Case { name: "passt", vmi: "testdata/vmi/passt.yaml", pod: "pod-v4", resolv: "resolv.conf", feature_gates: &["PasstBinding"], spoof_check: &[], owner: QEMU, kubevirt_config: None },
+    Case { name: "passt-ports", vmi: "testdata/vmi/passt-ports.yaml", pod: "pod-v4", resolv: "resolv.conf", feature_gates: &["PasstBinding"], spoof_check: &[], owner: QEMU, kubevirt_config: None },
+    Case { name: "passt-istio", vmi: "testdata/vmi/passt-istio.yaml", pod: "pod-v4", resolv: "resolv.conf", feature_gates: &["PasstBinding"], spoof_check: &[], owner: QEMU, kubevirt_config: None },
     Case { name: "vm-template", vmi: "examples/vm-masquerade.yaml", pod: "pod-v4", resolv: "resolv.conf", feature_gates: &[], spoof_check: &[], owner: QEMU, kubevirt_config: None },
 ];
 

@@ -189,7 +189,14 @@ fn interface(
             Binding::Masquerade(masquerade(iface, raw_network, path, cfg)?)
         }
         [BindingKind::Sriov] => Binding::Sriov,
-        [BindingKind::PasstBinding] => Binding::PasstBinding,
+        [BindingKind::PasstBinding] => Binding::PasstBinding(PasstBinding {
+            ports: iface
+                .port_list()
+                .iter()
+                .enumerate()
+                .map(|(j, p)| forward_port(p, &format!("{path}.ports[{j}]")))
+                .collect::<Result<_, _>>()?,
+        }),
         [BindingKind::Plugin] => {
             let name = iface.binding.clone().unwrap_or_default().name;
             // KubeVirt's `DomainAttachmentByInterfaceName`: the plugin's declared type; an

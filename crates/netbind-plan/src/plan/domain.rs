@@ -78,6 +78,7 @@ impl Planner<'_> {
             // Only a virtio NIC gets a driver element.
             iommu: protected && iface.model == NicModel::Virtio,
             link_down: iface.state == InterfaceState::Down,
+            passt: None,
         }
     }
 }
