@@ -27,6 +27,7 @@ PKGS=(
   containernetworking-plugins netavark  # peers in the phase-1 benchmark
   kea-dhcp4-server              # a peer in the DHCP benchmark (a started service listens on no interface)
   qemu-system-x86 cpio file     # the real guest (TCG) and its initramfs
+  passt                         # the passt binding's user-mode network (a guest on it, no capability)
   libvirt-daemon libvirt-daemon-driver-qemu  # an unprivileged libvirt session daemon
   containerd runc buildah catatonit  # the CRI tier: a private containerd, images built locally
   protobuf-compiler             # protoc, for the CRI client's generated code (crate k8s-cri)

@@ -207,16 +207,43 @@ pub fn up(args: &UpArgs) -> Result<UpReport, UpError> {
         .first()
         .ok_or_else(|| UpError::Invalid("the VMI has no interface".into()))?;
     let (binding, forward) = match &first.binding {
-        Binding::Masquerade(masq) => (BindingKind::Masquerade, Some(&masq.forward)),
+        Binding::Masquerade(masq) => (BindingKind::Masquerade, Some(masq.forward.clone())),
         Binding::Bridge => (BindingKind::Bridge, None),
+        // passt forwards the listed ports, or every port when none is listed.
+        Binding::PasstBinding(passt) => (
+            BindingKind::PasstBinding,
+            Some(if passt.ports.is_empty() {
+                Forward::All
+            } else {
+                Forward::Ports(passt.ports.clone())
+            }),
+        ),
         other => {
             return Err(UpError::Invalid(format!(
-                "netbind up runs bridge and masquerade bindings, not {:?}",
+                "netbind up runs the bridge, masquerade and passt bindings, not {:?}",
                 other.kind()
             )));
         }
     };
-    let listen = Listen::for_forward(forward);
+    if binding == BindingKind::PasstBinding {
+        if args.runtime == Runtime::Containerd {
+            return Err(UpError::Invalid(
+                "the passt binding runs on the simulator (--runtime sim): the CRI tier's pods \
+                 have no passt container"
+                    .into(),
+            ));
+        }
+        if args.boot == Some(Boot::Libvirt) {
+            return Err(UpError::Invalid(
+                "the passt binding boots with --boot qemu: libvirt 9.0 starts passt itself, \
+                 from the session daemon under the VM sandbox's syscall filter, which refuses \
+                 the user namespace passt confines itself in (and KubeVirt's vhost-user passt \
+                 interface needs libvirt 11)"
+                    .into(),
+            ));
+        }
+    }
+    let listen = Listen::for_forward(forward.as_ref());
     let wants_v6 = matches!(&first.binding, Binding::Masquerade(masq) if masq.v6_requested);
     let family = args.ip_family.unwrap_or(if wants_v6 {
         podsim::IpFamily::Dual
@@ -404,14 +431,22 @@ fn bring_up(
         .ok_or_else(|| step_err("phase 1", "no interface in the hand-off"))?;
     progress.done(
         "phase1",
-        format!(
-            "{} via {}, tap {} owned by {}:{}",
-            first.bridge,
-            first.pod_interface,
-            first.tap,
-            vm::VM_UID,
-            vm::VM_GID
-        ),
+        match &first.domain.passt {
+            Some(_) => format!(
+                "no link (passt connects the guest to {}): ping_group_range and unprivileged \
+                 ports for uid {}",
+                first.pod_interface,
+                vm::VM_UID
+            ),
+            None => format!(
+                "{} via {}, tap {} owned by {}:{}",
+                first.bridge,
+                first.pod_interface,
+                first.tap,
+                vm::VM_UID,
+                vm::VM_GID
+            ),
+        },
     );
     check_interrupt()?;
 
@@ -478,12 +513,16 @@ fn bring_up(
     progress.done(
         "phase2",
         format!(
-            "launcher pid {} (uid {}, no capabilities, own PID namespace) serving DHCP on {}",
+            "launcher pid {} (uid {}, no capabilities, own PID namespace) {}",
             launcher
                 .and_then(vm::sandbox_program)
                 .map_or(child.id(), |progress| progress.pid),
             vm::VM_UID,
-            first.bridge
+            match &first.domain.passt {
+                Some(_) => "wrote the domain's interface (passt serves the passt binding's DHCP)"
+                    .to_string(),
+                None => format!("serving DHCP on {}", first.bridge),
+            }
         ),
     );
     check_interrupt()?;
@@ -512,7 +551,12 @@ fn bring_up(
         started,
         listen,
         (
-            first.dhcpv4.as_ref().map(|d| d.client_ip),
+            // passt gives the guest the pod's own address.
+            first
+                .dhcpv4
+                .as_ref()
+                .map(|d| d.client_ip)
+                .or(rec.pod_ip.filter(|_| first.domain.passt.is_some())),
             first.dhcpv6.as_ref().map(|d| d.client_ip),
         ),
     )

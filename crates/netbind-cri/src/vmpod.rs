@@ -173,10 +173,12 @@ pub(crate) fn compute_container(
     command.extend(vm::qemu_args(
         &in_container,
         Path::new("/work/console"),
-        nic.tap,
+        vm::QemuNet::Tap {
+            name: nic.tap,
+            mtu: nic.mtu,
+            rom_disabled: nic.rom_disabled,
+        },
         nic.mac,
-        nic.mtu,
-        nic.rom_disabled,
         cmdline,
     ));
     let mut compute = locked_down(

@@ -110,12 +110,23 @@ impl GuestImage {
 /// The guest's kernel command line: where to listen, which families to configure, and which
 /// node address to reach over each (`egress`: IPv4 `ADDR:PORT`; `egress6`: IPv6 `ADDR,PORT`).
 pub fn cmdline(listen: &[u16], egress: Option<&str>, egress6: Option<&str>) -> String {
+    cmdline_with(listen, egress.is_some(), egress, egress6.is_some(), egress6)
+}
+
+/// The same, a family configured with or without an egress check.
+pub fn cmdline_with(
+    listen: &[u16],
+    ipv4: bool,
+    egress: Option<&str>,
+    ipv6: bool,
+    egress6: Option<&str>,
+) -> String {
     let ports: Vec<String> = listen.iter().map(u16::to_string).collect();
     let mut line = format!(
         "console=ttyS0 quiet panic=-1 netbind.listen={} netbind.ipv4={} netbind.ipv6={}",
         ports.join(","),
-        u8::from(egress.is_some()),
-        u8::from(egress6.is_some()),
+        u8::from(ipv4),
+        u8::from(ipv6),
     );
     if let Some(egress_addr) = egress {
         line.push_str(&format!(" netbind.egress={egress_addr}"));
@@ -126,20 +137,47 @@ pub fn cmdline(listen: &[u16], egress: Option<&str>, egress6: Option<&str>) -> S
     line
 }
 
-/// QEMU under TCG (no usable KVM here) on the pre-created tap, as the VM uid.
+/// How QEMU's NIC reaches the pod.
+#[derive(Debug, Clone, Copy)]
+pub enum QemuNet<'a> {
+    /// The pre-created tap (bridge, masquerade and tap bindings), with the pod's MTU and,
+    /// when `rom_disabled`, no option ROM.
+    Tap {
+        name: &'a str,
+        mtu: u32,
+        rom_disabled: bool,
+    },
+    /// passt's UNIX socket (the passt binding): QEMU 7.2's `-netdev stream`. No host MTU:
+    /// passt offers the guest its own (65520) by DHCP.
+    Passt { socket: &'a Path },
+}
+
+/// QEMU under TCG (no usable KVM here), as the VM uid, its NIC on `net`.
 pub fn qemu_args(
     img: &GuestImage,
     console: &Path,
-    tap: &str,
+    net: QemuNet,
     mac: &str,
-    mtu: u32,
-    rom_disabled: bool,
     cmdline: &str,
 ) -> Vec<String> {
-    let mut dev = format!("virtio-net-pci,netdev=n0,mac={mac},host_mtu={mtu}");
-    if rom_disabled {
-        dev.push_str(",romfile=");
-    }
+    let mut dev = format!("virtio-net-pci,netdev=n0,mac={mac}");
+    let netdev = match net {
+        QemuNet::Tap {
+            name,
+            mtu,
+            rom_disabled,
+        } => {
+            dev.push_str(&format!(",host_mtu={mtu}"));
+            if rom_disabled {
+                dev.push_str(",romfile=");
+            }
+            format!("tap,id=n0,ifname={name},script=no,downscript=no,vhost=off")
+        }
+        QemuNet::Passt { socket } => format!(
+            "stream,id=n0,server=off,addr.type=unix,addr.path={}",
+            socket.display()
+        ),
+    };
     [
         "-nodefaults",
         "-no-user-config",
@@ -173,11 +211,53 @@ pub fn qemu_args(
         "-append".into(),
         cmdline.into(),
         "-netdev".into(),
-        format!("tap,id=n0,ifname={tap},script=no,downscript=no,vhost=off"),
+        netdev,
         "-device".into(),
         dev,
     ])
     .collect()
+}
+
+/// passt's arguments for the passt binding's `<portForward>` elements: in the foreground, its
+/// socket at `socket`, the gateway not mapped to the pod, the TCP and UDP ports to forward (`~PORT` excluded). A `<portForward>`
+/// without ranges means every port; `every_port` says what to forward then (passt's `all`
+/// binds a socket per port, more descriptors than some machines allow a process).
+pub fn passt_args(
+    socket: &Path,
+    forwards: &[netbind_model::handoff::PortForward],
+    every_port: &[u16],
+) -> Vec<String> {
+    // `--no-map-gw`: the guest's gateway is a real host (the node), not the pod itself, which
+    // passt would otherwise make it.
+    let mut args = vec![
+        "-f".into(),
+        "-s".into(),
+        socket.display().to_string(),
+        "--no-map-gw".into(),
+    ];
+    for forward in forwards {
+        let flag = match forward.proto {
+            netbind_model::handoff::PortProto::Tcp => "-t",
+            netbind_model::handoff::PortProto::Udp => "-u",
+        };
+        let spec: Vec<String> = if forward.ranges.is_empty() {
+            every_port.iter().map(u16::to_string).collect()
+        } else {
+            forward
+                .ranges
+                .iter()
+                .map(|range| {
+                    let tilde = if range.exclude { "~" } else { "" };
+                    format!("{tilde}{}", range.start)
+                })
+                .collect()
+        };
+        if !spec.is_empty() {
+            args.push(flag.into());
+            args.push(spec.join(","));
+        }
+    }
+    args
 }
 
 /// A complete libvirt domain around the launcher's `<interface>` elements.

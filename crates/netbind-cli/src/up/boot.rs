@@ -19,6 +19,51 @@ pub(super) struct BootEnv<'a> {
     pub first: &'a HandoffInterface,
 }
 
+/// Starts passt for the passt binding, as the VM uid with no capability in a sandbox of its
+/// own in the pod (PID and mount namespaces), its socket in the VM's own directory, and waits
+/// for it to listen.
+///
+/// Not under the VM sandbox's syscall filter: passt confines itself first of all by making a
+/// user namespace to drop into, which that filter refuses (passt 2023.03 then exits). passt
+/// runs before any guest traffic reaches it and seals itself with its own, narrower seccomp
+/// filter; QEMU, which the guest drives, stays under netbind's.
+fn start_passt(
+    rec: &mut PodRecord,
+    env: &BootEnv,
+    passt: &netbind_model::handoff::PasstAttachment,
+    guest_ports: &[u16],
+    socket: &Path,
+) -> Result<(), UpError> {
+    // KubeVirt forwards every port when the VMI lists none; passt's `all` binds a socket per
+    // port, beyond a 20000-descriptor limit such as this machine's: the guest's own ports
+    // stand in for "every port" then.
+    let args = vm::passt_args(socket, &passt.port_forward, guest_ports);
+    let cmd = env.sandbox.command_with(&[], false, None, "passt", &args);
+    let log = env.dir.join("passt.log");
+    let child = vm::spawn_detached(cmd, &log)?;
+    rec.passt = vm::Proc::of(child.id());
+    rec.save()?;
+    // Root reads passt's log, a file root made, never the VM directory the socket is in.
+    vm::wait_for_line(
+        &log,
+        "UNIX domain socket bound",
+        Duration::from_secs(10),
+        &|| interrupted() || !rec.passt.is_some_and(vm::Proc::alive),
+    )
+    .ok_or_else(|| {
+        step_err(
+            "passt",
+            format!(
+                "passt did not listen: {}",
+                netbind_model::input::read_text(&log, vm::MAX_LOG_BYTES)
+                    .unwrap_or_default()
+                    .trim()
+            ),
+        )
+    })?;
+    Ok(())
+}
+
 /// Boots the guest and records its first process; returns when it started (for the time to
 /// lease).
 pub(super) fn boot(
@@ -31,36 +76,54 @@ pub(super) fn boot(
     let img = GuestImage::locate()?.copy_to(env.dir)?;
     let egress = format!("{}:{}", podsim::NODE_IP, podsim::NODE_LISTEN_PORT);
     let egress6 = format!("{},{}", podsim::NODE_IP6, podsim::NODE_LISTEN_PORT);
-    let cmdline = vm::cmdline(
+    // No egress attempt through passt: see `checks::PASST_EGRESS`.
+    let passt = env.first.domain.passt.is_some();
+    let cmdline = vm::cmdline_with(
         &listen.ports(),
-        rec.family.v4().then_some(egress.as_str()),
+        rec.family.v4(),
+        (rec.family.v4() && !passt).then_some(egress.as_str()),
+        guest_v6(rec),
         guest_v6(rec).then_some(egress6.as_str()),
     );
     let started = Instant::now();
     match boot {
         Boot::Qemu => {
             let domain = &env.first.domain;
-            let args = vm::qemu_args(
-                &img,
-                env.console,
-                env.first.tap.as_str(),
-                &domain.mac.to_string(),
-                domain.mtu,
-                domain.rom_disabled,
-                &cmdline,
-            );
+            let passt_socket = env.vm_dir.join("passt.sock");
+            let net = match &domain.passt {
+                Some(passt) => {
+                    start_passt(rec, env, passt, &listen.ports(), &passt_socket)?;
+                    vm::QemuNet::Passt {
+                        socket: &passt_socket,
+                    }
+                }
+                None => vm::QemuNet::Tap {
+                    name: env.first.tap.as_str(),
+                    mtu: domain.mtu,
+                    rom_disabled: domain.rom_disabled,
+                },
+            };
+            let mac = domain
+                .passt
+                .as_ref()
+                .and_then(|passt| passt.mac)
+                .unwrap_or(domain.mac);
+            let args = vm::qemu_args(&img, env.console, net, &mac.to_string(), &cmdline);
             let cmd = env.sandbox.command(None, "qemu-system-x86_64", &args);
             let child = vm::spawn_detached(cmd, &env.dir.join("qemu.log"))?;
             rec.boot = Some(Boot::Qemu);
             rec.vm = vm::Proc::of(child.id());
             rec.save()?;
+            let on = match &domain.passt {
+                Some(_) => format!("passt's socket on {}", env.first.pod_interface),
+                None => env.first.tap.to_string(),
+            };
             p.done(
                 "boot",
                 format!(
-                    "qemu in sandbox pid {} (TCG, uid {}, no capabilities) on {}",
+                    "qemu in sandbox pid {} (TCG, uid {}, no capabilities) on {on}",
                     child.id(),
                     vm::VM_UID,
-                    env.first.tap
                 ),
             );
         }

@@ -139,12 +139,15 @@ pub(super) fn guest_checks(
             &text,
             "",
             report.lease_router.as_deref(),
-            podsim::NODE_IP.into(),
-            pod_ip.into(),
-            port,
+            Targets {
+                node: podsim::NODE_IP.into(),
+                pod: pod_ip.into(),
+                port,
+            },
+            (rec.binding == BindingKind::PasstBinding).then_some(PASST_EGRESS),
         );
         (report.ping_gateway, report.egress, report.ingress) =
-            (Some(checks.ping), Some(checks.egress), Some(checks.ingress));
+            (Some(checks.ping), checks.egress, Some(checks.ingress));
         report.ingress_target = Some(checks.target);
     }
     if v6 {
@@ -154,12 +157,15 @@ pub(super) fn guest_checks(
             &text,
             "6",
             report.lease6_router.as_deref(),
-            podsim::NODE_IP6.into(),
-            pod_ip6.into(),
-            port,
+            Targets {
+                node: podsim::NODE_IP6.into(),
+                pod: pod_ip6.into(),
+                port,
+            },
+            None,
         );
         (report.ping6_gateway, report.egress6, report.ingress6) =
-            (Some(checks.ping), Some(checks.egress), Some(checks.ingress));
+            (Some(checks.ping), checks.egress, Some(checks.ingress));
         report.ingress6_target = Some(checks.target);
     }
     if let Some(port) = listen.unlisted {
@@ -184,7 +190,13 @@ pub(super) fn guest_checks(
                 rec.pod_ip6.unwrap_or(Ipv6Addr::UNSPECIFIED).into(),
             )
         };
-        let served = reaches_guest(&rec.netns, guest_ip, port, Duration::from_secs(15));
+        // With passt the guest has the pod's own address, so from inside the pod that address
+        // is the pod itself: the guest's own report that it listens is the proof there.
+        let served = if rec.binding == BindingKind::PasstBinding {
+            text.contains(&format!("NETBIND-GUEST listening port={port}"))
+        } else {
+            reaches_guest(&rec.netns, guest_ip, port, Duration::from_secs(15))
+        };
         let leaked = reaches_guest(podsim::NODE_NS, pod_ip, port, Duration::from_secs(3));
         let at = std::net::SocketAddr::new(pod_ip, port);
         report.unlisted_target = Some(at.to_string());
@@ -234,7 +246,8 @@ pub(super) fn guest_checks(
 /// (as its console reports them), and ingress from the node through the pod's address.
 struct FamilyChecks {
     ping: bool,
-    egress: bool,
+    /// `None`: not checked (see `PASST_EGRESS`).
+    egress: Option<bool>,
     ingress: bool,
     /// Where ingress went (`ADDR:PORT`, `[ADDR]:PORT`).
     target: String,
@@ -242,14 +255,21 @@ struct FamilyChecks {
 
 /// Runs and reports the checks of the family whose console lines and steps end in `suffix`
 /// ("" for IPv4, "6" for IPv6).
+/// Where a family's checks go: the node's listener address, the pod IP and the forwarded
+/// port the node reaches the guest on.
+struct Targets {
+    node: IpAddr,
+    pod: IpAddr,
+    port: u16,
+}
+
 fn family_checks(
     progress: &mut Progress,
     console: &str,
     suffix: &str,
     router: Option<&str>,
-    node: IpAddr,
-    pod: IpAddr,
-    port: u16,
+    Targets { node, pod, port }: Targets,
+    egress_skipped: Option<&str>,
 ) -> FamilyChecks {
     let ping = console.contains(&format!("NETBIND-GUEST ping{suffix}-gateway ok"));
     progress.done(
@@ -260,12 +280,24 @@ fn family_checks(
             ok_str(Some(ping))
         ),
     );
-    let egress = console.contains(&format!("NETBIND-GUEST egress{suffix} ok"));
     let listener = std::net::SocketAddr::new(node, podsim::NODE_LISTEN_PORT);
-    progress.done(
-        &format!("egress{suffix}"),
-        format!("guest → node {listener}: {}", ok_str(Some(egress))),
-    );
+    let egress = match egress_skipped {
+        Some(why) => {
+            progress.done(
+                &format!("egress{suffix}"),
+                format!("guest → node {listener}: not checked: {why}"),
+            );
+            None
+        }
+        None => {
+            let egress = console.contains(&format!("NETBIND-GUEST egress{suffix} ok"));
+            progress.done(
+                &format!("egress{suffix}"),
+                format!("guest → node {listener}: {}", ok_str(Some(egress))),
+            );
+            Some(egress)
+        }
+    };
     let target = std::net::SocketAddr::new(pod, port);
     let ingress = reaches_guest(podsim::NODE_NS, pod, port, Duration::from_secs(15));
     progress.done(
@@ -279,6 +311,13 @@ fn family_checks(
         target: target.to_string(),
     }
 }
+
+/// Why `up` does not have a passt-bound guest reach the node: Debian 12's passt
+/// (0.0~git20230309) segfaults in libc on a guest's first outbound TCP connection on this
+/// machine (kernel 6.18), whatever the destination, MTU or build (AVX2 or not), and takes the
+/// guest's network down with it; tried by hand, recorded in the README.
+pub(super) const PASST_EGRESS: &str =
+    "Debian 12's passt crashes on a guest's outbound TCP connection here";
 
 /// Whether the guest configures and checks IPv6: on an IPv6 pod network with the masquerade
 /// binding (DHCPv6 and router advertisements; the bridge binding serves IPv4 only, as

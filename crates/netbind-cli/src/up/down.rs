@@ -30,7 +30,7 @@ pub fn down_record(rec: &PodRecord) {
             let _ = sandbox.command(Some(&lv.env()), "virsh", &args).output();
         }
     }
-    for process in [rec.vm, rec.launcher].into_iter().flatten() {
+    for process in [rec.vm, rec.passt, rec.launcher].into_iter().flatten() {
         vm::stop_sandbox(process);
     }
     // What the VM side started by itself (virtlogd, QEMU under libvirt) lives in the pod's

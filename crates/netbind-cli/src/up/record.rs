@@ -22,6 +22,9 @@ pub struct PodRecord {
     pub launcher: Option<vm::Proc>,
     pub boot: Option<Boot>,
     pub vm: Option<vm::Proc>,
+    /// passt, for the passt binding (a sandbox of its own, started before QEMU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passt: Option<vm::Proc>,
     pub domain: Option<String>,
     pub lease: Option<String>,
     #[serde(default)]
