@@ -174,15 +174,6 @@ struct Server {
     xid: u32,
 }
 
-const VM_USER: [&str; 7] = [
-    "--reuid=107",
-    "--regid=107",
-    "--clear-groups",
-    "--inh-caps=-all",
-    "--ambient-caps=-all",
-    "--bounding-set=-all",
-    "--no-new-privs",
-];
 const ROOT: [&str; 3] = ["--reuid=0", "--regid=0", "--clear-groups"];
 
 impl Server {
@@ -337,7 +328,7 @@ fn main() {
     servers.push(Server {
         name: "netbind-launcher (uid 107, no capabilities)".into(),
         pod,
-        creds: VM_USER.to_vec(),
+        creds: netbind_testkit::VM_USER_SETPRIV.to_vec(),
         argv: vec![
             netbind_e2e::bin("netbind-launcher").display().to_string(),
             "--handoff".into(),

@@ -402,13 +402,7 @@ fn setup_in_netns(
     // guest's links are not disturbed.
     let sysctls_before = match previous {
         Some(prev) if prev.plan != plan => {
-            let gone = rerun::removed(&prev.plan, &plan);
-            let restore: Vec<(String, Option<String>)> = prev
-                .sysctls_before
-                .iter()
-                .filter(|(path, _)| gone.sysctls.iter().any(|s| s.path == *path))
-                .cloned()
-                .collect();
+            let (gone, restore) = rerun::removal(&prev.plan, &plan, &prev.sysctls_before);
             let errs = teardown::teardown_part(&mut nl, &nft_bin, &gone, &prev.observed, &restore);
             if !errs.is_empty() {
                 return Err(HandlerError::Teardown(errs));
@@ -502,13 +496,7 @@ fn undo(
     previous: Option<&HandlerState>,
 ) -> Result<Vec<teardown::TeardownError>, HandlerError> {
     if let Some(previous) = previous {
-        let gone = rerun::removed(&failed.plan, &previous.plan);
-        let restore: Vec<(String, Option<String>)> = failed
-            .sysctls_before
-            .iter()
-            .filter(|(path, _)| gone.sysctls.iter().any(|s| s.path == *path))
-            .cloned()
-            .collect();
+        let (gone, restore) = rerun::removal(&failed.plan, &previous.plan, &failed.sysctls_before);
         let mut errors = teardown::teardown_part(nl, nft_bin, &gone, &failed.observed, &restore);
         if errors.is_empty() {
             let mut applier = Applier::new(nl, nft_bin, label, &args.selinux);

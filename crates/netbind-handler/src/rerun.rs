@@ -54,6 +54,22 @@ pub fn removed(old: &PodNetPlan, new: &PodNetPlan) -> PodNetPlan {
     gone
 }
 
+/// What `old` applied that `new` does not have (`removed`), with the values to put back for
+/// its sysctls, taken from `sysctls_before` (the values recorded before `old` was applied).
+pub fn removal(
+    old: &PodNetPlan,
+    new: &PodNetPlan,
+    sysctls_before: &[(String, Option<String>)],
+) -> (PodNetPlan, Vec<(String, Option<String>)>) {
+    let gone = removed(old, new);
+    let restore = sysctls_before
+        .iter()
+        .filter(|(path, _)| gone.sysctls.iter().any(|s| s.path == *path))
+        .cloned()
+        .collect();
+    (gone, restore)
+}
+
 /// The sysctl values to restore at teardown after a re-run: the first run's value for a path
 /// both plans set, the value read now (`read`) for a path only the new plan sets.
 pub fn sysctls_before(

@@ -150,14 +150,19 @@ pub fn env_count(var: &str, default: usize) -> usize {
 /// (the bounding set cleared before exec) and no_new_privs. Add the program and its arguments.
 pub fn as_vm_user(netns: &str) -> Command {
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", netns, "setpriv"]).args([
-        "--reuid=107",
-        "--regid=107",
-        "--clear-groups",
-        "--inh-caps=-all",
-        "--ambient-caps=-all",
-        "--bounding-set=-all",
-        "--no-new-privs",
-    ]);
+    cmd.args(["netns", "exec", netns, "setpriv"])
+        .args(VM_USER_SETPRIV);
     cmd
 }
+
+/// `setpriv`'s arguments for the VM user: uid/gid 107, no supplementary groups, every
+/// capability set empty, no_new_privs.
+pub const VM_USER_SETPRIV: [&str; 7] = [
+    "--reuid=107",
+    "--regid=107",
+    "--clear-groups",
+    "--inh-caps=-all",
+    "--ambient-caps=-all",
+    "--bounding-set=-all",
+    "--no-new-privs",
+];
