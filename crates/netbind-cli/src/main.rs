@@ -328,7 +328,7 @@ fn make_plan(args: &PlanArgs) -> Result<PodNetPlan, Failure> {
         },
         resolv_conf: &resolv,
         cluster: &cfg,
-        network: None,
+        networks: None,
     };
     let plan = netbind_plan::plan(&vmi, &pod, &opts).map_err(|e| Failure {
         code: EXIT_INVALID,

@@ -65,6 +65,18 @@ impl Node {
 
     /// Runs a plugin in the node namespace as a runtime does; (exit success, stdout JSON).
     fn plugin(&self, bin: &Path, command: &str, netns: &str, stdin: &Value) -> (bool, Value) {
+        self.plugin_on(bin, command, netns, "eth0", stdin)
+    }
+
+    /// The same for the pod interface `ifname` (`CNI_IFNAME`).
+    fn plugin_on(
+        &self,
+        bin: &Path,
+        command: &str,
+        netns: &str,
+        ifname: &str,
+        stdin: &Value,
+    ) -> (bool, Value) {
         let mut child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}-node", self.tag))
             .arg("--")
@@ -74,7 +86,7 @@ impl Node {
             .env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", self.container_id())
             .env("CNI_NETNS", netns)
-            .env("CNI_IFNAME", "eth0")
+            .env("CNI_IFNAME", ifname)
             .env("CNI_PATH", CNI_BIN_DIR)
             .env(
                 "CNI_ARGS",
@@ -527,4 +539,79 @@ fn version_answers_without_a_namespace() {
     assert!(out.status.success());
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["supportedVersions"], json!(["1.0.0", "1.1.0"]));
+}
+
+/// The ifindex of each named link of the pod.
+fn ifindexes(node: &Node, names: &[&str]) -> Vec<u64> {
+    let out = ok(&format!("ip -n {} -j link show", node.pod()));
+    let links: Vec<Value> = serde_json::from_str(&out).unwrap();
+    names
+        .iter()
+        .map(|name| {
+            links
+                .iter()
+                .find(|link| link["ifname"] == *name)
+                .and_then(|link| link["ifindex"].as_u64())
+                .unwrap_or_else(|| panic!("{name} missing: {out}"))
+        })
+        .collect()
+}
+
+#[test]
+fn one_call_per_network_keeps_the_networks_set_up_before() {
+    if !ready() {
+        return;
+    }
+    // Multus runs each network's chain in turn, netbind-cni last in each, told which VMI
+    // network the call is for (`logicNetworkName`). The second call must add its network and
+    // leave the first one's links as they are.
+    let node = Node::new();
+    let vmi_text = vmi("examples/vmi-masquerade-multus.yaml");
+    let prev = node.pod_network_add();
+    let mut conf = node.netbind_conf(Some(&vmi_text), Some(&prev));
+    conf["args"] = json!({"cni": {"logicNetworkName": "default"}});
+    let (ok_add, result) = node.netbind("ADD", &node.pod_netns(), &conf);
+    assert!(ok_add, "ADD default: {result}");
+    let first = ifindexes(&node, &["k6t-eth0", "tap0"]);
+
+    // The secondary network "blue": its own bridge and subnet, the pod interface named as
+    // KubeVirt names it, a route to a remote subnet through its gateway.
+    let blue = "pod16477688c0e";
+    let mut blue_conf = node.bridge_conf();
+    blue_conf["name"] = json!("blue-net");
+    blue_conf["bridge"] = json!(format!("{}bl", &node.tag[..node.tag.len().min(11)]));
+    blue_conf["ipam"] = json!({
+        "type": "host-local",
+        "ranges": [[{"subnet": "192.168.100.8/30"}]],
+        "routes": [{"dst": "172.16.0.0/16"}],
+        "dataDir": node.dir.path().join("ipam-blue"),
+    });
+    let bridge = Path::new(CNI_BIN_DIR).join("bridge");
+    let (ok_blue, blue_prev) = node.plugin_on(&bridge, "ADD", &node.pod_netns(), blue, &blue_conf);
+    assert!(ok_blue, "bridge ADD for blue: {blue_prev}");
+    let mut conf = node.netbind_conf(Some(&vmi_text), Some(&blue_prev));
+    conf["name"] = json!("blue-net");
+    conf["args"] = json!({"cni": {"logicNetworkName": "blue"}});
+    let netbind_cni = Path::new(env!("CARGO_BIN_EXE_netbind-cni"));
+    let (ok_add, result) = node.plugin_on(netbind_cni, "ADD", &node.pod_netns(), blue, &conf);
+    assert!(ok_add, "ADD blue: {result}");
+    assert_eq!(
+        ifindexes(&node, &["k6t-eth0", "tap0"]),
+        first,
+        "the first network's links were remade"
+    );
+    ifindexes(&node, &["k6t-16477688c0e", "tap16477688c0e"]);
+    let record = std::fs::read_to_string(
+        node.run_dir()
+            .join(node.container_id())
+            .join("handoff/handoff.json"),
+    )
+    .expect("hand-off");
+    for network in ["\"network\": \"default\"", "\"network\": \"blue\""] {
+        assert!(record.contains(network), "{network} in {record}");
+    }
+    let (ok_del, out) = node.plugin_on(netbind_cni, "DEL", &node.pod_netns(), blue, &conf);
+    assert!(ok_del, "DEL blue: {out}");
+    let (ok_del, out) = node.plugin_on(&bridge, "DEL", &node.pod_netns(), blue, &blue_conf);
+    assert!(ok_del, "bridge DEL for blue: {out}");
 }

@@ -384,11 +384,15 @@ fn setup_in_netns(
         None => observe::observe(&mut nl)?,
     };
     clock.mark("observe");
+    let networks = args
+        .network
+        .as_ref()
+        .map(|network| rerun::networks(network, previous.as_ref().map(|p| &p.plan), vmi));
     let opts = PlanOptions {
         owner: args.owner,
         resolv_conf: resolv,
         cluster: &args.cluster,
-        network: args.network.as_deref(),
+        networks: networks.as_deref(),
     };
     let plan = netbind_plan::plan(vmi, &observed, &opts)?;
     clock.mark("plan");

@@ -54,6 +54,29 @@ pub fn removed(old: &PodNetPlan, new: &PodNetPlan) -> PodNetPlan {
     gone
 }
 
+/// The networks a call for one network plans: those the pod's earlier calls planned (still
+/// in the VMI), then this one. A runtime calling phase 1 once per network (Multus, KubeVirt's
+/// `logicNetworkName`) reaches the second network with the first set up: planning both keeps
+/// the first in place, as a hot-plug does, instead of taking it away as a plan without it.
+pub fn networks(
+    network: &str,
+    previous: Option<&PodNetPlan>,
+    vmi: &netbind_model::admitted::AdmittedVmi,
+) -> Vec<String> {
+    let mut planned: Vec<String> = previous
+        .map(|plan| {
+            plan.handoff
+                .interfaces
+                .iter()
+                .map(|iface| iface.network.clone())
+                .filter(|earlier| earlier != network && vmi.interface(earlier).is_some())
+                .collect()
+        })
+        .unwrap_or_default();
+    planned.push(network.to_string());
+    planned
+}
+
 /// What `old` applied that `new` does not have (`removed`), with the values to put back for
 /// its sysctls, taken from `sysctls_before` (the values recorded before `old` was applied).
 pub fn removal(
@@ -108,7 +131,7 @@ mod tests {
             owner: Owner { uid: 107, gid: 107 },
             resolv_conf: "",
             cluster: &cfg,
-            network: None,
+            networks: None,
         };
         netbind_plan::plan(&vmi, observed, &opts).unwrap()
     }

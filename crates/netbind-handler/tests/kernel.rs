@@ -425,7 +425,7 @@ fn managed_tap_plugin_matches_plan() {
         owner: netbind_plan::Owner { uid: 107, gid: 107 },
         resolv_conf: "",
         cluster: &cluster,
-        network: None,
+        networks: None,
     };
     let plan = netbind_plan::plan(&admitted, &observed, &opts).expect("plan");
     pod.setup_ok(vmi, &["--kubevirt-config", &cr.display().to_string()]);

@@ -172,9 +172,9 @@ pub struct PlanOptions<'a> {
     /// Contents of the launcher's `/etc/resolv.conf`.
     pub resolv_conf: &'a str,
     pub cluster: &'a ClusterConfig,
-    /// Plan only the interface of this VMI network (phase 1 called once per network);
-    /// `None`: all of them.
-    pub network: Option<&'a str>,
+    /// Plan only the interfaces of these VMI networks (phase 1 called once per network, or
+    /// the hook sidecar serving one); `None`: all of them.
+    pub networks: Option<&'a [String]>,
 }
 
 /// What differs between the bridge and masquerade DHCPv4 servers.
@@ -234,15 +234,21 @@ pub fn plan(
             .find(|s| s.network == net)
             .and_then(|s| s.pod_interface_name.clone())
     };
-    if let Some(only) = opts.network
-        && vmi.interface(only).is_none()
+    if let Some(unknown) = opts
+        .networks
+        .unwrap_or_default()
+        .iter()
+        .find(|only| vmi.interface(only).is_none())
     {
-        return Err(PlanError::UnknownNetwork(only.into()));
+        return Err(PlanError::UnknownNetwork(unknown.clone()));
     }
     let ordinal = naming::uses_ordinal_scheme(pod.interfaces.iter().map(|i| i.name.as_str()));
     let pod_names = naming::pod_iface_names(&vmi.networks, &status_name, ordinal)?;
     for (index, iface) in vmi.interfaces.iter().enumerate() {
-        if opts.network.is_some_and(|only| only != iface.name) {
+        if opts
+            .networks
+            .is_some_and(|only| !only.contains(&iface.name))
+        {
             continue;
         }
         // Admission pairs every interface with one network; naming covers every network.

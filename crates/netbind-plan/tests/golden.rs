@@ -35,7 +35,7 @@ fn plan(case: &Case) -> PodNetPlan {
         },
         resolv_conf: &resolv,
         cluster: &cluster,
-        network: None,
+        networks: None,
     };
     netbind_plan::plan(&vmi, &pod, &opts).expect("the case plans")
 }

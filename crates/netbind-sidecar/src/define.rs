@@ -124,7 +124,7 @@ pub fn define(
             owner: TAP_OWNER,
             resolv_conf: ctx.resolv_conf,
             cluster: &cluster,
-            network: Some(network),
+            networks: Some(std::slice::from_ref(network)),
         };
         let plan =
             netbind_plan::plan(&admitted, &facts.pod, &opts).map_err(|err| DefineError::Plan {

@@ -197,7 +197,7 @@ pub fn plan_for(
         owner: netbind_plan::Owner { uid: 107, gid: 107 },
         resolv_conf: "",
         cluster: &cluster,
-        network: None,
+        networks: None,
     };
     netbind_plan::plan(&vmi, pod, &opts).expect("plan")
 }
