@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use netbind_handler::netns::NetnsTarget;
 use netbind_handler::verify::{VerifyArgs, verify};
-use netbind_handler::{HandlerError, SetupArgs, TeardownArgs, VmiSource};
+use netbind_handler::{HandlerError, Networks, SetupArgs, TeardownArgs, VmiSource};
 use netbind_model::handoff::BindingKind;
 use netbind_model::pod_record::PodRecord;
 use netbind_plan::Owner;
@@ -102,7 +102,10 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
     }
     let dirs = SandboxDirs::new(&conf.settings.run_dir, id);
     let args = SetupArgs {
-        network: conf.logic_network_name.clone(),
+        networks: match &conf.logic_network_name {
+            Some(network) => Networks::With(network.clone()),
+            None => Networks::All,
+        },
         nft_bin: conf.settings.nft_bin.clone(),
         cluster: conf.settings.cluster.clone(),
         ra_responder: Some(ra_responder(conf)),
@@ -150,15 +153,17 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
         }
         return Err(err);
     }
-    let made = made_interfaces(&target, &dirs, netns).map_err(|error| {
-        fail(
-            ErrorCode::Setup,
-            format!(
-                "ADD: read back the links made in {}: {error}",
-                netns.display()
-            ),
-        )
-    })?;
+    let made = made_interfaces(&target, &dirs, netns, conf.logic_network_name.as_deref()).map_err(
+        |error| {
+            fail(
+                ErrorCode::Setup,
+                format!(
+                    "ADD: read back the links made in {}: {error}",
+                    netns.display()
+                ),
+            )
+        },
+    )?;
     let mut result = compose_result(conf, &made);
     if !report.warnings.is_empty()
         && let Value::Object(map) = &mut result
@@ -213,6 +218,7 @@ fn made_interfaces(
     target: &NetnsTarget,
     dirs: &SandboxDirs,
     netns: &Path,
+    network: Option<&str>,
 ) -> Result<Vec<ResultInterface>, HandlerError> {
     let Some(state) = netbind_handler::state::load(&dirs.state())? else {
         return Err(HandlerError::NotSetUp(dirs.state()));
@@ -223,6 +229,8 @@ fn made_interfaces(
         .links
         .iter()
         .filter(|l| matches!(l.kind, LinkKind::Bridge | LinkKind::Tap { .. }))
+        // A call for one network reports that network's links, not those of earlier calls.
+        .filter(|l| network.is_none_or(|only| l.network.as_str() == only))
         .map(|l| ResultInterface {
             name: l.name.to_string(),
             mac: links
@@ -260,6 +268,9 @@ fn del(env: &Env, conf: &NetConf) -> Result<(), CniError> {
     if std::fs::symlink_metadata(&dirs.root).is_err() {
         return Ok(());
     }
+    if let Some(done) = del_one_network(env, conf, &dirs) {
+        return done;
+    }
     let args = TeardownArgs {
         target: target.clone(),
         handoff_dir: dirs.handoff(),
@@ -276,6 +287,53 @@ fn del(env: &Env, conf: &NetConf) -> Result<(), CniError> {
         }),
         Err(_) => remove_sandbox(&target, &dirs, conf),
     }
+}
+
+/// DEL of one network while the pod's other networks stay (Multus calls DEL per network; a
+/// network removed from a running pod is a hot-unplug): phase 1 runs again without it, which
+/// takes away only its links, rules and hand-off entry. `None` when the whole sandbox goes:
+/// no network named, no VMI to plan from, no namespace any more, or no other network set up.
+fn del_one_network(env: &Env, conf: &NetConf, dirs: &SandboxDirs) -> Option<Result<(), CniError>> {
+    let network = conf.logic_network_name.as_ref()?;
+    let netns = env
+        .netns
+        .as_ref()
+        .filter(|path| !path.as_os_str().is_empty())?;
+    let (origin, vmi) = conf.vmi()?;
+    let state = netbind_handler::state::load(&dirs.state()).ok()??;
+    let others = state
+        .plan
+        .handoff
+        .interfaces
+        .iter()
+        .any(|iface| iface.network != *network);
+    if !others {
+        return None;
+    }
+    let target = NetnsTarget::Path(netns.clone());
+    let args = SetupArgs {
+        networks: Networks::Without(network.clone()),
+        nft_bin: conf.settings.nft_bin.clone(),
+        cluster: conf.settings.cluster.clone(),
+        ra_responder: Some(ra_responder(conf)),
+        ..SetupArgs::new(
+            target,
+            VmiSource::Inline { origin, text: vmi },
+            Owner {
+                uid: conf.settings.vm_user.0,
+                gid: conf.settings.vm_user.1,
+            },
+            dirs.handoff(),
+            dirs.state(),
+        )
+    };
+    Some(netbind_handler::setup(&args).map(drop).map_err(|err| {
+        CniError::new(
+            ErrorCode::Teardown,
+            format!("DEL of network {network:?} in {}: {err}", netns.display()),
+        )
+        .in_version(&conf.cni_version)
+    }))
 }
 
 fn remove_sandbox(

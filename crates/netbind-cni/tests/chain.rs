@@ -558,7 +558,7 @@ fn ifindexes(node: &Node, names: &[&str]) -> Vec<u64> {
 }
 
 #[test]
-fn one_call_per_network_keeps_the_networks_set_up_before() {
+fn one_call_per_network_keeps_the_other_networks() {
     if !ready() {
         return;
     }
@@ -610,8 +610,38 @@ fn one_call_per_network_keeps_the_networks_set_up_before() {
     for network in ["\"network\": \"default\"", "\"network\": \"blue\""] {
         assert!(record.contains(network), "{network} in {record}");
     }
+    // Multus removes blue from the running pod (a hot-unplug): its DEL takes away blue's
+    // links and hand-off entry, gives the pod interface back for the bridge plugin's DEL, and
+    // leaves the first network as it is.
     let (ok_del, out) = node.plugin_on(netbind_cni, "DEL", &node.pod_netns(), blue, &conf);
     assert!(ok_del, "DEL blue: {out}");
+    assert_eq!(ifindexes(&node, &["k6t-eth0", "tap0"]), first);
+    let links = node.pod_links();
+    assert!(
+        links.iter().any(|link| link == blue)
+            && !links
+                .iter()
+                .any(|link| link == "k6t-16477688c0e" || link == "tap16477688c0e"),
+        "{links:?}"
+    );
+    let record = std::fs::read_to_string(
+        node.run_dir()
+            .join(node.container_id())
+            .join("handoff/handoff.json"),
+    )
+    .expect("hand-off");
+    assert!(!record.contains("\"network\": \"blue\""), "{record}");
     let (ok_del, out) = node.plugin_on(&bridge, "DEL", &node.pod_netns(), blue, &blue_conf);
     assert!(ok_del, "bridge DEL for blue: {out}");
+    // The last network's DEL removes the rest.
+    let mut conf = node.netbind_conf(Some(&vmi_text), Some(&prev));
+    conf["args"] = json!({"cni": {"logicNetworkName": "default"}});
+    let (ok_del, out) = node.netbind("DEL", &node.pod_netns(), &conf);
+    assert!(ok_del, "DEL default: {out}");
+    assert!(eventually(|| {
+        let links = node.pod_links();
+        !links
+            .iter()
+            .any(|link| link == "k6t-eth0" || link == "tap0")
+    }));
 }

@@ -140,9 +140,8 @@ impl std::fmt::Display for VmiSource {
 pub struct SetupArgs {
     pub target: NetnsTarget,
     pub vmi: VmiSource,
-    /// Plan only this VMI network (a runtime that calls phase 1 once per network, e.g.
-    /// KubeVirt's `logicNetworkName`); `None`: every network of the VMI.
-    pub network: Option<String>,
+    /// Which of the VMI's networks to plan.
+    pub networks: Networks,
     pub owner: Owner,
     pub handoff_dir: PathBuf,
     pub state_dir: PathBuf,
@@ -172,7 +171,7 @@ impl SetupArgs {
         SetupArgs {
             target,
             vmi: vmi.into(),
-            network: None,
+            networks: Networks::All,
             owner,
             handoff_dir,
             state_dir,
@@ -185,6 +184,20 @@ impl SetupArgs {
             ra_responder: None,
         }
     }
+}
+
+/// Which of the VMI's networks a setup plans.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Networks {
+    /// Every one.
+    #[default]
+    All,
+    /// This one, beside those earlier calls set up (a runtime that calls phase 1 once per
+    /// network, e.g. Multus with KubeVirt's `logicNetworkName`).
+    With(String),
+    /// Those earlier calls set up, but this one (its CNI DEL while the others stay: a
+    /// hot-unplug through the runtime).
+    Without(String),
 }
 
 /// What a finished setup reports.
@@ -384,10 +397,12 @@ fn setup_in_netns(
         None => observe::observe(&mut nl)?,
     };
     clock.mark("observe");
-    let networks = args
-        .network
-        .as_ref()
-        .map(|network| rerun::networks(network, previous.as_ref().map(|p| &p.plan), vmi));
+    let earlier = previous.as_ref().map(|p| &p.plan);
+    let networks = match &args.networks {
+        Networks::All => None,
+        Networks::With(network) => Some(rerun::networks(Some(network), earlier, vmi)),
+        Networks::Without(network) => Some(rerun::networks_without(network, earlier, vmi)),
+    };
     let opts = PlanOptions {
         owner: args.owner,
         resolv_conf: resolv,

@@ -172,7 +172,7 @@ fn run(cli: Cli) -> Result<String, netbind_handler::HandlerError> {
             let args = SetupArgs {
                 target: target.get(),
                 vmi: vmi.into(),
-                network: None,
+                networks: netbind_handler::Networks::All,
                 owner: Owner { uid, gid },
                 handoff_dir,
                 state_dir,

@@ -59,7 +59,7 @@ pub fn removed(old: &PodNetPlan, new: &PodNetPlan) -> PodNetPlan {
 /// `logicNetworkName`) reaches the second network with the first set up: planning both keeps
 /// the first in place, as a hot-plug does, instead of taking it away as a plan without it.
 pub fn networks(
-    network: &str,
+    network: Option<&str>,
     previous: Option<&PodNetPlan>,
     vmi: &netbind_model::admitted::AdmittedVmi,
 ) -> Vec<String> {
@@ -69,11 +69,24 @@ pub fn networks(
                 .interfaces
                 .iter()
                 .map(|iface| iface.network.clone())
-                .filter(|earlier| earlier != network && vmi.interface(earlier).is_some())
+                .filter(|earlier| Some(earlier.as_str()) != network)
+                .filter(|earlier| vmi.interface(earlier).is_some())
                 .collect()
         })
         .unwrap_or_default();
-    planned.push(network.to_string());
+    planned.extend(network.map(String::from));
+    planned
+}
+
+/// The networks earlier calls planned, but `network`: what stays when its DEL comes while the
+/// pod lives on.
+pub fn networks_without(
+    network: &str,
+    previous: Option<&PodNetPlan>,
+    vmi: &netbind_model::admitted::AdmittedVmi,
+) -> Vec<String> {
+    let mut planned = networks(Some(network), previous, vmi);
+    planned.retain(|kept| kept != network);
     planned
 }
 
