@@ -196,12 +196,19 @@ impl<'a> Applier<'a> {
             Some(self.nft_bin.start(&batch, &nft_what(plan))?)
         };
         let links_and_sysctls = self.links_and_sysctls(plan, clock);
-        let ruleset = pending.map(nft::Pending::wait).transpose();
+        let ruleset = pending.map(|pending| {
+            let (done, took) = pending.wait_timed();
+            clock.mark("nftables transaction (beyond the links)");
+            clock.beside(
+                "nftables transaction (its own time, beside the links)",
+                took,
+            );
+            done
+        });
         links_and_sysctls?;
-        if ruleset?.is_some() {
+        if ruleset.transpose()?.is_some() {
             self.done("nftables")?;
         }
-        clock.mark("nftables transaction (beyond the links)");
         Ok(())
     }
 

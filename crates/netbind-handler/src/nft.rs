@@ -13,6 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
@@ -65,7 +66,11 @@ impl Nft {
                 // A thread made by a thread inside the pod netns starts in that netns.
                 let thread = std::thread::Builder::new()
                     .name("nft".into())
-                    .spawn(move || run_library(&text, &name))
+                    .spawn(move || {
+                        let started = Instant::now();
+                        let done = run_library(&text, &name);
+                        (done, started.elapsed())
+                    })
                     .map_err(|source| NftError::Library {
                         what: what.into(),
                         message: format!("start a thread: {source}"),
@@ -116,8 +121,10 @@ pub enum Pending {
         child: std::process::Child,
         what: String,
         bin: PathBuf,
+        started: Instant,
     },
-    Thread(std::thread::JoinHandle<Result<(), NftError>>),
+    /// The transaction's result and how long it took on its thread.
+    Thread(std::thread::JoinHandle<(Result<(), NftError>, Duration)>),
 }
 
 fn start_binary(bin: &Path, batch: &serde_json::Value, what: &str) -> Result<Pending, NftError> {
@@ -140,26 +147,46 @@ fn start_binary(bin: &Path, batch: &serde_json::Value, what: &str) -> Result<Pen
         child,
         what: what.into(),
         bin: bin.into(),
+        started: Instant::now(),
     })
 }
 
 impl Pending {
     pub fn wait(self) -> Result<(), NftError> {
+        self.wait_timed().0
+    }
+
+    /// Waits, and says how long the transaction itself took (its thread's own time, or the
+    /// `nft` child's life), whatever the caller did meanwhile.
+    pub fn wait_timed(self) -> (Result<(), NftError>, Duration) {
         match self {
             Pending::Thread(thread) => thread.join().unwrap_or_else(|_| {
-                Err(NftError::Library {
-                    what: "a transaction".into(),
-                    message: "its thread panicked".into(),
-                })
+                (
+                    Err(NftError::Library {
+                        what: "a transaction".into(),
+                        message: "its thread panicked".into(),
+                    }),
+                    Duration::ZERO,
+                )
             }),
-            Pending::Child { child, what, bin } => {
-                let out = child.wait_with_output().map_err(|source| NftError::Spawn {
-                    what: what.clone(),
-                    bin,
-                    source,
-                })?;
+            Pending::Child {
+                child,
+                what,
+                bin,
+                started,
+            } => {
+                let out = match child.wait_with_output() {
+                    Ok(out) => out,
+                    Err(source) => {
+                        return (
+                            Err(NftError::Spawn { what, bin, source }),
+                            started.elapsed(),
+                        );
+                    }
+                };
+                let took = started.elapsed();
                 if out.status.success() {
-                    return Ok(());
+                    return (Ok(()), took);
                 }
                 let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
                 let stderr = if stderr.is_empty() {
@@ -167,7 +194,7 @@ impl Pending {
                 } else {
                     stderr
                 };
-                Err(NftError::Failed { what, stderr })
+                (Err(NftError::Failed { what, stderr }), took)
             }
         }
     }

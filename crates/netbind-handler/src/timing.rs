@@ -9,6 +9,9 @@ use std::time::Instant;
 pub struct StepTime {
     pub step: &'static str,
     pub micros: u64,
+    /// Ran beside the other steps (on a thread of its own): not part of their sum.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub beside: bool,
 }
 
 /// A clock that charges the time since the previous mark to the step being marked.
@@ -39,8 +42,23 @@ impl StepClock {
         self.last = now;
         match self.steps.iter_mut().find(|done| done.step == step) {
             Some(done) => done.micros = done.micros.saturating_add(micros),
-            None => self.steps.push(StepTime { step, micros }),
+            None => self.steps.push(StepTime {
+                step,
+                micros,
+                beside: false,
+            }),
         }
+    }
+
+    /// Records `step` as taking `took` without moving the clock: work that ran beside the
+    /// marked steps (on a thread of its own).
+    pub fn beside(&mut self, step: &'static str, took: std::time::Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.steps.push(StepTime {
+            step,
+            micros,
+            beside: true,
+        });
     }
 
     pub fn into_steps(self) -> Vec<StepTime> {
@@ -58,10 +76,14 @@ mod tests {
         clock.mark("a");
         std::thread::sleep(std::time::Duration::from_millis(2));
         clock.mark("b");
+        clock.beside("c", std::time::Duration::from_millis(5));
         clock.mark("a");
         let steps = clock.into_steps();
         let names: Vec<_> = steps.iter().map(|s| s.step).collect();
-        assert_eq!(names, ["a", "b"]);
+        assert_eq!(names, ["a", "b", "c"]);
         assert!(steps[1].micros >= 2000, "{steps:?}");
+        // A step beside the others is recorded as given, apart from them.
+        assert_eq!((steps[2].micros, steps[2].beside), (5000, true));
+        assert!(!steps[0].beside && !steps[1].beside);
     }
 }
