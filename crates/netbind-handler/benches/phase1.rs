@@ -406,10 +406,12 @@ fn living_pod_removal(node: &str, pod: &str, dir: &Path, rounds: usize) {
     let target = netbind_handler::netns::NetnsTarget::Path(format!("/run/netns/{pod}").into());
     let mut returned = Vec::new();
     let mut gone = Vec::new();
-    for round in 0..rounds {
-        let dir = dir.join(round.to_string());
-        let handoff = dir.join("handoff");
-        let state = dir.join("state");
+    // The same pod every round, so the same directories: its lock makes a setup wait for the
+    // detached removal still finishing (links gone is not the helper done; another pod's
+    // state in the same namespace would race it).
+    let handoff = dir.join("handoff");
+    let state = dir.join("state");
+    for _ in 0..rounds {
         run(
             on_node(node, HANDLER)
                 .current_dir(netbind_testkit::repo_root())
