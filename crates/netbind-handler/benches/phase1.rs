@@ -172,78 +172,59 @@ fn record_steps(report: &str, wall: Duration, into: &RefCell<Vec<StepSample>>) {
     into.borrow_mut().push(StepSample { wall, steps });
 }
 
+/// `netbind-handler setup` of `vmi` in pod `pod`, its files under `dir`, started as every tool
+/// is (`on_node`).
+fn setup_cmd(node: &str, pod: &str, vmi: &str, dir: &Path) -> Command {
+    let mut cmd = on_node(node, HANDLER);
+    cmd.current_dir(netbind_testkit::repo_root())
+        .args([
+            "setup",
+            "--netns",
+            &format!("/run/netns/{pod}"),
+            "--vmi",
+            vmi,
+        ])
+        .arg("--handoff-dir")
+        .arg(dir.join("handoff"))
+        .arg("--state-dir")
+        .arg(dir.join("state"));
+    cmd
+}
+
+/// `netbind-handler teardown [extra]` of the pod `setup_cmd` set up.
+fn teardown_cmd(node: &str, pod: &str, dir: &Path, extra: &[&str]) -> Command {
+    let mut cmd = on_node(node, HANDLER);
+    cmd.arg("teardown")
+        .args(extra)
+        .args(["--netns", &format!("/run/netns/{pod}")])
+        .arg("--handoff-dir")
+        .arg(dir.join("handoff"))
+        .arg("--state-dir")
+        .arg(dir.join("state"));
+    cmd
+}
+
+/// One setup + teardown (`teardown` its extra arguments, e.g. `--detach`), timed; the setup's
+/// own report of its steps goes to `steps`.
 fn netbind_cycle(
     node: &str,
     pod: &str,
     vmi: &str,
     dir: &Path,
-    steps: &RefCell<Vec<StepSample>>,
+    teardown: &[&str],
+    steps: Option<&RefCell<Vec<StepSample>>>,
 ) -> (Duration, Duration) {
-    let ns = format!("/run/netns/{pod}");
-    let handoff = dir.join("handoff");
-    let state = dir.join("state");
     let mut report = String::new();
     let times = timed_pair(
+        || report = run(&mut setup_cmd(node, pod, vmi, dir), None),
         || {
-            report = run(
-                on_node(node, HANDLER)
-                    .current_dir(netbind_testkit::repo_root())
-                    .args(["setup", "--netns", &ns, "--vmi", vmi, "--handoff-dir"])
-                    .arg(&handoff)
-                    .arg("--state-dir")
-                    .arg(&state),
-                None,
-            );
-        },
-        || {
-            run(
-                on_node(node, HANDLER)
-                    .args(["teardown", "--netns", &ns, "--handoff-dir"])
-                    .arg(&handoff)
-                    .arg("--state-dir")
-                    .arg(&state),
-                None,
-            );
+            run(&mut teardown_cmd(node, pod, dir, teardown), None);
         },
     );
-    record_steps(&report, times.0, steps);
+    if let Some(steps) = steps {
+        record_steps(&report, times.0, steps);
+    }
     times
-}
-
-fn netbind_detached_cycle(node: &str, pod: &str, dir: &Path) -> (Duration, Duration) {
-    let ns = format!("/run/netns/{pod}");
-    let handoff = dir.join("handoff");
-    let state = dir.join("state");
-    timed_pair(
-        || {
-            run(
-                on_node(node, HANDLER)
-                    .current_dir(netbind_testkit::repo_root())
-                    .args([
-                        "setup",
-                        "--netns",
-                        &ns,
-                        "--vmi",
-                        "examples/vmi-masquerade.yaml",
-                    ])
-                    .arg("--handoff-dir")
-                    .arg(&handoff)
-                    .arg("--state-dir")
-                    .arg(&state),
-                None,
-            );
-        },
-        || {
-            run(
-                on_node(node, HANDLER)
-                    .args(["teardown", "--detach", "--netns", &ns, "--handoff-dir"])
-                    .arg(&handoff)
-                    .arg("--state-dir")
-                    .arg(&state),
-                None,
-            );
-        },
-    )
 }
 
 fn cni_cycle(node: &str, pod: &str, ipam_dir: &Path) -> (Duration, Duration) {
@@ -409,34 +390,13 @@ fn living_pod_removal(node: &str, pod: &str, dir: &Path, rounds: usize) {
     // The same pod every round, so the same directories: its lock makes a setup wait for the
     // detached removal still finishing (links gone is not the helper done; another pod's
     // state in the same namespace would race it).
-    let handoff = dir.join("handoff");
-    let state = dir.join("state");
     for _ in 0..rounds {
         run(
-            on_node(node, HANDLER)
-                .current_dir(netbind_testkit::repo_root())
-                .args(["setup", "--netns", &format!("/run/netns/{pod}")])
-                .args(["--vmi", "examples/vmi-masquerade.yaml", "--handoff-dir"])
-                .arg(&handoff)
-                .arg("--state-dir")
-                .arg(&state),
+            &mut setup_cmd(node, pod, "examples/vmi-masquerade.yaml", dir),
             None,
         );
         let started = Instant::now();
-        run(
-            on_node(node, HANDLER)
-                .args([
-                    "teardown",
-                    "--detach",
-                    "--netns",
-                    &format!("/run/netns/{pod}"),
-                ])
-                .arg("--handoff-dir")
-                .arg(&handoff)
-                .arg("--state-dir")
-                .arg(&state),
-            None,
-        );
+        run(&mut teardown_cmd(node, pod, dir, &["--detach"]), None);
         returned.push(started.elapsed());
         loop {
             let links = netbind_handler::links(&target).expect("dump the pod's links");
@@ -521,7 +481,7 @@ fn main() {
         let node = node.clone();
         tools.push((
             label.into(),
-            Box::new(move || netbind_cycle(&node, &pod, vmi, &dir, steps)),
+            Box::new(move || netbind_cycle(&node, &pod, vmi, &dir, &[], Some(steps))),
         ));
     }
     // As a runtime's DEL sees it: teardown --detach returns once its helper holds the pod's
@@ -537,7 +497,14 @@ fn main() {
                 round += 1;
                 let pod = format!("nbb-{id}-d{round}");
                 make_pod(&pod, &node, &format!("d{round}"), 23);
-                let times = netbind_detached_cycle(&node, &pod, &dir.join(&pod));
+                let times = netbind_cycle(
+                    &node,
+                    &pod,
+                    "examples/vmi-masquerade.yaml",
+                    &dir.join(&pod),
+                    &["--detach"],
+                    None,
+                );
                 sh(&format!("ip netns del {pod}"));
                 times
             }),
@@ -631,19 +598,7 @@ fn main() {
         let dir = tmp.path().join(&pod);
         let started = Instant::now();
         let out = run(
-            on_node(&node, HANDLER)
-                .current_dir(netbind_testkit::repo_root())
-                .args([
-                    "setup",
-                    "--netns",
-                    &format!("/run/netns/{pod}"),
-                    "--vmi",
-                    "examples/vmi-masquerade.yaml",
-                    "--handoff-dir",
-                ])
-                .arg(dir.join("handoff"))
-                .arg("--state-dir")
-                .arg(dir.join("state")),
+            &mut setup_cmd(&node, &pod, "examples/vmi-masquerade.yaml", &dir),
             None,
         );
         let wall = started.elapsed();
@@ -710,13 +665,7 @@ fn main() {
                 let dir = tmp.path().join(pod);
                 let node = node.clone();
                 scope.spawn(move || {
-                    on_node(&node, HANDLER)
-                        .current_dir(netbind_testkit::repo_root())
-                        .args(["setup", "--netns", &format!("/run/netns/{pod}")])
-                        .args(["--vmi", "examples/vmi-masquerade.yaml", "--handoff-dir"])
-                        .arg(dir.join("handoff"))
-                        .arg("--state-dir")
-                        .arg(dir.join("state"))
+                    setup_cmd(&node, pod, "examples/vmi-masquerade.yaml", &dir)
                         .stdout(Stdio::null())
                         .stderr(Stdio::null())
                         .status()
