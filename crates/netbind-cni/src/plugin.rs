@@ -101,25 +101,11 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
         }
     }
     let dirs = SandboxDirs::new(&conf.settings.run_dir, id);
-    let args = SetupArgs {
-        networks: match &conf.logic_network_name {
-            Some(network) => Networks::With(network.clone()),
-            None => Networks::All,
-        },
-        nft_bin: conf.settings.nft_bin.clone(),
-        cluster: conf.settings.cluster.clone(),
-        ra_responder: Some(ra_responder(conf)),
-        ..SetupArgs::new(
-            target.clone(),
-            VmiSource::Inline { origin, text: vmi },
-            Owner {
-                uid: conf.settings.vm_user.0,
-                gid: conf.settings.vm_user.1,
-            },
-            dirs.handoff(),
-            dirs.state(),
-        )
+    let networks = match &conf.logic_network_name {
+        Some(network) => Networks::With(network.clone()),
+        None => Networks::All,
     };
+    let args = setup_args(conf, target.clone(), (origin, vmi), &dirs, networks);
     let report = match netbind_handler::setup(&args) {
         Ok(report) => report,
         Err(error) => {
@@ -172,6 +158,33 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
         map.insert("netbindWarnings".into(), report.warnings.into());
     }
     Ok(result)
+}
+
+/// Phase 1 for this sandbox as the entry configures it: the VMI (`origin`, text) in `target`,
+/// the sandbox's directories, the `networks` to plan.
+fn setup_args(
+    conf: &NetConf,
+    target: NetnsTarget,
+    (origin, vmi): (String, String),
+    dirs: &SandboxDirs,
+    networks: Networks,
+) -> SetupArgs {
+    SetupArgs {
+        networks,
+        nft_bin: conf.settings.nft_bin.clone(),
+        cluster: conf.settings.cluster.clone(),
+        ra_responder: Some(ra_responder(conf)),
+        ..SetupArgs::new(
+            target,
+            VmiSource::Inline { origin, text: vmi },
+            Owner {
+                uid: conf.settings.vm_user.0,
+                gid: conf.settings.vm_user.1,
+            },
+            dirs.handoff(),
+            dirs.state(),
+        )
+    }
 }
 
 /// Writes the pod record as the alias of the network's tap.
@@ -311,22 +324,13 @@ fn del_one_network(env: &Env, conf: &NetConf, dirs: &SandboxDirs) -> Option<Resu
         return None;
     }
     let target = NetnsTarget::Path(netns.clone());
-    let args = SetupArgs {
-        networks: Networks::Without(network.clone()),
-        nft_bin: conf.settings.nft_bin.clone(),
-        cluster: conf.settings.cluster.clone(),
-        ra_responder: Some(ra_responder(conf)),
-        ..SetupArgs::new(
-            target,
-            VmiSource::Inline { origin, text: vmi },
-            Owner {
-                uid: conf.settings.vm_user.0,
-                gid: conf.settings.vm_user.1,
-            },
-            dirs.handoff(),
-            dirs.state(),
-        )
-    };
+    let args = setup_args(
+        conf,
+        target,
+        (origin, vmi),
+        dirs,
+        Networks::Without(network.clone()),
+    );
     Some(netbind_handler::setup(&args).map(drop).map_err(|err| {
         CniError::new(
             ErrorCode::Teardown,

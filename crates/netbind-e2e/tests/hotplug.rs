@@ -19,16 +19,13 @@ const BLUE_MAC: &str = "02:00:00:0b:1e:01";
 
 /// `busybox udhcpc` in namespace `ns` on its eth0: the lease it reports, or none.
 fn lease_in(ns: &str, tries: u32) -> Vec<(String, String)> {
-    let out = sh(&format!(
-        "ip netns exec {ns} timeout 30 busybox udhcpc -i eth0 -f -q -n -t {tries} -T 1 -s {}/udhcpc.sh",
-        clients_dir()
-    ));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|line| line.find("NB ").map(|i| &line[i + 3..]))
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(key, value)| (key.to_string(), value.trim().to_string()))
-        .collect()
+    client_in(
+        ns,
+        &format!(
+            "busybox udhcpc -i eth0 -f -q -n -t {tries} -T 1 -s {}/udhcpc.sh",
+            clients_dir()
+        ),
+    )
 }
 
 /// (transmitted, received) from ping's summary.

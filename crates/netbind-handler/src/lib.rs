@@ -383,12 +383,6 @@ fn setup_in_netns(
     clock.mark("enter the namespace");
     let mut nl = open_netlink(&args.target)?;
     let reused = previous.is_some();
-    // What a failed re-run goes back to.
-    let before_rerun = previous.clone();
-    let previous_responders: Vec<ra::Responder> = previous
-        .as_ref()
-        .map(|p| p.responders.clone())
-        .unwrap_or_default();
     let observed = match &previous {
         // Planned from before netbind's changes, plus what appeared since (a hot-plug).
         Some(state) => {
@@ -400,7 +394,7 @@ fn setup_in_netns(
     let earlier = previous.as_ref().map(|p| &p.plan);
     let networks = match &args.networks {
         Networks::All => None,
-        Networks::With(network) => Some(rerun::networks(Some(network), earlier, vmi)),
+        Networks::With(network) => Some(rerun::networks(network, earlier, vmi)),
         Networks::Without(network) => Some(rerun::networks_without(network, earlier, vmi)),
     };
     let opts = PlanOptions {
@@ -419,7 +413,7 @@ fn setup_in_netns(
     // A changed VMI (an interface hot-plugged or unplugged, a binding changed): take away
     // what only the old plan has; what both have is kept and converged in place, so a running
     // guest's links are not disturbed.
-    let sysctls_before = match previous {
+    let sysctls_before = match &previous {
         Some(prev) if prev.plan != plan => {
             let (gone, restore) = rerun::removal(&prev.plan, &plan, &prev.sysctls_before);
             let errs = teardown::teardown_part(&mut nl, &nft_bin, &gone, &prev.observed, &restore);
@@ -428,7 +422,7 @@ fn setup_in_netns(
             }
             rerun::sysctls_before(&prev.sysctls_before, &plan, |path| sysctl::read(path).ok())
         }
-        Some(prev) => prev.sysctls_before,
+        Some(prev) => prev.sysctls_before.clone(),
         None => apply::sysctls_before(&plan),
     };
     let mut st = HandlerState {
@@ -445,7 +439,7 @@ fn setup_in_netns(
     applier.inject = args.inject;
     applier.fresh = !reused;
     if let Err(source) = applier.apply(&plan, &mut clock) {
-        let rollback = undo(&mut nl, &nft_bin, args, label, &st, before_rerun.as_ref())?;
+        let rollback = undo(&mut nl, &nft_bin, args, label, &st, previous.as_ref())?;
         return Err(HandlerError::Apply { source, rollback });
     }
     let written = plan
@@ -467,7 +461,7 @@ fn setup_in_netns(
         });
     if let Err(err) = written {
         // Without its record the pod is useless to phase 2: undo it like any failed step.
-        let rollback = undo(&mut nl, &nft_bin, args, label, &st, before_rerun.as_ref())?;
+        let rollback = undo(&mut nl, &nft_bin, args, label, &st, previous.as_ref())?;
         return Err(HandlerError::HandoffRolledBack {
             source: err,
             rollback,
@@ -481,13 +475,13 @@ fn setup_in_netns(
             for responder in std::mem::take(&mut st.responders) {
                 responder.stop(std::time::Duration::from_secs(1));
             }
-            let rollback = undo(&mut nl, &nft_bin, args, label, &st, before_rerun.as_ref())?;
+            let rollback = undo(&mut nl, &nft_bin, args, label, &st, previous.as_ref())?;
             return Err(HandlerError::RouterAdverts { source, rollback });
         }
     }
     // A re-run replaces the responders of the previous one once its own run (the previous
     // ones keep serving until then, so a failed re-run can go back to them).
-    for responder in previous_responders {
+    for responder in previous.map(|p| p.responders).unwrap_or_default() {
         responder.stop(std::time::Duration::from_secs(1));
     }
     clock.mark("start responders");

@@ -59,35 +59,32 @@ pub fn removed(old: &PodNetPlan, new: &PodNetPlan) -> PodNetPlan {
 /// `logicNetworkName`) reaches the second network with the first set up: planning both keeps
 /// the first in place, as a hot-plug does, instead of taking it away as a plan without it.
 pub fn networks(
-    network: Option<&str>,
+    network: &str,
     previous: Option<&PodNetPlan>,
     vmi: &netbind_model::admitted::AdmittedVmi,
 ) -> Vec<String> {
-    let mut planned: Vec<String> = previous
-        .map(|plan| {
-            plan.handoff
-                .interfaces
-                .iter()
-                .map(|iface| iface.network.clone())
-                .filter(|earlier| Some(earlier.as_str()) != network)
-                .filter(|earlier| vmi.interface(earlier).is_some())
-                .collect()
-        })
-        .unwrap_or_default();
-    planned.extend(network.map(String::from));
+    let mut planned = networks_without(network, previous, vmi);
+    planned.push(network.to_string());
     planned
 }
 
-/// The networks earlier calls planned, but `network`: what stays when its DEL comes while the
-/// pod lives on.
+/// The networks earlier calls planned (still in the VMI), but `network`: what stays when its
+/// DEL comes while the pod lives on.
 pub fn networks_without(
     network: &str,
     previous: Option<&PodNetPlan>,
     vmi: &netbind_model::admitted::AdmittedVmi,
 ) -> Vec<String> {
-    let mut planned = networks(Some(network), previous, vmi);
-    planned.retain(|kept| kept != network);
-    planned
+    previous
+        .map(|plan| {
+            plan.handoff
+                .interfaces
+                .iter()
+                .map(|iface| iface.network.clone())
+                .filter(|earlier| earlier != network && vmi.interface(earlier).is_some())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// What `old` applied that `new` does not have (`removed`), with the values to put back for

@@ -615,3 +615,37 @@ fn passt_binding_sets_the_pod_sysctls_and_makes_no_link() {
     );
     assert_eq!(pod.exec(sysctls), before, "teardown restores the sysctls");
 }
+
+#[test]
+fn setup_reports_where_its_time_went() {
+    if !require_root() {
+        return;
+    }
+    let pod = Pod::new(Stack::V4);
+    let out = pod.setup("examples/vmi-masquerade.yaml", &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let steps = report["steps"].as_array().expect("steps in the report");
+    let step = |name: &str| {
+        steps
+            .iter()
+            .find(|step| step["step"] == name)
+            .unwrap_or_else(|| panic!("no step {name:?} in {steps:?}"))
+    };
+    for name in [
+        "read and admit the VMI",
+        "observe",
+        "plan",
+        "links and addresses",
+    ] {
+        assert!(step(name)["beside"].is_null(), "{name} is a step in line");
+    }
+    // The nftables transaction ran on its own thread: its own time, marked as beside.
+    let nft = step("nftables transaction (its own time, beside the links)");
+    assert_eq!(nft["beside"], true);
+    assert!(nft["micros"].as_u64().is_some_and(|us| us > 0), "{nft}");
+}

@@ -150,6 +150,11 @@ impl Fixture {
 
     /// Starts the launcher; true once it printed its ready line.
     pub fn start_launcher_args(&mut self, handoff: &Path, extra: &[&str]) -> bool {
+        self.launch(handoff, extra).contains("\"event\":\"ready\"")
+    }
+
+    /// Starts the launcher on `handoff` (plus `extra` arguments); returns its first line.
+    fn launch(&mut self, handoff: &Path, extra: &[&str]) -> String {
         let own = self.own_dir("launcher");
         let domain = own.join("domain.xml");
         let mut args: Vec<String> = vec![
@@ -159,9 +164,9 @@ impl Fixture {
             domain.display().to_string(),
         ];
         args.extend(extra.iter().map(|a| a.to_string()));
-        let (child, ready) = self.start_sandboxed("netbind-launcher", &args);
+        let (child, line) = self.start_sandboxed_line("netbind-launcher", &args);
         self.launcher = Some(child);
-        ready
+        line
     }
 
     /// A directory of the fixture's that uid 107 owns.
@@ -217,15 +222,7 @@ impl Fixture {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let own = self.own_dir("launcher");
-        let args: Vec<String> = vec![
-            "--handoff".into(),
-            self.handoff().display().to_string(),
-            "--domain-out".into(),
-            own.join("domain.xml").display().to_string(),
-        ];
-        let (child, line) = self.start_sandboxed_line("netbind-launcher", &args);
-        self.launcher = Some(child);
+        let line = self.launch(&self.handoff(), &[]);
         assert!(
             line.contains("\"event\":\"ready\""),
             "launcher not ready: {line}"
@@ -251,14 +248,19 @@ impl Fixture {
 
     /// Runs a client in the guest namespace; returns its `NB key=value` report.
     pub fn client(&self, cmd: &str) -> Vec<(String, String)> {
-        let output = self.guest(&format!("timeout 30 {cmd}"));
-        let out = String::from_utf8_lossy(&output.stdout);
-        out.lines()
-            .filter_map(|l| l.find("NB ").map(|i| &l[i + 3..]))
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-            .collect()
+        client_in(&format!("{}-vm", self.pod), cmd)
     }
+}
+
+/// Runs a client in namespace `ns` (at most 30 s); returns its `NB key=value` report.
+pub fn client_in(ns: &str, cmd: &str) -> Vec<(String, String)> {
+    let output = sh(&format!("ip netns exec {ns} timeout 30 {cmd}"));
+    let out = String::from_utf8_lossy(&output.stdout);
+    out.lines()
+        .filter_map(|l| l.find("NB ").map(|i| &l[i + 3..]))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
 }
 
 pub fn get<'a>(lease: &'a [(String, String)], wanted: &str) -> &'a str {
