@@ -30,7 +30,7 @@ mod down;
 mod record;
 
 pub use checks::GuestReport;
-use checks::{Listen, guest_checks, guest_v6};
+use checks::{Listen, egress_skipped, guest_checks, guest_v6};
 pub use down::{down, down_record};
 pub use record::{PodRecord, phase, status};
 

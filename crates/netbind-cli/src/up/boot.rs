@@ -76,12 +76,10 @@ pub(super) fn boot(
     let img = GuestImage::locate()?.copy_to(env.dir)?;
     let egress = format!("{}:{}", podsim::NODE_IP, podsim::NODE_LISTEN_PORT);
     let egress6 = format!("{},{}", podsim::NODE_IP6, podsim::NODE_LISTEN_PORT);
-    // No egress attempt through passt: see `checks::PASST_EGRESS`.
-    let passt = env.first.domain.passt.is_some();
     let cmdline = vm::cmdline_with(
         &listen.ports(),
         rec.family.v4(),
-        (rec.family.v4() && !passt).then_some(egress.as_str()),
+        (rec.family.v4() && egress_skipped(rec).is_none()).then_some(egress.as_str()),
         guest_v6(rec),
         guest_v6(rec).then_some(egress6.as_str()),
     );

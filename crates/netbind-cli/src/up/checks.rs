@@ -144,7 +144,7 @@ pub(super) fn guest_checks(
                 pod: pod_ip.into(),
                 port,
             },
-            (rec.binding == BindingKind::PasstBinding).then_some(PASST_EGRESS),
+            egress_skipped(rec),
         );
         (report.ping_gateway, report.egress, report.ingress) =
             (Some(checks.ping), checks.egress, Some(checks.ingress));
@@ -246,15 +246,13 @@ pub(super) fn guest_checks(
 /// (as its console reports them), and ingress from the node through the pod's address.
 struct FamilyChecks {
     ping: bool,
-    /// `None`: not checked (see `PASST_EGRESS`).
+    /// `None`: not checked (see `egress_skipped`).
     egress: Option<bool>,
     ingress: bool,
     /// Where ingress went (`ADDR:PORT`, `[ADDR]:PORT`).
     target: String,
 }
 
-/// Runs and reports the checks of the family whose console lines and steps end in `suffix`
-/// ("" for IPv4, "6" for IPv6).
 /// Where a family's checks go: the node's listener address, the pod IP and the forwarded
 /// port the node reaches the guest on.
 struct Targets {
@@ -263,6 +261,8 @@ struct Targets {
     port: u16,
 }
 
+/// Runs and reports the checks of the family whose console lines and steps end in `suffix`
+/// ("" for IPv4, "6" for IPv6); egress not when `egress_skipped` says why.
 fn family_checks(
     progress: &mut Progress,
     console: &str,
@@ -281,23 +281,19 @@ fn family_checks(
         ),
     );
     let listener = std::net::SocketAddr::new(node, podsim::NODE_LISTEN_PORT);
-    let egress = match egress_skipped {
-        Some(why) => {
-            progress.done(
-                &format!("egress{suffix}"),
-                format!("guest → node {listener}: not checked: {why}"),
-            );
-            None
-        }
-        None => {
-            let egress = console.contains(&format!("NETBIND-GUEST egress{suffix} ok"));
-            progress.done(
-                &format!("egress{suffix}"),
-                format!("guest → node {listener}: {}", ok_str(Some(egress))),
-            );
-            Some(egress)
-        }
-    };
+    let egress = egress_skipped
+        .is_none()
+        .then(|| console.contains(&format!("NETBIND-GUEST egress{suffix} ok")));
+    progress.done(
+        &format!("egress{suffix}"),
+        format!(
+            "guest → node {listener}: {}",
+            egress_skipped.map_or_else(
+                || ok_str(egress).to_string(),
+                |why| { format!("not checked: {why}") }
+            )
+        ),
+    );
     let target = std::net::SocketAddr::new(pod, port);
     let ingress = reaches_guest(podsim::NODE_NS, pod, port, Duration::from_secs(15));
     progress.done(
@@ -312,12 +308,14 @@ fn family_checks(
     }
 }
 
-/// Why `up` does not have a passt-bound guest reach the node: Debian 12's passt
-/// (0.0~git20230309) segfaults in libc on a guest's first outbound TCP connection on this
-/// machine (kernel 6.18), whatever the destination, MTU or build (AVX2 or not), and takes the
-/// guest's network down with it; tried by hand, recorded in the README.
-pub(super) const PASST_EGRESS: &str =
-    "Debian 12's passt crashes on a guest's outbound TCP connection here";
+/// Why the guest does not try to reach the node (IPv4), if it does not: with the passt
+/// binding, Debian 12's passt (0.0~git20230309) segfaults in libc on a guest's first outbound
+/// TCP connection on this machine (kernel 6.18), whatever the destination, MTU or build (AVX2
+/// or not), and takes the guest's network down with it; tried by hand, recorded in the README.
+pub(super) fn egress_skipped(rec: &PodRecord) -> Option<&'static str> {
+    (rec.binding == BindingKind::PasstBinding)
+        .then_some("Debian 12's passt crashes on a guest's outbound TCP connection here")
+}
 
 /// Whether the guest configures and checks IPv6: on an IPv6 pod network with the masquerade
 /// binding (DHCPv6 and router advertisements; the bridge binding serves IPv4 only, as
