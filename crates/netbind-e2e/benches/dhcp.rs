@@ -96,12 +96,9 @@ fn await_reply(
 ) -> Option<Reply> {
     let mut buf = [0u8; 1500];
     while Instant::now() < deadline {
-        sock.set_read_timeout(Some(
-            deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_micros(100)),
-        ))
-        .unwrap();
+        if !readable_before(sock, deadline) {
+            continue;
+        }
         let Ok(got) = sock.recv(&mut buf) else {
             continue;
         };
@@ -111,6 +108,27 @@ fn await_reply(
         }
     }
     None
+}
+
+/// Waits until `sock` has a datagram or `deadline` passes. `ppoll`'s timeout is a
+/// high-resolution timer; a socket's receive timeout (`SO_RCVTIMEO`) counts in jiffies (4 ms
+/// on this machine's HZ=250), which made a 1 ms wait last 4 ms and so the start-to-first-
+/// OFFER figures multiples of 4 ms.
+fn readable_before(sock: &UdpSocket, deadline: Instant) -> bool {
+    use std::os::fd::AsRawFd;
+    let left = deadline.saturating_duration_since(Instant::now());
+    let timeout = libc::timespec {
+        tv_sec: libc::time_t::try_from(left.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(left.subsec_nanos()),
+    };
+    let mut pfd = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the socket's live fd; no signal mask change.
+    let ready = unsafe { libc::ppoll(&mut pfd, 1, &timeout, std::ptr::null()) };
+    ready > 0 && pfd.revents & libc::POLLIN != 0
 }
 
 fn broadcast(sock: &UdpSocket, packet: &[u8]) {

@@ -441,13 +441,36 @@ fn living_pod_removal(node: &str, pod: &str, dir: &Path, rounds: usize) {
     );
 }
 
+/// A tmpfs directory for the run's files: /dev/shm where it is tmpfs, else the default.
+fn shm_dir() -> std::path::PathBuf {
+    let shm = Path::new("/dev/shm");
+    let on_tmpfs = std::fs::read_to_string("/proc/self/mounts").is_ok_and(|mounts| {
+        mounts.lines().any(|line| {
+            line.split_whitespace()
+                .skip(1)
+                .take(2)
+                .eq(["/dev/shm", "tmpfs"])
+        })
+    });
+    if on_tmpfs {
+        shm.to_path_buf()
+    } else {
+        eprintln!("/dev/shm is not tmpfs here: the run's files go to the default temp dir");
+        std::env::temp_dir()
+    }
+}
+
 fn main() {
     if !netbind_testkit::bench_may_run("phase1") {
         return;
     }
     let cycles = netbind_testkit::env_count("NETBIND_BENCH_CYCLES", 30);
     let pods = netbind_testkit::env_count("NETBIND_BENCH_PODS", 200);
-    let tmp = tempfile::tempdir().unwrap();
+    // Every tool's files (netbind's state and hand-off, host-local's leases, netavark's
+    // config) on tmpfs, as /run is on a node: on this machine / and /run are one ext4
+    // disk, whose journal made the file steps swing between 0.3 and 1.3 ms from one minute to
+    // the next.
+    let tmp = tempfile::tempdir_in(shm_dir()).unwrap();
     let id = std::process::id();
     let node = format!("nbb-{id}-node");
     let mut cleanup = netbind_testkit::Namespaces(vec![node.clone()]);
@@ -579,6 +602,9 @@ fn main() {
 
     // 200 pods, masquerade binding, set up one after another and kept.
     let mut per_pod = Vec::new();
+    // The floor, timed right before each pod's setup: a control for whatever grows on the
+    // machine as pods accumulate (or drifts with the host) without being netbind's work.
+    let mut floor_per_pod = Vec::new();
     let series_steps = RefCell::new(Vec::new());
     let mut peak_kib = 0u64;
     let mut pod_names = Vec::new();
@@ -596,6 +622,9 @@ fn main() {
         cleanup.0.push(pod.clone());
         pod_names.push(pod.clone());
         let dir = tmp.path().join(&pod);
+        let started = Instant::now();
+        run(on_node(&node, HANDLER).arg("--version"), None);
+        floor_per_pod.push(started.elapsed());
         let started = Instant::now();
         let out = run(
             &mut setup_cmd(&node, &pod, "examples/vmi-masquerade.yaml", &dir),
@@ -615,18 +644,49 @@ fn main() {
         let last = Stats {
             samples: per_pod[pods - window..].to_vec(),
         };
+        let floor_first = Stats {
+            samples: floor_per_pod[..window].to_vec(),
+        };
+        let floor_last = Stats {
+            samples: floor_per_pod[pods - window..].to_vec(),
+        };
+        // Each setup in units of the floor timed just before it: what the machine's drift
+        // (seen in the floor itself, either way, by up to 20% over a series) does to every
+        // process alike cancels out, and what grows with netbind's pods remains.
+        let relative = |range: std::ops::Range<usize>| {
+            let mut ratios: Vec<f64> = range
+                .map(|idx| per_pod[idx].as_secs_f64() / floor_per_pod[idx].as_secs_f64())
+                .collect();
+            ratios.sort_by(f64::total_cmp);
+            ratios[ratios.len() / 2]
+        };
+        let (relative_first, relative_last) = (relative(0..window), relative(pods - window..pods));
         println!("\n## {pods} pods set up one after another (masquerade binding)\n");
-        println!("| pods | median ms per setup | p90 ms |");
-        println!("|---|---:|---:|");
         println!(
-            "| first {window} | {:.1} | {:.1} |",
-            first.pct(0.5),
-            first.pct(0.9)
+            "| pods | median ms per setup | p90 ms | floor before each setup, median ms | setup / its floor, median |"
         );
+        println!("|---|---:|---:|---:|---:|");
+        for (label, setups, floor, ratio) in [
+            (
+                format!("first {window}"),
+                &first,
+                &floor_first,
+                relative_first,
+            ),
+            (format!("last {window}"), &last, &floor_last, relative_last),
+        ] {
+            println!(
+                "| {label} | {:.1} | {:.1} | {:.2} | {ratio:.2} |",
+                setups.pct(0.5),
+                setups.pct(0.9),
+                floor.pct(0.5)
+            );
+        }
         println!(
-            "| last {window} | {:.1} | {:.1} |",
-            last.pct(0.5),
-            last.pct(0.9)
+            "\nlast / first: setup {:+.1}%, floor {:+.1}%, setup / its floor {:+.1}%",
+            (last.pct(0.5) / first.pct(0.5) - 1.0) * 100.0,
+            (floor_last.pct(0.5) / floor_first.pct(0.5) - 1.0) * 100.0,
+            (relative_last / relative_first - 1.0) * 100.0
         );
         let series = series_steps.borrow();
         let first_steps = step_medians(&series[..window]);
