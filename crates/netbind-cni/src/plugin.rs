@@ -75,6 +75,11 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
         return Ok(compose_result(conf, &[]));
     };
     let fail = |code, msg: String| CniError::new(code, msg).in_version(&conf.cni_version);
+    let dirs = SandboxDirs::new(&conf.settings.run_dir, id);
+    // Refused before any change, and with nothing removed: the networks already set up stay.
+    if let Some(msg) = second_plugin_network(conf, &dirs) {
+        return Err(fail(ErrorCode::InvalidConfig, msg));
+    }
     let pod_addresses = prev
         .addresses_of(ifname, &netns.to_string_lossy())
         .map_err(|error| fail(ErrorCode::InvalidConfig, error))?;
@@ -100,7 +105,6 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
             ));
         }
     }
-    let dirs = SandboxDirs::new(&conf.settings.run_dir, id);
     let networks = match &conf.logic_network_name {
         Some(network) => Networks::With(network.clone()),
         None => Networks::All,
@@ -158,6 +162,37 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
         map.insert("netbindWarnings".into(), report.warnings.into());
     }
     Ok(result)
+}
+
+/// In KubeVirt's binding-plugin form the VMI is made from `bindingMode` and
+/// `logicNetworkName` alone, with that network as the pod network: it cannot say where a
+/// second network of the same pod attaches, so a call for another network than the one
+/// already set up would plan it in the first one's place and take the first one's links. The
+/// reason such a call is refused, if it is one.
+fn second_plugin_network(conf: &NetConf, dirs: &SandboxDirs) -> Option<String> {
+    let network = conf.logic_network_name.as_ref()?;
+    if !conf.is_binding_plugin() {
+        return None;
+    }
+    // No state (or unreadable state, which phase 1 itself reports) is a first call.
+    let state = netbind_handler::state::load(&dirs.state()).ok()??;
+    let mut served: Vec<&str> = state
+        .plan
+        .handoff
+        .interfaces
+        .iter()
+        .map(|iface| iface.network.as_str())
+        .filter(|served| served != network)
+        .collect();
+    served.dedup();
+    (!served.is_empty()).then(|| {
+        format!(
+            "ADD of network {network:?} in the binding-plugin form: this pod's netbind binding \
+             already serves {served:?}; the plugin form serves one network per pod (its VMI is \
+             made from bindingMode and logicNetworkName, with that network as the pod \
+             network). Give the pod the VMI in the netbind.io/vmi annotation for more networks"
+        )
+    })
 }
 
 /// Phase 1 for this sandbox as the entry configures it: the VMI (`origin`, text) in `target`,
@@ -314,6 +349,17 @@ fn del_one_network(env: &Env, conf: &NetConf, dirs: &SandboxDirs) -> Option<Resu
         .filter(|path| !path.as_os_str().is_empty())?;
     let (origin, vmi) = conf.vmi()?;
     let state = netbind_handler::state::load(&dirs.state()).ok()??;
+    // A network this sandbox never set up (its ADD was refused or rolled back): nothing of
+    // it to take away, and a re-run without it could only disturb the others.
+    if !state
+        .plan
+        .handoff
+        .interfaces
+        .iter()
+        .any(|iface| iface.network == *network)
+    {
+        return Some(Ok(()));
+    }
     let others = state
         .plan
         .handoff

@@ -173,6 +173,15 @@ impl Node {
         conf
     }
 
+    /// The entry in KubeVirt's binding-plugin form: no VMI, the binding's mode from its
+    /// NetworkAttachmentDefinition and the network's name in the CNI args.
+    fn plugin_form_conf(&self, prev: &Value, mode: &str, network: &str) -> Value {
+        let mut conf = self.netbind_conf(None, Some(prev));
+        conf["bindingMode"] = json!(mode);
+        conf["args"] = json!({"cni": {"logicNetworkName": network}});
+        conf
+    }
+
     fn netbind(&self, command: &str, netns: &str, conf: &Value) -> (bool, Value) {
         self.plugin(
             Path::new(env!("CARGO_BIN_EXE_netbind-cni")),
@@ -402,9 +411,7 @@ fn kubevirt_binding_plugin_form_serves_the_named_network() {
     // binding's mode in its NetworkAttachmentDefinition.
     let node = Node::new();
     let prev = node.pod_network_add();
-    let mut conf = node.netbind_conf(None, Some(&prev));
-    conf["bindingMode"] = json!("masquerade");
-    conf["args"] = json!({"cni": {"logicNetworkName": "default"}});
+    let conf = node.plugin_form_conf(&prev, "masquerade", "default");
     let (ok_add, result) = node.netbind("ADD", &node.pod_netns(), &conf);
     assert!(ok_add, "ADD: {result}");
     for name in ["k6t-eth0", "tap0"] {
@@ -428,9 +435,7 @@ fn kubevirt_binding_plugin_form_serves_the_named_network() {
     // The bridge binding records the pod interface's routes too, which phase 1 took away.
     let node = Node::new();
     let prev = node.pod_network_add();
-    let mut conf = node.netbind_conf(None, Some(&prev));
-    conf["bindingMode"] = json!("bridge");
-    conf["args"] = json!({"cni": {"logicNetworkName": "default"}});
+    let conf = node.plugin_form_conf(&prev, "bridge", "default");
     let (ok_add, result) = node.netbind("ADD", &node.pod_netns(), &conf);
     assert!(ok_add, "ADD: {result}");
     let record = node.alias("tap0").expect("tap0's alias");
@@ -442,6 +447,68 @@ fn kubevirt_binding_plugin_form_serves_the_named_network() {
     );
     let (ok_del, out) = node.netbind("DEL", &node.pod_netns(), &conf);
     assert!(ok_del, "DEL: {out}");
+    assert!(eventually(|| !node
+        .pod_links()
+        .contains(&"tap0".to_string())));
+}
+
+#[test]
+fn binding_plugin_form_refuses_a_second_network_and_keeps_the_first() {
+    if !ready() {
+        return;
+    }
+    // The binding-plugin form serves the pod network (its VMI is made from `bindingMode` and
+    // `logicNetworkName` alone). A second netbind binding in the same pod, for another
+    // network, used to be planned as if it were the pod network, and its call took the first
+    // network's links away. It is refused now, before any change, and its DEL changes nothing.
+    let node = Node::new();
+    let prev = node.pod_network_add();
+    let conf = node.plugin_form_conf(&prev, "masquerade", "default");
+    let (ok_add, result) = node.netbind("ADD", &node.pod_netns(), &conf);
+    assert!(ok_add, "ADD default: {result}");
+    let first = ifindexes(&node, &["k6t-eth0", "tap0"]);
+    let handoff = node
+        .run_dir()
+        .join(node.container_id())
+        .join("handoff/handoff.json");
+    let record = std::fs::read_to_string(&handoff).expect("hand-off");
+
+    let second = node.plugin_form_conf(&prev, "bridge", "blue");
+    let (ok_add, result) = node.netbind("ADD", &node.pod_netns(), &second);
+    assert!(
+        !ok_add,
+        "a second network in the plugin form was accepted: {result}"
+    );
+    let msg = result["msg"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("\"blue\"") && msg.contains("\"default\""),
+        "the error names both networks: {result}"
+    );
+    assert_eq!(result["code"], json!(7), "{result}");
+    assert_eq!(
+        ifindexes(&node, &["k6t-eth0", "tap0"]),
+        first,
+        "the first network was touched"
+    );
+    assert_eq!(std::fs::read_to_string(&handoff).expect("hand-off"), record);
+    assert!(
+        node.nft_tables().contains("netbind"),
+        "{}",
+        node.nft_tables()
+    );
+
+    // The runtime's DEL for the refused network: nothing of it was set up, nothing goes.
+    let (ok_del, out) = node.netbind("DEL", &node.pod_netns(), &second);
+    assert!(ok_del, "DEL blue: {out}");
+    assert_eq!(
+        ifindexes(&node, &["k6t-eth0", "tap0"]),
+        first,
+        "DEL blue took links"
+    );
+    assert_eq!(std::fs::read_to_string(&handoff).expect("hand-off"), record);
+
+    let (ok_del, out) = node.netbind("DEL", &node.pod_netns(), &conf);
+    assert!(ok_del, "DEL default: {out}");
     assert!(eventually(|| !node
         .pod_links()
         .contains(&"tap0".to_string())));
