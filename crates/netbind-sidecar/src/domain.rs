@@ -61,16 +61,31 @@ pub fn splice(xml: &[u8], ifaces: &[DomainInterface]) -> Result<String, DomainXm
         }
     }
     if !appended.is_empty() {
-        // Before `</devices>`: after the last child, on lines of their own.
-        let end = devices.range().end;
-        let close = text[..end].rfind("</devices>").unwrap_or(end);
-        let line_start = text[..close].rfind('\n').map_or(close, |at| at + 1);
-        let at = if text[line_start..close].chars().all(char::is_whitespace) {
-            line_start
+        let range = devices.range();
+        let element = &text[range.clone()];
+        if element.ends_with("/>") {
+            // `<devices/>` has no end tag to insert before: it becomes a start tag, the
+            // interfaces on lines of their own, and an end tag.
+            let start_tag = element.trim_end_matches("/>").trim_end();
+            edits.push((
+                range.start,
+                range.end,
+                format!("{start_tag}>\n{appended}</devices>"),
+            ));
         } else {
-            close
-        };
-        edits.push((at, at, appended));
+            // Before `</devices>` (the element's own end tag, the last thing in its range):
+            // after the last child, on lines of their own.
+            let close = range.start + element.rfind("</").unwrap_or(element.len());
+            let line_start = text[..close].rfind('\n').map_or(close, |at| at + 1);
+            let at = if line_start >= range.start
+                && text[line_start..close].chars().all(char::is_whitespace)
+            {
+                line_start
+            } else {
+                close
+            };
+            edits.push((at, at, appended));
+        }
     }
     edits.sort_by_key(|edit| std::cmp::Reverse(edit.0));
     let mut out = text.to_string();

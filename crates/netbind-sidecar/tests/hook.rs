@@ -121,6 +121,45 @@ fn a_domain_without_the_interface_gets_it_appended() {
 }
 
 #[test]
+fn an_empty_self_closing_devices_element_gets_the_interface_inside() {
+    // `<devices/>` has no end tag to insert before: the interface went after the element (a
+    // child of <domain>, which libvirt ignores), or into an earlier comment that spelled
+    // `</devices>`.
+    let ctx = Context {
+        plugin: "netbind",
+        resolv_conf: "",
+    };
+    for xml in [
+        "<domain type=\"kvm\"><name>default_vmi-netbind</name><devices/></domain>\n",
+        "<domain type=\"kvm\">\n  <!-- </devices> -->\n  <devices />\n</domain>\n",
+    ] {
+        let defined = define(
+            xml.as_bytes(),
+            read("testdata/kubevirt/vmi-netbind.json").as_bytes(),
+            &facts(MASQUERADE),
+            &ctx,
+        )
+        .expect("defined");
+        let doc = roxmltree::Document::parse(&defined.domain_xml)
+            .unwrap_or_else(|err| panic!("{err}: {}", defined.domain_xml));
+        let devices = doc
+            .root_element()
+            .children()
+            .find(|node| node.has_tag_name("devices"))
+            .unwrap();
+        assert!(
+            devices
+                .children()
+                .any(|node| node.has_tag_name("interface")),
+            "{}",
+            defined.domain_xml
+        );
+        assert_eq!(interfaces(&defined.domain_xml), golden("masquerade-v4"));
+        assert!(defined.domain_xml.contains("<!-- </devices> -->") || !xml.contains("<!--"));
+    }
+}
+
+#[test]
 fn bad_input_is_named_not_fatal() {
     let vmi = read("testdata/kubevirt/vmi-netbind.json");
     let xml = read("testdata/kubevirt/domain-tap.xml");
