@@ -66,7 +66,7 @@ pub fn splice(xml: &[u8], ifaces: &[DomainInterface]) -> Result<String, DomainXm
         if element.ends_with("/>") {
             // `<devices/>` has no end tag to insert before: it becomes a start tag, the
             // interfaces on lines of their own, and an end tag.
-            let start_tag = element.trim_end_matches("/>").trim_end();
+            let start_tag = element.strip_suffix("/>").unwrap_or(element).trim_end();
             edits.push((
                 range.start,
                 range.end,
