@@ -508,26 +508,33 @@ fn main() {
         ));
     }
     // As a runtime's DEL sees it: teardown --detach returns once its helper holds the pod's
-    // lock, and the runtime deletes the namespace right after (untimed here, as is making a
-    // fresh pod each round), whose deletion reclaims the links.
-    {
+    // lock (the bridge binding's pod interface handed back first), and the runtime deletes
+    // the namespace right after (untimed here, as is making a fresh pod each round), whose
+    // deletion reclaims the links.
+    for (label, vmi, tag, net) in [
+        (
+            "netbind bridge binding, teardown --detach + namespace deleted",
+            "examples/vmi-bridge.yaml",
+            "b",
+            25,
+        ),
+        (
+            "netbind masquerade, teardown --detach + namespace deleted",
+            "examples/vmi-masquerade.yaml",
+            "d",
+            23,
+        ),
+    ] {
         let node = node.clone();
-        let dir = tmp.path().join("detached");
+        let dir = tmp.path().join(format!("detached-{tag}"));
         let mut round = 0u32;
         tools.push((
-            "netbind masquerade, teardown --detach + namespace deleted".into(),
+            label.into(),
             Box::new(move || {
                 round += 1;
-                let pod = format!("nbb-{id}-d{round}");
-                make_pod(&pod, &node, &format!("d{round}"), 23);
-                let times = netbind_cycle(
-                    &node,
-                    &pod,
-                    "examples/vmi-masquerade.yaml",
-                    &dir.join(&pod),
-                    &["--detach"],
-                    None,
-                );
+                let pod = format!("nbb-{id}-{tag}{round}");
+                make_pod(&pod, &node, &format!("{tag}{round}"), net);
+                let times = netbind_cycle(&node, &pod, vmi, &dir.join(&pod), &["--detach"], None);
                 sh(&format!("ip netns del {pod}"));
                 times
             }),

@@ -122,6 +122,26 @@ pub fn remove_sandbox_dir(dir: Option<&Path>) -> Result<(), HandlerError> {
     }
 }
 
+/// Hands the pod interfaces back (`teardown::hand_back`) and records the state without them,
+/// so that the helper, or a retry after it failed, does not take them over again.
+fn hand_back_now(args: &TeardownArgs, mut st: state::HandlerState) -> Result<(), HandlerError> {
+    match Netns::open(&args.target) {
+        // Nothing to hand back in a namespace that is gone.
+        Err(err) if err.is_gone() => {}
+        Err(err) => return Err(err.into()),
+        Ok(ns) => ns.run(|| -> Result<(), HandlerError> {
+            let mut nl = open_netlink(&args.target)?;
+            teardown::hand_back(&mut nl, &st.plan, &st.observed)
+                .map_err(|err| HandlerError::Teardown(vec![err.into()]))
+        })??,
+    }
+    st.plan
+        .links
+        .retain(|link| !matches!(link.kind, netbind_plan::plan::LinkKind::PodInterface { .. }));
+    state::save(&args.state_dir, &st)?;
+    Ok(())
+}
+
 /// The environment variable that turns netbind-handler or netbind-cni into a detached
 /// teardown helper (its value: the job, as JSON; the pod's lock on fd 3).
 pub const HELPER_ENV: &str = "NETBIND_TEARDOWN_HELPER";
@@ -188,13 +208,14 @@ fn detached_helper() -> Option<Result<(), HandlerError>> {
 /// A teardown that does not make its caller wait on the kernel. Each link deletion holds the
 /// node's RTNL through an RCU grace period, and the runtime's DEL (like `netbind down`) is on
 /// the pod-deletion path: the removal is handed to a detached `helper` (netbind-handler or
-/// netbind-cni itself, run with [`HELPER_ENV`]), which inherits the pod's lock. So a setup of the same pod in the
-/// meantime waits for it under that lock and starts from a clean pod, and the caller returns
-/// as soon as the helper runs. The helper waits [`NETNS_DELETION_GRACE`] for the runtime to
-/// delete the namespace, removes whatever is still there, then the record, the state and
-/// `remove_dir` (a sandbox directory) if given. A pod with nothing recorded, or whose pod
-/// interface phase 1 took over (the bridge binding: the pod network's DEL, next in the chain,
-/// deletes that interface by name, so it must be back first), is torn down right here.
+/// netbind-cni itself, run with [`HELPER_ENV`]), which inherits the pod's lock. So a setup of
+/// the same pod in the meantime waits for it under that lock and starts from a clean pod,
+/// and the caller returns as soon as the helper runs. The helper waits
+/// [`NETNS_DELETION_GRACE`] for the runtime to delete the namespace, removes whatever is
+/// still there, then the record, the state and `remove_dir` (a sandbox directory) if given. A pod interface phase 1 took over (the bridge
+/// binding) is handed back before returning: the pod network's DEL, next in the chain,
+/// deletes that interface by name. A pod with nothing recorded, or whose interface could not
+/// be handed back, is torn down right here.
 pub fn teardown_detached(
     args: &TeardownArgs,
     helper: &Path,
@@ -216,13 +237,24 @@ pub fn teardown_detached(
             .iter()
             .any(|link| matches!(link.kind, netbind_plan::plan::LinkKind::PodInterface { .. }))
     };
-    match state::load(&args.state_dir)? {
-        Some(st) if !hands_back(&st) => {}
-        _ => {
-            teardown_locked(args, NamespaceWork::Now)?;
-            drop(lock);
-            return remove_sandbox_dir(remove_dir);
-        }
+    // The pod interface goes back now (fast: a rename, its addresses and routes); the rest,
+    // the slow deletions, is the helper's. With no state, or if handing back fails, all of it
+    // is done here, as a synchronous teardown would.
+    let handed_over = match state::load(&args.state_dir)? {
+        Some(st) if !hands_back(&st) => true,
+        Some(st) => match hand_back_now(args, st) {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(error = %err, "handing the pod interface back failed; removing all of it now");
+                false
+            }
+        },
+        None => false,
+    };
+    if !handed_over {
+        teardown_locked(args, NamespaceWork::Now)?;
+        drop(lock);
+        return remove_sandbox_dir(remove_dir);
     }
     let job = HelperJob {
         netns: match &args.target {

@@ -120,6 +120,50 @@ fn remove(
     errors
 }
 
+/// Gives the pod interfaces a plan took over (the bridge binding's) back as `observed` saw
+/// them, and nothing else: the runtime's DEL of the pod network, which runs right after
+/// netbind's, deletes its interface by that name. A placeholder netbind made under the
+/// original name (the link holding the pod IPs) is renamed out of the way, down, instead of
+/// deleted: a deletion waits for RCU grace periods, and netbind's link group still marks it
+/// for the detached removal (or the namespace's deletion) that takes the rest.
+pub fn hand_back(
+    nl: &mut Netlink,
+    plan: &PodNetPlan,
+    observed: &ObservedPod,
+) -> Result<(), ApplyError> {
+    for link in &plan.links {
+        let LinkKind::PodInterface { original_name, .. } = &link.kind else {
+            continue;
+        };
+        let links = nl.links().map_err(link_err("dump", "links"))?;
+        if let Some(placeholder) = links.iter().find(|k| {
+            k.name == original_name.as_str()
+                && k.kind.as_ref().is_some_and(LinkType::netbind_creates)
+        }) {
+            let idx = placeholder.index;
+            nl.change_link(
+                idx,
+                &LinkChange {
+                    up: Some(false),
+                    ..Default::default()
+                },
+            )
+            .map_err(link_err("set down", original_name.as_str()))?;
+            nl.change_link(
+                idx,
+                &LinkChange {
+                    // Unique in the namespace: "nbgone" and the ifindex in hex (at most 14).
+                    name: Some(format!("nbgone{idx:x}")),
+                    ..Default::default()
+                },
+            )
+            .map_err(link_err("rename out of the way", original_name.as_str()))?;
+        }
+        teardown_link(nl, link, observed)?;
+    }
+    Ok(())
+}
+
 fn teardown_link(
     nl: &mut Netlink,
     link: &LinkPlan,

@@ -475,6 +475,66 @@ fn a_detached_teardown_hands_over_under_the_pods_lock() {
     );
 }
 
+/// The bridge binding's pod interface: `teardown --detach` gives it back before returning
+/// (the pod network's DEL, next in a runtime's chain, deletes it by name), and leaves only the
+/// slow deletions to its helper: the interface is as it was, with its addresses and routes, the
+/// moment the caller gets control back, and the rest is gone shortly after.
+#[test]
+fn a_detached_teardown_of_the_bridge_binding_hands_the_pod_interface_back_first() {
+    if !require_root() {
+        return;
+    }
+    let vmi = "examples/vmi-bridge.yaml";
+    let pod = Pod::new(Stack::V4);
+    let pristine = snapshot(&pod.name);
+    let eth0 = |view: &str| {
+        view.lines()
+            .filter(|line| {
+                line.starts_with("link eth0 ")
+                    || line.starts_with("addr eth0 ")
+                    || line.ends_with("dev \"eth0\"")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        eth0(&pristine).contains("addr eth0 ") && eth0(&pristine).contains("route "),
+        "{pristine}"
+    );
+    for round in 0..2 {
+        pod.setup_ok(vmi, &[]);
+        assert_ne!(eth0(&snapshot(&pod.name)), eth0(&pristine), "taken over");
+        let out = pod.handler("teardown", &["--detach"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(
+            eth0(&snapshot(&pod.name)),
+            eth0(&pristine),
+            "round {round}: the pod interface is back when the caller returns"
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while snapshot(&pod.name) != pristine && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(
+            snapshot(&pod.name),
+            pristine,
+            "round {round}: everything removed"
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while pod.state_dir().join("state.json").exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(
+            !pod.state_dir().join("state.json").exists(),
+            "round {round}: state"
+        );
+        assert!(
+            !pod.handoff_dir().join("handoff.json").exists(),
+            "round {round}: record"
+        );
+    }
+}
+
 /// `teardown --namespace-deleted-next` (what `netbind down` runs before deleting the pod's
 /// namespace): the links and tables are left for that deletion to reclaim; what lives outside
 /// the namespace (the RA responders, the record, the state) is gone when it returns.
