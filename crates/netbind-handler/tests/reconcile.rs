@@ -456,22 +456,28 @@ fn a_detached_teardown_hands_over_under_the_pods_lock() {
     );
     let out = pod.handler("teardown", &["--detach"]);
     assert!(out.status.success(), "{}", stderr(&out));
+    detached_removal_done(&pod, &pristine, "");
+}
+
+/// Waits (up to 5 s each) for a detached teardown's helper to leave the pod as `pristine`
+/// and to remove the state, then checks the record is gone too.
+fn detached_removal_done(pod: &Pod, pristine: &str, context: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while snapshot(&pod.name) != pristine && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert_eq!(snapshot(&pod.name), pristine, "everything removed");
+    assert_eq!(snapshot(&pod.name), pristine, "{context}everything removed");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while pod.state_dir().join("state.json").exists() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert!(
         !pod.state_dir().join("state.json").exists(),
-        "the state removed"
+        "{context}the state removed"
     );
     assert!(
         !pod.handoff_dir().join("handoff.json").exists(),
-        "the record removed"
+        "{context}the record removed"
     );
 }
 
@@ -511,27 +517,7 @@ fn a_detached_teardown_of_the_bridge_binding_hands_the_pod_interface_back_first(
             eth0(&pristine),
             "round {round}: the pod interface is back when the caller returns"
         );
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while snapshot(&pod.name) != pristine && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        assert_eq!(
-            snapshot(&pod.name),
-            pristine,
-            "round {round}: everything removed"
-        );
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while pod.state_dir().join("state.json").exists() && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        assert!(
-            !pod.state_dir().join("state.json").exists(),
-            "round {round}: state"
-        );
-        assert!(
-            !pod.handoff_dir().join("handoff.json").exists(),
-            "round {round}: record"
-        );
+        detached_removal_done(&pod, &pristine, &format!("round {round}: "));
     }
 }
 
