@@ -173,6 +173,28 @@ impl Node {
         conf
     }
 
+    /// The sandbox's hand-off record, where the launcher reads it.
+    fn handoff_file(&self) -> PathBuf {
+        self.run_dir()
+            .join(self.container_id())
+            .join("handoff/handoff.json")
+    }
+
+    fn handoff_record(&self) -> String {
+        std::fs::read_to_string(self.handoff_file()).expect("hand-off")
+    }
+
+    /// The pod network, then netbind-cni's ADD in KubeVirt's binding-plugin form for it (as
+    /// `plugin_form_conf` makes it), asserted to succeed: (the entry, the pod network's
+    /// result, netbind-cni's result).
+    fn plugin_form_add(&self, mode: &str, network: &str) -> (Value, Value, Value) {
+        let prev = self.pod_network_add();
+        let conf = self.plugin_form_conf(&prev, mode, network);
+        let (ok_add, result) = self.netbind("ADD", &self.pod_netns(), &conf);
+        assert!(ok_add, "ADD of {network} ({mode}): {result}");
+        (conf, prev, result)
+    }
+
     /// The entry in KubeVirt's binding-plugin form: no VMI, the binding's mode from its
     /// NetworkAttachmentDefinition and the network's name in the CNI args.
     fn plugin_form_conf(&self, prev: &Value, mode: &str, network: &str) -> Value {
@@ -253,11 +275,10 @@ fn add_check_del(vmi_path: &str, made: &[&str]) {
             "{name} exists"
         );
     }
-    let handoff = node
-        .run_dir()
-        .join(node.container_id())
-        .join("handoff/handoff.json");
-    assert!(handoff.is_file(), "the hand-off record for the launcher");
+    assert!(
+        node.handoff_file().is_file(),
+        "the hand-off record for the launcher"
+    );
 
     // CHECK with the chain's result: the kernel is as planned.
     let check_conf = node.netbind_conf(Some(&vmi_text), Some(&result));
@@ -410,18 +431,11 @@ fn kubevirt_binding_plugin_form_serves_the_named_network() {
     // As KubeVirt runs a binding's CNI: no VMI, only the network's name in CNI args, and the
     // binding's mode in its NetworkAttachmentDefinition.
     let node = Node::new();
-    let prev = node.pod_network_add();
-    let conf = node.plugin_form_conf(&prev, "masquerade", "default");
-    let (ok_add, result) = node.netbind("ADD", &node.pod_netns(), &conf);
-    assert!(ok_add, "ADD: {result}");
+    let (conf, _, result) = node.plugin_form_add("masquerade", "default");
     for name in ["k6t-eth0", "tap0"] {
         assert!(interface(&result, name).is_some(), "{name} in {result}");
     }
-    let handoff = node
-        .run_dir()
-        .join(node.container_id())
-        .join("handoff/handoff.json");
-    let record = std::fs::read_to_string(handoff).expect("hand-off");
+    let record = node.handoff_record();
     assert!(record.contains("\"network\": \"default\""), "{record}");
     // The pod record for KubeVirt's hook sidecar, on the tap, readable by anyone in the pod.
     let alias = node.alias("tap0");
@@ -434,10 +448,7 @@ fn kubevirt_binding_plugin_form_serves_the_named_network() {
     assert!(ok_del, "DEL: {out}");
     // The bridge binding records the pod interface's routes too, which phase 1 took away.
     let node = Node::new();
-    let prev = node.pod_network_add();
-    let conf = node.plugin_form_conf(&prev, "bridge", "default");
-    let (ok_add, result) = node.netbind("ADD", &node.pod_netns(), &conf);
-    assert!(ok_add, "ADD: {result}");
+    let (conf, _, _) = node.plugin_form_add("bridge", "default");
     let record = node.alias("tap0").expect("tap0's alias");
     let decoded = netbind_model::pod_record::PodRecord::decode(&record).expect("a pod record");
     assert_eq!(decoded.mode, netbind_model::handoff::BindingKind::Bridge);
@@ -462,16 +473,9 @@ fn binding_plugin_form_refuses_a_second_network_and_keeps_the_first() {
     // network, used to be planned as if it were the pod network, and its call took the first
     // network's links away. It is refused now, before any change, and its DEL changes nothing.
     let node = Node::new();
-    let prev = node.pod_network_add();
-    let conf = node.plugin_form_conf(&prev, "masquerade", "default");
-    let (ok_add, result) = node.netbind("ADD", &node.pod_netns(), &conf);
-    assert!(ok_add, "ADD default: {result}");
+    let (conf, prev, _) = node.plugin_form_add("masquerade", "default");
     let first = ifindexes(&node, &["k6t-eth0", "tap0"]);
-    let handoff = node
-        .run_dir()
-        .join(node.container_id())
-        .join("handoff/handoff.json");
-    let record = std::fs::read_to_string(&handoff).expect("hand-off");
+    let record = node.handoff_record();
 
     let second = node.plugin_form_conf(&prev, "bridge", "blue");
     let (ok_add, result) = node.netbind("ADD", &node.pod_netns(), &second);
@@ -490,7 +494,7 @@ fn binding_plugin_form_refuses_a_second_network_and_keeps_the_first() {
         first,
         "the first network was touched"
     );
-    assert_eq!(std::fs::read_to_string(&handoff).expect("hand-off"), record);
+    assert_eq!(node.handoff_record(), record);
     assert!(
         node.nft_tables().contains("netbind"),
         "{}",
@@ -505,7 +509,7 @@ fn binding_plugin_form_refuses_a_second_network_and_keeps_the_first() {
         first,
         "DEL blue took links"
     );
-    assert_eq!(std::fs::read_to_string(&handoff).expect("hand-off"), record);
+    assert_eq!(node.handoff_record(), record);
 
     let (ok_del, out) = node.netbind("DEL", &node.pod_netns(), &conf);
     assert!(ok_del, "DEL default: {out}");
@@ -668,12 +672,7 @@ fn one_call_per_network_keeps_the_other_networks() {
         "the first network's links were remade"
     );
     ifindexes(&node, &["k6t-16477688c0e", "tap16477688c0e"]);
-    let record = std::fs::read_to_string(
-        node.run_dir()
-            .join(node.container_id())
-            .join("handoff/handoff.json"),
-    )
-    .expect("hand-off");
+    let record = node.handoff_record();
     for network in ["\"network\": \"default\"", "\"network\": \"blue\""] {
         assert!(record.contains(network), "{network} in {record}");
     }
@@ -691,12 +690,7 @@ fn one_call_per_network_keeps_the_other_networks() {
                 .any(|link| link == "k6t-16477688c0e" || link == "tap16477688c0e"),
         "{links:?}"
     );
-    let record = std::fs::read_to_string(
-        node.run_dir()
-            .join(node.container_id())
-            .join("handoff/handoff.json"),
-    )
-    .expect("hand-off");
+    let record = node.handoff_record();
     assert!(!record.contains("\"network\": \"blue\""), "{record}");
     let (ok_del, out) = node.plugin_on(&bridge, "DEL", &node.pod_netns(), blue, &blue_conf);
     assert!(ok_del, "bridge DEL for blue: {out}");
