@@ -176,7 +176,8 @@ fn second_plugin_network(conf: &NetConf, dirs: &SandboxDirs) -> Option<String> {
     }
     // No state (or unreadable state, which phase 1 itself reports) is a first call.
     let state = netbind_handler::state::load(&dirs.state()).ok()??;
-    let mut served: Vec<&str> = state
+    // One hand-off entry per network (admission refuses a network named twice).
+    let served: Vec<&str> = state
         .plan
         .handoff
         .interfaces
@@ -184,7 +185,6 @@ fn second_plugin_network(conf: &NetConf, dirs: &SandboxDirs) -> Option<String> {
         .map(|iface| iface.network.as_str())
         .filter(|served| served != network)
         .collect();
-    served.dedup();
     (!served.is_empty()).then(|| {
         format!(
             "ADD of network {network:?} in the binding-plugin form: this pod's netbind binding \
