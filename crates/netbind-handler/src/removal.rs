@@ -79,25 +79,18 @@ pub fn teardown_locked(args: &TeardownArgs, work: NamespaceWork) -> Result<(), H
     }
     let errors = match work {
         NamespaceWork::LeftToDeletion => Vec::new(),
-        _ => match Netns::open(&args.target) {
-            Err(err) if err.is_gone() => {
-                tracing::info!(netns = %args.target, "network namespace already gone");
-                Vec::new()
-            }
-            Err(err) => return Err(err.into()),
-            Ok(ns) => ns.run(|| -> Result<Vec<teardown::TeardownError>, HandlerError> {
-                let mut nl = open_netlink(&args.target)?;
-                let nft_bin = nft::Nft::select(&args.nft_bin)
-                    .unwrap_or_else(|| nft::Nft::Binary(args.nft_bin.clone()));
-                Ok(teardown::teardown(
-                    &mut nl,
-                    &nft_bin,
-                    &st.plan,
-                    &st.observed,
-                    &st.sysctls_before,
-                ))
-            })??,
-        },
+        _ => in_pod_namespace(&args.target, |nl| {
+            let nft_bin = nft::Nft::select(&args.nft_bin)
+                .unwrap_or_else(|| nft::Nft::Binary(args.nft_bin.clone()));
+            Ok(teardown::teardown(
+                nl,
+                &nft_bin,
+                &st.plan,
+                &st.observed,
+                &st.sysctls_before,
+            ))
+        })?
+        .unwrap_or_default(),
     };
     if !errors.is_empty() {
         // Keep the state so that teardown can be retried.
@@ -122,22 +115,38 @@ pub fn remove_sandbox_dir(dir: Option<&Path>) -> Result<(), HandlerError> {
     }
 }
 
-/// Hands the pod interfaces back (`teardown::hand_back`) and records the state without them,
-/// so that the helper, or a retry after it failed, does not take them over again.
-fn hand_back_now(args: &TeardownArgs, mut st: state::HandlerState) -> Result<(), HandlerError> {
-    match Netns::open(&args.target) {
-        // Nothing to hand back in a namespace that is gone.
-        Err(err) if err.is_gone() => {}
-        Err(err) => return Err(err.into()),
-        Ok(ns) => ns.run(|| -> Result<(), HandlerError> {
-            let mut nl = open_netlink(&args.target)?;
-            teardown::hand_back(&mut nl, &st.plan, &st.observed)
-                .map_err(|err| HandlerError::Teardown(vec![err.into()]))
-        })??,
+/// Runs `body` on a netlink socket inside the pod's namespace; `None` when the namespace is
+/// gone (the kernel took everything in it along).
+fn in_pod_namespace<T: Send>(
+    target: &NetnsTarget,
+    body: impl FnOnce(&mut Netlink) -> Result<T, HandlerError> + Send,
+) -> Result<Option<T>, HandlerError> {
+    match Netns::open(target) {
+        Err(err) if err.is_gone() => {
+            tracing::info!(netns = %target, "network namespace already gone");
+            Ok(None)
+        }
+        Err(err) => Err(err.into()),
+        Ok(ns) => ns.run(|| body(&mut open_netlink(target)?))?.map(Some),
     }
-    st.plan
-        .links
-        .retain(|link| !matches!(link.kind, netbind_plan::plan::LinkKind::PodInterface { .. }));
+}
+
+fn is_pod_interface(link: &netbind_plan::plan::LinkPlan) -> bool {
+    matches!(link.kind, netbind_plan::plan::LinkKind::PodInterface { .. })
+}
+
+/// Hands the pod interfaces back (`teardown::hand_back`), if the plan took any over, and
+/// records the state without them, so that the helper, or a retry after it failed, does not
+/// take them over again.
+fn hand_back_now(args: &TeardownArgs, mut st: state::HandlerState) -> Result<(), HandlerError> {
+    if !st.plan.links.iter().any(is_pod_interface) {
+        return Ok(());
+    }
+    in_pod_namespace(&args.target, |nl| {
+        teardown::hand_back(nl, &st.plan, &st.observed)
+            .map_err(|err| HandlerError::Teardown(vec![err.into()]))
+    })?;
+    st.plan.links.retain(|link| !is_pod_interface(link));
     state::save(&args.state_dir, &st)?;
     Ok(())
 }
@@ -229,19 +238,12 @@ pub fn teardown_detached(
     }
     // Under the lock: an earlier helper still at work holds it, and may leave nothing to do.
     let lock = files::lock(&args.state_dir).map_err(|err| HandlerError::State(err.into()))?;
-    // A pod interface phase 1 took over (the bridge binding) is handed back here: the pod
-    // network's own DEL, which runs after this one, deletes the interface by its name.
-    let hands_back = |st: &state::HandlerState| {
-        st.plan
-            .links
-            .iter()
-            .any(|link| matches!(link.kind, netbind_plan::plan::LinkKind::PodInterface { .. }))
-    };
-    // The pod interface goes back now (fast: a rename, its addresses and routes); the rest,
-    // the slow deletions, is the helper's. With no state, or if handing back fails, all of it
-    // is done here, as a synchronous teardown would.
+    // A pod interface phase 1 took over (the bridge binding) goes back now, fast (a rename,
+    // its addresses and routes): the pod network's own DEL, which runs after this one,
+    // deletes the interface by its name. The rest, the slow deletions, is the helper's. With
+    // no state, or if handing back fails, all of it is done here, as a synchronous teardown
+    // would.
     let handed_over = match state::load(&args.state_dir)? {
-        Some(st) if !hands_back(&st) => true,
         Some(st) => match hand_back_now(args, st) {
             Ok(()) => true,
             Err(err) => {

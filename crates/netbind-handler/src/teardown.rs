@@ -5,7 +5,7 @@ use netbind_model::pod::ObservedPod;
 use netbind_plan::plan::{LinkKind, LinkPlan, PodNetPlan};
 
 use crate::apply::{ApplyError, link_err, nft_what};
-use crate::netlink::{LinkChange, NETBIND_GROUP, Netlink, Route};
+use crate::netlink::{Link, LinkChange, NETBIND_GROUP, Netlink, Route};
 use crate::nft;
 use crate::sysctl::{self, SysctlError};
 use netbind_model::pod::LinkType;
@@ -141,14 +141,7 @@ pub fn hand_back(
                 && k.kind.as_ref().is_some_and(LinkType::netbind_creates)
         }) {
             let idx = placeholder.index;
-            nl.change_link(
-                idx,
-                &LinkChange {
-                    up: Some(false),
-                    ..Default::default()
-                },
-            )
-            .map_err(link_err("set down", original_name.as_str()))?;
+            set_up(nl, idx, false, original_name.as_str())?;
             nl.change_link(
                 idx,
                 &LinkChange {
@@ -159,9 +152,23 @@ pub fn hand_back(
             )
             .map_err(link_err("rename out of the way", original_name.as_str()))?;
         }
-        teardown_link(nl, link, observed)?;
+        // The dump still names the placeholder as it was; the pod interface is found by its
+        // own index and names, which the rename did not touch.
+        restore_pod_interface(nl, link, observed, &links)?;
     }
     Ok(())
+}
+
+/// Brings a link up or down; `name` names it in the error.
+fn set_up(nl: &mut Netlink, idx: u32, up: bool, name: &str) -> Result<(), ApplyError> {
+    nl.change_link(
+        idx,
+        &LinkChange {
+            up: Some(up),
+            ..Default::default()
+        },
+    )
+    .map_err(link_err(if up { "set up" } else { "set down" }, name))
 }
 
 fn teardown_link(
@@ -170,99 +177,95 @@ fn teardown_link(
     observed: &ObservedPod,
 ) -> Result<(), ApplyError> {
     let links = nl.links().map_err(link_err("dump", "links"))?;
-    match &link.kind {
-        LinkKind::PodInterface {
-            index,
-            original_name,
-            original_mac,
-        } => {
-            let Some(cur) = links
-                .iter()
-                .find(|k| {
-                    k.index == *index
-                        && (k.name == link.name.as_str() || k.name == original_name.as_str())
-                })
-                .or_else(|| links.iter().find(|k| k.name == link.name.as_str()))
-            else {
-                return Ok(());
-            };
-            let idx = cur.index;
-            let orig = observed.get(original_name.as_str());
-            let change = LinkChange {
-                name: (cur.name != original_name.as_str()).then(|| original_name.to_string()),
-                mac: Some(*original_mac).filter(|m| cur.mac != Some(*m)),
-                mtu: orig
-                    .map(|orig_link| orig_link.mtu)
-                    .filter(|m| *m != cur.mtu),
-                master: cur.master.map(|_| 0),
-                up: None,
-                group: None,
-                alias: None,
-            };
-            // A link must be down to be renamed (EBUSY otherwise).
-            nl.change_link(
-                idx,
-                &LinkChange {
-                    up: Some(false),
-                    ..Default::default()
-                },
-            )
-            .map_err(link_err("set down", &cur.name))?;
-            nl.change_link(idx, &change)
-                .map_err(link_err("restore", original_name.as_str()))?;
-            let Some(orig_link) = orig else { return Ok(()) };
-            for addr in &orig_link.addresses {
-                match nl.add_addr(idx, *addr) {
-                    Ok(()) => {}
-                    Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {}
-                    Err(source) => {
-                        return Err(ApplyError::Addr {
-                            op: "restore address",
-                            name: original_name.to_string(),
-                            cidr: *addr,
-                            source,
-                        });
-                    }
-                }
-            }
-            nl.change_link(
-                idx,
-                &LinkChange {
-                    up: Some(true),
-                    ..Default::default()
-                },
-            )
-            .map_err(link_err("set up", original_name.as_str()))?;
-            // Routes the kernel does not recreate with the addresses (gateways, extra routes).
-            for orig_route in &orig_link.routes {
-                let route = Route {
-                    oif: idx,
-                    dst: orig_route.dst,
-                    gateway: orig_route.gateway,
-                };
-                match nl.add_route(&route) {
-                    Ok(()) => {}
-                    Err(err) if matches!(err.raw_os_error(), Some(libc::EEXIST)) => {}
-                    Err(err) => {
-                        tracing::debug!(dst = %orig_route.dst, error = %err, "route not restored")
-                    }
-                }
-            }
-            Ok(())
-        }
-        _ => {
-            let Some(cur) = links.iter().find(|k| k.name == link.name.as_str()) else {
-                return Ok(());
-            };
-            if !cur.kind.as_ref().is_some_and(LinkType::netbind_creates) {
-                // Same name, not ours (e.g. the pod's eth0 before the dummy replaced it).
-                return Ok(());
-            }
-            match nl.del_link(cur.index) {
-                Ok(()) => Ok(()),
-                Err(err) if err.raw_os_error() == Some(libc::ENODEV) => Ok(()),
-                Err(err) => Err(link_err("delete", link.name.as_str())(err)),
+    if matches!(link.kind, LinkKind::PodInterface { .. }) {
+        return restore_pod_interface(nl, link, observed, &links);
+    }
+    let Some(cur) = links.iter().find(|k| k.name == link.name.as_str()) else {
+        return Ok(());
+    };
+    if !cur.kind.as_ref().is_some_and(LinkType::netbind_creates) {
+        // Same name, not ours (e.g. the pod's eth0 before the dummy replaced it).
+        return Ok(());
+    }
+    match nl.del_link(cur.index) {
+        Ok(()) => Ok(()),
+        Err(err) if err.raw_os_error() == Some(libc::ENODEV) => Ok(()),
+        Err(err) => Err(link_err("delete", link.name.as_str())(err)),
+    }
+}
+
+/// Puts a pod interface back as `observed` saw it (name, MAC, MTU, out of the bridge, its
+/// addresses and routes), found in `links` by its index and names; gone is fine.
+fn restore_pod_interface(
+    nl: &mut Netlink,
+    link: &LinkPlan,
+    observed: &ObservedPod,
+    links: &[Link],
+) -> Result<(), ApplyError> {
+    let LinkKind::PodInterface {
+        index,
+        original_name,
+        original_mac,
+    } = &link.kind
+    else {
+        return Ok(());
+    };
+    let Some(cur) = links
+        .iter()
+        .find(|k| {
+            k.index == *index && (k.name == link.name.as_str() || k.name == original_name.as_str())
+        })
+        .or_else(|| links.iter().find(|k| k.name == link.name.as_str()))
+    else {
+        return Ok(());
+    };
+    let idx = cur.index;
+    let orig = observed.get(original_name.as_str());
+    let change = LinkChange {
+        name: (cur.name != original_name.as_str()).then(|| original_name.to_string()),
+        mac: Some(*original_mac).filter(|m| cur.mac != Some(*m)),
+        mtu: orig
+            .map(|orig_link| orig_link.mtu)
+            .filter(|m| *m != cur.mtu),
+        master: cur.master.map(|_| 0),
+        up: None,
+        group: None,
+        alias: None,
+    };
+    // A link must be down to be renamed (EBUSY otherwise).
+    set_up(nl, idx, false, &cur.name)?;
+    nl.change_link(idx, &change)
+        .map_err(link_err("restore", original_name.as_str()))?;
+    let Some(orig_link) = orig else { return Ok(()) };
+    for addr in &orig_link.addresses {
+        match nl.add_addr(idx, *addr) {
+            Ok(()) => {}
+            Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(source) => {
+                return Err(ApplyError::Addr {
+                    op: "restore address",
+                    name: original_name.to_string(),
+                    cidr: *addr,
+                    source,
+                });
             }
         }
     }
+    set_up(nl, idx, true, original_name.as_str())?;
+    // Routes the kernel does not recreate with the addresses (gateways, extra routes).
+    for orig_route in &orig_link.routes {
+        let route = Route {
+            oif: idx,
+            dst: orig_route.dst,
+            gateway: orig_route.gateway,
+        };
+        match nl.add_route(&route) {
+            Ok(()) => {}
+            Err(err) if matches!(err.raw_os_error(), Some(libc::EEXIST)) => {}
+            Err(err) => {
+                tracing::debug!(dst = %orig_route.dst, error = %err, "route not restored")
+            }
+        }
+    }
+    Ok(())
 }
