@@ -17,18 +17,8 @@ use netbind_sidecar::define::{Context, DefineError, define};
 use netbind_sidecar::facts::PodFacts;
 use netbind_testkit::repo_root;
 
-const MASQUERADE: &str = "netbind/1 net=default pod=eth0 mode=masquerade";
-
-fn read(rel: &str) -> String {
-    std::fs::read_to_string(repo_root().join(rel)).unwrap_or_else(|err| panic!("{rel}: {err}"))
-}
-
-fn facts(record: &str) -> PodFacts {
-    PodFacts::new(
-        ObservedPod::from_json(&read("testdata/pods/pod-v4.json")).unwrap(),
-        vec![PodRecord::decode(record).unwrap()],
-    )
-}
+mod common;
+use common::{MASQUERADE, define_masquerade, facts, interfaces_in_devices, read};
 
 /// The `<interface>` elements of a domain XML, each line trimmed (indentation is the
 /// document's; the golden file is indented by the renderer alone).
@@ -95,29 +85,9 @@ fn a_domain_without_the_interface_gets_it_appended() {
     let start = xml.find("\t\t<interface").unwrap();
     let end = xml.find("\t\t</interface>\n").unwrap() + "\t\t</interface>\n".len();
     let without = format!("{}{}", &xml[..start], &xml[end..]);
-    let ctx = Context {
-        plugin: "netbind",
-        resolv_conf: "",
-    };
-    let defined = define(
-        without.as_bytes(),
-        read("testdata/kubevirt/vmi-netbind.json").as_bytes(),
-        &facts(MASQUERADE),
-        &ctx,
-    )
-    .expect("defined");
+    let defined = define_masquerade(&without);
     assert_eq!(interfaces(&defined.domain_xml), golden("masquerade-v4"));
-    let doc = roxmltree::Document::parse(&defined.domain_xml).expect("XML");
-    let devices = doc
-        .root_element()
-        .children()
-        .find(|node| node.has_tag_name("devices"))
-        .unwrap();
-    assert!(
-        devices
-            .children()
-            .any(|node| node.has_tag_name("interface"))
-    );
+    assert!(!interfaces_in_devices(&defined.domain_xml).is_empty());
 }
 
 #[test]
@@ -125,32 +95,13 @@ fn an_empty_self_closing_devices_element_gets_the_interface_inside() {
     // `<devices/>` has no end tag to insert before: the interface went after the element (a
     // child of <domain>, which libvirt ignores), or into an earlier comment that spelled
     // `</devices>`.
-    let ctx = Context {
-        plugin: "netbind",
-        resolv_conf: "",
-    };
     for xml in [
         "<domain type=\"kvm\"><name>default_vmi-netbind</name><devices/></domain>\n",
         "<domain type=\"kvm\">\n  <!-- </devices> -->\n  <devices />\n</domain>\n",
     ] {
-        let defined = define(
-            xml.as_bytes(),
-            read("testdata/kubevirt/vmi-netbind.json").as_bytes(),
-            &facts(MASQUERADE),
-            &ctx,
-        )
-        .expect("defined");
-        let doc = roxmltree::Document::parse(&defined.domain_xml)
-            .unwrap_or_else(|err| panic!("{err}: {}", defined.domain_xml));
-        let devices = doc
-            .root_element()
-            .children()
-            .find(|node| node.has_tag_name("devices"))
-            .unwrap();
+        let defined = define_masquerade(xml);
         assert!(
-            devices
-                .children()
-                .any(|node| node.has_tag_name("interface")),
+            !interfaces_in_devices(&defined.domain_xml).is_empty(),
             "{}",
             defined.domain_xml
         );

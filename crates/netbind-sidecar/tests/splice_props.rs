@@ -5,16 +5,10 @@
 //! `<devices>`, and nothing outside that element changes.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test code
 
-use netbind_model::pod::ObservedPod;
-use netbind_model::pod_record::PodRecord;
-use netbind_sidecar::define::{Context, define};
-use netbind_sidecar::facts::PodFacts;
-use netbind_testkit::repo_root;
 use proptest::prelude::*;
 
-fn read(rel: &str) -> String {
-    std::fs::read_to_string(repo_root().join(rel)).unwrap_or_else(|err| panic!("{rel}: {err}"))
-}
+mod common;
+use common::{define_masquerade, interfaces_in_devices, with_devices};
 
 /// A piece of a document outside the domain's `<devices>`.
 fn outside() -> impl Strategy<Value = String> {
@@ -70,47 +64,11 @@ fn document() -> impl Strategy<Value = String> {
         })
 }
 
-/// The byte range of the domain's own `<devices>` element.
-fn devices_range(xml: &str) -> std::ops::Range<usize> {
-    let doc = roxmltree::Document::parse(xml).expect("XML");
-    doc.root_element()
-        .children()
-        .find(|node| node.has_tag_name("devices"))
-        .expect("<devices>")
-        .range()
-}
-
-fn interfaces_in_devices(xml: &str) -> Vec<Option<String>> {
-    let doc = roxmltree::Document::parse(xml).expect("XML");
-    let devices = doc
-        .root_element()
-        .children()
-        .find(|node| node.has_tag_name("devices"))
-        .expect("<devices>");
-    devices
-        .children()
-        .filter(|node| node.has_tag_name("interface"))
-        .map(|iface| {
-            iface
-                .children()
-                .find(|child| child.has_tag_name("alias"))
-                .and_then(|alias| alias.attribute("name"))
-                .map(String::from)
-        })
-        .collect()
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
     #[test]
     fn the_interface_lands_in_the_domains_devices_and_nothing_else_changes(xml in document()) {
-        let vmi = read("testdata/kubevirt/vmi-netbind.json");
-        let facts = PodFacts::new(
-            ObservedPod::from_json(&read("testdata/pods/pod-v4.json")).unwrap(),
-            vec![PodRecord::decode("netbind/1 net=default pod=eth0 mode=masquerade").unwrap()],
-        );
-        let ctx = Context { plugin: "netbind", resolv_conf: "" };
-        let defined = define(xml.as_bytes(), vmi.as_bytes(), &facts, &ctx).expect("defined");
+        let defined = define_masquerade(&xml);
         let out = &defined.domain_xml;
         prop_assert!(roxmltree::Document::parse(out).is_ok(), "not XML: {out}");
         let before = interfaces_in_devices(&xml);
@@ -123,7 +81,8 @@ proptest! {
         prop_assert_eq!(after.len() - ours(&after), before.len() - ours(&before), "{}", out);
         prop_assert!(out.contains("<target dev='tap0' managed='no'/>"), "{}", out);
         // Outside the domain's <devices>, byte for byte the same.
-        let (was, is) = (devices_range(&xml), devices_range(out));
+        let range = |xml: &str| with_devices(xml, |devices| devices.range());
+        let (was, is) = (range(&xml), range(out));
         prop_assert_eq!(&xml[..was.start], &out[..is.start]);
         prop_assert_eq!(&xml[was.end..], &out[is.end..]);
     }
