@@ -447,7 +447,8 @@ fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
     .with_details(serde_json::to_string(&drift).unwrap_or_default()))
 }
 
-/// STATUS (1.1.0): ready when it can apply a plan, i.e. `nft` is there.
+/// STATUS (1.1.0): ready when `nft` is there: CHECK reads the ruleset back with it, and it is
+/// the fallback that applies rulesets with `NETBIND_NFT=exec` (netlink needs nothing).
 fn status(conf: &NetConf) -> Result<(), CniError> {
     match netbind_handler::nft::locate(&conf.settings.nft_bin) {
         Some(_) => Ok(()),

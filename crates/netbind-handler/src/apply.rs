@@ -188,12 +188,15 @@ impl<'a> Applier<'a> {
         let pending = if plan.nftables.ruleset.is_empty() {
             None
         } else {
-            let batch = if self.fresh {
-                plan.nftables.ruleset.json_create_batch()
+            let op = if self.fresh {
+                nft::Op::Create
             } else {
-                plan.nftables.ruleset.json_batch()
+                nft::Op::Recreate
             };
-            Some(self.nft_bin.start(&batch, &nft_what(plan))?)
+            Some(
+                self.nft_bin
+                    .start(&plan.nftables.ruleset, op, &nft_what(plan))?,
+            )
         };
         let links_and_sysctls = self.links_and_sysctls(plan, clock);
         let ruleset = pending.map(|pending| {

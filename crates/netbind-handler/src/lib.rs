@@ -12,6 +12,7 @@ pub mod files;
 pub use netbind_netlink::netlink;
 /// Entering the pod's network namespace (its own crate, shared with the simulator and tests).
 pub use netbind_netns as netns;
+pub mod nfnl;
 pub mod nft;
 pub use netbind_netlink::observe;
 pub mod process;
@@ -434,7 +435,7 @@ fn setup_in_netns(
         responders: Vec::new(),
     };
     state::save(&args.state_dir, &st)?;
-    clock.mark("load nftables, record the state");
+    clock.mark("record the state");
     let mut applier = Applier::new(&mut nl, &nft_bin, label, &args.selinux);
     applier.inject = args.inject;
     applier.fresh = !reused;

@@ -1,12 +1,12 @@
 //! nftables, as ONE transaction per batch (it all applies or nothing does), in the pod's
-//! namespace, through libnftables' JSON interface.
+//! namespace.
 //!
-//! In process by default: libnftables (`libnftables.so.1`, the library the `nft` tool itself is
-//! built on, so the same JSON schema, transaction and error messages) is loaded at run time and
-//! called from the thread inside the pod netns, where its netlink socket is opened. That saves
-//! starting a process per transaction (~2 ms). A node without the library, or
-//! `NETBIND_NFT=exec`, runs `nft -j -f -` instead (a child started from the same thread
-//! inherits the namespace).
+//! By default the batch goes straight to the kernel over nfnetlink from this process
+//! (`crate::nfnl`): no process to start, no library to load, no ruleset cache to read first.
+//! Two other ways apply the same ruleset through its libnftables JSON form, for comparison and
+//! as an operator's fallback: `NETBIND_NFT=library` loads libnftables (`libnftables.so.1`,
+//! which the `nft` tool is built on) into this process; `NETBIND_NFT=exec`, or `--nft PATH`,
+//! runs `nft -j -f -` (a child started from the thread inside the pod netns inherits it).
 
 use std::ffi::{CStr, CString, c_char, c_int, c_uint, c_void};
 use std::io::Write;
@@ -14,6 +14,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use netbind_plan::nft::Ruleset;
+
+use crate::nfnl;
+pub use crate::nfnl::Op;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
@@ -27,74 +32,124 @@ pub enum NftError {
     Failed { what: String, stderr: String },
     #[error("nftables transaction ({what}): libnftables: {message}")]
     Library { what: String, message: String },
+    #[error("nftables transaction ({what}): start its thread: {source}")]
+    Thread {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("nftables transaction ({what}): cannot write {source}")]
+    Lower {
+        what: String,
+        source: nfnl::LowerError,
+    },
+    #[error("nftables transaction ({what}) failed: {source}")]
+    Kernel {
+        what: String,
+        source: nfnl::TransactionError,
+    },
 }
 
 /// How transactions run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Nft {
+    /// nf_tables messages from this process.
+    Netlink,
     /// libnftables, in this process.
     Library,
     /// The `nft` tool, as a child.
     Binary(PathBuf),
 }
 
-/// `NETBIND_NFT=exec`: use the nft binary even where libnftables loads (benchmarks compare
-/// the two; an operator can fall back).
+/// `NETBIND_NFT=library` or `exec`: apply the JSON form through libnftables or the nft binary
+/// instead (benchmarks compare the three; an operator can fall back).
 pub const BACKEND_ENV: &str = "NETBIND_NFT";
+
+fn backend_env(value: &str) -> bool {
+    std::env::var(BACKEND_ENV).is_ok_and(|set| set == value)
+}
+
+/// The libnftables JSON form of `op` on `ruleset`.
+fn json(ruleset: &Ruleset, op: Op) -> serde_json::Value {
+    match op {
+        Op::Create => ruleset.json_create_batch(),
+        Op::Recreate => ruleset.json_batch(),
+        Op::Delete => ruleset.json_delete_batch(),
+    }
+}
 
 impl Nft {
     /// The backend, chosen before any change is made so a missing one fails up front: a
-    /// binary named by path (`--nft /path/to/nft`) is used as asked; otherwise the library when
-    /// it loads (and `NETBIND_NFT` is not `exec`), else `bin` on `PATH`.
+    /// binary named by path (`--nft /path/to/nft`) is used as asked; `NETBIND_NFT=exec` takes
+    /// `bin` from `PATH`; `NETBIND_NFT=library` takes libnftables when it loads, else `bin`;
+    /// otherwise netlink from this process.
     pub fn select(bin: &Path) -> Option<Nft> {
-        let forced_exec = std::env::var(BACKEND_ENV).is_ok_and(|value| value == "exec")
-            || bin.components().count() > 1;
-        if !forced_exec && library().is_some() {
-            return Some(Nft::Library);
+        if backend_env("exec") || bin.components().count() > 1 {
+            return locate(bin).map(Nft::Binary);
         }
-        locate(bin).map(Nft::Binary)
+        if backend_env("library") {
+            if library().is_some() {
+                return Some(Nft::Library);
+            }
+            return locate(bin).map(Nft::Binary);
+        }
+        Some(Nft::Netlink)
     }
 
-    /// Starts a JSON batch as one transaction; `what` names it in errors (the tables touched).
-    /// The kernel work may overlap with the caller's (e.g. its own RCU waits) until `wait`.
-    pub fn start(&self, batch: &serde_json::Value, what: &str) -> Result<Pending, NftError> {
+    /// Starts `op` on `ruleset` as one transaction; `what` names it in errors (the tables
+    /// touched). The kernel work may overlap with the caller's (e.g. its own RCU waits) until
+    /// `wait`. A ruleset that cannot be written fails here, before anything is sent.
+    pub fn start(&self, ruleset: &Ruleset, op: Op, what: &str) -> Result<Pending, NftError> {
         match self {
-            Nft::Binary(bin) => start_binary(bin, batch, what),
-            Nft::Library => {
-                let text = batch.to_string();
+            Nft::Binary(bin) => start_binary(bin, &json(ruleset, op), what),
+            Nft::Netlink => {
+                let batch = nfnl::batch(ruleset, op).map_err(|source| NftError::Lower {
+                    what: what.into(),
+                    source,
+                })?;
                 let name = what.to_string();
-                // A thread made by a thread inside the pod netns starts in that netns.
-                let thread = std::thread::Builder::new()
-                    .name("nft".into())
-                    .spawn(move || {
-                        let started = Instant::now();
-                        let done = run_library(&text, &name);
-                        (done, started.elapsed())
-                    })
-                    .map_err(|source| NftError::Library {
-                        what: what.into(),
-                        message: format!("start a thread: {source}"),
-                    })?;
-                Ok(Pending::Thread(thread))
+                on_thread(what, move || {
+                    nfnl::apply(&batch).map_err(|source| NftError::Kernel { what: name, source })
+                })
+            }
+            Nft::Library => {
+                let text = json(ruleset, op).to_string();
+                let name = what.to_string();
+                on_thread(what, move || run_library(&text, &name))
             }
         }
     }
 
-    /// Applies a JSON batch as one transaction and waits for it.
-    pub fn apply(&self, batch: &serde_json::Value, what: &str) -> Result<(), NftError> {
-        match self {
-            Nft::Library => run_library(&batch.to_string(), what),
-            Nft::Binary(bin) => start_binary(bin, batch, what)?.wait(),
-        }
+    /// Applies `op` on `ruleset` as one transaction and waits for it.
+    pub fn apply(&self, ruleset: &Ruleset, op: Op, what: &str) -> Result<(), NftError> {
+        self.start(ruleset, op, what)?.wait()
     }
 }
 
-/// Loads libnftables on a thread of its own, so that its ~1 ms of `dlopen` and relocation
-/// overlaps the caller's parsing and observation instead of adding to them; `Nft::select`
-/// then finds it loaded (or waits for the load to finish). Nothing to do when the binary is
-/// forced.
+/// Runs a transaction on a thread of its own. A thread made by a thread inside the pod netns
+/// starts in that netns, so its sockets are opened there.
+fn on_thread(
+    what: &str,
+    body: impl FnOnce() -> Result<(), NftError> + Send + 'static,
+) -> Result<Pending, NftError> {
+    let thread = std::thread::Builder::new()
+        .name("nft".into())
+        .spawn(move || {
+            let started = Instant::now();
+            let done = body();
+            (done, started.elapsed())
+        })
+        .map_err(|source| NftError::Thread {
+            what: what.into(),
+            source,
+        })?;
+    Ok(Pending::Thread(thread))
+}
+
+/// With `NETBIND_NFT=library`: loads libnftables on a thread of its own, so that its ~1 ms
+/// of `dlopen` and relocation overlaps the caller's parsing and observation instead of adding
+/// to them; `Nft::select` then finds it loaded (or waits for the load to finish).
 pub fn preload() {
-    if std::env::var(BACKEND_ENV).is_ok_and(|value| value == "exec") {
+    if !backend_env("library") {
         return;
     }
     // A failure to start the thread only loses the overlap: `select` loads it then.
@@ -319,52 +374,73 @@ fn run_library(batch: &str, what: &str) -> Result<(), NftError> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
     use super::*;
+    use netbind_plan::nft::{Builder, ChainType, Expr, Family, Hook};
 
-    /// In a namespace of its own (root): a batch through libnftables applies, and one the
-    /// kernel refuses comes back as a failure naming the transaction and what nft says.
+    fn ruleset(jump_to: &str) -> Ruleset {
+        let mut b = Builder::default();
+        b.table(Family::Inet, "nbtest");
+        b.chain(
+            Family::Inet,
+            "nbtest",
+            "c",
+            Some((ChainType::Filter, Hook::Input, 0)),
+        );
+        b.chain(Family::Inet, "nbtest", "d", None);
+        b.rule(
+            Family::Inet,
+            "nbtest",
+            "c",
+            vec![Expr::Counter, Expr::Jump(jump_to.into())],
+        );
+        Ruleset { tables: b.ruleset }
+    }
+
+    /// In a namespace of its own (root), through netlink and through libnftables: a ruleset
+    /// applies; one the kernel refuses (a jump to a chain that does not exist) comes back as a
+    /// failure naming the transaction and what the kernel said, and (one transaction) leaves
+    /// the tables as they were.
     #[test]
-    fn libnftables_applies_in_the_callers_namespace_and_names_failures() {
+    fn a_transaction_applies_in_the_callers_namespace_and_names_failures() {
         if !netbind_testkit_ready() {
             return;
         }
-        let name = format!("nbnft-{}", std::process::id());
-        let ok = |cmd: &str| {
-            let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
-            assert!(out.status.success(), "{cmd}: {out:?}");
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        };
-        ok(&format!("ip netns add {name}"));
-        let target = netbind_netns::NetnsTarget::Path(format!("/run/netns/{name}").into());
-        let result = netbind_netns::Netns::open(&target).unwrap().run(|| {
-            let good = serde_json::json!({"nftables": [
-                {"add": {"table": {"family": "inet", "name": "nbtest"}}},
-                {"add": {"chain": {"family": "inet", "table": "nbtest", "name": "c",
-                    "type": "filter", "hook": "input", "prio": 0, "policy": "accept"}}},
-            ]});
-            Nft::Library
-                .apply(&good, "tables inet nbtest")
-                .expect("applies");
-            let bad = serde_json::json!({"nftables": [
-                {"add": {"rule": {"family": "inet", "table": "nope", "chain": "c",
-                    "expr": [{"counter": null}]}}},
-            ]});
-            Nft::Library.apply(&bad, "tables inet nope")
-        });
-        let listed = ok(&format!("ip netns exec {name} nft list tables"));
-        let host = ok("nft list tables");
-        ok(&format!("ip netns del {name}"));
-        let err = result.expect("entered").expect_err("refused");
-        let text = err.to_string();
-        assert!(
-            text.contains("nftables transaction (tables inet nope) failed")
-                && text.contains("No such file or directory"),
-            "{text}"
-        );
-        assert!(listed.contains("table inet nbtest"), "{listed}");
-        assert!(
-            !host.contains("nbtest"),
-            "the host's ruleset was touched: {host}"
-        );
+        for (backend, rule_named) in [(Nft::Netlink, true), (Nft::Library, false)] {
+            let name = format!("nbnft-{}-{rule_named}", std::process::id());
+            let ok = |cmd: &str| {
+                let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+                assert!(out.status.success(), "{cmd}: {out:?}");
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            };
+            ok(&format!("ip netns add {name}"));
+            let target = netbind_netns::NetnsTarget::Path(format!("/run/netns/{name}").into());
+            let result = netbind_netns::Netns::open(&target).unwrap().run(|| {
+                backend
+                    .apply(&ruleset("d"), Op::Create, "tables inet nbtest")
+                    .expect("applies");
+                backend.apply(&ruleset("nope"), Op::Recreate, "tables inet nbtest")
+            });
+            let listed = ok(&format!("ip netns exec {name} nft list ruleset"));
+            let host = ok("nft list tables");
+            ok(&format!("ip netns del {name}"));
+            let err = result.expect("entered").expect_err("refused");
+            let text = err.to_string();
+            assert!(
+                text.contains("nftables transaction (tables inet nbtest) failed")
+                    && text.contains("No such file or directory"),
+                "{backend:?}: {text}"
+            );
+            if rule_named {
+                assert!(
+                    text.contains("add rule inet nbtest c `counter jump nope`"),
+                    "{text}"
+                );
+            }
+            assert!(listed.contains("jump d"), "{backend:?}: {listed}");
+            assert!(
+                !host.contains("nbtest"),
+                "the host's ruleset was touched: {host}"
+            );
+        }
     }
 
     fn netbind_testkit_ready() -> bool {

@@ -84,7 +84,7 @@ fn remove(
         None
     } else {
         let what = format!("delete {}", nft_what(plan));
-        match nft_bin.start(&plan.nftables.ruleset.json_delete_batch(), &what) {
+        match nft_bin.start(&plan.nftables.ruleset, nft::Op::Delete, &what) {
             Ok(child) => Some(child),
             Err(err) => {
                 errors.push(err.into());

@@ -1,0 +1,274 @@
+//! nftables over nfnetlink from this process: a ruleset is lowered to nf_tables messages
+//! (`lower`), framed as one batch (`wire`) and sent on a `NETLINK_NETFILTER` socket opened in
+//! the calling thread's network namespace. The kernel applies the batch as one transaction:
+//! every message or none. Each message asks for an acknowledgement, so a refusal is reported
+//! against the table, chain or rule it concerns, with the kernel's error.
+//!
+//! This is what `nft -f` does after parsing, without starting a process, loading libnftables
+//! or reading the kernel's ruleset into a cache first.
+
+pub mod lower;
+mod wire;
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+pub use lower::{Batch, LowerError, Op, batch};
+
+/// How long to wait for the kernel's answer before giving up (it answers in microseconds; a
+/// wait this long means something is wrong, and a transaction must not hang its caller).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransactionError {
+    #[error("open a netfilter netlink socket: {0}")]
+    Socket(io::Error),
+    #[error("send the batch ({bytes} bytes): {source}")]
+    Send { bytes: usize, source: io::Error },
+    #[error("read the kernel's answer: {0}")]
+    Receive(io::Error),
+    #[error("the kernel did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("{op}: {message}")]
+    Refused { op: String, message: String },
+}
+
+/// Sends `batch` and waits until the kernel has answered every message in it.
+pub fn apply(batch: &Batch) -> Result<(), TransactionError> {
+    let socket = open()?;
+    let fd = socket.as_raw_fd();
+    // SAFETY: a sendto of our own buffer on our socket; the address is the kernel (pid 0).
+    let sent = unsafe {
+        let mut kernel: libc::sockaddr_nl = std::mem::zeroed();
+        // AF_NETLINK is 16: it fits.
+        kernel.nl_family = libc::sa_family_t::try_from(libc::AF_NETLINK).unwrap_or_default();
+        libc::sendto(
+            fd,
+            batch.bytes.as_ptr().cast(),
+            batch.bytes.len(),
+            0,
+            (&raw const kernel).cast(),
+            socklen::<libc::sockaddr_nl>(),
+        )
+    };
+    if usize::try_from(sent).ok() != Some(batch.bytes.len()) {
+        return Err(TransactionError::Send {
+            bytes: batch.bytes.len(),
+            source: io::Error::last_os_error(),
+        });
+    }
+    let mut pending: Vec<u32> = batch.ops.iter().map(|(seq, _)| *seq).collect();
+    let mut refused: Vec<(u32, i32, Option<String>)> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while !pending.is_empty() {
+        // SAFETY: recv into our own buffer, within its length.
+        let got = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let Ok(got) = usize::try_from(got) else {
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Err(TransactionError::Timeout(ANSWER_TIMEOUT)),
+                _ => return Err(TransactionError::Receive(err)),
+            }
+        };
+        for answer in answers(&buf[..got]) {
+            pending.retain(|seq| *seq != answer.seq);
+            if answer.errno != 0 {
+                let batch_level = batch.op(answer.seq).is_none();
+                refused.push((answer.seq, answer.errno, answer.message));
+                if batch_level {
+                    // The kernel refused the batch as a whole: no per-message answers follow.
+                    pending.clear();
+                }
+            }
+        }
+    }
+    refused.sort_by_key(|(seq, ..)| *seq);
+    match refused.into_iter().next() {
+        None => Ok(()),
+        Some((seq, errno, message)) => {
+            let mut text = io::Error::from_raw_os_error(errno).to_string();
+            if let Some(message) = message {
+                text = format!("{text}: {message}");
+            }
+            Err(TransactionError::Refused {
+                op: batch
+                    .op(seq)
+                    .map_or_else(|| "the batch".to_string(), str::to_string),
+                message: text,
+            })
+        }
+    }
+}
+
+fn socklen<T>() -> libc::socklen_t {
+    libc::socklen_t::try_from(std::mem::size_of::<T>()).unwrap_or(libc::socklen_t::MAX)
+}
+
+fn open() -> Result<OwnedFd, TransactionError> {
+    // SAFETY: socket(2) returns a new descriptor or -1; ownership moves into OwnedFd.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_NETFILTER,
+        )
+    };
+    if fd < 0 {
+        return Err(TransactionError::Socket(io::Error::last_os_error()));
+    }
+    // SAFETY: fd is a fresh descriptor owned by nobody else.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    let on: libc::c_int = 1;
+    let timeout = libc::timeval {
+        tv_sec: libc::time_t::try_from(ANSWER_TIMEOUT.as_secs()).unwrap_or(10),
+        tv_usec: 0,
+    };
+    // Errors without the echoed request (CAP_ACK) and with the kernel's text when it has one
+    // (EXT_ACK); a bounded wait. Each is best effort: without it the answers are still read.
+    // SAFETY: setsockopt with pointers to live values of the sizes given.
+    unsafe {
+        for option in [libc::NETLINK_CAP_ACK, libc::NETLINK_EXT_ACK] {
+            libc::setsockopt(
+                fd,
+                libc::SOL_NETLINK,
+                option,
+                (&raw const on).cast(),
+                socklen::<libc::c_int>(),
+            );
+        }
+        if libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const timeout).cast(),
+            socklen::<libc::timeval>(),
+        ) != 0
+        {
+            return Err(TransactionError::Socket(io::Error::last_os_error()));
+        }
+    }
+    Ok(socket)
+}
+
+/// One `NLMSG_ERROR` answer: 0 for an acknowledgement.
+#[derive(Debug, PartialEq, Eq)]
+struct Answer {
+    seq: u32,
+    errno: i32,
+    message: Option<String>,
+}
+
+const NLMSG_ERROR: u16 = 2;
+const NLM_F_ACK_TLVS: u16 = 0x200;
+const NLMSGERR_ATTR_MSG: u16 = 1;
+
+fn u16_at(buf: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(buf.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn u32_at(buf: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(buf.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// The error/ack messages in one datagram; anything else (or anything cut short) is skipped.
+fn answers(mut buf: &[u8]) -> Vec<Answer> {
+    let mut out = Vec::new();
+    while let (Some(len), Some(kind), Some(flags)) =
+        (u32_at(buf, 0), u16_at(buf, 4), u16_at(buf, 6))
+    {
+        let len = usize::try_from(len).unwrap_or(0);
+        if len < 16 || len > buf.len() {
+            break;
+        }
+        let msg = &buf[..len];
+        // nlmsgerr: the error, then the request's header (only the header: CAP_ACK), then
+        // attributes when ACK_TLVS is set.
+        if kind == NLMSG_ERROR
+            && let (Some(error), Some(seq)) = (u32_at(msg, 16), u32_at(msg, 20 + 8))
+        {
+            let errno = i32::from_ne_bytes(error.to_ne_bytes()).saturating_neg();
+            let message = if flags & NLM_F_ACK_TLVS != 0 {
+                tlv_message(msg.get(36..).unwrap_or_default())
+            } else {
+                None
+            };
+            out.push(Answer {
+                seq,
+                errno,
+                message,
+            });
+        }
+        buf = &buf[((len + 3) & !3).min(buf.len())..];
+    }
+    out
+}
+
+fn tlv_message(mut attrs: &[u8]) -> Option<String> {
+    while let (Some(len), Some(kind)) = (u16_at(attrs, 0), u16_at(attrs, 2)) {
+        let len = usize::from(len);
+        if len < 4 || len > attrs.len() {
+            return None;
+        }
+        if kind & 0x3fff == NLMSGERR_ATTR_MSG {
+            let text = &attrs[4..len];
+            let text = text.split(|b| *b == 0).next().unwrap_or_default();
+            return Some(String::from_utf8_lossy(text).into_owned());
+        }
+        attrs = &attrs[((len + 3) & !3).min(attrs.len())..];
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nlmsgerr(seq: u32, error: i32, flags: u16, tlvs: &[u8]) -> Vec<u8> {
+        let len = 36 + tlvs.len();
+        let mut msg = Vec::new();
+        msg.extend_from_slice(&u32::try_from(len).unwrap_or(0).to_ne_bytes());
+        msg.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        msg.extend_from_slice(&flags.to_ne_bytes());
+        msg.extend_from_slice(&[0; 8]);
+        msg.extend_from_slice(&error.to_ne_bytes());
+        // The request's header: length, type, flags, seq, pid.
+        msg.extend_from_slice(&[0; 8]);
+        msg.extend_from_slice(&seq.to_ne_bytes());
+        msg.extend_from_slice(&[0; 4]);
+        msg.extend_from_slice(tlvs);
+        msg
+    }
+
+    #[test]
+    fn acknowledgements_and_refusals_are_read_with_the_kernels_text() {
+        let mut datagram = nlmsgerr(3, 0, 0, &[]);
+        let text = b"Chain not found\0";
+        let mut tlv = Vec::new();
+        tlv.extend_from_slice(&(4 + u16::try_from(text.len()).unwrap_or(0)).to_ne_bytes());
+        tlv.extend_from_slice(&NLMSGERR_ATTR_MSG.to_ne_bytes());
+        tlv.extend_from_slice(text);
+        while tlv.len() % 4 != 0 {
+            tlv.push(0);
+        }
+        datagram.extend(nlmsgerr(4, -2, NLM_F_ACK_TLVS, &tlv));
+        // A truncated trailing message is skipped, not read past its end.
+        datagram.extend_from_slice(&[200, 0, 0, 0, 2, 0]);
+        assert_eq!(
+            answers(&datagram),
+            [
+                Answer {
+                    seq: 3,
+                    errno: 0,
+                    message: None
+                },
+                Answer {
+                    seq: 4,
+                    errno: 2,
+                    message: Some("Chain not found".into())
+                },
+            ]
+        );
+    }
+}

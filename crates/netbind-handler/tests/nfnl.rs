@@ -1,0 +1,256 @@
+//! Kernel tier: the rulesets netbind writes over nfnetlink are the rulesets libnftables makes
+//! of the same rules. For every golden case's ruleset (`testdata/golden/CASE/plan.json`, which
+//! the planner's golden test keeps equal to the planner's output), the JSON batch goes through
+//! libnftables in one namespace and the netlink batch through netbind in another; both are read
+//! back with `nft` (the listing, and `--debug=netlink`: every expression, register and set
+//! element) and must be identical. Needs root.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test code
+
+use netbind_handler::nft::{Nft, Op};
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use netbind_plan::nft::{Builder, ChainType, Expr, Family, Field, Hook, Ruleset, Val};
+use netbind_testkit::{Namespaces, in_netns, ok, repo_root};
+
+fn ready() -> bool {
+    let mut missing = netbind_testkit::missing_tools(&["ip", "nft"]);
+    if Nft::select(std::path::Path::new("nft")).is_none() {
+        missing.push("nft".into());
+    }
+    // The reference side: libnftables in this process.
+    // SAFETY: dlopen of a library name; the handle is only checked, then closed.
+    let handle = unsafe { libc::dlopen(c"libnftables.so.1".as_ptr(), libc::RTLD_NOW) };
+    if handle.is_null() {
+        missing.push("libnftables.so.1".into());
+    } else {
+        // SAFETY: a handle from dlopen above.
+        unsafe { libc::dlclose(handle) };
+    }
+    netbind_testkit::ready(missing)
+}
+
+fn golden_rulesets() -> Vec<(String, Ruleset)> {
+    let dir = repo_root().join("testdata/golden");
+    let mut cases: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("plan.json").is_file())
+        .collect();
+    cases.sort();
+    cases
+        .into_iter()
+        .filter_map(|case| {
+            let plan: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(case.join("plan.json")).unwrap())
+                    .unwrap();
+            let ruleset: Ruleset =
+                serde_json::from_value(plan["nftables"]["ruleset"].clone()).unwrap();
+            let name = case.file_name().unwrap().to_string_lossy().into_owned();
+            (!ruleset.is_empty()).then_some((name, ruleset))
+        })
+        .collect()
+}
+
+/// Forms the golden cases do not reach: intervals that do not start at zero or that reach the
+/// top of the key space, a range or a prefix of partial bytes compared on its own, a set of
+/// one, a mark, both nat families.
+fn edge_ruleset() -> Ruleset {
+    let mut b = Builder::default();
+    for family in [Family::Inet, Family::Ip, Family::Ip6] {
+        b.table(family, "edges");
+        b.chain(
+            family,
+            "edges",
+            "c",
+            Some((ChainType::Filter, Hook::Prerouting, -5)),
+        );
+        b.chain(family, "edges", "d", None);
+    }
+    let v4 = |a, b, c, d| Ipv4Addr::new(a, b, c, d).into();
+    let rules = [
+        (
+            Family::Inet,
+            vec![Expr::set(
+                Field::Dport("tcp".into()),
+                vec![Val::Range(20, 30), Val::Port(443), Val::Range(60000, 65535)],
+            )],
+        ),
+        (
+            Family::Inet,
+            vec![Expr::differs(
+                Field::Dport("udp".into()),
+                vec![Val::Range(5000, 5010)],
+            )],
+        ),
+        (
+            Family::Inet,
+            vec![Expr::one(
+                Field::Saddr(Family::Ip),
+                Val::Prefix(v4(10, 128, 0, 0), 9),
+            )],
+        ),
+        (
+            Family::Inet,
+            vec![Expr::differs(
+                Field::Daddr(Family::Ip),
+                vec![
+                    Val::Prefix(v4(10, 0, 0, 0), 8),
+                    Val::Addr(v4(192, 168, 1, 1)),
+                    Val::Addr(v4(255, 255, 255, 255)),
+                ],
+            )],
+        ),
+        (
+            Family::Inet,
+            vec![Expr::set(
+                Field::Saddr(Family::Ip6),
+                vec![Val::Addr(Ipv6Addr::LOCALHOST.into())],
+            )],
+        ),
+        (
+            Family::Inet,
+            vec![
+                Expr::one(Field::Mark, Val::Hex(0x1234_5678)),
+                Expr::Counter,
+                Expr::Return,
+            ],
+        ),
+        (
+            Family::Inet,
+            vec![
+                Expr::set(
+                    Field::Iifname,
+                    vec![Val::Name("eth0".into()), Val::Name("tap0".into())],
+                ),
+                Expr::Jump("d".into()),
+            ],
+        ),
+        (
+            Family::Ip,
+            vec![
+                Expr::one(Field::Dport("tcp".into()), Val::Range(8000, 8080)),
+                Expr::Drop,
+            ],
+        ),
+        (
+            Family::Ip6,
+            vec![Expr::differs(
+                Field::Icmpv6Type,
+                vec![
+                    Val::Name("nd-router-advert".into()),
+                    Val::Name("echo-request".into()),
+                ],
+            )],
+        ),
+    ];
+    for (family, exprs) in rules {
+        b.rule(family, "edges", "c", exprs);
+    }
+    for (family, to) in [
+        (Family::Ip, v4(10, 0, 2, 2)),
+        (Family::Ip6, Ipv6Addr::LOCALHOST.into()),
+    ] {
+        b.chain(
+            family,
+            "edges",
+            "nat",
+            Some((ChainType::Nat, Hook::Prerouting, -100)),
+        );
+        b.rule(family, "edges", "nat", vec![Expr::Counter, Expr::Dnat(to)]);
+        b.chain(
+            family,
+            "edges",
+            "snat",
+            Some((ChainType::Nat, Hook::Postrouting, 100)),
+        );
+        b.rule(family, "edges", "snat", vec![Expr::Snat(to)]);
+        b.rule(family, "edges", "snat", vec![Expr::Masquerade]);
+    }
+    assert!(b.unknown.is_empty(), "{:?}", b.unknown);
+    Ruleset { tables: b.ruleset }
+}
+
+/// `nft list ruleset` and its `--debug=netlink` form (expressions as the kernel holds them).
+fn read_back(ns: &str) -> (String, String) {
+    (
+        ok(&format!("ip netns exec {ns} nft list ruleset")),
+        sorted_elements(&ok(&format!(
+            "ip netns exec {ns} nft --debug=netlink list ruleset"
+        ))),
+    )
+}
+
+/// The debug listing with each set's elements sorted: a hash set's dump order follows its
+/// random hash seed, so it differs between two namespaces holding the same set.
+fn sorted_elements(listing: &str) -> String {
+    let mut out = Vec::new();
+    let mut run: Vec<&str> = Vec::new();
+    for line in listing.lines() {
+        if line.starts_with("\telement ") {
+            run.push(line);
+            continue;
+        }
+        run.sort_unstable();
+        out.append(&mut run);
+        out.push(line);
+    }
+    run.sort_unstable();
+    out.append(&mut run);
+    out.join("\n")
+}
+
+fn apply(ns: &str, backend: Nft, ruleset: &Ruleset, op: Op) {
+    in_netns(ns, || backend.apply(ruleset, op, "golden ruleset"))
+        .unwrap_or_else(|e| panic!("{ns} {op:?}: {e}"));
+}
+
+#[test]
+fn every_golden_ruleset_over_netlink_equals_libnftables_reading_of_it() {
+    if !ready() {
+        return;
+    }
+    let library = Nft::Library;
+    let mut cases = golden_rulesets();
+    assert!(
+        cases.len() >= 10,
+        "golden cases with rules: {}",
+        cases.len()
+    );
+    cases.push(("edge cases".into(), edge_ruleset()));
+    let mut differences = Vec::new();
+    for (n, (case, ruleset)) in cases.iter().enumerate() {
+        let reference = format!("nbt-{}-nfl{n}", std::process::id());
+        let ours = format!("nbt-{}-nfn{n}", std::process::id());
+        let _cleanup = Namespaces(vec![reference.clone(), ours.clone()]);
+        ok(&format!("ip netns add {reference} && ip netns add {ours}"));
+        apply(&reference, library.clone(), ruleset, Op::Create);
+        apply(&ours, Nft::Netlink, ruleset, Op::Create);
+        let expected = read_back(&reference);
+        let got = read_back(&ours);
+        if got != expected {
+            differences.push(format!(
+                "{case}:\n--- libnftables\n{}\n{}\n--- netlink\n{}\n{}",
+                expected.0, expected.1, got.0, got.1
+            ));
+            continue;
+        }
+        // Applying again replaces the tables (one transaction): the same state, not twice
+        // the rules; deleting leaves nothing.
+        apply(&ours, Nft::Netlink, ruleset, Op::Recreate);
+        let again = read_back(&ours);
+        // Recreated sets and rules get new handles and set numbers; the listing is the same.
+        if again.0 != expected.0 {
+            differences.push(format!(
+                "{case} after a re-apply:\n{}\nexpected\n{}",
+                again.0, expected.0
+            ));
+        }
+        apply(&ours, Nft::Netlink, ruleset, Op::Delete);
+        apply(&ours, Nft::Netlink, ruleset, Op::Delete);
+        let left = read_back(&ours).0;
+        if !left.trim().is_empty() {
+            differences.push(format!("{case}: left after delete:\n{left}"));
+        }
+    }
+    assert!(differences.is_empty(), "{}", differences.join("\n\n"));
+}
