@@ -1,6 +1,8 @@
-//! nftables rulesets as data. One value renders to two forms:
+//! nftables rulesets as data. One value renders to:
 //! - KubeVirt's `nft add ...` command text (golden-tested against KubeVirt's rule text and order);
-//! - a libnftables JSON batch that the handler applies as ONE transaction.
+//! - a libnftables JSON batch (what `nft -j -f -` or libnftables apply as ONE transaction, the
+//!   handler's fallbacks); the handler's default lowers the same value to nf_tables netlink
+//!   messages itself (`netbind-handler`'s `nfnl`).
 //!
 //! Each table we own is (re)created inside the batch with `add` + `delete` + `add`, so applying
 //! the same ruleset twice converges to the same state instead of duplicating rules.

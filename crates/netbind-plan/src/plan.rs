@@ -78,7 +78,7 @@ pub struct PodNetPlan {
 pub struct NftPlan {
     pub ruleset: Ruleset,
     /// KubeVirt's `nft` commands for the same rules, in KubeVirt's order (for humans and for
-    /// the compatibility golden files; the handler applies `ruleset` as one JSON batch).
+    /// the compatibility golden files; the handler applies `ruleset` as one nf_tables batch).
     pub commands: Vec<String>,
 }
 
