@@ -254,3 +254,57 @@ fn every_golden_ruleset_over_netlink_equals_libnftables_reading_of_it() {
     }
     assert!(differences.is_empty(), "{}", differences.join("\n\n"));
 }
+
+/// A VMI with many ports gives a ruleset of thousands of messages: the batch is larger than a
+/// socket's default send buffer and its answers than the default receive buffer. It still
+/// goes as one transaction, every message is acknowledged (none lost, no timeout), and every
+/// rule is there.
+#[test]
+fn a_ruleset_of_thousands_of_rules_is_one_acknowledged_transaction() {
+    if !ready() {
+        return;
+    }
+    let mut b = Builder::default();
+    b.table(Family::Inet, "many");
+    b.chain(
+        Family::Inet,
+        "many",
+        "c",
+        Some((ChainType::Nat, Hook::Prerouting, -100)),
+    );
+    let rules = 3000u16;
+    for port in 1..=rules {
+        // Each rule brings an anonymous set: three acknowledged messages per rule.
+        b.rule(
+            Family::Inet,
+            "many",
+            "c",
+            vec![
+                Expr::set(
+                    Field::Dport("tcp".into()),
+                    vec![Val::Port(port), Val::Port(port + 10_000)],
+                ),
+                Expr::Counter,
+            ],
+        );
+    }
+    let ruleset = Ruleset { tables: b.ruleset };
+    let batch = netbind_handler::nfnl::batch(&ruleset, Op::Create).unwrap();
+    assert!(
+        batch.bytes.len() > 212_992 && batch.ops.len() * 1024 > 212_992,
+        "the batch ({} bytes, {} answers) must outgrow the default buffers",
+        batch.bytes.len(),
+        batch.ops.len()
+    );
+    let ns = format!("nbt-{}-nfbig", std::process::id());
+    let _cleanup = Namespaces(vec![ns.clone()]);
+    ok(&format!("ip netns add {ns}"));
+    apply(&ns, Nft::Netlink, &ruleset, Op::Create);
+    let listed = ok(&format!("ip netns exec {ns} nft list chain inet many c"));
+    let counted = listed.lines().filter(|l| l.contains("tcp dport {")).count();
+    assert_eq!(counted, usize::from(rules), "rules listed");
+    assert!(
+        listed.contains("tcp dport { 3000, 13000 }"),
+        "the last rule"
+    );
+}

@@ -30,13 +30,18 @@ pub enum TransactionError {
     Receive(io::Error),
     #[error("the kernel did not answer within {0:?}")]
     Timeout(Duration),
+    #[error(
+        "the kernel's answers overflowed the socket's buffer: whether the transaction applied \
+         is unknown"
+    )]
+    AnswersLost,
     #[error("{op}: {message}")]
     Refused { op: String, message: String },
 }
 
 /// Sends `batch` and waits until the kernel has answered every message in it.
 pub fn apply(batch: &Batch) -> Result<(), TransactionError> {
-    let socket = open()?;
+    let socket = open(batch.bytes.len(), batch.ops.len())?;
     let fd = socket.as_raw_fd();
     // SAFETY: a sendto of our own buffer on our socket; the address is the kernel (pid 0).
     let sent = unsafe {
@@ -69,6 +74,9 @@ pub fn apply(batch: &Batch) -> Result<(), TransactionError> {
             match err.kind() {
                 io::ErrorKind::Interrupted => continue,
                 io::ErrorKind::WouldBlock => return Err(TransactionError::Timeout(ANSWER_TIMEOUT)),
+                _ if err.raw_os_error() == Some(libc::ENOBUFS) => {
+                    return Err(TransactionError::AnswersLost);
+                }
                 _ => return Err(TransactionError::Receive(err)),
             }
         };
@@ -106,7 +114,14 @@ fn socklen<T>() -> libc::socklen_t {
     libc::socklen_t::try_from(std::mem::size_of::<T>()).unwrap_or(libc::socklen_t::MAX)
 }
 
-fn open() -> Result<OwnedFd, TransactionError> {
+/// The socket buffers' default size (`net.core.{r,w}mem_default` here); a batch or its answers
+/// beyond it get buffers of their own size.
+const DEFAULT_BUFFER: usize = 212_992;
+/// What one answer costs in the receive buffer (a small skb's true size, rounded up).
+const ANSWER_COST: usize = 1024;
+
+/// A socket for a batch of `bytes` bytes and `answers` acknowledged messages.
+fn open(bytes: usize, answers: usize) -> Result<OwnedFd, TransactionError> {
     // SAFETY: socket(2) returns a new descriptor or -1; ownership moves into OwnedFd.
     let fd = unsafe {
         libc::socket(
@@ -125,6 +140,28 @@ fn open() -> Result<OwnedFd, TransactionError> {
         tv_sec: libc::time_t::try_from(ANSWER_TIMEOUT.as_secs()).unwrap_or(10),
         tv_usec: 0,
     };
+    // The kernel takes a batch only in one message, and drops answers that do not fit the
+    // receive buffer: size both for a large ruleset (many ports), as nft does. Best effort:
+    // without it a batch too large fails with EMSGSIZE, and lost answers are reported.
+    let sizes = [
+        (libc::SO_SNDBUFFORCE, bytes + 4096),
+        (libc::SO_RCVBUFFORCE, answers * ANSWER_COST),
+    ];
+    for (option, size) in sizes {
+        if size > DEFAULT_BUFFER {
+            let size = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+            // SAFETY: setsockopt with a pointer to a live c_int.
+            unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    option,
+                    (&raw const size).cast(),
+                    socklen::<libc::c_int>(),
+                );
+            }
+        }
+    }
     // Errors without the echoed request (CAP_ACK) and with the kernel's text when it has one
     // (EXT_ACK); a bounded wait. Each is best effort: without it the answers are still read.
     // SAFETY: setsockopt with pointers to live values of the sizes given.
