@@ -437,6 +437,40 @@ impl<'a> Applier<'a> {
         // ifb (the stand-in for a missing dummy driver) cannot change its MAC (EOPNOTSUPP);
         // nothing reads the placeholder's MAC: the guest's comes from the hand-off record.
         .filter(|_| cur.kind != Some(LinkType::Ifb));
+        let ours = !matches!(link.kind, LinkKind::PodInterface { .. });
+        let want_master = match &link.master {
+            Some(master) => Some(
+                find(master.as_str())
+                    .ok_or_else(|| ApplyError::Link {
+                        op: "find master",
+                        name: master.to_string(),
+                        source: std::io::Error::from_raw_os_error(libc::ENODEV),
+                    })?
+                    .index,
+            ),
+            None => None,
+        };
+        let master_changed = want_master != cur.master;
+        if created {
+            // Made just now, by its own name, down and without addresses: add them, then
+            // everything else in one change (each change is a notification and a pass over
+            // the netdev notifiers in the kernel).
+            self.add_addrs(idx, name, &link.addresses)?;
+            let change = LinkChange {
+                mac: want_mac,
+                mtu: link.mtu.filter(|mtu| *mtu != cur.mtu),
+                master: master_changed.then(|| want_master.unwrap_or(0)),
+                up: (link.up && !cur.up).then_some(true),
+                group: (ours && cur.group != NETBIND_GROUP).then_some(NETBIND_GROUP),
+                ..Default::default()
+            };
+            if change != LinkChange::default() {
+                self.nl
+                    .change_link(idx, &change)
+                    .map_err(link_err("set mac/mtu/master/up", name))?;
+            }
+            return self.learning(link, idx, master_changed, cur.learning);
+        }
         let rename = (cur.name != name).then(|| name.to_string());
         if (rename.is_some() || want_mac.is_some()) && cur.up {
             self.nl
@@ -449,7 +483,6 @@ impl<'a> Applier<'a> {
                 )
                 .map_err(link_err("set down", &cur.name))?;
         }
-        let ours = !matches!(link.kind, LinkKind::PodInterface { .. });
         let change = LinkChange {
             name: rename,
             mac: want_mac,
@@ -469,19 +502,6 @@ impl<'a> Applier<'a> {
                 .change_link(idx, &change)
                 .map_err(link_err("set name/mac/mtu", name))?;
         }
-        let want_master = match &link.master {
-            Some(mac) => Some(
-                find(mac.as_str())
-                    .ok_or_else(|| ApplyError::Link {
-                        op: "find master",
-                        name: mac.to_string(),
-                        source: std::io::Error::from_raw_os_error(libc::ENODEV),
-                    })?
-                    .index,
-            ),
-            None => None,
-        };
-        let master_changed = want_master != cur.master;
         if master_changed {
             let master = Some(want_master.unwrap_or(0));
             self.nl
@@ -517,14 +537,26 @@ impl<'a> Applier<'a> {
                 )
                 .map_err(link_err(if link.up { "set up" } else { "set down" }, name))?;
         }
-        if let Some(on) = link.learning {
-            // A new bridge port starts with the kernel's default: set it whatever it was before.
-            let cur_learning = if master_changed { None } else { cur.learning };
-            if cur_learning != Some(on) {
-                self.nl
-                    .set_learning(idx, on)
-                    .map_err(link_err("set bridge-port learning", name))?;
-            }
+        self.learning(link, idx, master_changed, cur.learning)
+    }
+
+    /// A bridge port's learning flag, as planned. A new bridge port starts with the kernel's
+    /// default: set it then whatever it was before.
+    fn learning(
+        &mut self,
+        link: &LinkPlan,
+        idx: u32,
+        master_changed: bool,
+        cur: Option<bool>,
+    ) -> Result<(), ApplyError> {
+        let Some(on) = link.learning else {
+            return Ok(());
+        };
+        let cur = if master_changed { None } else { cur };
+        if cur != Some(on) {
+            self.nl
+                .set_learning(idx, on)
+                .map_err(link_err("set bridge-port learning", link.name.as_str()))?;
         }
         Ok(())
     }

@@ -98,7 +98,7 @@ pub struct Route {
 }
 
 /// Attribute changes for `RTM_NEWLINK` on an existing link.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LinkChange {
     pub name: Option<String>,
     pub mac: Option<MacAddr>,
@@ -271,6 +271,9 @@ impl Netlink {
         self.ack(RouteNetlinkMessage::DelLink(msg), 0)
     }
 
+    /// Applies `change` as one message. The kernel applies its parts in a fixed order (MAC,
+    /// MTU, group, name, master, then the up/down flag), so a link can be renamed, enslaved
+    /// and brought up at once; renaming or changing the MAC still needs it down first.
     pub fn change_link(&mut self, index: u32, change: &LinkChange) -> io::Result<()> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
