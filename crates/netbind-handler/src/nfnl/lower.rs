@@ -608,42 +608,23 @@ fn shape(table: Family, field: &Field) -> Result<Shape, String> {
                 deps,
             }
         }
-        Field::EtherSaddr | Field::EtherType => {
+        Field::EtherSaddr | Field::EtherType | Field::ArpSaddrEther | Field::ArpSaddrIp => {
             if table != Family::Bridge {
-                return Err(format!("ether fields in a {} table", table.as_str()));
+                return Err(format!("link-layer fields in a {} table", table.as_str()));
             }
-            let saddr = matches!(field, Field::EtherSaddr);
+            let arp = || vec![(payload(BASE_LINK, 12, 2), ETH_P_ARP.to_be_bytes().to_vec())];
+            let (load, len, key_type, deps) = match field {
+                Field::EtherSaddr => (payload(BASE_LINK, 6, 6), 6, TYPE_ETHERADDR, Vec::new()),
+                Field::EtherType => (payload(BASE_LINK, 12, 2), 2, TYPE_ETHERTYPE, Vec::new()),
+                Field::ArpSaddrEther => (payload(BASE_NETWORK, 8, 6), 6, TYPE_ETHERADDR, arp()),
+                _ => (payload(BASE_NETWORK, 14, 4), 4, TYPE_IPADDR, arp()),
+            };
             Shape {
-                load: payload(
-                    BASE_LINK,
-                    if saddr { 6 } else { 12 },
-                    if saddr { 6 } else { 2 },
-                ),
-                len: if saddr { 6 } else { 2 },
-                key_type: if saddr {
-                    TYPE_ETHERADDR
-                } else {
-                    TYPE_ETHERTYPE
-                },
+                load,
+                len,
+                key_type,
                 big_endian: true,
-                deps: Vec::new(),
-            }
-        }
-        Field::ArpSaddrEther | Field::ArpSaddrIp => {
-            if table != Family::Bridge {
-                return Err(format!("arp fields in a {} table", table.as_str()));
-            }
-            let ether = matches!(field, Field::ArpSaddrEther);
-            Shape {
-                load: payload(
-                    BASE_NETWORK,
-                    if ether { 8 } else { 14 },
-                    if ether { 6 } else { 4 },
-                ),
-                len: if ether { 6 } else { 4 },
-                key_type: if ether { TYPE_ETHERADDR } else { TYPE_IPADDR },
-                big_endian: true,
-                deps: vec![(payload(BASE_LINK, 12, 2), ETH_P_ARP.to_be_bytes().to_vec())],
+                deps,
             }
         }
     })

@@ -110,6 +110,21 @@ pub fn apply(batch: &Batch) -> Result<(), TransactionError> {
     }
 }
 
+/// An integer socket option, best effort (the caller copes without it).
+fn set_int(fd: libc::c_int, level: libc::c_int, option: libc::c_int, value: usize) {
+    let value = libc::c_int::try_from(value).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt with a pointer to a live c_int of the size given.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            option,
+            (&raw const value).cast(),
+            socklen::<libc::c_int>(),
+        );
+    }
+}
+
 fn socklen<T>() -> libc::socklen_t {
     libc::socklen_t::try_from(std::mem::size_of::<T>()).unwrap_or(libc::socklen_t::MAX)
 }
@@ -135,11 +150,6 @@ fn open(bytes: usize, answers: usize) -> Result<OwnedFd, TransactionError> {
     }
     // SAFETY: fd is a fresh descriptor owned by nobody else.
     let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-    let on: libc::c_int = 1;
-    let timeout = libc::timeval {
-        tv_sec: libc::time_t::try_from(ANSWER_TIMEOUT.as_secs()).unwrap_or(10),
-        tv_usec: 0,
-    };
     // The kernel takes a batch only in one message, and drops answers that do not fit the
     // receive buffer: size both for a large ruleset (many ports), as nft does. Best effort:
     // without it a batch too large fails with EMSGSIZE, and lost answers are reported.
@@ -149,42 +159,31 @@ fn open(bytes: usize, answers: usize) -> Result<OwnedFd, TransactionError> {
     ];
     for (option, size) in sizes {
         if size > DEFAULT_BUFFER {
-            let size = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
-            // SAFETY: setsockopt with a pointer to a live c_int.
-            unsafe {
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    option,
-                    (&raw const size).cast(),
-                    socklen::<libc::c_int>(),
-                );
-            }
+            set_int(fd, libc::SOL_SOCKET, option, size);
         }
     }
     // Errors without the echoed request (CAP_ACK) and with the kernel's text when it has one
-    // (EXT_ACK); a bounded wait. Each is best effort: without it the answers are still read.
-    // SAFETY: setsockopt with pointers to live values of the sizes given.
-    unsafe {
-        for option in [libc::NETLINK_CAP_ACK, libc::NETLINK_EXT_ACK] {
-            libc::setsockopt(
-                fd,
-                libc::SOL_NETLINK,
-                option,
-                (&raw const on).cast(),
-                socklen::<libc::c_int>(),
-            );
-        }
-        if libc::setsockopt(
+    // (EXT_ACK). Best effort: without them the answers are still read.
+    for option in [libc::NETLINK_CAP_ACK, libc::NETLINK_EXT_ACK] {
+        set_int(fd, libc::SOL_NETLINK, option, 1);
+    }
+    // A bounded wait.
+    let timeout = libc::timeval {
+        tv_sec: libc::time_t::try_from(ANSWER_TIMEOUT.as_secs()).unwrap_or(10),
+        tv_usec: 0,
+    };
+    // SAFETY: setsockopt with a pointer to a live timeval of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
             fd,
             libc::SOL_SOCKET,
             libc::SO_RCVTIMEO,
             (&raw const timeout).cast(),
             socklen::<libc::timeval>(),
-        ) != 0
-        {
-            return Err(TransactionError::Socket(io::Error::last_os_error()));
-        }
+        )
+    };
+    if rc != 0 {
+        return Err(TransactionError::Socket(io::Error::last_os_error()));
     }
     Ok(socket)
 }
