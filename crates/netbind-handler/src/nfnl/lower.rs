@@ -683,6 +683,18 @@ fn value_bytes(field: &Field, shape: &Shape, val: &Val) -> Result<Vec<u8>, Strin
     Ok(bytes)
 }
 
+/// A port range's ends as key bytes: only a 16-bit field takes one (a shorter compare than
+/// the load would match a prefix of the field instead).
+fn range_bytes(shape: &Shape, low: u16, high: u16) -> Result<(Vec<u8>, Vec<u8>), String> {
+    if shape.len != 2 {
+        return Err(format!("range {low}-{high} on a {}-byte field", shape.len));
+    }
+    if low > high {
+        return Err(format!("range {low}-{high} is empty"));
+    }
+    Ok((low.to_be_bytes().to_vec(), high.to_be_bytes().to_vec()))
+}
+
 /// An interval of key bytes, both ends included.
 fn interval(field: &Field, shape: &Shape, val: &Val) -> Result<(Vec<u8>, Vec<u8>), String> {
     match val {
@@ -697,12 +709,7 @@ fn interval(field: &Field, shape: &Shape, val: &Val) -> Result<(Vec<u8>, Vec<u8>
             let high = bytes.iter().zip(&mask).map(|(b, m)| b | !m).collect();
             Ok((low, high))
         }
-        Val::Range(low, high) => {
-            if low > high {
-                return Err(format!("range {low}-{high} is empty"));
-            }
-            Ok((low.to_be_bytes().to_vec(), high.to_be_bytes().to_vec()))
-        }
+        Val::Range(low, high) => range_bytes(shape, *low, *high),
         other => {
             let bytes = value_bytes(field, shape, other)?;
             Ok((bytes.clone(), bytes))
@@ -810,10 +817,7 @@ fn lower_match(
     match values {
         [] => Err("a match with no value".into()),
         [Val::Range(low, high)] => {
-            if low > high {
-                return Err(format!("range {low}-{high} is empty"));
-            }
-            let (from, to) = (low.to_be_bytes().to_vec(), high.to_be_bytes().to_vec());
+            let (from, to) = range_bytes(&shape, *low, *high)?;
             out.push(shape.load.clone());
             if invert {
                 out.push(Ir::RangeNeq { from, to });
@@ -945,6 +949,7 @@ fn lower_rule(table: Family, rule: &Rule) -> Result<Vec<Ir>, String> {
 mod tests {
     #![allow(clippy::unwrap_used)] // test code
     use super::*;
+    use proptest::prelude::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     #[test]
@@ -1021,6 +1026,110 @@ mod tests {
             interval_elements(vec![(vec![1], vec![5]), (vec![5], vec![6])]).is_err(),
             "overlap"
         );
+    }
+
+    /// How many bytes a load leaves in the register.
+    fn load_len(ir: &Ir) -> Option<usize> {
+        match ir {
+            Ir::Meta(META_IIFNAME | META_OIFNAME) => Some(IFNAMSIZ),
+            Ir::Meta(META_MARK) => Some(4),
+            Ir::Meta(META_PROTOCOL) => Some(2),
+            Ir::Meta(_) => Some(1),
+            Ir::Payload { len, .. } => usize::try_from(*len).ok(),
+            _ => None,
+        }
+    }
+
+    fn arb_field() -> impl Strategy<Value = Field> {
+        let fam = prop_oneof![
+            Just(Family::Ip),
+            Just(Family::Ip6),
+            Just(Family::Inet),
+            Just(Family::Bridge)
+        ];
+        let proto = prop_oneof![Just("tcp"), Just("udp"), Just("sctp")].prop_map(String::from);
+        prop_oneof![
+            fam.clone().prop_map(Field::Saddr),
+            fam.prop_map(Field::Daddr),
+            Just(Field::Iifname),
+            Just(Field::Oifname),
+            proto.clone().prop_map(Field::Dport),
+            proto.prop_map(Field::Sport),
+            Just(Field::EtherSaddr),
+            Just(Field::EtherType),
+            Just(Field::ArpSaddrEther),
+            Just(Field::ArpSaddrIp),
+            Just(Field::Mark),
+            Just(Field::Icmpv6Type),
+        ]
+    }
+
+    fn arb_val() -> impl Strategy<Value = Val> {
+        let addr = prop_oneof![
+            any::<[u8; 4]>().prop_map(IpAddr::from),
+            any::<[u8; 16]>().prop_map(IpAddr::from),
+        ];
+        let name = prop_oneof![
+            Just("eth0"),
+            Just("k6t-eth0"),
+            Just("ip"),
+            Just("arp"),
+            Just("nd-router-advert"),
+            Just("a-name-far-too-long-for-a-link"),
+        ]
+        .prop_map(String::from);
+        prop_oneof![
+            addr.clone().prop_map(Val::Addr),
+            any::<u16>().prop_map(Val::Port),
+            (any::<u16>(), any::<u16>()).prop_map(|(a, b)| Val::Range(a, b)),
+            name.prop_map(Val::Name),
+            (addr, 0u8..=130).prop_map(|(a, l)| Val::Prefix(a, l)),
+            any::<[u8; 6]>().prop_map(|o| Val::Mac(netbind_model::MacAddr(o))),
+            any::<u32>().prop_map(Val::Hex),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the planner might hand it, lowering never panics, and what it writes is
+        /// coherent: every compare, mask, range and set key is as wide as the load before it
+        /// (a narrower one would match a prefix of the field and pass the kernel's checks).
+        #[test]
+        fn every_compare_is_as_wide_as_its_load(
+            table in prop_oneof![Just(Family::Ip), Just(Family::Ip6), Just(Family::Inet), Just(Family::Bridge)],
+            field in arb_field(),
+            values in proptest::collection::vec(arb_val(), 0..4),
+            invert in any::<bool>(),
+        ) {
+            let expr = if invert {
+                Expr::differs(field, values)
+            } else {
+                Expr::set(field, values)
+            };
+            let Ok(irs) = lower_rule(table, &Rule { exprs: vec![expr] }) else {
+                return Ok(());
+            };
+            let mut width = None;
+            for ir in &irs {
+                if let Some(len) = load_len(ir) {
+                    width = Some(len);
+                    continue;
+                }
+                let width = width.expect("a compare after a load");
+                match ir {
+                    Ir::Cmp { data, .. } => prop_assert_eq!(data.len(), width, "{:?}", irs),
+                    Ir::Bitwise { mask } => prop_assert_eq!(mask.len(), width),
+                    Ir::RangeNeq { from, to } => {
+                        prop_assert_eq!(from.len(), width);
+                        prop_assert_eq!(to.len(), width);
+                    }
+                    Ir::Lookup { set, .. } => {
+                        prop_assert_eq!(usize::try_from(set.key_len).unwrap(), width);
+                        prop_assert!(set.elements.iter().all(|e| e.key.len() == width));
+                    }
+                    other => prop_assert!(false, "unexpected {:?}", other),
+                }
+            }
+        }
     }
 
     #[test]
