@@ -8,7 +8,7 @@
 //!   QEMU containers, TCG guest).
 //!
 //! Needs release binaries: `cargo build --release --bins && cargo bench -p netbind-cri --bench
-//! cri` (env: NETBIND_BENCH_ROUNDS, default 20; NETBIND_BENCH_VMS, default 3).
+//! cri` (env: NETBIND_BENCH_ROUNDS, default 60; NETBIND_BENCH_VMS, default 3).
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
@@ -31,6 +31,23 @@ fn pct(samples: &[Duration], quantile: f64) -> f64 {
     ms.sort_by(f64::total_cmp);
     let idx = ((ms.len() as f64 - 1.0) * quantile).round() as usize;
     ms[idx.min(ms.len() - 1)]
+}
+
+/// Quantiles of the per-round differences `with - without` (paired by round), in ms.
+fn diff_row(name: &str, with: &[Duration], without: &[Duration]) {
+    let mut ms: Vec<f64> = with
+        .iter()
+        .zip(without)
+        .map(|(a, b)| (a.as_secs_f64() - b.as_secs_f64()) * 1e3)
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| ms[(((ms.len() as f64 - 1.0) * q).round() as usize).min(ms.len() - 1)];
+    println!(
+        "{name:<50} {:>9.1} {:>9.1} {:>9.1}",
+        at(0.5),
+        at(0.1),
+        at(0.9)
+    );
 }
 
 fn row(name: &str, samples: &[Duration]) {
@@ -77,7 +94,7 @@ fn main() {
             std::process::exit(1);
         }
     }
-    let rounds = netbind_testkit::env_count("NETBIND_BENCH_ROUNDS", 20);
+    let rounds = netbind_testkit::env_count("NETBIND_BENCH_ROUNDS", 60);
     let vms = netbind_testkit::env_count("NETBIND_BENCH_VMS", 3);
     let vmi =
         std::fs::read_to_string(netbind_testkit::repo_root().join("examples/vmi-masquerade.yaml"))
@@ -121,11 +138,13 @@ fn main() {
         "Stop+Remove, bridge + host-local + netbind-cni",
         &clients[1].2,
     );
-    println!(
-        "netbind-cni adds {:.1} ms to RunPodSandbox (median), {:.1} ms to Stop+Remove",
-        pct(&clients[1].1, 0.5) - pct(&clients[0].1, 0.5),
-        pct(&clients[1].2, 0.5) - pct(&clients[0].2, 0.5)
-    );
+    // Each round ran both chains back to back: the per-round difference pairs them under the
+    // same machine state, where a difference of medians mixes rounds of different speed (the
+    // containerd path is 100-200 ms here and drifts by more than netbind adds).
+    println!("\nWhat netbind-cni adds, round by round (chained minus plain, ms)");
+    println!("{:<50} {:>9} {:>9} {:>9}", "", "median", "p10", "p90");
+    diff_row("RunPodSandbox", &clients[1].1, &clients[0].1);
+    diff_row("Stop+Remove", &clients[1].2, &clients[0].2);
 
     let guest = GuestImage::locate().expect("the guest image (scripts/build-guest.sh)");
     let mut to_lease = Vec::new();
