@@ -118,10 +118,13 @@ pub struct Batch {
 impl Batch {
     /// The operation a sequence number belongs to.
     pub fn op(&self, seq: u32) -> Option<&str> {
-        self.ops
-            .iter()
-            .find(|(at, _)| *at == seq)
-            .map(|(_, what)| what.as_str())
+        self.index(seq).map(|at| self.ops[at].1.as_str())
+    }
+
+    /// Where `seq` is in `ops`: the acknowledged messages are numbered 1, 2, ... in order.
+    pub fn index(&self, seq: u32) -> Option<usize> {
+        let at = usize::try_from(seq).ok()?.checked_sub(1)?;
+        (self.ops.get(at)?.0 == seq).then_some(at)
     }
 }
 

@@ -63,10 +63,13 @@ pub fn apply(batch: &Batch) -> Result<(), TransactionError> {
             source: io::Error::last_os_error(),
         });
     }
-    let mut pending: Vec<u32> = batch.ops.iter().map(|(seq, _)| *seq).collect();
+    // One flag per acknowledged message: a batch of thousands of rules gets thousands of
+    // answers, each found by its sequence number in constant time.
+    let mut answered = vec![false; batch.ops.len()];
+    let mut pending = batch.ops.len();
     let mut refused: Vec<(u32, i32, Option<String>)> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
-    while !pending.is_empty() {
+    while pending > 0 {
         // SAFETY: recv into our own buffer, within its length.
         let got = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
         let Ok(got) = usize::try_from(got) else {
@@ -81,14 +84,18 @@ pub fn apply(batch: &Batch) -> Result<(), TransactionError> {
             }
         };
         for answer in answers(&buf[..got]) {
-            pending.retain(|seq| *seq != answer.seq);
-            if answer.errno != 0 {
-                let batch_level = batch.op(answer.seq).is_none();
-                refused.push((answer.seq, answer.errno, answer.message));
-                if batch_level {
-                    // The kernel refused the batch as a whole: no per-message answers follow.
-                    pending.clear();
+            match batch.index(answer.seq) {
+                Some(at) if !answered[at] => {
+                    answered[at] = true;
+                    pending -= 1;
                 }
+                Some(_) => {}
+                // The kernel refused the batch as a whole: no per-message answers follow.
+                None if answer.errno != 0 => pending = 0,
+                None => {}
+            }
+            if answer.errno != 0 {
+                refused.push((answer.seq, answer.errno, answer.message));
             }
         }
     }
