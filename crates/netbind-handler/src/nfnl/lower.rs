@@ -111,20 +111,27 @@ pub struct LowerError {
 #[derive(Debug)]
 pub struct Batch {
     pub bytes: Vec<u8>,
-    /// (sequence number, the operation in nft's words).
-    pub ops: Vec<(u32, String)>,
+    /// The operation of each acknowledged message, in nft's words; message `i` carries
+    /// sequence number `i + 1` (the batch's begin and end, unacknowledged, carry 0 and the
+    /// next number).
+    pub ops: Vec<String>,
 }
 
 impl Batch {
     /// The operation a sequence number belongs to.
     pub fn op(&self, seq: u32) -> Option<&str> {
-        self.index(seq).map(|at| self.ops[at].1.as_str())
+        self.index(seq).map(|at| self.ops[at].as_str())
     }
 
-    /// Where `seq` is in `ops`: the acknowledged messages are numbered 1, 2, ... in order.
+    /// Where `seq` is in `ops`.
     pub fn index(&self, seq: u32) -> Option<usize> {
         let at = usize::try_from(seq).ok()?.checked_sub(1)?;
-        (self.ops.get(at)?.0 == seq).then_some(at)
+        (at < self.ops.len()).then_some(at)
+    }
+
+    /// The sequence number of the message after the last acknowledged one.
+    fn next_seq(&self) -> u32 {
+        u32::try_from(self.ops.len() + 1).unwrap_or(u32::MAX)
     }
 }
 
@@ -141,9 +148,8 @@ pub enum Op {
 
 struct Builder {
     w: Writer,
-    seq: u32,
     next_set: u32,
-    ops: Vec<(u32, String)>,
+    batch: Batch,
 }
 
 impl Builder {
@@ -155,17 +161,16 @@ impl Builder {
         what: String,
         body: impl FnOnce(&mut Writer),
     ) {
-        self.seq += 1;
         let open = self.w.message(
             kind,
             F_REQUEST | F_ACK | flags,
-            self.seq,
+            self.batch.next_seq(),
             family_number(family),
             0,
         );
         body(&mut self.w);
         self.w.end(open);
-        self.ops.push((self.seq, what));
+        self.batch.ops.push(what);
     }
 }
 
@@ -173,9 +178,11 @@ impl Builder {
 pub fn batch(ruleset: &Ruleset, op: Op) -> Result<Batch, LowerError> {
     let mut b = Builder {
         w: Writer::default(),
-        seq: 0,
         next_set: 0,
-        ops: Vec::new(),
+        batch: Batch {
+            bytes: Vec::new(),
+            ops: Vec::new(),
+        },
     };
     let begin = b.w.message(BATCH_BEGIN, F_REQUEST, 0, 0, SUBSYS >> 8);
     b.w.end(begin);
@@ -193,12 +200,11 @@ pub fn batch(ruleset: &Ruleset, op: Op) -> Result<Batch, LowerError> {
             add_chains_and_rules(&mut b, table)?;
         }
     }
-    let end = b.w.message(BATCH_END, F_REQUEST, b.seq + 1, 0, SUBSYS >> 8);
+    let end =
+        b.w.message(BATCH_END, F_REQUEST, b.batch.next_seq(), 0, SUBSYS >> 8);
     b.w.end(end);
-    Ok(Batch {
-        bytes: b.w.into_bytes(),
-        ops: b.ops,
-    })
+    b.batch.bytes = b.w.into_bytes();
+    Ok(b.batch)
 }
 
 fn add_table(b: &mut Builder, table: &Table, name: &str) {
@@ -252,22 +258,18 @@ fn add_chains_and_rules(b: &mut Builder, table: &Table) -> Result<(), LowerError
                 chain.name,
                 rule.text()
             );
-            let exprs = lower_rule(family, rule).map_err(|message| LowerError {
+            let mut exprs = lower_rule(family, rule).map_err(|message| LowerError {
                 object: object.clone(),
                 message,
             })?;
             // Anonymous sets go first, in the same transaction; the rule names them by id.
-            let mut set_ids = Vec::new();
-            for set in exprs.iter().filter_map(|e| match e {
-                Ir::Lookup { set, .. } => Some(set),
-                _ => None,
-            }) {
-                b.next_set += 1;
-                let id = b.next_set;
-                set_ids.push(id);
-                add_set(b, table, set, id, &object);
+            for expr in &mut exprs {
+                if let Ir::Lookup { set, id, .. } = expr {
+                    b.next_set += 1;
+                    *id = b.next_set;
+                    add_set(b, table, set, *id, &object);
+                }
             }
-            let mut ids = set_ids.into_iter();
             b.message(
                 NEWRULE,
                 F_CREATE | F_APPEND,
@@ -278,11 +280,8 @@ fn add_chains_and_rules(b: &mut Builder, table: &Table) -> Result<(), LowerError
                     w.str(RULE_CHAIN, &chain.name);
                     let list = w.nest(RULE_EXPRESSIONS);
                     for expr in &exprs {
-                        let set_id = matches!(expr, Ir::Lookup { .. })
-                            .then(|| ids.next())
-                            .flatten();
                         let elem = w.nest(LIST_ELEM);
-                        expr.encode(w, set_id.unwrap_or(0));
+                        expr.encode(w);
                         w.end_nest(elem);
                     }
                     w.end_nest(list);
@@ -321,9 +320,7 @@ fn add_set(b: &mut Builder, table: &Table, set: &AnonSet, id: u32, object: &str)
             // nft's user data: the key's byte order (NFTNL_UDATA_SET_KEYBYTEORDER), which its
             // listing uses to print the elements.
             let order: u32 = if set.big_endian { 2 } else { 1 };
-            let mut udata = vec![0u8, 4];
-            udata.extend_from_slice(&order.to_ne_bytes());
-            w.attr(SET_USERDATA, &udata);
+            w.attr(SET_USERDATA, &udata_u32(0, order));
         },
     );
     b.message(
@@ -347,9 +344,7 @@ fn add_set(b: &mut Builder, table: &Table, set: &AnonSet, id: u32, object: &str)
                 if element.open {
                     // NFTNL_UDATA_SET_ELEM_FLAGS = NFTNL_SET_ELEM_F_INTERVAL_OPEN: an interval
                     // that runs to the end of the key space, so it has no end element.
-                    let mut udata = vec![1u8, 4];
-                    udata.extend_from_slice(&1u32.to_ne_bytes());
-                    w.attr(SET_ELEM_USERDATA, &udata);
+                    w.attr(SET_ELEM_USERDATA, &udata_u32(1, 1));
                 }
                 w.end_nest(elem);
             }
@@ -358,20 +353,51 @@ fn add_set(b: &mut Builder, table: &Table, set: &AnonSet, id: u32, object: &str)
     );
 }
 
+/// One entry of nft's user data (libnftnl's `nftnl_udata`: type, length, value): a u32 in host
+/// order.
+fn udata_u32(kind: u8, value: u32) -> Vec<u8> {
+    let mut udata = vec![kind, 4];
+    udata.extend_from_slice(&value.to_ne_bytes());
+    udata
+}
+
 /// One nf_tables expression, always on register 1 (or the verdict register).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Ir {
     Meta(u32),
-    Payload { base: u32, offset: u32, len: u32 },
-    Cmp { op: u32, data: Vec<u8> },
-    Bitwise { mask: Vec<u8> },
-    RangeNeq { from: Vec<u8>, to: Vec<u8> },
-    Lookup { set: AnonSet, invert: bool },
+    Payload {
+        base: u32,
+        offset: u32,
+        len: u32,
+    },
+    Cmp {
+        op: u32,
+        data: Vec<u8>,
+    },
+    Bitwise {
+        mask: Vec<u8>,
+    },
+    RangeNeq {
+        from: Vec<u8>,
+        to: Vec<u8>,
+    },
+    /// `id`: the set's number in the batch, given when the set is added to it.
+    Lookup {
+        set: AnonSet,
+        invert: bool,
+        id: u32,
+    },
     Counter,
     Immediate(Vec<u8>),
-    Verdict { code: i32, chain: Option<String> },
+    Verdict {
+        code: i32,
+        chain: Option<String>,
+    },
     Masq,
-    Nat { dnat: bool, family: u32 },
+    Nat {
+        dnat: bool,
+        family: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -417,7 +443,7 @@ impl Ir {
         }
     }
 
-    fn encode(&self, w: &mut Writer, set_id: u32) {
+    fn encode(&self, w: &mut Writer) {
         w.str(EXPR_NAME, self.name());
         if matches!(self, Ir::Counter | Ir::Masq) {
             return;
@@ -452,10 +478,10 @@ impl Ir {
                 data_nest(w, 3, from);
                 data_nest(w, 4, to);
             }
-            Ir::Lookup { invert, .. } => {
+            Ir::Lookup { invert, id, .. } => {
                 w.str(1, ANONYMOUS_SET); // NFTA_LOOKUP_SET
                 w.u32(2, REG_1); // NFTA_LOOKUP_SREG
-                w.u32(4, set_id); // NFTA_LOOKUP_SET_ID
+                w.u32(4, *id); // NFTA_LOOKUP_SET_ID
                 w.u32(5, u32::from(*invert)); // NFTA_LOOKUP_FLAGS: NFT_LOOKUP_F_INV
             }
             Ir::Immediate(value) => {
@@ -897,6 +923,7 @@ fn lower_match(
                     elements,
                 },
                 invert,
+                id: 0,
             });
             Ok(())
         }
