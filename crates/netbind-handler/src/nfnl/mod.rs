@@ -11,8 +11,10 @@ pub mod lower;
 mod wire;
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
+
+use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
 
 pub use lower::{Batch, LowerError, Op, batch};
 
@@ -42,25 +44,17 @@ pub enum TransactionError {
 /// Sends `batch` and waits until the kernel has answered every message in it.
 pub fn apply(batch: &Batch) -> Result<(), TransactionError> {
     let socket = open(batch.bytes.len(), batch.ops.len())?;
-    let fd = socket.as_raw_fd();
-    // SAFETY: a sendto of our own buffer on our socket; the address is the kernel (pid 0).
-    let sent = unsafe {
-        let mut kernel: libc::sockaddr_nl = std::mem::zeroed();
-        // AF_NETLINK is 16: it fits.
-        kernel.nl_family = libc::sa_family_t::try_from(libc::AF_NETLINK).unwrap_or_default();
-        libc::sendto(
-            fd,
-            batch.bytes.as_ptr().cast(),
-            batch.bytes.len(),
-            0,
-            (&raw const kernel).cast(),
-            socklen::<libc::sockaddr_nl>(),
-        )
-    };
-    if usize::try_from(sent).ok() != Some(batch.bytes.len()) {
+    // Unconnected and unaddressed, a netlink datagram goes to the kernel.
+    let sent = socket
+        .send(&batch.bytes, 0)
+        .map_err(|source| TransactionError::Send {
+            bytes: batch.bytes.len(),
+            source,
+        })?;
+    if sent != batch.bytes.len() {
         return Err(TransactionError::Send {
             bytes: batch.bytes.len(),
-            source: io::Error::last_os_error(),
+            source: io::Error::new(io::ErrorKind::WriteZero, format!("{sent} bytes sent")),
         });
     }
     // One flag per acknowledged message: a batch of thousands of rules gets thousands of
@@ -68,20 +62,19 @@ pub fn apply(batch: &Batch) -> Result<(), TransactionError> {
     let mut answered = vec![false; batch.ops.len()];
     let mut pending = batch.ops.len();
     let mut refused: Vec<(u32, i32, Option<String>)> = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     while pending > 0 {
-        // SAFETY: recv into our own buffer, within its length.
-        let got = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-        let Ok(got) = usize::try_from(got) else {
-            let err = io::Error::last_os_error();
-            match err.kind() {
+        buf.clear();
+        let got = match socket.recv(&mut buf, 0) {
+            Ok(got) => got.min(buf.len()),
+            Err(err) => match err.kind() {
                 io::ErrorKind::Interrupted => continue,
                 io::ErrorKind::WouldBlock => return Err(TransactionError::Timeout(ANSWER_TIMEOUT)),
                 _ if err.raw_os_error() == Some(libc::ENOBUFS) => {
                     return Err(TransactionError::AnswersLost);
                 }
                 _ => return Err(TransactionError::Receive(err)),
-            }
+            },
         };
         for answer in answers(&buf[..got]) {
             match batch.index(answer.seq) {
@@ -99,8 +92,8 @@ pub fn apply(batch: &Batch) -> Result<(), TransactionError> {
             }
         }
     }
-    refused.sort_by_key(|(seq, ..)| *seq);
-    match refused.into_iter().next() {
+    // The first refusal in the batch's order is the cause; later ones may only follow from it.
+    match refused.into_iter().min_by_key(|(seq, ..)| *seq) {
         None => Ok(()),
         Some((seq, errno, message)) => {
             let mut text = io::Error::from_raw_os_error(errno).to_string();
@@ -118,13 +111,13 @@ pub fn apply(batch: &Batch) -> Result<(), TransactionError> {
 }
 
 /// An integer socket option, best effort (the caller copes without it).
-fn set_int(fd: libc::c_int, level: libc::c_int, option: libc::c_int, value: usize) {
+fn set_int(fd: libc::c_int, option: libc::c_int, value: usize) {
     let value = libc::c_int::try_from(value).unwrap_or(libc::c_int::MAX);
     // SAFETY: setsockopt with a pointer to a live c_int of the size given.
     unsafe {
         libc::setsockopt(
             fd,
-            level,
+            libc::SOL_SOCKET,
             option,
             (&raw const value).cast(),
             socklen::<libc::c_int>(),
@@ -143,37 +136,26 @@ const DEFAULT_BUFFER: usize = 212_992;
 const ANSWER_COST: usize = 1024;
 
 /// A socket for a batch of `bytes` bytes and `answers` acknowledged messages.
-fn open(bytes: usize, answers: usize) -> Result<OwnedFd, TransactionError> {
-    // SAFETY: socket(2) returns a new descriptor or -1; ownership moves into OwnedFd.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_NETFILTER,
-        )
-    };
-    if fd < 0 {
-        return Err(TransactionError::Socket(io::Error::last_os_error()));
-    }
-    // SAFETY: fd is a fresh descriptor owned by nobody else.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+fn open(bytes: usize, answers: usize) -> Result<Socket, TransactionError> {
+    let socket = Socket::new(NETLINK_NETFILTER).map_err(TransactionError::Socket)?;
+    let fd = socket.as_raw_fd();
     // The kernel takes a batch only in one message, and drops answers that do not fit the
-    // receive buffer: size both for a large ruleset (many ports), as nft does. Best effort:
-    // without it a batch too large fails with EMSGSIZE, and lost answers are reported.
+    // receive buffer: size both for a large ruleset (many ports), as nft does (the FORCE
+    // options, as root, pass the system's maximum). Best effort: without them a batch too
+    // large fails with EMSGSIZE, and lost answers are reported.
     let sizes = [
         (libc::SO_SNDBUFFORCE, bytes + 4096),
         (libc::SO_RCVBUFFORCE, answers * ANSWER_COST),
     ];
     for (option, size) in sizes {
         if size > DEFAULT_BUFFER {
-            set_int(fd, libc::SOL_SOCKET, option, size);
+            set_int(fd, option, size);
         }
     }
-    // Errors without the echoed request (CAP_ACK) and with the kernel's text when it has one
-    // (EXT_ACK). Best effort: without them the answers are still read.
-    for option in [libc::NETLINK_CAP_ACK, libc::NETLINK_EXT_ACK] {
-        set_int(fd, libc::SOL_NETLINK, option, 1);
-    }
+    // Errors without the echoed request and with the kernel's text when it has one. Best
+    // effort: without them the answers are still read.
+    let _ = socket.set_cap_ack(true);
+    let _ = socket.set_ext_ack(true);
     // A bounded wait.
     let timeout = libc::timeval {
         tv_sec: libc::time_t::try_from(ANSWER_TIMEOUT.as_secs()).unwrap_or(10),
