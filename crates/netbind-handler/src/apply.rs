@@ -451,6 +451,9 @@ impl<'a> Applier<'a> {
             None => None,
         };
         let master_changed = want_master != cur.master;
+        let mtu = link.mtu.filter(|mtu| *mtu != cur.mtu);
+        // Taps come from an ioctl that cannot set the group; mark them here.
+        let group = (ours && cur.group != NETBIND_GROUP).then_some(NETBIND_GROUP);
         if created {
             // Made just now, by its own name, down and without addresses: add them, then
             // everything else in one change (each change is a notification and a pass over
@@ -458,10 +461,10 @@ impl<'a> Applier<'a> {
             self.add_addrs(idx, name, &link.addresses)?;
             let change = LinkChange {
                 mac: want_mac,
-                mtu: link.mtu.filter(|mtu| *mtu != cur.mtu),
+                mtu,
                 master: master_changed.then(|| want_master.unwrap_or(0)),
                 up: (link.up && !cur.up).then_some(true),
-                group: (ours && cur.group != NETBIND_GROUP).then_some(NETBIND_GROUP),
+                group,
                 ..Default::default()
             };
             if change != LinkChange::default() {
@@ -486,18 +489,11 @@ impl<'a> Applier<'a> {
         let change = LinkChange {
             name: rename,
             mac: want_mac,
-            mtu: link.mtu.filter(|mtu| *mtu != cur.mtu),
-            master: None,
-            up: None,
-            // Taps come from an ioctl that cannot set the group; mark them here.
-            group: (ours && cur.group != NETBIND_GROUP).then_some(NETBIND_GROUP),
-            alias: None,
+            mtu,
+            group,
+            ..Default::default()
         };
-        if change.name.is_some()
-            || change.mac.is_some()
-            || change.mtu.is_some()
-            || change.group.is_some()
-        {
+        if change != LinkChange::default() {
             self.nl
                 .change_link(idx, &change)
                 .map_err(link_err("set name/mac/mtu", name))?;

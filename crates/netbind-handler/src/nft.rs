@@ -272,6 +272,12 @@ struct Library {
     run_cmd_from_buffer: unsafe extern "C" fn(*mut c_void, *const c_char) -> c_int,
 }
 
+/// Whether libnftables loads in this process (the `library` backend, and the tests'
+/// reference for the netlink one).
+pub fn libnftables_loads() -> bool {
+    library().is_some()
+}
+
 fn library() -> Option<&'static Library> {
     static LIBRARY: OnceLock<Option<Library>> = OnceLock::new();
     LIBRARY.get_or_init(load).as_ref()
@@ -445,7 +451,7 @@ mod tests {
 
     fn netbind_testkit_ready() -> bool {
         let mut missing = netbind_testkit::missing_tools(&["ip", "nft"]);
-        if library().is_none() {
+        if !libnftables_loads() {
             missing.push("libnftables.so.1".into());
         }
         netbind_testkit::ready(missing)

@@ -14,17 +14,9 @@ use netbind_testkit::{Namespaces, in_netns, ok, repo_root};
 
 fn ready() -> bool {
     let mut missing = netbind_testkit::missing_tools(&["ip", "nft"]);
-    if Nft::select(std::path::Path::new("nft")).is_none() {
-        missing.push("nft".into());
-    }
     // The reference side: libnftables in this process.
-    // SAFETY: dlopen of a library name; the handle is only checked, then closed.
-    let handle = unsafe { libc::dlopen(c"libnftables.so.1".as_ptr(), libc::RTLD_NOW) };
-    if handle.is_null() {
+    if !netbind_handler::nft::libnftables_loads() {
         missing.push("libnftables.so.1".into());
-    } else {
-        // SAFETY: a handle from dlopen above.
-        unsafe { libc::dlclose(handle) };
     }
     netbind_testkit::ready(missing)
 }
