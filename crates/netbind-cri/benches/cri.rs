@@ -26,37 +26,40 @@ use netbind_cri::node::{NODE_LISTEN_PORT, Node, NodeConfig};
 use netbind_cri::vmpod::{VmPod, VmPodConfig};
 use netbind_podsim::vm::{self, GuestImage};
 
-fn pct(samples: &[Duration], quantile: f64) -> f64 {
-    let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+/// A quantile of values in ms.
+fn pct(ms: &[f64], quantile: f64) -> f64 {
+    let mut ms = ms.to_vec();
     ms.sort_by(f64::total_cmp);
     let idx = ((ms.len() as f64 - 1.0) * quantile).round() as usize;
     ms[idx.min(ms.len() - 1)]
 }
 
-/// Quantiles of the per-round differences `with - without` (paired by round), in ms.
-fn diff_row(name: &str, with: &[Duration], without: &[Duration]) {
-    let mut ms: Vec<f64> = with
-        .iter()
-        .zip(without)
-        .map(|(a, b)| (a.as_secs_f64() - b.as_secs_f64()) * 1e3)
-        .collect();
-    ms.sort_by(f64::total_cmp);
-    let at = |q: f64| ms[(((ms.len() as f64 - 1.0) * q).round() as usize).min(ms.len() - 1)];
+fn ms(samples: &[Duration]) -> Vec<f64> {
+    samples.iter().map(|d| d.as_secs_f64() * 1e3).collect()
+}
+
+/// A row of median, p10 and p90 of values in ms.
+fn print_row(name: &str, ms: &[f64]) {
     println!(
         "{name:<50} {:>9.1} {:>9.1} {:>9.1}",
-        at(0.5),
-        at(0.1),
-        at(0.9)
+        pct(ms, 0.5),
+        pct(ms, 0.1),
+        pct(ms, 0.9)
     );
 }
 
 fn row(name: &str, samples: &[Duration]) {
-    println!(
-        "{name:<50} {:>9.1} {:>9.1} {:>9.1}",
-        pct(samples, 0.5),
-        pct(samples, 0.1),
-        pct(samples, 0.9)
-    );
+    print_row(name, &ms(samples));
+}
+
+/// The per-round differences `with - without` (paired by round), in ms.
+fn diff_row(name: &str, with: &[Duration], without: &[Duration]) {
+    let diffs: Vec<f64> = ms(with)
+        .iter()
+        .zip(ms(without))
+        .map(|(a, b)| a - b)
+        .collect();
+    print_row(name, &diffs);
 }
 
 fn bins() -> PathBuf {

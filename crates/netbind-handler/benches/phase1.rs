@@ -134,22 +134,12 @@ fn make_pod(name: &str, node: &str, veth: &str, net: u32) {
 }
 
 /// Every tool is started the same way: exec'd directly by this process, whose main thread
-/// is in the node namespace (`enter_node`), as a runtime on the node execs a CNI plugin (the
+/// is in the node namespace (a `NetnsGuard` held by `main`), as a runtime on the node execs a CNI plugin (the
 /// CNI plugins need the node namespace for their bridge; netbind-handler enters the pod's
 /// namespace itself). No `nsenter` or `ip netns exec` in front: each would add a process
 /// start of its own to every call (about 1.2 ms and 2.6 ms here).
 fn on_node(tool: &str) -> Command {
     Command::new(tool)
-}
-
-/// Moves this (main) thread into the node namespace: every process it starts, and every
-/// thread it creates, starts there. Only this process's thread changes namespace; nothing is
-/// done to the host's.
-fn enter_node(node: &str) {
-    let file = std::fs::File::open(format!("/run/netns/{node}")).expect("open the node netns");
-    // SAFETY: setns with a namespace descriptor that stays open for the call.
-    let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns {node}: {}", std::io::Error::last_os_error());
 }
 
 /// A setup's own account of its steps (the handler's report), with the wall time the caller
@@ -484,7 +474,13 @@ fn main() {
     sh(&format!(
         "ip netns add {node} && ip -n {node} link set lo up"
     ));
-    enter_node(&node);
+    // This (main) thread moves into the node namespace: every process it starts, and every
+    // thread it creates, starts there. Nothing is done to the host's namespace; the guard
+    // brings the thread back when `main` ends.
+    let _on_node = netbind_handler::netns::NetnsGuard::enter(
+        &netbind_handler::netns::Netns::named(&node).expect("open the node netns"),
+    )
+    .expect("enter the node netns");
 
     // The tools, each a setup + teardown cycle on a pod of its own; rounds interleave them
     // so that a slow moment of the machine hits every tool alike.
