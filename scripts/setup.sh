@@ -48,11 +48,12 @@ if ! command -v cargo >/dev/null; then
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup.sh: installing cargo-nextest"
-  cargo install --locked cargo-nextest
+  # From / : the workspace's .cargo/config.toml (static, its own target) is not for tools.
+  (cd / && cargo install --locked cargo-nextest)
 fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "setup.sh: installing cargo-fuzz"
-  cargo install --locked cargo-fuzz
+  (cd / && cargo install --locked cargo-fuzz)
 fi
 
 # kubernetes-validate (PyPI): the Kubernetes OpenAPI schemas, offline, for the strict check of

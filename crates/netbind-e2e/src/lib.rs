@@ -7,7 +7,8 @@
 use std::path::PathBuf;
 
 /// A netbind binary of the build profile this test or benchmark was built with
-/// (`target/debug` for tests, `target/release` for benchmarks). Cargo builds only a package's
+/// (`target/x86_64-unknown-linux-gnu/debug` for tests, `.../release` for benchmarks: the
+/// workspace's `.cargo/config.toml` names the target). Cargo builds only a package's
 /// own binaries for its tests, so the test command builds them first: `cargo build --bins
 /// --features netbind-launcher/test-hooks` (the seccomp test needs `--seccomp-skip`), or
 /// `cargo build --release --bins` before a benchmark. A missing binary fails with that advice.

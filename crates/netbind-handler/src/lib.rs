@@ -326,7 +326,6 @@ pub fn links(target: &NetnsTarget) -> Result<Vec<netlink::Link>, HandlerError> {
 
 pub fn setup(args: &SetupArgs) -> Result<SetupReport, HandlerError> {
     let mut clock = StepClock::new();
-    nft::preload();
     // Everything that can be checked without touching the pod is checked first.
     let text = match &args.vmi {
         VmiSource::File(path) => read_to_string(path)?,

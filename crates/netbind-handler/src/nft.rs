@@ -3,16 +3,16 @@
 //!
 //! By default the batch goes straight to the kernel over nfnetlink from this process
 //! (`crate::nfnl`): no process to start, no library to load, no ruleset cache to read first.
-//! Two other ways apply the same ruleset through its libnftables JSON form, for comparison and
-//! as an operator's fallback: `NETBIND_NFT=library` loads libnftables (`libnftables.so.1`,
-//! which the `nft` tool is built on) into this process; `NETBIND_NFT=exec`, or `--nft PATH`,
-//! runs `nft -j -f -` (a child started from the thread inside the pod netns inherits it).
+//! For comparison and as an operator's fallback, `NETBIND_NFT=exec`, or `--nft PATH`, applies
+//! the same ruleset's libnftables JSON form with `nft -j -f -` (a child started from the
+//! thread inside the pod netns inherits it). There is no in-process libnftables: netbind's
+//! binaries are static (`.cargo/config.toml`), and a static glibc program that `dlopen`s a
+//! library linked against the shared libc runs two C libraries in one process (it crashed in
+//! the tests).
 
-use std::ffi::{CStr, CString, c_char, c_int, c_uint, c_void};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use netbind_plan::nft::Ruleset;
@@ -30,8 +30,8 @@ pub enum NftError {
     },
     #[error("nftables transaction ({what}) failed: {stderr}")]
     Failed { what: String, stderr: String },
-    #[error("nftables transaction ({what}): libnftables: {message}")]
-    Library { what: String, message: String },
+    #[error("nftables transaction ({what}): its thread panicked")]
+    Panicked { what: String },
     #[error("nftables transaction ({what}): start its thread: {source}")]
     Thread {
         what: String,
@@ -54,18 +54,26 @@ pub enum NftError {
 pub enum Nft {
     /// nf_tables messages from this process.
     Netlink,
-    /// libnftables, in this process.
-    Library,
     /// The `nft` tool, as a child.
     Binary(PathBuf),
 }
 
-/// `NETBIND_NFT=library` or `exec`: apply the JSON form through libnftables or the nft binary
-/// instead (benchmarks compare the three; an operator can fall back).
+/// `NETBIND_NFT=exec`: apply the JSON form through the nft binary instead (an operator's
+/// fallback); `netlink`, or unset, is the default.
 pub const BACKEND_ENV: &str = "NETBIND_NFT";
 
-fn backend_env(value: &str) -> bool {
-    std::env::var(BACKEND_ENV).is_ok_and(|set| set == value)
+/// Whether `NETBIND_NFT` asks for the nft binary. Any other value than `exec` or `netlink` is
+/// named in a warning (`library` was a backend before the binaries became static).
+fn exec_asked() -> bool {
+    match std::env::var(BACKEND_ENV) {
+        Ok(value) if value == "exec" => true,
+        Ok(value) if value == "netlink" || value.is_empty() => false,
+        Ok(value) => {
+            tracing::warn!("{BACKEND_ENV}={value} is not a backend (exec, netlink); using netlink");
+            false
+        }
+        Err(_) => false,
+    }
 }
 
 /// The libnftables JSON form of `op` on `ruleset`.
@@ -80,16 +88,9 @@ fn json(ruleset: &Ruleset, op: Op) -> serde_json::Value {
 impl Nft {
     /// The backend, chosen before any change is made so a missing one fails up front: a
     /// binary named by path (`--nft /path/to/nft`) is used as asked; `NETBIND_NFT=exec` takes
-    /// `bin` from `PATH`; `NETBIND_NFT=library` takes libnftables when it loads, else `bin`;
-    /// otherwise netlink from this process.
+    /// `bin` from `PATH`; otherwise netlink from this process.
     pub fn select(bin: &Path) -> Option<Nft> {
-        if backend_env("exec") || bin.components().count() > 1 {
-            return locate(bin).map(Nft::Binary);
-        }
-        if backend_env("library") {
-            if library().is_some() {
-                return Some(Nft::Library);
-            }
+        if bin.components().count() > 1 || exec_asked() {
             return locate(bin).map(Nft::Binary);
         }
         Some(Nft::Netlink)
@@ -110,11 +111,6 @@ impl Nft {
                 on_thread(what, move || {
                     nfnl::apply(&batch).map_err(|source| NftError::Kernel { what: name, source })
                 })
-            }
-            Nft::Library => {
-                let text = json(ruleset, op).to_string();
-                let name = what.to_string();
-                on_thread(what, move || run_library(&text, &name))
             }
         }
     }
@@ -143,19 +139,6 @@ fn on_thread(
             source,
         })?;
     Ok(Pending::Thread(thread))
-}
-
-/// With `NETBIND_NFT=library`: loads libnftables on a thread of its own, so that its ~1 ms
-/// of `dlopen` and relocation overlaps the caller's parsing and observation instead of adding
-/// to them; `Nft::select` then finds it loaded (or waits for the load to finish).
-pub fn preload() {
-    if !backend_env("library") {
-        return;
-    }
-    // A failure to start the thread only loses the overlap: `select` loads it then.
-    let _ = std::thread::Builder::new()
-        .name("nft-load".into())
-        .spawn(|| library().is_some());
 }
 
 /// Locates the nft binary on `PATH` (or as given, when `bin` is a path).
@@ -217,9 +200,8 @@ impl Pending {
         match self {
             Pending::Thread(thread) => thread.join().unwrap_or_else(|_| {
                 (
-                    Err(NftError::Library {
+                    Err(NftError::Panicked {
                         what: "a transaction".into(),
-                        message: "its thread panicked".into(),
                     }),
                     Duration::ZERO,
                 )
@@ -255,127 +237,6 @@ impl Pending {
     }
 }
 
-/// libnftables' `NFT_CTX_DEFAULT`.
-const NFT_CTX_DEFAULT: c_uint = 0;
-/// libnftables' `NFT_CTX_OUTPUT_JSON`: with it, libnftables 1.0.6 (Debian 12) reads its input
-/// as JSON too.
-const NFT_CTX_OUTPUT_JSON: c_uint = 1 << 4;
-
-/// The entry points of libnftables netbind calls.
-struct Library {
-    ctx_new: unsafe extern "C" fn(c_uint) -> *mut c_void,
-    ctx_free: unsafe extern "C" fn(*mut c_void),
-    buffer_output: unsafe extern "C" fn(*mut c_void) -> c_int,
-    buffer_error: unsafe extern "C" fn(*mut c_void) -> c_int,
-    get_error_buffer: unsafe extern "C" fn(*mut c_void) -> *const c_char,
-    output_set_flags: unsafe extern "C" fn(*mut c_void, c_uint),
-    run_cmd_from_buffer: unsafe extern "C" fn(*mut c_void, *const c_char) -> c_int,
-}
-
-/// Whether libnftables loads in this process (the `library` backend, and the tests'
-/// reference for the netlink one).
-pub fn libnftables_loads() -> bool {
-    library().is_some()
-}
-
-fn library() -> Option<&'static Library> {
-    static LIBRARY: OnceLock<Option<Library>> = OnceLock::new();
-    LIBRARY.get_or_init(load).as_ref()
-}
-
-/// `dlopen`s libnftables once; it stays loaded for the life of the process.
-fn load() -> Option<Library> {
-    // SAFETY: dlopen with a NUL-terminated name; a null handle is handled below.
-    let handle = unsafe {
-        libc::dlopen(
-            c"libnftables.so.1".as_ptr(),
-            libc::RTLD_NOW | libc::RTLD_LOCAL,
-        )
-    };
-    if handle.is_null() {
-        return None;
-    }
-    let symbol = |name: &CStr| {
-        // SAFETY: dlsym on the live handle above with a NUL-terminated name.
-        let address = unsafe { libc::dlsym(handle, name.as_ptr()) };
-        (!address.is_null()).then_some(address)
-    };
-    // SAFETY: each address is the named libnftables function, whose C signature
-    // (libnftables.h, stable since nftables 0.9) is the function pointer type it becomes.
-    unsafe {
-        Some(Library {
-            ctx_new: std::mem::transmute::<*mut c_void, unsafe extern "C" fn(c_uint) -> *mut c_void>(
-                symbol(c"nft_ctx_new")?,
-            ),
-            ctx_free: std::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut c_void)>(
-                symbol(c"nft_ctx_free")?,
-            ),
-            buffer_output: std::mem::transmute::<
-                *mut c_void,
-                unsafe extern "C" fn(*mut c_void) -> c_int,
-            >(symbol(c"nft_ctx_buffer_output")?),
-            buffer_error: std::mem::transmute::<
-                *mut c_void,
-                unsafe extern "C" fn(*mut c_void) -> c_int,
-            >(symbol(c"nft_ctx_buffer_error")?),
-            get_error_buffer: std::mem::transmute::<
-                *mut c_void,
-                unsafe extern "C" fn(*mut c_void) -> *const c_char,
-            >(symbol(c"nft_ctx_get_error_buffer")?),
-            output_set_flags: std::mem::transmute::<
-                *mut c_void,
-                unsafe extern "C" fn(*mut c_void, c_uint),
-            >(symbol(c"nft_ctx_output_set_flags")?),
-            run_cmd_from_buffer: std::mem::transmute::<
-                *mut c_void,
-                unsafe extern "C" fn(*mut c_void, *const c_char) -> c_int,
-            >(symbol(c"nft_run_cmd_from_buffer")?),
-        })
-    }
-}
-
-/// One transaction through libnftables, on the calling thread (and so in its netns): a
-/// context of its own, JSON in, the error buffer as the message.
-fn run_library(batch: &str, what: &str) -> Result<(), NftError> {
-    let fail = |message: String| NftError::Library {
-        what: what.into(),
-        message,
-    };
-    let lib = library().ok_or_else(|| fail("libnftables.so.1 is not loaded".into()))?;
-    let input = CString::new(batch).map_err(|_| fail("the batch holds a NUL byte".into()))?;
-    // SAFETY: a fresh context, used only on this thread and freed below on every path.
-    let ctx = unsafe { (lib.ctx_new)(NFT_CTX_DEFAULT) };
-    if ctx.is_null() {
-        return Err(fail("nft_ctx_new failed".into()));
-    }
-    // SAFETY: ctx is live; the buffers are owned by it and read before it is freed.
-    let (rc, error) = unsafe {
-        (lib.buffer_output)(ctx);
-        (lib.buffer_error)(ctx);
-        (lib.output_set_flags)(ctx, NFT_CTX_OUTPUT_JSON);
-        let rc = (lib.run_cmd_from_buffer)(ctx, input.as_ptr());
-        let buffer = (lib.get_error_buffer)(ctx);
-        let error = if buffer.is_null() {
-            String::new()
-        } else {
-            CStr::from_ptr(buffer).to_string_lossy().trim().to_string()
-        };
-        (lib.ctx_free)(ctx);
-        (rc, error)
-    };
-    if rc == 0 {
-        return Ok(());
-    }
-    Err(NftError::Failed {
-        what: what.into(),
-        stderr: if error.is_empty() {
-            format!("libnftables returned {rc}")
-        } else {
-            error
-        },
-    })
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
@@ -401,7 +262,7 @@ mod tests {
         Ruleset { tables: b.ruleset }
     }
 
-    /// In a namespace of its own (root), through netlink and through libnftables: a ruleset
+    /// In a namespace of its own (root), through netlink and through the nft binary: a ruleset
     /// applies; one the kernel refuses (a jump to a chain that does not exist) comes back as a
     /// failure naming the transaction and what the kernel said, and (one transaction) leaves
     /// the tables as they were.
@@ -410,7 +271,7 @@ mod tests {
         if !netbind_testkit_ready() {
             return;
         }
-        for (backend, rule_named) in [(Nft::Netlink, true), (Nft::Library, false)] {
+        for (backend, rule_named) in [(Nft::Netlink, true), (Nft::Binary("nft".into()), false)] {
             let name = format!("nbnft-{}-{rule_named}", std::process::id());
             let ok = |cmd: &str| {
                 let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
@@ -450,10 +311,6 @@ mod tests {
     }
 
     fn netbind_testkit_ready() -> bool {
-        let mut missing = netbind_testkit::missing_tools(&["ip", "nft"]);
-        if !libnftables_loads() {
-            missing.push("libnftables.so.1".into());
-        }
-        netbind_testkit::ready(missing)
+        netbind_testkit::ready(netbind_testkit::missing_tools(&["ip", "nft"]))
     }
 }

@@ -449,7 +449,7 @@ fn managed_tap_plugin_matches_plan() {
     );
 }
 
-/// nftables go through libnftables in the handler's own process: with no `nft` on PATH phase 1
+/// nftables go over netlink from the handler's own process: with no `nft` on PATH phase 1
 /// still applies its tables; asked for the binary (`NETBIND_NFT=exec`), it refuses up front.
 #[test]
 fn nftables_need_no_nft_process() {

@@ -1,7 +1,8 @@
-//! Kernel tier: the rulesets netbind writes over nfnetlink are the rulesets libnftables makes
-//! of the same rules. For every golden case's ruleset (`testdata/golden/CASE/plan.json`, which
-//! the planner's golden test keeps equal to the planner's output), the JSON batch goes through
-//! libnftables in one namespace and the netlink batch through netbind in another; both are read
+//! Kernel tier: the rulesets netbind writes over nfnetlink are the rulesets libnftables (inside
+//! `nft`) makes of the same rules. For every golden case's ruleset
+//! (`testdata/golden/CASE/plan.json`, which the planner's golden test keeps equal to the
+//! planner's output), the JSON batch goes through `nft -j -f -` in one namespace and the
+//! netlink batch through netbind in another; both are read
 //! back with `nft` (the listing, and `--debug=netlink`: every expression, register and set
 //! element) and must be identical. Needs root.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test code
@@ -13,12 +14,8 @@ use netbind_plan::nft::{Builder, ChainType, Expr, Family, Field, Hook, Ruleset, 
 use netbind_testkit::{Namespaces, in_netns, ok, repo_root};
 
 fn ready() -> bool {
-    let mut missing = netbind_testkit::missing_tools(&["ip", "nft"]);
-    // The reference side: libnftables in this process.
-    if !netbind_handler::nft::libnftables_loads() {
-        missing.push("libnftables.so.1".into());
-    }
-    netbind_testkit::ready(missing)
+    // `nft` is the reference side too.
+    netbind_testkit::ready(netbind_testkit::missing_tools(&["ip", "nft"]))
 }
 
 fn golden_rulesets() -> Vec<(String, Ruleset)> {
@@ -197,11 +194,11 @@ fn apply(ns: &str, backend: Nft, ruleset: &Ruleset, op: Op) {
 }
 
 #[test]
-fn every_golden_ruleset_over_netlink_equals_libnftables_reading_of_it() {
+fn every_golden_ruleset_over_netlink_equals_what_nft_makes_of_it() {
     if !ready() {
         return;
     }
-    let library = Nft::Library;
+    let reference_tool = Nft::Binary("nft".into());
     let mut cases = golden_rulesets();
     assert!(
         cases.len() >= 10,
@@ -215,13 +212,13 @@ fn every_golden_ruleset_over_netlink_equals_libnftables_reading_of_it() {
         let ours = format!("nbt-{}-nfn{n}", std::process::id());
         let _cleanup = Namespaces(vec![reference.clone(), ours.clone()]);
         ok(&format!("ip netns add {reference} && ip netns add {ours}"));
-        apply(&reference, library.clone(), ruleset, Op::Create);
+        apply(&reference, reference_tool.clone(), ruleset, Op::Create);
         apply(&ours, Nft::Netlink, ruleset, Op::Create);
         let expected = read_back(&reference);
         let got = read_back(&ours);
         if got != expected {
             differences.push(format!(
-                "{case}:\n--- libnftables\n{}\n{}\n--- netlink\n{}\n{}",
+                "{case}:\n--- nft -j -f\n{}\n{}\n--- netlink\n{}\n{}",
                 expected.0, expected.1, got.0, got.1
             ));
             continue;
