@@ -324,12 +324,19 @@ impl<'a> Applier<'a> {
             }
             (_, None) => self.dummy(name)?,
         }
-        let (links, found) = self.dump_with(name)?;
-        let link = found.ok_or_else(|| ApplyError::Link {
-            op: "find after create",
-            name: name.into(),
-            source: std::io::Error::from_raw_os_error(libc::ENODEV),
-        })?;
+        // Only this link changed since the dump above (a wrong-kind one it replaces is gone
+        // from the kernel, and the others are found by name): ask for it alone.
+        let link = self
+            .nl
+            .link_named(name)
+            .map_err(link_err("find after create", name))?
+            .ok_or_else(|| ApplyError::Link {
+                op: "find after create",
+                name: name.into(),
+                source: std::io::Error::from_raw_os_error(libc::ENODEV),
+            })?;
+        let mut links: Vec<Link> = links.into_iter().filter(|l| l.name != name).collect();
+        links.push(link.clone());
         Ok(Existing {
             link,
             links,

@@ -217,11 +217,18 @@ pub struct SetupReport {
     pub steps: Vec<StepTime>,
 }
 
-/// VmHWM of this process, from /proc/self/status.
+/// The peak resident memory of this process (the kernel's VmHWM, as `getrusage` reports it):
+/// one system call, instead of the kernel generating all of /proc/self/status for one line.
 pub fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the rusage it is given; it is zero-initialised either way.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: zero-initialised, then filled by the kernel; every field is a plain integer.
+    let usage = unsafe { usage.assume_init() };
+    u64::try_from(usage.ru_maxrss).ok()
 }
 
 /// The default per-pod state directory: derived from the hand-off directory, which is unique
@@ -369,7 +376,7 @@ pub fn setup(args: &SetupArgs) -> Result<SetupReport, HandlerError> {
     let _lock = files::lock(&args.state_dir).map_err(|e| HandlerError::State(e.into()))?;
     let previous = state::load(&args.state_dir)?;
     clock.mark("lock and read the state");
-    ns.run(|| setup_in_netns(args, &vmi, &resolv, &label, previous, clock))?
+    ns.run_here(|| setup_in_netns(args, &vmi, &resolv, &label, previous, clock))?
 }
 
 fn setup_in_netns(

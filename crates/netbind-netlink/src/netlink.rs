@@ -214,6 +214,21 @@ impl Netlink {
             .collect())
     }
 
+    /// The link named `name` (one request, not a dump); `None` when there is none.
+    pub fn link_named(&mut self, name: &str) -> io::Result<Option<Link>> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.into()));
+        // With an ACK after the reply: `request` reads until it.
+        match self.request(RouteNetlinkMessage::GetLink(msg), NLM_F_ACK) {
+            Ok(replies) => Ok(replies.into_iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(link) => Some(parse_link(link)),
+                _ => None,
+            })),
+            Err(err) if err.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
     pub fn addrs(&mut self) -> io::Result<Vec<Addr>> {
         let replies = self.request(
             RouteNetlinkMessage::GetAddress(AddressMessage::default()),

@@ -1,10 +1,11 @@
 //! Entering a network namespace: the one guard the handler, the pod simulator and the tests
 //! share.
 //!
-//! `setns(CLONE_NEWNET)` moves only the calling thread, so namespace work runs on a dedicated
-//! thread that enters the pod netns through a guard (restoring the original netns on every
-//! exit path, panics included) and is then thrown away. Sockets and child processes created
-//! on that thread belong to the pod netns.
+//! `setns(CLONE_NEWNET)` moves only the calling thread, so namespace work runs on a thread
+//! that enters the pod netns through a guard (restoring the original netns on every exit path,
+//! panics included): a dedicated thread that is then thrown away (`Netns::run`), or the
+//! calling thread itself (`Netns::run_here`, phase 1's setup). Sockets and child processes
+//! created on that thread belong to the pod netns.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -92,6 +93,15 @@ impl Netns {
     /// Opens the named namespace `/run/netns/NAME` (what `ip netns add` makes).
     pub fn named(name: &str) -> Result<Self, NetnsError> {
         Self::open(&NetnsTarget::Path(PathBuf::from("/run/netns").join(name)))
+    }
+
+    /// Runs `body` on the calling thread inside this namespace, and brings the thread back to
+    /// its own namespace afterwards (or aborts the process if it cannot: see `NetnsGuard`).
+    /// For a caller on the hot path: no thread to create and then tear down (its stack is
+    /// released with an `madvise` on exit). Threads `body` starts are in the namespace too.
+    pub fn run_here<T>(&self, body: impl FnOnce() -> T) -> Result<T, NetnsError> {
+        let _guard = NetnsGuard::enter(self)?;
+        Ok(body())
     }
 
     /// Runs `f` on a fresh thread inside this namespace.
