@@ -243,19 +243,21 @@ impl Netlink {
             .collect())
     }
 
-    /// Main-table unicast routes of both families.
+    /// Main-table unicast routes of both families, in one dump: with no family, the kernel
+    /// dumps every family's routes (multicast routing tables too, which `parse_route` drops
+    /// with everything outside the main table).
     pub fn routes(&mut self) -> io::Result<Vec<Route>> {
-        let mut out = Vec::new();
-        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-            let mut msg = RouteMessage::default();
-            msg.header.address_family = family;
-            let replies = self.request(RouteNetlinkMessage::GetRoute(msg), NLM_F_DUMP)?;
-            out.extend(replies.into_iter().filter_map(|m| match m {
+        let replies = self.request(
+            RouteNetlinkMessage::GetRoute(RouteMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|m| match m {
                 RouteNetlinkMessage::NewRoute(route) => parse_route(route),
                 _ => None,
-            }));
-        }
-        Ok(out)
+            })
+            .collect())
     }
 
     /// Creates a link of a kind the kernel makes over rtnetlink (bridge, dummy), already in
@@ -476,7 +478,12 @@ fn parse_route(msg: RouteMessage) -> Option<Route> {
     if msg.header.table != RouteHeader::RT_TABLE_MAIN || msg.header.kind != RouteType::Unicast {
         return None;
     }
-    let v4 = msg.header.address_family == AddressFamily::Inet;
+    let v4 = match msg.header.address_family {
+        AddressFamily::Inet => true,
+        AddressFamily::Inet6 => false,
+        // MPLS, multicast routing and any other family a dump of all of them returns.
+        _ => return None,
+    };
     let mut dst_ip: IpAddr = if v4 {
         IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
     } else {
