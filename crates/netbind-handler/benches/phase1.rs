@@ -86,14 +86,25 @@ type Cycle<'a> = Box<dyn FnMut() -> (Duration, Duration) + 'a>;
 
 /// `cycles` rounds, each running every tool's cycle once, after one warm-up round (page
 /// cache, module loading) that is not counted.
-fn interleaved(tools: &mut [(String, Cycle<'_>)], cycles: usize) -> Vec<Cycles> {
+///
+/// A teardown leaves kernel work behind it: a deleted namespace is cleaned up by a kernel
+/// worker over the next ~50 ms (RCU barriers, the RTNL lock), a deleted link's memory after a
+/// grace period. With the tools in a fixed order, that work would always land on the same
+/// next tool's setup (the CNI plugin's ADD ran right after netbind's namespace deletion, and
+/// took longer for it). So every cycle starts after a pause (`settle`), and each round starts
+/// one tool further on, so that each tool follows each other tool equally often.
+fn interleaved(tools: &mut [(String, Cycle<'_>)], cycles: usize, settle: Duration) -> Vec<Cycles> {
     for (_, cycle) in tools.iter_mut() {
+        std::thread::sleep(settle);
         cycle();
     }
-    let mut pairs: Vec<Vec<(Duration, Duration)>> = vec![Vec::new(); tools.len()];
-    for _ in 0..cycles {
-        for (samples, (_, cycle)) in pairs.iter_mut().zip(tools.iter_mut()) {
-            samples.push(cycle());
+    let count = tools.len();
+    let mut pairs: Vec<Vec<(Duration, Duration)>> = vec![Vec::new(); count];
+    for round in 0..cycles {
+        for turn in 0..count {
+            let tool = (round + turn) % count;
+            std::thread::sleep(settle);
+            pairs[tool].push((tools[tool].1)());
         }
     }
     tools
@@ -566,10 +577,13 @@ fn main() {
             Box::new(move || netavark_cycle(&pod, &cfg)),
         ));
     }
-    let results = interleaved(&mut tools, cycles);
+    let settle =
+        Duration::from_millis(netbind_testkit::env_count("NETBIND_BENCH_SETTLE_MS", 200) as u64);
+    let results = interleaved(&mut tools, cycles, settle);
     let cni = results.iter().find(|stats| stats.name.starts_with("CNI"));
     println!(
-        "## Phase 1: setup + teardown cycle ({cycles} interleaved rounds, one process per call, every tool exec'd directly from a thread in the node namespace)\n"
+        "## Phase 1: setup + teardown cycle ({cycles} interleaved rounds, each starting one tool further on, {} ms of quiet before every cycle, one process per call, every tool exec'd directly from a thread in the node namespace)\n",
+        settle.as_millis()
     );
     println!(
         "| tool | setup median ms | setup p10–p90 | teardown median ms | cycle median ms | cycle p10–p90 | CNI cycle / this | CNI ADD / this setup |"
