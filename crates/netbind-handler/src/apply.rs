@@ -517,13 +517,9 @@ impl<'a> Applier<'a> {
                 )
                 .map_err(link_err("set master", name))?;
         }
-        // A link made just now holds no address yet (its IPv6 link-local comes only once up):
-        // no need to dump the addresses to find out.
-        if created {
-            self.add_addrs(idx, name, &link.addresses)?;
-        } else {
-            self.sync_addrs(idx, name, &link.addresses)?;
-        }
+        // (A link made just now returned above: it holds no address yet, so its addresses
+        // are added without dumping them first.)
+        self.sync_addrs(idx, name, &link.addresses)?;
         let now_up = if cur.name != name || want_mac.is_some() {
             false
         } else {

@@ -264,7 +264,8 @@ fn open_netlink(target: &NetnsTarget) -> Result<Netlink, HandlerError> {
 /// `netbind_model::pod_record`, which netbind-cni leaves for KubeVirt's hook sidecar).
 pub fn set_link_alias(target: &NetnsTarget, name: &str, alias: &str) -> Result<(), HandlerError> {
     let ns = Netns::open(target)?;
-    ns.run(|| {
+    // On this thread: netbind-cni's ADD calls it right after the setup.
+    ns.run_here(|| {
         let mut nl = open_netlink(target)?;
         let fail = |source| HandlerError::Netlink {
             target: format!("{target}: set the alias of {name}"),

@@ -127,7 +127,8 @@ fn in_pod_namespace<T: Send>(
             Ok(None)
         }
         Err(err) => Err(err.into()),
-        Ok(ns) => ns.run(|| body(&mut open_netlink(target)?))?.map(Some),
+        // On this thread: teardown is on the pod-deletion path, as setup is on its creation's.
+        Ok(ns) => ns.run_here(|| body(&mut open_netlink(target)?))?.map(Some),
     }
 }
 
