@@ -22,6 +22,7 @@
     clippy::cast_possible_truncation
 )] // benchmark driver: failures abort the run; percentile indices are small
 
+use netbind_handler::timing::monotonic_ns;
 use std::cell::RefCell;
 use std::io::Write;
 use std::path::Path;
@@ -159,10 +160,47 @@ struct StepSample {
     wall: Duration,
     /// (step, µs, ran beside the others).
     steps: Vec<(String, u64, bool)>,
+    /// The time outside the steps, split by the report's clock marks between the spawn and
+    /// the reap on the same monotonic clock: (exec to `main`, `main` to the first step, the
+    /// report built to the process reaped), µs.
+    outside: Option<[f64; 3]>,
 }
 
-fn record_steps(report: &str, wall: Duration, into: &RefCell<Vec<StepSample>>) {
+/// A process the bench spawned and reaped, on `monotonic_ns`'s clock.
+#[derive(Clone, Copy)]
+struct Spawned {
+    spawned_ns: u64,
+    reaped_ns: u64,
+}
+
+/// Runs `cmd` as `run` does, noting when it was spawned and reaped.
+fn run_marked(cmd: &mut Command) -> (String, Spawned) {
+    let spawned_ns = monotonic_ns();
+    let out = run(cmd, None);
+    let reaped_ns = monotonic_ns();
+    (
+        out,
+        Spawned {
+            spawned_ns,
+            reaped_ns,
+        },
+    )
+}
+
+fn record_steps(report: &str, wall: Duration, process: Spawned, into: &RefCell<Vec<StepSample>>) {
     let report: serde_json::Value = serde_json::from_str(report).expect("setup report");
+    let mark = |name: &str| report["clock"][name].as_u64();
+    let outside = match (mark("main_ns"), mark("steps_started_ns"), mark("report_ns")) {
+        (Some(main), Some(steps), Some(built)) => {
+            let micros = |from: u64, to: u64| to.saturating_sub(from) as f64 / 1e3;
+            Some([
+                micros(process.spawned_ns, main),
+                micros(main, steps),
+                micros(built, process.reaped_ns),
+            ])
+        }
+        _ => None,
+    };
     let steps = report["steps"]
         .as_array()
         .map(|steps| {
@@ -178,21 +216,24 @@ fn record_steps(report: &str, wall: Duration, into: &RefCell<Vec<StepSample>>) {
                 .collect()
         })
         .unwrap_or_default();
-    into.borrow_mut().push(StepSample { wall, steps });
+    into.borrow_mut().push(StepSample {
+        wall,
+        steps,
+        outside,
+    });
 }
 
 /// `netbind-handler setup` of `vmi` in pod `pod`, its files under `dir`, started as every tool
 /// is (`on_node`).
 fn setup_cmd(pod: &str, vmi: &str, dir: &Path) -> Command {
+    // The VMI by absolute path, not a working directory for the child: with one, the
+    // standard library's spawn falls back from posix_spawn to fork + exec in a static
+    // program (it finds posix_spawn_file_actions_addchdir_np through dlsym, which a static
+    // program does not have), and copying this process's page tables cost the setup ~0.5 ms
+    // that no other tool paid.
     let mut cmd = on_node(HANDLER);
-    cmd.current_dir(netbind_testkit::repo_root())
-        .args([
-            "setup",
-            "--netns",
-            &format!("/run/netns/{pod}"),
-            "--vmi",
-            vmi,
-        ])
+    cmd.args(["setup", "--netns", &format!("/run/netns/{pod}"), "--vmi"])
+        .arg(netbind_testkit::repo_root().join(vmi))
         .arg("--handoff-dir")
         .arg(dir.join("handoff"))
         .arg("--state-dir")
@@ -223,14 +264,19 @@ fn netbind_cycle(
     steps: Option<&RefCell<Vec<StepSample>>>,
 ) -> (Duration, Duration) {
     let mut report = String::new();
+    let mut process = None;
     let times = timed_pair(
-        || report = run(&mut setup_cmd(pod, vmi, dir), None),
+        || {
+            let (out, marks) = run_marked(&mut setup_cmd(pod, vmi, dir));
+            report = out;
+            process = Some(marks);
+        },
         || {
             run(&mut teardown_cmd(pod, dir, teardown), None);
         },
     );
-    if let Some(steps) = steps {
-        record_steps(&report, times.0, steps);
+    if let (Some(steps), Some(process)) = (steps, process) {
+        record_steps(&report, times.0, process, steps);
     }
     times
 }
@@ -333,6 +379,20 @@ fn step_medians(samples: &[StepSample]) -> Vec<(String, f64)> {
                 .collect(),
         ),
     ));
+    let parts = [
+        "of which: exec to `main` (the process start)",
+        "of which: `main` to the first step (logger, arguments)",
+        "of which: the report built to the process reaped (printing, exit)",
+    ];
+    for (part, name) in parts.iter().enumerate() {
+        let values: Vec<f64> = samples
+            .iter()
+            .filter_map(|sample| sample.outside.map(|outside| outside[part]))
+            .collect();
+        if !values.is_empty() {
+            rows.push(((*name).into(), median(values)));
+        }
+    }
     rows.push((
         "setup as the caller sees it".into(),
         median(
@@ -643,13 +703,10 @@ fn main() {
         run(on_node(HANDLER).arg("--version"), None);
         floor_per_pod.push(started.elapsed());
         let started = Instant::now();
-        let out = run(
-            &mut setup_cmd(&pod, "examples/vmi-masquerade.yaml", &dir),
-            None,
-        );
+        let (out, process) = run_marked(&mut setup_cmd(&pod, "examples/vmi-masquerade.yaml", &dir));
         let wall = started.elapsed();
         per_pod.push(wall);
-        record_steps(&out, wall, &series_steps);
+        record_steps(&out, wall, process, &series_steps);
         let report: serde_json::Value = serde_json::from_str(&out).unwrap();
         peak_kib = peak_kib.max(report["peak_rss_kib"].as_u64().unwrap_or(0));
     }

@@ -215,6 +215,9 @@ pub struct SetupReport {
     pub peak_rss_kib: Option<u64>,
     /// Where the setup's time went, step by step (process start and exit are not in it).
     pub steps: Vec<StepTime>,
+    /// When the steps started and the report was built (and `main` was entered, set by the
+    /// binary), on the machine's monotonic clock.
+    pub clock: timing::ClockMarks,
 }
 
 /// The peak resident memory of this process (the kernel's VmHWM, as `getrusage` reports it):
@@ -498,7 +501,7 @@ fn setup_in_netns(
     clock.mark("record the state as finished");
     let mut finished = report(args, &plan, reused, label);
     finished.warnings.extend(warnings);
-    finished.steps = clock.into_steps();
+    (finished.steps, finished.clock) = clock.finish();
     Ok(finished)
 }
 
@@ -601,5 +604,6 @@ fn report(args: &SetupArgs, plan: &PodNetPlan, reused: bool, label: &LabelDecisi
         warnings: plan.warnings.clone(),
         peak_rss_kib: peak_rss_kib(),
         steps: Vec::new(),
+        clock: timing::ClockMarks::default(),
     }
 }

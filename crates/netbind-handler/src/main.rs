@@ -133,7 +133,8 @@ struct Common {
     nft: PathBuf,
 }
 
-fn run(cli: Cli) -> Result<String, netbind_handler::HandlerError> {
+/// `main_ns`: when `main` was entered, for the setup report's clock marks.
+fn run(cli: Cli, main_ns: u64) -> Result<String, netbind_handler::HandlerError> {
     match cli.cmd {
         Cmd::Observe { target } => {
             let pod = netbind_handler::observe(&target.get())?;
@@ -201,7 +202,8 @@ fn run(cli: Cli) -> Result<String, netbind_handler::HandlerError> {
                         .filter(|p| p.is_file())
                 }),
             };
-            let report = netbind_handler::setup(&args)?;
+            let mut report = netbind_handler::setup(&args)?;
+            report.clock.main_ns = Some(main_ns);
             for warning in &report.warnings {
                 tracing::warn!("{warning}");
             }
@@ -242,6 +244,7 @@ fn run(cli: Cli) -> Result<String, netbind_handler::HandlerError> {
 }
 
 fn main() -> ExitCode {
+    let main_ns = netbind_handler::timing::monotonic_ns();
     // Die quietly on a closed pipe (`netbind ... | head`) like other Unix tools, instead of
     // panicking on the failed print.
     // SAFETY: restoring the default disposition of SIGPIPE before any thread exists.
@@ -256,7 +259,7 @@ fn main() -> ExitCode {
     if let Some(code) = netbind_handler::run_detached_helper() {
         return code;
     }
-    match run(Cli::parse()) {
+    match run(Cli::parse(), main_ns) {
         Ok(out) => {
             if !out.is_empty() {
                 println!("{out}");

@@ -14,10 +14,36 @@ pub struct StepTime {
     pub beside: bool,
 }
 
+/// CLOCK_MONOTONIC in nanoseconds: one clock for every process on the machine, so that a
+/// caller can place this process's marks between its own spawn and reap (the phase-1
+/// benchmark splits the time outside the steps that way).
+pub fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills the timespec it is given; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let secs = u64::try_from(now.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(now.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+}
+
+/// Where a process's run sits on `monotonic_ns`'s clock: `main` entered (set by the binary;
+/// a library caller has none), the first step started, the report built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ClockMarks {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub main_ns: Option<u64>,
+    pub steps_started_ns: u64,
+    pub report_ns: u64,
+}
+
 /// A clock that charges the time since the previous mark to the step being marked.
 #[derive(Debug)]
 pub struct StepClock {
     last: Instant,
+    started_ns: u64,
     steps: Vec<StepTime>,
 }
 
@@ -31,8 +57,19 @@ impl StepClock {
     pub fn new() -> StepClock {
         StepClock {
             last: Instant::now(),
+            started_ns: monotonic_ns(),
             steps: Vec::new(),
         }
+    }
+
+    /// The steps, and the clock marks of their start and of now (the report being built).
+    pub fn finish(self) -> (Vec<StepTime>, ClockMarks) {
+        let marks = ClockMarks {
+            main_ns: None,
+            steps_started_ns: self.started_ns,
+            report_ns: monotonic_ns(),
+        };
+        (self.steps, marks)
     }
 
     /// Ends `step` now. A step marked twice (e.g. one per link) accumulates.
@@ -60,10 +97,6 @@ impl StepClock {
             beside: true,
         });
     }
-
-    pub fn into_steps(self) -> Vec<StepTime> {
-        self.steps
-    }
 }
 
 #[cfg(test)]
@@ -78,7 +111,11 @@ mod tests {
         clock.mark("b");
         clock.beside("c", std::time::Duration::from_millis(5));
         clock.mark("a");
-        let steps = clock.into_steps();
+        let (steps, marks) = clock.finish();
+        assert!(
+            marks.steps_started_ns > 0 && marks.steps_started_ns + 2_000_000 <= marks.report_ns,
+            "{marks:?}"
+        );
         let names: Vec<_> = steps.iter().map(|s| s.step).collect();
         assert_eq!(names, ["a", "b", "c"]);
         assert!(steps[1].micros >= 2000, "{steps:?}");
