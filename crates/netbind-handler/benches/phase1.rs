@@ -173,6 +173,13 @@ struct Spawned {
     reaped_ns: u64,
 }
 
+impl Spawned {
+    /// The process as its caller saw it, spawn to reap.
+    fn wall(&self) -> Duration {
+        Duration::from_nanos(self.reaped_ns.saturating_sub(self.spawned_ns))
+    }
+}
+
 /// Runs `cmd` as `run` does, noting when it was spawned and reaped.
 fn run_marked(cmd: &mut Command) -> (String, Spawned) {
     let spawned_ns = monotonic_ns();
@@ -187,7 +194,7 @@ fn run_marked(cmd: &mut Command) -> (String, Spawned) {
     )
 }
 
-fn record_steps(report: &str, wall: Duration, process: Spawned, into: &RefCell<Vec<StepSample>>) {
+fn record_steps(report: &str, process: Spawned, into: &RefCell<Vec<StepSample>>) {
     let report: serde_json::Value = serde_json::from_str(report).expect("setup report");
     let mark = |name: &str| report["clock"][name].as_u64();
     let outside = match (mark("main_ns"), mark("steps_started_ns"), mark("report_ns")) {
@@ -217,7 +224,7 @@ fn record_steps(report: &str, wall: Duration, process: Spawned, into: &RefCell<V
         })
         .unwrap_or_default();
     into.borrow_mut().push(StepSample {
-        wall,
+        wall: process.wall(),
         steps,
         outside,
     });
@@ -276,7 +283,7 @@ fn netbind_cycle(
         },
     );
     if let (Some(steps), Some(process)) = (steps, process) {
-        record_steps(&report, times.0, process, steps);
+        record_steps(&report, process, steps);
     }
     times
 }
@@ -702,11 +709,9 @@ fn main() {
         let started = Instant::now();
         run(on_node(HANDLER).arg("--version"), None);
         floor_per_pod.push(started.elapsed());
-        let started = Instant::now();
         let (out, process) = run_marked(&mut setup_cmd(&pod, "examples/vmi-masquerade.yaml", &dir));
-        let wall = started.elapsed();
-        per_pod.push(wall);
-        record_steps(&out, wall, process, &series_steps);
+        per_pod.push(process.wall());
+        record_steps(&out, process, &series_steps);
         let report: serde_json::Value = serde_json::from_str(&out).unwrap();
         peak_kib = peak_kib.max(report["peak_rss_kib"].as_u64().unwrap_or(0));
     }

@@ -461,6 +461,7 @@ impl<'a> Applier<'a> {
         let mtu = link.mtu.filter(|mtu| *mtu != cur.mtu);
         // Taps come from an ioctl that cannot set the group; mark them here.
         let group = (ours && cur.group != NETBIND_GROUP).then_some(NETBIND_GROUP);
+        let master = master_changed.then(|| want_master.unwrap_or(0));
         if created {
             // Made just now, by its own name, down and without addresses: add them, then
             // everything else in one change (each change is a notification and a pass over
@@ -469,30 +470,21 @@ impl<'a> Applier<'a> {
             let change = LinkChange {
                 mac: want_mac,
                 mtu,
-                master: master_changed.then(|| want_master.unwrap_or(0)),
+                master,
                 up: (link.up && !cur.up).then_some(true),
                 group,
                 ..Default::default()
             };
-            if change != LinkChange::default() {
-                self.nl
-                    .change_link(idx, &change)
-                    .map_err(link_err("set mac/mtu/master/up", name))?;
-            }
+            self.change(idx, change, "set mac/mtu/master/up", name)?;
             return self.learning(link, idx, master_changed, cur.learning);
         }
         let rename = (cur.name != name).then(|| name.to_string());
-        if (rename.is_some() || want_mac.is_some()) && cur.up {
-            self.nl
-                .change_link(
-                    idx,
-                    &LinkChange {
-                        up: Some(false),
-                        ..Default::default()
-                    },
-                )
-                .map_err(link_err("set down", &cur.name))?;
-        }
+        let down_first = (rename.is_some() || want_mac.is_some()) && cur.up;
+        let set_down = LinkChange {
+            up: down_first.then_some(false),
+            ..Default::default()
+        };
+        self.change(idx, set_down, "set down", &cur.name)?;
         let change = LinkChange {
             name: rename,
             mac: want_mac,
@@ -500,23 +492,12 @@ impl<'a> Applier<'a> {
             group,
             ..Default::default()
         };
-        if change != LinkChange::default() {
-            self.nl
-                .change_link(idx, &change)
-                .map_err(link_err("set name/mac/mtu", name))?;
-        }
-        if master_changed {
-            let master = Some(want_master.unwrap_or(0));
-            self.nl
-                .change_link(
-                    idx,
-                    &LinkChange {
-                        master,
-                        ..Default::default()
-                    },
-                )
-                .map_err(link_err("set master", name))?;
-        }
+        self.change(idx, change, "set name/mac/mtu", name)?;
+        let change = LinkChange {
+            master,
+            ..Default::default()
+        };
+        self.change(idx, change, "set master", name)?;
         // (A link made just now returned above: it holds no address yet, so its addresses
         // are added without dumping them first.)
         self.sync_addrs(idx, name, &link.addresses)?;
@@ -525,18 +506,33 @@ impl<'a> Applier<'a> {
         } else {
             cur.up
         };
-        if now_up != link.up {
-            self.nl
-                .change_link(
-                    idx,
-                    &LinkChange {
-                        up: Some(link.up),
-                        ..Default::default()
-                    },
-                )
-                .map_err(link_err(if link.up { "set up" } else { "set down" }, name))?;
-        }
+        let change = LinkChange {
+            up: (now_up != link.up).then_some(link.up),
+            ..Default::default()
+        };
+        self.change(
+            idx,
+            change,
+            if link.up { "set up" } else { "set down" },
+            name,
+        )?;
         self.learning(link, idx, master_changed, cur.learning)
+    }
+
+    /// Sends `change` to link `idx` as one message; nothing when it changes nothing.
+    fn change(
+        &mut self,
+        idx: u32,
+        change: LinkChange,
+        op: &'static str,
+        name: &str,
+    ) -> Result<(), ApplyError> {
+        if change == LinkChange::default() {
+            return Ok(());
+        }
+        self.nl
+            .change_link(idx, &change)
+            .map_err(link_err(op, name))
     }
 
     /// A bridge port's learning flag, as planned. A new bridge port starts with the kernel's

@@ -223,14 +223,13 @@ pub struct SetupReport {
 /// The peak resident memory of this process (the kernel's VmHWM, as `getrusage` reports it):
 /// one system call, instead of the kernel generating all of /proc/self/status for one line.
 pub fn peak_rss_kib() -> Option<u64> {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage fills the rusage it is given; it is zero-initialised either way.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
-    if rc != 0 {
+    // SAFETY: rusage is plain integers and timevals, for which all zeroes is a valid value;
+    // getrusage fills the one it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; the pointer is to a live rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
         return None;
     }
-    // SAFETY: zero-initialised, then filled by the kernel; every field is a plain integer.
-    let usage = unsafe { usage.assume_init() };
     u64::try_from(usage.ru_maxrss).ok()
 }
 

@@ -200,11 +200,9 @@ impl Netlink {
         self.request(msg, NLM_F_ACK | extra).map(|_| ())
     }
 
-    pub fn links(&mut self) -> io::Result<Vec<Link>> {
-        let replies = self.request(
-            RouteNetlinkMessage::GetLink(LinkMessage::default()),
-            NLM_F_DUMP,
-        )?;
+    /// `RTM_GETLINK` with `flags`: the links the kernel answered with.
+    fn get_links(&mut self, msg: LinkMessage, flags: u16) -> io::Result<Vec<Link>> {
+        let replies = self.request(RouteNetlinkMessage::GetLink(msg), flags)?;
         Ok(replies
             .into_iter()
             .filter_map(|m| match m {
@@ -214,16 +212,17 @@ impl Netlink {
             .collect())
     }
 
+    pub fn links(&mut self) -> io::Result<Vec<Link>> {
+        self.get_links(LinkMessage::default(), NLM_F_DUMP)
+    }
+
     /// The link named `name` (one request, not a dump); `None` when there is none.
     pub fn link_named(&mut self, name: &str) -> io::Result<Option<Link>> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.into()));
         // With an ACK after the reply: `request` reads until it.
-        match self.request(RouteNetlinkMessage::GetLink(msg), NLM_F_ACK) {
-            Ok(replies) => Ok(replies.into_iter().find_map(|m| match m {
-                RouteNetlinkMessage::NewLink(link) => Some(parse_link(link)),
-                _ => None,
-            })),
+        match self.get_links(msg, NLM_F_ACK) {
+            Ok(links) => Ok(links.into_iter().next()),
             Err(err) if err.raw_os_error() == Some(libc::ENODEV) => Ok(None),
             Err(err) => Err(err),
         }

@@ -4,8 +4,9 @@
 //! `setns(CLONE_NEWNET)` moves only the calling thread, so namespace work runs on a thread
 //! that enters the pod netns through a guard (restoring the original netns on every exit path,
 //! panics included): a dedicated thread that is then thrown away (`Netns::run`), or the
-//! calling thread itself (`Netns::run_here`, phase 1's setup). Sockets and child processes
-//! created on that thread belong to the pod netns.
+//! calling thread itself (`Netns::run_here`: phase 1's setup and teardown, on a pod's
+//! creation and deletion path). Sockets and child processes created on that thread belong
+//! to the pod netns.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
