@@ -12,8 +12,9 @@ use netbind_model::{Cidr, IfName};
 use netbind_plan::plan::{LinkKind, LinkPlan, MacPlan, PodNetPlan};
 use netlink_packet_route::link::InfoKind;
 
-use crate::netlink::{Link, LinkChange, NETBIND_GROUP, Netlink, TunInfo};
+use crate::netlink::{Addr, Link, LinkChange, NETBIND_GROUP, Netlink, TunInfo};
 use crate::nft::{self, NftError};
+use crate::observe::Dumps;
 use crate::selinux::{LabelDecision, SelinuxEnv, SelinuxError};
 use crate::sysctl::{self, SysctlError};
 use crate::tap::{self, TapError, TapSpec};
@@ -78,6 +79,20 @@ pub struct Applier<'a> {
     /// deletion makes the kernel wait for an RCU grace period).
     pub fresh: bool,
     step: usize,
+    /// The namespace's links as this run knows them, so that each link step does not dump them
+    /// all again: seeded by a dump of this run (the observation's, on a first run, via `seed`)
+    /// or by the first dump needed, then kept current with what the applier does itself. A link
+    /// it makes is read back alone and a change it makes is applied here; `None` after a
+    /// deletion (the next need dumps).
+    view: Option<Vec<Link>>,
+    /// The addresses, likewise (kept by what the applier adds and deletes; `None` after a
+    /// link is deleted). The kernel adds IPv6 link-local ones on its own, which address sync
+    /// leaves alone anyway.
+    addrs: Option<Vec<Addr>>,
+    /// Links in `view` that the kernel may have changed behind one of our changes (a bridge
+    /// that gained or lost a port adjusts its MTU and MAC to its ports; a new port's learning
+    /// flag takes the default): read again, each alone, before the view is next used.
+    stale: BTreeSet<u32>,
 }
 
 impl std::fmt::Debug for Applier<'_> {
@@ -136,7 +151,7 @@ pub fn nft_what(plan: &PodNetPlan) -> String {
 /// A link as `ensure_exists` left it.
 struct Existing {
     link: Link,
-    /// The dump `link` was found in.
+    /// The namespace's links as `link` was found among them.
     links: Vec<Link>,
     /// Made by this step.
     created: bool,
@@ -157,7 +172,24 @@ impl<'a> Applier<'a> {
             inject: None,
             fresh: false,
             step: 0,
+            view: None,
+            addrs: None,
+            stale: BTreeSet::new(),
         }
+    }
+
+    /// Starts from `dumps`, made in this run with nothing changed since (a first run's
+    /// observation, made under the pod's lock), instead of dumping again at the first link.
+    pub fn seed(&mut self, dumps: Dumps) {
+        self.view = Some(dumps.links);
+        self.addrs = Some(dumps.addrs);
+        self.stale.clear();
+    }
+
+    /// A link was deleted: its addresses went with it, and its ports lost their master.
+    fn forget(&mut self) {
+        self.view = None;
+        self.addrs = None;
     }
 
     fn done(&mut self, what: &str) -> Result<(), ApplyError> {
@@ -233,11 +265,87 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
+    /// The namespace's links as they are now: the view, its stale entries read again (each
+    /// alone); one dump when there is no view.
     fn links(&mut self) -> Result<Vec<Link>, ApplyError> {
-        self.nl.links().map_err(link_err("dump", "links"))
+        let mut view = match self.view.take() {
+            Some(view) => view,
+            None => {
+                self.stale.clear();
+                self.nl.links().map_err(link_err("dump", "links"))?
+            }
+        };
+        for idx in std::mem::take(&mut self.stale) {
+            let Some(pos) = view.iter().position(|l| l.index == idx) else {
+                continue;
+            };
+            let name = view[pos].name.clone();
+            match self
+                .nl
+                .link_named(&name)
+                .map_err(link_err("read back", &name))?
+            {
+                Some(now) if now.index == idx => view[pos] = now,
+                _ => {
+                    view.remove(pos);
+                }
+            }
+        }
+        self.view = Some(view.clone());
+        Ok(view)
     }
 
-    /// The namespace's links (one dump) and the one named `name` among them.
+    /// The namespace's links as this applier holds them (its stale entries read again): after
+    /// `apply`, what the kernel has, without a dump if it had a view.
+    pub fn view(&mut self) -> Result<Vec<Link>, ApplyError> {
+        self.links()
+    }
+
+    /// Puts `link`, just read from the kernel, into the view in place of what it had for that
+    /// index or that name.
+    fn remember(&mut self, link: Link) {
+        if let Some(view) = &mut self.view {
+            view.retain(|l| l.index != link.index && l.name != link.name);
+            self.stale.remove(&link.index);
+            view.push(link);
+        }
+    }
+
+    /// Applies a change the kernel accepted to the view.
+    fn note_change(&mut self, idx: u32, change: &LinkChange) {
+        let Some(link) = self
+            .view
+            .as_mut()
+            .and_then(|view| view.iter_mut().find(|l| l.index == idx))
+        else {
+            return;
+        };
+        if let Some(name) = &change.name {
+            link.name.clone_from(name);
+        }
+        if let Some(mac) = change.mac {
+            link.mac = Some(mac);
+        }
+        if let Some(mtu) = change.mtu {
+            link.mtu = mtu;
+        }
+        if let Some(up) = change.up {
+            link.up = up;
+        }
+        if let Some(group) = change.group {
+            link.group = group;
+        }
+        if let Some(alias) = &change.alias {
+            link.alias = Some(alias.clone());
+        }
+        if let Some(master) = change.master {
+            let old = std::mem::replace(&mut link.master, (master != 0).then_some(master));
+            self.stale
+                .extend([Some(idx), old, link.master].into_iter().flatten());
+        }
+    }
+
+    /// The namespace's links and the one named `name` among them.
     fn dump_with(&mut self, name: &str) -> Result<(Vec<Link>, Option<Link>), ApplyError> {
         let links = self.links()?;
         let found = links.iter().find(|l| l.name == name).cloned();
@@ -273,6 +381,7 @@ impl<'a> Applier<'a> {
                 self.nl
                     .del_link(current.index)
                     .map_err(link_err("delete (wrong kind)", name))?;
+                self.forget();
                 cur = None;
             }
         }
@@ -324,7 +433,7 @@ impl<'a> Applier<'a> {
             }
             (_, None) => self.dummy(name)?,
         }
-        // Only this link changed since the dump above (a wrong-kind one it replaces is gone
+        // Only this link changed since the view above (a wrong-kind one it replaces is gone
         // from the kernel, and the others are found by name): ask for it alone.
         let link = self
             .nl
@@ -335,6 +444,7 @@ impl<'a> Applier<'a> {
                 name: name.into(),
                 source: std::io::Error::from_raw_os_error(libc::ENODEV),
             })?;
+        self.remember(link.clone());
         let mut links: Vec<Link> = links.into_iter().filter(|l| l.name != name).collect();
         links.push(link.clone());
         Ok(Existing {
@@ -376,6 +486,7 @@ impl<'a> Applier<'a> {
                 self.nl
                     .del_link(idx)
                     .map_err(link_err("delete (queue mode changed)", name.as_str()))?;
+                self.forget();
                 tap::ensure(name, spec, false)?;
                 Ok(())
             }
@@ -532,7 +643,9 @@ impl<'a> Applier<'a> {
         }
         self.nl
             .change_link(idx, &change)
-            .map_err(link_err(op, name))
+            .map_err(link_err(op, name))?;
+        self.note_change(idx, &change);
+        Ok(())
     }
 
     /// A bridge port's learning flag, as planned. A new bridge port starts with the kernel's
@@ -552,17 +665,26 @@ impl<'a> Applier<'a> {
             self.nl
                 .set_learning(idx, on)
                 .map_err(link_err("set bridge-port learning", link.name.as_str()))?;
+            if let Some(port) = self
+                .view
+                .as_mut()
+                .and_then(|view| view.iter_mut().find(|l| l.index == idx))
+            {
+                port.learning = Some(on);
+            }
         }
         Ok(())
     }
 
     /// Makes the address set of link `idx` exactly `want` (auto link-local excepted).
     fn sync_addrs(&mut self, idx: u32, name: &str, want: &[Cidr]) -> Result<(), ApplyError> {
+        if self.addrs.is_none() {
+            self.addrs = Some(self.nl.addrs().map_err(link_err("dump addresses", name))?);
+        }
         let have: Vec<Cidr> = self
-            .nl
-            .addrs()
-            .map_err(link_err("dump addresses", name))?
-            .into_iter()
+            .addrs
+            .iter()
+            .flatten()
             .filter(|a| a.index == idx)
             .map(|a| a.cidr)
             .collect();
@@ -572,8 +694,10 @@ impl<'a> Applier<'a> {
             .filter(|stale| !want_set.contains(stale) && !is_auto_link_local(stale))
         {
             match self.nl.del_addr(idx, *stale) {
-                Ok(()) => {}
-                Err(err) if err.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {}
+                Ok(()) => self.note_addr(idx, *stale, false),
+                Err(err) if err.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
+                    self.note_addr(idx, *stale, false)
+                }
                 Err(source) => {
                     return Err(ApplyError::Addr {
                         op: "delete address",
@@ -592,11 +716,23 @@ impl<'a> Applier<'a> {
         self.add_addrs(idx, name, &missing)
     }
 
+    /// Address `cidr` of link `idx` is now there (`present`) or gone: so in the view too.
+    fn note_addr(&mut self, idx: u32, cidr: Cidr, present: bool) {
+        if let Some(addrs) = &mut self.addrs {
+            addrs.retain(|a| a.index != idx || a.cidr != cidr);
+            if present {
+                addrs.push(Addr { index: idx, cidr });
+            }
+        }
+    }
+
     fn add_addrs(&mut self, idx: u32, name: &str, want: &[Cidr]) -> Result<(), ApplyError> {
         for cidr in want {
             match self.nl.add_addr(idx, *cidr) {
-                Ok(()) => {}
-                Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {}
+                Ok(()) => self.note_addr(idx, *cidr, true),
+                Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {
+                    self.note_addr(idx, *cidr, true)
+                }
                 Err(source) => {
                     return Err(ApplyError::Addr {
                         op: "add address",

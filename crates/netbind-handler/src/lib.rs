@@ -353,13 +353,13 @@ pub fn setup(args: &SetupArgs) -> Result<SetupReport, HandlerError> {
         },
     })?;
     let resolv = match &args.resolv_conf {
-        Some(vmi_path) => read_to_string(vmi_path)?,
+        Some(path) => read_to_string(path)?,
         None => String::new(),
     };
     clock.mark("read and admit the VMI");
     let ns = Netns::open(&args.target)?;
     let launcher_pid = match args.target {
-        NetnsTarget::Pid(vmi_path) => Some(vmi_path),
+        NetnsTarget::Pid(pid) => Some(pid),
         NetnsTarget::Path(_) => args.launcher_pid,
     };
     let label = args.selinux.decide(launcher_pid)?;
@@ -393,12 +393,11 @@ fn setup_in_netns(
     clock.mark("enter the namespace");
     let mut nl = open_netlink(&args.target)?;
     let reused = previous.is_some();
+    let (now, dumps) = observe::observe_with_dumps(&mut nl)?;
     let observed = match &previous {
         // Planned from before netbind's changes, plus what appeared since (a hot-plug).
-        Some(state) => {
-            rerun::observation(&state.observed, &observe::observe(&mut nl)?, &state.plan)
-        }
-        None => observe::observe(&mut nl)?,
+        Some(state) => rerun::observation(&state.observed, &now, &state.plan),
+        None => now,
     };
     clock.mark("observe");
     let earlier = previous.as_ref().map(|p| &p.plan);
@@ -448,6 +447,11 @@ fn setup_in_netns(
     let mut applier = Applier::new(&mut nl, &nft_bin, label, &args.selinux);
     applier.inject = args.inject;
     applier.fresh = !reused;
+    // Nothing has changed the links since the observation, unless this re-run has just taken
+    // away what only the previous plan had.
+    if !previous.as_ref().is_some_and(|prev| prev.plan != plan) {
+        applier.seed(dumps);
+    }
     if let Err(source) = applier.apply(&plan, &mut clock) {
         let rollback = undo(&mut nl, &nft_bin, args, label, &st, previous.as_ref())?;
         return Err(HandlerError::Apply { source, rollback });

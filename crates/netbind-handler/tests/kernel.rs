@@ -649,3 +649,47 @@ fn setup_reports_where_its_time_went() {
     assert_eq!(nft["beside"], true);
     assert!(nft["micros"].as_u64().is_some_and(|us| us > 0), "{nft}");
 }
+
+/// "One dump per need": a first setup applies its plan from the link dump its observation
+/// made, keeping that view current with what it changes (a link it makes is read back alone),
+/// instead of dumping every link again before each link step. The view it ends with must be
+/// what the kernel has, field for field; for the bridge binding that includes the bridge's
+/// MTU and MAC, which the kernel adjusts when a port joins.
+#[test]
+fn a_first_setup_dumps_the_links_once_and_ends_with_the_kernels_view() {
+    use netbind_handler::apply::Applier;
+    use netbind_handler::netns::{Netns, NetnsTarget};
+    use netbind_handler::{netlink::Netlink, nft::Nft, observe, selinux, timing::StepClock};
+    if !require_root() {
+        return;
+    }
+    for vmi in ["examples/vmi-masquerade.yaml", "examples/vmi-bridge.yaml"] {
+        let pod = Pod::new(Stack::V4);
+        let ns = Netns::open(&NetnsTarget::Path(pod.netns().into())).expect("open netns");
+        let (dumped, view, kernel) = ns
+            .run_here(|| {
+                let mut nl = Netlink::open().expect("netlink");
+                let (observed, dumps) = observe::observe_with_dumps(&mut nl).expect("observe");
+                let plan = plan_for(vmi, &observed, &[]);
+                let before = nl.dumps();
+                let nft = Nft::select(std::path::Path::new("nft")).expect("nftables");
+                let env = selinux::SelinuxEnv::default();
+                let label = selinux::LabelDecision::Disabled;
+                let mut applier = Applier::new(&mut nl, &nft, &label, &env);
+                applier.fresh = true;
+                applier.seed(dumps);
+                applier.apply(&plan, &mut StepClock::new()).expect("apply");
+                let mut view = applier.view().expect("view");
+                drop(applier);
+                let dumped = nl.dumps() - before;
+                let mut kernel = nl.links().expect("dump");
+                view.sort_by_key(|l| l.index);
+                kernel.sort_by_key(|l| l.index);
+                (dumped, view, kernel)
+            })
+            .expect("in the pod");
+        assert_eq!(dumped, 0, "{vmi}: link or address dumps while applying");
+        assert_eq!(view, kernel, "{vmi}: the applier's view against the kernel");
+        assert!(view.len() >= 3, "{vmi}: {view:?}");
+    }
+}

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::OnceLock;
 
 use serde::Deserialize;
 use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -167,7 +168,7 @@ pub fn load_vmi(text: &str) -> Result<LoadedVmi, LoadError> {
         field: "kind",
         message: "Required value: expected VirtualMachineInstance or VirtualMachine".into(),
     })?;
-    let positions = PositionIndex::build(text)?;
+    let positions = PositionIndex::of(text);
     match kind_s.value.as_str() {
         "VirtualMachineInstance" => {
             let doc: VmiDoc = decode(text)?;
@@ -221,35 +222,48 @@ fn spanned_pos<T>(spanned: &Spanned<T>) -> Pos {
 }
 
 /// Field path (`spec.domain.devices.interfaces[0].name`) → position of that node.
+///
+/// Built from the document on the first lookup: only a finding needs a position, and an
+/// admitted VMI (every setup's case) then parses its document once less.
 #[derive(Debug, Clone, Default)]
 pub struct PositionIndex {
-    map: BTreeMap<String, Pos>,
+    text: String,
+    map: OnceLock<BTreeMap<String, Pos>>,
 }
 
 impl PositionIndex {
-    fn build(text: &str) -> Result<Self, LoadError> {
-        let root: PosNode = decode(text)?;
-        let mut map = BTreeMap::new();
-        root.walk(String::new(), &mut map);
-        Ok(Self { map })
+    fn of(text: &str) -> Self {
+        Self {
+            text: text.to_string(),
+            map: OnceLock::new(),
+        }
+    }
+
+    /// The document has been decoded (its header at least) before this is built, so it is
+    /// valid YAML; should it fail anyway, every path points at the start.
+    fn map(&self) -> &BTreeMap<String, Pos> {
+        self.map.get_or_init(|| {
+            let mut map = BTreeMap::new();
+            if let Ok(root) = decode::<PosNode>(&self.text) {
+                root.walk(String::new(), &mut map);
+            }
+            map
+        })
     }
 
     /// The position of `path`, or of its nearest ancestor that exists in the document
     /// (a defaulted field points at the object it would live in).
     pub fn lookup(&self, path: &str) -> Pos {
+        let map = self.map();
         let mut rest = path;
         loop {
-            if let Some(pos) = self.map.get(rest) {
+            if let Some(pos) = map.get(rest) {
                 return *pos;
             }
             match rest.rfind(['.', '[']) {
                 Some(cut) => rest = &rest[..cut],
                 None => {
-                    return self
-                        .map
-                        .get("")
-                        .copied()
-                        .unwrap_or(Pos { line: 1, column: 1 });
+                    return map.get("").copied().unwrap_or(Pos { line: 1, column: 1 });
                 }
             }
         }

@@ -114,6 +114,7 @@ pub struct LinkChange {
 pub struct Netlink {
     sock: Socket,
     seq: u32,
+    dumps: u32,
 }
 
 impl std::fmt::Debug for Netlink {
@@ -134,7 +135,17 @@ impl Netlink {
         sock.connect(&SocketAddr::new(0, 0))?;
         // Strict checking makes the kernel honour dump filters (e.g. by family).
         let _ = sock.set_netlink_get_strict_chk(true);
-        Ok(Self { sock, seq: 0 })
+        Ok(Self {
+            sock,
+            seq: 0,
+            dumps: 0,
+        })
+    }
+
+    /// How many dump requests this socket has sent: what a test reads to hold a caller to one
+    /// dump per need.
+    pub fn dumps(&self) -> u32 {
+        self.dumps
     }
 
     /// Sends one request and collects the replies until the ACK (or DONE for dumps).
@@ -154,6 +165,7 @@ impl Netlink {
         self.sock.send(&buf, 0)?;
 
         let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+        self.dumps += u32::from(dump);
         let mut out = Vec::new();
         let mut rx: Vec<u8> = Vec::with_capacity(1 << 16);
         loop {

@@ -3,7 +3,7 @@
 use netbind_model::IfName;
 use netbind_model::pod::{ObservedPod, POD_FORMAT_VERSION, PodInterface, PodRoute};
 
-use crate::netlink::Netlink;
+use crate::netlink::{Addr, Link, Netlink};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ObserveError {
@@ -15,6 +15,20 @@ pub enum ObserveError {
 }
 
 pub fn observe(nl: &mut Netlink) -> Result<ObservedPod, ObserveError> {
+    Ok(observe_with_dumps(nl)?.0)
+}
+
+/// The link and address dumps an observation was made from, with the kernel details
+/// `ObservedPod` leaves out (the master's ifindex, tun attributes, group, the loopback).
+#[derive(Debug, Clone)]
+pub struct Dumps {
+    pub links: Vec<Link>,
+    pub addrs: Vec<Addr>,
+}
+
+/// `observe`, and the dumps it was made from, so that a setup that goes on to change the
+/// namespace starts from them instead of dumping again.
+pub fn observe_with_dumps(nl: &mut Netlink) -> Result<(ObservedPod, Dumps), ObserveError> {
     let links = nl.links().map_err(|source| ObserveError::Dump {
         what: "links",
         source,
@@ -28,7 +42,7 @@ pub fn observe(nl: &mut Netlink) -> Result<ObservedPod, ObserveError> {
         source,
     })?;
     let mut interfaces = Vec::new();
-    for link in links {
+    for link in &links {
         if link.name == "lo" {
             continue;
         }
@@ -57,8 +71,9 @@ pub fn observe(nl: &mut Netlink) -> Result<ObservedPod, ObserveError> {
                 .collect(),
         });
     }
-    Ok(ObservedPod {
+    let pod = ObservedPod {
         version: POD_FORMAT_VERSION,
         interfaces,
-    })
+    };
+    Ok((pod, Dumps { links, addrs }))
 }
