@@ -447,10 +447,10 @@ fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
     .with_details(serde_json::to_string(&drift).unwrap_or_default()))
 }
 
-/// STATUS (1.1.0): ready when `nft` is there: CHECK reads the ruleset back with it, and it is
-/// the fallback that applies rulesets with `NETBIND_NFT=exec` (netlink needs nothing).
+/// STATUS (1.1.0): ready unless the `nft` binary was chosen for rulesets (`nftBin` as a path,
+/// or `NETBIND_NFT=exec`) and is not there; over netlink, the default, nothing is needed.
 fn status(conf: &NetConf) -> Result<(), CniError> {
-    match netbind_handler::nft::locate(&conf.settings.nft_bin) {
+    match netbind_handler::nft::Nft::select(&conf.settings.nft_bin) {
         Some(_) => Ok(()),
         None => Err(CniError::new(
             ErrorCode::NotAvailable,

@@ -293,6 +293,18 @@ fn add_check_del(vmi_path: &str, made: &[&str]) {
         err["msg"].as_str().unwrap().contains("link tap0: missing"),
         "{err}"
     );
+    // A table flushed behind phase 1's back is seen too (read back over netlink, no `nft`).
+    if node.nft_tables().contains("table ip nat") {
+        ok(&format!(
+            "ip netns exec {} nft delete table ip nat",
+            node.pod()
+        ));
+        let (ok_check, err) = node.netbind("CHECK", &node.pod_netns(), &check_conf);
+        assert!(!ok_check, "CHECK must see the missing table");
+        let msg = err["msg"].as_str().unwrap();
+        assert!(msg.contains("nft table ip nat: missing"), "{err}");
+        assert!(!msg.contains("nft table inet netbind"), "{err}");
+    }
 
     // DEL as StopPodSandbox sends it, then the pod network's own DEL, then the second DEL
     // RemovePodSandbox sends (no namespace, no prevResult).

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use netbind_plan::nft::Ruleset;
+use netbind_plan::nft::{Family, Ruleset};
 
 use crate::nfnl;
 pub use crate::nfnl::Op;
@@ -112,6 +112,22 @@ impl Nft {
                     nfnl::apply(&batch).map_err(|source| NftError::Kernel { what: name, source })
                 })
             }
+        }
+    }
+
+    /// Whether table `name` of `family` exists in the calling thread's namespace (read-back,
+    /// for CHECK): asked over netlink, or listed with the binary when that backend was chosen.
+    pub fn table_exists(&self, family: Family, name: &str) -> Result<bool, String> {
+        match self {
+            Nft::Netlink => nfnl::table_exists(family, name).map_err(|err| err.to_string()),
+            Nft::Binary(bin) => Command::new(bin)
+                .args(["list", "table", family.as_str(), name])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|status| status.success())
+                .map_err(|err| format!("cannot run {}: {err}", bin.display())),
         }
     }
 

@@ -3,13 +3,13 @@
 //! the pod's namespace, and each difference is reported as a [`Drift`].
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use netbind_model::pod::LinkType;
 use netbind_plan::plan::{LinkKind, LinkPlan, PodNetPlan};
 
 use crate::netlink::{Addr, Link};
 use crate::netns::{Netns, NetnsTarget};
+use crate::nft::Nft;
 use crate::state::{self, Phase};
 use crate::{HandlerError, open_netlink, sysctl};
 
@@ -159,28 +159,26 @@ fn sysctls_drift(plan: &PodNetPlan) -> Vec<Drift> {
 }
 
 /// Each table of the plan must exist (its rules are recreated as a whole by every setup, so a
-/// present table is netbind's; a missing one is what a `nft flush ruleset` leaves).
+/// present table is netbind's; a missing one is what a `nft flush ruleset` leaves). Asked over
+/// netlink, one request per table; with the binary only when the operator chose that backend.
 fn nft_drift(plan: &PodNetPlan, nft_bin: &Path) -> Vec<Drift> {
-    let bin = crate::nft::locate(nft_bin).unwrap_or_else(|| nft_bin.to_path_buf());
+    let backend = Nft::select(nft_bin);
     plan.nftables
         .ruleset
         .tables
         .iter()
         .filter_map(|table| {
-            let family = table.family.as_str();
-            let listed = Command::new(&bin)
-                .args(["list", "table", family, &table.name])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-            let problem = match listed {
-                Ok(status) if status.success() => return None,
-                Ok(_) => "missing".to_string(),
-                Err(err) => format!("cannot run {}: {err}", bin.display()),
+            let found = match &backend {
+                Some(nft) => nft.table_exists(table.family, &table.name),
+                None => Err(format!("{} not found", nft_bin.display())),
+            };
+            let problem = match found {
+                Ok(true) => return None,
+                Ok(false) => "missing".to_string(),
+                Err(err) => err,
             };
             Some(Drift {
-                object: format!("nft table {family} {}", table.name),
+                object: format!("nft table {} {}", table.family.as_str(), table.name),
                 problem,
             })
         })

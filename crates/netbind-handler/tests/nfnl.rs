@@ -297,3 +297,62 @@ fn a_ruleset_of_thousands_of_rules_is_one_acknowledged_transaction() {
         "the last rule"
     );
 }
+
+/// CHECK's read-back: a table is found over netlink exactly when `nft` lists it, for each
+/// family netbind uses, and a table deleted behind netbind's back is reported missing.
+#[test]
+fn tables_are_found_over_netlink_as_nft_lists_them() {
+    if !ready() {
+        return;
+    }
+    let pod = format!("nbt-{}-tables", std::process::id());
+    let _cleanup = Namespaces(vec![pod.clone()]);
+    ok(&format!("ip netns add {pod}"));
+    let mut b = Builder::default();
+    for (family, name) in [
+        (Family::Ip, "nat"),
+        (Family::Ip6, "nat"),
+        (Family::Inet, "netbind"),
+    ] {
+        b.table(family, name);
+    }
+    let ruleset = Ruleset { tables: b.ruleset };
+    apply(&pod, Nft::Netlink, &ruleset, Op::Create);
+    let exists =
+        |family, name: &str| in_netns(&pod, || Nft::Netlink.table_exists(family, name)).unwrap();
+    let listed = |family: Family, name: &str| {
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &pod,
+                "nft",
+                "list",
+                "table",
+                family.as_str(),
+                name,
+            ])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    for (family, name) in [
+        (Family::Ip, "nat"),
+        (Family::Ip6, "nat"),
+        (Family::Inet, "netbind"),
+        (Family::Ip, "netbind"),
+        (Family::Inet, "nat"),
+        (Family::Bridge, "nat"),
+    ] {
+        assert_eq!(
+            exists(family, name),
+            listed(family, name),
+            "{} {name}",
+            family.as_str()
+        );
+    }
+    ok(&format!("ip netns exec {pod} nft delete table ip nat"));
+    assert!(!exists(Family::Ip, "nat"));
+    assert!(exists(Family::Ip6, "nat"));
+}

@@ -15,6 +15,7 @@ use super::wire::{F_ACK, F_APPEND, F_CREATE, F_REQUEST, Writer};
 /// `NFNL_SUBSYS_NFTABLES`, in the high byte of every message type.
 const SUBSYS: u16 = 10 << 8;
 const NEWTABLE: u16 = SUBSYS;
+pub(super) const GETTABLE: u16 = SUBSYS | 1;
 const DELTABLE: u16 = SUBSYS | 2;
 const NEWCHAIN: u16 = SUBSYS | 3;
 const NEWRULE: u16 = SUBSYS | 6;
@@ -79,7 +80,7 @@ const NFT_JUMP: i32 = -3;
 const NFT_RETURN: i32 = -5;
 
 /// `NFPROTO_*`, the family byte of every message.
-fn family_number(family: Family) -> u8 {
+pub(super) fn family_number(family: Family) -> u8 {
     match family {
         Family::Inet => 1,
         Family::Ip => 2,

@@ -14,6 +14,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+use netbind_plan::nft::Family;
 use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
 
 pub use lower::{Batch, LowerError, Op, batch};
@@ -106,6 +107,55 @@ pub fn apply(batch: &Batch) -> Result<(), TransactionError> {
                     .map_or_else(|| "the batch".to_string(), str::to_string),
                 message: text,
             })
+        }
+    }
+}
+
+/// Whether table `name` of `family` exists in the calling thread's namespace: one
+/// `NFT_MSG_GETTABLE` for it, answered with the table and an acknowledgement, or with ENOENT.
+/// (A read needs CAP_NET_ADMIN in the namespace, like any nf_tables request.)
+pub fn table_exists(family: Family, name: &str) -> Result<bool, TransactionError> {
+    const SEQ: u32 = 1;
+    const NFTA_TABLE_NAME: u16 = 1;
+    let mut w = wire::Writer::default();
+    let msg = w.message(
+        lower::GETTABLE,
+        wire::F_REQUEST | wire::F_ACK,
+        SEQ,
+        lower::family_number(family),
+        0,
+    );
+    w.str(NFTA_TABLE_NAME, name);
+    w.end(msg);
+    let request = w.into_bytes();
+    let socket = open(request.len(), 2)?;
+    socket
+        .send(&request, 0)
+        .map_err(|source| TransactionError::Send {
+            bytes: request.len(),
+            source,
+        })?;
+    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    loop {
+        buf.clear();
+        let got = match socket.recv(&mut buf, 0) {
+            Ok(got) => got.min(buf.len()),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                return Err(TransactionError::Timeout(ANSWER_TIMEOUT));
+            }
+            Err(err) => return Err(TransactionError::Receive(err)),
+        };
+        // The table's own message comes first and is skipped; the acknowledgement decides.
+        if let Some(answer) = answers(&buf[..got]).into_iter().find(|a| a.seq == SEQ) {
+            return match answer.errno {
+                0 => Ok(true),
+                libc::ENOENT => Ok(false),
+                errno => Err(TransactionError::Refused {
+                    op: format!("read table {} {name}", family.as_str()),
+                    message: io::Error::from_raw_os_error(errno).to_string(),
+                }),
+            };
         }
     }
 }
