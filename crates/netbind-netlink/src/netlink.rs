@@ -212,16 +212,27 @@ impl Netlink {
         self.request(msg, NLM_F_ACK | extra).map(|_| ())
     }
 
+    /// Sends `msg` with `flags` and keeps what `pick` makes of each reply (a reply it does not
+    /// want, or cannot parse, gives `None`).
+    fn collect<T>(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        pick: impl FnMut(RouteNetlinkMessage) -> Option<T>,
+    ) -> io::Result<Vec<T>> {
+        Ok(self
+            .request(msg, flags)?
+            .into_iter()
+            .filter_map(pick)
+            .collect())
+    }
+
     /// `RTM_GETLINK` with `flags`: the links the kernel answered with.
     fn get_links(&mut self, msg: LinkMessage, flags: u16) -> io::Result<Vec<Link>> {
-        let replies = self.request(RouteNetlinkMessage::GetLink(msg), flags)?;
-        Ok(replies
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewLink(link) => Some(parse_link(link)),
-                _ => None,
-            })
-            .collect())
+        self.collect(RouteNetlinkMessage::GetLink(msg), flags, |m| match m {
+            RouteNetlinkMessage::NewLink(link) => Some(parse_link(link)),
+            _ => None,
+        })
     }
 
     pub fn links(&mut self) -> io::Result<Vec<Link>> {
@@ -241,34 +252,22 @@ impl Netlink {
     }
 
     pub fn addrs(&mut self) -> io::Result<Vec<Addr>> {
-        let replies = self.request(
-            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-            NLM_F_DUMP,
-        )?;
-        Ok(replies
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewAddress(addr) => parse_addr(addr),
-                _ => None,
-            })
-            .collect())
+        let msg = RouteNetlinkMessage::GetAddress(AddressMessage::default());
+        self.collect(msg, NLM_F_DUMP, |m| match m {
+            RouteNetlinkMessage::NewAddress(addr) => parse_addr(addr),
+            _ => None,
+        })
     }
 
     /// Main-table unicast routes of both families, in one dump: with no family, the kernel
     /// dumps every family's routes (multicast routing tables too, which `parse_route` drops
     /// with everything outside the main table).
     pub fn routes(&mut self) -> io::Result<Vec<Route>> {
-        let replies = self.request(
-            RouteNetlinkMessage::GetRoute(RouteMessage::default()),
-            NLM_F_DUMP,
-        )?;
-        Ok(replies
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewRoute(route) => parse_route(route),
-                _ => None,
-            })
-            .collect())
+        let msg = RouteNetlinkMessage::GetRoute(RouteMessage::default());
+        self.collect(msg, NLM_F_DUMP, |m| match m {
+            RouteNetlinkMessage::NewRoute(route) => parse_route(route),
+            _ => None,
+        })
     }
 
     /// Creates a link of a kind the kernel makes over rtnetlink (bridge, dummy), already in

@@ -65,18 +65,7 @@ pub fn apply(batch: &Batch) -> Result<(), TransactionError> {
     let mut refused: Vec<(u32, i32, Option<String>)> = Vec::new();
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     while pending > 0 {
-        buf.clear();
-        let got = match socket.recv(&mut buf, 0) {
-            Ok(got) => got.min(buf.len()),
-            Err(err) => match err.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => return Err(TransactionError::Timeout(ANSWER_TIMEOUT)),
-                _ if err.raw_os_error() == Some(libc::ENOBUFS) => {
-                    return Err(TransactionError::AnswersLost);
-                }
-                _ => return Err(TransactionError::Receive(err)),
-            },
-        };
+        let got = receive(&socket, &mut buf)?;
         for answer in answers(&buf[..got]) {
             match batch.index(answer.seq) {
                 Some(at) if !answered[at] => {
@@ -137,15 +126,7 @@ pub fn table_exists(family: Family, name: &str) -> Result<bool, TransactionError
         })?;
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     loop {
-        buf.clear();
-        let got = match socket.recv(&mut buf, 0) {
-            Ok(got) => got.min(buf.len()),
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                return Err(TransactionError::Timeout(ANSWER_TIMEOUT));
-            }
-            Err(err) => return Err(TransactionError::Receive(err)),
-        };
+        let got = receive(&socket, &mut buf)?;
         // The table's own message comes first and is skipped; the acknowledgement decides.
         if let Some(answer) = answers(&buf[..got]).into_iter().find(|a| a.seq == SEQ) {
             return match answer.errno {
@@ -156,6 +137,25 @@ pub fn table_exists(family: Family, name: &str) -> Result<bool, TransactionError
                     message: io::Error::from_raw_os_error(errno).to_string(),
                 }),
             };
+        }
+    }
+}
+
+/// One datagram of the kernel's answers into `buf` (cleared first): its length. An
+/// interrupted wait is resumed; the socket's receive timeout and a full buffer are errors.
+fn receive(socket: &Socket, buf: &mut Vec<u8>) -> Result<usize, TransactionError> {
+    loop {
+        buf.clear();
+        match socket.recv(buf, 0) {
+            Ok(got) => return Ok(got.min(buf.len())),
+            Err(err) => match err.kind() {
+                io::ErrorKind::Interrupted => {}
+                io::ErrorKind::WouldBlock => return Err(TransactionError::Timeout(ANSWER_TIMEOUT)),
+                _ if err.raw_os_error() == Some(libc::ENOBUFS) => {
+                    return Err(TransactionError::AnswersLost);
+                }
+                _ => return Err(TransactionError::Receive(err)),
+            },
         }
     }
 }
