@@ -151,8 +151,6 @@ pub fn nft_what(plan: &PodNetPlan) -> String {
 /// A link as `ensure_exists` left it.
 struct Existing {
     link: Link,
-    /// The namespace's links as `link` was found among them.
-    links: Vec<Link>,
     /// Made by this step.
     created: bool,
 }
@@ -313,11 +311,7 @@ impl<'a> Applier<'a> {
 
     /// Applies a change the kernel accepted to the view.
     fn note_change(&mut self, idx: u32, change: &LinkChange) {
-        let Some(link) = self
-            .view
-            .as_mut()
-            .and_then(|view| view.iter_mut().find(|l| l.index == idx))
-        else {
+        let Some(link) = self.viewed(idx) else {
             return;
         };
         if let Some(name) = &change.name {
@@ -339,22 +333,24 @@ impl<'a> Applier<'a> {
             link.alias = Some(alias.clone());
         }
         if let Some(master) = change.master {
-            let old = std::mem::replace(&mut link.master, (master != 0).then_some(master));
+            let new = (master != 0).then_some(master);
+            let old = std::mem::replace(&mut link.master, new);
             self.stale
-                .extend([Some(idx), old, link.master].into_iter().flatten());
+                .extend([Some(idx), old, new].into_iter().flatten());
         }
     }
 
-    /// The namespace's links and the one named `name` among them.
-    fn dump_with(&mut self, name: &str) -> Result<(Vec<Link>, Option<Link>), ApplyError> {
-        let links = self.links()?;
-        let found = links.iter().find(|l| l.name == name).cloned();
-        Ok((links, found))
+    /// The link named `name` as it is now.
+    fn find(&mut self, name: &str) -> Result<Option<Link>, ApplyError> {
+        Ok(self.links()?.into_iter().find(|l| l.name == name))
     }
 
-    /// The existing link for `l`, created if missing, with the dump it was found in (so the
-    /// caller can look up the links this one refers to without another dump) and whether it
-    /// was created now.
+    /// The view's entry for link `idx`, to change along with the kernel.
+    fn viewed(&mut self, idx: u32) -> Option<&mut Link> {
+        self.view.as_mut()?.iter_mut().find(|l| l.index == idx)
+    }
+
+    /// The existing link for `l`, created if missing, and whether it was created now.
     fn ensure_exists(&mut self, link: &LinkPlan) -> Result<Existing, ApplyError> {
         let name = link.name.as_str();
         let want = match link.kind {
@@ -363,7 +359,7 @@ impl<'a> Applier<'a> {
             LinkKind::Tap { .. } => LinkType::Tun,
             LinkKind::PodInterface { .. } => return self.pod_interface(link),
         };
-        let (links, mut cur) = self.dump_with(name)?;
+        let mut cur = self.find(name)?;
         if let Some(current) = &cur {
             let found = current
                 .kind
@@ -412,7 +408,6 @@ impl<'a> Applier<'a> {
                     Some(current) if current.tun == Some(right) => {
                         return Ok(Existing {
                             link: current,
-                            links,
                             created: false,
                         });
                     }
@@ -422,7 +417,6 @@ impl<'a> Applier<'a> {
             (_, Some(current)) => {
                 return Ok(Existing {
                     link: current,
-                    links,
                     created: false,
                 });
             }
@@ -445,13 +439,7 @@ impl<'a> Applier<'a> {
                 source: std::io::Error::from_raw_os_error(libc::ENODEV),
             })?;
         self.remember(link.clone());
-        let mut links: Vec<Link> = links.into_iter().filter(|l| l.name != name).collect();
-        links.push(link.clone());
-        Ok(Existing {
-            link,
-            links,
-            created,
-        })
+        Ok(Existing { link, created })
     }
 
     /// KubeVirt uses a dummy; kernels built without CONFIG_DUMMY (this CI machine's among them)
@@ -479,8 +467,7 @@ impl<'a> Applier<'a> {
             // An existing tap with the other queue mode: EINVAL on attach. Recreate it.
             Err(err) if exists && err.errno() == Some(libc::EINVAL) => {
                 let idx = self
-                    .dump_with(name.as_str())?
-                    .1
+                    .find(name.as_str())?
                     .map(|link| link.index)
                     .unwrap_or(0);
                 self.nl
@@ -525,21 +512,18 @@ impl<'a> Applier<'a> {
         })?;
         Ok(Existing {
             link: found,
-            links,
             created: false,
         })
     }
 
     fn link(&mut self, link: &LinkPlan) -> Result<(), ApplyError> {
-        let Existing {
-            link: cur,
-            links: others,
-            created,
-        } = self.ensure_exists(link)?;
+        let Existing { link: cur, created } = self.ensure_exists(link)?;
+        // The other links this step refers to (the bridge to copy a MAC from, the master) come
+        // earlier in the plan: the view holds them as they are now (no dump, unless a link
+        // was just deleted and remade).
+        let others = self.links()?;
         let name = link.name.as_str();
         let idx = cur.index;
-        // The other links this step refers to (the bridge to copy a MAC from, the master) come
-        // earlier in the plan, so the dump ensure_exists made holds them as they are now.
         let find = |n: &str| others.iter().find(|k| k.name == n);
         let want_mac = match (&link.mac, &link.kind) {
             (Some(MacPlan::Fixed(mac)), _) => Some(*mac),
@@ -665,11 +649,7 @@ impl<'a> Applier<'a> {
             self.nl
                 .set_learning(idx, on)
                 .map_err(link_err("set bridge-port learning", link.name.as_str()))?;
-            if let Some(port) = self
-                .view
-                .as_mut()
-                .and_then(|view| view.iter_mut().find(|l| l.index == idx))
-            {
+            if let Some(port) = self.viewed(idx) {
                 port.learning = Some(on);
             }
         }
