@@ -1,4 +1,4 @@
-//! ADD, DEL, CHECK and STATUS on the handler's library: the same observe, plan, apply,
+//! ADD, DEL, CHECK, STATUS and GC on the handler's library: the same observe, plan, apply,
 //! reconcile and hand-off as `netbind-handler setup`, with the VMI from the pod's annotation
 //! and the pod interface checked against the previous plugin's result.
 
@@ -18,7 +18,8 @@ use crate::protocol::{
 };
 
 /// Where one sandbox's files live: `RUN_DIR/CONTAINER_ID/` holds `handoff/` (the record the
-/// launcher reads, mounted into it read-only) and `state/` (root's alone).
+/// launcher reads, mounted into it read-only), `state/` (root's alone) and `networks/` (root's
+/// alone: one empty file per network configuration, by its `name`, that set the sandbox up).
 #[derive(Debug, Clone)]
 pub struct SandboxDirs {
     pub root: PathBuf,
@@ -35,6 +36,43 @@ impl SandboxDirs {
     }
     pub fn state(&self) -> PathBuf {
         self.root.join("state")
+    }
+    pub fn networks(&self) -> PathBuf {
+        self.root.join("networks")
+    }
+
+    /// Notes that network configuration `name` uses this sandbox, before phase 1 changes
+    /// anything: GC of one configuration then collects only the sandboxes it set up, and
+    /// leaves one another configuration (a Multus network) still uses.
+    fn mark(&self, name: &str) -> Result<(), String> {
+        netbind_handler::files::write_atomic(&self.networks(), 0o700, name, b"", 0o600)
+            .map_err(|error| error.to_string())
+    }
+
+    fn marked(&self, name: &str) -> Result<bool, String> {
+        let mark = self.networks().join(name);
+        match std::fs::symlink_metadata(&mark) {
+            Ok(meta) => Ok(meta.is_file()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(error) => Err(format!("stat {}: {error}", mark.display())),
+        }
+    }
+
+    /// The configurations other than `name` that still use the sandbox.
+    fn marked_by_others(&self, name: &str) -> Result<Vec<String>, String> {
+        let dir = self.networks();
+        let entries =
+            std::fs::read_dir(&dir).map_err(|error| format!("read {}: {error}", dir.display()))?;
+        let mut others = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|error| format!("read {}: {error}", dir.display()))?;
+            let other = entry.file_name().to_string_lossy().into_owned();
+            // A temporary file of an interrupted mark starts with a dot.
+            if other != name && !other.starts_with('.') {
+                others.push(other);
+            }
+        }
+        Ok(others)
     }
 }
 
@@ -54,6 +92,7 @@ pub fn run(env: &Env, stdin: &[u8]) -> Result<Option<Value>, CniError> {
         Command::Del => del(env, &conf).map(|()| None),
         Command::Check => check(env, &conf).map(|()| None),
         Command::Status => status(&conf).map(|()| None),
+        Command::Gc => gc(&conf).map(|()| None),
         Command::Version => Ok(None),
     }
 }
@@ -80,6 +119,7 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
     if let Some(msg) = second_plugin_network(conf, &dirs) {
         return Err(fail(ErrorCode::InvalidConfig, msg));
     }
+    let network_name = conf.network_name()?;
     let pod_addresses = prev
         .addresses_of(ifname, &netns.to_string_lossy())
         .map_err(|error| fail(ErrorCode::InvalidConfig, error))?;
@@ -110,6 +150,16 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
         None => Networks::All,
     };
     let args = setup_args(conf, target.clone(), (origin, vmi), &dirs, networks);
+    let first = std::fs::symlink_metadata(&dirs.root).is_err();
+    if let Err(error) = dirs.mark(network_name) {
+        if first {
+            let _ = netbind_handler::remove_sandbox_dir(Some(&dirs.root));
+        }
+        return Err(fail(
+            ErrorCode::Io,
+            format!("ADD: note network {network_name:?}: {error}"),
+        ));
+    }
     let report = match netbind_handler::setup(&args) {
         Ok(report) => report,
         Err(error) => {
@@ -377,13 +427,26 @@ fn del_one_network(env: &Env, conf: &NetConf, dirs: &SandboxDirs) -> Option<Resu
         dirs,
         Networks::Without(network.clone()),
     );
-    Some(netbind_handler::setup(&args).map(drop).map_err(|err| {
+    let done = netbind_handler::setup(&args).map(drop).map_err(|err| {
         CniError::new(
             ErrorCode::Teardown,
             format!("DEL of network {network:?} in {}: {err}", netns.display()),
         )
         .in_version(&conf.cni_version)
-    }))
+    });
+    // This configuration no longer uses the sandbox (a name GC could not have marked has
+    // nothing to drop).
+    if done.is_ok()
+        && let Ok(name) = conf.network_name()
+        && let Err(error) = netbind_handler::files::remove(&dirs.networks(), name)
+    {
+        return Some(Err(CniError::new(
+            ErrorCode::Teardown,
+            format!("DEL of network {network:?}: {error}"),
+        )
+        .in_version(&conf.cni_version)));
+    }
+    Some(done)
 }
 
 fn remove_sandbox(
@@ -445,6 +508,79 @@ fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
         ),
     )
     .with_details(serde_json::to_string(&drift).unwrap_or_default()))
+}
+
+/// GC (1.1.0): removes the sandboxes this network configuration set up for attachments the
+/// runtime no longer has (`cni.dev/valid-attachments`): a DEL that never came (a runtime
+/// restarted, a DEL that failed for good) leaves the sandbox's state and hand-off record, and
+/// the RA responders it started. The namespace is taken to be gone, as the specification
+/// allows: what lived in it went with it.
+///
+/// A sandbox is this configuration's only if its ADD marked it (`networks/NAME`); one that
+/// another configuration also marked loses only this configuration's mark, since that other
+/// configuration may still use it (the list a GC gets is of its own network's attachments).
+/// A sandbox with any attachment in the list is kept whole. Errors do not stop the
+/// collection: every stale sandbox is tried, and every failure reported.
+fn gc(conf: &NetConf) -> Result<(), CniError> {
+    let name = conf.network_name()?;
+    let valid = conf.require_valid_attachments()?;
+    let run_dir = &conf.settings.run_dir;
+    let fail = |msg: String| CniError::new(ErrorCode::Collect, msg).in_version(&conf.cni_version);
+    let entries = match std::fs::read_dir(run_dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(fail(format!("GC: read {}: {error}", run_dir.display()))),
+    };
+    let mut errors = Vec::new();
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(error) => {
+                errors.push(format!("read {}: {error}", run_dir.display()));
+                continue;
+            }
+        };
+        // Only what an ADD made: a directory (never a link) named as a container id.
+        let Some(id) = entry.file_name().to_str().map(String::from) else {
+            continue;
+        };
+        if !crate::protocol::is_container_id(&id)
+            || !entry.file_type().is_ok_and(|kind| kind.is_dir())
+            || valid.iter().any(|attachment| attachment.container_id == id)
+        {
+            continue;
+        }
+        let dirs = SandboxDirs::new(run_dir, &id);
+        if let Err(error) = collect(conf, &dirs, name) {
+            errors.push(format!("sandbox {id}: {error}"));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(fail(format!(
+            "GC in {}: {} stale sandbox(es) not removed: {}",
+            run_dir.display(),
+            errors.len(),
+            errors.join("; ")
+        )))
+    }
+}
+
+/// One sandbox no attachment in GC's list uses: this configuration's mark goes, and with the
+/// last mark the sandbox (its teardown first, then its directory).
+fn collect(conf: &NetConf, dirs: &SandboxDirs, name: &str) -> Result<(), String> {
+    if !dirs.marked(name)? {
+        return Ok(());
+    }
+    if !dirs.marked_by_others(name)?.is_empty() {
+        return netbind_handler::files::remove(&dirs.networks(), name)
+            .map_err(|error| error.to_string());
+    }
+    // An empty path is a namespace that cannot be opened: teardown takes it as gone, stops the
+    // responders, and removes the state under the pod's lock (waiting for a detached DEL
+    // still finishing).
+    remove_sandbox(&NetnsTarget::Path(PathBuf::new()), dirs, conf).map_err(|error| error.msg)
 }
 
 /// STATUS (1.1.0): ready unless the `nft` binary was chosen for rulesets (`nftBin` as a path,

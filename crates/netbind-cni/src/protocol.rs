@@ -1,4 +1,4 @@
-//! The CNI protocol as netbind-cni speaks it (spec 1.0.0, and 1.1.0's `STATUS`): the
+//! The CNI protocol as netbind-cni speaks it (spec 1.0.0, and 1.1.0's `STATUS` and `GC`): the
 //! environment, the network configuration on stdin, the result and the error. Pure: parsing
 //! and composing only, so every rule is unit-tested without a namespace.
 
@@ -38,6 +38,8 @@ pub enum ErrorCode {
     Drift = 101,
     /// DEL could not remove everything.
     Teardown = 102,
+    /// GC could not remove every stale sandbox.
+    Collect = 103,
 }
 
 /// A CNI error result: printed on stdout, with a non-zero exit.
@@ -84,6 +86,8 @@ pub enum Command {
     Check,
     Version,
     Status,
+    /// GC (1.1.0): remove what belongs to attachments not in the runtime's list.
+    Gc,
 }
 
 /// The `CNI_*` environment of one call.
@@ -110,6 +114,7 @@ impl Env {
             Some("CHECK") => Command::Check,
             Some("VERSION") => Command::Version,
             Some("STATUS") => Command::Status,
+            Some("GC") => Command::Gc,
             Some(other) => return Err(bad("CNI_COMMAND", &format!("unknown command {other:?}"))),
             None => return Err(bad("CNI_COMMAND", "not set")),
         };
@@ -137,7 +142,7 @@ impl Env {
                 ("CNI_IFNAME", env.ifname.is_some()),
             ],
             Command::Del => &[("CNI_CONTAINERID", env.container_id.is_some())],
-            Command::Version | Command::Status => &[],
+            Command::Version | Command::Status | Command::Gc => &[],
         };
         if let Some((name, _)) = required.iter().find(|(_, present)| !present) {
             return Err(bad(name, "not set"));
@@ -146,8 +151,13 @@ impl Env {
     }
 }
 
-/// The CNI spec's container id: `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`; netbind also bounds it, as it
-/// becomes a directory name.
+/// Whether `name` has a container id's form (a sandbox directory GC may look at).
+pub fn is_container_id(name: &str) -> bool {
+    safe_id(name)
+}
+
+/// The CNI spec's container id and network name: `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`; netbind
+/// also bounds it, as it becomes a file name.
 fn safe_id(id: &str) -> bool {
     id.len() <= 128
         && id.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
@@ -217,7 +227,21 @@ pub struct NetConf {
     pub pod_annotations: BTreeMap<String, String>,
     /// The previous plugin's result, kept whole so nothing it says is lost in ours.
     pub prev_result: Option<Value>,
+    /// GC only: `cni.dev/valid-attachments`, the attachments the runtime still has.
+    pub valid_attachments: Option<Vec<Attachment>>,
 }
+
+/// One attachment the runtime still has (GC's `cni.dev/valid-attachments`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Attachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+}
+
+/// Where GC's list of valid attachments is: the specification's key, and the one libcni
+/// also sets for plugins written against the specification's first text.
+const VALID_ATTACHMENT_KEYS: [&str; 2] = ["cni.dev/valid-attachments", "cni.dev/attachments"];
 
 /// Keys of the configuration that the specification or runtimes define; any other key must
 /// be one of [`PluginSettings`]'s, or the configuration has a typo netbind will not guess at.
@@ -273,7 +297,8 @@ impl NetConf {
         let name = text("name")?.unwrap_or_default();
         let mut own = serde_json::Map::new();
         for (key, value) in map {
-            if !STANDARD_KEYS.contains(&key.as_str()) {
+            // `cni.dev/` keys are the runtime's (GC's attachments), not this plugin's settings.
+            if !STANDARD_KEYS.contains(&key.as_str()) && !key.starts_with("cni.dev/") {
                 own.insert(key.clone(), value.clone());
             }
         }
@@ -325,6 +350,21 @@ impl NetConf {
                 .in_version(&cni_version));
             }
         };
+        let valid_attachments = match VALID_ATTACHMENT_KEYS
+            .iter()
+            .find_map(|key| Some((*key, field(key)?)))
+        {
+            None => None,
+            Some((key, value)) => Some(serde_json::from_value(value.clone()).map_err(|e| {
+                CniError::new(
+                    ErrorCode::InvalidConfig,
+                    format!(
+                        "{key}: must be a list of {{\"containerID\": ..., \"ifname\": ...}}: {e}"
+                    ),
+                )
+                .in_version(&cni_version)
+            })?),
+        };
         Ok(NetConf {
             cni_version,
             name,
@@ -332,12 +372,43 @@ impl NetConf {
             logic_network_name,
             pod_annotations,
             prev_result,
+            valid_attachments,
         })
     }
 
-    /// The VMI this call sets up: the pod annotation's, or, in KubeVirt's binding-plugin
-    /// form (`bindingMode` and `logicNetworkName`, no annotation), one interface of that mode
-    /// on the pod network of that name, with KubeVirt's defaults (every port forwarded).
+    /// The network's `name`, checked to be the specification's form: netbind-cni records,
+    /// under it, which network configurations set a sandbox up (GC collects only its own).
+    pub fn network_name(&self) -> Result<&str, CniError> {
+        if safe_id(&self.name) {
+            Ok(&self.name)
+        } else {
+            Err(CniError::new(
+                ErrorCode::InvalidConfig,
+                format!(
+                    "name {:?}: must be letters, digits, '_', '.' and '-', starting with a letter \
+                     or digit (at most 128)",
+                    self.name
+                ),
+            )
+            .in_version(&self.cni_version))
+        }
+    }
+
+    /// GC's list of the attachments the runtime still has; its absence is an error, never
+    /// an empty list (which would collect every sandbox).
+    pub fn require_valid_attachments(&self) -> Result<&[Attachment], CniError> {
+        self.valid_attachments.as_deref().ok_or_else(|| {
+            CniError::new(
+                ErrorCode::InvalidConfig,
+                format!(
+                    "{}: missing (GC needs the attachments still in use)",
+                    VALID_ATTACHMENT_KEYS[0]
+                ),
+            )
+            .in_version(&self.cni_version)
+        })
+    }
+
     /// KubeVirt's binding-plugin form: a `bindingMode` and a `logicNetworkName`, no VMI
     /// annotation (the VMI reaches the hook sidecar instead).
     pub fn is_binding_plugin(&self) -> bool {
@@ -346,6 +417,9 @@ impl NetConf {
             && self.logic_network_name.is_some()
     }
 
+    /// The VMI this call sets up: the pod annotation's, or, in KubeVirt's binding-plugin
+    /// form (`bindingMode` and `logicNetworkName`, no annotation), one interface of that mode
+    /// on the pod network of that name, with KubeVirt's defaults (every port forwarded).
     pub fn vmi(&self) -> Option<(String, String)> {
         if let Some(text) = self.pod_annotations.get(VMI_ANNOTATION) {
             return Some((format!("pod annotation {VMI_ANNOTATION}"), text.clone()));

@@ -14,6 +14,8 @@ use netbind_testkit::{ok, repo_root, sh};
 use serde_json::{Value, json};
 
 const CNI_BIN_DIR: &str = "/usr/lib/cni";
+/// The pod interface KubeVirt names for the VMI network "blue".
+const BLUE_IFNAME: &str = "pod16477688c0e";
 
 fn ready() -> bool {
     let mut missing = netbind_testkit::missing_tools(&["nsenter", "nft", "ip"]);
@@ -32,6 +34,8 @@ struct Node {
     tag: String,
     dir: tempfile::TempDir,
     subnet: String,
+    /// Another node's netbind-cni run directory, for sandboxes of one node's plugin.
+    shared_run_dir: Option<PathBuf>,
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -48,6 +52,7 @@ impl Node {
             subnet: format!("10.{}.{}.0/24", 100 + seq % 100, std::process::id() % 250),
             tag,
             dir: tempfile::tempdir().unwrap(),
+            shared_run_dir: None,
         }
     }
     fn pod_netns(&self) -> String {
@@ -57,7 +62,9 @@ impl Node {
         format!("{}-pod", self.tag)
     }
     fn run_dir(&self) -> PathBuf {
-        self.dir.path().join("run")
+        self.shared_run_dir
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("run"))
     }
     fn container_id(&self) -> String {
         format!("{}-sandbox", self.tag)
@@ -77,24 +84,47 @@ impl Node {
         ifname: &str,
         stdin: &Value,
     ) -> (bool, Value) {
+        let args = format!(
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={}",
+            self.tag
+        );
+        let env = [
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", &self.container_id()),
+            ("CNI_NETNS", netns),
+            ("CNI_IFNAME", ifname),
+            ("CNI_PATH", CNI_BIN_DIR),
+            ("CNI_ARGS", &args),
+        ];
+        self.run_plugin(bin, &env, stdin)
+    }
+
+    /// netbind-cni's GC as a runtime calls it: no attachment parameters, the attachments
+    /// still in use in the configuration (`valid`: container id and interface).
+    fn gc(&self, conf: &Value, valid: &[(String, &str)]) -> (bool, Value) {
+        let mut conf = conf.clone();
+        conf["cniVersion"] = json!("1.1.0");
+        conf["cni.dev/valid-attachments"] = valid
+            .iter()
+            .map(|(id, ifname)| json!({"containerID": id, "ifname": ifname}))
+            .collect();
+        let env = [("CNI_COMMAND", "GC"), ("CNI_PATH", CNI_BIN_DIR)];
+        self.run_plugin(Path::new(env!("CARGO_BIN_EXE_netbind-cni")), &env, &conf)
+    }
+
+    /// Runs a plugin in the node namespace with exactly the `CNI_*` variables `env`.
+    fn run_plugin(&self, bin: &Path, env: &[(&str, &str)], stdin: &Value) -> (bool, Value) {
+        let command = env
+            .iter()
+            .find(|(name, _)| *name == "CNI_COMMAND")
+            .map_or("", |(_, value)| value);
         let mut child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}-node", self.tag))
             .arg("--")
             .arg(bin)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", self.container_id())
-            .env("CNI_NETNS", netns)
-            .env("CNI_IFNAME", ifname)
-            .env("CNI_PATH", CNI_BIN_DIR)
-            .env(
-                "CNI_ARGS",
-                format!(
-                    "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={}",
-                    self.tag
-                ),
-            )
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -202,6 +232,39 @@ impl Node {
         conf["bindingMode"] = json!(mode);
         conf["args"] = json!({"cni": {"logicNetworkName": network}});
         conf
+    }
+
+    /// The secondary network "blue" of `examples/vmi-masquerade-multus.yaml`, as Multus adds
+    /// it after the pod network: the bridge plugin's ADD for the pod interface KubeVirt names
+    /// for it (its own bridge and subnet, a route to a remote subnet through its gateway), then
+    /// netbind-cni's under the configuration name "blue-net", asserted to succeed: (the bridge
+    /// plugin's entry, netbind-cni's entry).
+    fn blue_add(&self, vmi_text: &str) -> (Value, Value) {
+        let mut blue_conf = self.bridge_conf();
+        blue_conf["name"] = json!("blue-net");
+        blue_conf["bridge"] = json!(format!("{}bl", &self.tag[..self.tag.len().min(11)]));
+        blue_conf["ipam"] = json!({
+            "type": "host-local",
+            "ranges": [[{"subnet": "192.168.100.8/30"}]],
+            "routes": [{"dst": "172.16.0.0/16"}],
+            "dataDir": self.dir.path().join("ipam-blue"),
+        });
+        let bridge = Path::new(CNI_BIN_DIR).join("bridge");
+        let (ok_blue, blue_prev) =
+            self.plugin_on(&bridge, "ADD", &self.pod_netns(), BLUE_IFNAME, &blue_conf);
+        assert!(ok_blue, "bridge ADD for blue: {blue_prev}");
+        let mut conf = self.netbind_conf(Some(vmi_text), Some(&blue_prev));
+        conf["name"] = json!("blue-net");
+        conf["args"] = json!({"cni": {"logicNetworkName": "blue"}});
+        let netbind_cni = Path::new(env!("CARGO_BIN_EXE_netbind-cni"));
+        let (ok_add, result) =
+            self.plugin_on(netbind_cni, "ADD", &self.pod_netns(), BLUE_IFNAME, &conf);
+        assert!(ok_add, "ADD blue: {result}");
+        (blue_conf, conf)
+    }
+
+    fn sandbox(&self) -> PathBuf {
+        self.run_dir().join(self.container_id())
     }
 
     fn netbind(&self, command: &str, netns: &str, conf: &Value) -> (bool, Value) {
@@ -659,27 +722,9 @@ fn one_call_per_network_keeps_the_other_networks() {
     assert!(ok_add, "ADD default: {result}");
     let first = ifindexes(&node, &["k6t-eth0", "tap0"]);
 
-    // The secondary network "blue": its own bridge and subnet, the pod interface named as
-    // KubeVirt names it, a route to a remote subnet through its gateway.
-    let blue = "pod16477688c0e";
-    let mut blue_conf = node.bridge_conf();
-    blue_conf["name"] = json!("blue-net");
-    blue_conf["bridge"] = json!(format!("{}bl", &node.tag[..node.tag.len().min(11)]));
-    blue_conf["ipam"] = json!({
-        "type": "host-local",
-        "ranges": [[{"subnet": "192.168.100.8/30"}]],
-        "routes": [{"dst": "172.16.0.0/16"}],
-        "dataDir": node.dir.path().join("ipam-blue"),
-    });
-    let bridge = Path::new(CNI_BIN_DIR).join("bridge");
-    let (ok_blue, blue_prev) = node.plugin_on(&bridge, "ADD", &node.pod_netns(), blue, &blue_conf);
-    assert!(ok_blue, "bridge ADD for blue: {blue_prev}");
-    let mut conf = node.netbind_conf(Some(&vmi_text), Some(&blue_prev));
-    conf["name"] = json!("blue-net");
-    conf["args"] = json!({"cni": {"logicNetworkName": "blue"}});
+    let (blue_conf, conf) = node.blue_add(&vmi_text);
+    let (blue, bridge) = (BLUE_IFNAME, Path::new(CNI_BIN_DIR).join("bridge"));
     let netbind_cni = Path::new(env!("CARGO_BIN_EXE_netbind-cni"));
-    let (ok_add, result) = node.plugin_on(netbind_cni, "ADD", &node.pod_netns(), blue, &conf);
-    assert!(ok_add, "ADD blue: {result}");
     assert_eq!(
         ifindexes(&node, &["k6t-eth0", "tap0"]),
         first,
@@ -706,6 +751,9 @@ fn one_call_per_network_keeps_the_other_networks() {
     );
     let record = node.handoff_record();
     assert!(!record.contains("\"network\": \"blue\""), "{record}");
+    // blue's configuration no longer uses the sandbox (GC of it must not take the pod away).
+    assert!(!node.sandbox().join("networks/blue-net").exists());
+    assert!(node.sandbox().join("networks/nbtest").is_file());
     let (ok_del, out) = node.plugin_on(&bridge, "DEL", &node.pod_netns(), blue, &blue_conf);
     assert!(ok_del, "bridge DEL for blue: {out}");
     // The last network's DEL removes the rest.
@@ -719,4 +767,118 @@ fn one_call_per_network_keeps_the_other_networks() {
             .iter()
             .any(|link| link == "k6t-eth0" || link == "tap0")
     }));
+}
+
+#[test]
+fn gc_removes_the_sandboxes_of_gone_attachments_and_only_its_own() {
+    if !ready() {
+        return;
+    }
+    // Three pods served by one node's plugin (one run directory). A is in the pod network's
+    // configuration "nbtest" and in a Multus network "blue-net"; B is in "nbtest" and its pod
+    // goes away without a DEL (a runtime that restarted); C is in "other-net" only.
+    let a = Node::new();
+    let mut b = Node::new();
+    b.shared_run_dir = Some(a.run_dir());
+    let mut c = Node::new();
+    c.shared_run_dir = Some(a.run_dir());
+    let multus = vmi("examples/vmi-masquerade-multus.yaml");
+    let prev_a = a.pod_network_add();
+    let mut conf_a = a.netbind_conf(Some(&multus), Some(&prev_a));
+    conf_a["args"] = json!({"cni": {"logicNetworkName": "default"}});
+    let (ok_add, result_a) = a.netbind("ADD", &a.pod_netns(), &conf_a);
+    assert!(ok_add, "ADD A: {result_a}");
+    a.blue_add(&multus);
+    let masquerade = vmi("examples/vmi-masquerade.yaml");
+    for (node, name) in [(&b, "nbtest"), (&c, "other-net")] {
+        let prev = node.pod_network_add();
+        let mut conf = node.netbind_conf(Some(&masquerade), Some(&prev));
+        conf["name"] = json!(name);
+        let (ok_add, result) = node.netbind("ADD", &node.pod_netns(), &conf);
+        assert!(ok_add, "ADD {}: {result}", node.container_id());
+    }
+    ok(&format!("ip netns del {}", b.pod()));
+    let gc_conf = |name: &str| {
+        let mut conf = a.netbind_conf(None, None);
+        conf["name"] = json!(name);
+        conf
+    };
+    let sandboxes = || {
+        let mut ids: Vec<String> = std::fs::read_dir(a.run_dir())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let all = {
+        let mut ids = vec![a.container_id(), b.container_id(), c.container_id()];
+        ids.sort();
+        ids
+    };
+    assert_eq!(sandboxes(), all);
+
+    // Without the runtime's list GC refuses, and removes nothing.
+    let mut no_list = gc_conf("nbtest");
+    no_list["cniVersion"] = json!("1.1.0");
+    let (ok_gc, err) = a.run_plugin(
+        Path::new(env!("CARGO_BIN_EXE_netbind-cni")),
+        &[("CNI_COMMAND", "GC"), ("CNI_PATH", CNI_BIN_DIR)],
+        &no_list,
+    );
+    assert!(!ok_gc, "GC without the list must fail");
+    assert_eq!(err["code"], 7, "{err}");
+    assert!(
+        err["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("cni.dev/valid-attachments: missing"),
+        "{err}"
+    );
+    assert_eq!(sandboxes(), all, "nothing removed");
+
+    // "nbtest" still has A's attachments: B's sandbox goes, A's and C's stay.
+    let (ok_gc, out) = a.gc(
+        &gc_conf("nbtest"),
+        &[(a.container_id(), "eth0"), (a.container_id(), BLUE_IFNAME)],
+    );
+    assert!(ok_gc && out.is_null(), "GC of nbtest: {out}");
+    let mut kept = vec![a.container_id(), c.container_id()];
+    kept.sort();
+    assert_eq!(sandboxes(), kept, "B's sandbox is collected");
+    let mut check_conf = conf_a.clone();
+    check_conf["prevResult"] = result_a.clone();
+    let (ok_check, out) = a.netbind("CHECK", &a.pod_netns(), &check_conf);
+    assert!(ok_check, "A is as phase 1 made it: {out}");
+
+    // A's pod network attachment is gone from "nbtest", but "blue-net" still uses the
+    // sandbox: it loses only nbtest's mark.
+    let (ok_gc, out) = a.gc(&gc_conf("nbtest"), &[]);
+    assert!(ok_gc, "GC of nbtest: {out}");
+    assert!(a.handoff_file().is_file(), "A's hand-off record stays");
+    assert!(!a.sandbox().join("networks/nbtest").exists());
+    assert!(a.sandbox().join("networks/blue-net").is_file());
+    // Then "blue-net" has none of A's either: the sandbox goes.
+    let (ok_gc, out) = a.gc(&gc_conf("blue-net"), &[]);
+    assert!(ok_gc, "GC of blue-net: {out}");
+    assert!(!a.sandbox().exists(), "A's sandbox is collected");
+
+    // C belongs to "other-net" alone: kept while listed.
+    let (ok_gc, out) = a.gc(&gc_conf("other-net"), &[(c.container_id(), "eth0")]);
+    assert!(ok_gc, "GC of other-net: {out}");
+    assert!(c.sandbox().join("handoff/handoff.json").is_file());
+    // A sandbox no configuration marked (one an earlier version made) is no GC's to take:
+    // only its DEL removes it.
+    std::fs::remove_dir_all(c.sandbox().join("networks")).unwrap();
+    for name in ["nbtest", "other-net"] {
+        let (ok_gc, out) = a.gc(&gc_conf(name), &[]);
+        assert!(ok_gc, "GC of {name}: {out}");
+        assert!(c.sandbox().join("handoff/handoff.json").is_file(), "{name}");
+    }
+    // Marked again, as its ADD marks it, and no longer listed: collected.
+    std::fs::create_dir(c.sandbox().join("networks")).unwrap();
+    std::fs::write(c.sandbox().join("networks/other-net"), b"").unwrap();
+    let (ok_gc, out) = a.gc(&gc_conf("other-net"), &[]);
+    assert!(ok_gc, "GC of other-net: {out}");
+    assert_eq!(sandboxes(), Vec::<String>::new());
 }

@@ -212,3 +212,83 @@ fn the_cluster_configuration_can_be_kubevirts_cr() {
     assert_eq!(err.code, ErrorCode::InvalidConfig as u32);
     assert!(err.msg.contains("netwrk"), "{}", err.msg);
 }
+
+#[test]
+fn gc_reads_the_valid_attachments_and_never_takes_their_absence_for_none() {
+    // GC needs only the command (1.1.0 § GC: no attachment parameters).
+    assert_eq!(
+        env(&[("CNI_COMMAND", "GC")]).expect("GC env").command,
+        Command::Gc
+    );
+    let gc = |extra: &str| {
+        NetConf::parse(
+            format!(r#"{{"cniVersion":"1.1.0","name":"pods","type":"netbind-cni"{extra}}}"#)
+                .as_bytes(),
+        )
+    };
+    let valid = gc(r#","cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"},{"containerID":"c2","ifname":"net1"}]"#)
+        .expect("the specification's key");
+    assert_eq!(
+        valid.require_valid_attachments().expect("a list"),
+        [
+            Attachment {
+                container_id: "c1".into(),
+                ifname: "eth0".into()
+            },
+            Attachment {
+                container_id: "c2".into(),
+                ifname: "net1".into()
+            }
+        ]
+    );
+    // The key of the specification's first text, which libcni also sets.
+    let legacy = gc(r#","cni.dev/attachments":[]"#).expect("the older key");
+    assert_eq!(legacy.require_valid_attachments().expect("empty list"), []);
+    // No list is not an empty list: that would collect every sandbox.
+    let err = gc("")
+        .expect("parses")
+        .require_valid_attachments()
+        .expect_err("no list");
+    assert_eq!(err.code, ErrorCode::InvalidConfig as u32);
+    assert!(
+        err.msg.starts_with("cni.dev/valid-attachments: missing"),
+        "{}",
+        err.msg
+    );
+    assert_eq!(
+        err.cni_version, "1.1.0",
+        "answered in the runtime's version"
+    );
+    let err = gc(r#","cni.dev/valid-attachments":[{"containerID":7}]"#).expect_err("bad entry");
+    assert!(
+        err.msg
+            .starts_with("cni.dev/valid-attachments: must be a list"),
+        "{}",
+        err.msg
+    );
+    // Other `cni.dev/` keys are the runtime's, not settings with a typo.
+    gc(r#","cni.dev/valid-attachments":[],"cni.dev/future":1"#).expect("a runtime key");
+}
+
+#[test]
+fn the_network_name_must_be_a_file_name() {
+    let named = |name: &str| {
+        NetConf::parse(
+            format!(
+                r#"{{"cniVersion":"1.0.0","name":{},"type":"netbind-cni"}}"#,
+                serde_json::json!(name)
+            )
+            .as_bytes(),
+        )
+        .expect("parses")
+    };
+    assert_eq!(
+        named("pod-net_1.v2").network_name().expect("valid"),
+        "pod-net_1.v2"
+    );
+    for bad in ["", "../x", "a/b", ".hidden", "-x", &"n".repeat(129)] {
+        let err = named(bad).network_name().expect_err(bad);
+        assert_eq!(err.code, ErrorCode::InvalidConfig as u32);
+        assert!(err.msg.starts_with("name "), "{}", err.msg);
+    }
+}
