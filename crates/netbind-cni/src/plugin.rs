@@ -150,9 +150,12 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
         None => Networks::All,
     };
     let args = setup_args(conf, target.clone(), (origin, vmi), &dirs, networks);
-    let first = std::fs::symlink_metadata(&dirs.root).is_err();
+    let before = Before {
+        first: std::fs::symlink_metadata(&dirs.root).is_err(),
+        marked: dirs.marked(network_name).unwrap_or(false),
+    };
     if let Err(error) = dirs.mark(network_name) {
-        if first {
+        if before.first {
             let _ = netbind_handler::remove_sandbox_dir(Some(&dirs.root));
         }
         return Err(fail(
@@ -163,9 +166,7 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
     let report = match netbind_handler::setup(&args) {
         Ok(report) => report,
         Err(error) => {
-            // Phase 1 rolled its changes back; remove what is left of the sandbox's files too,
-            // so a failed ADD leaves nothing (containerd still sends DEL, which finds nothing).
-            let cleanup = remove_sandbox(&target, &dirs, conf).err();
+            let cleanup = undo_add(&target, &dirs, conf, before).err();
             let code = match error {
                 HandlerError::Vmi { .. } => ErrorCode::InvalidConfig,
                 HandlerError::Netns(_) => ErrorCode::UnknownContainer,
@@ -183,7 +184,7 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
     if conf.is_binding_plugin()
         && let Err(error) = record_for_sidecar(&target, &dirs, conf, ifname, on_pod)
     {
-        let cleanup = remove_sandbox(&target, &dirs, conf).err();
+        let cleanup = undo_add(&target, &dirs, conf, before).err();
         let mut err = fail(
             ErrorCode::Setup,
             format!("ADD in {}: {error}", netns.display()),
@@ -212,6 +213,43 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
         map.insert("netbindWarnings".into(), report.warnings.into());
     }
     Ok(result)
+}
+
+/// The sandbox as an ADD found it.
+#[derive(Debug, Clone, Copy)]
+struct Before {
+    /// No earlier call had made it.
+    first: bool,
+    /// This configuration had marked it already.
+    marked: bool,
+}
+
+/// After a failed ADD. Phase 1 has rolled its own changes back, to the sandbox as it was
+/// before this call. A sandbox this call made goes whole, so a failed ADD leaves nothing
+/// (containerd still sends DEL, which finds nothing). A sandbox earlier calls set up (the
+/// pod's other networks; a network hot-plugged into a running pod) stays as the rollback left
+/// it, with only this call's mark taken back: removing it would take a running VM's other
+/// networks with a call that was not about them. Unless nothing is left to keep: when
+/// phase 1 could not go back to the earlier run and undid the whole pod (its state is gone),
+/// the files go too.
+fn undo_add(
+    target: &NetnsTarget,
+    dirs: &SandboxDirs,
+    conf: &NetConf,
+    before: Before,
+) -> Result<(), CniError> {
+    let kept = matches!(netbind_handler::state::load(&dirs.state()), Ok(Some(_)));
+    if before.first || !kept {
+        return remove_sandbox(target, dirs, conf);
+    }
+    match conf.network_name() {
+        Ok(name) if !before.marked => netbind_handler::files::remove(&dirs.networks(), name)
+            .map_err(|error| {
+                CniError::new(ErrorCode::Setup, format!("ADD: drop network mark: {error}"))
+                    .in_version(&conf.cni_version)
+            }),
+        _ => Ok(()),
+    }
 }
 
 /// In KubeVirt's binding-plugin form the VMI is made from `bindingMode` and

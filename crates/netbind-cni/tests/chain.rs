@@ -882,3 +882,46 @@ fn gc_removes_the_sandboxes_of_gone_attachments_and_only_its_own() {
     assert!(ok_gc, "GC of other-net: {out}");
     assert_eq!(sandboxes(), Vec::<String>::new());
 }
+
+#[test]
+fn a_failed_add_of_another_network_keeps_the_running_ones() {
+    if !ready() {
+        return;
+    }
+    // A running pod with its pod network set up; then an ADD for a network the VMI does not
+    // have (a NetworkAttachmentDefinition hot-plugged under the wrong name) fails in phase 1.
+    // Its failure must take back only what it did: before, the sandbox was removed whole, and
+    // the running VM's pod network with it.
+    let node = Node::new();
+    let vmi_text = vmi("examples/vmi-masquerade-multus.yaml");
+    let prev = node.pod_network_add();
+    let mut conf = node.netbind_conf(Some(&vmi_text), Some(&prev));
+    conf["args"] = json!({"cni": {"logicNetworkName": "default"}});
+    let (ok_add, result) = node.netbind("ADD", &node.pod_netns(), &conf);
+    assert!(ok_add, "ADD default: {result}");
+    let links = ifindexes(&node, &["k6t-eth0", "tap0"]);
+    let record = node.handoff_record();
+
+    let mut green = conf.clone();
+    green["name"] = json!("green-net");
+    green["args"] = json!({"cni": {"logicNetworkName": "green"}});
+    let (ok_add, err) = node.netbind("ADD", &node.pod_netns(), &green);
+    assert!(!ok_add, "ADD of a network the VMI does not have must fail");
+    assert!(err["msg"].as_str().unwrap().contains("green"), "{err}");
+
+    assert_eq!(
+        ifindexes(&node, &["k6t-eth0", "tap0"]),
+        links,
+        "default's links"
+    );
+    assert_eq!(node.handoff_record(), record, "default's hand-off record");
+    let mut check_conf = conf.clone();
+    check_conf["prevResult"] = result;
+    let (ok_check, out) = node.netbind("CHECK", &node.pod_netns(), &check_conf);
+    assert!(ok_check, "default is as phase 1 made it: {out}");
+    assert!(node.sandbox().join("networks/nbtest").is_file());
+    assert!(
+        !node.sandbox().join("networks/green-net").exists(),
+        "the failed call's mark is taken back"
+    );
+}
