@@ -234,6 +234,18 @@ impl Node {
         conf
     }
 
+    /// The pod network, then netbind-cni's ADD (configuration "nbtest") for the VMI network
+    /// "default" of `vmi_text`, as Multus runs the first chain, asserted to succeed: (the
+    /// entry, netbind-cni's result).
+    fn default_network_add(&self, vmi_text: &str) -> (Value, Value) {
+        let prev = self.pod_network_add();
+        let mut conf = self.netbind_conf(Some(vmi_text), Some(&prev));
+        conf["args"] = json!({"cni": {"logicNetworkName": "default"}});
+        let (ok_add, result) = self.netbind("ADD", &self.pod_netns(), &conf);
+        assert!(ok_add, "ADD default: {result}");
+        (conf, result)
+    }
+
     /// The secondary network "blue" of `examples/vmi-masquerade-multus.yaml`, as Multus adds
     /// it after the pod network: the bridge plugin's ADD for the pod interface KubeVirt names
     /// for it (its own bridge and subnet, a route to a remote subnet through its gateway), then
@@ -715,11 +727,7 @@ fn one_call_per_network_keeps_the_other_networks() {
     // leave the first one's links as they are.
     let node = Node::new();
     let vmi_text = vmi("examples/vmi-masquerade-multus.yaml");
-    let prev = node.pod_network_add();
-    let mut conf = node.netbind_conf(Some(&vmi_text), Some(&prev));
-    conf["args"] = json!({"cni": {"logicNetworkName": "default"}});
-    let (ok_add, result) = node.netbind("ADD", &node.pod_netns(), &conf);
-    assert!(ok_add, "ADD default: {result}");
+    let (default_conf, _) = node.default_network_add(&vmi_text);
     let first = ifindexes(&node, &["k6t-eth0", "tap0"]);
 
     let (blue_conf, conf) = node.blue_add(&vmi_text);
@@ -757,9 +765,7 @@ fn one_call_per_network_keeps_the_other_networks() {
     let (ok_del, out) = node.plugin_on(&bridge, "DEL", &node.pod_netns(), blue, &blue_conf);
     assert!(ok_del, "bridge DEL for blue: {out}");
     // The last network's DEL removes the rest.
-    let mut conf = node.netbind_conf(Some(&vmi_text), Some(&prev));
-    conf["args"] = json!({"cni": {"logicNetworkName": "default"}});
-    let (ok_del, out) = node.netbind("DEL", &node.pod_netns(), &conf);
+    let (ok_del, out) = node.netbind("DEL", &node.pod_netns(), &default_conf);
     assert!(ok_del, "DEL default: {out}");
     assert!(eventually(|| {
         let links = node.pod_links();
@@ -783,11 +789,7 @@ fn gc_removes_the_sandboxes_of_gone_attachments_and_only_its_own() {
     let mut c = Node::new();
     c.shared_run_dir = Some(a.run_dir());
     let multus = vmi("examples/vmi-masquerade-multus.yaml");
-    let prev_a = a.pod_network_add();
-    let mut conf_a = a.netbind_conf(Some(&multus), Some(&prev_a));
-    conf_a["args"] = json!({"cni": {"logicNetworkName": "default"}});
-    let (ok_add, result_a) = a.netbind("ADD", &a.pod_netns(), &conf_a);
-    assert!(ok_add, "ADD A: {result_a}");
+    let (conf_a, result_a) = a.default_network_add(&multus);
     a.blue_add(&multus);
     let masquerade = vmi("examples/vmi-masquerade.yaml");
     for (node, name) in [(&b, "nbtest"), (&c, "other-net")] {
@@ -894,11 +896,7 @@ fn a_failed_add_of_another_network_keeps_the_running_ones() {
     // the running VM's pod network with it.
     let node = Node::new();
     let vmi_text = vmi("examples/vmi-masquerade-multus.yaml");
-    let prev = node.pod_network_add();
-    let mut conf = node.netbind_conf(Some(&vmi_text), Some(&prev));
-    conf["args"] = json!({"cni": {"logicNetworkName": "default"}});
-    let (ok_add, result) = node.netbind("ADD", &node.pod_netns(), &conf);
-    assert!(ok_add, "ADD default: {result}");
+    let (conf, result) = node.default_network_add(&vmi_text);
     let links = ifindexes(&node, &["k6t-eth0", "tap0"]);
     let record = node.handoff_record();
 
