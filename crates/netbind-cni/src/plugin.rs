@@ -14,7 +14,8 @@ use netbind_plan::plan::LinkKind;
 use serde_json::Value;
 
 use crate::protocol::{
-    CniError, Command, Env, ErrorCode, NetConf, ResultInterface, compose_result, version_result,
+    CniError, Command, Env, ErrorCode, NetConf, POD_ANNOTATIONS_CAPABILITY, ResultInterface,
+    compose_result, version_result,
 };
 
 /// Where one sandbox's files live: `RUN_DIR/CONTAINER_ID/` holds `handoff/` (the record the
@@ -111,6 +112,15 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
     let prev = conf.require_prev_result()?;
     let Some((origin, vmi)) = conf.vmi() else {
         // Not a VM's pod: nothing for phase 1; the chain's result passes through.
+        if !conf.annotations_passed && conf.settings.binding_mode.is_none() {
+            // Then no pod ever is: a VM would start with no network and nothing saying why.
+            // Runtimes keep a plugin's stderr in their log.
+            tracing::warn!(
+                "ADD of {id}: the runtime passed no pod annotations, so no pod can be a VM's: \
+                 declare the capability in this plugin's conflist entry \
+                 (\"capabilities\": {{\"{POD_ANNOTATIONS_CAPABILITY}\": true}})"
+            );
+        }
         return Ok(compose_result(conf, &[]));
     };
     let fail = |code, msg: String| CniError::new(code, msg).in_version(&conf.cni_version);

@@ -225,6 +225,9 @@ pub struct NetConf {
     pub logic_network_name: Option<String>,
     /// `runtimeConfig["io.kubernetes.cri.pod-annotations"]`.
     pub pod_annotations: BTreeMap<String, String>,
+    /// Whether the runtime passed the pod's annotations at all (it does when the entry
+    /// declares the capability; containerd and CRI-O then pass them for every pod).
+    pub annotations_passed: bool,
     /// The previous plugin's result, kept whole so nothing it says is lost in ours.
     pub prev_result: Option<Value>,
     /// GC only: `cni.dev/valid-attachments`, the attachments the runtime still has.
@@ -326,6 +329,8 @@ impl NetConf {
             }
         };
         let annotations_path = format!("/runtimeConfig/{POD_ANNOTATIONS_CAPABILITY}");
+        let annotations_passed =
+            !matches!(doc.pointer(&annotations_path), None | Some(Value::Null));
         let pod_annotations = match doc.pointer(&annotations_path) {
             None | Some(Value::Null) => BTreeMap::new(),
             Some(value) => serde_json::from_value(value.clone()).map_err(|e| {
@@ -371,6 +376,7 @@ impl NetConf {
             settings,
             logic_network_name,
             pod_annotations,
+            annotations_passed,
             prev_result,
             valid_attachments,
         })

@@ -114,6 +114,17 @@ impl Node {
 
     /// Runs a plugin in the node namespace with exactly the `CNI_*` variables `env`.
     fn run_plugin(&self, bin: &Path, env: &[(&str, &str)], stdin: &Value) -> (bool, Value) {
+        let (ok, value, _) = self.run_plugin_logged(bin, env, stdin);
+        (ok, value)
+    }
+
+    /// The same, with what the plugin wrote to stderr (which a runtime keeps in its log).
+    fn run_plugin_logged(
+        &self,
+        bin: &Path,
+        env: &[(&str, &str)],
+        stdin: &Value,
+    ) -> (bool, Value, String) {
         let command = env
             .iter()
             .find(|(name, _)| *name == "CNI_COMMAND")
@@ -149,7 +160,11 @@ impl Node {
                 )
             })
         };
-        (out.status.success(), value)
+        (
+            out.status.success(),
+            value,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// The pod network's plugins: bridge + host-local, as the conflist's first entry.
@@ -664,14 +679,33 @@ fn a_pod_without_the_annotation_passes_through() {
     let node = Node::new();
     let prev = node.pod_network_add();
     let links_before = node.pod_links();
-    let (ok_add, result) = node.netbind(
-        "ADD",
-        &node.pod_netns(),
-        &node.netbind_conf(None, Some(&prev)),
-    );
+    let netbind_cni = Path::new(env!("CARGO_BIN_EXE_netbind-cni"));
+    let env = [
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", &node.container_id()),
+        ("CNI_NETNS", &node.pod_netns()),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", CNI_BIN_DIR),
+    ];
+    // The runtime passed the pod's annotations, and there is no VMI among them.
+    let mut conf = node.netbind_conf(None, Some(&prev));
+    conf["runtimeConfig"] = json!({"io.kubernetes.cri.pod-annotations": {"app": "web"}});
+    let (ok_add, result, log) = node.run_plugin_logged(netbind_cni, &env, &conf);
     assert!(ok_add, "{result}");
     assert_eq!(result, prev, "the previous result, unchanged");
     assert_eq!(node.pod_links(), links_before);
+    assert!(log.is_empty(), "nothing to say: {log}");
+    // The entry lacks the capability, so the runtime passed no annotations: every pod passes
+    // through, a VM's too; the plugin says so where the runtime keeps its log.
+    let (ok_add, result, log) =
+        node.run_plugin_logged(netbind_cni, &env, &node.netbind_conf(None, Some(&prev)));
+    assert!(ok_add, "{result}");
+    assert_eq!(result, prev, "the previous result, unchanged");
+    assert_eq!(node.pod_links(), links_before);
+    assert!(
+        log.contains("no pod annotations") && log.contains("io.kubernetes.cri.pod-annotations"),
+        "{log}"
+    );
     let (ok_del, _) = node.netbind(
         "DEL",
         &node.pod_netns(),
