@@ -33,6 +33,9 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal: a runtime's log or a pod's keeps the
+        // text as written.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // A DEL's detached teardown helper is this binary too (see `plugin::del`).
     if let Some(code) = netbind_handler::run_detached_helper() {

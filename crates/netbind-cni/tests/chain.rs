@@ -706,6 +706,8 @@ fn a_pod_without_the_annotation_passes_through() {
         log.contains("no pod annotations") && log.contains("io.kubernetes.cri.pod-annotations"),
         "{log}"
     );
+    // As text: a runtime's log is not a terminal.
+    assert!(!log.contains('\u{1b}'), "no terminal colour codes: {log:?}");
     let (ok_del, _) = node.netbind(
         "DEL",
         &node.pod_netns(),
