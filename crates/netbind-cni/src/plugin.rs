@@ -50,6 +50,11 @@ impl SandboxDirs {
             .map_err(|error| error.to_string())
     }
 
+    /// Configuration `name` no longer uses this sandbox.
+    fn unmark(&self, name: &str) -> Result<(), String> {
+        netbind_handler::files::remove(&self.networks(), name).map_err(|error| error.to_string())
+    }
+
     fn marked(&self, name: &str) -> Result<bool, String> {
         let mark = self.networks().join(name);
         match std::fs::symlink_metadata(&mark) {
@@ -59,21 +64,18 @@ impl SandboxDirs {
         }
     }
 
-    /// The configurations other than `name` that still use the sandbox.
-    fn marked_by_others(&self, name: &str) -> Result<Vec<String>, String> {
+    /// Whether a configuration other than `name` still uses the sandbox.
+    fn marked_by_others(&self, name: &str) -> Result<bool, String> {
         let dir = self.networks();
-        let entries =
-            std::fs::read_dir(&dir).map_err(|error| format!("read {}: {error}", dir.display()))?;
-        let mut others = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|error| format!("read {}: {error}", dir.display()))?;
-            let other = entry.file_name().to_string_lossy().into_owned();
+        let read = |error: std::io::Error| format!("read {}: {error}", dir.display());
+        for entry in std::fs::read_dir(&dir).map_err(read)? {
+            let other = entry.map_err(read)?.file_name();
             // A temporary file of an interrupted mark starts with a dot.
-            if other != name && !other.starts_with('.') {
-                others.push(other);
+            if other != name && !other.as_encoded_bytes().starts_with(b".") {
+                return Ok(true);
             }
         }
-        Ok(others)
+        Ok(false)
     }
 }
 
@@ -176,7 +178,7 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
     let report = match netbind_handler::setup(&args) {
         Ok(report) => report,
         Err(error) => {
-            let cleanup = undo_add(&target, &dirs, conf, before).err();
+            let cleanup = undo_add(&target, &dirs, conf, network_name, before).err();
             let code = match error {
                 HandlerError::Vmi { .. } => ErrorCode::InvalidConfig,
                 HandlerError::Netns(_) => ErrorCode::UnknownContainer,
@@ -194,7 +196,7 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
     if conf.is_binding_plugin()
         && let Err(error) = record_for_sidecar(&target, &dirs, conf, ifname, on_pod)
     {
-        let cleanup = undo_add(&target, &dirs, conf, before).err();
+        let cleanup = undo_add(&target, &dirs, conf, network_name, before).err();
         let mut err = fail(
             ErrorCode::Setup,
             format!("ADD in {}: {error}", netns.display()),
@@ -241,25 +243,25 @@ struct Before {
 /// it, with only this call's mark taken back: removing it would take a running VM's other
 /// networks with a call that was not about them. Unless nothing is left to keep: when
 /// phase 1 could not go back to the earlier run and undid the whole pod (its state is gone),
-/// the files go too.
+/// the files go too. `name` is the configuration's (checked) name.
 fn undo_add(
     target: &NetnsTarget,
     dirs: &SandboxDirs,
     conf: &NetConf,
+    name: &str,
     before: Before,
 ) -> Result<(), CniError> {
     let kept = matches!(netbind_handler::state::load(&dirs.state()), Ok(Some(_)));
     if before.first || !kept {
         return remove_sandbox(target, dirs, conf);
     }
-    match conf.network_name() {
-        Ok(name) if !before.marked => netbind_handler::files::remove(&dirs.networks(), name)
-            .map_err(|error| {
-                CniError::new(ErrorCode::Setup, format!("ADD: drop network mark: {error}"))
-                    .in_version(&conf.cni_version)
-            }),
-        _ => Ok(()),
+    if before.marked {
+        return Ok(());
     }
+    dirs.unmark(name).map_err(|error| {
+        CniError::new(ErrorCode::Setup, format!("ADD: drop network mark: {error}"))
+            .in_version(&conf.cni_version)
+    })
 }
 
 /// In KubeVirt's binding-plugin form the VMI is made from `bindingMode` and
@@ -486,7 +488,7 @@ fn del_one_network(env: &Env, conf: &NetConf, dirs: &SandboxDirs) -> Option<Resu
     // nothing to drop).
     if done.is_ok()
         && let Ok(name) = conf.network_name()
-        && let Err(error) = netbind_handler::files::remove(&dirs.networks(), name)
+        && let Err(error) = dirs.unmark(name)
     {
         return Some(Err(CniError::new(
             ErrorCode::Teardown,
@@ -592,7 +594,7 @@ fn gc(conf: &NetConf) -> Result<(), CniError> {
         let Some(id) = entry.file_name().to_str().map(String::from) else {
             continue;
         };
-        if !crate::protocol::is_container_id(&id)
+        if !crate::protocol::safe_id(&id)
             || !entry.file_type().is_ok_and(|kind| kind.is_dir())
             || valid.iter().any(|attachment| attachment.container_id == id)
         {
@@ -621,9 +623,8 @@ fn collect(conf: &NetConf, dirs: &SandboxDirs, name: &str) -> Result<(), String>
     if !dirs.marked(name)? {
         return Ok(());
     }
-    if !dirs.marked_by_others(name)?.is_empty() {
-        return netbind_handler::files::remove(&dirs.networks(), name)
-            .map_err(|error| error.to_string());
+    if dirs.marked_by_others(name)? {
+        return dirs.unmark(name);
     }
     // An empty path is a namespace that cannot be opened: teardown takes it as gone, stops the
     // responders, and removes the state under the pod's lock (waiting for a detached DEL

@@ -151,14 +151,10 @@ impl Env {
     }
 }
 
-/// Whether `name` has a container id's form (a sandbox directory GC may look at).
-pub fn is_container_id(name: &str) -> bool {
-    safe_id(name)
-}
-
 /// The CNI spec's container id and network name: `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`; netbind
-/// also bounds it, as it becomes a file name.
-fn safe_id(id: &str) -> bool {
+/// also bounds it, as it becomes a file name (and GC looks only at sandbox directories so
+/// named).
+pub fn safe_id(id: &str) -> bool {
     id.len() <= 128
         && id.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
         && id
@@ -329,10 +325,12 @@ impl NetConf {
             }
         };
         let annotations_path = format!("/runtimeConfig/{POD_ANNOTATIONS_CAPABILITY}");
-        let annotations_passed =
-            !matches!(doc.pointer(&annotations_path), None | Some(Value::Null));
-        let pod_annotations = match doc.pointer(&annotations_path) {
-            None | Some(Value::Null) => BTreeMap::new(),
+        let annotations = doc
+            .pointer(&annotations_path)
+            .filter(|value| !value.is_null());
+        let annotations_passed = annotations.is_some();
+        let pod_annotations = match annotations {
+            None => BTreeMap::new(),
             Some(value) => serde_json::from_value(value.clone()).map_err(|e| {
                 CniError::new(
                     ErrorCode::InvalidConfig,
