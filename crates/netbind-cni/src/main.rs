@@ -27,16 +27,7 @@ fn read_stdin() -> Result<Vec<u8>, CniError> {
 
 fn main() -> ExitCode {
     // Logs go to stderr, which runtimes keep; stdout is the protocol's.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NETBIND_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal: a runtime's log or a pod's keeps the
-        // text as written.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    netbind_log::init("warn");
     // A DEL's detached teardown helper is this binary too (see `plugin::del`).
     if let Some(code) = netbind_handler::run_detached_helper() {
         return code;

@@ -249,16 +249,7 @@ fn main() -> ExitCode {
     // panicking on the failed print.
     // SAFETY: restoring the default disposition of SIGPIPE before any thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NETBIND_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal: a runtime's log or a pod's keeps the
-        // text as written.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    netbind_log::init("warn");
     if let Some(code) = netbind_handler::run_detached_helper() {
         return code;
     }

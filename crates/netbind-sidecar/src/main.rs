@@ -178,16 +178,7 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 const EXIT_PRIVILEGED: u8 = 3;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NETBIND_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal: a runtime's log or a pod's keeps the
-        // text as written.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    netbind_log::init("info");
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err @ SidecarError::Privilege(_)) => {
