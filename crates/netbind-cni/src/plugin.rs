@@ -439,7 +439,8 @@ fn del(env: &Env, conf: &NetConf) -> Result<(), CniError> {
 
 /// DEL of one network while the pod's other networks stay (Multus calls DEL per network; a
 /// network removed from a running pod is a hot-unplug): phase 1 runs again without it, which
-/// takes away only its links, rules and hand-off entry. `None` when the whole sandbox goes:
+/// takes away only its hand-off entry and pod interface at once and leaves deleting its
+/// links and rules to a detached helper. `None` when the whole sandbox goes:
 /// no network named, no VMI to plan from, no namespace any more, or no other network set up.
 fn del_one_network(env: &Env, conf: &NetConf, dirs: &SandboxDirs) -> Option<Result<(), CniError>> {
     let network = conf.logic_network_name.as_ref()?;
@@ -470,13 +471,20 @@ fn del_one_network(env: &Env, conf: &NetConf, dirs: &SandboxDirs) -> Option<Resu
         return None;
     }
     let target = NetnsTarget::Path(netns.clone());
-    let args = setup_args(
+    let mut args = setup_args(
         conf,
         target,
         (origin, vmi),
         dirs,
         Networks::Without(network.clone()),
     );
+    // The network's pod interface goes back before this returns (the network's own plugin,
+    // next in the chain, deletes it by name); its links and tables are deleted by a detached
+    // helper (this binary again), not on the pod-deletion path. Where this binary cannot be
+    // found, they go before returning.
+    if let Ok(helper) = std::env::current_exe() {
+        args.removal = netbind_handler::Removal::Detached { helper };
+    }
     let done = netbind_handler::setup(&args).map(drop).map_err(|err| {
         CniError::new(
             ErrorCode::Teardown,

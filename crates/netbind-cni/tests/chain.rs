@@ -765,6 +765,7 @@ fn one_call_per_network_keeps_the_other_networks() {
     let vmi_text = vmi("examples/vmi-masquerade-multus.yaml");
     let (default_conf, _) = node.default_network_add(&vmi_text);
     let first = ifindexes(&node, &["k6t-eth0", "tap0"]);
+    let before_blue = node.pod_links();
 
     let (blue_conf, conf) = node.blue_add(&vmi_text);
     let (blue, bridge) = (BLUE_IFNAME, Path::new(CNI_BIN_DIR).join("bridge"));
@@ -779,22 +780,35 @@ fn one_call_per_network_keeps_the_other_networks() {
     for network in ["\"network\": \"default\"", "\"network\": \"blue\""] {
         assert!(record.contains(network), "{network} in {record}");
     }
-    // Multus removes blue from the running pod (a hot-unplug): its DEL takes away blue's
-    // links and hand-off entry, gives the pod interface back for the bridge plugin's DEL, and
-    // leaves the first network as it is.
+    // Multus removes blue from the running pod (a hot-unplug): its DEL takes blue's
+    // hand-off entry away and gives its pod interface back (the bridge plugin's DEL, next,
+    // deletes it by name) before returning, leaves deleting blue's links to a detached helper
+    // (each deletion waits on the kernel), and leaves the first network as it is.
     let (ok_del, out) = node.plugin_on(netbind_cni, "DEL", &node.pod_netns(), blue, &conf);
     assert!(ok_del, "DEL blue: {out}");
     assert_eq!(ifindexes(&node, &["k6t-eth0", "tap0"]), first);
     let links = node.pod_links();
-    assert!(
-        links.iter().any(|link| link == blue)
-            && !links
-                .iter()
-                .any(|link| link == "k6t-16477688c0e" || link == "tap16477688c0e"),
-        "{links:?}"
-    );
+    assert!(links.iter().any(|link| link == blue), "{links:?}");
     let record = node.handoff_record();
     assert!(!record.contains("\"network\": \"blue\""), "{record}");
+    // Then exactly the links there were before blue came, and its pod interface.
+    let mut want: Vec<String> = before_blue.into_iter().chain([blue.to_string()]).collect();
+    want.sort();
+    let state = node.sandbox().join("state/state.json");
+    let now = || {
+        let mut links = node.pod_links();
+        links.sort();
+        links
+    };
+    assert!(
+        eventually(|| now() == want
+            && !std::fs::read_to_string(&state)
+                .unwrap()
+                .contains("pending_removal")),
+        "blue's links and their pending removal are gone: {:?}, want {want:?}",
+        now()
+    );
+    assert_eq!(ifindexes(&node, &["k6t-eth0", "tap0"]), first);
     // blue's configuration no longer uses the sandbox (GC of it must not take the pod away).
     assert!(!node.sandbox().join("networks/blue-net").exists());
     assert!(node.sandbox().join("networks/nbtest").is_file());

@@ -54,6 +54,20 @@ pub fn secure_dir(dir: &Path, mode: u32) -> Result<OwnedFd, FileError> {
         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(err) => return Err(io("create directory", dir)(err)),
     }
+    checked_dir(dir)
+}
+
+/// `dir` if it exists (`secure_dir`'s checks), without creating it or its parents.
+pub fn existing_secure_dir(dir: &Path) -> Result<Option<OwnedFd>, FileError> {
+    match std::fs::symlink_metadata(dir) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        _ => checked_dir(dir).map(Some),
+    }
+}
+
+/// An open handle on `dir`, once checked to be a root-owned, non-symlink directory that only
+/// root can write.
+fn checked_dir(dir: &Path) -> Result<OwnedFd, FileError> {
     let meta = std::fs::symlink_metadata(dir).map_err(io("stat", dir))?;
     let unsafe_dir = |why: &str| FileError::Unsafe {
         path: dir.into(),
@@ -190,21 +204,46 @@ pub const LOCK_FILE: &str = "lock";
 
 /// Takes the pod's lock in `dir` (created 0700 if missing), waiting for a holder to finish.
 pub fn lock(dir: &Path) -> Result<PodLock, FileError> {
+    take_lock(dir, true)?
+        .ok_or_else(|| io("open", &dir.join(LOCK_FILE))(std::io::ErrorKind::NotFound.into()))
+}
+
+/// Takes the pod's lock if the pod has one (its state directory and lock file exist), waiting
+/// for a holder to finish; `None` once they are gone (a teardown removed them), creating
+/// nothing: for a helper that comes after the fact.
+pub fn lock_existing(dir: &Path) -> Result<Option<PodLock>, FileError> {
+    take_lock(dir, false)
+}
+
+fn take_lock(dir: &Path, create: bool) -> Result<Option<PodLock>, FileError> {
     let path = dir.join(LOCK_FILE);
     loop {
-        let dfd = secure_dir(dir, 0o700)?;
+        let dfd = if create {
+            secure_dir(dir, 0o700)?
+        } else {
+            match existing_secure_dir(dir)? {
+                Some(dfd) => dfd,
+                None => return Ok(None),
+            }
+        };
         let lock_name = name_c(LOCK_FILE);
+        let flags = libc::O_RDWR | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        let flags = if create { flags | libc::O_CREAT } else { flags };
         // SAFETY: dfd is an open directory fd and c a NUL-terminated name; mode for O_CREAT.
         let fd = unsafe {
             libc::openat(
                 dfd.as_raw_fd(),
                 lock_name.as_ptr(),
-                libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                flags,
                 0o600 as libc::c_uint,
             )
         };
         if fd < 0 {
-            return Err(io("open", &path)(std::io::Error::last_os_error()));
+            let err = std::io::Error::last_os_error();
+            if !create && err.kind() == std::io::ErrorKind::NotFound {
+                return Ok(None);
+            }
+            return Err(io("open", &path)(err));
         }
         // SAFETY: fd was just returned by openat and is owned by nobody else.
         let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
@@ -220,10 +259,11 @@ pub fn lock(dir: &Path) -> Result<PodLock, FileError> {
         let held = file.metadata().map_err(io("stat", &path))?;
         match std::fs::symlink_metadata(&path) {
             Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
-                return Ok(PodLock { _file: file });
+                return Ok(Some(PodLock { _file: file }));
             }
             Ok(_) => continue,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound && create => continue,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(err) => return Err(io("stat", &path)(err)),
         }
     }

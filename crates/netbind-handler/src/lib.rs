@@ -156,6 +156,24 @@ pub struct SetupArgs {
     /// The `netbind-ra` binary, for plans with router advertisements (masquerade with IPv6);
     /// without it such a pod gets none, with a warning.
     pub ra_responder: Option<PathBuf>,
+    /// How a re-run takes away what its new plan no longer has.
+    pub removal: Removal,
+}
+
+/// How a re-run takes away what the new plan no longer has (a network's links, tables and
+/// sysctls).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Removal {
+    /// Before the setup returns: every link deletion waits for the kernel's RCU grace periods
+    /// on the caller's path.
+    #[default]
+    Now,
+    /// The pod interfaces are given back before returning (what the runtime's next call needs)
+    /// and the rest is recorded as pending and left to a detached `helper` (netbind-handler or
+    /// netbind-cni itself, started with [`HELPER_ENV`]): a network's CNI DEL, on the
+    /// pod-deletion path as much as a hot-unplug's. Until the helper has done it, any phase-1
+    /// run of the pod takes the pending removal over under the pod's lock.
+    Detached { helper: PathBuf },
 }
 
 impl SetupArgs {
@@ -183,6 +201,7 @@ impl SetupArgs {
             selinux: SelinuxEnv::default(),
             inject: None,
             ra_responder: None,
+            removal: Removal::Now,
         }
     }
 }
@@ -392,6 +411,14 @@ fn setup_in_netns(
 ) -> Result<SetupReport, HandlerError> {
     clock.mark("enter the namespace");
     let mut nl = open_netlink(&args.target)?;
+    let nft_backend = nft::Nft::select(&args.nft_bin);
+    let nft_bin = nft_backend
+        .clone()
+        .unwrap_or_else(|| nft::Nft::Binary(args.nft_bin.clone()));
+    let mut previous = previous;
+    if let Some(prev) = previous.as_mut() {
+        take_over_pending_removal(&mut nl, &nft_bin, &args.state_dir, prev)?;
+    }
     let reused = previous.is_some();
     let (now, dumps) = observe::observe_with_dumps(&mut nl)?;
     let observed = match &previous {
@@ -414,20 +441,33 @@ fn setup_in_netns(
     };
     let plan = netbind_plan::plan(vmi, &observed, &opts)?;
     clock.mark("plan");
-    let nft_backend = nft::Nft::select(&args.nft_bin);
     if !plan.nftables.ruleset.is_empty() && nft_backend.is_none() {
         return Err(HandlerError::NftMissing(args.nft_bin.clone()));
     }
-    let nft_bin = nft_backend.unwrap_or_else(|| nft::Nft::Binary(args.nft_bin.clone()));
     // A changed VMI (an interface hot-plugged or unplugged, a binding changed): take away
     // what only the old plan has; what both have is kept and converged in place, so a running
     // guest's links are not disturbed.
+    let mut pending_removal = None;
     let sysctls_before = match &previous {
         Some(prev) if prev.plan != plan => {
             let (gone, restore) = rerun::removal(&prev.plan, &plan, &prev.sysctls_before);
-            let errs = teardown::teardown_part(&mut nl, &nft_bin, &gone, &prev.observed, &restore);
-            if !errs.is_empty() {
-                return Err(HandlerError::Teardown(errs));
+            match &args.removal {
+                Removal::Now => {
+                    let errs =
+                        teardown::teardown_part(&mut nl, &nft_bin, &gone, &prev.observed, &restore);
+                    if !errs.is_empty() {
+                        return Err(HandlerError::Teardown(errs));
+                    }
+                }
+                Removal::Detached { .. } => {
+                    let renamed = teardown::hand_back(&mut nl, &gone, &prev.observed)
+                        .map_err(|err| HandlerError::Teardown(vec![err.into()]))?;
+                    pending_removal = Some(state::PendingRemoval {
+                        part: rerun::left_after_hand_back(gone, &renamed),
+                        sysctls_before: restore,
+                    })
+                    .filter(|pending| !pending.is_empty());
+                }
             }
             rerun::sysctls_before(&prev.sysctls_before, &plan, |path| sysctl::read(path).ok())
         }
@@ -441,6 +481,7 @@ fn setup_in_netns(
         sysctls_before,
         plan: plan.clone(),
         responders: Vec::new(),
+        pending_removal,
     };
     state::save(&args.state_dir, &st)?;
     clock.mark("record the state");
@@ -501,11 +542,46 @@ fn setup_in_netns(
     clock.mark("start responders");
     st.phase = Phase::Finished;
     state::save(&args.state_dir, &st)?;
+    if let (Some(_), Removal::Detached { helper }) = (&st.pending_removal, &args.removal) {
+        // Started last, once the state it reads is saved; it takes the pod's lock after this
+        // run lets go. Where it cannot start, the next run of the pod (or its teardown) takes
+        // the removal over.
+        if let Err(err) = removal::start_pending_removal_helper(args, helper) {
+            tracing::warn!(error = %err, "the removal is left to the pod's next phase-1 run");
+        }
+    }
     clock.mark("record the state as finished");
     let mut finished = report(args, &plan, reused, label);
     finished.warnings.extend(warnings);
     (finished.steps, finished.clock) = clock.finish();
     Ok(finished)
+}
+
+/// Removes what an earlier run left pending (`Removal::Detached`) if its helper has not yet,
+/// and records that it is done, before this run observes the pod: the pending links are
+/// nothing the new plan may keep, and a plan made with them still there could collide with
+/// them (the same network plugged again).
+fn take_over_pending_removal(
+    nl: &mut Netlink,
+    nft_bin: &nft::Nft,
+    state_dir: &Path,
+    st: &mut HandlerState,
+) -> Result<(), HandlerError> {
+    let Some(pending) = st.pending_removal.take() else {
+        return Ok(());
+    };
+    let errs = teardown::teardown_part(
+        nl,
+        nft_bin,
+        &pending.part,
+        &st.observed,
+        &pending.sysctls_before,
+    );
+    if !errs.is_empty() {
+        return Err(HandlerError::Teardown(errs));
+    }
+    state::save(state_dir, st)?;
+    Ok(())
 }
 
 /// Undoes a setup whose apply, hand-off record or responders failed, and returns what could
@@ -522,9 +598,14 @@ fn undo(
     failed: &HandlerState,
     previous: Option<&HandlerState>,
 ) -> Result<Vec<teardown::TeardownError>, HandlerError> {
-    if let Some(previous) = previous {
+    // What this run left pending (its pod interfaces already given back) goes first: the
+    // previous plan, applied again, makes it afresh.
+    let mut errors = removal::remove_pending(nl, nft_bin, failed);
+    if let Some(previous) = previous
+        && errors.is_empty()
+    {
         let (gone, restore) = rerun::removal(&failed.plan, &previous.plan, &failed.sysctls_before);
-        let mut errors = teardown::teardown_part(nl, nft_bin, &gone, &failed.observed, &restore);
+        errors = teardown::teardown_part(nl, nft_bin, &gone, &failed.observed, &restore);
         if errors.is_empty() {
             let mut applier = Applier::new(nl, nft_bin, label, &args.selinux);
             match applier.apply(&previous.plan, &mut StepClock::new()) {
@@ -540,18 +621,14 @@ fn undo(
                 Err(err) => errors.push(err.into()),
             }
         }
+    }
+    if previous.is_some() {
         tracing::warn!(
             errors = %teardown::describe(&errors),
             "could not go back to the previous run; undoing the whole pod"
         );
     }
-    let rollback = teardown::teardown(
-        nl,
-        nft_bin,
-        &failed.plan,
-        &failed.observed,
-        &failed.sysctls_before,
-    );
+    let rollback = removal::remove_recorded(nl, nft_bin, failed);
     if rollback.is_empty() {
         state::remove(&args.state_dir)?;
     }

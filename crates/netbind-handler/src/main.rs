@@ -93,6 +93,11 @@ enum Cmd {
         /// read strictly, as `netbind --kubevirt-config` and netbind-cni's `kubevirtConfig`).
         #[arg(long, value_name = "FILE", conflicts_with = "feature_gates")]
         kubevirt_config: Option<PathBuf>,
+        /// On a re-run that takes something away (a network unplugged): give its pod
+        /// interface back before returning and leave deleting its links and tables to a
+        /// detached helper, as netbind-cni's DEL of one network does.
+        #[arg(long)]
+        detach_removal: bool,
         #[command(flatten)]
         common: Common,
         /// Test hook: fail after step K (the setup then rolls back).
@@ -153,6 +158,7 @@ fn run(cli: Cli, main_ns: u64) -> Result<String, netbind_handler::HandlerError> 
             ra_responder,
             cluster_config,
             kubevirt_config,
+            detach_removal,
             common,
             #[cfg(feature = "test-hooks")]
             fail_after_step,
@@ -201,6 +207,13 @@ fn run(cli: Cli, main_ns: u64) -> Result<String, netbind_handler::HandlerError> 
                         .and_then(|e| e.parent().map(|d| d.join("netbind-ra")))
                         .filter(|p| p.is_file())
                 }),
+                removal: if detach_removal {
+                    netbind_handler::Removal::Detached {
+                        helper: current_exe()?,
+                    }
+                } else {
+                    netbind_handler::Removal::Now
+                },
             };
             let mut report = netbind_handler::setup(&args)?;
             report.clock.main_ns = Some(main_ns);
@@ -228,19 +241,21 @@ fn run(cli: Cli, main_ns: u64) -> Result<String, netbind_handler::HandlerError> 
             if namespace_deleted_next {
                 netbind_handler::teardown_before_namespace_deletion(&args)?;
             } else if detach {
-                let me = std::env::current_exe().map_err(|source| {
-                    netbind_handler::HandlerError::Helper {
-                        helper: "/proc/self/exe".into(),
-                        source,
-                    }
-                })?;
-                netbind_handler::teardown_detached(&args, &me, None)?;
+                netbind_handler::teardown_detached(&args, &current_exe()?, None)?;
             } else {
                 netbind_handler::teardown(&args)?;
             }
             Ok(String::new())
         }
     }
+}
+
+/// This binary, which is also the detached removal helper.
+fn current_exe() -> Result<PathBuf, netbind_handler::HandlerError> {
+    std::env::current_exe().map_err(|source| netbind_handler::HandlerError::Helper {
+        helper: "/proc/self/exe".into(),
+        source,
+    })
 }
 
 fn main() -> ExitCode {

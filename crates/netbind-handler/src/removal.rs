@@ -80,15 +80,7 @@ pub fn teardown_locked(args: &TeardownArgs, work: NamespaceWork) -> Result<(), H
     let errors = match work {
         NamespaceWork::LeftToDeletion => Vec::new(),
         _ => in_pod_namespace(&args.target, |nl| {
-            let nft_bin = nft::Nft::select(&args.nft_bin)
-                .unwrap_or_else(|| nft::Nft::Binary(args.nft_bin.clone()));
-            Ok(teardown::teardown(
-                nl,
-                &nft_bin,
-                &st.plan,
-                &st.observed,
-                &st.sysctls_before,
-            ))
+            Ok(remove_recorded(nl, &nft_for(&args.nft_bin), &st))
         })?
         .unwrap_or_default(),
     };
@@ -99,6 +91,40 @@ pub fn teardown_locked(args: &TeardownArgs, work: NamespaceWork) -> Result<(), H
     files::remove(&args.handoff_dir, HANDOFF_FILE).map_err(HandlerError::Handoff)?;
     state::remove(&args.state_dir)?;
     Ok(())
+}
+
+fn nft_for(bin: &Path) -> nft::Nft {
+    nft::Nft::select(bin).unwrap_or_else(|| nft::Nft::Binary(bin.to_path_buf()))
+}
+
+/// Removes everything `st` records in the namespace: what its plan made, and what an earlier
+/// run left pending.
+pub(crate) fn remove_recorded(
+    nl: &mut Netlink,
+    nft_bin: &nft::Nft,
+    st: &state::HandlerState,
+) -> Vec<teardown::TeardownError> {
+    let mut errors = teardown::teardown(nl, nft_bin, &st.plan, &st.observed, &st.sysctls_before);
+    errors.extend(remove_pending(nl, nft_bin, st));
+    errors
+}
+
+/// Removes what `st` records as left to a detached helper, if anything.
+pub(crate) fn remove_pending(
+    nl: &mut Netlink,
+    nft_bin: &nft::Nft,
+    st: &state::HandlerState,
+) -> Vec<teardown::TeardownError> {
+    match &st.pending_removal {
+        Some(pending) => teardown::teardown_part(
+            nl,
+            nft_bin,
+            &pending.part,
+            &st.observed,
+            &pending.sysctls_before,
+        ),
+        None => Vec::new(),
+    }
 }
 
 /// Removes a sandbox directory (root's: the launcher reads its record through a read-only
@@ -144,7 +170,10 @@ fn hand_back_now(args: &TeardownArgs, mut st: state::HandlerState) -> Result<(),
         return Ok(());
     }
     in_pod_namespace(&args.target, |nl| {
+        // What it renames out of the way keeps netbind's link group, which the helper
+        // deletes whole.
         teardown::hand_back(nl, &st.plan, &st.observed)
+            .map(drop)
             .map_err(|err| HandlerError::Teardown(vec![err.into()]))
     })?;
     st.plan.links.retain(|link| !is_pod_interface(link));
@@ -166,6 +195,20 @@ struct HelperJob {
     state_dir: PathBuf,
     nft_bin: PathBuf,
     remove_dir: Option<PathBuf>,
+    #[serde(default)]
+    work: HelperWork,
+}
+
+/// Which removal a helper finishes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum HelperWork {
+    /// The whole pod's (`teardown_detached`), with the pod's lock inherited on fd 3.
+    #[default]
+    Teardown,
+    /// What a re-run left pending (`Removal::Detached`): the helper takes the pod's lock
+    /// itself once the run is over, if the pod still has one.
+    PendingRemoval,
 }
 
 /// Run first by netbind-handler and netbind-cni: `None` unless this process was started as a
@@ -180,9 +223,6 @@ pub fn run_detached_helper() -> Option<std::process::ExitCode> {
 
 fn detached_helper() -> Option<Result<(), HandlerError>> {
     let text = std::env::var_os(HELPER_ENV)?;
-    // SAFETY: fd 3 was put there by `teardown_detached` (dup2 before exec) and nothing else in
-    // this process uses it; owning it keeps the pod's lock until the helper is done.
-    let _lock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(3) };
     let job: HelperJob = match serde_json::from_str(&text.to_string_lossy()) {
         Ok(job) => job,
         Err(err) => {
@@ -192,6 +232,11 @@ fn detached_helper() -> Option<Result<(), HandlerError>> {
             }));
         }
     };
+    // SAFETY: for a whole teardown, fd 3 was put there by `teardown_detached` (dup2 before
+    // exec) and nothing else in this process uses it; owning it keeps the pod's lock until
+    // the helper is done.
+    let _lock = (job.work == HelperWork::Teardown)
+        .then(|| unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(3) });
     let args = TeardownArgs {
         target: match (job.netns, job.pid) {
             (Some(path), _) => NetnsTarget::Path(path),
@@ -202,8 +247,13 @@ fn detached_helper() -> Option<Result<(), HandlerError>> {
         state_dir: job.state_dir,
         nft_bin: job.nft_bin,
     };
-    let done = teardown_locked(&args, NamespaceWork::AfterGrace(NETNS_DELETION_GRACE))
-        .and_then(|()| remove_sandbox_dir(job.remove_dir.as_deref()));
+    let done = match job.work {
+        HelperWork::Teardown => {
+            teardown_locked(&args, NamespaceWork::AfterGrace(NETNS_DELETION_GRACE))
+                .and_then(|()| remove_sandbox_dir(job.remove_dir.as_deref()))
+        }
+        HelperWork::PendingRemoval => finish_pending_removal(&args),
+    };
     if let Err(err) = &done {
         // Nobody reads the helper's stderr: leave the reason beside the state it kept, for the
         // retry (the runtime's next DEL) and for an operator.
@@ -231,8 +281,6 @@ pub fn teardown_detached(
     helper: &Path,
     remove_dir: Option<&Path>,
 ) -> Result<(), HandlerError> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::process::CommandExt;
     if std::fs::symlink_metadata(&args.state_dir).is_err() {
         teardown(args)?;
         return remove_sandbox_dir(remove_dir);
@@ -260,23 +308,102 @@ pub fn teardown_detached(
         return remove_sandbox_dir(remove_dir);
     }
     let job = HelperJob {
-        netns: match &args.target {
-            NetnsTarget::Path(path) => Some(path.clone()),
-            NetnsTarget::Pid(_) => None,
-        },
-        pid: match &args.target {
-            NetnsTarget::Pid(pid) => Some(*pid),
-            NetnsTarget::Path(_) => None,
-        },
+        remove_dir: remove_dir.map(Path::to_path_buf),
+        ..HelperJob::new(&args.target, args, HelperWork::Teardown)
+    };
+    spawn_helper(helper, &job, Some(&lock))?;
+    // The helper holds the lock now; closing our descriptor does not release it.
+    drop(lock);
+    Ok(())
+}
+
+impl HelperJob {
+    fn new(target: &NetnsTarget, dirs: &TeardownArgs, work: HelperWork) -> HelperJob {
+        HelperJob {
+            netns: match target {
+                NetnsTarget::Path(path) => Some(path.clone()),
+                NetnsTarget::Pid(_) => None,
+            },
+            pid: match target {
+                NetnsTarget::Pid(pid) => Some(*pid),
+                NetnsTarget::Path(_) => None,
+            },
+            handoff_dir: dirs.handoff_dir.clone(),
+            state_dir: dirs.state_dir.clone(),
+            nft_bin: dirs.nft_bin.clone(),
+            remove_dir: None,
+            work,
+        }
+    }
+}
+
+/// Starts the helper for what `args`'s run left pending (`Removal::Detached`); the caller
+/// holds the pod's lock, which the helper takes after it.
+pub(crate) fn start_pending_removal_helper(
+    args: &SetupArgs,
+    helper: &Path,
+) -> Result<(), HandlerError> {
+    let dirs = TeardownArgs {
+        target: args.target.clone(),
         handoff_dir: args.handoff_dir.clone(),
         state_dir: args.state_dir.clone(),
         nft_bin: args.nft_bin.clone(),
-        remove_dir: remove_dir.map(Path::to_path_buf),
     };
+    spawn_helper(
+        helper,
+        &HelperJob::new(&args.target, &dirs, HelperWork::PendingRemoval),
+        None,
+    )
+}
+
+/// What a pending-removal helper does: give the runtime the grace to delete the namespace
+/// (which reclaims it all), then, under the pod's lock if the pod still has one, remove what
+/// is still recorded as pending (a run in the meantime may have taken it over) and record it
+/// done.
+fn finish_pending_removal(args: &TeardownArgs) -> Result<(), HandlerError> {
+    if let NetnsTarget::Path(path) = &args.target {
+        let deadline = std::time::Instant::now() + NETNS_DELETION_GRACE;
+        while path.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    let Some(_lock) =
+        files::lock_existing(&args.state_dir).map_err(|err| HandlerError::State(err.into()))?
+    else {
+        // The pod's teardown came first and took everything.
+        return Ok(());
+    };
+    let Some(mut st) = state::load(&args.state_dir)? else {
+        return Ok(());
+    };
+    if st.pending_removal.is_none() {
+        return Ok(());
+    }
+    let errors = in_pod_namespace(&args.target, |nl| {
+        Ok(remove_pending(nl, &nft_for(&args.nft_bin), &st))
+    })?
+    .unwrap_or_default();
+    if !errors.is_empty() {
+        return Err(HandlerError::Teardown(errors));
+    }
+    st.pending_removal = None;
+    state::save(&args.state_dir, &st)?;
+    Ok(())
+}
+
+/// Starts `helper` on `job`, detached from the caller's session and output; `lock`, if given,
+/// goes to it on fd 3.
+fn spawn_helper(
+    helper: &Path,
+    job: &HelperJob,
+    lock: Option<&files::PodLock>,
+) -> Result<(), HandlerError> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
     let mut cmd = std::process::Command::new(helper);
     cmd.env(
         HELPER_ENV,
-        serde_json::to_string(&job).map_err(|err| HandlerError::Helper {
+        serde_json::to_string(job).map_err(|err| HandlerError::Helper {
             helper: helper.to_path_buf(),
             source: std::io::Error::other(err),
         })?,
@@ -285,13 +412,13 @@ pub fn teardown_detached(
     cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    let fd = lock.as_raw_fd();
+    let fd = lock.map(AsRawFd::as_raw_fd);
     // SAFETY: between fork and exec only async-signal-safe calls: setsid detaches the helper
     // from the caller's session, dup2 puts the lock's descriptor (same open file description,
     // so the same flock) on fd 3 without close-on-exec.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::setsid() < 0 || libc::dup2(fd, 3) < 0 {
+            if libc::setsid() < 0 || fd.is_some_and(|fd| libc::dup2(fd, 3) < 0) {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -301,7 +428,5 @@ pub fn teardown_detached(
         helper: helper.to_path_buf(),
         source,
     })?;
-    // The helper holds the lock now; closing our descriptor does not release it.
-    drop(lock);
     Ok(())
 }

@@ -103,6 +103,22 @@ pub fn removal(
     (gone, restore)
 }
 
+/// What is left of `gone` (a removal) once its pod interfaces were given back
+/// (`teardown::hand_back`): its other links, the placeholders under the names `renamed` gave
+/// them, its tables and sysctls. A detached helper removes it.
+pub fn left_after_hand_back(mut gone: PodNetPlan, renamed: &[(String, String)]) -> PodNetPlan {
+    gone.links
+        .retain(|link| !matches!(link.kind, netbind_plan::plan::LinkKind::PodInterface { .. }));
+    for link in &mut gone.links {
+        if let Some((_, now)) = renamed.iter().find(|(was, _)| *was == link.name.as_str())
+            && let Ok(name) = netbind_model::IfName::new(now.clone())
+        {
+            link.name = name;
+        }
+    }
+    gone
+}
+
 /// The sysctl values to restore at teardown after a re-run: the first run's value for a path
 /// both plans set, the value read now (`read`) for a path only the new plan sets.
 pub fn sysctls_before(

@@ -36,6 +36,30 @@ pub struct HandlerState {
     /// The router-advertisement responders started for it, stopped by teardown.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub responders: Vec<crate::ra::Responder>,
+    /// What an earlier run took out of the plan and left to a detached helper (a network's
+    /// DEL while the pod lives on): its links, tables and sysctls, none of them in `plan`.
+    /// Whoever holds the pod's lock next with this still recorded removes it first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_removal: Option<PendingRemoval>,
+}
+
+/// A removal handed to a detached helper: the part of an earlier plan to take away (its pod
+/// interfaces already given back, placeholders under the names they were renamed to), and the
+/// values to put back in its sysctls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PendingRemoval {
+    pub part: PodNetPlan,
+    pub sysctls_before: Vec<(String, Option<String>)>,
+}
+
+impl PendingRemoval {
+    /// Nothing to remove (the part taken away was only pod interfaces, already given back).
+    pub fn is_empty(&self) -> bool {
+        self.part.links.is_empty()
+            && self.part.nftables.ruleset.is_empty()
+            && self.sysctls_before.is_empty()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -125,12 +125,14 @@ fn remove(
 /// netbind's, deletes its interface by that name. A placeholder netbind made under the
 /// original name (the link holding the pod IPs) is renamed out of the way, down, instead of
 /// deleted: a deletion waits for RCU grace periods, and netbind's link group still marks it
-/// for the detached removal (or the namespace's deletion) that takes the rest.
+/// for the detached removal (or the namespace's deletion) that takes the rest. Returns what
+/// it renamed: (the name in the plan, the name now).
 pub fn hand_back(
     nl: &mut Netlink,
     plan: &PodNetPlan,
     observed: &ObservedPod,
-) -> Result<(), ApplyError> {
+) -> Result<Vec<(String, String)>, ApplyError> {
+    let mut renamed = Vec::new();
     for link in &plan.links {
         let LinkKind::PodInterface { original_name, .. } = &link.kind else {
             continue;
@@ -142,21 +144,23 @@ pub fn hand_back(
         }) {
             let idx = placeholder.index;
             set_up(nl, idx, false, original_name.as_str())?;
+            // Unique in the namespace: "nbgone" and the ifindex in hex (at most 14).
+            let out_of_the_way = format!("nbgone{idx:x}");
             nl.change_link(
                 idx,
                 &LinkChange {
-                    // Unique in the namespace: "nbgone" and the ifindex in hex (at most 14).
-                    name: Some(format!("nbgone{idx:x}")),
+                    name: Some(out_of_the_way.clone()),
                     ..Default::default()
                 },
             )
             .map_err(link_err("rename out of the way", original_name.as_str()))?;
+            renamed.push((original_name.to_string(), out_of_the_way));
         }
         // The dump still names the placeholder as it was; the pod interface is found by its
         // own index and names, which the rename did not touch.
         restore_pod_interface(nl, link, observed, &links)?;
     }
-    Ok(())
+    Ok(renamed)
 }
 
 /// Brings a link up or down; `name` names it in the error.

@@ -600,3 +600,141 @@ fn a_failed_hot_plug_goes_back_to_the_previous_run() {
         assert!(pod.teardown().status.success());
     }
 }
+
+/// The lines of a `snapshot` about the hot-plugged network's pod interface.
+fn blue_lines(view: &str) -> String {
+    view.lines()
+        .filter(|line| {
+            line.starts_with("link pod16477688c0e ")
+                || line.starts_with("addr pod16477688c0e ")
+                || line.ends_with("dev \"pod16477688c0e\"")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The networks of the pod's hand-off record, in order.
+fn handoff_networks(pod: &Pod) -> Vec<String> {
+    let text = std::fs::read_to_string(pod.handoff_dir().join("handoff.json")).unwrap();
+    let record: serde_json::Value = serde_json::from_str(&text).unwrap();
+    record["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|iface| iface["network"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn pending_removal(pod: &Pod) -> bool {
+    std::fs::read_to_string(pod.state_dir().join("state.json"))
+        .unwrap()
+        .contains("pending_removal")
+}
+
+/// A running pod (default network, masquerade) with the secondary network "blue" hot-plugged,
+/// its guest spoof-checked so that blue has nftables rules of its own: (the pod, the snapshot
+/// and the ruleset before blue was plugged, with Multus's interface already there).
+fn pod_with_blue_plugged() -> (Pod, String, String) {
+    let pod = Pod::new(Stack::V4);
+    pod.setup_ok("testdata/vmi/multus-before-hotplug.yaml", &SPOOF_BLUE);
+    add_multus_blue(&pod);
+    let before = (snapshot(&pod.name), pod.exec("nft -s list ruleset"));
+    pod.setup_ok("examples/vmi-masquerade-multus.yaml", &SPOOF_BLUE);
+    assert_eq!(handoff_networks(&pod), ["default", "blue"]);
+    (pod, before.0, before.1)
+}
+
+const SPOOF_BLUE: [&str; 2] = ["--spoof-check", "default/blue-net"];
+const BLUE_ABSENT: &str = "testdata/vmi/multus-blue-absent.yaml";
+
+/// A network unplugged with its removal detached (`setup --detach-removal`, what netbind-cni's
+/// DEL of one network does): when the caller gets control back, the network's pod interface
+/// is as Multus made it (the network's own plugin deletes it by name next) and the hand-off
+/// record is without it; its links and rules are gone shortly after, by the helper, and the
+/// pod is exactly as before the plug.
+#[test]
+fn a_detached_unplug_gives_the_pod_interface_back_and_its_helper_removes_the_rest() {
+    if !require_root() {
+        return;
+    }
+    let (pod, before, rules_before) = pod_with_blue_plugged();
+    assert_ne!(blue_lines(&snapshot(&pod.name)), blue_lines(&before));
+    let unplug = [SPOOF_BLUE[0], SPOOF_BLUE[1], "--detach-removal"];
+    pod.setup_ok(BLUE_ABSENT, &unplug);
+    assert_eq!(
+        blue_lines(&snapshot(&pod.name)),
+        blue_lines(&before),
+        "the pod interface is back when the caller returns"
+    );
+    assert_eq!(handoff_networks(&pod), ["default"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let done = || {
+        snapshot(&pod.name) == before
+            && pod.exec("nft -s list ruleset") == rules_before
+            && !pending_removal(&pod)
+    };
+    while !done() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(snapshot(&pod.name), before, "blue's links removed");
+    assert_eq!(
+        pod.exec("nft -s list ruleset"),
+        rules_before,
+        "blue's rules"
+    );
+    assert!(!pending_removal(&pod), "the removal recorded as done");
+}
+
+/// A detached removal whose helper never does it (it died, or has not run yet: here a helper
+/// that exits at once): the pod's next phase-1 run takes it over under the pod's lock before
+/// observing, so plugging the network again makes it afresh (the same pod as the first plug,
+/// nothing of the old one left under another name), and a teardown removes it with the rest.
+#[test]
+fn a_pending_removal_is_taken_over_by_the_next_run_and_by_teardown() {
+    if !require_root() {
+        return;
+    }
+    let (pod, _, _) = pod_with_blue_plugged();
+    let plugged = snapshot(&pod.name);
+    let unplug_with_a_dead_helper = || {
+        let mut args = netbind_handler::SetupArgs::new(
+            netbind_handler::netns::NetnsTarget::Path(pod.netns().into()),
+            root().join(BLUE_ABSENT),
+            netbind_plan::Owner { uid: 107, gid: 107 },
+            pod.handoff_dir(),
+            pod.state_dir(),
+        );
+        args.cluster.spoof_check_networks = [SPOOF_BLUE[1].to_string()].into();
+        args.removal = netbind_handler::Removal::Detached {
+            helper: "/bin/true".into(),
+        };
+        netbind_handler::setup(&args).expect("unplug blue");
+        assert!(pending_removal(&pod));
+        assert!(
+            links_json(&pod.name)
+                .iter()
+                .any(|link| link["ifname"] == "k6t-16477688c0e"),
+            "left to the helper"
+        );
+    };
+    unplug_with_a_dead_helper();
+    pod.setup_ok("examples/vmi-masquerade-multus.yaml", &SPOOF_BLUE);
+    assert!(!pending_removal(&pod));
+    assert_eq!(snapshot(&pod.name), plugged, "blue plugged again afresh");
+
+    unplug_with_a_dead_helper();
+    let out = pod.teardown();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let left: Vec<String> = links_json(&pod.name)
+        .iter()
+        .map(|link| link["ifname"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        !left.iter().any(|name| name.starts_with("k6t-")
+            || name.starts_with("tap")
+            || name.starts_with("nbgone")),
+        "{left:?}"
+    );
+    assert_eq!(pod.exec("nft list tables"), "");
+    assert!(!pod.state_dir().join("state.json").exists());
+}
