@@ -542,6 +542,96 @@ fn living_pod_removal(pod: &str, dir: &Path, rounds: usize) {
     );
 }
 
+/// A network unplugged from a running pod (Multus's DEL of one network, or a pod deleted one
+/// network at a time): the re-run without it, with the removal before returning and with it
+/// detached (`--detach-removal`, what netbind-cni's DEL of one network does), in alternate
+/// rounds; how long the caller waits, and for the detached one how long until the network's
+/// links are gone (polled every millisecond; the pod lives on, so the helper first waits out
+/// the grace for a namespace deletion). Each round plugs the network again first, untimed.
+fn unplug_rounds(pod: &str, node: &str, dir: &Path, rounds: usize) {
+    let target = netbind_handler::netns::NetnsTarget::Path(format!("/run/netns/{pod}").into());
+    // What Multus adds for the VMI's network "blue": a veth named after the network's hash.
+    sh(&format!(
+        "ip -n {node} link add vblue type veth peer name pod16477688c0e netns {pod} && \
+         ip -n {pod} link set pod16477688c0e mtu 9000 && \
+         ip -n {pod} addr add 192.168.100.10/30 dev pod16477688c0e && \
+         ip -n {pod} link set pod16477688c0e up"
+    ));
+    // blue's bridge, tap and renamed pod interface, and the placeholder holding its
+    // addresses once it is renamed out of the way.
+    let blue_links = || {
+        netbind_handler::links(&target)
+            .expect("dump the pod's links")
+            .iter()
+            .filter(|link| {
+                ["k6t-16477688c0e", "tap16477688c0e", "pod16477688c0e-nic"]
+                    .contains(&link.name.as_str())
+                    || link.name.starts_with("nbgone")
+            })
+            .count()
+    };
+    let plugged = "examples/vmi-masquerade-multus.yaml";
+    let absent = netbind_testkit::repo_root().join("testdata/vmi/multus-blue-absent.yaml");
+    let (mut sync, mut detached, mut gone) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds * 2 {
+        std::thread::sleep(Duration::from_millis(200));
+        run(&mut setup_cmd(pod, plugged, dir), None);
+        assert!(blue_links() > 0, "blue plugged");
+        std::thread::sleep(Duration::from_millis(200));
+        let mut unplug = on_node(HANDLER);
+        unplug
+            .args(["setup", "--netns", &format!("/run/netns/{pod}"), "--vmi"])
+            .arg(&absent)
+            .arg("--handoff-dir")
+            .arg(dir.join("handoff"))
+            .arg("--state-dir")
+            .arg(dir.join("state"));
+        let detach = round % 2 == 1;
+        if detach {
+            unplug.arg("--detach-removal");
+        }
+        let started = Instant::now();
+        run(&mut unplug, None);
+        let returned = started.elapsed();
+        if detach {
+            detached.push(returned);
+            while blue_links() > 0 {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "the helper left blue's links"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            gone.push(started.elapsed());
+        } else {
+            assert_eq!(blue_links(), 0, "removed before returning");
+            sync.push(returned);
+        }
+    }
+    println!(
+        "\n## A network unplugged from a running pod ({rounds} rounds each, alternating; masquerade default network, bridge-bound secondary network)\n"
+    );
+    println!("| | median ms | p10–p90 ms | max ms |");
+    println!("|---|---:|---:|---:|");
+    for (label, samples) in [
+        ("removal before returning: the caller waits", sync),
+        ("`--detach-removal`: the caller waits", detached),
+        (
+            "`--detach-removal`: until the network's links are gone",
+            gone,
+        ),
+    ] {
+        let stats = Stats { samples };
+        println!(
+            "| {label} | {:.1} | {:.1}–{:.1} | {:.1} |",
+            stats.pct(0.5),
+            stats.pct(0.1),
+            stats.pct(0.9),
+            stats.pct(1.0)
+        );
+    }
+}
+
 /// A tmpfs directory for the run's files: /dev/shm where it is tmpfs, else the default.
 fn shm_dir() -> std::path::PathBuf {
     let shm = Path::new("/dev/shm");
@@ -713,6 +803,12 @@ fn main() {
         cleanup.0.push(pod.clone());
         make_pod(&pod, &node, "vlive", 24);
         living_pod_removal(&pod, &tmp.path().join("live"), cycles.min(20));
+    }
+    {
+        let pod = format!("nbb-{id}-unplug");
+        cleanup.0.push(pod.clone());
+        make_pod(&pod, &node, "vunplug", 26);
+        unplug_rounds(&pod, &node, &tmp.path().join("unplug"), cycles.min(20));
     }
 
     // 200 pods, masquerade binding, set up one after another and kept.
