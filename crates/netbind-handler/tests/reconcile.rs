@@ -738,3 +738,42 @@ fn a_pending_removal_is_taken_over_by_the_next_run_and_by_teardown() {
     assert_eq!(pod.exec("nft list tables"), "");
     assert!(!pod.state_dir().join("state.json").exists());
 }
+
+/// A detached unplug that fails after any step of its apply goes back to the plugged pod:
+/// what it had left pending (blue's links, its pod interface already given back) is removed
+/// and the previous plan made again, so the pod, its record and its state are as the plug
+/// left them, with nothing pending and no helper started.
+#[test]
+fn a_failed_detached_unplug_goes_back_to_the_plugged_pod() {
+    if !require_root() {
+        return;
+    }
+    let steps_total = {
+        let pod = Pod::new(Stack::V4);
+        add_multus_blue(&pod);
+        netbind_handler::apply::steps(&plan_for(BLUE_ABSENT, &pod.observed(), &[])).len()
+    };
+    assert!(steps_total > 0);
+    for step in 1..=steps_total {
+        let (pod, _, _) = pod_with_blue_plugged();
+        let plugged = snapshot(&pod.name);
+        let rules = pod.exec("nft -s list ruleset");
+        let step_arg = step.to_string();
+        let out = pod.setup(
+            BLUE_ABSENT,
+            &[
+                SPOOF_BLUE[0],
+                SPOOF_BLUE[1],
+                "--detach-removal",
+                "--fail-after-step",
+                &step_arg,
+            ],
+        );
+        assert!(!out.status.success());
+        assert_stderr_has(&out, "(rolled back)");
+        assert_eq!(snapshot(&pod.name), plugged, "after step {step}");
+        assert_eq!(pod.exec("nft -s list ruleset"), rules, "after step {step}");
+        assert_eq!(handoff_networks(&pod), ["default", "blue"]);
+        assert!(!pending_removal(&pod), "after step {step}");
+    }
+}
