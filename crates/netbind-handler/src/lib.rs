@@ -398,9 +398,22 @@ pub fn setup(args: &SetupArgs) -> Result<SetupReport, HandlerError> {
     let _lock = files::lock(&args.state_dir).map_err(|e| HandlerError::State(e.into()))?;
     let previous = state::load(&args.state_dir)?;
     clock.mark("lock and read the state");
-    ns.run_here(|| setup_in_netns(args, &vmi, &resolv, &label, previous, clock))?
+    let (report, pending) =
+        ns.run_here(|| setup_in_netns(args, &vmi, &resolv, &label, previous, clock))??;
+    if let (true, Removal::Detached { helper }) = (pending, &args.removal) {
+        // Started from here, outside the pod's namespace (a process inside it would keep the
+        // namespace alive), once the state it reads is saved; it takes the pod's lock after
+        // this run lets go. Where it cannot start, the pod's next run (or its teardown) takes
+        // the removal over.
+        if let Err(err) = removal::start_pending_removal_helper(args, helper) {
+            tracing::warn!(error = %err, "the removal is left to the pod's next phase-1 run");
+        }
+    }
+    Ok(report)
 }
 
+/// The setup's work inside the pod's namespace: its report, and whether it left a removal
+/// pending for a detached helper.
 fn setup_in_netns(
     args: &SetupArgs,
     vmi: &netbind_model::admitted::AdmittedVmi,
@@ -408,7 +421,7 @@ fn setup_in_netns(
     label: &LabelDecision,
     previous: Option<HandlerState>,
     mut clock: StepClock,
-) -> Result<SetupReport, HandlerError> {
+) -> Result<(SetupReport, bool), HandlerError> {
     clock.mark("enter the namespace");
     let mut nl = open_netlink(&args.target)?;
     let nft_backend = nft::Nft::select(&args.nft_bin);
@@ -542,19 +555,11 @@ fn setup_in_netns(
     clock.mark("start responders");
     st.phase = Phase::Finished;
     state::save(&args.state_dir, &st)?;
-    if let (Some(_), Removal::Detached { helper }) = (&st.pending_removal, &args.removal) {
-        // Started last, once the state it reads is saved; it takes the pod's lock after this
-        // run lets go. Where it cannot start, the next run of the pod (or its teardown) takes
-        // the removal over.
-        if let Err(err) = removal::start_pending_removal_helper(args, helper) {
-            tracing::warn!(error = %err, "the removal is left to the pod's next phase-1 run");
-        }
-    }
     clock.mark("record the state as finished");
     let mut finished = report(args, &plan, reused, label);
     finished.warnings.extend(warnings);
     (finished.steps, finished.clock) = clock.finish();
-    Ok(finished)
+    Ok((finished, st.pending_removal.is_some()))
 }
 
 /// Removes what an earlier run left pending (`Removal::Detached`) if its helper has not yet,

@@ -493,16 +493,7 @@ fn a_detached_teardown_of_the_bridge_binding_hands_the_pod_interface_back_first(
     let vmi = "examples/vmi-bridge.yaml";
     let pod = Pod::new(Stack::V4);
     let pristine = snapshot(&pod.name);
-    let eth0 = |view: &str| {
-        view.lines()
-            .filter(|line| {
-                line.starts_with("link eth0 ")
-                    || line.starts_with("addr eth0 ")
-                    || line.ends_with("dev \"eth0\"")
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let eth0 = |view: &str| lines_about(view, "eth0");
     assert!(
         eth0(&pristine).contains("addr eth0 ") && eth0(&pristine).contains("route "),
         "{pristine}"
@@ -601,16 +592,21 @@ fn a_failed_hot_plug_goes_back_to_the_previous_run() {
     }
 }
 
-/// The lines of a `snapshot` about the hot-plugged network's pod interface.
-fn blue_lines(view: &str) -> String {
+/// The lines of a `snapshot` about link `name`: the link, its addresses and its routes.
+fn lines_about(view: &str, name: &str) -> String {
     view.lines()
         .filter(|line| {
-            line.starts_with("link pod16477688c0e ")
-                || line.starts_with("addr pod16477688c0e ")
-                || line.ends_with("dev \"pod16477688c0e\"")
+            line.starts_with(&format!("link {name} "))
+                || line.starts_with(&format!("addr {name} "))
+                || line.ends_with(&format!("dev \"{name}\""))
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The lines of a `snapshot` about the hot-plugged network's pod interface.
+fn blue_lines(view: &str) -> String {
+    lines_about(view, "pod16477688c0e")
 }
 
 /// The networks of the pod's hand-off record, in order.
