@@ -116,6 +116,8 @@ pub struct Batch {
     /// sequence number `i + 1` (the batch's begin and end, unacknowledged, carry 0 and the
     /// next number).
     pub ops: Vec<String>,
+    /// Whether it deletes or replaces tables (anything but `Op::Create`).
+    pub destroys: bool,
 }
 
 impl Batch {
@@ -183,6 +185,7 @@ pub fn batch(ruleset: &Ruleset, op: Op) -> Result<Batch, LowerError> {
         batch: Batch {
             bytes: Vec::new(),
             ops: Vec::new(),
+            destroys: op != Op::Create,
         },
     };
     let begin = b.w.message(BATCH_BEGIN, F_REQUEST, 0, 0, SUBSYS >> 8);

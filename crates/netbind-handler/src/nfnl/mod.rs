@@ -8,10 +8,11 @@
 //! or reading the kernel's ruleset into a cache first.
 
 pub mod lower;
+mod release;
 mod wire;
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::time::Duration;
 
 use netbind_plan::nft::Family;
@@ -84,7 +85,15 @@ pub fn apply(batch: &Batch) -> Result<(), TransactionError> {
     }
     // The first refusal in the batch's order is the cause; later ones may only follow from it.
     match refused.into_iter().min_by_key(|(seq, ..)| *seq) {
-        None => Ok(()),
+        None => {
+            // What the transaction deleted or replaced is freed after a grace period, and the
+            // socket's release would wait for it.
+            if batch.destroys {
+                // SAFETY: into_raw_fd gives the descriptor up; nothing else owns it.
+                release::release_off_path(unsafe { OwnedFd::from_raw_fd(socket.into_raw_fd()) });
+            }
+            Ok(())
+        }
         Some((seq, errno, message)) => {
             let mut text = io::Error::from_raw_os_error(errno).to_string();
             if let Some(message) = message {
