@@ -527,7 +527,7 @@ fn teardown_before_namespace_deletion_undoes_only_what_outlives_it() {
             .unwrap();
     let pids: Vec<u64> = st["responders"]
         .as_array()
-        .unwrap()
+        .expect("no responders in the state: is netbind-ra built next to netbind-handler?")
         .iter()
         .filter_map(|r| r["pid"].as_u64())
         .collect();
