@@ -99,6 +99,12 @@ fn main() {
     }
     let rounds = netbind_testkit::env_count("NETBIND_BENCH_ROUNDS", 60);
     let vms = netbind_testkit::env_count("NETBIND_BENCH_VMS", 3);
+    // Looked for before the rounds, which take minutes, so that a missing image stops the
+    // bench at once.
+    let guest = GuestImage::locate().unwrap_or_else(|e| {
+        eprintln!("cri bench: {e}");
+        std::process::exit(1)
+    });
     let vmi =
         std::fs::read_to_string(netbind_testkit::repo_root().join("examples/vmi-masquerade.yaml"))
             .unwrap();
@@ -149,7 +155,6 @@ fn main() {
     diff_row("RunPodSandbox", &clients[1].1, &clients[0].1);
     diff_row("Stop+Remove", &clients[1].2, &clients[0].2);
 
-    let guest = GuestImage::locate().expect("the guest image (scripts/build-guest.sh)");
     let mut to_lease = Vec::new();
     let cri = &mut clients[1].0;
     for round in 0..vms {
