@@ -11,6 +11,7 @@
 //! make, 15 µs for the first lookup, whatever the number of pods). Where a procfs cannot be
 //! made (no CAP_SYS_ADMIN, a kernel before 5.2), `/proc/sys` is used.
 
+use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -34,7 +35,7 @@ pub enum SysctlError {
 }
 
 /// `path` under a procfs root: `sys/net/...`, with no empty, `.` or `..` component.
-fn under_proc(path: &str) -> Result<std::ffi::CString, SysctlError> {
+fn under_proc(path: &str) -> Result<CString, SysctlError> {
     let ok = path.starts_with("net/")
         && path
             .split('/')
@@ -43,20 +44,46 @@ fn under_proc(path: &str) -> Result<std::ffi::CString, SysctlError> {
     if !ok {
         return Err(bad());
     }
-    std::ffi::CString::new(format!("sys/{path}")).map_err(|_| bad())
+    CString::new(format!("sys/{path}")).map_err(|_| bad())
 }
 
-/// This process's own procfs instance, made on first use; `None` where it cannot be made.
-fn private_proc() -> Option<&'static OwnedFd> {
-    static ROOT: OnceLock<Option<OwnedFd>> = OnceLock::new();
-    ROOT.get_or_init(|| {
-        let made = make_proc();
-        if let Err(e) = &made {
+/// The procfs the sysctls are opened under.
+struct Root {
+    fd: OwnedFd,
+    /// This process's own instance (`/proc` where one could not be made).
+    #[cfg_attr(not(test), expect(dead_code, reason = "what the tests check"))]
+    private: bool,
+}
+
+/// Made (or opened) on first use; `None` only if not even `/proc` opens.
+fn root() -> Option<&'static Root> {
+    static ROOT: OnceLock<Option<Root>> = OnceLock::new();
+    ROOT.get_or_init(|| match make_proc() {
+        Ok(fd) => Some(Root { fd, private: true }),
+        Err(e) => {
             tracing::debug!("a private procfs could not be made ({e}); using /proc");
+            // SAFETY: open with a NUL-terminated path.
+            let fd = unsafe {
+                libc::open(
+                    c"/proc".as_ptr(),
+                    libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                )
+            };
+            let fd = fd_from(fd.into()).ok()?;
+            Some(Root { fd, private: false })
         }
-        made.ok()
     })
     .as_ref()
+}
+
+/// A descriptor from a system call's return value.
+fn fd_from(ret: libc::c_long) -> std::io::Result<OwnedFd> {
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let fd = libc::c_int::try_from(ret).map_err(|_| std::io::Error::other("descriptor"))?;
+    // SAFETY: a descriptor the kernel just returned, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn make_proc() -> std::io::Result<OwnedFd> {
@@ -64,17 +91,9 @@ fn make_proc() -> std::io::Result<OwnedFd> {
     const FSOPEN_CLOEXEC: libc::c_uint = 1;
     const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
     const FSMOUNT_CLOEXEC: libc::c_uint = 1;
-    let owned = |ret: libc::c_long| {
-        if ret < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let fd = libc::c_int::try_from(ret).map_err(|_| std::io::Error::other("descriptor"))?;
-        // SAFETY: a descriptor the kernel just returned, owned by nobody else.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    };
     // SAFETY: fsopen takes a NUL-terminated file system name and flags.
     let context =
-        owned(unsafe { libc::syscall(libc::SYS_fsopen, c"proc".as_ptr(), FSOPEN_CLOEXEC) })?;
+        fd_from(unsafe { libc::syscall(libc::SYS_fsopen, c"proc".as_ptr(), FSOPEN_CLOEXEC) })?;
     let null = std::ptr::null::<libc::c_char>();
     // SAFETY: FSCONFIG_CMD_CREATE takes no key, value or auxiliary argument.
     if unsafe {
@@ -91,27 +110,20 @@ fn make_proc() -> std::io::Result<OwnedFd> {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: fsmount takes the context's descriptor, flags and mount attributes.
-    owned(unsafe { libc::syscall(libc::SYS_fsmount, context.as_raw_fd(), FSMOUNT_CLOEXEC, 0) })
+    fd_from(unsafe { libc::syscall(libc::SYS_fsmount, context.as_raw_fd(), FSMOUNT_CLOEXEC, 0) })
 }
 
-fn open(path: &str, flags: libc::c_int) -> Result<std::io::Result<File>, SysctlError> {
-    let relative = under_proc(path)?;
+/// Opens `relative` (from `under_proc`) under the procfs root.
+fn open(relative: &CStr, flags: libc::c_int) -> std::io::Result<File> {
+    let root = root().ok_or_else(|| std::io::Error::other("neither a procfs nor /proc opens"))?;
     let flags = flags | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NOCTTY;
-    let fd = match private_proc() {
-        // SAFETY: openat with an open directory and a NUL-terminated relative path.
-        Some(root) => unsafe { libc::openat(root.as_raw_fd(), relative.as_ptr(), flags) },
-        None => {
-            let absolute = std::ffi::CString::new(format!("/proc/{}", relative.to_string_lossy()))
-                .map_err(|_| SysctlError::BadPath { path: path.into() })?;
-            // SAFETY: open with a NUL-terminated absolute path.
-            unsafe { libc::open(absolute.as_ptr(), flags) }
-        }
-    };
+    // SAFETY: openat with an open directory and a NUL-terminated relative path.
+    let fd = unsafe { libc::openat(root.fd.as_raw_fd(), relative.as_ptr(), flags) };
     if fd < 0 {
-        return Ok(Err(std::io::Error::last_os_error()));
+        return Err(std::io::Error::last_os_error());
     }
-    // SAFETY: a descriptor just returned by open, owned by nobody else.
-    Ok(Ok(unsafe { File::from_raw_fd(fd) }))
+    // SAFETY: a descriptor just returned by openat, owned by nobody else.
+    Ok(unsafe { File::from_raw_fd(fd) })
 }
 
 pub fn read(path: &str) -> Result<String, SysctlError> {
@@ -119,7 +131,7 @@ pub fn read(path: &str) -> Result<String, SysctlError> {
         path: path.into(),
         source,
     };
-    let mut file = open(path, libc::O_RDONLY)?.map_err(read_err)?;
+    let mut file = open(&under_proc(path)?, libc::O_RDONLY).map_err(read_err)?;
     // A sysctl's value is a line; a bound keeps a surprise from being read whole.
     let mut text = String::new();
     (&mut file)
@@ -139,7 +151,7 @@ pub fn write(path: &str, value: &str) -> Result<(), SysctlError> {
         value: value.into(),
         source,
     };
-    let mut file = open(path, libc::O_WRONLY)?.map_err(write_err)?;
+    let mut file = open(&under_proc(path)?, libc::O_WRONLY).map_err(write_err)?;
     file.write_all(value.as_bytes()).map_err(write_err)
 }
 
@@ -171,7 +183,10 @@ mod tests {
         if !netbind_testkit::ready(Vec::new()) {
             return;
         }
-        assert!(private_proc().is_some(), "root could not make a procfs");
+        assert!(
+            root().is_some_and(|root| root.private),
+            "root could not make a procfs of its own"
+        );
         let node_before = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
         let wanted = if node_before.trim() == "1" { "0" } else { "1" };
         let seen = std::thread::spawn(move || {
