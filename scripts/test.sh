@@ -19,6 +19,23 @@ step "cargo build --bins (the e2e and audit tests run every binary; the launcher
 cargo build --bins --locked --features netbind-launcher/test-hooks
 step "cargo nextest run"
 cargo nextest run --workspace --locked --no-fail-fast
+step "benchmarks, smoke run: each once with the fewest rounds, as the README runs them (a bench that breaks at run time fails here; at this size its numbers mean nothing)"
+cargo build --release --bins --locked
+bench() {
+  local log
+  log=$(mktemp)
+  if ! "$@" >"$log" 2>&1; then
+    tail -40 "$log"
+    echo "benchmark failed: $*" >&2
+    exit 1
+  fi
+  grep -E '^(## |\| netbind|Floor|Ceiling|CRI benchmark|RunPodSandbox)' "$log" || true
+  rm -f "$log"
+}
+NETBIND_BENCH_CYCLES=2 NETBIND_BENCH_PODS=8 NETBIND_BENCH_CONCURRENT=4 NETBIND_BENCH_SETTLE_MS=20 \
+  bench cargo bench --locked -q -p netbind-handler --bench phase1
+NETBIND_BENCH_ROUNDS=20 NETBIND_BENCH_STARTS=2 bench cargo bench --locked -q -p netbind-e2e --bench dhcp
+NETBIND_BENCH_ROUNDS=2 NETBIND_BENCH_VMS=1 bench cargo bench --locked -q -p netbind-cri --bench cri
 step "fuzz smoke: every target ${FUZZ_SECONDS:-20} s from its seeds (stable toolchain, no sanitizer)"
 (
   cd fuzz
