@@ -20,7 +20,7 @@ cargo build --bins --locked --features netbind-launcher/test-hooks
 step "cargo nextest run"
 cargo nextest run --workspace --locked --no-fail-fast
 step "benchmarks, smoke run: each once with the fewest rounds, as the README runs them (a bench that breaks at run time fails here; at this size its numbers mean nothing)"
-cargo build --release --bins --locked
+cargo build --release --bins --locked -q
 bench() {
   local log
   log=$(mktemp)
