@@ -112,13 +112,17 @@ pub fn bind_to_device(sock: &impl AsRawFd, dev: &str) {
     );
 }
 
-/// Network namespaces deleted when this drops, the test having passed or not.
+/// Network namespaces deleted when this drops, the test having passed or not. A name that
+/// is already gone (deleted by the test itself) is skipped quietly.
 #[derive(Debug, Default)]
 pub struct Namespaces(pub Vec<String>);
 
 impl Drop for Namespaces {
     fn drop(&mut self) {
         for name in &self.0 {
+            if !std::path::Path::new("/run/netns").join(name).exists() {
+                continue;
+            }
             let _ = Command::new("ip").args(["netns", "del", name]).status();
         }
     }
