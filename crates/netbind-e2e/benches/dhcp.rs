@@ -415,13 +415,18 @@ fn main() {
         });
     }
 
-    // Start to first OFFER, the servers' starts interleaved.
+    // Start to first OFFER, the servers' starts interleaved; each round starts one server
+    // further on, so that each follows each other's stop equally often (a stopped server's
+    // exit is work the kernel may still be doing when the next one starts).
     let mut ready: Vec<Vec<Duration>> = vec![Vec::new(); servers.len()];
-    for _ in 0..starts {
-        for (samples, server) in ready.iter_mut().zip(servers.iter_mut()) {
+    let count = servers.len();
+    for start in 0..starts {
+        for turn in 0..count {
+            let idx = (start + turn) % count;
+            let server = &mut servers[idx];
             drain(&server.sock);
             let (child, started) = server.spawn();
-            samples.push(server.until_first_offer(started));
+            ready[idx].push(server.until_first_offer(started));
             stop(child);
         }
     }
