@@ -126,8 +126,7 @@ fn main() {
     for round in 0..=rounds {
         // The two chains alternate which goes first, so that neither always runs right after
         // the other's removal (the kernel's cleanup of a deleted namespace outlasts the call).
-        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-        for side in order {
+        for side in netbind_testkit::turn_order(round, 2) {
             let node = [&plain, &chained][side];
             let (cri, run, remove) = &mut clients[side];
             let (id, took) = cri.run_pod(&pod(node, round)).expect("RunPodSandbox");

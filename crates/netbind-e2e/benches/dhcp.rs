@@ -357,7 +357,9 @@ fn main() {
         xid: 0,
     });
 
-    let dnsmasq = first_line("dnsmasq --version").map(|line| {
+    let dnsmasq = first_line("dnsmasq --version");
+    netbind_testkit::peer_present(dnsmasq.is_some(), "dnsmasq");
+    let dnsmasq = dnsmasq.map(|line| {
         line.split_whitespace()
             .take(3)
             .collect::<Vec<_>>()
@@ -400,6 +402,7 @@ fn main() {
     }
 
     let kea = first_line("kea-dhcp4 -v").map(|version| format!("Kea {version}"));
+    netbind_testkit::peer_present(kea.is_some(), "kea-dhcp4-server");
     if let Some(version) = &kea {
         let (pod, dir, sock) = add_pod("kea", 3);
         let config = kea_config(&dir, &mac);
@@ -415,14 +418,11 @@ fn main() {
         });
     }
 
-    // Start to first OFFER, the servers' starts interleaved; each round starts one server
-    // further on, so that each follows each other's stop equally often (a stopped server's
-    // exit is work the kernel may still be doing when the next one starts).
+    // Start to first OFFER, the servers' starts interleaved, each round one server further on
+    // (a stopped server's exit is work the kernel may still be doing when the next starts).
     let mut ready: Vec<Vec<Duration>> = vec![Vec::new(); servers.len()];
-    let count = servers.len();
     for start in 0..starts {
-        for turn in 0..count {
-            let idx = (start + turn) % count;
+        for idx in netbind_testkit::turn_order(start, servers.len()) {
             let server = &mut servers[idx];
             drain(&server.sock);
             let (child, started) = server.spawn();

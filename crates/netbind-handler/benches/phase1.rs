@@ -102,8 +102,7 @@ fn interleaved(tools: &mut [(String, Cycle<'_>)], cycles: usize, settle: Duratio
     let count = tools.len();
     let mut pairs: Vec<Vec<(Duration, Duration)>> = vec![Vec::new(); count];
     for round in 0..cycles {
-        for turn in 0..count {
-            let tool = (round + turn) % count;
+        for tool in netbind_testkit::turn_order(round, count) {
             std::thread::sleep(settle);
             pairs[tool].push((tools[tool].1)());
         }
@@ -748,7 +747,10 @@ fn main() {
             }),
         ));
     }
-    let have_cni = Path::new("/usr/lib/cni/bridge").exists();
+    let have_cni = netbind_testkit::peer_present(
+        Path::new("/usr/lib/cni/bridge").exists(),
+        "containernetworking-plugins",
+    );
     if have_cni {
         let pod = format!("nbb-{id}-cni");
         cleanup.0.push(pod.clone());
@@ -759,7 +761,8 @@ fn main() {
             Box::new(move || cni_cycle(&pod, &ipam)),
         ));
     }
-    let have_netavark = Path::new("/usr/lib/podman/netavark").exists();
+    let have_netavark =
+        netbind_testkit::peer_present(Path::new("/usr/lib/podman/netavark").exists(), "netavark");
     if have_netavark {
         let pod = format!("nbb-{id}-nv");
         cleanup.0.push(pod.clone());

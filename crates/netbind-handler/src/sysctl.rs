@@ -119,11 +119,7 @@ fn open(relative: &CStr, flags: libc::c_int) -> std::io::Result<File> {
     let flags = flags | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NOCTTY;
     // SAFETY: openat with an open directory and a NUL-terminated relative path.
     let fd = unsafe { libc::openat(root.fd.as_raw_fd(), relative.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a descriptor just returned by openat, owned by nobody else.
-    Ok(unsafe { File::from_raw_fd(fd) })
+    fd_from(fd.into()).map(File::from)
 }
 
 pub fn read(path: &str) -> Result<String, SysctlError> {

@@ -56,6 +56,23 @@ pub fn tools_ready(tools: &[&str]) -> bool {
         ))
 }
 
+/// Whether a benchmark's peer (`what`) can be measured: `present`, or else [`skip`]'s policy
+/// (CI, which installs every peer, fails; elsewhere the bench goes on without it, loudly).
+pub fn peer_present(present: bool, what: &str) -> bool {
+    present
+        || skip(&format!(
+            "peer {what} is not installed (scripts/setup.sh installs it)"
+        ))
+}
+
+/// The order in which round `round` runs `count` tools: each round starts one tool further
+/// on, so that over `count` rounds each tool follows each other tool equally often (the work
+/// a tool leaves behind, such as a namespace the kernel is still cleaning up, does not always
+/// fall on the same next tool).
+pub fn turn_order(round: usize, count: usize) -> impl Iterator<Item = usize> {
+    (0..count).map(move |turn| (round + turn) % count)
+}
+
 /// The policy for a test that cannot run: a failure in CI, a loud skip elsewhere.
 fn skip(why: &str) -> bool {
     assert!(std::env::var_os("CI").is_none(), "CI must run this: {why}");
