@@ -56,8 +56,9 @@ pub fn tools_ready(tools: &[&str]) -> bool {
         ))
 }
 
-/// Whether a benchmark's peer (`what`) can be measured: `present`, or else [`skip`]'s policy
-/// (CI, which installs every peer, fails; elsewhere the bench goes on without it, loudly).
+/// Whether a benchmark's peer (`what`) can be measured: `present`, or else the policy for what
+/// cannot run (CI, which installs every peer, fails; elsewhere the bench goes on without it,
+/// loudly).
 pub fn peer_present(present: bool, what: &str) -> bool {
     present
         || skip(&format!(
