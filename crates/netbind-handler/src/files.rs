@@ -7,7 +7,7 @@
 //! name (rename replaces a symlink instead of following it).
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -92,18 +92,14 @@ fn checked_dir(dir: &Path) -> Result<OwnedFd, FileError> {
         )));
     }
     let path_c = cstr(dir);
-    // SAFETY: c is a valid NUL-terminated path; the returned fd is owned below.
-    let fd = unsafe {
+    // SAFETY: c is a valid NUL-terminated path; the returned fd is owned at once.
+    crate::fd::owned(unsafe {
         libc::open(
             path_c.as_ptr(),
             libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_RDONLY,
         )
-    };
-    if fd < 0 {
-        return Err(io("open directory", dir)(std::io::Error::last_os_error()));
-    }
-    // SAFETY: fd was just returned by open and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    })
+    .map_err(io("open directory", dir))
 }
 
 fn name_c(name: &str) -> CString {
@@ -128,12 +124,11 @@ pub fn write_atomic(
     remove_stale_temps(&dfd, dir, name);
     // SAFETY: openat with an open directory fd and a NUL-terminated name; the mode argument
     // is read for O_CREAT.
-    let fd = unsafe { libc::openat(dfd.as_raw_fd(), tmp_c.as_ptr(), flags, mode as libc::c_uint) };
-    if fd < 0 {
-        return Err(io("create", &path)(std::io::Error::last_os_error()));
-    }
-    // SAFETY: fd was just returned by openat and is owned by nobody else.
-    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let fd = crate::fd::owned(unsafe {
+        libc::openat(dfd.as_raw_fd(), tmp_c.as_ptr(), flags, mode as libc::c_uint)
+    })
+    .map_err(io("create", &path))?;
+    let file = std::fs::File::from(fd);
     let result = (|| {
         use std::io::Write;
         use std::os::unix::fs::PermissionsExt;
@@ -230,23 +225,19 @@ fn take_lock(dir: &Path, create: bool) -> Result<Option<PodLock>, FileError> {
         let flags = libc::O_RDWR | libc::O_NOFOLLOW | libc::O_CLOEXEC;
         let flags = if create { flags | libc::O_CREAT } else { flags };
         // SAFETY: dfd is an open directory fd and c a NUL-terminated name; mode for O_CREAT.
-        let fd = unsafe {
+        let opened = crate::fd::owned(unsafe {
             libc::openat(
                 dfd.as_raw_fd(),
                 lock_name.as_ptr(),
                 flags,
                 0o600 as libc::c_uint,
             )
+        });
+        let file = match opened {
+            Ok(fd) => std::fs::File::from(fd),
+            Err(err) if !create && err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(io("open", &path)(err)),
         };
-        if fd < 0 {
-            let err = std::io::Error::last_os_error();
-            if !create && err.kind() == std::io::ErrorKind::NotFound {
-                return Ok(None);
-            }
-            return Err(io("open", &path)(err));
-        }
-        // SAFETY: fd was just returned by openat and is owned by nobody else.
-        let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
         // SAFETY: flock on an open fd; EINTR is retried by the loop below.
         while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
             let err = std::io::Error::last_os_error();

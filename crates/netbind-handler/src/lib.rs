@@ -8,6 +8,7 @@
 //! setup converges from or that teardown removes.
 
 pub mod apply;
+mod fd;
 pub mod files;
 pub use netbind_netlink::netlink;
 /// Entering the pod's network namespace (its own crate, shared with the simulator and tests).

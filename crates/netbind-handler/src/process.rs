@@ -4,7 +4,7 @@
 //! recycled pid is never hit. Nothing the VM side writes is ever used to find a process.
 //! Phase 1 records its RA responders this way; `netbind up` its sandboxes.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -55,10 +55,7 @@ impl Proc {
     pub fn pidfd(self) -> Option<OwnedFd> {
         let pid = libc::pid_t::try_from(self.pid).ok().filter(|p| *p > 1)?;
         // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
-        // SAFETY: fd was just returned by pidfd_open and is owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = crate::fd::owned(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) }).ok()?;
         self.alive().then_some(fd)
     }
 

@@ -17,7 +17,7 @@
 //! (SO_LOCK_FILTER), open another socket or call setsockopt (its syscall filter).
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -118,16 +118,14 @@ pub fn open_socket(bridge: &IfName) -> Result<OwnedFd, RaError> {
         move |source| RaError::Socket { iface, op, source }
     };
     // SAFETY: socket takes integers; the fd is owned at once.
-    let raw = unsafe {
+    let fd = crate::fd::owned(unsafe {
         libc::socket(
             libc::AF_INET6,
             libc::SOCK_RAW | libc::SOCK_CLOEXEC,
             libc::IPPROTO_ICMPV6,
         )
-    };
-    check(raw).map_err(err("socket(AF_INET6, SOCK_RAW, ICMPV6)"))?;
-    // SAFETY: raw was just returned by socket.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    })
+    .map_err(err("socket(AF_INET6, SOCK_RAW, ICMPV6)"))?;
     let name = std::ffi::CString::new(bridge.as_str()).unwrap_or_default();
     // SAFETY: if_nametoindex reads a NUL-terminated name.
     let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };

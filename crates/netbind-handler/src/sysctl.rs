@@ -14,7 +14,7 @@
 use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::OnceLock;
 
 #[derive(Debug, thiserror::Error)]
@@ -69,21 +69,11 @@ fn root() -> Option<&'static Root> {
                     libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
                 )
             };
-            let fd = fd_from(fd.into()).ok()?;
+            let fd = crate::fd::owned(fd).ok()?;
             Some(Root { fd, private: false })
         }
     })
     .as_ref()
-}
-
-/// A descriptor from a system call's return value.
-fn fd_from(ret: libc::c_long) -> std::io::Result<OwnedFd> {
-    if ret < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let fd = libc::c_int::try_from(ret).map_err(|_| std::io::Error::other("descriptor"))?;
-    // SAFETY: a descriptor the kernel just returned, owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn make_proc() -> std::io::Result<OwnedFd> {
@@ -92,8 +82,9 @@ fn make_proc() -> std::io::Result<OwnedFd> {
     const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
     const FSMOUNT_CLOEXEC: libc::c_uint = 1;
     // SAFETY: fsopen takes a NUL-terminated file system name and flags.
-    let context =
-        fd_from(unsafe { libc::syscall(libc::SYS_fsopen, c"proc".as_ptr(), FSOPEN_CLOEXEC) })?;
+    let context = crate::fd::owned(unsafe {
+        libc::syscall(libc::SYS_fsopen, c"proc".as_ptr(), FSOPEN_CLOEXEC)
+    })?;
     let null = std::ptr::null::<libc::c_char>();
     // SAFETY: FSCONFIG_CMD_CREATE takes no key, value or auxiliary argument.
     if unsafe {
@@ -110,7 +101,9 @@ fn make_proc() -> std::io::Result<OwnedFd> {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: fsmount takes the context's descriptor, flags and mount attributes.
-    fd_from(unsafe { libc::syscall(libc::SYS_fsmount, context.as_raw_fd(), FSMOUNT_CLOEXEC, 0) })
+    crate::fd::owned(unsafe {
+        libc::syscall(libc::SYS_fsmount, context.as_raw_fd(), FSMOUNT_CLOEXEC, 0)
+    })
 }
 
 /// Opens `relative` (from `under_proc`) under the procfs root.
@@ -119,7 +112,7 @@ fn open(relative: &CStr, flags: libc::c_int) -> std::io::Result<File> {
     let flags = flags | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NOCTTY;
     // SAFETY: openat with an open directory and a NUL-terminated relative path.
     let fd = unsafe { libc::openat(root.fd.as_raw_fd(), relative.as_ptr(), flags) };
-    fd_from(fd.into()).map(File::from)
+    crate::fd::owned(fd).map(File::from)
 }
 
 pub fn read(path: &str) -> Result<String, SysctlError> {
