@@ -34,16 +34,18 @@ fn main() -> ExitCode {
     }
     let outcome = Env::read(|name| std::env::var(name).ok())
         .and_then(|env| read_stdin().and_then(|stdin| plugin::run(&env, &stdin)));
+    // Each answer goes out in one write (with its newline), so that the runtime reading the
+    // pipe is woken once.
     let mut out = std::io::stdout().lock();
     match outcome {
         Ok(None) => ExitCode::SUCCESS,
         Ok(Some(result)) => {
-            let _ = writeln!(out, "{result}");
+            let _ = out.write_all(format!("{result}\n").as_bytes());
             ExitCode::SUCCESS
         }
         Err(error) => {
             let text = serde_json::to_string(&error).unwrap_or_else(|_| error.msg.clone());
-            let _ = writeln!(out, "{text}");
+            let _ = out.write_all(format!("{text}\n").as_bytes());
             ExitCode::FAILURE
         }
     }

@@ -1,5 +1,6 @@
 //! `netbind-handler`: phase 1, run as root by the node agent (or `netbind up`).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -269,9 +270,15 @@ fn main() -> ExitCode {
         return code;
     }
     match run(Cli::parse(), main_ns) {
-        Ok(out) => {
+        Ok(mut out) => {
             if !out.is_empty() {
-                println!("{out}");
+                // One write for the whole report, so that a caller reading the pipe is woken
+                // once (`println!` wrote up to the last newline, then the rest with its own).
+                out.push('\n');
+                if let Err(err) = std::io::stdout().lock().write_all(out.as_bytes()) {
+                    eprintln!("netbind-handler: write the report to stdout: {err}");
+                    return ExitCode::FAILURE;
+                }
             }
             ExitCode::SUCCESS
         }
