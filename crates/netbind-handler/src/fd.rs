@@ -34,17 +34,19 @@ mod tests {
 
     #[test]
     fn a_descriptor_is_owned_and_closed_on_drop() {
-        // SAFETY: open of a NUL-terminated path.
-        let fd =
-            owned(unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) })
-                .expect("open /dev/null");
-        let raw = fd.as_raw_fd();
-        drop(fd);
-        // SAFETY: fcntl on a closed descriptor only reports EBADF.
-        assert_eq!(unsafe { libc::fcntl(raw, libc::F_GETFD) }, -1);
-        assert_eq!(
-            std::io::Error::last_os_error().raw_os_error(),
-            Some(libc::EBADF)
-        );
+        // A pipe's reader sees the end once its only writer is closed; a writer left open
+        // leaves the non-blocking read with EAGAIN instead.
+        // No descriptor number is reused in between, as another test's thread could do.
+        let mut ends = [0; 2];
+        // SAFETY: pipe2 writes two descriptors into the array it is given.
+        let rc = unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
+        assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
+        let reader = owned(ends[0]).expect("the read end");
+        let writer = owned(ends[1]).expect("the write end");
+        drop(writer);
+        let mut byte = 0u8;
+        // SAFETY: read of one byte into a live local from an open descriptor.
+        let read = unsafe { libc::read(reader.as_raw_fd(), (&raw mut byte).cast(), 1) };
+        assert_eq!(read, 0, "{}", std::io::Error::last_os_error());
     }
 }
