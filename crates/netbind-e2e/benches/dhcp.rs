@@ -418,8 +418,9 @@ fn main() {
         });
     }
 
-    // Start to first OFFER, the servers' starts interleaved, each round one server further on
-    // (a stopped server's exit is work the kernel may still be doing when the next starts).
+    // Start to first OFFER, the servers' starts interleaved in a balanced order (each server
+    // starts after each other one's stop equally often): a stopped server's exit is work the
+    // kernel may still be doing when the next starts.
     let mut ready: Vec<Vec<Duration>> = vec![Vec::new(); servers.len()];
     for start in 0..starts {
         for idx in netbind_testkit::turn_order(start, servers.len()) {

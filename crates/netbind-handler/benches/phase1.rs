@@ -93,8 +93,8 @@ type Cycle<'a> = Box<dyn FnMut() -> (Duration, Duration) + 'a>;
 /// worker over the next ~50 ms (RCU barriers, the RTNL lock), a deleted link's memory after a
 /// grace period. With the tools in a fixed order, that work would always land on the same
 /// next tool's setup (the CNI plugin's ADD ran right after netbind's namespace deletion, and
-/// took longer for it). So every cycle starts after a pause (`settle`), and each round starts
-/// one tool further on, so that each tool follows each other tool equally often.
+/// took longer for it). So every cycle starts after a pause (`settle`), and the rounds run the
+/// tools in `turn_order`'s balanced order: each tool follows each other tool equally often.
 fn interleaved(tools: &mut [(String, Cycle<'_>)], cycles: usize, settle: Duration) -> Vec<Cycles> {
     for (_, cycle) in tools.iter_mut() {
         std::thread::sleep(settle);
@@ -812,7 +812,7 @@ fn main() {
         .expect("the quiet floor ran");
     let cni = results.iter().find(|stats| stats.name.starts_with("CNI"));
     println!(
-        "## Phase 1: setup + teardown cycle ({cycles} interleaved rounds, each starting one tool further on, {} ms of quiet before every cycle, one process per call, every tool exec'd directly from a thread in the node namespace)\n",
+        "## Phase 1: setup + teardown cycle ({cycles} interleaved rounds in a balanced order, each tool after each other equally often, {} ms of quiet before every cycle, one process per call, every tool exec'd directly from a thread in the node namespace)\n",
         settle.as_millis()
     );
     println!(

@@ -66,12 +66,34 @@ pub fn peer_present(present: bool, what: &str) -> bool {
         ))
 }
 
-/// The order in which round `round` runs `count` tools: each round starts one tool further
-/// on, so that over `count` rounds each tool follows each other tool equally often (the work
-/// a tool leaves behind, such as a namespace the kernel is still cleaning up, does not always
-/// fall on the same next tool).
+/// The order in which round `round` runs `count` tools, so that the work a tool leaves behind
+/// (a namespace the kernel is still cleaning up, a stopped server's exit) does not always
+/// fall on the same next tool.
+///
+/// Rounds follow a Williams design: the first is `0, 1, n-1, 2, n-2, ...`, round `i` adds `i`
+/// to each place (mod `n`), and for an odd `n` the next `n` rounds are those reversed. Over
+/// one period (`n` rounds for an even `n`, `2n` for an odd one) each tool takes each place
+/// equally often and follows each other tool equally often. Starting each round one tool
+/// further on, as the benches did before, balances the places only: tool `a` was always
+/// followed by `a + 1`.
 pub fn turn_order(round: usize, count: usize) -> impl Iterator<Item = usize> {
-    (0..count).map(move |turn| (round + turn) % count)
+    let period = if count.is_multiple_of(2) {
+        count
+    } else {
+        2 * count
+    };
+    let round = round % period.max(1);
+    let (shift, reversed) = (round % count.max(1), round >= count);
+    (0..count).map(move |turn| {
+        let place = if reversed { count - 1 - turn } else { turn };
+        // The first round's place `place`: 0, 1, n-1, 2, n-2, ...
+        let first = if place % 2 == 1 {
+            place.div_ceil(2)
+        } else {
+            (count - place / 2) % count
+        };
+        (first + shift) % count
+    })
 }
 
 /// The policy for a test that cannot run: a failure in CI, a loud skip elsewhere.
@@ -188,3 +210,51 @@ pub const VM_USER_SETPRIV: [&str; 7] = [
     "--bounding-set=-all",
     "--no-new-privs",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::turn_order;
+
+    #[test]
+    fn turn_order_balances_places_and_predecessors_over_a_period() {
+        for count in 1..=9usize {
+            let period = if count.is_multiple_of(2) {
+                count
+            } else {
+                2 * count
+            };
+            let mut at_place = vec![vec![0usize; count]; count];
+            let mut follows = vec![vec![0usize; count]; count];
+            for round in 0..period {
+                let order: Vec<usize> = turn_order(round, count).collect();
+                let mut sorted = order.clone();
+                sorted.sort_unstable();
+                assert_eq!(
+                    sorted,
+                    (0..count).collect::<Vec<_>>(),
+                    "round {round} of {count}"
+                );
+                for (place, tool) in order.iter().enumerate() {
+                    at_place[*tool][place] += 1;
+                }
+                for pair in order.windows(2) {
+                    follows[pair[0]][pair[1]] += 1;
+                }
+                // The next period repeats this one.
+                assert!(turn_order(round + period, count).eq(order.iter().copied()));
+            }
+            let places = period / count;
+            assert!(
+                at_place.iter().flatten().all(|n| *n == places),
+                "{count}: {at_place:?}"
+            );
+            let pairs = if count.is_multiple_of(2) { 1 } else { 2 };
+            for (a, row) in follows.iter().enumerate() {
+                for (b, n) in row.iter().enumerate() {
+                    let want = if a == b { 0 } else { pairs };
+                    assert_eq!(*n, want, "{count} tools: {a} before {b}: {follows:?}");
+                }
+            }
+        }
+    }
+}
