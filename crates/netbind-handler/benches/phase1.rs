@@ -7,7 +7,7 @@
 //! - the same for netavark (`netavark setup` / `teardown`, iptables driver);
 //! - where a setup's time goes, step by step (the handler's own report), against the floor of
 //!   starting the same binary the same way (back to back, and after the same quiet as the
-//!   cycles' calls, in their rotation);
+//!   cycles' calls, in their order);
 //! - a pod that lives on after `teardown --detach`: how long the caller waits and how long
 //!   until every link and table is gone;
 //! - 200 pods set up one after another with the masquerade binding: per-pod time (and steps)
@@ -464,7 +464,7 @@ fn print_steps(
         );
     }
     println!(
-        "\nFloor: `netbind-handler --version` started the same way (exec'd from the node namespace), doing nothing: back to back, median {:.0} µs, p10–p90 {:.0}–{:.0} µs; after the same quiet as every call in the cycles, in their rotation, median {:.0} µs, p10–p90 {:.0}–{:.0} µs.",
+        "\nFloor: `netbind-handler --version` started the same way (exec'd from the node namespace), doing nothing: back to back, median {:.0} µs, p10–p90 {:.0}–{:.0} µs; after the same quiet as every call in the cycles, in their order, median {:.0} µs, p10–p90 {:.0}–{:.0} µs.",
         floor.pct(0.5) * 1e3,
         floor.pct(0.1) * 1e3,
         floor.pct(0.9) * 1e3,
@@ -792,7 +792,7 @@ fn main() {
         ));
     }
     // The floor started the way the setups above are: `--version` after the same quiet, in
-    // the same rotation. It is kept out of the table (it has no teardown) and bounds what any
+    // the same order. It is kept out of the table (it has no teardown) and bounds what any
     // one-process tool could do in the ceiling below.
     tools.push((
         QUIET_FLOOR.into(),
