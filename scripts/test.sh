@@ -39,6 +39,12 @@ NETBIND_BENCH_ROUNDS=2 NETBIND_BENCH_VMS=1 bench cargo bench --locked -q -p netb
 step "fuzz smoke: every target ${FUZZ_SECONDS:-20} s from its seeds (stable toolchain, no sanitizer)"
 (
   cd fuzz
+  # cargo fuzz has no --locked and would quietly rewrite a lock file that fell behind the
+  # workspace's dependencies: fail instead, as every other cargo call here does.
+  if ! cargo metadata --locked --format-version 1 >/dev/null; then
+    echo "fuzz/Cargo.lock is out of date: run 'cargo update -w' in fuzz/ and commit it" >&2
+    exit 1
+  fi
   for t in dhcpv4 dhcpv6 handoff vmi_yaml; do
     mkdir -p "corpus/$t"
     log="corpus/$t.log"
