@@ -122,12 +122,18 @@ fn decode<T: DeserializeOwned>(text: &str) -> Result<T, LoadError> {
             .unwrap_or_default();
         // The crate's Display carries a source snippet over several lines; the first line is
         // the message a user needs next to our own FILE:LINE:COL prefix.
-        let full = e.without_snippet().to_string();
-        let message = full.lines().next().unwrap_or("invalid YAML").to_string();
-        LoadError::Yaml {
-            pos,
-            message: strip_location_prefix(&message),
-        }
+        let message = match e.without_snippet() {
+            // The crate's own wording speaks of its recursive Rust types, which a VMI's
+            // author has never heard of.
+            serde_saphyr::Error::RecursiveReferencesRequireWeakTypes { .. } => {
+                "an alias refers to the node that contains it (a recursive alias)".to_string()
+            }
+            inner => {
+                let full = inner.to_string();
+                strip_location_prefix(full.lines().next().unwrap_or("invalid YAML"))
+            }
+        };
+        LoadError::Yaml { pos, message }
     })
 }
 
@@ -439,6 +445,17 @@ mod tests {
             err.to_string().to_lowercase().contains("duplicate"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_recursive_alias_is_named_as_such() {
+        let bad = VMI.replace("metadata:\n", "metadata: &meta\n  labels: *meta\n");
+        let err = load_vmi(&bad).expect_err("recursive alias");
+        assert!(
+            err.to_string().contains("a recursive alias"),
+            "{err}: {bad}"
+        );
+        assert_eq!(err.pos().line, 4, "{err}");
     }
 
     #[test]
