@@ -120,20 +120,77 @@ fn decode<T: DeserializeOwned>(text: &str) -> Result<T, LoadError> {
                 column: l.column(),
             })
             .unwrap_or_default();
+        LoadError::Yaml {
+            pos,
+            message: message_of(&e),
+        }
+    })
+}
+
+/// A decoding error in a VMI author's terms. The position goes in front, by the caller.
+fn message_of(err: &serde_saphyr::Error) -> String {
+    use serde_saphyr::Error;
+    // An error with a source snippet, or inside an alias's value, comes wrapped; the wrapper
+    // of an alias knows where its anchor is, which the message then names.
+    let mut inner = err;
+    let mut anchor = None;
+    loop {
+        match inner {
+            Error::WithSnippet { error, .. } => inner = error,
+            Error::AliasError {
+                error, locations, ..
+            } => {
+                anchor.get_or_insert(locations.defined_location);
+                inner = error;
+            }
+            _ => break,
+        }
+    }
+    let limit = match inner {
+        Error::Budget { breach, .. } => budget_breach(breach),
+        _ => None,
+    };
+    let mut message = if let Error::RecursiveReferencesRequireWeakTypes { .. } = inner {
+        // The crate's own wording speaks of its recursive Rust types, which a VMI's author
+        // has never heard of.
+        "an alias refers to the node that contains it (a recursive alias)".to_string()
+    } else if let Some(what) = limit {
+        format!(
+            "the document goes over the YAML loader's limits (counted with its aliases expanded): {what}"
+        )
+    } else {
         // The crate's Display carries a source snippet over several lines; the first line is
-        // the message a user needs next to our own FILE:LINE:COL prefix.
-        let message = match e.without_snippet() {
-            // The crate's own wording speaks of its recursive Rust types, which a VMI's
-            // author has never heard of.
-            serde_saphyr::Error::RecursiveReferencesRequireWeakTypes { .. } => {
-                "an alias refers to the node that contains it (a recursive alias)".to_string()
-            }
-            inner => {
-                let full = inner.to_string();
-                strip_location_prefix(full.lines().next().unwrap_or("invalid YAML"))
-            }
-        };
-        LoadError::Yaml { pos, message }
+        // the message a user needs.
+        strip_location_prefix(inner.to_string().lines().next().unwrap_or("invalid YAML"))
+    };
+    if let Some(at) = anchor.filter(|at| at.line() > 0) {
+        message.push_str(&format!(
+            " (in the value anchored at line {}, column {})",
+            at.line(),
+            at.column()
+        ));
+    }
+    message
+}
+
+/// What a loader limit counted when it was reached (the crate prints its own Rust value).
+fn budget_breach(breach: &serde_saphyr::budget::BudgetBreach) -> Option<String> {
+    use serde_saphyr::budget::BudgetBreach as Breach;
+    Some(match breach {
+        Breach::Events { events } => format!("{events} parser events"),
+        Breach::Aliases { aliases } => format!("{aliases} aliases"),
+        Breach::Anchors { anchors } => format!("{anchors} anchors"),
+        Breach::Depth { depth } => format!("nested {depth} deep"),
+        Breach::Documents { documents } => format!("{documents} documents"),
+        Breach::Nodes { nodes } => format!("{nodes} nodes"),
+        Breach::ScalarBytes { total_scalar_bytes } => {
+            format!("{total_scalar_bytes} bytes of scalars")
+        }
+        Breach::MergeKeys { merge_keys } => format!("{merge_keys} merge keys"),
+        Breach::AliasAnchorRatio { aliases, anchors } => {
+            format!("{aliases} aliases of {anchors} anchors")
+        }
+        _ => return None,
     })
 }
 
@@ -456,6 +513,38 @@ mod tests {
             "{err}: {bad}"
         );
         assert_eq!(err.pos().line, 4, "{err}");
+    }
+
+    #[test]
+    fn an_error_inside_an_aliased_value_names_the_anchor() {
+        let bad = VMI.replace(
+            "metadata:\n  name: a\n",
+            "x-list: &list [1, 2]\nmetadata:\n  name: *list\n",
+        );
+        let err = load_vmi(&bad).expect_err("a list as the name");
+        let text = err.to_string();
+        assert!(
+            text.contains("(in the value anchored at line 3, column 15)"),
+            "{text}"
+        );
+        // The crate's own "(defined at ...) (used at ...)" tail, cut in the middle before.
+        assert!(!text.contains("(used"), "{text}");
+        assert_eq!(err.pos().line, 5, "{text}");
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_in_words() {
+        let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for level in 1..9 {
+            let refs = vec![format!("*a{}", level - 1); 10].join(", ");
+            bomb.push_str(&format!("a{level}: &a{level} [{refs}]\n"));
+        }
+        let err = load_vmi(&bomb).expect_err("a billion laughs");
+        let text = err.to_string();
+        assert!(text.contains("the YAML loader's limits"), "{text}");
+        assert!(text.contains(" nodes"), "{text}");
+        // No Rust value printed for a user.
+        assert!(!text.contains('{'), "{text}");
     }
 
     #[test]
