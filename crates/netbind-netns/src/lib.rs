@@ -8,8 +8,9 @@
 //! creation and deletion path). Sockets and child processes created on that thread belong
 //! to the pod netns.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +37,10 @@ pub enum NetnsError {
         target: NetnsTarget,
         source: std::io::Error,
     },
+    /// The path names something else: a FIFO, a directory, a plain file, another kind of
+    /// namespace.
+    #[error("network namespace {target}: not a network namespace but {found}")]
+    NotNetns { target: NetnsTarget, found: String },
     #[error("enter network namespace {target}: {source}")]
     Enter {
         target: NetnsTarget,
@@ -77,14 +82,29 @@ fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
 
 impl Netns {
     pub fn open(target: &NetnsTarget) -> Result<Self, NetnsError> {
-        let fd = match target {
-            NetnsTarget::Path(path) => File::open(path).map(OwnedFd::from),
-            NetnsTarget::Pid(pid) => pidfd_open(*pid),
-        }
-        .map_err(|source| NetnsError::Open {
+        let open_error = |source| NetnsError::Open {
             target: target.clone(),
             source,
-        })?;
+        };
+        let fd = match target {
+            NetnsTarget::Path(path) => {
+                // Non-blocking: a FIFO at the path would otherwise hold the open until a
+                // writer came, forever; it is refused below as what it is.
+                let file = OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+                    .open(path)
+                    .map_err(open_error)?;
+                if let Err(found) = network_namespace(&file) {
+                    return Err(NetnsError::NotNetns {
+                        target: target.clone(),
+                        found,
+                    });
+                }
+                OwnedFd::from(file)
+            }
+            NetnsTarget::Pid(pid) => pidfd_open(*pid).map_err(open_error)?,
+        };
         Ok(Self {
             fd,
             target: target.clone(),
@@ -117,6 +137,47 @@ impl Netns {
                 .map_err(|_| NetnsError::Panicked)?
         })
     }
+}
+
+/// `Ok` if `file` is a network namespace (a file of the kernel's nsfs), else what it is,
+/// for the error: `setns` would only say "Invalid argument".
+fn network_namespace(file: &File) -> Result<(), String> {
+    let kind = file
+        .metadata()
+        .map_err(|err| format!("a file whose type cannot be read ({err})"))?
+        .file_type();
+    let special = [
+        (kind.is_dir(), "a directory"),
+        (kind.is_fifo(), "a FIFO"),
+        (kind.is_socket(), "a socket"),
+        (kind.is_char_device(), "a character device"),
+        (kind.is_block_device(), "a block device"),
+    ];
+    if let Some((_, what)) = special.into_iter().find(|(is, _)| *is) {
+        return Err(what.to_string());
+    }
+    // SAFETY: NS_GET_NSTYPE takes no argument; it only asks the kernel about the open file.
+    let nstype = unsafe { libc::ioctl(file.as_raw_fd(), libc::NS_GET_NSTYPE) };
+    if nstype < 0 {
+        let err = std::io::Error::last_os_error();
+        return Err(if err.raw_os_error() == Some(libc::ENOTTY) {
+            "a plain file".to_string()
+        } else {
+            format!("a file the kernel does not take as a namespace ({err})")
+        });
+    }
+    let name = match nstype {
+        libc::CLONE_NEWNET => return Ok(()),
+        libc::CLONE_NEWNS => "mount",
+        libc::CLONE_NEWPID => "PID",
+        libc::CLONE_NEWUTS => "UTS",
+        libc::CLONE_NEWIPC => "IPC",
+        libc::CLONE_NEWUSER => "user",
+        libc::CLONE_NEWCGROUP => "cgroup",
+        libc::CLONE_NEWTIME => "time",
+        _ => "another kind of",
+    };
+    Err(format!("a {name} namespace"))
 }
 
 /// Enters a namespace on the current thread; leaving (drop) restores the thread's original
