@@ -53,9 +53,7 @@ impl Proc {
     /// A pidfd on this process, if it is still the one recorded. The check comes after the
     /// open: once the pidfd exists the pid cannot be reused, so a match means the pidfd is it.
     pub fn pidfd(self) -> Option<OwnedFd> {
-        let pid = libc::pid_t::try_from(self.pid).ok().filter(|p| *p > 1)?;
-        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-        let fd = crate::fd::owned(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) }).ok()?;
+        let fd = pidfd_open(self.pid).ok()?;
         self.alive().then_some(fd)
     }
 
@@ -78,6 +76,22 @@ impl Proc {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// A pidfd on whatever process has `pid` now (pid 0 and 1 are never taken).
+pub fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+    let pid = libc::pid_t::try_from(pid)
+        .ok()
+        .filter(|p| *p > 1)
+        .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ESRCH))?;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    crate::fd::owned(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })
+}
+
+/// Whether the process behind `fd` has not been reaped yet (signal 0: checked, not sent).
+/// While it has not, its pid cannot name another process.
+pub fn still_there(fd: &OwnedFd) -> bool {
+    signal(fd, 0)
 }
 
 /// Sends `sig` through a pidfd; true if it was delivered.

@@ -28,6 +28,8 @@ impl Default for SelinuxEnv {
 pub enum SelinuxError {
     #[error("read SELinux label of pid {pid}: {source}")]
     ReadLabel { pid: u32, source: std::io::Error },
+    #[error("launcher pid {pid} ended while its SELinux label was read; its label is not used")]
+    LauncherGone { pid: u32 },
     #[error("set socket-creation label {label:?}: {source}")]
     SetSockCreate {
         label: String,
@@ -59,8 +61,16 @@ impl SelinuxEnv {
         let Some(pid) = launcher_pid else {
             return Ok(LabelDecision::NoLauncher);
         };
+        // The label is read under the pid's directory in /proc, which another process takes
+        // over if the launcher is reaped and its pid reused: a pidfd held across the read
+        // says whether the process it was opened on is still the pid's afterwards.
+        let pidfd = crate::process::pidfd_open(pid)
+            .map_err(|source| SelinuxError::ReadLabel { pid, source })?;
         let raw = std::fs::read(self.proc.join(pid.to_string()).join("attr/current"))
             .map_err(|source| SelinuxError::ReadLabel { pid, source })?;
+        if !crate::process::still_there(&pidfd) {
+            return Err(SelinuxError::LauncherGone { pid });
+        }
         let label = String::from_utf8_lossy(&raw)
             .trim_end_matches(['\0', '\n'])
             .to_string();
@@ -106,15 +116,20 @@ mod tests {
             proc: dir.path().join("proc"),
         };
         std::fs::create_dir_all(env.proc.join("thread-self/attr")).expect("mkdir");
-        std::fs::create_dir_all(env.proc.join("4242/attr")).expect("mkdir");
+        std::fs::create_dir_all(env.proc.join(format!("{}/attr", own_pid()))).expect("mkdir");
         (dir, env)
+    }
+
+    /// A launcher that is alive for the whole test: this process.
+    fn own_pid() -> u32 {
+        std::process::id()
     }
 
     #[test]
     fn disabled_without_selinuxfs() {
         let (_d, env) = fake();
         assert_eq!(
-            env.decide(Some(4242)).expect("decide"),
+            env.decide(Some(own_pid())).expect("decide"),
             LabelDecision::Disabled
         );
     }
@@ -125,11 +140,11 @@ mod tests {
         std::fs::create_dir_all(&env.selinuxfs).expect("mkdir");
         std::fs::write(env.selinuxfs.join("enforce"), "1").expect("enforce");
         std::fs::write(
-            env.proc.join("4242/attr/current"),
+            env.proc.join(format!("{}/attr/current", own_pid())),
             "system_u:system_r:virt_launcher.process:s0:c1,c2\0",
         )
         .expect("label");
-        let decision = env.decide(Some(4242)).expect("decide");
+        let decision = env.decide(Some(own_pid())).expect("decide");
         assert_eq!(
             decision,
             LabelDecision::Label("system_u:system_r:virt_launcher.process:s0:c1,c2".into())
@@ -153,11 +168,31 @@ mod tests {
     }
 
     #[test]
+    fn no_label_is_taken_from_a_pid_without_a_process() {
+        let (_d, env) = fake();
+        std::fs::create_dir_all(&env.selinuxfs).expect("mkdir");
+        std::fs::write(env.selinuxfs.join("enforce"), "1").expect("enforce");
+        // Above the kernel's largest pid_max: no process can have it, whatever /proc says.
+        let gone = 4_194_305;
+        let attr = env.proc.join(format!("{gone}/attr"));
+        std::fs::create_dir_all(&attr).expect("mkdir");
+        std::fs::write(attr.join("current"), "system_u:system_r:unconfined_t:s0\0").expect("label");
+        let err = env
+            .decide(Some(gone))
+            .expect_err("no process behind the pid");
+        assert!(err.to_string().contains(&format!("pid {gone}")), "{err}");
+    }
+
+    #[test]
     fn unreadable_label_is_an_error_naming_the_pid() {
         let (_d, env) = fake();
         std::fs::create_dir_all(&env.selinuxfs).expect("mkdir");
         std::fs::write(env.selinuxfs.join("enforce"), "1").expect("enforce");
-        let err = env.decide(Some(999)).expect_err("no such pid");
-        assert!(err.to_string().contains("pid 999"), "{err}");
+        // A live pid whose label file is missing (the fake /proc has none for it).
+        let err = env.decide(Some(own_pid())).expect_err("no label file");
+        assert!(
+            err.to_string().contains(&format!("pid {}", own_pid())),
+            "{err}"
+        );
     }
 }
