@@ -22,6 +22,8 @@ pub enum FileError {
     },
     #[error("directory {path} is not safe: {why}")]
     Unsafe { path: PathBuf, why: String },
+    #[error(transparent)]
+    Input(netbind_model::input::InputError),
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> FileError + 'a {
@@ -270,23 +272,21 @@ pub fn remove(dir: &Path, name: &str) -> Result<(), FileError> {
     }
 }
 
+/// The most a record of ours (state, hand-off) may hold: far above any pod's (a few KB for
+/// one interface; the admission limit is 256), so a file past it was not written by us.
+pub const MAX_RECORD_BYTES: u64 = 16 << 20;
+
 /// Reads `dir/name` without following a symlink in its last component; `None` if absent.
+/// Only a regular file of one name, opened without blocking, at most [`MAX_RECORD_BYTES`]:
+/// the directory is root's, and whatever else is found there is an error, not a hang.
 pub fn read_nofollow(dir: &Path, name: &str) -> Result<Option<Vec<u8>>, FileError> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = dir.join(name);
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-    {
-        Ok(mut file) => {
-            let mut buf = Vec::new();
-            file.read_to_end(&mut buf).map_err(io("read", &path))?;
-            Ok(Some(buf))
+    use netbind_model::input::{InputError, read_untrusted};
+    match read_untrusted(&dir.join(name), MAX_RECORD_BYTES) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(InputError::Open { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(None)
         }
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(err) => Err(io("open", &path)(err)),
+        Err(err) => Err(FileError::Input(err)),
     }
 }
 
@@ -301,4 +301,55 @@ pub fn create_log(path: &Path) -> std::io::Result<std::fs::File> {
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used, clippy::unwrap_used)] // test code
+    use super::*;
+
+    /// A record's read never blocks or runs on: a FIFO, a symlink and a file past the limit are
+    /// errors naming the file, an absent one is `None`.
+    #[test]
+    fn a_record_is_read_only_from_a_regular_file_within_the_limit() {
+        let dir = tempfile::tempdir().expect("tmp");
+        assert!(
+            read_nofollow(dir.path(), "absent")
+                .expect("absent")
+                .is_none()
+        );
+
+        let fifo = dir.path().join("fifo");
+        // SAFETY: mkfifo reads a NUL-terminated path that lives across the call.
+        assert_eq!(unsafe { libc::mkfifo(cstr(&fifo).as_ptr(), 0o600) }, 0);
+        let (sent, received) = std::sync::mpsc::channel();
+        let at = dir.path().to_path_buf();
+        std::thread::spawn(move || {
+            let _ = sent.send(
+                read_nofollow(&at, "fifo")
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            );
+        });
+        let err = received
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("reading a FIFO blocked")
+            .expect_err("a FIFO is no record");
+        assert!(err.contains("fifo") && err.contains("FIFO"), "{err}");
+
+        std::os::unix::fs::symlink("/etc/hostname", dir.path().join("link")).expect("symlink");
+        let err = read_nofollow(dir.path(), "link").expect_err("a symlink is not followed");
+        assert!(err.to_string().contains("link"), "{err}");
+
+        let big = std::fs::File::create(dir.path().join("big")).expect("create");
+        big.set_len(MAX_RECORD_BYTES + 1).expect("sparse");
+        let err = read_nofollow(dir.path(), "big").expect_err("past the limit");
+        assert!(err.to_string().contains("limit"), "{err}");
+
+        std::fs::write(dir.path().join("ok"), b"{}").expect("write");
+        assert_eq!(
+            read_nofollow(dir.path(), "ok").expect("read"),
+            Some(b"{}".to_vec())
+        );
+    }
 }
