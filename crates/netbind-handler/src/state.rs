@@ -71,7 +71,14 @@ pub enum StateError {
         path: PathBuf,
         source: serde_json::Error,
     },
-    #[error("state file {path} is corrupt: {source}")]
+    /// Never from a crash (the file is replaced by a rename); from an edit, a disk, or a
+    /// netbind that wrote fields this one does not know. The operator decides: nothing of
+    /// what the file records is guessed at.
+    #[error(
+        "state file {path} is corrupt: {source} (nothing was changed; repair it, or remove it \
+         to go on without it: the pod's links and tables then go with its namespace, and RA \
+         responders it records must be stopped by hand)"
+    )]
     Corrupt {
         path: PathBuf,
         source: serde_json::Error,
@@ -113,4 +120,27 @@ pub fn remove(dir: &Path) -> Result<(), StateError> {
     // The directory is per pod; leave nothing behind once it is empty.
     let _ = std::fs::remove_dir(dir);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used, clippy::unwrap_used)] // test code
+    use super::*;
+
+    /// A state that cannot be read stops the run with the file named and what the operator
+    /// may do, and stays as it is for them.
+    #[test]
+    fn a_corrupt_state_is_refused_and_kept() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join(STATE_FILE);
+        std::fs::write(&path, br#"{"version":1,"pha"#).expect("write");
+        let err = load(dir.path()).expect_err("corrupt");
+        let text = err.to_string();
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(
+            text.contains("nothing was changed") && text.contains("remove it"),
+            "{text}"
+        );
+        assert_eq!(std::fs::read(&path).expect("kept"), br#"{"version":1,"pha"#);
+    }
 }
