@@ -309,9 +309,7 @@ pub fn up(args: &UpArgs) -> Result<UpReport, UpError> {
         }),
         Err(err) => {
             let console = console_path(&dir, args.boot);
-            if let Ok(console_text) =
-                vm::read_console(&console).map(|b| String::from_utf8_lossy(&b).into_owned())
-            {
+            if let Ok(console_text) = vm::read_console_text(&console) {
                 let tail: Vec<&str> = console_text.lines().rev().take(15).collect();
                 eprintln!("guest console (last lines):");
                 for line in tail.iter().rev() {
@@ -504,7 +502,7 @@ fn bring_up(
             "phase 2",
             format!(
                 "launcher not ready: {}",
-                std::fs::read_to_string(&launcher_log)
+                vm::read_console_text(&launcher_log)
                     .unwrap_or_default()
                     .trim()
             ),

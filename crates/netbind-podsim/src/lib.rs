@@ -114,7 +114,8 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Si
     }
 }
 
-/// Runs a command; an error carries its stderr.
+/// Runs a command; an error carries its stderr, [`vm::printable`] (some commands run in the
+/// VM side's sandbox, whose output an operator's terminal must not take as escapes).
 pub fn run(what: &str, cmd: &mut Command) -> Result<String, SimError> {
     let out = cmd.output().map_err(|e| SimError::Cmd {
         what: what.into(),
@@ -123,7 +124,7 @@ pub fn run(what: &str, cmd: &mut Command) -> Result<String, SimError> {
     if !out.status.success() {
         return Err(SimError::Cmd {
             what: what.into(),
-            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            detail: vm::printable(String::from_utf8_lossy(&out.stderr).trim()),
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())

@@ -29,7 +29,32 @@ pub fn read_console(file: &Path) -> Result<Vec<u8>, netbind_model::input::InputE
     netbind_model::input::read_untrusted(file, MAX_LOG_BYTES)
 }
 
-/// Waits until `file` holds a line containing `needle`; returns that line. `file` is one root
+/// Text the VM side wrote (a console, a log), made safe to show on an operator's terminal:
+/// every control character but the line feed and the tab is written as an escape (`\u{1b}`),
+/// so that a guest or a launcher cannot send escape sequences through netbind to the
+/// terminal (retitle it, rewrite what it shows, or worse on a terminal with a flaw).
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        if ch.is_control() && ch != '\n' && ch != '\t' {
+            out.extend(ch.escape_default());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+/// [`read_console`] as text to show: invalid UTF-8 replaced, line ends as they are
+/// (a serial console's "\r\n" as "\n"), everything else [`printable`].
+pub fn read_console_text(file: &Path) -> Result<String, netbind_model::input::InputError> {
+    let bytes = read_console(file)?;
+    let text = String::from_utf8_lossy(&bytes);
+    Ok(text.lines().map(printable).collect::<Vec<_>>().join("\n"))
+}
+
+/// Waits until `file` holds a line containing `needle`; returns that line ([`printable`]:
+/// callers show it or parts of it). `file` is one root
 /// created in a root-owned directory; it is read as a regular file, and at most
 /// [`MAX_LOG_BYTES`] of it.
 pub fn wait_for_line(
@@ -43,7 +68,7 @@ pub fn wait_for_line(
         if let Ok(text) = read_console(file) {
             let text = String::from_utf8_lossy(&text);
             if let Some(line) = text.lines().find(|line| line.contains(needle)) {
-                return Some(line.to_string());
+                return Some(printable(line));
             }
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -339,4 +364,49 @@ pub fn guest_page_answers(addr: std::net::SocketAddr, patience: Duration) -> boo
         std::thread::sleep(Duration::from_millis(200));
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used, clippy::unwrap_used)] // test code
+    use super::*;
+
+    /// What a hostile guest might print on its console: a line that retitles the terminal
+    /// (OSC 0, ended by BEL), clears it (CSI 2J), and a lease line carrying an escape in its
+    /// address. Nothing of it reaches the operator as a control character.
+    const HOSTILE: &str = "boot\r\n\u{1b}]0;pwned\u{7}\u{1b}[2Jhello\r\n\
+                           NETBIND-GUEST lease ip=10.0.2.2\u{1b}[31m router=10.0.2.1 mtu=1500\r\n";
+
+    fn no_controls_but_line_feeds(text: &str) {
+        assert!(
+            !text.chars().any(|ch| ch.is_control() && ch != '\n'),
+            "a control character left in {text:?}"
+        );
+    }
+
+    #[test]
+    fn what_the_vm_side_wrote_is_shown_without_its_control_characters() {
+        assert_eq!(printable("a\u{1b}[2Jb\tc"), "a\\u{1b}[2Jb\tc");
+        let dir = tempfile::tempdir().expect("tmp");
+        let console = dir.path().join("console.log");
+        std::fs::write(&console, HOSTILE).expect("write");
+
+        let text = read_console_text(&console).expect("read");
+        no_controls_but_line_feeds(&text);
+        assert_eq!(text.lines().count(), 3, "{text:?}");
+        assert!(text.contains("\\u{1b}]0;pwned\\u{7}"), "{text:?}");
+
+        let line = wait_for_line(
+            &console,
+            "NETBIND-GUEST lease ",
+            Duration::from_secs(5),
+            &|| false,
+        )
+        .expect("the lease line");
+        no_controls_but_line_feeds(&line);
+        assert!(
+            line.starts_with("NETBIND-GUEST lease ip=10.0.2.2\\u{1b}[31m"),
+            "{line:?}"
+        );
+    }
 }

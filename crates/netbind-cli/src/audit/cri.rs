@@ -163,7 +163,7 @@ pub(super) fn run(
                     "the audit container exited {} ({}): {}",
                     exit.code,
                     exit.reason,
-                    String::from_utf8_lossy(&log)
+                    vm::printable(&String::from_utf8_lossy(&log))
                 )));
             }
             Ok(stdout_of(&String::from_utf8_lossy(&log)))

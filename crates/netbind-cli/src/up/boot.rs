@@ -55,9 +55,7 @@ fn start_passt(
             "passt",
             format!(
                 "passt did not listen: {}",
-                netbind_model::input::read_text(&log, vm::MAX_LOG_BYTES)
-                    .unwrap_or_default()
-                    .trim()
+                vm::read_console_text(&log).unwrap_or_default().trim()
             ),
         )
     })?;
