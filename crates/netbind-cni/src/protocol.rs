@@ -125,7 +125,8 @@ impl Env {
         {
             return Err(bad(
                 "CNI_CONTAINERID",
-                "must be letters, digits, '_', '.' and '-' (at most 128)",
+                "must be letters, digits, '_', '.' and '-', starting with a letter or digit \
+                 (at most 128)",
             ));
         }
         let env = Env {

@@ -44,6 +44,20 @@ fn environment_needs_what_each_command_uses() {
     ])
     .expect_err("path in the container id");
     assert!(err.msg.starts_with("CNI_CONTAINERID"), "{}", err.msg);
+    // No slash, but the run directory's parent or a hidden name all the same.
+    for id in ["..", ".", ".hidden"] {
+        let err = env(&[
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", id),
+            ("CNI_IFNAME", "eth0"),
+        ])
+        .expect_err("a dot first");
+        assert!(
+            err.msg.contains("starting with a letter or digit"),
+            "{id}: {}",
+            err.msg
+        );
+    }
     let err = env(&[("CNI_COMMAND", "FROB")]).expect_err("unknown command");
     assert!(err.msg.contains("FROB"), "{}", err.msg);
 }
