@@ -310,18 +310,11 @@ fn decode<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ObjectError> 
         return Err(object_err("", "the document is too large"));
     }
     serde_saphyr::from_str(text).map_err(|e| {
-        let full = e.without_snippet().to_string();
-        let first = full.lines().next().unwrap_or("invalid YAML").to_string();
         let at = e
             .location()
             .map(|l| format!("line {}, column {}", l.line(), l.column()))
             .unwrap_or_default();
-        let first = first
-            .split(" at line ")
-            .next()
-            .unwrap_or(&first)
-            .to_string();
-        object_err(at, first)
+        object_err(at, crate::yaml::message_of(&e))
     })
 }
 
@@ -362,6 +355,20 @@ mod tests {
         let err =
             kubevirt_config(&CR.replace("kind: KubeVirt", "kind: KubeVirtt")).expect_err("kind");
         assert_eq!(err.path, "kind");
+        // The VMI loader's wording for YAML's own errors: an error inside an aliased value
+        // names the value's place, whole (it used to end in "(used").
+        let aliased = CR
+            .replace("imagePullPolicy: IfNotPresent", "imagePullPolicy: &p [1]")
+            .replace(
+                "defaultNetworkInterface: masquerade",
+                "defaultNetworkInterface: *p",
+            );
+        let err = kubevirt_config(&aliased).expect_err("a list for a string");
+        assert!(
+            err.message.contains("(in the value anchored at line 5"),
+            "{err}"
+        );
+        assert!(!err.message.contains("(used"), "{err}");
     }
 
     #[test]

@@ -128,7 +128,7 @@ fn decode<T: DeserializeOwned>(text: &str) -> Result<T, LoadError> {
 }
 
 /// A decoding error in a VMI author's terms. The position goes in front, by the caller.
-fn message_of(err: &serde_saphyr::Error) -> String {
+pub(crate) fn message_of(err: &serde_saphyr::Error) -> String {
     use serde_saphyr::Error;
     // An error with a source snippet, or inside an alias's value, comes wrapped; the wrapper
     // of an alias knows where its anchor is, which the message then names.
