@@ -53,10 +53,9 @@ pub fn read_console_text(file: &Path) -> Result<String, netbind_model::input::In
     Ok(text.lines().map(printable).collect::<Vec<_>>().join("\n"))
 }
 
-/// Waits until `file` holds a line containing `needle`; returns that line ([`printable`]:
-/// callers show it or parts of it). `file` is one root
-/// created in a root-owned directory; it is read as a regular file, and at most
-/// [`MAX_LOG_BYTES`] of it.
+/// Waits until `file` holds a line containing `needle`; returns that line, [`printable`]
+/// (callers show it or parts of it). `file` is one root created in a root-owned directory; it
+/// is read as a regular file, and at most [`MAX_LOG_BYTES`] of it.
 pub fn wait_for_line(
     file: &Path,
     needle: &str,
