@@ -30,7 +30,8 @@ pub enum InputError {
     NotText { path: PathBuf },
 }
 
-fn kind(file_type: std::fs::FileType) -> &'static str {
+/// What a file that is not a regular one is, for an error: "directory", "FIFO", ...
+pub fn file_kind(file_type: std::fs::FileType) -> &'static str {
     if file_type.is_dir() {
         "directory"
     } else if file_type.is_fifo() {
@@ -82,7 +83,7 @@ fn read_with(path: &Path, limit: u64, flags: i32) -> Result<Vec<u8>, InputError>
     if !ftype.is_file() {
         return Err(InputError::NotRegular {
             path: path.into(),
-            kind: kind(ftype),
+            kind: file_kind(ftype),
         });
     }
     // Room for the whole file as its size says, plus the byte that tells the end (or a file

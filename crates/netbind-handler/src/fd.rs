@@ -1,7 +1,7 @@
 //! Descriptors from raw system-call returns. Every descriptor the crate gets from `libc`
-//! (open, openat, socket, pidfd_open, fsopen, fsmount) becomes an `OwnedFd` here, so the
-//! ownership claim that needs `unsafe` is made in one place, right after the call, before
-//! anything else can touch `errno`.
+//! (open, openat, socket, fsopen, fsmount; pidfds come from `netbind_netns::pidfd_open`)
+//! becomes an `OwnedFd` here, so the ownership claim that needs `unsafe` is made in one
+//! place, right after the call, before anything else can touch `errno`.
 
 use std::os::fd::{FromRawFd, OwnedFd};
 

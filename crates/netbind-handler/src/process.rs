@@ -80,12 +80,10 @@ impl Proc {
 
 /// A pidfd on whatever process has `pid` now (pid 0 and 1 are never taken).
 pub fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
-    let pid = libc::pid_t::try_from(pid)
-        .ok()
-        .filter(|p| *p > 1)
-        .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ESRCH))?;
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    crate::fd::owned(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })
+    if pid <= 1 {
+        return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    netbind_netns::pidfd_open(pid)
 }
 
 /// Whether the process behind `fd` has not been reaped yet (signal 0: checked, not sent).

@@ -10,7 +10,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +67,8 @@ pub struct Netns {
     target: NetnsTarget,
 }
 
-fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+/// A pidfd on whatever process has `pid` now (the handler's process identities use it too).
+pub fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
     let pid =
         libc::pid_t::try_from(pid).map_err(|_| std::io::Error::from_raw_os_error(libc::ESRCH))?;
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is shared.
@@ -146,15 +147,8 @@ fn network_namespace(file: &File) -> Result<(), String> {
         .metadata()
         .map_err(|err| format!("a file whose type cannot be read ({err})"))?
         .file_type();
-    let special = [
-        (kind.is_dir(), "a directory"),
-        (kind.is_fifo(), "a FIFO"),
-        (kind.is_socket(), "a socket"),
-        (kind.is_char_device(), "a character device"),
-        (kind.is_block_device(), "a block device"),
-    ];
-    if let Some((_, what)) = special.into_iter().find(|(is, _)| *is) {
-        return Err(what.to_string());
+    if !kind.is_file() {
+        return Err(format!("a {}", netbind_contract::input::file_kind(kind)));
     }
     // SAFETY: NS_GET_NSTYPE takes no argument; it only asks the kernel about the open file.
     let nstype = unsafe { libc::ioctl(file.as_raw_fd(), libc::NS_GET_NSTYPE) };
