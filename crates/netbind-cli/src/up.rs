@@ -63,6 +63,10 @@ pub enum UpError {
     Step { step: &'static str, detail: String },
 }
 
+/// How many of a log's last lines an error quotes (a launcher or passt that did not start):
+/// enough to say why, never a whole log the VM side wrote.
+const LOG_TAIL_LINES: usize = 20;
+
 fn step_err(step: &'static str, detail: impl Into<String>) -> UpError {
     UpError::Step {
         step,
@@ -309,10 +313,9 @@ pub fn up(args: &UpArgs) -> Result<UpReport, UpError> {
         }),
         Err(err) => {
             let console = console_path(&dir, args.boot);
-            if let Ok(console_text) = vm::read_console_text(&console) {
-                let tail: Vec<&str> = console_text.lines().rev().take(15).collect();
+            if let Ok(tail) = vm::read_console_tail(&console, 15) {
                 eprintln!("guest console (last lines):");
-                for line in tail.iter().rev() {
+                for line in tail.lines() {
                     eprintln!("  {line}");
                 }
             }
@@ -502,7 +505,7 @@ fn bring_up(
             "phase 2",
             format!(
                 "launcher not ready: {}",
-                vm::read_console_text(&launcher_log)
+                vm::read_console_tail(&launcher_log, LOG_TAIL_LINES)
                     .unwrap_or_default()
                     .trim()
             ),

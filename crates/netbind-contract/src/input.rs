@@ -59,7 +59,16 @@ pub fn read_untrusted(path: &Path, limit: u64) -> Result<Vec<u8>, InputError> {
     read_with(path, limit, libc::O_NOFOLLOW)
 }
 
-fn read_with(path: &Path, limit: u64, flags: i32) -> Result<Vec<u8>, InputError> {
+/// Opens `path` as [`read_untrusted`] does (no symlink as its last component, a regular file
+/// with one name, checked on the open descriptor), for a reader that follows a log as it
+/// grows instead of reading it once.
+pub fn open_untrusted(path: &Path) -> Result<std::fs::File, InputError> {
+    open_checked(path, libc::O_NOFOLLOW).map(|(file, _)| file)
+}
+
+/// Opens `path` without blocking (a FIFO would block a plain open) and checks what it is on
+/// the descriptor: a regular file, and with `O_NOFOLLOW` in `flags` one with a single name.
+fn open_checked(path: &Path, flags: i32) -> Result<(std::fs::File, std::fs::Metadata), InputError> {
     use std::os::unix::fs::MetadataExt;
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -86,6 +95,11 @@ fn read_with(path: &Path, limit: u64, flags: i32) -> Result<Vec<u8>, InputError>
             kind: file_kind(ftype),
         });
     }
+    Ok((file, meta))
+}
+
+fn read_with(path: &Path, limit: u64, flags: i32) -> Result<Vec<u8>, InputError> {
+    let (file, meta) = open_checked(path, flags)?;
     // Room for the whole file as its size says, plus the byte that tells the end (or a file
     // past the limit) apart: two reads instead of a run of doubling ones from 32 bytes up.
     // The size is a hint only (the file may change); the limit is what the read enforces.

@@ -201,7 +201,8 @@ impl PluginPod {
         vm::wait_for_line(&self.console, needle, patience, &|| false)
     }
 
-    pub fn console_text(&self) -> String {
-        String::from_utf8_lossy(&vm::read_console(&self.console).unwrap_or_default()).into_owned()
+    /// The console's last lines (for a failure's message), control characters escaped.
+    pub fn console_tail(&self) -> String {
+        vm::read_console_tail(&self.console, 60).unwrap_or_default()
     }
 }

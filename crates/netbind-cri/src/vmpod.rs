@@ -90,27 +90,32 @@ pub(crate) fn wait_ready(
     log_path: &Path,
     what: &str,
 ) -> Result<(), CriError> {
-    let log_text =
-        || String::from_utf8_lossy(&vm::read_console(log_path).unwrap_or_default()).into_owned();
+    // Followed as it grows: each look reads only what the container wrote since the last.
+    let mut log = vm::Follow::new(log_path);
+    let mut is_ready = || {
+        matches!(
+            log.poll(|line| {
+                if line.contains("\"event\":\"ready\"") {
+                    std::ops::ControlFlow::Break(())
+                } else {
+                    std::ops::ControlFlow::Continue(())
+                }
+            }),
+            Ok(Some(()))
+        )
+    };
     let started_at = Instant::now();
-    while !log_text().contains("\"event\":\"ready\"") {
+    while !is_ready() {
         if let Some(exit) = cri.exited(container)? {
             // The container's log (CRI format: time, stream, tag, text) says why.
-            let text = log_text();
+            let text = vm::read_console_tail(log_path, 5).unwrap_or_default();
             let tail: Vec<&str> = text
                 .lines()
-                .rev()
-                .take(5)
                 .map(|l| l.splitn(4, ' ').nth(3).unwrap_or(l))
                 .collect();
             return Err(node_err(
                 &format!("{what} exited before it was ready"),
-                format!(
-                    "exit {} {}: {}",
-                    exit.code,
-                    exit.reason,
-                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-                ),
+                format!("exit {} {}: {}", exit.code, exit.reason, tail.join(" | ")),
             ));
         }
         if started_at.elapsed() > Duration::from_secs(30) {
@@ -330,7 +335,8 @@ impl VmPod {
         vm::wait_for_line(&self.console, needle, patience, &|| false)
     }
 
-    pub fn console_text(&self) -> String {
-        String::from_utf8_lossy(&vm::read_console(&self.console).unwrap_or_default()).into_owned()
+    /// The console's last lines (for a failure's message), control characters escaped.
+    pub fn console_tail(&self) -> String {
+        vm::read_console_tail(&self.console, 60).unwrap_or_default()
     }
 }

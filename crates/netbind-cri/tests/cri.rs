@@ -162,9 +162,9 @@ fn vm_pod(tag: &str, vmi_file: &str, masquerade: bool) {
         .console_line("NETBIND-GUEST lease ", Duration::from_secs(180))
         .unwrap_or_else(|| {
             panic!(
-                "no lease in 180 s; qemu: {:?}; console:\n{}",
+                "no lease in 180 s; qemu: {:?}; console (last lines):\n{}",
                 pod.qemu.as_ref().map(|q| cri.exited(q)),
-                pod.console_text()
+                pod.console_tail()
             )
         });
     eprintln!("RunPodSandbox to lease: {:?}", pod.started.elapsed());
@@ -311,10 +311,10 @@ fn kubevirt_shaped_binding_plugin_pod_on_containerd() {
         .console_line("NETBIND-GUEST lease ", Duration::from_secs(180))
         .unwrap_or_else(|| {
             panic!(
-                "no lease in 180 s; qemu: {:?}; sidecar: {:?}; console:\n{}\nsidecar log:\n{}",
+                "no lease in 180 s; qemu: {:?}; sidecar: {:?}; console (last lines):\n{}\nsidecar log:\n{}",
                 cri.exited(&pod.qemu),
                 cri.exited(&pod.sidecar),
-                pod.console_text(),
+                pod.console_tail(),
                 std::fs::read_to_string(
                     Path::new(&pod.pod.log_directory).join("hook-sidecar-0.log")
                 )

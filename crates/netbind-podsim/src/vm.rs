@@ -45,17 +45,186 @@ pub fn printable(text: &str) -> String {
     out
 }
 
-/// [`read_console`] as text to show: invalid UTF-8 replaced, line ends as they are
-/// (a serial console's "\r\n" as "\n"), everything else [`printable`].
-pub fn read_console_text(file: &Path) -> Result<String, netbind_model::input::InputError> {
-    let bytes = read_console(file)?;
+/// How much of the end of a log or console [`read_console_tail`] reads.
+const TAIL_BYTES: u64 = 64 << 10;
+
+/// The last `max_lines` lines of a log or console, to show in an error: read from its last
+/// 64 KiB whatever its size (a console past [`MAX_LOG_BYTES`] still shows how it ended), opened
+/// as [`read_console`] opens it; invalid UTF-8 replaced, a serial console's "\r\n" as "\n",
+/// every line [`printable`].
+pub fn read_console_tail(
+    file: &Path,
+    max_lines: usize,
+) -> Result<String, netbind_model::input::InputError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let read_err = |source| netbind_model::input::InputError::Read {
+        path: file.into(),
+        source,
+    };
+    let mut opened = netbind_model::input::open_untrusted(file)?;
+    let len = opened.metadata().map_err(read_err)?.len();
+    let from = len.saturating_sub(TAIL_BYTES);
+    opened.seek(SeekFrom::Start(from)).map_err(read_err)?;
+    let mut bytes = Vec::new();
+    opened
+        .take(TAIL_BYTES)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
     let text = String::from_utf8_lossy(&bytes);
-    Ok(text.lines().map(printable).collect::<Vec<_>>().join("\n"))
+    let mut lines: Vec<&str> = text.lines().collect();
+    if from > 0 && !lines.is_empty() {
+        // The first line read started before `from`: only its end is here.
+        lines.remove(0);
+    }
+    let keep = lines.len().saturating_sub(max_lines);
+    Ok(lines[keep..]
+        .iter()
+        .map(|line| printable(line.trim_end_matches('\r')))
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+/// The longest line a [`Follow`] keeps: the rest of a longer one, up to its end, is dropped,
+/// so that a writer that never ends a line cannot grow root's memory.
+pub const MAX_LINE_BYTES: usize = 64 << 10;
+
+/// The most one [`Follow::poll`] reads: a writer faster than the reader cannot keep a poll
+/// from returning.
+const MAX_POLL_BYTES: u64 = 16 << 20;
+
+/// A log or console read as it grows, line by line: opened once, as [`read_console`] opens
+/// it (the first poll that finds it), then read from where the last read stopped. What it
+/// holds is one chunk and one unfinished line, whatever the file's size, and each poll costs
+/// what was appended since the last one, not the whole file again. A file found shorter than
+/// what was read (rewritten from the start) is read again from its start.
+#[derive(Debug)]
+pub struct Follow {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    offset: u64,
+    /// The unfinished last line, at most [`MAX_LINE_BYTES`] of it.
+    partial: Vec<u8>,
+    caught_up: bool,
+}
+
+impl Follow {
+    pub fn new(path: &Path) -> Follow {
+        Follow {
+            path: path.to_path_buf(),
+            file: None,
+            offset: 0,
+            partial: Vec::new(),
+            caught_up: false,
+        }
+    }
+
+    /// Whether the last poll read up to the end of the file (or found no file yet).
+    pub fn caught_up(&self) -> bool {
+        self.caught_up
+    }
+
+    /// Reads what was appended since the last poll and gives `each` every line it completed
+    /// (invalid UTF-8 replaced, a serial console's "\r" dropped, as the writer wrote it:
+    /// callers make it [`printable`] to show it), until `each` breaks with a value, which is
+    /// returned. A line is given once its line feed is there, never while it is still being
+    /// written (a guest's serial console can pause mid-line, and a lease line cut short would
+    /// lose its fields). No file yet is no line.
+    pub fn poll<B>(
+        &mut self,
+        mut each: impl FnMut(&str) -> std::ops::ControlFlow<B>,
+    ) -> Result<Option<B>, netbind_model::input::InputError> {
+        use std::ops::ControlFlow;
+        use std::os::unix::fs::FileExt;
+        let path = self.path.clone();
+        let read_err = move |source| netbind_model::input::InputError::Read {
+            path: path.clone(),
+            source,
+        };
+        if self.file.is_none() {
+            match netbind_model::input::open_untrusted(&self.path) {
+                Ok(file) => self.file = Some(file),
+                Err(netbind_model::input::InputError::Open { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    self.caught_up = true;
+                    return Ok(None);
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        let Some(file) = &self.file else {
+            return Ok(None);
+        };
+        if file.metadata().map_err(&read_err)?.len() < self.offset {
+            self.offset = 0;
+            self.partial.clear();
+        }
+        let mut chunk = vec![0u8; 64 << 10];
+        let mut read_now = 0u64;
+        self.caught_up = false;
+        while read_now < MAX_POLL_BYTES {
+            let n = match file.read_at(&mut chunk, self.offset) {
+                Ok(0) => {
+                    self.caught_up = true;
+                    break;
+                }
+                Ok(n) => n,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(read_err(err)),
+            };
+            self.offset += n as u64;
+            read_now += n as u64;
+            let mut rest = &chunk[..n];
+            while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+                keep(&mut self.partial, &rest[..end]);
+                let line = String::from_utf8_lossy(&self.partial).into_owned();
+                self.partial.clear();
+                rest = &rest[end + 1..];
+                if let ControlFlow::Break(found) = each(line.trim_end_matches('\r')) {
+                    return Ok(Some(found));
+                }
+            }
+            keep(&mut self.partial, rest);
+        }
+        Ok(None)
+    }
+}
+
+/// Adds `bytes` to an unfinished line, up to [`MAX_LINE_BYTES`].
+fn keep(partial: &mut Vec<u8>, bytes: &[u8]) {
+    let room = MAX_LINE_BYTES.saturating_sub(partial.len());
+    partial.extend_from_slice(&bytes[..bytes.len().min(room)]);
+}
+
+/// Every line of a log or console that contains `needle`, as the file is now ([`Follow`]: read
+/// once through, whatever its size; at most `max` lines, the first ones), as written.
+pub fn lines_containing(
+    file: &Path,
+    needle: &str,
+    max: usize,
+) -> Result<Vec<String>, netbind_model::input::InputError> {
+    let mut follow = Follow::new(file);
+    let mut found = Vec::new();
+    loop {
+        let full = follow.poll(|line| {
+            if line.contains(needle) {
+                found.push(line.to_string());
+            }
+            if found.len() >= max {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        })?;
+        if full.is_some() || follow.caught_up() {
+            return Ok(found);
+        }
+    }
 }
 
 /// Waits until `file` holds a line containing `needle`; returns that line, [`printable`]
 /// (callers show it or parts of it). `file` is one root created in a root-owned directory; it
-/// is read as a regular file, and at most [`MAX_LOG_BYTES`] of it.
+/// is followed as it grows ([`Follow`]), so a line past [`MAX_LOG_BYTES`] is found too.
 pub fn wait_for_line(
     file: &Path,
     needle: &str,
@@ -63,14 +232,22 @@ pub fn wait_for_line(
     abort: &dyn Fn() -> bool,
 ) -> Option<String> {
     let started = Instant::now();
+    let mut follow = Follow::new(file);
     while started.elapsed() < timeout && !abort() {
-        if let Ok(text) = read_console(file) {
-            let text = String::from_utf8_lossy(&text);
-            if let Some(line) = text.lines().find(|line| line.contains(needle)) {
-                return Some(printable(line));
+        let found = follow.poll(|line| {
+            if line.contains(needle) {
+                std::ops::ControlFlow::Break(printable(line))
+            } else {
+                std::ops::ControlFlow::Continue(())
             }
+        });
+        match found {
+            Ok(Some(line)) => return Some(line),
+            // More was appended than one poll reads: go on at once.
+            Ok(None) if !follow.caught_up() => continue,
+            // Not there yet (or not a file root may read: the timeout tells).
+            Ok(None) | Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
     None
 }
@@ -383,6 +560,113 @@ mod tests {
         );
     }
 
+    /// A guest that prints more than root reads of a file at once ([`MAX_LOG_BYTES`]) before
+    /// its lease line: the line is still found (it was not, and `netbind up` failed with "no
+    /// lease within 180 s"), the guest's other reports too, and an error still shows how the
+    /// console ended.
+    #[test]
+    fn a_line_past_the_read_cap_is_found() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let console = dir.path().join("console.log");
+        let filler = "kernel: a verbose boot line, again and again, to fill the console\r\n";
+        let mut text =
+            filler.repeat(usize::try_from(MAX_LOG_BYTES).expect("fits") / filler.len() + 1000);
+        text.push_str("NETBIND-GUEST lease ip=10.0.2.2 router=10.0.2.1 mtu=1500\r\n");
+        text.push_str("NETBIND-GUEST ready\r\n");
+        std::fs::write(&console, &text).expect("write");
+        assert!(std::fs::metadata(&console).expect("stat").len() > MAX_LOG_BYTES);
+
+        let line = wait_for_line(
+            &console,
+            "NETBIND-GUEST lease ",
+            Duration::from_secs(10),
+            &|| false,
+        )
+        .expect("the lease line past the cap");
+        assert_eq!(
+            line,
+            "NETBIND-GUEST lease ip=10.0.2.2 router=10.0.2.1 mtu=1500"
+        );
+        let reports = lines_containing(&console, "NETBIND-GUEST ", 10).expect("read");
+        assert_eq!(reports.len(), 2, "{reports:?}");
+        let tail = read_console_tail(&console, 2).expect("tail");
+        assert_eq!(
+            tail,
+            "NETBIND-GUEST lease ip=10.0.2.2 router=10.0.2.1 mtu=1500\nNETBIND-GUEST ready"
+        );
+    }
+
+    /// The console as a guest writes it, a piece at a time: a line is given once whole (never
+    /// while the writer pauses in it), a line longer than [`MAX_LINE_BYTES`] is cut there, and
+    /// a console rewritten from its start is read again.
+    #[test]
+    fn follows_a_console_as_it_grows() {
+        use std::io::Write;
+        use std::ops::ControlFlow;
+        let dir = tempfile::tempdir().expect("tmp");
+        let console = dir.path().join("console.log");
+        let mut follow = Follow::new(&console);
+        let mut lines = Vec::new();
+        let poll = |follow: &mut Follow, lines: &mut Vec<String>| {
+            let none: Option<()> = follow
+                .poll(|line| {
+                    lines.push(line.to_string());
+                    ControlFlow::Continue(())
+                })
+                .expect("poll");
+            assert!(none.is_none());
+        };
+        // No file yet: nothing, and no error.
+        poll(&mut follow, &mut lines);
+        assert!(lines.is_empty() && follow.caught_up());
+
+        let mut file = std::fs::File::create(&console).expect("create");
+        file.write_all(b"boot\r\nNETBIND-GUEST le").expect("write");
+        poll(&mut follow, &mut lines);
+        assert_eq!(lines, ["boot"]);
+        // The writer pauses mid-line: nothing until its end comes.
+        poll(&mut follow, &mut lines);
+        poll(&mut follow, &mut lines);
+        assert_eq!(lines, ["boot"]);
+        file.write_all(b"ase ip=10.0.2.2\r\n").expect("write");
+        poll(&mut follow, &mut lines);
+        assert_eq!(lines, ["boot", "NETBIND-GUEST lease ip=10.0.2.2"]);
+
+        // A line with no end for 1 MiB: kept to its first MAX_LINE_BYTES.
+        file.write_all(&vec![b'x'; 1 << 20]).expect("write");
+        file.write_all(b"\nafter\n").expect("write");
+        poll(&mut follow, &mut lines);
+        assert_eq!(lines[2].len(), MAX_LINE_BYTES);
+        assert_eq!(lines[3], "after");
+
+        // Rewritten from the start, shorter than what was read: read again from its start.
+        drop(file);
+        std::fs::write(&console, b"again\n").expect("rewrite");
+        poll(&mut follow, &mut lines);
+        assert_eq!(lines.last().map(String::as_str), Some("again"));
+
+        // A writer going on while the wait runs, pausing mid-line: the line is found whole.
+        let writer_path = console.clone();
+        let writer = std::thread::spawn(move || {
+            let mut file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(writer_path)
+                .expect("open");
+            for piece in ["more\n", "NETBIND-GUEST re", "ady\n"] {
+                std::thread::sleep(Duration::from_millis(120));
+                file.write_all(piece.as_bytes()).expect("write");
+            }
+        });
+        let line = wait_for_line(
+            &console,
+            "NETBIND-GUEST re",
+            Duration::from_secs(10),
+            &|| false,
+        );
+        writer.join().expect("writer");
+        assert_eq!(line.as_deref(), Some("NETBIND-GUEST ready"));
+    }
+
     #[test]
     fn what_the_vm_side_wrote_is_shown_without_its_control_characters() {
         assert_eq!(printable("a\u{1b}[2Jb\tc"), "a\\u{1b}[2Jb\tc");
@@ -390,7 +674,7 @@ mod tests {
         let console = dir.path().join("console.log");
         std::fs::write(&console, HOSTILE).expect("write");
 
-        let text = read_console_text(&console).expect("read");
+        let text = read_console_tail(&console, 15).expect("read");
         no_controls_but_line_feeds(&text);
         assert_eq!(text.lines().count(), 3, "{text:?}");
         assert!(text.contains("\\u{1b}]0;pwned\\u{7}"), "{text:?}");

@@ -55,7 +55,9 @@ fn start_passt(
             "passt",
             format!(
                 "passt did not listen: {}",
-                vm::read_console_text(&log).unwrap_or_default().trim()
+                vm::read_console_tail(&log, super::LOG_TAIL_LINES)
+                    .unwrap_or_default()
+                    .trim()
             ),
         )
     })?;
