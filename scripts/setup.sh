@@ -31,6 +31,7 @@ PKGS=(
   libvirt-daemon libvirt-daemon-driver-qemu  # an unprivileged libvirt session daemon
   containerd runc buildah catatonit  # the CRI tier: a private containerd, images built locally
   protobuf-compiler             # protoc, for the CRI client's generated code (crate k8s-cri)
+  python3 binutils              # the linker wrapper (scripts/link-ordered) and its nm
 )
 missing=()
 for p in "${PKGS[@]}"; do
