@@ -53,10 +53,23 @@ fn the_hot_functions_come_first_and_in_the_lists_order() {
         exact.insert(name.to_string(), addr);
         by_key.entry(key(name)).or_default().push(addr);
     }
-    // Where the wrapper put each name of the list it could resolve (as it resolves them:
-    // this build's own name, or one instance, at most two, by the name without its hash).
-    // The list names a function once per build it was made from: each place counts once.
+    // Still this program's functions: a name of the list is here as it is, or, made from
+    // another build, by its name without the hash (a debug build names nearly all of them
+    // that way). Fewer means the code moved away from the list.
     let names: Vec<&str> = list.lines().filter(|l| !l.is_empty()).collect();
+    let present = names
+        .iter()
+        .filter(|name| exact.contains_key(**name) || by_key.contains_key(&key(name)))
+        .count();
+    assert!(
+        present * 10 >= names.len() * 8,
+        "only {present} of the list's {} functions are in {binary}: the list is stale (run \
+         scripts/gen-link-order.sh as root)",
+        names.len()
+    );
+    // Where the wrapper put those it could resolve to one place (this build's own name, or
+    // the one instance of a name without its hash); the list names a function once per build
+    // it was made from, and each place counts once.
     let mut seen = std::collections::HashSet::new();
     let placed: Vec<u64> = names
         .iter()
@@ -72,11 +85,9 @@ fn the_hot_functions_come_first_and_in_the_lists_order() {
         .filter(|addr| seen.insert(*addr))
         .collect();
     assert!(
-        placed.len() * 3 >= names.len(),
-        "only {} of the list's {} functions are in {binary}: the list is stale (run \
-         scripts/gen-link-order.sh as root)",
-        placed.len(),
-        names.len()
+        placed.len() >= 100,
+        "only {} of the list's functions have one place in {binary}",
+        placed.len()
     );
     // Unordered, consecutive names of the list are as often in one order as in the other.
     // Ordered, nearly always ascending: the linker moves sections, and a C library object
