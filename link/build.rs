@@ -1,6 +1,6 @@
 //! The build script of netbind-handler and netbind-cni: links the crate's binary with the
 //! functions a pod operation runs placed first and together (`link/hot-functions.txt`,
-//! resolved by `scripts/link-ordered`, the linker `.cargo/config.toml` names). Each binary
+//! resolved by `scripts/link-ordered` (through `scripts/link-order.py`), the linker `.cargo/config.toml` names). Each binary
 //! is started once per pod operation, and its code comes into a cold process each time.
 //! `link/README.md` says what it saves and how the list is made.
 
