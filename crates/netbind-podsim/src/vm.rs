@@ -126,7 +126,8 @@ impl Follow {
     /// Reads what was appended since the last poll and gives `each` every line it completed
     /// (invalid UTF-8 replaced, a serial console's "\r" dropped, as the writer wrote it:
     /// callers make it [`printable`] to show it), until `each` breaks with a value, which is
-    /// returned. A line is given once its line feed is there, never while it is still being
+    /// returned; the next poll goes on with the line after it. A line is given once its line
+    /// feed is there, never while it is still being
     /// written (a guest's serial console can pause mid-line, and a lease line cut short would
     /// lose its fields). No file yet is no line.
     pub fn poll<B>(
@@ -181,6 +182,9 @@ impl Follow {
                 self.partial.clear();
                 rest = &rest[end + 1..];
                 if let ControlFlow::Break(found) = each(line.trim_end_matches('\r')) {
+                    // The next poll goes on right after this line, not after the chunk.
+                    self.offset -= rest.len() as u64;
+                    self.caught_up = false;
                     return Ok(Some(found));
                 }
             }
@@ -638,6 +642,21 @@ mod tests {
         poll(&mut follow, &mut lines);
         assert_eq!(lines[2].len(), MAX_LINE_BYTES);
         assert_eq!(lines[3], "after");
+
+        // A poll that stops at a line: the next one goes on with the line after it.
+        file.write_all(b"one\ntwo\nthree\n").expect("write");
+        let first = follow
+            .poll(|line| {
+                if line == "one" {
+                    ControlFlow::Break(line.to_string())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .expect("poll");
+        assert_eq!(first.as_deref(), Some("one"));
+        poll(&mut follow, &mut lines);
+        assert_eq!(lines[lines.len() - 2..], ["two", "three"]);
 
         // Rewritten from the start, shorter than what was read: read again from its start.
         drop(file);
