@@ -54,8 +54,10 @@ def defined_text_symbols(inputs):
         for line in out.splitlines():
             fields = line.split()
             if len(fields) >= 2 and fields[1] in ("T", "t", "W", "w"):
-                found.setdefault(key(fields[0]), []).append(fields[0])
-    return found
+                # A set: one function defined in several inputs (a weak instance of a
+                # generic function) is one instance, not several.
+                found.setdefault(key(fields[0]), set()).add(fields[0])
+    return {name: sorted(symbols) for name, symbols in found.items()}
 
 
 def resolve(wanted_path, args, out_path):
