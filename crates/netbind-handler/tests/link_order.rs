@@ -37,7 +37,6 @@ fn the_hot_functions_come_first_and_in_the_lists_order() {
     // Function symbols: exact name -> address, and the wrapper's key -> addresses.
     let mut exact = HashMap::new();
     let mut by_key: HashMap<String, Vec<u64>> = HashMap::new();
-    let mut text_start = u64::MAX;
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let [name, kind, addr, ..] = fields[..] else {
@@ -49,7 +48,6 @@ fn the_hot_functions_come_first_and_in_the_lists_order() {
         let Ok(addr) = u64::from_str_radix(addr, 16) else {
             continue;
         };
-        text_start = text_start.min(addr);
         exact.insert(name.to_string(), addr);
         by_key.entry(key(name)).or_default().push(addr);
     }
