@@ -92,18 +92,7 @@ pub(crate) fn wait_ready(
 ) -> Result<(), CriError> {
     // Followed as it grows: each look reads only what the container wrote since the last.
     let mut log = vm::Follow::new(log_path);
-    let mut is_ready = || {
-        matches!(
-            log.poll(|line| {
-                if line.contains("\"event\":\"ready\"") {
-                    std::ops::ControlFlow::Break(())
-                } else {
-                    std::ops::ControlFlow::Continue(())
-                }
-            }),
-            Ok(Some(()))
-        )
-    };
+    let mut is_ready = || matches!(log.next_containing("\"event\":\"ready\""), Ok(Some(_)));
     let started_at = Instant::now();
     while !is_ready() {
         if let Some(exit) = cri.exited(container)? {

@@ -104,6 +104,8 @@ pub struct Follow {
     offset: u64,
     /// The unfinished last line, at most [`MAX_LINE_BYTES`] of it.
     partial: Vec<u8>,
+    /// What one read takes in, made by the first poll that has a file to read.
+    chunk: Vec<u8>,
     caught_up: bool,
 }
 
@@ -114,8 +116,24 @@ impl Follow {
             file: None,
             offset: 0,
             partial: Vec::new(),
+            chunk: Vec::new(),
             caught_up: false,
         }
+    }
+
+    /// One poll for the next line containing `needle` (as written: callers make it
+    /// [`printable`] to show it).
+    pub fn next_containing(
+        &mut self,
+        needle: &str,
+    ) -> Result<Option<String>, netbind_model::input::InputError> {
+        self.poll(|line| {
+            if line.contains(needle) {
+                std::ops::ControlFlow::Break(line.to_string())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        })
     }
 
     /// Whether the last poll read up to the end of the file (or found no file yet).
@@ -127,9 +145,9 @@ impl Follow {
     /// (invalid UTF-8 replaced, a serial console's "\r" dropped, as the writer wrote it:
     /// callers make it [`printable`] to show it), until `each` breaks with a value, which is
     /// returned; the next poll goes on with the line after it. A line is given once its line
-    /// feed is there, never while it is still being
-    /// written (a guest's serial console can pause mid-line, and a lease line cut short would
-    /// lose its fields). No file yet is no line.
+    /// feed is there, never while it is still being written (a guest's serial console can
+    /// pause mid-line, and a lease line cut short would lose its fields). No file yet is no
+    /// line.
     pub fn poll<B>(
         &mut self,
         mut each: impl FnMut(&str) -> std::ops::ControlFlow<B>,
@@ -141,9 +159,10 @@ impl Follow {
             path: path.clone(),
             source,
         };
-        if self.file.is_none() {
-            match netbind_model::input::open_untrusted(&self.path) {
-                Ok(file) => self.file = Some(file),
+        let file = match &mut self.file {
+            Some(file) => file,
+            slot @ None => match netbind_model::input::open_untrusted(&self.path) {
+                Ok(file) => slot.insert(file),
                 Err(netbind_model::input::InputError::Open { source, .. })
                     if source.kind() == std::io::ErrorKind::NotFound =>
                 {
@@ -151,20 +170,20 @@ impl Follow {
                     return Ok(None);
                 }
                 Err(err) => return Err(err),
-            }
-        }
-        let Some(file) = &self.file else {
-            return Ok(None);
+            },
         };
         if file.metadata().map_err(&read_err)?.len() < self.offset {
             self.offset = 0;
             self.partial.clear();
         }
-        let mut chunk = vec![0u8; 64 << 10];
+        if self.chunk.is_empty() {
+            self.chunk = vec![0u8; 64 << 10];
+        }
+        let chunk = &mut self.chunk;
         let mut read_now = 0u64;
         self.caught_up = false;
         while read_now < MAX_POLL_BYTES {
-            let n = match file.read_at(&mut chunk, self.offset) {
+            let n = match file.read_at(chunk, self.offset) {
                 Ok(0) => {
                     self.caught_up = true;
                     break;
@@ -238,15 +257,8 @@ pub fn wait_for_line(
     let started = Instant::now();
     let mut follow = Follow::new(file);
     while started.elapsed() < timeout && !abort() {
-        let found = follow.poll(|line| {
-            if line.contains(needle) {
-                std::ops::ControlFlow::Break(printable(line))
-            } else {
-                std::ops::ControlFlow::Continue(())
-            }
-        });
-        match found {
-            Ok(Some(line)) => return Some(line),
+        match follow.next_containing(needle) {
+            Ok(Some(line)) => return Some(printable(&line)),
             // More was appended than one poll reads: go on at once.
             Ok(None) if !follow.caught_up() => continue,
             // Not there yet (or not a file root may read: the timeout tells).
