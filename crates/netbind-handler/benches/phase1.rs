@@ -667,6 +667,41 @@ fn shm_dir() -> std::path::PathBuf {
     }
 }
 
+/// The node namespace's netfilter hooks, shaped like kube-proxy's nftables ruleset (its base
+/// chains, without services): for both families, because kubelet and kube-proxy set up IPv6
+/// rules beside the IPv4 ones whenever the node's kernel has IPv6, whether or not the cluster
+/// uses it (kubernetes/kubernetes#94474, #99127).
+///
+/// Why the bench needs it: the kernel tracks whether any namespace has a netfilter hook at
+/// each (family, hook) point with a static key, and turning a key on or off rewrites the
+/// kernel's code on every CPU (`static_key_slow_inc` → text poking → an IPI to each CPU,
+/// each a VM exit here). On a node these keys are always on. In a bench whose node has no
+/// rules, every pod's ruleset turned some on and its teardown turned them off again: about
+/// 0.25-0.4 ms of a masquerade setup (paired medians of 30 fresh pods), charged to whichever
+/// tool's ruleset came first, that no node ever pays.
+const NODE_RULESET: &str = "
+table ip kube-proxy {
+    chain filter-prerouting { type filter hook prerouting priority -110; }
+    chain filter-input { type filter hook input priority -110; }
+    chain filter-forward { type filter hook forward priority -110; }
+    chain filter-output { type filter hook output priority -110; }
+    chain filter-output-post-dnat { type filter hook output priority -90; }
+    chain nat-prerouting { type nat hook prerouting priority dstnat; }
+    chain nat-output { type nat hook output priority -100; }
+    chain nat-postrouting { type nat hook postrouting priority srcnat; }
+}
+table ip6 kube-proxy {
+    chain filter-prerouting { type filter hook prerouting priority -110; }
+    chain filter-input { type filter hook input priority -110; }
+    chain filter-forward { type filter hook forward priority -110; }
+    chain filter-output { type filter hook output priority -110; }
+    chain filter-output-post-dnat { type filter hook output priority -90; }
+    chain nat-prerouting { type nat hook prerouting priority dstnat; }
+    chain nat-output { type nat hook output priority -100; }
+    chain nat-postrouting { type nat hook postrouting priority srcnat; }
+}
+";
+
 fn main() {
     if !netbind_testkit::bench_may_run("phase1") {
         return;
@@ -684,6 +719,13 @@ fn main() {
     sh(&format!(
         "ip netns add {node} && ip -n {node} link set lo up"
     ));
+    // The node's own ruleset, as on every Kubernetes node (`NODE_RULESET`): without one, each
+    // pod's first netfilter hook of a kind switches the kernel's static keys and each last one
+    // switches them back, which no node does.
+    run(
+        Command::new("ip").args(["netns", "exec", &node, "nft", "-f", "-"]),
+        Some(NODE_RULESET),
+    );
     // This (main) thread moves into the node namespace: every process it starts, and every
     // thread it creates, starts there. Nothing is done to the host's namespace; the guard
     // brings the thread back when `main` ends.
