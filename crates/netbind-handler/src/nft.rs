@@ -103,10 +103,7 @@ impl Nft {
         match self {
             Nft::Binary(bin) => start_binary(bin, &json(ruleset, op), what),
             Nft::Netlink => {
-                let batch = nfnl::batch(ruleset, op).map_err(|source| NftError::Lower {
-                    what: what.into(),
-                    source,
-                })?;
+                let batch = lower(ruleset, op, what)?;
                 let name = what.to_string();
                 on_thread(what, move || {
                     nfnl::apply(&batch).map_err(|source| NftError::Kernel { what: name, source })
@@ -131,10 +128,34 @@ impl Nft {
         }
     }
 
-    /// Applies `op` on `ruleset` as one transaction and waits for it.
+    /// Applies `op` on `ruleset` as one transaction and waits for it: over netlink on the
+    /// calling thread (so in its namespace), or through an `nft` child.
     pub fn apply(&self, ruleset: &Ruleset, op: Op, what: &str) -> Result<(), NftError> {
-        self.start(ruleset, op, what)?.wait()
+        match self {
+            Nft::Binary(_) => self.start(ruleset, op, what)?.wait(),
+            Nft::Netlink => {
+                let batch = lower(ruleset, op, what)?;
+                nfnl::apply(&batch).map_err(|source| NftError::Kernel {
+                    what: what.into(),
+                    source,
+                })
+            }
+        }
     }
+
+    /// Whether a transaction would run in a process of its own (and so gains from running
+    /// beside the caller's work) rather than on the calling thread.
+    pub fn is_process(&self) -> bool {
+        matches!(self, Nft::Binary(_))
+    }
+}
+
+/// The nf_tables messages of `op` on `ruleset`, or why they cannot be written.
+fn lower(ruleset: &Ruleset, op: Op, what: &str) -> Result<nfnl::Batch, NftError> {
+    nfnl::batch(ruleset, op).map_err(|source| NftError::Lower {
+        what: what.into(),
+        source,
+    })
 }
 
 /// Runs a transaction on a thread of its own. A thread made by a thread inside the pod netns

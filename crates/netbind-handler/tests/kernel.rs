@@ -640,13 +640,23 @@ fn setup_reports_where_its_time_went() {
         "read and admit the VMI",
         "observe",
         "plan",
+        "nftables transaction",
         "links and addresses",
     ] {
         assert!(step(name)["beside"].is_null(), "{name} is a step in line");
     }
-    // The nftables transaction ran on its own thread: its own time, marked as beside.
-    let nft = step("nftables transaction (its own time, beside the links)");
-    assert_eq!(nft["beside"], true);
+    // Over netlink the transaction runs in line, before the links: nothing ran beside them.
+    let names: Vec<&str> = steps.iter().filter_map(|s| s["step"].as_str()).collect();
+    let at = |name: &str| names.iter().position(|n| *n == name);
+    assert!(
+        at("nftables transaction") < at("links and addresses"),
+        "the ruleset goes first: {names:?}"
+    );
+    assert!(
+        steps.iter().all(|step| step["beside"].is_null()),
+        "{steps:?}"
+    );
+    let nft = step("nftables transaction");
     assert!(nft["micros"].as_u64().is_some_and(|us| us > 0), "{nft}");
 }
 
