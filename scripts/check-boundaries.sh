@@ -37,4 +37,20 @@ if cargo tree -p netbind-launcher -e features -i nix 2>/dev/null | grep -q 'nix 
   echo "check-boundaries: netbind-launcher enables nix's sched feature (setns)" >&2
   fail=1
 fi
+# What a shipped binary links, no crate links for its tests only: a workspace release build
+# unifies features across all of its crates, so a test framework among one crate's runtime
+# dependencies (the sidecar's proptest did) enlarges every binary.
+if cargo tree --workspace -e normal --prefix none 2>/dev/null \
+    | grep -E '^(proptest|quickcheck|tempfile|rusty-fork) '; then
+  echo "check-boundaries: a test-only crate is a runtime dependency (above; cargo tree --workspace -e normal -i NAME says whose)" >&2
+  fail=1
+fi
+# The per-pod binaries start once per pod operation, and a static PIE relocates every pointer
+# of its read-only data at each start: no regular-expression engine (its Unicode tables were
+# 70 KB of them, for a log filter syntax netbind does not use).
+if cargo tree -p netbind-handler -p netbind-cni -e normal --prefix none 2>/dev/null \
+    | grep -E '^(regex|regex-automata|regex-syntax|matchers) '; then
+  echo "check-boundaries: netbind-handler or netbind-cni links a regular-expression engine (above)" >&2
+  fail=1
+fi
 exit $fail
