@@ -89,6 +89,27 @@ struct VmiDoc {
     status: Option<VmiStatus>,
 }
 
+/// A VirtualMachineInstance's header and body in one pass (`load_vmi`'s common case).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct VmiDocWithHeader {
+    #[serde(default)]
+    api_version: Option<Spanned<String>>,
+    #[serde(default)]
+    kind: Option<Spanned<String>>,
+    #[serde(default)]
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: Option<VmiSpec>,
+    #[serde(default)]
+    status: Option<VmiStatus>,
+}
+
+/// The API versions a VMI or VM document may have.
+fn supported_api(api: &str) -> bool {
+    matches!(api, "kubevirt.io/v1" | "kubevirt.io/v1alpha3")
+}
+
 #[derive(Deserialize)]
 struct VmDoc {
     #[serde(default)]
@@ -207,16 +228,44 @@ pub fn load_vmi(text: &str) -> Result<LoadedVmi, LoadError> {
     if text.len() > MAX_INPUT_BYTES {
         return Err(LoadError::TooLarge { size: text.len() });
     }
+    // The common case, a VMI that decodes, in one pass of the parser. Reading the header
+    // alone is a whole pass too (the parser skips the rest of the document event by event):
+    // 13% of a setup's instructions (callgrind), though only about 15 µs of its time, the
+    // first pass paying for the parser's code coming in cold either way. Anything else (a
+    // VirtualMachine, a missing or unsupported header, a decoding error) goes the way it
+    // always did, header first, so its result and its errors are the same.
+    if let Ok(doc) = decode::<VmiDocWithHeader>(text)
+        && doc
+            .api_version
+            .as_ref()
+            .is_some_and(|api| supported_api(&api.value))
+        && doc
+            .kind
+            .as_ref()
+            .is_some_and(|kind| kind.value == "VirtualMachineInstance")
+    {
+        return Ok(LoadedVmi {
+            kind: ObjectKind::VirtualMachineInstance,
+            metadata: doc.metadata,
+            spec: doc.spec.unwrap_or_default(),
+            status: doc.status.unwrap_or_else(VmiStatus::new_vmi),
+            spec_path: "spec",
+            positions: PositionIndex::of(text),
+        });
+    }
+    load_by_header(text)
+}
+
+/// `load_vmi` the way that works for every document: its header decoded first, then the
+/// document as its kind says.
+fn load_by_header(text: &str) -> Result<LoadedVmi, LoadError> {
     let header: Header = decode(text)?;
     let api = header.api_version.ok_or(LoadError::Header {
         pos: Pos { line: 1, column: 1 },
         field: "apiVersion",
         message: "Required value: expected kubevirt.io/v1".into(),
     })?;
-    if !matches!(
-        api.value.as_str(),
-        "kubevirt.io/v1" | "kubevirt.io/v1alpha3"
-    ) {
+    if !supported_api(&api.value) {
         return Err(LoadError::Header {
             pos: spanned_pos(&api),
             field: "apiVersion",
@@ -559,6 +608,40 @@ mod tests {
         assert!(matches!(load_vmi(&big), Err(LoadError::TooLarge { .. })));
     }
 
+    /// The one-pass common case gives what the header-first way gives, value and error alike:
+    /// every VMI, VM and broken document the repository has, and each example mutated.
+    #[test]
+    fn one_pass_and_header_first_agree() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut texts = vec![VMI.to_string()];
+        for dir in ["examples", "testdata/vmi", "fuzz/seeds/vmi_yaml"] {
+            let mut entries: Vec<_> = std::fs::read_dir(root.join(dir))
+                .expect(dir)
+                .map(|entry| entry.expect(dir).path())
+                .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
+                .collect();
+            entries.sort();
+            for path in entries {
+                texts.push(std::fs::read_to_string(&path).expect("read a VMI"));
+            }
+        }
+        assert!(texts.len() > 20, "found only {} documents", texts.len());
+        let mut variants = Vec::new();
+        for text in &texts {
+            variants.push(text.clone());
+            variants.push(text.replace("kubevirt.io/v1", "kubevirt.io/v2"));
+            variants.push(text.replace("kind: VirtualMachineInstance", "kind: Pod"));
+            variants.push(text.replace("apiVersion:", "apiVersionX:"));
+            variants.push(text.replace("name: default", "name: [default]"));
+            variants.push(format!("{text}\nkind: VirtualMachineInstance\n"));
+        }
+        for text in &variants {
+            let one = format!("{:?}", load_vmi(text));
+            let two = format!("{:?}", load_by_header(text));
+            assert_eq!(one, two, "{text}");
+        }
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
         #[test]
@@ -572,6 +655,17 @@ mod tests {
             let cut = (0..=pos).rev().find(|cut| mutated.is_char_boundary(*cut)).unwrap_or(0);
             mutated.insert_str(cut, &ins);
             let _ = load_vmi(&mutated);
+        }
+
+        #[test]
+        fn one_pass_agrees_on_mutated_vmi(pos in 0usize..VMI.len(), ins in "[\\[\\]{}:&*!|>'\" \n-]{1,4}") {
+            let mut mutated = VMI.to_string();
+            let cut = (0..=pos).rev().find(|cut| mutated.is_char_boundary(*cut)).unwrap_or(0);
+            mutated.insert_str(cut, &ins);
+            proptest::prop_assert_eq!(
+                format!("{:?}", load_vmi(&mutated)),
+                format!("{:?}", load_by_header(&mutated))
+            );
         }
     }
 }
