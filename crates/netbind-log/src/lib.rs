@@ -29,11 +29,16 @@ pub fn filter(spec: &str) -> Result<Targets, String> {
 
 /// Logs to stderr, filtered by [`FILTER_ENV`] or else by `default` (e.g. `"warn"`), with colour
 /// codes only for a person at a terminal: a runtime's log or a pod's keeps the text as written.
-/// A value of [`FILTER_ENV`] that is not a filter is said on stderr, and `default` used.
+/// A value of [`FILTER_ENV`] that is not a filter is said on stderr, and `default` used; an
+/// empty one is as if unset.
 /// Call it once, first thing in `main` (before any seccomp filter: it asks whether stderr is a
 /// terminal).
 pub fn init(default: &str) {
-    let from_env = std::env::var(FILTER_ENV).ok().map(|spec| filter(&spec));
+    // An empty value is no value (a `Targets` parsed from it would silence everything).
+    let from_env = std::env::var(FILTER_ENV)
+        .ok()
+        .filter(|spec| !spec.trim().is_empty())
+        .map(|spec| filter(&spec));
     let targets = match from_env {
         Some(Ok(targets)) => targets,
         Some(Err(why)) => {
