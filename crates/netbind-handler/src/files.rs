@@ -61,16 +61,31 @@ pub fn secure_dir(dir: &Path, mode: u32) -> Result<OwnedFd, FileError> {
 
 /// `dir` if it exists (`secure_dir`'s checks), without creating it or its parents.
 pub fn existing_secure_dir(dir: &Path) -> Result<Option<OwnedFd>, FileError> {
-    match std::fs::symlink_metadata(dir) {
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        _ => checked_dir(dir).map(Some),
+    match checked_dir(dir) {
+        Err(FileError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(None)
+        }
+        checked => checked.map(Some),
     }
 }
 
 /// An open handle on `dir`, once checked to be a root-owned, non-symlink directory that only
-/// root can write.
+/// root can write. The checks are made on the open descriptor, not on the path: what is
+/// checked is what the caller writes into, whatever happens to the path in between.
 fn checked_dir(dir: &Path) -> Result<OwnedFd, FileError> {
-    let meta = std::fs::symlink_metadata(dir).map_err(io("stat", dir))?;
+    let path_c = cstr(dir);
+    // O_PATH with O_NOFOLLOW opens a symlink itself instead of failing, so it can be named as
+    // such; an O_PATH descriptor serves as the directory of openat, renameat and unlinkat.
+    // SAFETY: path_c is a valid NUL-terminated path; the returned fd is owned at once.
+    let fd = crate::fd::owned(unsafe {
+        libc::open(
+            path_c.as_ptr(),
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    })
+    .map_err(io("open directory", dir))?;
+    let file = std::fs::File::from(fd);
+    let meta = file.metadata().map_err(io("stat", dir))?;
     let unsafe_dir = |why: &str| FileError::Unsafe {
         path: dir.into(),
         why: why.into(),
@@ -93,15 +108,7 @@ fn checked_dir(dir: &Path) -> Result<OwnedFd, FileError> {
             meta.mode() & 0o7777
         )));
     }
-    let path_c = cstr(dir);
-    // SAFETY: c is a valid NUL-terminated path; the returned fd is owned at once.
-    crate::fd::owned(unsafe {
-        libc::open(
-            path_c.as_ptr(),
-            libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_RDONLY,
-        )
-    })
-    .map_err(io("open directory", dir))
+    Ok(file.into())
 }
 
 fn name_c(name: &str) -> CString {
@@ -350,6 +357,111 @@ mod tests {
         assert_eq!(
             read_nofollow(dir.path(), "ok").expect("read"),
             Some(b"{}".to_vec())
+        );
+    }
+
+    /// Each way a directory can be unsafe is refused with the reason, through the descriptor
+    /// the writes would use; an absent one is `None` for a caller that creates nothing; a good
+    /// one takes a record through its `O_PATH` descriptor.
+    #[test]
+    fn only_a_root_owned_directory_others_cannot_write_is_used() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = tempfile::tempdir().expect("tmp");
+        let why = |dir: &Path| match checked_dir(dir) {
+            Err(FileError::Unsafe { why, .. }) => why,
+            other => panic!("{}: {other:?}", dir.display()),
+        };
+
+        let file = base.path().join("file");
+        std::fs::write(&file, "").expect("file");
+        assert_eq!(why(&file), "it is not a directory");
+
+        let link = base.path().join("link");
+        std::os::unix::fs::symlink(base.path(), &link).expect("symlink");
+        assert_eq!(why(&link), "it is a symlink");
+
+        let open = base.path().join("open");
+        std::fs::create_dir(&open).expect("dir");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o775)).expect("chmod");
+        assert_eq!(why(&open), "mode 775 lets group or others write");
+
+        let absent = base.path().join("absent");
+        assert!(existing_secure_dir(&absent).expect("absent").is_none());
+        assert!(!absent.exists(), "nothing is created");
+
+        // Owned by another user, or by root: only root can make either.
+        if !netbind_testkit::ready(vec![]) {
+            return;
+        }
+        let theirs = base.path().join("theirs");
+        std::fs::create_dir(&theirs).expect("dir");
+        std::os::unix::fs::chown(&theirs, Some(107), Some(107)).expect("chown");
+        assert_eq!(why(&theirs), "owned by uid 107, not root");
+
+        let good = base.path().join("good");
+        write_atomic(&good, 0o755, "record", b"data", 0o644).expect("write");
+        assert_eq!(std::fs::read(good.join("record")).expect("read"), b"data");
+        assert!(existing_secure_dir(&good).expect("good").is_some());
+    }
+
+    /// The attack the descriptor-based check stops: another user swaps the checked directory
+    /// with one of its own, between the check and the use, over and over (`RENAME_EXCHANGE`
+    /// in a parent it can write). Whatever `checked_dir` hands back must be the directory it
+    /// checked: root's. Checking the path and then opening it hands back the user's directory
+    /// within a few thousand tries here.
+    #[test]
+    fn a_directory_swapped_after_its_check_is_never_handed_back() {
+        if !netbind_testkit::ready(vec![]) {
+            return;
+        }
+        let base = tempfile::tempdir().expect("tmp");
+        let ours = base.path().join("handoff");
+        let theirs = base.path().join("theirs");
+        for dir in [&ours, &theirs] {
+            std::fs::create_dir(dir).expect("dir");
+            std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .expect("chmod");
+        }
+        std::os::unix::fs::chown(&theirs, Some(107), Some(107)).expect("chown");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swapper = {
+            let (stop, a, b) = (stop.clone(), cstr(&ours), cstr(&theirs));
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // SAFETY: two NUL-terminated paths that live across the call.
+                    unsafe {
+                        libc::renameat2(
+                            libc::AT_FDCWD,
+                            a.as_ptr(),
+                            libc::AT_FDCWD,
+                            b.as_ptr(),
+                            libc::RENAME_EXCHANGE,
+                        )
+                    };
+                }
+            })
+        };
+        let mut handed_back = 0;
+        let mut wrong = None;
+        for _ in 0..20_000 {
+            if let Ok(fd) = checked_dir(&ours) {
+                handed_back += 1;
+                let owner = std::fs::File::from(fd).metadata().expect("fstat").uid();
+                if owner != 0 {
+                    wrong = Some(owner);
+                    break;
+                }
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        swapper.join().expect("swapper");
+        assert_eq!(
+            wrong, None,
+            "a directory of uid 107 was handed back as checked"
+        );
+        assert!(
+            handed_back > 0,
+            "the check never passed: the race was not exercised"
         );
     }
 }
