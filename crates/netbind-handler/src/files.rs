@@ -130,7 +130,7 @@ pub fn write_atomic(
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     // Temp files of crashed runs (any pid) are ours to remove: nobody else can write here,
     // and the caller holds the pod's lock, so no other writer of this file is running.
-    remove_stale_temps(&dfd, dir, name);
+    remove_stale_temps(&dfd, name);
     // SAFETY: openat with an open directory fd and a NUL-terminated name; the mode argument
     // is read for O_CREAT.
     let fd = crate::fd::owned(unsafe {
@@ -173,21 +173,46 @@ pub fn write_atomic(
     Ok(())
 }
 
-/// Unlinks every `.NAME.*.tmp` in the directory `dfd` (unlink never follows a symlink).
-fn remove_stale_temps(dfd: &OwnedFd, dir: &Path, name: &str) {
-    let prefix = format!(".{name}.");
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+/// Unlinks every `.NAME.*.tmp` in the directory `dfd` (unlink never follows a symlink). The
+/// directory is listed through `dfd` too, not by its path, which may name another by now.
+fn remove_stale_temps(dfd: &OwnedFd, name: &str) {
+    let prefix = format!(".{name}.").into_bytes();
+    // SAFETY: openat with an open directory fd and a NUL-terminated name; the fd it returns
+    // is handed to fdopendir, which owns it from then on (closedir closes it).
+    let fd = unsafe {
+        libc::openat(
+            dfd.as_raw_fd(),
+            c".".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
     };
-    for entry in entries.flatten() {
-        let file_name = entry.file_name();
-        let file_name = file_name.to_string_lossy();
-        if file_name.starts_with(&prefix) && file_name.ends_with(".tmp") {
-            let name_cstr = name_c(&file_name);
-            // SAFETY: dfd is an open directory fd and c a NUL-terminated name in it.
-            unsafe { libc::unlinkat(dfd.as_raw_fd(), name_cstr.as_ptr(), 0) };
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: fd is an open directory descriptor that nothing else owns.
+    let stream = unsafe { libc::fdopendir(fd) };
+    if stream.is_null() {
+        // SAFETY: fdopendir failed, so fd is still ours to close.
+        unsafe { libc::close(fd) };
+        return;
+    }
+    loop {
+        // SAFETY: stream is an open directory stream, read by this thread alone.
+        let entry = unsafe { libc::readdir(stream) };
+        if entry.is_null() {
+            break;
+        }
+        // SAFETY: d_name of an entry readdir returned is a NUL-terminated name, valid until
+        // the next readdir on this stream.
+        let file_name = unsafe { std::ffi::CStr::from_ptr((*entry).d_name.as_ptr()) };
+        let bytes = file_name.to_bytes();
+        if bytes.starts_with(&prefix) && bytes.ends_with(b".tmp") {
+            // SAFETY: dfd is an open directory fd and file_name a NUL-terminated name in it.
+            unsafe { libc::unlinkat(dfd.as_raw_fd(), file_name.as_ptr(), 0) };
         }
     }
+    // SAFETY: stream is open and not used after this.
+    unsafe { libc::closedir(stream) };
 }
 
 /// An exclusive lock on one pod's phase-1 work (setup and teardown), held until dropped.
@@ -402,6 +427,43 @@ mod tests {
         write_atomic(&good, 0o755, "record", b"data", 0o644).expect("write");
         assert_eq!(std::fs::read(good.join("record")).expect("read"), b"data");
         assert!(existing_secure_dir(&good).expect("good").is_some());
+    }
+
+    /// A crashed writer's temporary files of one record go, listed through the directory's
+    /// descriptor; another record's, and names that only look alike, stay.
+    #[test]
+    fn only_the_records_own_stale_temps_are_removed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let names = [
+            ".state.json.4242.tmp",
+            ".state.json.1.tmp",
+            ".handoff.json.4242.tmp",
+            ".state.json.4242.tmpx",
+            "state.json",
+        ];
+        for name in names {
+            std::fs::write(dir.path().join(name), "x").expect("write");
+        }
+        let path_c = cstr(dir.path());
+        // SAFETY: a NUL-terminated path; the fd is owned at once.
+        let dfd = crate::fd::owned(unsafe {
+            libc::open(path_c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC)
+        })
+        .expect("open");
+        remove_stale_temps(&dfd, "state.json");
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".handoff.json.4242.tmp",
+                ".state.json.4242.tmpx",
+                "state.json"
+            ]
+        );
     }
 
     /// The attack the descriptor-based check stops: another user swaps the checked directory
