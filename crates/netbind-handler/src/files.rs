@@ -281,9 +281,10 @@ fn take_lock(dir: &Path, create: bool) -> Result<Option<PodLock>, FileError> {
         }
         // A teardown removes the lock file with the directory once it is done: a waiter that
         // got the lock on a removed file must take the lock again on the current one.
+        // Asked through the directory's descriptor, like every other look in it.
         let held = file.metadata().map_err(io("stat", &path))?;
-        match std::fs::symlink_metadata(&path) {
-            Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
+        match stat_at(&dfd, &lock_name) {
+            Ok(now) if now.st_ino == held.ino() && now.st_dev == held.dev() => {
                 return Ok(Some(PodLock { _file: file }));
             }
             Ok(_) => continue,
@@ -292,6 +293,25 @@ fn take_lock(dir: &Path, create: bool) -> Result<Option<PodLock>, FileError> {
             Err(err) => return Err(io("stat", &path)(err)),
         }
     }
+}
+
+/// `fstatat` of `name` in the directory `dfd`, not following a symlink.
+fn stat_at(dfd: &OwnedFd, name: &std::ffi::CStr) -> std::io::Result<libc::stat> {
+    let mut out = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: dfd is an open directory fd, name NUL-terminated, out a writable stat.
+    let rc = unsafe {
+        libc::fstatat(
+            dfd.as_raw_fd(),
+            name.as_ptr(),
+            out.as_mut_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fstatat succeeded, so it filled in the whole struct.
+    Ok(unsafe { out.assume_init() })
 }
 
 /// Removes `dir/name` if present (never follows a symlink: unlink removes the link itself).
