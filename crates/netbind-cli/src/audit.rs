@@ -311,8 +311,8 @@ fn run(name: &str, victim: &str, grants: &[String]) -> Result<AuditReport, UpErr
         let bridge = first.bridge.clone();
         let opened = Netns::named(&netns)
             .and_then(|n| n.run(|| netbind_handler::ra::open_socket(&bridge)))
-            .map_err(|env_obj| err(env_obj.to_string()))?
-            .map_err(|env_obj| err(env_obj.to_string()))?;
+            .map_err(|error| err(error.to_string()))?
+            .map_err(|error| err(error.to_string()))?;
         Some(opened)
     } else {
         None
@@ -380,7 +380,7 @@ fn run(name: &str, victim: &str, grants: &[String]) -> Result<AuditReport, UpErr
         stop.store(true, Ordering::SeqCst);
         (out, listener.join().unwrap_or_default())
     });
-    let out = out.map_err(|env_obj| err(env_obj.to_string()))?;
+    let out = out.map_err(|error| err(error.to_string()))?;
     if !out.status.success() {
         return Err(err(format!(
             "netbind-audit failed: {}",
@@ -388,14 +388,14 @@ fn run(name: &str, victim: &str, grants: &[String]) -> Result<AuditReport, UpErr
         )));
     }
     let run: ProbeRun = serde_json::from_slice(&out.stdout)
-        .map_err(|env_obj| err(format!("netbind-audit output: {env_obj}")))?;
+        .map_err(|error| err(format!("netbind-audit output: {error}")))?;
     let held = holds_tun(launcher.pid);
     let rows = verdict_rows(&run, grants, reached, held)?;
     let mut environment = run.environment;
-    if let Some(env_obj) = environment.as_object_mut() {
-        env_obj.insert("launcher_process".into(), process_status(Some(launcher)));
-        env_obj.insert("qemu_process".into(), process_status(qemu_of(&rec)));
-        env_obj.insert(
+    if let Some(fields) = environment.as_object_mut() {
+        fields.insert("launcher_process".into(), process_status(Some(launcher)));
+        fields.insert("qemu_process".into(), process_status(qemu_of(&rec)));
+        fields.insert(
             "victim".into(),
             serde_json::json!({
                 "pod": victim,

@@ -65,7 +65,7 @@ pub enum UpError {
 
 /// How many of a log's last lines an error quotes (a launcher or passt that did not start):
 /// enough to say why, never a whole log the VM side wrote.
-const LOG_TAIL_LINES: usize = 20;
+pub(crate) const LOG_TAIL_LINES: usize = 20;
 
 fn step_err(step: &'static str, detail: impl Into<String>) -> UpError {
     UpError::Step {

@@ -55,8 +55,8 @@ pub(super) fn run(
              runtime the audit runs as the pod's containers do",
         ));
     }
-    let mut cri = Cri::connect(&pod.socket.display().to_string())
-        .map_err(|env_obj| err(env_obj.to_string()))?;
+    let mut cri =
+        Cri::connect(&pod.socket.display().to_string()).map_err(|error| err(error.to_string()))?;
     let handoff = vm::read_handoff(&pod.handoff_dir).map_err(err)?;
     let first = handoff
         .interfaces
@@ -139,13 +139,10 @@ pub(super) fn run(
         let probed = (|| -> Result<String, UpError> {
             let id = cri
                 .start_container(&pod.sandbox, &sandbox_spec, &spec)
-                .map_err(|env_obj| err(env_obj.to_string()))?;
+                .map_err(|error| err(error.to_string()))?;
             let started = Instant::now();
             let exit = loop {
-                if let Some(exit) = cri
-                    .exited(&id)
-                    .map_err(|env_obj| err(env_obj.to_string()))?
-                {
+                if let Some(exit) = cri.exited(&id).map_err(|error| err(error.to_string()))? {
                     break exit;
                 }
                 if started.elapsed() > Duration::from_secs(120) {
@@ -153,17 +150,17 @@ pub(super) fn run(
                 }
                 std::thread::sleep(Duration::from_millis(50));
             };
-            let log_path = cri
-                .log_path(&id)
-                .map_err(|env_obj| err(env_obj.to_string()))?;
+            let log_path = cri.log_path(&id).map_err(|error| err(error.to_string()))?;
             let log = vm::read_console(std::path::Path::new(&log_path))
-                .map_err(|env_obj| err(env_obj.to_string()))?;
+                .map_err(|error| err(error.to_string()))?;
             if exit.code != 0 {
+                // Its last lines, escaped: the log is the VM side's and may be 16 MiB.
                 return Err(err(format!(
-                    "the audit container exited {} ({}): {}",
+                    "the audit container exited {} ({}); its log's last lines:\n{}",
                     exit.code,
                     exit.reason,
-                    vm::printable(&String::from_utf8_lossy(&log))
+                    vm::read_console_tail(std::path::Path::new(&log_path), up::LOG_TAIL_LINES)
+                        .unwrap_or_default()
                 )));
             }
             Ok(stdout_of(&String::from_utf8_lossy(&log)))
@@ -173,15 +170,15 @@ pub(super) fn run(
         (probed, listener.join().unwrap_or_default())
     });
     let run: ProbeRun = serde_json::from_str(&probed?)
-        .map_err(|env_obj| err(format!("netbind-audit output: {env_obj}")))?;
+        .map_err(|error| err(format!("netbind-audit output: {error}")))?;
     let held = holds_tun(launcher.pid);
     let rows = verdict_rows(&run, grants, reached, held)?;
     let mut environment = run.environment;
-    if let Some(env_obj) = environment.as_object_mut() {
-        env_obj.insert("runtime".into(), serde_json::json!("containerd"));
-        env_obj.insert("launcher_process".into(), process_status(Some(launcher)));
-        env_obj.insert("qemu_process".into(), process_status(qemu));
-        env_obj.insert(
+    if let Some(fields) = environment.as_object_mut() {
+        fields.insert("runtime".into(), serde_json::json!("containerd"));
+        fields.insert("launcher_process".into(), process_status(Some(launcher)));
+        fields.insert("qemu_process".into(), process_status(qemu));
+        fields.insert(
             "victim".into(),
             serde_json::json!({
                 "pod": victim.sandbox,
