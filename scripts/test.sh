@@ -29,7 +29,7 @@ bench() {
     echo "benchmark failed: $*" >&2
     exit 1
   fi
-  grep -E '^(## |\| netbind|Floor|Ceiling|CRI benchmark|RunPodSandbox)' "$log" || true
+  grep -E '^(## |\| netbind|Floor|Ceiling|CRI benchmark|RunPodSandbox|The machine|WARNING)' "$log" || true
   rm -f "$log"
 }
 NETBIND_BENCH_CYCLES=2 NETBIND_BENCH_PODS=8 NETBIND_BENCH_CONCURRENT=4 NETBIND_BENCH_SETTLE_MS=20 \

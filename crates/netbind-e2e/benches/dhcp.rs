@@ -320,6 +320,8 @@ fn main() {
     if !netbind_testkit::bench_may_run("dhcp") {
         return;
     }
+    // Another process using the CPUs biases the comparison (netbind_testkit::background_line).
+    let background_before = netbind_testkit::background_line("before the run");
     let rounds = netbind_testkit::env_count("NETBIND_BENCH_ROUNDS", 1000);
     let starts = netbind_testkit::env_count("NETBIND_BENCH_STARTS", 10);
     let prefix = format!("nbd-{}", std::process::id());
@@ -500,5 +502,9 @@ fn main() {
     if dnsmasq.is_none() || kea.is_none() {
         println!("\n(missing peers: install dnsmasq-base and kea-dhcp4-server)");
     }
+    println!(
+        "\n{background_before}\n{}",
+        netbind_testkit::background_line("after the run")
+    );
     drop(cleanup);
 }

@@ -211,9 +211,81 @@ pub const VM_USER_SETPRIV: [&str; 7] = [
     "--no-new-privs",
 ];
 
+/// The share of the machine's CPU time (all CPUs, from `/proc/stat`) that was busy over
+/// `over`, while the caller sleeps: what other processes and the kernel's own workers used.
+/// `None` if `/proc/stat` cannot be read.
+pub fn background_busy(over: std::time::Duration) -> Option<f64> {
+    fn sample() -> Option<(u64, u64)> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .map(|field| field.parse().ok())
+            .collect::<Option<_>>()?;
+        // user nice system idle iowait irq softirq steal (guest time is inside user).
+        let total: u64 = fields.iter().take(8).sum();
+        let idle = fields.get(3)? + fields.get(4)?;
+        Some((total, idle))
+    }
+    let (total_before, idle_before) = sample()?;
+    std::thread::sleep(over);
+    let (total_after, idle_after) = sample()?;
+    let total = total_after.checked_sub(total_before)?;
+    let idle = idle_after.checked_sub(idle_before)?;
+    (total > 0).then(|| 1.0 - idle as f64 / total as f64)
+}
+
+/// A benchmark's line on how busy the machine was while it slept for a second (`when`: before
+/// or after the measurements), with a warning when something else used more than a tenth of
+/// it: a core kept busy by another process made netbind's setups faster here (a vCPU that
+/// does not idle wakes at once) and the CNI plugin's ADD slower, 8.6x against 6.0x in one
+/// pair of runs, so such a run's ratios are not comparable.
+pub fn background_line(when: &str) -> String {
+    match background_busy(std::time::Duration::from_secs(1)) {
+        Some(busy) if busy > 0.10 => format!(
+            "WARNING: the machine was {:.0}% busy {when}, with the benchmark asleep: another \
+             process is using the CPUs, and this run's figures are not comparable with a quiet \
+             machine's.",
+            busy * 100.0
+        ),
+        Some(busy) => format!(
+            "The machine {when}, with the benchmark asleep for 1 s: {:.1}% busy.",
+            busy * 100.0
+        ),
+        None => format!("The machine {when}: /proc/stat could not be read."),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::turn_order;
+    use super::{background_busy, turn_order};
+
+    /// With every CPU kept busy by a spinning thread, the machine reads as mostly busy (the
+    /// idle reading is not asserted: tests run side by side).
+    #[test]
+    fn a_machine_kept_busy_reads_as_busy() {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let spinners: Vec<_> = (0..cpus)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        let busy = background_busy(std::time::Duration::from_millis(300));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for spinner in spinners {
+            spinner.join().expect("spinner");
+        }
+        let busy = busy.expect("/proc/stat");
+        assert!(busy > 0.5 && busy <= 1.0, "busy {busy}");
+    }
 
     #[test]
     fn turn_order_balances_places_and_predecessors_over_a_period() {
