@@ -83,8 +83,8 @@ fn main() {
     if !netbind_testkit::bench_may_run("cri") {
         return;
     }
-    // Another process using the CPUs biases the comparison (netbind_testkit::background_line).
-    let background_before = netbind_testkit::background_line("before the run");
+    // Another process using the CPUs biases the comparison (netbind_testkit::MachineLoad).
+    let machine = netbind_testkit::MachineLoad::before();
     for bin in [
         "netbind-cni",
         "netbind-ra",
@@ -187,8 +187,5 @@ fn main() {
     }
     println!("\nWhole VM pod (masquerade, TCG guest), {vms} runs (ms)");
     row("RunPodSandbox → guest's DHCP lease", &to_lease);
-    println!(
-        "\n{background_before}\n{}",
-        netbind_testkit::background_line("after the run")
-    );
+    println!("\n{}", machine.report());
 }

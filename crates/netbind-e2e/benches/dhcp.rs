@@ -320,8 +320,8 @@ fn main() {
     if !netbind_testkit::bench_may_run("dhcp") {
         return;
     }
-    // Another process using the CPUs biases the comparison (netbind_testkit::background_line).
-    let background_before = netbind_testkit::background_line("before the run");
+    // Another process using the CPUs biases the comparison (netbind_testkit::MachineLoad).
+    let machine = netbind_testkit::MachineLoad::before();
     let rounds = netbind_testkit::env_count("NETBIND_BENCH_ROUNDS", 1000);
     let starts = netbind_testkit::env_count("NETBIND_BENCH_STARTS", 10);
     let prefix = format!("nbd-{}", std::process::id());
@@ -502,9 +502,6 @@ fn main() {
     if dnsmasq.is_none() || kea.is_none() {
         println!("\n(missing peers: install dnsmasq-base and kea-dhcp4-server)");
     }
-    println!(
-        "\n{background_before}\n{}",
-        netbind_testkit::background_line("after the run")
-    );
+    println!("\n{}", machine.report());
     drop(cleanup);
 }

@@ -733,9 +733,9 @@ fn main() {
         &netbind_handler::netns::Netns::named(&node).expect("open the node netns"),
     )
     .expect("enter the node netns");
-    // Another process using the CPUs biases the ratios (netbind_testkit::background_line):
+    // Another process using the CPUs biases the ratios (netbind_testkit::MachineLoad):
     // measured before the first measurement and after the last, both printed at the end.
-    let background_before = netbind_testkit::background_line("before the run");
+    let machine = netbind_testkit::MachineLoad::before();
 
     // The tools, each a setup + teardown cycle on a pod of its own; rounds interleave them
     // so that a slow moment of the machine hits every tool alike.
@@ -1041,9 +1041,6 @@ fn main() {
         "\n## {concurrent} pods set up concurrently (masquerade binding)\n\nwall time {:.1} ms, {failures} failed",
         started.elapsed().as_secs_f64() * 1e3
     );
-    println!(
-        "\n## The machine around the run\n\n{background_before}\n{}",
-        netbind_testkit::background_line("after the run")
-    );
+    println!("\n## The machine around the run\n\n{}", machine.report());
     drop(cleanup);
 }

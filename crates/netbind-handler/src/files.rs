@@ -176,20 +176,21 @@ pub fn write_atomic(
 /// Unlinks every `.NAME.*.tmp` in the directory `dfd` (unlink never follows a symlink). The
 /// directory is listed through `dfd` too, not by its path, which may name another by now.
 fn remove_stale_temps(dfd: &OwnedFd, name: &str) {
+    use std::os::fd::IntoRawFd;
     let prefix = format!(".{name}.").into_bytes();
-    // SAFETY: openat with an open directory fd and a NUL-terminated name; the fd it returns
-    // is handed to fdopendir, which owns it from then on (closedir closes it).
-    let fd = unsafe {
+    // SAFETY: openat with an open directory fd and a NUL-terminated name.
+    let Ok(listing) = crate::fd::owned(unsafe {
         libc::openat(
             dfd.as_raw_fd(),
             c".".as_ptr(),
             libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
         )
-    };
-    if fd < 0 {
+    }) else {
         return;
-    }
-    // SAFETY: fd is an open directory descriptor that nothing else owns.
+    };
+    let fd = listing.into_raw_fd();
+    // SAFETY: fd is an open directory descriptor that nothing else owns; fdopendir owns it
+    // from here on (closedir closes it).
     let stream = unsafe { libc::fdopendir(fd) };
     if stream.is_null() {
         // SAFETY: fdopendir failed, so fd is still ours to close.
@@ -464,12 +465,7 @@ mod tests {
         for name in names {
             std::fs::write(dir.path().join(name), "x").expect("write");
         }
-        let path_c = cstr(dir.path());
-        // SAFETY: a NUL-terminated path; the fd is owned at once.
-        let dfd = crate::fd::owned(unsafe {
-            libc::open(path_c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC)
-        })
-        .expect("open");
+        let dfd = OwnedFd::from(std::fs::File::open(dir.path()).expect("open"));
         remove_stale_temps(&dfd, "state.json");
         let mut left: Vec<String> = std::fs::read_dir(dir.path())
             .expect("list")

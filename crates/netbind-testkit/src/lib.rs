@@ -211,30 +211,39 @@ pub const VM_USER_SETPRIV: [&str; 7] = [
     "--no-new-privs",
 ];
 
+/// Total and idle CPU time (all CPUs, in clock ticks) from the text of `/proc/stat`: its
+/// first line's user nice system idle iowait irq softirq steal (guest time is inside user),
+/// idle being idle + iowait.
+fn cpu_times(stat: &str) -> Option<(u64, u64)> {
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|field| field.parse().ok())
+        .collect::<Option<_>>()?;
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3)? + fields.get(4)?;
+    Some((total, idle))
+}
+
+/// The busy share between two `/proc/stat` readings, `None` if they do not follow each other.
+fn busy_between(before: &str, after: &str) -> Option<f64> {
+    let (total_before, idle_before) = cpu_times(before)?;
+    let (total_after, idle_after) = cpu_times(after)?;
+    let total = total_after.checked_sub(total_before)?;
+    let idle = idle_after.checked_sub(idle_before)?;
+    (total > 0).then(|| 1.0 - idle as f64 / total as f64)
+}
+
 /// The share of the machine's CPU time (all CPUs, from `/proc/stat`) that was busy over
 /// `over`, while the caller sleeps: what other processes and the kernel's own workers used.
 /// `None` if `/proc/stat` cannot be read.
 pub fn background_busy(over: std::time::Duration) -> Option<f64> {
-    fn sample() -> Option<(u64, u64)> {
-        let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        let fields: Vec<u64> = stat
-            .lines()
-            .next()?
-            .strip_prefix("cpu ")?
-            .split_whitespace()
-            .map(|field| field.parse().ok())
-            .collect::<Option<_>>()?;
-        // user nice system idle iowait irq softirq steal (guest time is inside user).
-        let total: u64 = fields.iter().take(8).sum();
-        let idle = fields.get(3)? + fields.get(4)?;
-        Some((total, idle))
-    }
-    let (total_before, idle_before) = sample()?;
+    let before = std::fs::read_to_string("/proc/stat").ok()?;
     std::thread::sleep(over);
-    let (total_after, idle_after) = sample()?;
-    let total = total_after.checked_sub(total_before)?;
-    let idle = idle_after.checked_sub(idle_before)?;
-    (total > 0).then(|| 1.0 - idle as f64 / total as f64)
+    let after = std::fs::read_to_string("/proc/stat").ok()?;
+    busy_between(&before, &after)
 }
 
 /// A benchmark's line on how busy the machine was while it slept for a second (`when`: before
@@ -242,7 +251,7 @@ pub fn background_busy(over: std::time::Duration) -> Option<f64> {
 /// it: a core kept busy by another process made netbind's setups faster here (a vCPU that
 /// does not idle wakes at once) and the CNI plugin's ADD slower, 8.6x against 6.0x in one
 /// pair of runs, so such a run's ratios are not comparable.
-pub fn background_line(when: &str) -> String {
+fn background_line(when: &str) -> String {
     match background_busy(std::time::Duration::from_secs(1)) {
         Some(busy) if busy > 0.10 => format!(
             "WARNING: the machine was {:.0}% busy {when}, with the benchmark asleep: another \
@@ -258,9 +267,42 @@ pub fn background_line(when: &str) -> String {
     }
 }
 
+/// How busy the machine was around a benchmark: taken before its first measurement
+/// ([`MachineLoad::before`]) and after its last ([`MachineLoad::report`], both lines).
+#[derive(Debug)]
+pub struct MachineLoad {
+    before: String,
+}
+
+impl MachineLoad {
+    pub fn before() -> MachineLoad {
+        MachineLoad {
+            before: background_line("before the run"),
+        }
+    }
+
+    /// The reading from before and one taken now, a line each.
+    pub fn report(self) -> String {
+        format!("{}\n{}", self.before, background_line("after the run"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{background_busy, turn_order};
+    use super::{background_busy, busy_between, turn_order};
+
+    /// The busy share counts user, system, interrupt and steal time against all of it, idle
+    /// and iowait as idle; readings that do not follow each other give none.
+    #[test]
+    fn the_busy_share_is_read_from_two_proc_stat_readings() {
+        let before = "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 50 0 25 400 25 0 0 0 0 0\n";
+        // 1000 ticks later: 150 user, 50 system, 50 steal, 700 idle, 50 iowait.
+        let after = "cpu  250 0 100 1500 100 0 0 50 0 0\ncpu0 125 0 50 750 50 0 0 25 0 0\n";
+        assert_eq!(busy_between(before, after), Some(0.25));
+        assert_eq!(busy_between(after, before), None);
+        assert_eq!(busy_between(before, before), None);
+        assert_eq!(busy_between("intr 1 2 3", after), None);
+    }
 
     /// With every CPU kept busy by a spinning thread, the machine reads as mostly busy (the
     /// idle reading is not asserted: tests run side by side).

@@ -151,18 +151,18 @@ pub(super) fn run(
                 std::thread::sleep(Duration::from_millis(50));
             };
             let log_path = cri.log_path(&id).map_err(|error| err(error.to_string()))?;
-            let log = vm::read_console(std::path::Path::new(&log_path))
-                .map_err(|error| err(error.to_string()))?;
+            let log_path = std::path::Path::new(&log_path);
             if exit.code != 0 {
-                // Its last lines, escaped: the log is the VM side's and may be 16 MiB.
+                // Its last lines only, escaped: the log is the VM side's and may be 16 MiB.
                 return Err(err(format!(
                     "the audit container exited {} ({}); its log's last lines:\n{}",
                     exit.code,
                     exit.reason,
-                    vm::read_console_tail(std::path::Path::new(&log_path), up::LOG_TAIL_LINES)
-                        .unwrap_or_default()
+                    vm::read_console_tail(log_path, up::LOG_TAIL_LINES).unwrap_or_default()
                 )));
             }
+            // The report needs the whole log (capped by the reader).
+            let log = vm::read_console(log_path).map_err(|error| err(error.to_string()))?;
             Ok(stdout_of(&String::from_utf8_lossy(&log)))
         })();
         std::thread::sleep(Duration::from_millis(300));
