@@ -312,7 +312,15 @@ fn decode<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ObjectError> 
     serde_saphyr::from_str(text).map_err(|e| {
         let at = e
             .location()
-            .map(|l| format!("line {}, column {}", l.line(), l.column()))
+            .map(|l| {
+                // Written as the VMI loader writes a place ("3:5"), so one reader's errors read
+                // alike whichever document they come from.
+                crate::yaml::Pos {
+                    line: l.line(),
+                    column: l.column(),
+                }
+                .to_string()
+            })
             .unwrap_or_default();
         object_err(at, crate::yaml::message_of(&e))
     })
@@ -369,6 +377,14 @@ mod tests {
             "{err}"
         );
         assert!(!err.message.contains("(used"), "{err}");
+        // A syntax error is placed as the VMI loader places one: "line:column".
+        let err = kubevirt_config(&CR.replace("kind: KubeVirt", "kind: [KubeVirt"))
+            .expect_err("an unclosed flow sequence");
+        let (line, column) = err.path.split_once(':').expect("line:column");
+        assert!(
+            line.parse::<u64>().is_ok() && column.parse::<u64>().is_ok(),
+            "{err}"
+        );
     }
 
     #[test]
