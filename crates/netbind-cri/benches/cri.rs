@@ -180,7 +180,8 @@ fn main() {
             boot: true,
         };
         let pod = VmPod::start(cri, &config).expect("VM pod");
-        pod.console_line("NETBIND-GUEST lease ", Duration::from_secs(180))
+        pod.console
+            .line("NETBIND-GUEST lease ", Duration::from_secs(180))
             .expect("lease");
         to_lease.push(pod.started.elapsed());
         cri.remove_pod(&pod.sandbox).expect("remove");

@@ -8,15 +8,14 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use netbind_podsim::vm::{self, GuestImage};
+use netbind_podsim::vm::GuestImage;
 use netbind_sidecar::client::HookClient;
 
 use crate::CriError;
 use crate::client::{Cri, PodSpec};
 use crate::vmpod::{
-    Nic, compute_container, launcher_pod, locked_down, node_err, show, vm_dir, wait_ready,
+    Console, Nic, compute_container, launcher_pod, locked_down, node_err, show, vm_dir, wait_ready,
 };
 
 /// KubeVirt's name of the first hook sidecar container.
@@ -53,7 +52,8 @@ pub struct PluginPod {
     pub info: netbind_sidecar::proto::info::InfoResult,
     /// The domain XML `OnDefineDomain` returned.
     pub domain_xml: String,
-    pub console: PathBuf,
+    /// The guest's serial console.
+    pub console: Console,
 }
 
 /// The interface QEMU needs from the domain XML: (tap, MAC, MTU, ROM disabled).
@@ -192,17 +192,7 @@ impl PluginPod {
             qemu,
             info,
             domain_xml,
-            console: vm_work.join("console"),
+            console: Console(vm_work.join("console")),
         })
-    }
-
-    /// The console line containing `needle`, waiting up to `patience`.
-    pub fn console_line(&self, needle: &str, patience: Duration) -> Option<String> {
-        vm::wait_for_line(&self.console, needle, patience, &|| false)
-    }
-
-    /// The console's last lines (for a failure's message), control characters escaped.
-    pub fn console_tail(&self) -> String {
-        vm::read_console_tail(&self.console, 60).unwrap_or_default()
     }
 }

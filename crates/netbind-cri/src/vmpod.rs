@@ -44,6 +44,28 @@ pub struct VmPodConfig {
     pub boot: bool,
 }
 
+/// A guest's serial console: the file QEMU writes in the pod's VM directory (the VM pod's
+/// and the binding plugin's pod alike).
+#[derive(Debug, Clone)]
+pub struct Console(pub PathBuf);
+
+impl Console {
+    /// The file (for a caller that waits on it with its own interruption check).
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// The console line containing `needle`, waiting up to `patience`.
+    pub fn line(&self, needle: &str, patience: Duration) -> Option<String> {
+        vm::wait_for_line(&self.0, needle, patience, &|| false)
+    }
+
+    /// The console's last lines (for a failure's message), control characters escaped.
+    pub fn tail(&self) -> String {
+        vm::read_console_tail(&self.0, 60).unwrap_or_default()
+    }
+}
+
 /// A running VM pod.
 #[derive(Debug, Clone)]
 pub struct VmPod {
@@ -55,7 +77,7 @@ pub struct VmPod {
     pub launcher: String,
     pub qemu: Option<String>,
     /// The guest's serial console (a file in the VM's writable directory).
-    pub console: PathBuf,
+    pub console: Console,
     /// The `<interface>` elements the launcher wrote for libvirt.
     pub domain_xml: String,
     /// When RunPodSandbox was called, and how long it took.
@@ -312,20 +334,10 @@ impl VmPod {
             handoff,
             launcher,
             qemu,
-            console: vm_work.join("console"),
+            console: Console(vm_work.join("console")),
             domain_xml,
             started,
             run_pod_sandbox,
         })
-    }
-
-    /// The console line containing `needle`, waiting up to `patience`.
-    pub fn console_line(&self, needle: &str, patience: Duration) -> Option<String> {
-        vm::wait_for_line(&self.console, needle, patience, &|| false)
-    }
-
-    /// The console's last lines (for a failure's message), control characters escaped.
-    pub fn console_tail(&self) -> String {
-        vm::read_console_tail(&self.console, 60).unwrap_or_default()
     }
 }

@@ -159,12 +159,13 @@ fn vm_pod(tag: &str, vmi_file: &str, masquerade: bool) {
         pod.domain_xml
     );
     let lease = pod
-        .console_line("NETBIND-GUEST lease ", Duration::from_secs(180))
+        .console
+        .line("NETBIND-GUEST lease ", Duration::from_secs(180))
         .unwrap_or_else(|| {
             panic!(
                 "no lease in 180 s; qemu: {:?}; console (last lines):\n{}",
                 pod.qemu.as_ref().map(|q| cri.exited(q)),
-                pod.console_tail()
+                pod.console.tail()
             )
         });
     eprintln!("RunPodSandbox to lease: {:?}", pod.started.elapsed());
@@ -175,7 +176,7 @@ fn vm_pod(tag: &str, vmi_file: &str, masquerade: bool) {
     };
     assert!(lease.contains(&format!("ip={want} ")), "{lease}");
     assert_reachable(&node, &pod.ip, &|line, patience| {
-        pod.console_line(line, patience)
+        pod.console.line(line, patience)
     });
     assert_eq!(
         cri.exited(&pod.launcher).unwrap(),
@@ -308,13 +309,14 @@ fn kubevirt_shaped_binding_plugin_pod_on_containerd() {
         "the sidecar and compute only: {containers:?}"
     );
     let lease = pod
-        .console_line("NETBIND-GUEST lease ", Duration::from_secs(180))
+        .console
+        .line("NETBIND-GUEST lease ", Duration::from_secs(180))
         .unwrap_or_else(|| {
             panic!(
                 "no lease in 180 s; qemu: {:?}; sidecar: {:?}; console (last lines):\n{}\nsidecar log:\n{}",
                 cri.exited(&pod.qemu),
                 cri.exited(&pod.sidecar),
-                pod.console_tail(),
+                pod.console.tail(),
                 std::fs::read_to_string(
                     Path::new(&pod.pod.log_directory).join("hook-sidecar-0.log")
                 )
@@ -323,7 +325,7 @@ fn kubevirt_shaped_binding_plugin_pod_on_containerd() {
         });
     assert!(lease.contains("ip=10.0.2.2 "), "{lease}");
     assert_reachable(&node, &pod.ip, &|line, patience| {
-        pod.console_line(line, patience)
+        pod.console.line(line, patience)
     });
     assert_eq!(
         cri.exited(&pod.sidecar).unwrap(),

@@ -210,7 +210,7 @@ pub(super) fn bring_up(
         ..GuestReport::default()
     };
     let lease = vm::wait_for_line(
-        &pod.console,
+        pod.console.path(),
         "NETBIND-GUEST lease ",
         Duration::from_secs(180),
         &interrupted,
@@ -235,7 +235,7 @@ pub(super) fn bring_up(
     );
     let line = |needle: &str, secs| {
         vm::wait_for_line(
-            &pod.console,
+            pod.console.path(),
             needle,
             Duration::from_secs(secs),
             &interrupted,
