@@ -19,6 +19,8 @@ step "cargo build --bins (the e2e and audit tests run every binary; the launcher
 cargo build --bins --locked --features netbind-launcher/test-hooks
 step "cargo nextest run"
 cargo nextest run --workspace --locked --no-fail-fast
+step "nothing the tests started still runs"
+./scripts/check-leftovers.sh
 step "benchmarks, smoke run: each once with the fewest rounds, as the README runs them (a bench that breaks at run time fails here; at this size its numbers mean nothing)"
 cargo build --release --bins --locked -q
 bench() {

@@ -74,7 +74,11 @@ impl Sandbox<'_> {
             .map(|g| format!(",+{}", g.to_lowercase()))
             .collect();
         let mut cmd = Command::new("ip");
-        // `--kill-child`: the sandbox dies with the `unshare` that root recorded at spawn.
+        // `--kill-child`: the sandbox dies with the `unshare` that root recorded at spawn. It
+        // sets a parent-death signal on the sandbox's PID 1, which the kernel clears when that
+        // process changes its credentials (setpriv's uid 107); `--pdeathsig keep` sets it again
+        // after the change, and it survives the exec of the (unprivileged) program. Without
+        // it, a killed `unshare` left PID 1 and the program running, unrecorded.
         cmd.args([
             "netns",
             "exec",
@@ -97,6 +101,7 @@ impl Sandbox<'_> {
         .arg(format!("--ambient-caps=-all{extra}"))
         .arg(format!("--bounding-set=-all{extra}"))
         .arg("--no-new-privs")
+        .args(["--pdeathsig", "keep"])
         .env("NETBIND_TUN", self.tun)
         .env("NETBIND_POD_DIR", self.pod_dir)
         .env("NETBIND_RUN_DIR", crate::run_dir());
@@ -198,7 +203,7 @@ pub fn netns_processes(netns: &str, comm: &str) -> Vec<Proc> {
 
 /// The live children of `pid`, by a scan of /proc (this kernel may lack
 /// /proc/PID/task/TID/children).
-fn children(pid: u32) -> Vec<Proc> {
+pub fn children(pid: u32) -> Vec<Proc> {
     pids()
         .filter(|c| parent(*c) == Some(pid))
         .filter_map(Proc::of)
