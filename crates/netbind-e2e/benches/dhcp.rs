@@ -377,6 +377,9 @@ fn main() {
             argv: [
                 "dnsmasq",
                 "--keep-in-foreground",
+                // No pid file: dnsmasq's default is the node's /run/dnsmasq.pid, which a
+                // bench must not write (a dnsmasq service of the node's own uses that name).
+                "--pid-file=",
                 "--no-resolv",
                 "--no-hosts",
                 "--conf-file=/dev/null",
