@@ -38,6 +38,8 @@ NETBIND_BENCH_CYCLES=2 NETBIND_BENCH_PODS=8 NETBIND_BENCH_CONCURRENT=4 NETBIND_B
   bench cargo bench --locked -q -p netbind-handler --bench phase1
 NETBIND_BENCH_ROUNDS=20 NETBIND_BENCH_STARTS=2 bench cargo bench --locked -q -p netbind-e2e --bench dhcp
 NETBIND_BENCH_ROUNDS=2 NETBIND_BENCH_VMS=1 bench cargo bench --locked -q -p netbind-cri --bench cri
+step "nothing the benchmarks started still runs"
+./scripts/check-leftovers.sh
 step "fuzz smoke: every target ${FUZZ_SECONDS:-20} s from its seeds (stable toolchain, no sanitizer)"
 (
   cd fuzz
