@@ -22,7 +22,7 @@ left() {
       "$dir"*) ;;
       *) [ -n "${CI:-}" ] && [ "$netns" != "$own_netns" ] || continue ;;
     esac
-    echo "${p#/proc/} ($netns): $(tr '\0' ' ' <"$p/cmdline" 2>/dev/null)"
+    echo "${p#/proc/} ($netns): $(tr '\0' ' ' 2>/dev/null <"$p/cmdline")"
   done
 }
 
