@@ -5,23 +5,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-use netbind_podsim::sandbox::Proc;
-
-/// Still running: recorded and not yet a zombie (a killed process stays in /proc until its
-/// parent reaps it).
-fn running(proc: Proc) -> bool {
-    proc.alive()
-        && std::fs::read_to_string(format!("/proc/{}/stat", proc.pid))
-            .ok()
-            .and_then(|stat| {
-                let after = &stat[stat.rfind(')')? + 1..];
-                after.split_whitespace().next().map(|state| state != "Z")
-            })
-            .unwrap_or(false)
-}
+use netbind_podsim::sandbox::{Proc, sandbox_init};
 
 /// `unshare --kill-child` gives its child a parent-death signal, but the kernel clears that
 /// signal when the child changes its credentials, which the sandbox does (uid 107, no
@@ -36,24 +23,17 @@ fn the_sandbox_dies_with_its_recorded_unshare() {
     let mut fixture = Fixture::new("examples/vmi-bridge.yaml", Stack::V4);
     let launcher = Proc::of(fixture.launcher_pid()).expect("the launcher runs");
     let mut unshare = fixture.launcher.take().expect("the recorded unshare");
-    let init = netbind_podsim::sandbox::children(unshare.id())
-        .into_iter()
-        .next()
+    let init = sandbox_init(Proc::of(unshare.id()).expect("the unshare runs"))
         .expect("the sandbox's PID 1");
     unshare.kill().unwrap();
     unshare.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while (running(launcher) || running(init)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
+    // `alive` is false once a process is gone or a zombie (killed, not yet reaped).
+    for (what, proc) in [("PID 1", init), ("launcher", launcher)] {
+        proc.wait(Duration::from_secs(5));
+        assert!(
+            !proc.alive(),
+            "the sandbox's {what} ({}) outlived the unshare root recorded",
+            proc.pid
+        );
     }
-    assert!(
-        !running(init),
-        "the sandbox's PID 1 ({}) outlived the unshare root recorded",
-        init.pid
-    );
-    assert!(
-        !running(launcher),
-        "the launcher ({}) outlived the unshare root recorded",
-        launcher.pid
-    );
 }

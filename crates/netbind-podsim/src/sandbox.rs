@@ -178,11 +178,16 @@ pub fn stop_sandbox(proc: Proc) {
 /// (`netbind-vm-exec`, or the audit's probe binary, which runs without it), and below that
 /// the program.
 pub fn sandbox_program(proc: Proc) -> Option<Proc> {
+    let init = sandbox_init(proc)?;
+    Some(children(init.pid).into_iter().next().unwrap_or(init))
+}
+
+/// The sandbox's PID 1, the child of its recorded `unshare`.
+pub fn sandbox_init(proc: Proc) -> Option<Proc> {
     if !proc.alive() {
         return None;
     }
-    let init = children(proc.pid).into_iter().next()?;
-    Some(children(init.pid).into_iter().next().unwrap_or(init))
+    children(proc.pid).into_iter().next()
 }
 
 /// The processes of network namespace `/run/netns/NETNS` whose command name starts with
@@ -203,7 +208,7 @@ pub fn netns_processes(netns: &str, comm: &str) -> Vec<Proc> {
 
 /// The live children of `pid`, by a scan of /proc (this kernel may lack
 /// /proc/PID/task/TID/children).
-pub fn children(pid: u32) -> Vec<Proc> {
+fn children(pid: u32) -> Vec<Proc> {
     pids()
         .filter(|c| parent(*c) == Some(pid))
         .filter_map(Proc::of)

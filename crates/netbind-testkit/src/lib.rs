@@ -239,7 +239,7 @@ fn busy_between(before: &str, after: &str) -> Option<f64> {
 /// The share of the machine's CPU time (all CPUs, from `/proc/stat`) that was busy over
 /// `over`, while the caller sleeps: what other processes and the kernel's own workers used.
 /// `None` if `/proc/stat` cannot be read.
-pub fn background_busy(over: std::time::Duration) -> Option<f64> {
+fn background_busy(over: std::time::Duration) -> Option<f64> {
     let before = std::fs::read_to_string("/proc/stat").ok()?;
     std::thread::sleep(over);
     let after = std::fs::read_to_string("/proc/stat").ok()?;
